@@ -1,0 +1,225 @@
+"""One typed settings object for every room.
+
+Precedence (highest first): explicit keyword overrides (CLI flags) >
+environment (`VISITWIRE_<SECTION>__<KEY>`, e.g. `VISITWIRE_REDIS__URL`) >
+TOML file (`--config FILE` or `VISITWIRE_CONFIG`) > defaults below.
+Bad values fail at start with a message naming the key and what to do.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Configuration is invalid; the message says which key and how to fix it."""
+
+
+class UrlRule(BaseModel):
+    """Maps a URL path pattern to page metadata, e.g. '/product/{product_id}' -> product page.
+
+    `{name}` captures one path segment; captured names product_id/category/section/menu
+    fill the page view fields of the same name.
+    """
+    pattern: str
+    group: str
+    section: str = ""
+    category: str = ""
+    menu: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _starts_with_slash(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("URL rule pattern must start with '/', e.g. '/product/{product_id}'")
+        return v
+
+
+class GoalRule(BaseModel):
+    """A request that counts as a conversion, e.g. POST /order/complete -> purchase."""
+    name: str
+    pattern: str  # same syntax as UrlRule.pattern
+    method: str = ""  # empty = any
+    status: list[int] = Field(default_factory=lambda: [200, 201, 302, 303])
+    value_param: str = ""  # query parameter with the goal value
+    value_header: str = ""  # or a captured response/request header (see capture.extra_headers)
+
+
+class CaptureSettings(BaseModel):
+    iface: str = ""
+    ports: list[int] = Field(default_factory=lambda: [80, 8080])
+    visitor_cookies: list[str] = Field(default_factory=lambda: ["_vw_id", "_ga", "visitor_id"])
+    member_cookie: str = "member"
+    member_param: str = ""
+    member_header: str = "x-member-id"
+    # Real client IP behind a proxy; empty = trust nothing, use the packet's source address.
+    client_ip_header: str = ""
+    salt: str = "change-me-visitwire-salt"
+    # Query parameters removed from `query` before it leaves the agent.
+    sensitive_params: list[str] = Field(default_factory=lambda: ["password", "passwd", "pwd", "token", "secret", "session", "sessionid"])
+    # Header names (request or response) whose values are copied into event.extra.
+    extra_headers: list[str] = Field(default_factory=lambda: ["x-order-amount"])
+    transaction_timeout_s: float = Field(30.0, gt=0)
+    flow_idle_timeout_s: float = Field(120.0, gt=0)
+    max_flow_buffer_bytes: int = Field(1 << 20, gt=0)
+    max_total_buffer_bytes: int = Field(256 << 20, gt=0)
+    max_pending_requests: int = Field(64, gt=0)
+    # While Kafka is away, at most this many events wait in memory; the oldest beyond are dropped and counted.
+    max_buffered_events: int = Field(200_000, gt=0)
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 0 < p < 65536]
+        if bad or not v:
+            raise ValueError(f"ports must be 1..65535 and not empty, got {v}")
+        return v
+
+
+class KafkaSettings(BaseModel):
+    # Empty = start the embedded tansu broker.
+    bootstrap: str = ""
+    partitions: int = Field(4, gt=0)
+    app_id: str = "visitwire"
+    session_timeout_s: float = Field(30.0, gt=0)
+
+
+class RedisSettings(BaseModel):
+    # Empty = start an embedded redis-server child process.
+    url: str = ""
+    key_prefix: str = "vw:"
+
+
+class HistorySettings(BaseModel):
+    # clickhouse://user:pass@host:9000/db or chdb:///path (embedded, default)
+    url: str = "chdb:///var/lib/visitwire/chdb"
+    flush_interval_s: float = Field(1.0, gt=0)
+    max_batch_rows: int = Field(100_000, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not re.match(r"^(clickhouse|chdb)://", v):
+            raise ValueError("history.url must start with clickhouse:// (server) or chdb:// (embedded), "
+                             "e.g. chdb:///var/lib/visitwire/chdb or clickhouse://default:@127.0.0.1:9000/visitwire")
+        return v
+
+
+class ProcessingSettings(BaseModel):
+    session_idle_s: float = Field(1800.0, gt=0)
+    session_max_s: float = Field(4 * 3600.0, gt=0)
+    split_at_midnight: bool = True
+    visitors_now_window_s: int = Field(300, gt=0)
+    feed_length: int = Field(100, gt=0)
+    batch_size: int = Field(5000, gt=0)
+    batch_timeout_s: float = Field(0.2, gt=0)
+    use_numba: bool = True
+    site_hosts: list[str] = Field(default_factory=list)  # hosts counted as 'internal' referrers
+    static_extensions: list[str] = Field(default_factory=lambda: [
+        ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp",
+        ".woff", ".woff2", ".ttf", ".eot", ".mp4", ".webm", ".mp3", ".pdf", ".zip", ".txt", ".xml", ".json"])
+    static_content_types: list[str] = Field(default_factory=lambda: [
+        "text/css", "application/javascript", "text/javascript", "image/", "font/", "video/", "audio/",
+        "application/font", "application/json"])
+    search_hosts: list[str] = Field(default_factory=lambda: [
+        "google.", "bing.com", "duckduckgo.com", "yahoo.", "baidu.com", "yandex.", "naver.com", "daum.net", "ecosia.org"])
+    social_hosts: list[str] = Field(default_factory=lambda: [
+        "facebook.com", "t.co", "twitter.com", "x.com", "instagram.com", "linkedin.com", "reddit.com",
+        "youtube.com", "pinterest.", "tiktok.com", "kakao", "line.me"])
+    url_rules: list[UrlRule] = Field(default_factory=lambda: [
+        UrlRule(pattern="/product/{product_id}", group="product", section="shop"),
+        UrlRule(pattern="/category/{category}", group="category", section="shop"),
+        UrlRule(pattern="/cart", group="cart", section="checkout"),
+        UrlRule(pattern="/checkout", group="checkout", section="checkout"),
+        UrlRule(pattern="/order/complete", group="order_complete", section="checkout"),
+        UrlRule(pattern="/login", group="login", section="account"),
+        UrlRule(pattern="/", group="home", section="home"),
+    ])
+    goals: list[GoalRule] = Field(default_factory=lambda: [
+        GoalRule(name="purchase", pattern="/order/complete", method="POST", value_header="x-order-amount"),
+        GoalRule(name="add_to_cart", pattern="/cart/add", method="POST"),
+        GoalRule(name="login", pattern="/login", method="POST"),
+    ])
+
+
+class AnalyticsSettings(BaseModel):
+    funnels: dict[str, list[str]] = Field(default_factory=lambda: {
+        "purchase": ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]})
+    recommendation_min_support: int = Field(3, gt=0)
+    rfm_interval_s: float = Field(3600.0, gt=0)
+    profile_ttl_s: int = Field(7 * 86400, gt=0)
+    max_live_profiles: int = Field(100_000, gt=0)
+
+
+class WebSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, gt=0, lt=65536)
+    # Required when host is not loopback; `visitwire demo` generates one.
+    token: str = ""
+    alert_error_rate: float = Field(0.05, ge=0, le=1)
+    alert_p95_ms: float = Field(1000.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VISITWIRE_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: str = "/var/lib/visitwire"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> "Settings":
+        if self.web.host not in ("127.0.0.1", "localhost", "::1") and not self.web.token:
+            raise ValueError("web.token is required when web.host listens beyond loopback "
+                             f"({self.web.host}); set VISITWIRE_WEB__TOKEN or web.token in the config file")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by VISITWIRE_CONFIG (set by `--config`)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - required by the ABC
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("VISITWIRE_CONFIG", "")
+        if not path:
+            return {}
+        try:
+            return tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} not found: fix --config / VISITWIRE_CONFIG") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Build and validate settings; raises SettingsError with a readable message."""
+    if config_file:
+        os.environ["VISITWIRE_CONFIG"] = config_file
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)
+                            + "\nfix the config file or the VISITWIRE_* environment variable named above") from None

@@ -1,0 +1,113 @@
+"""The one small interface every sink implements.
+
+A sink receives batches of rows for one table and writes them in one go.
+`BatchingSink` does the buffering: rows are added as they arrive and handed to
+`write(table, rows)` at most about once per `flush_interval_s` per table (or when
+`max_batch_rows` is reached), and always on `flush()` / `close()`.
+
+`write` must be idempotent for a replayed batch (history sinks deduplicate on
+event_id / session_id) and must raise `SinkUnavailable` when the backend is
+away, leaving the rows buffered: callers only commit Kafka offsets after a
+successful `flush()`, so unwritten events are redelivered, never lost.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+log = logging.getLogger(__name__)
+
+Row = Mapping[str, Any]
+
+
+class SinkUnavailable(Exception):
+    """The backend cannot take writes right now; retry later (rows stay buffered)."""
+
+
+class BatchingSink(ABC):
+    def __init__(self, flush_interval_s: float = 1.0, max_batch_rows: int = 100_000,
+                 retry_backoff_s: Sequence[float] = (0.2, 0.5, 1, 2, 5)):
+        self.flush_interval_s = flush_interval_s
+        self.max_batch_rows = max_batch_rows
+        self.retry_backoff_s = tuple(retry_backoff_s)
+        self._buffers: dict[str, list[Row]] = defaultdict(list)
+        self._last_flush: dict[str, float] = defaultdict(time.monotonic)
+        self._lock = threading.Lock()
+        self.rows_written = 0
+        self.write_failures = 0
+
+    # -- what a concrete sink implements -------------------------------------------------
+    @abstractmethod
+    def write(self, table: str, rows: Sequence[Row]) -> None:
+        """Write one batch to `table`; raise SinkUnavailable when the backend is away."""
+
+    def close(self) -> None:
+        """Flush everything; subclasses release connections after calling super().close()."""
+        self.flush()
+
+    # -- buffering --------------------------------------------------------------------------
+    def add(self, table: str, rows: Iterable[Row]) -> None:
+        with self._lock:
+            self._buffers[table].extend(rows)
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._buffers.values())
+
+    def due(self) -> bool:
+        """True when some table's buffer is old or big enough to write now."""
+        now = time.monotonic()
+        with self._lock:
+            return any(rows and (len(rows) >= self.max_batch_rows or now - self._last_flush[t] >= self.flush_interval_s)
+                       for t, rows in self._buffers.items())
+
+    def flush(self, retry: bool = True) -> int:
+        """Write all buffered rows. Retries with backoff; raises SinkUnavailable if it still fails
+        (the rows stay buffered). Returns the number of rows written."""
+        written = 0
+        with self._lock:
+            tables = [t for t, rows in self._buffers.items() if rows]
+        for table in tables:
+            with self._lock:
+                rows = self._buffers[table]
+                self._buffers[table] = []
+            try:
+                self._write_with_retry(table, rows, retry)
+            except SinkUnavailable:
+                with self._lock:  # put them back in front, order kept
+                    self._buffers[table] = rows + self._buffers[table]
+                raise
+            self._last_flush[table] = time.monotonic()
+            written += len(rows)
+        self.rows_written += written
+        return written
+
+    def _write_with_retry(self, table: str, rows: Sequence[Row], retry: bool) -> None:
+        delays = self.retry_backoff_s if retry else ()
+        for attempt in range(len(delays) + 1):
+            try:
+                for start in range(0, len(rows), self.max_batch_rows):
+                    self.write(table, rows[start:start + self.max_batch_rows])
+                return
+            except SinkUnavailable as e:
+                self.write_failures += 1
+                if attempt == len(delays):
+                    raise
+                log.warning("sink %s: %s unavailable (%s); retrying in %.1fs",
+                            type(self).__name__, table, e, delays[attempt])
+                time.sleep(delays[attempt])
+
+
+class ListSink(BatchingSink):
+    """A testing sink: keeps what was written, per table (mirrors a testing source)."""
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.tables: dict[str, list[Row]] = defaultdict(list)
+
+    def write(self, table: str, rows: Sequence[Row]) -> None:
+        self.tables[table].extend(rows)

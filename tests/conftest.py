@@ -1,0 +1,48 @@
+"""Shared fixtures: real servers started on free loopback ports, once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.services import start_clickhouse, start_redis, start_tansu
+
+OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
+
+
+@pytest.fixture(scope="session")
+def tansu():
+    svc = start_tansu()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    svc = start_redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server():
+    svc = start_clickhouse()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def output_dir(request) -> Path:
+    """Where a test leaves files for a person to look at (screenshots, reports)."""
+    d = OUTPUT_DIR / request.node.name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(monkeypatch):
+    # Tests never pick up a developer's VISITWIRE_* environment by accident.
+    for k in list(os.environ):
+        if k.startswith("VISITWIRE_"):
+            monkeypatch.delenv(k)
