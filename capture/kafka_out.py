@@ -1,0 +1,278 @@
+"""Publishing visit events (Hit dicts) to Kafka without ever blocking or crashing the capture loop.
+
+The capture loop calls `send_many(events)`: events are serialized (orjson) and put in a
+bounded in-memory queue. A background thread runs its own asyncio loop with an aiokafka
+producer that drains the queue in per-partition record batches (key = visitor_id, so one
+visitor's hits stay in order on one partition).
+
+When the broker goes away the queue keeps filling up to `max_buffered` events; beyond
+that the oldest are dropped and counted. One warning is logged per outage, and the
+producer reconnects (re-creating the topic if the broker lost it) when the broker returns.
+Delivery is at-least-once: a batch that failed mid-flight is sent again, and sinks
+de-duplicate on the deterministic event_id.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from typing import Iterable
+
+import orjson
+
+from config.events import TOPIC_HITS
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 20_000          # events taken from the queue per round trip
+_RETRY_MIN_S = 0.2
+_RETRY_MAX_S = 2.0
+
+
+def _compression() -> str | None:
+    try:
+        from aiokafka.codec import has_gzip, has_lz4
+    except ImportError:  # pragma: no cover
+        return None
+    if has_lz4():
+        return "lz4"
+    return "gzip" if has_gzip() else None
+
+
+class KafkaOutput:
+    """Bounded, non-blocking Kafka publisher for Hit dicts, keyed by visitor_id."""
+
+    def __init__(self, bootstrap: str, topic: str = TOPIC_HITS, max_buffered: int | None = None,
+                 partitions: int | None = None, linger_ms: int = 20, request_timeout_ms: int = 5000,
+                 compression: str | None = "auto"):
+        if max_buffered is None or partitions is None:
+            from config.settings import CaptureSettings, KafkaSettings
+
+            max_buffered = max_buffered or CaptureSettings().max_buffered_events
+            partitions = partitions or KafkaSettings().partitions
+        if not bootstrap:
+            raise ValueError("KafkaOutput needs a bootstrap address such as 127.0.0.1:9092")
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.max_buffered = max_buffered
+        self.partitions = partitions
+        self.linger_ms = linger_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.compression = _compression() if compression == "auto" else compression
+        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._dropped = 0
+        self._inflight = 0
+        self._connected = False
+        self._outages = 0
+        self._stopping = False
+        self._loop = asyncio.new_event_loop()
+        self._wakeup: asyncio.Event | None = None
+        self._idle = threading.Event()  # set while nothing is queued or in flight
+        self._idle.set()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, name="visitwire-kafka-out", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    # -- called from the capture loop -----------------------------------------------------------
+    def send_many(self, events: Iterable[dict]) -> int:
+        """Queue events for delivery; returns how many were queued. Never blocks on the network."""
+        items = [((e.get("visitor_id") or "").encode(), orjson.dumps(e)) for e in events]
+        if not items:
+            return 0
+        with self._lock:
+            self._queue.extend(items)
+            over = len(self._queue) - self.max_buffered
+            if over > 0:
+                for _ in range(over):
+                    self._queue.popleft()
+                self._dropped += over
+            self._idle.clear()
+        self._poke()
+        return len(items)
+
+    def send(self, event: dict) -> int:
+        return self.send_many([event])
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is acknowledged by the broker (or timeout); True when all are."""
+        self._poke()
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout`), then stop the producer thread."""
+        if self._stopping:
+            return
+        if not self.flush(timeout):
+            log.warning("closing Kafka output with %d event(s) undelivered to %s", self.buffered, self.bootstrap)
+        self._stopping = True
+        self._poke()
+        self._thread.join(timeout=max(2.0, self.request_timeout_ms / 1000 + 2))
+
+    @property
+    def buffered(self) -> int:
+        return len(self._queue) + self._inflight
+
+    @property
+    def stats(self) -> dict:
+        return {"sent": self._sent, "buffered": self.buffered, "dropped_while_broker_away": self._dropped,
+                "connected": self._connected, "outages": self._outages}
+
+    def __enter__(self) -> "KafkaOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _poke(self) -> None:
+        if self._wakeup is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._wakeup.set)
+            except RuntimeError:
+                pass  # loop already stopped
+
+    # -- producer thread ------------------------------------------------------------------------
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._run())
+        finally:
+            self._loop.close()
+
+    async def _run(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._ready.set()
+        backoff = _RETRY_MIN_S
+        while not self._stopping:
+            producer = None
+            try:
+                producer = await self._connect()
+                if self._outages:
+                    log.warning("Kafka at %s is back; delivering %d buffered event(s)", self.bootstrap, self.buffered)
+                self._connected = True
+                backoff = _RETRY_MIN_S
+                await self._pump(producer)
+            except Exception as e:  # any broker/network failure: keep buffering, reconnect
+                if self._connected or self._outages == 0:
+                    self._outages += 1
+                    log.warning("Kafka at %s unreachable (%s); buffering %d events, oldest dropped beyond %d. "
+                                "Check the broker address / that it is running; delivery resumes when it is back.",
+                                self.bootstrap, type(e).__name__, self.buffered, self.max_buffered)
+                self._connected = False
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, _RETRY_MAX_S)
+            finally:
+                if producer is not None:
+                    try:
+                        await asyncio.wait_for(producer.stop(), 3)
+                    except Exception:
+                        pass
+        self._connected = False
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        self._wakeup.clear()
+
+    async def _connect(self):
+        from aiokafka import AIOKafkaProducer
+
+        await self._ensure_topic()
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms,
+                                    compression_type=self.compression, acks=1,
+                                    request_timeout_ms=self.request_timeout_ms,
+                                    max_batch_size=1 << 20, enable_idempotence=False)
+        try:
+            await asyncio.wait_for(producer.start(), self.request_timeout_ms / 1000)
+            parts = await asyncio.wait_for(producer.partitions_for(self.topic), self.request_timeout_ms / 1000)
+        except BaseException:
+            try:
+                await asyncio.wait_for(producer.stop(), 3)
+            except Exception:
+                pass
+            raise
+        self._parts = sorted(parts)
+        return producer
+
+    async def _ensure_topic(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=self.request_timeout_ms)
+        await asyncio.wait_for(admin.start(), self.request_timeout_ms / 1000)
+        try:
+            existing = await admin.list_topics()
+            if self.topic not in existing:
+                try:
+                    await admin.create_topics([NewTopic(self.topic, self.partitions, 1)])
+                    log.info("created Kafka topic %s with %d partitions", self.topic, self.partitions)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            await admin.close()
+
+    def _take(self) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            n = min(_CHUNK, len(self._queue))
+            chunk = [self._queue.popleft() for _ in range(n)]
+            self._inflight = n
+        return chunk
+
+    def _give_back(self, chunk: list[tuple[bytes, bytes]]) -> None:
+        """A chunk that was not acknowledged goes back to the front (bounded like everything else)."""
+        with self._lock:
+            self._queue.extendleft(reversed(chunk))
+            self._inflight = 0
+            over = len(self._queue) - self.max_buffered
+            if over > 0:
+                for _ in range(over):
+                    self._queue.popleft()
+                self._dropped += over
+
+    async def _pump(self, producer) -> None:
+        from aiokafka.partitioner import murmur2
+
+        nparts = len(self._parts)
+        part_of: dict[bytes, int] = {}  # murmur2 in Python is slow; visitors repeat, so cache
+        while True:
+            chunk = self._take()
+            if not chunk:
+                with self._lock:
+                    if not self._queue:
+                        self._idle.set()
+                if self._stopping:
+                    return
+                await self._sleep(self.linger_ms / 1000)
+                continue
+            try:
+                by_part: dict[int, list[tuple[bytes, bytes]]] = collections.defaultdict(list)
+                if len(part_of) > 200_000:
+                    part_of.clear()
+                for item in chunk:
+                    part = part_of.get(item[0])
+                    if part is None:
+                        # same partition choice as the Java client's default partitioner
+                        part = part_of[item[0]] = self._parts[(murmur2(item[0]) & 0x7FFFFFFF) % nparts]
+                    by_part[part].append(item)
+                futures = []
+                for part, items in by_part.items():
+                    batch = producer.create_batch()
+                    for key, value in items:
+                        if batch.append(key=key, value=value, timestamp=None) is None:
+                            futures.append(await producer.send_batch(batch, self.topic, partition=part))
+                            batch = producer.create_batch()
+                            batch.append(key=key, value=value, timestamp=None)
+                    futures.append(await producer.send_batch(batch, self.topic, partition=part))
+                await asyncio.wait_for(asyncio.gather(*futures), self.request_timeout_ms / 1000 + 5)
+            except BaseException:
+                self._give_back(chunk)
+                raise
+            with self._lock:
+                self._inflight = 0
+                self._sent += len(chunk)
