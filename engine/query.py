@@ -1,0 +1,87 @@
+"""`visitwire query "SQL"`: run SQL on the history store and print the rows as JSON lines.
+
+chdb serves its data directory to the one process that opened it, so when a running engine
+holds the chdb store ({data_dir}/engine.json names it and its pid is alive) the query goes to
+its `POST /api/query` ({"sql": ...} -> {"rows": [...]}, `Authorization: Bearer <token>`).
+A ClickHouse server is always queried directly.
+"""
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+from engine.state_file import read_state
+from sinks.base import SinkUnavailable
+from sinks.history import HistoryError, open_history
+
+
+class QueryError(Exception):
+    """The query could not run; the message says what to do."""
+
+
+def engine_info(data_dir: str, history_url: str) -> dict | None:
+    """The running engine's {"pid", "web_url", "token", ...} when it holds this chdb store, else None."""
+    info = read_state(data_dir)
+    if not info or not info.get("web_url"):
+        return None
+    if info.get("history_url", history_url) != history_url:
+        return None  # it holds another directory; this one is free to open here
+    return info
+
+
+def query_engine(info: dict, sql: str, timeout: float = 60.0) -> list[dict]:
+    url = info["web_url"].rstrip("/") + "/api/query"
+    req = urllib.request.Request(url, data=orjson.dumps({"sql": sql}), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {info.get('token', '')}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            body = orjson.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        detail = e.read()[:2000].decode("utf-8", "replace")
+        try:
+            detail = orjson.loads(detail).get("error", detail)
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        raise QueryError(f"the running engine ({url}) rejected the query: HTTP {e.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise QueryError(f"the running engine (pid {info['pid']}) did not answer at {url} ({e}); "
+                         "wait for it to start, or stop it to query the chdb store directly") from None
+    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+        raise QueryError(f"the running engine ({url}) answered without a 'rows' list")
+    return body["rows"]
+
+
+def query_direct(url: str, sql: str) -> list[dict]:
+    store = open_history(url)
+    try:
+        return store.query(sql)
+    finally:
+        store.close()
+
+
+def fetch_rows(settings: Any, sql: str) -> list[dict]:
+    url = settings.history.url
+    info = engine_info(settings.data_dir, url) if url.startswith("chdb://") else None
+    return query_engine(info, sql) if info else query_direct(url, sql)
+
+
+def run_query(settings: Any, sql: str) -> int:
+    """Print the rows as JSON lines (one object per row); exit code 0, or 2 with a message on stderr."""
+    if not sql.strip():
+        print("visitwire query: give the SQL to run, e.g. visitwire query \"SELECT count() FROM hits\"", file=sys.stderr)
+        return 2
+    try:
+        rows = fetch_rows(settings, sql)
+    except (QueryError, HistoryError, SinkUnavailable) as e:
+        print(f"visitwire query: {e}", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+    for row in rows:
+        out.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    out.flush()
+    return 0

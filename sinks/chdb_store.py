@@ -1,0 +1,109 @@
+"""History store embedded in this process with chdb (ClickHouse as a library).
+
+Rows go in as Arrow tables (`INSERT ... SELECT * FROM Python(tbl)`, ~1M rows/s; text formats
+are 10x slower). chdb serves ONE data directory per process, and only the process holding it
+can read it: the engine that writes also answers queries (`visitwire query` goes through its
+`/api/query` when it runs, see engine/query.py). Stores on the same path in one process share
+one session; a second path while one is open is refused with a clear message.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Sequence
+
+import orjson
+import pyarrow as pa
+
+from sinks.history import BOOL, FLOAT, INT, OPT_FLOAT, OPT_INT, STR, TIME, Column, HistoryError, HistoryStore
+
+log = logging.getLogger(__name__)
+
+_ARROW_TYPES = {
+    STR: pa.string(), INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.uint8(), OPT_INT: pa.int64(),
+    OPT_FLOAT: pa.float64(), TIME: pa.uint32(), "keys": pa.list_(pa.string()), "values": pa.list_(pa.string()),
+}
+
+# path -> [session, users, lock]; chdb cannot hold two data directories in one process.
+_sessions: dict[str, list] = {}
+_registry_lock = threading.Lock()
+
+
+def _acquire(path: str) -> tuple[Any, threading.RLock]:
+    from chdb import session as chdb_session
+
+    with _registry_lock:
+        if path in _sessions:
+            entry = _sessions[path]
+            entry[1] += 1
+            return entry[0], entry[2]
+        if _sessions:
+            other = next(iter(_sessions))
+            raise HistoryError(f"chdb already holds {other} in this process and allows one data directory per "
+                               f"process: use the same history.url (chdb://{other}) or close that store first")
+        os.makedirs(path, exist_ok=True)
+        try:
+            sess = chdb_session.Session(path)
+        except RuntimeError as e:
+            raise HistoryError(f"cannot open chdb data directory {path}: {e}") from e
+        # Plain JSON numbers for 64-bit integers, like the ClickHouse backend returns them.
+        sess.query("SET output_format_json_quote_64bit_integers = 0")
+        sess.query("SET session_timezone = 'UTC'")
+        lock = threading.RLock()
+        _sessions[path] = [sess, 1, lock]
+        return sess, lock
+
+
+def _release(path: str) -> None:
+    with _registry_lock:
+        entry = _sessions.get(path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _sessions[path]
+            entry[0].close()
+
+
+class ChdbHistory(HistoryStore):
+    def __init__(self, url: str, path: str, **batching: Any):
+        super().__init__(url, **batching)
+        self.path = os.path.abspath(path)
+        self._session, self._db_lock = _acquire(self.path)
+        self._open = True
+
+    def __repr__(self) -> str:
+        return f"ChdbHistory({self.path})"
+
+    def _query(self, sql: str, fmt: str = "CSV"):
+        if not self._open:
+            raise HistoryError(f"history store {self.path} is closed")
+        with self._db_lock:
+            try:
+                return self._session.query(sql, fmt)
+            except RuntimeError as e:
+                raise HistoryError(f"chdb error: {str(e).strip().splitlines()[0]}") from e
+
+    def _execute(self, sql: str) -> None:
+        self._query(sql)
+
+    def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
+        # The name `arrow_rows` is what Python(...) looks up in this frame.
+        arrow_rows = pa.table({c.name: pa.array(values, _ARROW_TYPES[c.kind]) for c, values in zip(columns, data)})
+        names = ", ".join(f"`{c.name}`" for c in columns)
+        self._query(f"INSERT INTO {table} ({names}) SELECT * FROM Python(arrow_rows)")
+
+    def _select(self, sql: str) -> list[dict]:
+        res = self._query(sql, "JSONEachRow")
+        raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        try:
+            super().close()
+        finally:
+            self._open = False
+            _release(self.path)

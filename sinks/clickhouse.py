@@ -1,0 +1,121 @@
+"""History store on a ClickHouse server through clickhouse-driver (native protocol, port 9000).
+
+Inserts are columnar (`INSERT INTO t (cols) VALUES` + column lists): never inline VALUES in
+the SQL text (ClickHouse 18.16 hangs on it). Network failures become SinkUnavailable and drop
+the connection; the next call reconnects, so a restarted server is picked up by itself.
+"""
+from __future__ import annotations
+
+import datetime
+import decimal
+import ipaddress
+import logging
+import threading
+import uuid
+from typing import Any, Sequence
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from sinks.base import SinkUnavailable
+from sinks.history import Column, HistoryError, HistoryStore
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the server is away", not "your SQL is wrong".
+_NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
+# Server codes worth a retry: too many parts/queries, memory limit, timeouts, unknown db after restart.
+_RETRYABLE_CODES = {159, 160, 164, 202, 209, 210, 241, 252, 394}
+
+
+def json_value(v: Any) -> Any:
+    """clickhouse-driver values -> what chdb's JSONEachRow gives for the same column."""
+    if isinstance(v, datetime.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (uuid.UUID, ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return str(v)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    return v
+
+
+class ClickHouseHistory(HistoryStore):
+    def __init__(self, url: str, host: str, port: int, user: str, password: str, database: str, **batching: Any):
+        super().__init__(url, **batching)
+        self.host, self.port, self.user, self.database = host, port, user, database
+        self._password = password
+        self._client: Client | None = None
+        self._db_lock = threading.RLock()  # one client, used from the loop and a flush thread
+
+    def __repr__(self) -> str:  # never show the password
+        return f"ClickHouseHistory({self.host}:{self.port}/{self.database})"
+
+    def _connect(self) -> Client:
+        if self._client is None:
+            # The database may not exist yet: connect to `default`, create it, then use it.
+            boot = Client(self.host, port=self.port, user=self.user, password=self._password, database="default",
+                          connect_timeout=3, send_receive_timeout=30)
+            try:
+                boot.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            finally:
+                boot.disconnect()
+            self._client = Client(self.host, port=self.port, user=self.user, password=self._password,
+                                  database=self.database, connect_timeout=3, send_receive_timeout=30)
+        return self._client
+
+    def _run(self, fn):
+        with self._db_lock:
+            try:
+                return fn(self._connect())
+            except _NETWORK_ERRORS as e:
+                self._drop_client()
+                self._schema_ready = False  # a server that comes back empty needs the schema again
+                raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} is unreachable ({type(e).__name__}: {e}); "
+                                      "start the server or fix history.url / --clickhouse") from e
+            except ch_errors.ServerException as e:
+                if e.code in _RETRYABLE_CODES:
+                    self._drop_client()
+                    raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} refused for now: "
+                                          f"{_first_line(e)}") from e
+                raise HistoryError(f"ClickHouse error: {_first_line(e)}") from e
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            except Exception:  # already broken; nothing to release
+                pass
+            self._client = None
+
+    def _execute(self, sql: str) -> None:
+        self._run(lambda c: c.execute(sql))
+
+    def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
+        names = ", ".join(f"`{c.name}`" for c in columns)
+        self._run(lambda c: c.execute(f"INSERT INTO {table} ({names}) VALUES", data, columnar=True,
+                                      types_check=False))
+
+    def _select(self, sql: str) -> list[dict]:
+        rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True))
+        names = [n for n, _ in cols]
+        return [{n: json_value(v) for n, v in zip(names, row)} for row in rows]
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            with self._db_lock:
+                self._drop_client()
+
+
+def _first_line(e: Exception) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    return msg.strip().splitlines()[0] if msg.strip() else type(e).__name__

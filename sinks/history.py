@@ -1,0 +1,345 @@
+"""The history store: visit events kept in ClickHouse (server) or chdb (embedded).
+
+`open_history(url)` picks the backend from the URL:
+  clickhouse://user:pass@host:9000/db -> ClickHouseHistory (sinks/clickhouse.py, native protocol)
+  chdb:///path                        -> ChdbHistory (sinks/chdb_store.py, in this process)
+
+Tables (DDL in config/migrations/*.sql): `hits`, `pageviews`, `sessions`, `segments`, whose
+columns are the fields of config/events.py, except that
+  * ts / start / end are DateTime('UTC') (whole seconds) plus ts_epoch / start_epoch / end_epoch
+    (Float64, the exact float seconds),
+  * booleans are UInt8, Hit.extra is two parallel arrays extra_keys / extra_values;
+and the per-minute rollups `pageviews_per_minute`, `hits_per_minute`, `latency_per_minute`
+fed by materialized views.
+
+Exact queries despite replays (writes are at-least-once; ReplacingMergeTree only collapses
+duplicates when it merges parts, some time later):
+  * count events with uniqExact(event_id), never count();
+  * read sessions with FINAL (or argMax(col, end) GROUP BY session_id), so the latest version wins;
+  * read rollups with uniqExactMerge(pageviews) / uniqExactMerge(visitors) / uniqExactMerge(hits):
+    they hold sets of ids, so a replayed batch adds nothing.
+sinks/history_queries.py has ready-made queries written this way.
+
+Query parameters: `%(name)s` placeholders, filled in as SQL literals by `bind()` on both
+backends (numbers as numbers, strings quoted and escaped; nothing else accepted).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import unquote, urlparse
+
+from config.events import HIT_FIELDS, PAGEVIEW_FIELDS, SEGMENT_FIELDS, SESSION_FIELDS, Field
+from sinks.base import BatchingSink, Row, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "config" / "migrations"
+
+
+class HistoryError(Exception):
+    """A history store problem the caller cannot retry away (bad URL, bad SQL); message says what to do."""
+
+
+# -- column layout ---------------------------------------------------------------------------------
+# A column kind says how one event field becomes one or more table columns.
+STR, INT, FLOAT, BOOL, OPT_INT, OPT_FLOAT, TIME, PAIRS = "str", "int", "float", "bool", "opt_int", "opt_float", "time", "pairs"
+
+TIME_FIELDS = {"ts", "start", "end"}
+
+
+def _kind(f: Field) -> str:
+    if f.name in TIME_FIELDS:
+        return TIME
+    if f.name == "extra":
+        return PAIRS
+    t = f.json_type
+    nullable = isinstance(t, list) and "null" in t
+    base = [x for x in t if x != "null"][0] if isinstance(t, list) else t
+    if base == "string":
+        return STR
+    if base == "integer":
+        return OPT_INT if nullable else INT
+    if base == "number":
+        return OPT_FLOAT if nullable else FLOAT
+    if base == "boolean":
+        return BOOL
+    raise ValueError(f"no column kind for field {f.name} ({t})")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # table column
+    field: str  # event field it comes from
+    kind: str
+
+
+def _columns(fields: Sequence[Field]) -> tuple[Column, ...]:
+    cols: list[Column] = []
+    for f in fields:
+        k = _kind(f)
+        if k == TIME:
+            cols += [Column(f.name, f.name, TIME), Column(f.name + "_epoch", f.name, FLOAT)]
+        elif k == PAIRS:
+            cols += [Column(f.name + "_keys", f.name, "keys"), Column(f.name + "_values", f.name, "values")]
+        else:
+            cols.append(Column(f.name, f.name, k))
+    return tuple(cols)
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "hits": _columns(HIT_FIELDS),
+    "pageviews": _columns(PAGEVIEW_FIELDS),
+    "sessions": _columns(SESSION_FIELDS),
+    "segments": _columns(SEGMENT_FIELDS),
+}
+# A row without its id cannot be deduplicated: it is dropped (counted, logged).
+ID_FIELD = {"hits": "event_id", "pageviews": "event_id", "sessions": "session_id", "segments": "member_id"}
+
+
+def _conv_str(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _conv_int(v: Any) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"not a finite number: {v}")
+    return max(int(v), 0)  # unsigned columns: negatives are bad input, not worth a crash
+
+
+def _conv_float(v: Any) -> float:
+    if v is None:
+        return 0.0
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"not a finite number: {v}")
+    return f
+
+
+def _conv_opt_int(v: Any) -> int | None:
+    return None if v is None else _conv_int(v)
+
+
+def _conv_opt_float(v: Any) -> float | None:
+    return None if v is None else _conv_float(v)
+
+
+def _conv_time(v: Any) -> int:
+    f = _conv_float(v)
+    if not 0 <= f < 4294967296:
+        raise ValueError(f"timestamp out of DateTime range: {v}")
+    return int(f)
+
+
+def _conv_keys(v: Any) -> list[str]:
+    return [str(k) for k in (v or {})]
+
+
+def _conv_values(v: Any) -> list[str]:
+    return [_conv_str(x) for x in (v or {}).values()]
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    STR: _conv_str, INT: _conv_int, FLOAT: _conv_float, BOOL: lambda v: 1 if v else 0,
+    OPT_INT: _conv_opt_int, OPT_FLOAT: _conv_opt_float, TIME: _conv_time, "keys": _conv_keys, "values": _conv_values,
+}
+
+
+def to_columns(table: str, rows: Sequence[Row]) -> tuple[tuple[Column, ...], list[list[Any]], int]:
+    """Event dicts -> (columns, one value list per column, rows dropped as bad input).
+
+    A bad row (missing id, a value of the wrong type) is dropped and logged, never a crash:
+    the rest of the batch is still written."""
+    try:
+        cols = TABLES[table]
+    except KeyError:
+        raise HistoryError(f"unknown history table {table!r}; tables are {', '.join(TABLES)}") from None
+    id_field = ID_FIELD[table]
+    convs = [CONVERTERS[c.kind] for c in cols]
+    data: list[list[Any]] = [[] for _ in cols]
+    dropped = 0
+    for row in rows:
+        try:
+            if not row.get(id_field):
+                raise ValueError(f"{id_field} is missing")
+            values = [conv(row.get(c.field)) for c, conv in zip(cols, convs)]
+        except (ValueError, TypeError, AttributeError) as e:
+            dropped += 1
+            if dropped <= 3:
+                log.warning("history: dropped a bad %s row (%s): %.200r", table, e, row)
+            continue
+        for lst, v in zip(data, values):
+            lst.append(v)
+    return cols, data, dropped
+
+
+# -- query parameters ------------------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def sql_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise HistoryError(f"query parameter must be a finite number, got {v}")
+        return repr(v)
+    if isinstance(v, str):
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(sql_literal(x) for x in v) + "]"
+    raise HistoryError(f"query parameter of type {type(v).__name__} is not supported (use str, int, float, list)")
+
+
+def bind(sql: str, params: Mapping[str, Any] | None) -> str:
+    """Fill `%(name)s` placeholders with SQL literals (the same on both backends)."""
+    if not params:
+        return sql
+
+    def sub(m: re.Match) -> str:
+        try:
+            return sql_literal(params[m.group(1)])
+        except KeyError:
+            raise HistoryError(f"query parameter %({m.group(1)})s has no value") from None
+    return _PLACEHOLDER.sub(sub, sql)
+
+
+# -- migrations ------------------------------------------------------------------------------------
+MIGRATIONS_TABLE_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (version String, name String, "
+                        "applied_at DateTime('UTC')) ENGINE = MergeTree() ORDER BY version")
+
+
+def migration_files() -> list[tuple[str, str, list[str]]]:
+    """[(version, name, statements)] from config/migrations/NNNN_name.sql, in version order."""
+    out = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", path.name)
+        if not m:
+            raise HistoryError(f"migration file {path} must be named NNNN_name.sql")
+        out.append((m.group(1), path.stem, split_statements(path.read_text())))
+    return out
+
+
+def split_statements(text: str) -> list[str]:
+    # Our DDL has no ';' inside literals, so a ';' ending a line ends a statement.
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
+
+
+# -- the store -------------------------------------------------------------------------------------
+class HistoryStore(BatchingSink):
+    """A BatchingSink writing event rows to the history tables, plus `query` for readers."""
+
+    url: str
+
+    def __init__(self, url: str, **batching: Any):
+        super().__init__(**batching)
+        self.url = url
+        self.rows_dropped = 0
+        self._schema_ready = False
+
+    # backend primitives
+    @abstractmethod
+    def _execute(self, sql: str) -> None:
+        """Run one statement; raise SinkUnavailable when the backend is away."""
+
+    @abstractmethod
+    def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
+        """Columnar insert of len(data[0]) rows."""
+
+    @abstractmethod
+    def _select(self, sql: str) -> list[dict]:
+        """Rows of a bound query as JSON-friendly dicts."""
+
+    # public API
+    def query(self, sql: str, params: dict | None = None) -> list[dict]:
+        self._ensure_schema()
+        return self._select(bind(sql, params))
+
+    def write(self, table: str, rows: Sequence[Row]) -> None:
+        cols, data, dropped = to_columns(table, rows)
+        self.rows_dropped += dropped
+        if not data[0]:
+            return
+        self._ensure_schema()
+        self._insert(table, cols, data)
+
+    def init_schema(self) -> list[str]:
+        """Apply pending migrations; returns the names applied (none the second time)."""
+        self._execute(MIGRATIONS_TABLE_DDL)
+        done = {r["version"] for r in self._select("SELECT DISTINCT version FROM schema_migrations")}
+        applied = []
+        for version, name, statements in migration_files():
+            if version in done:
+                continue
+            for stmt in statements:
+                self._execute(stmt)
+            self._insert("schema_migrations", _MIGRATION_COLUMNS, [[version], [name], [int(time.time())]])
+            log.info("history: applied migration %s", name)
+            applied.append(name)
+        self._schema_ready = True
+        return applied
+
+    def _ensure_schema(self) -> None:
+        # Lazily, so a store opened while the server is away starts working once it is back.
+        if not self._schema_ready:
+            self.init_schema()
+
+
+_MIGRATION_COLUMNS = (Column("version", "version", STR), Column("name", "name", STR),
+                      Column("applied_at", "applied_at", TIME))
+
+
+def open_history(url: str, **batching: Any) -> HistoryStore:
+    """A history store for `url`; batching kwargs go to BatchingSink (flush_interval_s, max_batch_rows).
+
+    Does not connect yet: the schema is created/migrated on first use, so opening never fails
+    because the server is away (writes then raise SinkUnavailable until it is back)."""
+    parsed = urlparse(url)
+    if parsed.scheme == "clickhouse":
+        from sinks.clickhouse import ClickHouseHistory
+
+        if not parsed.hostname:
+            raise HistoryError(f"history URL {url!r} has no host: use clickhouse://user:pass@host:9000/db")
+        db = parsed.path.strip("/") or "default"
+        if not re.match(r"^\w+$", db):
+            raise HistoryError(f"database name {db!r} in {url!r} must be letters, digits or _")
+        try:
+            port = parsed.port or 9000
+        except ValueError:
+            raise HistoryError(f"history URL {url!r} has a bad port: use clickhouse://user:pass@host:9000/db") from None
+        return ClickHouseHistory(url, host=parsed.hostname, port=port, user=unquote(parsed.username or "default"),
+                                 password=unquote(parsed.password or ""), database=db, **batching)
+    if parsed.scheme == "chdb":
+        from sinks.chdb_store import ChdbHistory
+
+        path = parsed.path if not parsed.netloc else "/" + parsed.netloc + parsed.path
+        if not path or path == "/":
+            raise HistoryError(f"history URL {url!r} has no directory: use chdb:///var/lib/visitwire/chdb")
+        return ChdbHistory(url, path=path, **batching)
+    raise HistoryError(f"history URL {url!r} is neither clickhouse://user:pass@host:9000/db nor chdb:///path")
+
+
+def init_history(url: str) -> list[str]:
+    """`visitwire db init`: apply pending migrations; exits 2 with a readable message on failure."""
+    try:
+        store = open_history(url)
+        try:
+            return store.init_schema()
+        finally:
+            store.close()
+    except (HistoryError, SinkUnavailable) as e:
+        import typer
+
+        typer.secho(f"visitwire db init: {e}", fg="red", err=True)
+        raise typer.Exit(2)
