@@ -155,6 +155,12 @@ class AnalyticsSettings(BaseModel):
     rfm_interval_s: float = Field(3600.0, gt=0)
     profile_ttl_s: int = Field(7 * 86400, gt=0)
     max_live_profiles: int = Field(100_000, gt=0)
+    # Goal names (processing.goals) that mean "bought" (its goal_value is revenue) and "added to cart".
+    purchase_goal: str = "purchase"
+    cart_goal: str = "add_to_cart"
+    # RFM: members first seen less than this many days ago with at most 2 visits are 'new'.
+    rfm_new_days: float = Field(30.0, gt=0)
+    recommendation_refresh_s: float = Field(3600.0, gt=0)
 
 
 class WebSettings(BaseModel):

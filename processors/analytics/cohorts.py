@@ -1,0 +1,49 @@
+"""Weekly retention cohorts: first-visit week x weeks since, for visitors or members.
+
+A visitor's cohort is the (UTC, Monday-based) week of its first human page view ever;
+it is "retained" in week N when it has a page view N weeks after that. Members use all
+their linked visitor ids, so a member's cohort starts with its anonymous first visit.
+"""
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from processors.analytics.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, links_source, num, \
+    pageviews_source
+
+WEEK = f"toMonday(toDateTime(toUInt32({TS}), 'UTC'))"
+
+
+def _activity(who: str) -> str:
+    """(id, week) of every active week of every visitor or member."""
+    src = pageviews_source([TS, "visitor_id"], "1")
+    if who == "visitors":
+        return f"(SELECT DISTINCT visitor_id AS id, {WEEK} AS week FROM {src})"
+    return (f"(SELECT DISTINCT member_id AS id, week FROM (SELECT DISTINCT visitor_id, {WEEK} AS week FROM {src}) AS a "
+            f"ALL INNER JOIN {links_source()} AS l USING visitor_id)")
+
+
+def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME, max_weeks: int = 12) -> list[dict[str, Any]]:
+    """One row per cohort week in the range: size and retained counts / rates for weeks 0..max_weeks."""
+    if who not in ("visitors", "members"):
+        raise AnalyticsError(f"cohorts are for 'visitors' or 'members', not {who!r}")
+    act = _activity(who)
+    rows = store.query(
+        "SELECT toString(cohort) AS cohort_s, toString(week) AS week_s, uniqExact(id) AS n FROM "
+        f"(SELECT id, week, cohort FROM {act} AS w ALL INNER JOIN (SELECT id, min(week) AS cohort FROM {act} GROUP BY id) "
+        "AS c USING id) GROUP BY cohort_s, week_s ORDER BY cohort_s, week_s", {})
+    table: dict[str, dict[int, int]] = {}
+    for r in rows:
+        c, w = date.fromisoformat(r["cohort_s"]), date.fromisoformat(r["week_s"])
+        table.setdefault(r["cohort_s"], {})[(w - c).days // 7] = int(num(r["n"]))
+    out = []
+    for cohort, weeks in sorted(table.items()):
+        start = TimeRange.parse(cohort).since
+        if (rng.since is not None and start + 7 * 86400 <= rng.since) or (rng.until is not None and start >= rng.until):
+            continue
+        size = weeks.get(0, 0)
+        retained = [weeks.get(n, 0) for n in range(max_weeks + 1)]
+        out.append({"cohort": cohort, "size": size, "retained": retained,
+                    "rates": [round(n / size, 4) if size else 0.0 for n in retained]})
+    return out

@@ -1,0 +1,136 @@
+"""Shared pieces of the analytics queries: time ranges, URL patterns, deduplicated sources.
+
+Every analytics query runs on both history backends (ClickHouse 18.16 server and
+chdb 26 embedded), so the SQL here sticks to the portable subset: no CTEs, no
+window functions, joins always `ALL INNER JOIN ... USING` with aliased subqueries.
+
+Rows can be in the history tables twice (at-least-once delivery; merges dedupe only
+eventually), so every query reads through `SELECT DISTINCT <event_id or session_id>, ...`:
+a replayed row is byte-identical to the original, so DISTINCT removes it exactly.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol, Sequence
+
+
+class AnalyticsError(ValueError):
+    """Bad input to an analytics query (unknown funnel, bad time, ...); the message says what to fix."""
+
+
+class History(Protocol):
+    """The part of sinks.history.HistoryStore the analytics use."""
+
+    def query(self, sql: str, params: dict | None = None) -> list[dict]: ...
+
+    def write(self, table: str, rows: Sequence[dict]) -> None: ...
+
+
+# Exact event time, epoch seconds (Float64); `ts` itself is a whole-second DateTime (sinks/history.py).
+TS = "ts_epoch"
+
+
+def parse_time(value: str | float | int | None, name: str = "time") -> float | None:
+    """ISO date / date-time (UTC when no zone) or epoch seconds -> epoch seconds; None stays None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise AnalyticsError(f"{name} {value!r} is neither an ISO date/time (2026-11-23 or 2026-11-23T10:00) "
+                             "nor epoch seconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Half-open [since, until) in epoch seconds; None = unbounded."""
+    since: float | None = None
+    until: float | None = None
+
+    @classmethod
+    def parse(cls, since: Any = None, until: Any = None) -> "TimeRange":
+        r = cls(parse_time(since, "--from"), parse_time(until, "--to"))
+        if r.since is not None and r.until is not None and r.since >= r.until:
+            raise AnalyticsError(f"--from ({since}) must be before --to ({until})")
+        return r
+
+    def sql(self, column: str = TS) -> str:
+        """A WHERE fragment using the params of `params()`."""
+        parts = []
+        if self.since is not None:
+            parts.append(f"{column} >= %(since)s")
+        if self.until is not None:
+            parts.append(f"{column} < %(until)s")
+        return " AND ".join(parts) or "1"
+
+    def params(self) -> dict:
+        p: dict[str, float] = {}
+        if self.since is not None:
+            p["since"] = float(self.since)
+        if self.until is not None:
+            p["until"] = float(self.until)
+        return p
+
+    def now(self) -> float:
+        """The reference 'now' of a report: the end of the range, or the wall clock."""
+        return self.until if self.until is not None else time.time()
+
+
+ALL_TIME = TimeRange()
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+def pattern_regex(pattern: str) -> str:
+    """URL pattern -> anchored regex (RE2 and Python compatible).
+
+    Same syntax as processing.url_rules: `{name}` matches one path segment, `*` anything;
+    the rest is literal, e.g. '/product/{product_id}' -> '^/product/[^/]+$'.
+    """
+    if not pattern.startswith("/"):
+        raise AnalyticsError(f"URL pattern {pattern!r} must start with '/', e.g. '/product/{{product_id}}'")
+    out, pos = [], 0
+    for m in _PLACEHOLDER.finditer(pattern):
+        out.append(_literal(pattern[pos:m.start()]))
+        out.append("[^/]+")
+        pos = m.end()
+    out.append(_literal(pattern[pos:]))
+    return "^" + "".join(out) + "$"
+
+
+def _literal(text: str) -> str:
+    return ".*".join(re.escape(part) for part in text.split("*"))
+
+
+def pageviews_source(columns: Sequence[str], where: str = "1", *, humans_only: bool = True) -> str:
+    """A deduplicated pageviews subquery with `columns` (event_id always included)."""
+    cols = ["event_id"] + [c for c in columns if c != "event_id"]
+    bot = " AND NOT is_bot" if humans_only else ""
+    return f"(SELECT DISTINCT {', '.join(cols)} FROM pageviews WHERE ({where}){bot})"
+
+
+def links_source(where: str = "1") -> str:
+    """(visitor_id, member_id) pairs: a visitor is linked to every member it was logged in as."""
+    return f"(SELECT DISTINCT visitor_id, member_id FROM visitor_member WHERE member_id != '' AND ({where}))"
+
+
+def num(value: Any, default: float = 0.0) -> float:
+    """Backend values -> float (chdb and clickhouse-driver differ in numeric types, NaN for empty avg)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return default
+    return default if f != f else f

@@ -1,0 +1,88 @@
+"""Item-to-item co-visitation: "visitors who viewed X also viewed Y".
+
+support(X, Y) = number of human sessions that viewed both products X and Y (a session
+counts once however often it viewed them). Pairs below analytics.recommendation_min_support
+are not recommended, nor is an item itself. Computed on demand from the history store
+(`also_viewed`, `for_visitor`) and, for the scheduled refresh, as a full pair table
+(`co_visitation`) stored in `recommendations` (see config/migrations/0100_analytics.sql).
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from processors.analytics.common import ALL_TIME, TS, History, TimeRange, num, pageviews_source
+
+
+def _product_sessions(rng: TimeRange, where: str = "1") -> str:
+    return pageviews_source(["session_id", "product_id"], f"{rng.sql()} AND product_id != '' AND ({where})")
+
+
+def also_viewed(store: History, product_id: str, min_support: int = 3, limit: int = 10,
+                rng: TimeRange = ALL_TIME) -> list[dict[str, Any]]:
+    """Products viewed in the same sessions as `product_id`, by support."""
+    rows = store.query(
+        "SELECT product_id, uniqExact(session_id) AS support FROM "
+        f"{_product_sessions(rng, 'product_id != %(p)s')} "
+        f"WHERE session_id IN (SELECT session_id FROM {_product_sessions(rng, 'product_id = %(p)s')}) "
+        "GROUP BY product_id HAVING support >= %(min)s ORDER BY support DESC, product_id LIMIT %(limit)s",
+        {"p": product_id, "min": int(min_support), "limit": int(limit), **rng.params()})
+    return [{"product_id": r["product_id"], "support": int(num(r["support"]))} for r in rows]
+
+
+def co_visitation(store: History, min_support: int = 3, rng: TimeRange = ALL_TIME) -> list[dict[str, Any]]:
+    """All (product, recommended, support) pairs with support >= min_support, both directions."""
+    rows = store.query(
+        "SELECT pr.1 AS product_id, pr.2 AS recommended_id, count() AS support FROM ("
+        "SELECT session_id, groupUniqArray(product_id) AS items "
+        f"FROM {_product_sessions(rng)} GROUP BY session_id HAVING length(items) > 1) "
+        "ARRAY JOIN arrayFilter(x -> x.1 != x.2, "
+        "arrayReduce('groupArray', arrayJoin(arrayMap(i -> arrayMap(j -> (i, j), items), items)))) AS pr "
+        "GROUP BY product_id, recommended_id HAVING support >= %(min)s "
+        "ORDER BY product_id, support DESC, recommended_id", {"min": int(min_support), **rng.params()})
+    return [{"product_id": r["product_id"], "recommended_id": r["recommended_id"], "support": int(num(r["support"]))}
+            for r in rows]
+
+
+def recent_products(store: History, visitor_id: str, limit: int = 10) -> list[str]:
+    """The visitor's most recently viewed distinct products, newest first."""
+    src = pageviews_source([TS, "product_id", "visitor_id"], "visitor_id = %(v)s AND product_id != ''",
+                           humans_only=False)
+    rows = store.query(f"SELECT product_id, max({TS}) AS last FROM {src} GROUP BY product_id "
+                       "ORDER BY last DESC, product_id LIMIT %(limit)s", {"v": visitor_id, "limit": int(limit)})
+    return [r["product_id"] for r in rows]
+
+
+def for_visitor(store: History, visitor_id: str, min_support: int = 3, limit: int = 10,
+                recent: int = 10) -> dict[str, Any]:
+    """Recommendations from the visitor's recent views: support summed over them, viewed items excluded."""
+    seen = recent_products(store, visitor_id, recent)
+    scores: dict[str, int] = defaultdict(int)
+    sources: dict[str, list[str]] = defaultdict(list)
+    for pid in seen:
+        for rec in also_viewed(store, pid, min_support, limit=max(limit * 3, 30)):
+            if rec["product_id"] not in seen:
+                scores[rec["product_id"]] += rec["support"]
+                sources[rec["product_id"]].append(pid)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return {"visitor_id": visitor_id, "recent_products": seen,
+            "recommendations": [{"product_id": p, "score": s, "because_of": sources[p]} for p, s in ranked]}
+
+
+def refresh_recommendations(store: History, min_support: int = 3, now: float | None = None) -> int:
+    """Recomputes the pair table and stores it as a new generation (computed_at); returns pairs stored."""
+    now = now if now is not None else time.time()
+    pairs = co_visitation(store, min_support)
+    if pairs:
+        store.write("recommendations", [{**p, "computed_at": now} for p in pairs])
+    return len(pairs)
+
+
+def stored_recommendations(store: History, product_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    """From the latest refreshed generation (empty if never refreshed)."""
+    rows = store.query(
+        "SELECT recommended_id, max(support) AS support FROM recommendations WHERE product_id = %(p)s "
+        "AND computed_at = (SELECT max(computed_at) FROM recommendations) GROUP BY recommended_id "
+        "ORDER BY support DESC, recommended_id LIMIT %(limit)s", {"p": product_id, "limit": int(limit)})
+    return [{"product_id": r["recommended_id"], "support": int(num(r["support"]))} for r in rows]
