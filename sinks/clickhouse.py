@@ -21,6 +21,8 @@ from sinks.base import SinkUnavailable
 from sinks.history import Column, HistoryError, HistoryStore
 
 log = logging.getLogger(__name__)
+# The driver logs every failed connect with a traceback; our SinkUnavailable says it in one line.
+logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 
 # Errors that mean "the server is away", not "your SQL is wrong".
 _NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
