@@ -1,0 +1,286 @@
+"""The embedded runtime (`visitwire run`): the whole pipeline on one machine.
+
+Process layout: this process runs the Faust worker, the history store (chdb: the process
+that writes it serves queries) and the web server in one asyncio loop; capture runs in a
+child process (engine/supervisor.py) so the numba hot path has its own core; tansu and
+redis-server are children unless the settings point at existing servers.
+
+Shutdown (Ctrl-C / SIGTERM, or the end of a --pcap file) is ordered so nothing accepted
+is lost: capture stops and flushes its Kafka producer and reports how many hits the broker
+acknowledged -> the worker processes until it has seen that many (we count end to end;
+tansu's end offsets were seen to under-report) -> with --pcap, end of input closes the
+open sessions -> sinks flush -> web, worker and the children stop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config.settings import Settings
+from engine.state_file import remove_state, write_state
+from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Supervisor
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 300.0   # how long shutdown waits for the worker to catch up with capture
+
+
+@dataclass
+class RunSummary:
+    packets: int = 0
+    transactions: int = 0
+    hits: int = 0
+    processed: int = 0
+    pageviews: int = 0
+    sessions: int = 0
+    visitors: int = 0
+    dropped: int = 0
+    elapsed_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.hits / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class EmbeddedRuntime:
+    """Start with `await start()`, run with `await run_until(stop_event)`, end with `await shutdown()`."""
+
+    def __init__(self, settings: Settings, supervisor: Supervisor, *, pcap: str | None = None,
+                 iface: str | None = None, console: Console | None = None, show_progress: bool = True,
+                 close_sessions: bool | None = None):
+        self.settings = settings          # resolved: kafka.bootstrap / redis.url filled in
+        self.supervisor = supervisor
+        self.pcap = pcap
+        self.iface = iface or settings.capture.iface
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        # End of input closes open sessions: always after a pcap; live runs keep them in the
+        # worker's table for the next start (the demo closes them: its broker goes away).
+        self.close_sessions = bool(pcap) if close_sessions is None else close_sessions
+        self.worker = None
+        self.history = None
+        self.live_reader = None
+        self.web_runner = None
+        self.web_url = ""
+        self.capture: CaptureChild | None = None
+        self.summary = RunSummary()
+        self._t0 = time.monotonic()
+
+    # -- start ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from processors.worker import InProcessWorker
+        from sinks.base import SinkUnavailable
+        from sinks.history import HistoryError, open_history
+        from sinks.redis_live import LiveStateReader
+
+        s = self.settings
+        self.history = open_history(s.history.url, flush_interval_s=s.history.flush_interval_s,
+                                    max_batch_rows=s.history.max_batch_rows)
+        try:  # what `visitwire db init` does: apply pending migrations
+            applied = self.history.init_schema()
+        except (HistoryError, SinkUnavailable) as e:
+            raise RuntimeFailure(f"history store {s.history.url}: {e}; check --clickhouse / history.url") from None
+        if applied:
+            log.info("history schema: applied %s", ", ".join(applied))
+        self.worker = InProcessWorker(s, history=self.history)
+        await self.worker.start()
+        self.live_reader = LiveStateReader(s.redis.url, s)
+        self.web_url = await self._start_web()
+        write_state(s.data_dir, web_url=self.web_url, token=s.web.token, history_url=s.history.url)
+        self.capture = CaptureChild(s, pcap=self.pcap, iface=None if self.pcap else self.iface).start()
+        self._t0 = time.monotonic()
+
+    async def _start_web(self) -> str:
+        from engine.web.app import start_web
+
+        try:
+            self.web_runner, url = await start_web(self.settings, self.live_reader, self.history)
+        except OSError as e:
+            raise RuntimeFailure(f"the dashboard cannot listen on {self.settings.web.host}:{self.settings.web.port} "
+                                 f"({e.strerror}); choose another port with --web-port") from None
+        token = self.settings.web.token
+        shown = f"{url}/?token={token}" if token else url
+        self.console.print(f"[bold green]dashboard:[/] {shown}")
+        return url
+
+    # -- run --------------------------------------------------------------------------------
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """Show progress until `stop` is set, or (pcap mode) the file is processed."""
+        assert self.capture is not None
+        with self._progress() as progress:
+            task = progress.add_task("capture", total=None, packets=0, hits=0, processed=0)
+            while not stop.is_set():
+                cp = self.capture.poll()
+                processed = self.worker.processed
+                progress.update(task, packets=cp.packets, hits=cp.sent, processed=processed)
+                if cp.done:
+                    if cp.error:
+                        raise RuntimeFailure(f"capture stopped: {cp.error}")
+                    if self.pcap:
+                        return
+                    raise RuntimeFailure("capture ended unexpectedly; see the log above")
+                try:
+                    await asyncio.wait_for(stop.wait(), 0.25)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _progress(self) -> Progress:
+        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                        TextColumn("packets {task.fields[packets]:,}  hits published {task.fields[hits]:,}  "
+                                   "events processed {task.fields[processed]:,}"),
+                        TimeElapsedColumn(), console=self.console, transient=True,
+                        disable=not self.show_progress)
+
+    # -- stop -------------------------------------------------------------------------------
+    async def shutdown(self) -> RunSummary:
+        """Stop capture, drain the worker, close sessions (pcap), flush, stop everything we started."""
+        errors = self.summary.errors
+        cp = CaptureProgress()
+        if self.capture is not None:
+            cp = await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
+            if cp.error:
+                errors.append(f"capture: {cp.error}")
+        if self.worker is not None:
+            try:
+                await self._drain(cp.sent)
+                if self.close_sessions:
+                    await self.worker.end_of_input()
+                await self.worker.flush()
+            except Exception as e:
+                log.exception("draining the worker failed")
+                errors.append(f"worker: {e}")
+        self.summary.elapsed_s = time.monotonic() - self._t0
+        self.summary.packets = cp.packets
+        self.summary.transactions = int(cp.decoder.get("transactions", cp.hits))
+        self.summary.hits = cp.sent
+        self.summary.dropped = cp.dropped
+        self.summary.processed = self.worker.processed if self.worker is not None else 0
+        if self.history is not None and cp.sent:
+            self._count_history(cp)
+        await self._stop_components()
+        return self.summary
+
+    async def _drain(self, sent: int) -> None:
+        """Wait until the worker has processed every hit the broker acknowledged."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        with self._progress() as progress:
+            task = progress.add_task("draining", total=sent or None, completed=self.worker.processed,
+                                     packets=0, hits=sent, processed=self.worker.processed)
+            while self.worker.processed < sent:
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"the worker processed {self.worker.processed} of {sent} hits within "
+                                         f"{DRAIN_TIMEOUT_S:.0f} s; the rest stay in Kafka for the next start")
+                progress.update(task, completed=self.worker.processed, processed=self.worker.processed)
+                await asyncio.sleep(0.1)
+        await self.worker.drained()
+
+    def _count_history(self, cp: CaptureProgress) -> None:
+        """This run's page views / sessions / visitors, from the history store (exact queries)."""
+        lo, hi = cp.first_ts, cp.last_ts + 1
+        q = self.history.query
+        try:
+            self.summary.pageviews = int(q("SELECT uniqExact(event_id) AS n FROM pageviews WHERE ts_epoch >= %(lo)s "
+                                           "AND ts_epoch < %(hi)s", {"lo": lo, "hi": hi})[0]["n"])
+            self.summary.visitors = int(q("SELECT uniqExact(visitor_id) AS n FROM pageviews WHERE ts_epoch >= %(lo)s "
+                                          "AND ts_epoch < %(hi)s AND is_bot = 0", {"lo": lo, "hi": hi})[0]["n"])
+            self.summary.sessions = int(q("SELECT uniqExact(session_id) AS n FROM sessions WHERE start_epoch >= %(lo)s "
+                                          "AND start_epoch < %(hi)s", {"lo": lo, "hi": hi})[0]["n"])
+        except Exception as e:
+            self.summary.errors.append(f"history summary: {e}")
+
+    async def _stop_components(self) -> None:
+        if self.web_runner is not None:
+            await self.web_runner.cleanup()
+            self.web_runner = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        if self.history is not None:
+            try:
+                self.history.close()
+            except Exception as e:
+                self.summary.errors.append(f"history flush: {e}")
+            self.history = None
+        if self.live_reader is not None:
+            self.live_reader.close()
+            self.live_reader = None
+        remove_state(self.settings.data_dir)
+
+
+def print_summary(console: Console, s: RunSummary, title: str = "visitwire run") -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    for name, value in (("packets", f"{s.packets:,}"), ("transactions", f"{s.transactions:,}"),
+                        ("hits", f"{s.hits:,}"), ("events processed", f"{s.processed:,}"),
+                        ("page views", f"{s.pageviews:,}"), ("sessions", f"{s.sessions:,}"),
+                        ("visitors", f"{s.visitors:,}"), ("elapsed", f"{s.elapsed_s:.1f} s"),
+                        ("events/s", f"{s.events_per_s:,.0f}")):
+        t.add_row(name, value)
+    if s.dropped:
+        t.add_row("[red]dropped (broker away)", f"{s.dropped:,}")
+    console.print(t)
+    for e in s.errors:
+        console.print(f"[red]{e}")
+
+
+def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, console: Console) -> None:
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            console.print(f"[yellow]{signame} again: still flushing, please wait")
+            return
+        console.print(f"[yellow]{signame}: stopping; flushing accepted events first")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str | None, console: Console,
+                      extra=None, close_sessions: bool | None = None) -> RunSummary:
+    """Run the pipeline until stopped (or the pcap is done); `extra(runtime, stop)` is an optional
+    coroutine run alongside (the demo's crowd and live figures)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    rt = EmbeddedRuntime(settings, supervisor, pcap=pcap, console=console, close_sessions=close_sessions)
+    try:
+        await rt.start()
+        install_stop_signals(loop, stop, console)
+        side = asyncio.ensure_future(extra(rt, stop)) if extra else None
+        try:
+            await rt.run_until(stop)
+        finally:
+            stop.set()
+            if side is not None:
+                await side
+    finally:
+        summary = await rt.shutdown()
+    return summary
+
+
+def run_embedded(settings: Settings, pcap: str | None = None) -> int:
+    """`visitwire run`: exit code 0 when everything accepted was processed and flushed."""
+    console = Console(stderr=True)
+    try:
+        with Supervisor(settings) as sup:
+            s = sup.prepare()
+            summary = asyncio.run(run_runtime(s, sup, pcap=pcap, console=console))
+    except RuntimeFailure as e:
+        console.print(f"[red]{e}")
+        return 2
+    print_summary(Console(), summary)
+    return 1 if summary.errors else 0
+

@@ -1,0 +1,249 @@
+"""Starting and stopping what the embedded runtime needs: servers, the capture child, signals.
+
+- `Supervisor.prepare()` creates the data dir, starts tansu / redis-server children unless
+  the settings point at existing ones, and returns settings with their addresses filled in.
+- `CaptureChild` runs capture in its own process (the numba hot path gets its own core):
+  packets (pcap file or live interface) -> capture.pipeline.Decoder -> capture.kafka_out.KafkaOutput.
+  It reports progress and final counts over a queue, so the runtime knows exactly how many
+  hits reached Kafka (tansu's end offsets were seen to under-report) and can wait for the
+  worker to process all of them.
+- Everything started is stopped in reverse order, also when start-up fails half way.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config.settings import Settings
+from engine.services import Service, ServiceError, start_redis, start_tansu
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeFailure(Exception):
+    """The runtime cannot start or continue; the message says what to do."""
+
+
+def chdb_path(history_url: str) -> str | None:
+    """The data directory of a chdb:// URL (None for a ClickHouse server URL)."""
+    if not history_url.startswith("chdb://"):
+        return None
+    return history_url[len("chdb://"):] or None
+
+
+class Supervisor:
+    """Owns the servers the runtime started; `close()` stops them in reverse order."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.services: list[Service] = []
+
+    def prepare(self) -> Settings:
+        s = self.settings.model_copy(deep=True)
+        _make_dir(s.data_dir, "data_dir", "VISITWIRE_DATA_DIR")
+        path = chdb_path(s.history.url)
+        if path:
+            _make_dir(str(Path(path).parent), "history.url", "--clickhouse chdb:///PATH")
+        if not s.kafka.bootstrap:
+            s.kafka.bootstrap = self._start(start_tansu, "the embedded Kafka broker (tansu)", "--kafka HOST:PORT").url
+        if not s.redis.url:
+            s.redis.url = self._start(start_redis, "the embedded redis-server", "--redis redis://HOST:PORT/0").url
+        return s
+
+    def _start(self, starter, what: str, flag: str) -> Service:
+        try:
+            svc = starter()
+        except ServiceError as e:
+            raise RuntimeFailure(f"could not start {what}: {e}\nor point visitwire at an existing one with {flag}") from None
+        self.services.append(svc)
+        log.info("started %s at %s", what, svc.url)
+        return svc
+
+    def close(self) -> None:
+        while self.services:
+            svc = self.services.pop()
+            try:
+                svc.stop()
+            except Exception as e:  # keep stopping the others
+                log.warning("stopping %s failed: %s", svc.name, e)
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _make_dir(path: str, key: str, hint: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise RuntimeFailure(f"cannot create {path} ({key}): {e.strerror}; run as a user who can, "
+                             f"or choose another directory with {hint}") from None
+
+
+# -- the capture child ------------------------------------------------------------------------
+
+@dataclass
+class CaptureProgress:
+    packets: int = 0
+    hits: int = 0             # events the decoder produced
+    sent: int = 0             # acknowledged by the broker
+    dropped: int = 0          # dropped while the broker was away (bounded buffer)
+    started: bool = False     # the source and Kafka output are up (live: packets are being captured)
+    first_ts: float = 0.0     # traffic time span of the hits (epoch s)
+    last_ts: float = 0.0
+    done: bool = False        # the child finished (end of file or stopped) and flushed
+    error: str = ""
+    decoder: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+
+def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: mp.Queue,
+                  stop: mp.Event) -> None:  # pragma: no cover - runs in the child process
+    # The parent decides when capture stops (Ctrl-C reaches the whole process group).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s capture: %(message)s")
+    progress = CaptureProgress()
+    try:
+        _capture_loop(settings, pcap, iface, out, stop, progress)
+    except Exception as e:
+        log.exception("capture failed")
+        progress.error = f"{type(e).__name__}: {e}"
+    progress.done = True
+    out.put(progress)
+
+
+def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,
+                  progress: CaptureProgress) -> None:  # pragma: no cover - runs in the child process
+    from capture.kafka_out import KafkaOutput
+    from capture.pipeline import Decoder
+
+    decoder = Decoder(settings)
+    if pcap:
+        from capture.pcapfile import read_pcap_batches
+        source = None
+        batches = read_pcap_batches(pcap)
+    else:
+        from capture.live import LiveSource
+        source = LiveSource(iface or settings.capture.iface, settings.capture.ports, settings)
+        batches = iter(source)
+    output = KafkaOutput(settings.kafka.bootstrap, max_buffered=settings.capture.max_buffered_events,
+                         partitions=settings.kafka.partitions)
+    last_report = last_expire = time.monotonic()
+
+    def publish(events: list[dict]) -> None:
+        if not events:
+            return
+        ts = [e["ts"] for e in events]
+        lo, hi = min(ts), max(ts)
+        progress.first_ts = min(progress.first_ts, lo) if progress.first_ts else lo
+        progress.last_ts = max(progress.last_ts, hi)
+        progress.hits += output.send_many(events)
+
+    progress.started = True
+    _report(out, progress, output, decoder, source)
+    try:
+        for batch in batches:
+            if len(batch):
+                progress.packets += len(batch)
+                publish(decoder.feed(batch))
+            now = time.monotonic()
+            if now - last_expire >= 0.5:
+                # live: wall clock; pcap: the traffic's own clock
+                clock = time.time() if source is not None else (float(batch.ts[-1]) if len(batch) else None)
+                if clock is not None:
+                    publish(decoder.expire(clock))
+                last_expire = now
+            if now - last_report >= 0.25:
+                _report(out, progress, output, decoder, source)
+                last_report = now
+            if stop.is_set():
+                break
+        publish(decoder.close())  # end of input: pending requests too
+        _report(out, progress, output, decoder, source)
+        if not output.flush(timeout=60):
+            log.warning("Kafka did not acknowledge %d event(s) within 60 s", output.buffered)
+    finally:
+        output.close(timeout=10)
+        if source is not None:
+            progress.source = source.stats()
+            source.close()
+    st = output.stats
+    progress.sent, progress.dropped = st["sent"], st["dropped_while_broker_away"]
+    progress.decoder = dict(decoder.stats)
+
+
+def _report(out: mp.Queue, progress: CaptureProgress, output, decoder, source) -> None:  # pragma: no cover
+    st = output.stats
+    progress.sent, progress.dropped = st["sent"], st["dropped_while_broker_away"]
+    progress.decoder = dict(decoder.stats)
+    if source is not None:
+        progress.source = source.stats()
+    try:
+        out.put_nowait(CaptureProgress(**{**progress.__dict__}))
+    except queue.Full:
+        pass
+
+
+class CaptureChild:
+    """Capture in a child process; `progress` is updated by `poll()`."""
+
+    def __init__(self, settings: Settings, pcap: str | None = None, iface: str | None = None):
+        if not pcap and not (iface or settings.capture.iface):
+            raise RuntimeFailure("nothing to capture: give --pcap FILE or --iface IFACE (and --ports)")
+        if pcap and not os.path.isfile(pcap):
+            raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
+        ctx = mp.get_context("spawn")  # no fork of a process holding an event loop and threads
+        self._queue: mp.Queue = ctx.Queue(maxsize=1000)
+        self._stop = ctx.Event()
+        self.progress = CaptureProgress()
+        self.process = ctx.Process(target=_capture_main, name="visitwire-capture", daemon=True,
+                                   args=(settings.model_dump_json(), pcap, iface, self._queue, self._stop))
+
+    def start(self) -> "CaptureChild":
+        self.process.start()
+        return self
+
+    def poll(self) -> CaptureProgress:
+        """Take the latest reports (non-blocking). A child that died without a final report is an error."""
+        try:
+            while True:
+                self.progress = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if not self.progress.done and not self.process.is_alive():
+            time.sleep(0.2)  # the final report may still be in the pipe
+            try:
+                while True:
+                    self.progress = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if not self.progress.done:
+                self.progress.done = True
+                self.progress.error = f"capture process exited with code {self.process.exitcode}"
+        return self.progress
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self, timeout: float = 90.0) -> CaptureProgress:
+        """Ask capture to stop, flush and report; wait for its final counts."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.poll().done:
+            time.sleep(0.05)
+        self.process.join(max(0.1, deadline - time.monotonic()))
+        if self.process.is_alive():
+            log.warning("capture process did not stop in %.0f s; killing it", timeout)
+            self.process.kill()
+            self.process.join(5)
+        return self.poll()
