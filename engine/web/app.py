@@ -1,0 +1,130 @@
+"""The web server: live screen (static single page) + JSON API on one port.
+
+engine/runtime.py calls `start_web(settings, live_reader, history_store)` inside
+the asyncio loop that also runs the Faust worker; tests build the app with
+`create_web_app` and aiohttp's test server. Either collaborator may be None
+(the routes that need it answer 503 with what to configure).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from engine.web import api
+from engine.web.auth import token_middleware
+from engine.web.history_stats import StatsError
+from engine.web.live_stream import LiveHub
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+ANALYTICS_ROUTES_MODULE = "engine.web.analytics_routes"
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every /api error is JSON {"error": ...}: bad parameters 400, store away 503, bugs 500 (logged)."""
+    try:
+        return await handler(request)
+    except StatsError as e:
+        return api.error(400, str(e))
+    except web.HTTPException as e:
+        if not request.path.startswith("/api/") or e.content_type == "application/json" or e.status < 400:
+            raise
+        return api.error(e.status, e.reason if e.status != 404 else f"no such endpoint {request.path}: "
+                                                                     "see GET /api/openapi.json")
+    except Exception as e:
+        if type(e).__name__ == "SinkUnavailable" or isinstance(e, (ConnectionError, TimeoutError)):
+            log.warning("%s %s: backend unavailable: %s", request.method, request.path, e)
+            return api.error(503, f"backend unavailable: {e}; retry when the store is back")
+        log.exception("%s %s failed", request.method, request.path)
+        return api.error(500, f"internal error ({type(e).__name__}); see the server log")
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def _analytics_routes():
+    """The analytics room's routes, when that module exists (a broken module still fails loudly)."""
+    if importlib.util.find_spec(ANALYTICS_ROUTES_MODULE) is None:
+        return None
+    module = importlib.import_module(ANALYTICS_ROUTES_MODULE)
+    return module.routes
+
+
+def _redis_url_of(live_reader) -> str:
+    """The Redis the reader uses (the embedded one has no URL in settings), for the pub/sub channel."""
+    url = getattr(live_reader, "redis_url", "")
+    if url:
+        return url
+    pool = getattr(getattr(live_reader, "client", None), "connection_pool", None)
+    kw = getattr(pool, "connection_kwargs", None) or {}
+    auth = f":{quote(kw['password'], safe='')}@" if kw.get("password") else ""
+    if kw.get("path"):
+        return f"unix://{auth}{kw['path']}?db={kw.get('db', 0)}"
+    if kw.get("host"):
+        return f"redis://{auth}{kw['host']}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+    return ""
+
+
+def create_web_app(settings, live_reader, history_store) -> web.Application:
+    app = web.Application(middlewares=[json_errors, token_middleware(settings.web.token)],
+                          client_max_size=1 << 20)
+    # Plain string keys (agreed with the analytics routes: request.app["history"]), so aiohttp's
+    # "use AppKey" advice is silenced here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["settings"] = settings
+        app["live"] = live_reader
+        app["history"] = history_store
+        app["hub"] = None
+    redis_url = _redis_url_of(live_reader) or settings.redis.url
+    keys = getattr(live_reader, "keys", None)
+    channel = getattr(keys, "updates", None) or f"{settings.redis.key_prefix}updates"
+
+    async def snapshot():
+        return await api.live_payload(app)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["hub"] = LiveHub(snapshot, redis_url, channel)
+
+    async def close_hub(app: web.Application) -> None:
+        await app["hub"].close()
+
+    app.on_shutdown.append(close_hub)
+    app.router.add_get("/", index)
+    app.router.add_routes(api.routes)
+    extra = _analytics_routes()
+    if extra is not None:
+        app.router.add_routes(extra)
+    app.router.add_static("/static/", STATIC_DIR, show_index=False)
+    return app
+
+
+async def start_web(settings, live_reader, history_store) -> tuple[web.AppRunner, str]:
+    """Serve on settings.web.host:port (port 0 = any free one); returns the runner and the dashboard URL."""
+    app = create_web_app(settings, live_reader, history_store)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web.host, settings.web.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise OSError(e.errno, f"dashboard cannot listen on {settings.web.host}:{settings.web.port} ({e.strerror}); "
+                               "choose another port with --web-port or web.port") from e
+    port = settings.web.port
+    if port == 0:
+        port = site._server.sockets[0].getsockname()[1]  # the kernel's choice
+    host = settings.web.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    log.info("dashboard at %s", url)
+    return runner, url

@@ -1,0 +1,65 @@
+"""Access control for the screen and the API: one shared token (settings.web.token).
+
+When a token is configured every request except the static files (no data in
+them) must carry it, as `Authorization: Bearer <token>`, or - for the page and
+the Server-Sent-Events stream, which a browser opens without custom headers -
+as `?token=<token>` once, after which a cookie carries it. Settings already
+refuse to listen beyond loopback without a token.
+"""
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+COOKIE_NAME = "vw_token"
+PUBLIC_PREFIXES = ("/static/",)
+_UNAUTHORIZED = ("missing or wrong token: send 'Authorization: Bearer <token>' "
+                 "or open the dashboard once with ?token=<token> (see web.token / VISITWIRE_WEB__TOKEN)")
+
+
+def _same(given: str, expected: str) -> bool:
+    # Constant-time comparison: no timing hints about the token.
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def unauthorized() -> web.Response:
+    return web.json_response({"error": _UNAUTHORIZED}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="visitwire"'})
+
+
+def token_middleware(token: str):
+    """aiohttp middleware enforcing `token`; a no-op when the token is empty."""
+
+    @web.middleware
+    async def check_token(request: web.Request, handler):
+        if not token or request.path.startswith(PUBLIC_PREFIXES):
+            return await handler(request)
+        if _same(_bearer(request), token) or _same(request.cookies.get(COOKIE_NAME, ""), token):
+            return await handler(request)
+        from_query = request.query.get("token", "")
+        if not from_query or not _same(from_query, token):
+            return unauthorized()
+        if request.method == "GET" and not request.path.startswith("/api/"):
+            # The page: set the cookie and drop the token from the address bar / history.
+            clean = request.rel_url.without_query_params("token")
+            response = web.HTTPFound(str(clean))
+            _set_cookie(response, token, request)
+            raise response
+        response = await handler(request)
+        if isinstance(response, web.StreamResponse) and not response.prepared:
+            _set_cookie(response, token, request)
+        return response
+
+    return check_token
+
+
+def _set_cookie(response: web.StreamResponse, token: str, request: web.Request) -> None:
+    response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict", path="/",
+                        secure=request.secure)

@@ -1,0 +1,405 @@
+"""The JSON API against real backends: a chdb history store in a temp dir (fed through
+HistoryStore.write, every batch written twice like an at-least-once redelivery) and a real
+redis-server fed through the processors' live-state writer. Expected figures are computed
+in Python from the same known rows, never typed in."""
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from config.settings import Settings
+from engine.web import create_web_app
+
+pytestmark = pytest.mark.integration
+
+BASE = 1767261600  # 2026-01-01T10:00:00Z, a minute boundary
+ISO_BASE = "2026-01-01T10:00:00Z"
+HOST = "shop.test"
+
+
+# -- known data ----------------------------------------------------------------------------------
+def _pageview(i, t, visitor, session, path, *, member="", ref="", channel="direct", device="desktop",
+              browser="Chrome", os_="Linux", campaign="", bot=False, latency=20.0):
+    return {
+        "event_id": f"pv{i:04d}", "ts": BASE + t, "visitor_id": visitor, "member_id": member,
+        "session_id": session, "host": HOST, "path": path, "query": "", "method": "GET", "status": 200,
+        "latency_ms": latency, "referrer": f"https://{ref}/" if ref else "", "referrer_host": ref,
+        "channel": channel, "utm_source": "", "utm_medium": "", "utm_campaign": campaign, "utm_term": "",
+        "utm_content": "", "browser": browser, "os": os_, "device": device, "is_bot": bot, "page_group": "",
+        "section": "", "product_id": "", "category": "", "menu": "", "goal": "", "goal_value": 0.0,
+    }
+
+
+def _hit(event_id, t, visitor, path, status, latency, member=""):
+    return {
+        "event_id": event_id, "ts": BASE + t, "client_ip": "10.0.0.1", "client_port": 40000,
+        "server_ip": "10.0.0.2", "server_port": 80, "method": "GET", "host": HOST, "uri": path, "path": path,
+        "query": "", "referrer": "", "user_agent": "test", "status": status, "resp_bytes": 100,
+        "content_type": "text/html", "latency_ms": latency, "visitor_id": visitor, "member_id": member,
+        "http_version": "1.1", "no_response": status is None, "extra": {},
+    }
+
+
+def _session(sid, visitor, start, end, pvs, entry, *, member="", channel="direct", ref="", device="desktop",
+             browser="Chrome", os_="Linux", campaign="", bot=False):
+    return {
+        "session_id": sid, "visitor_id": visitor, "member_id": member, "start": BASE + start, "end": BASE + end,
+        "duration": float(end - start), "pageviews": pvs, "entry_page": entry, "exit_page": entry,
+        "bounce": pvs == 1, "channel": channel, "referrer_host": ref, "utm_source": "", "utm_medium": "",
+        "utm_campaign": campaign, "browser": browser, "os": os_, "device": device, "is_bot": bot,
+        "close_reason": "idle", "goals": 0, "revenue": 0.0,
+    }
+
+
+def known_data():
+    pvs = [
+        _pageview(1, 5, "va", "sa", "/", ref="www.google.com", channel="search", campaign="spring"),
+        _pageview(2, 30, "va", "sa", "/product/1", channel="internal", latency=40.0),
+        _pageview(3, 70, "va", "sa", "/cart", channel="internal", latency=60.0),
+        _pageview(4, 65, "vb", "sb", "/", member="m1", device="mobile", browser="Safari", os_="iOS",
+                  ref="facebook.com", channel="social", latency=80.0),
+        _pageview(5, 130, "vc", "sc", "/product/2", device="tablet", browser="Firefox", os_="Android",
+                  latency=900.0),
+        _pageview(6, 190, "vb", "sb", "/product/1", member="m1", device="mobile", browser="Safari", os_="iOS",
+                  channel="internal", latency=120.0),
+        _pageview(7, 200, "bot1", "sx", "/", device="bot", browser="Googlebot", os_="Other", bot=True),
+        _pageview(8, 7300, "va", "sa2", "/", latency=30.0),  # two hours later: outside the first hour
+    ]
+    hits = [_hit(p["event_id"], p["ts"] - BASE, p["visitor_id"], p["path"], 200, p["latency_ms"], p["member_id"])
+            for p in pvs]
+    hits += [
+        _hit("h-css", 6, "va", "/app.css", 200, 2.0),
+        _hit("h-404", 75, "va", "/missing", 404, 5.0),
+        _hit("h-500", 135, "vc", "/checkout", 500, 1500.0),
+        _hit("h-none", 140, "vc", "/slow", None, None),
+    ]
+    sessions = [
+        _session("sa", "va", 5, 70, 3, "/", channel="search", ref="www.google.com", campaign="spring"),
+        _session("sb", "vb", 65, 190, 2, "/", member="m1", channel="social", ref="facebook.com", device="mobile",
+                 browser="Safari", os_="iOS"),
+        _session("sc", "vc", 130, 130, 1, "/product/2", device="tablet", browser="Firefox", os_="Android"),
+        _session("sx", "bot1", 200, 200, 1, "/", device="bot", browser="Googlebot", os_="Other", bot=True),
+    ]
+    # An earlier version of session sb (closed at shutdown, later continued): the latest `end` must win.
+    stale_sb = _session("sb", "vb", 65, 100, 1, "/", member="m1", channel="social", ref="facebook.com",
+                        device="mobile", browser="Safari", os_="iOS")
+    return pvs, hits, sessions, stale_sb
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    from sinks.history import open_history
+
+    store = open_history(f"chdb://{tmp_path_factory.mktemp('chdb')}/data")
+    pvs, hits, sessions, stale_sb = known_data()
+    store.write("sessions", [stale_sb])
+    for _ in range(2):  # at-least-once: every batch arrives twice
+        store.write("pageviews", pvs)
+        store.write("hits", hits)
+        store.write("sessions", sessions)
+    yield store
+    store.close()
+
+
+def make_settings(**web) -> Settings:
+    return Settings(web=web) if web else Settings()
+
+
+async def _client(settings, live=None, history=None) -> TestClient:
+    client = TestClient(TestServer(create_web_app(settings, live, history)))
+    await client.start_server()
+    return client
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _get(settings, path, live=None, history=None, **kw):
+    client = await _client(settings, live, history)
+    try:
+        resp = await client.get(path, **kw)
+        body = await resp.json(content_type=None)
+        return resp.status, body
+    finally:
+        await client.close()
+
+
+def first_hour(**params) -> str:
+    q = {"from": ISO_BASE, "to": str(BASE + 3600), **params}
+    return "/api/stats?" + "&".join(f"{k}={v}" for k, v in q.items())
+
+
+# -- /api/stats ----------------------------------------------------------------------------------
+def test_stats_totals_count_each_event_once_and_leave_bots_out(history):
+    pvs, hits, sessions, _ = known_data()
+    in_hour = lambda t: BASE <= t < BASE + 3600  # noqa: E731
+    human_pvs = [p for p in pvs if in_hour(p["ts"]) and not p["is_bot"]]
+    human_sessions = [s for s in sessions if in_hour(s["start"]) and not s["is_bot"]]
+    hour_hits = [h for h in hits if in_hour(h["ts"])]
+    status, body = run(_get(make_settings(), first_hour(
+        metrics="pageviews,visitors,sessions,hits,bounce_rate,avg_duration,errors,error_rate"), history=history))
+    assert status == 200, body
+    errors = sum(1 for h in hour_hits if h["status"] is not None and h["status"] >= 400)
+    assert body["totals"] == {
+        "pageviews": len(human_pvs),
+        "visitors": len({p["visitor_id"] for p in human_pvs}),
+        "sessions": len(human_sessions),
+        "hits": len(hour_hits),
+        "bounce_rate": round(sum(s["bounce"] for s in human_sessions) / len(human_sessions), 4),
+        "avg_duration": round(statistics.mean(s["duration"] for s in human_sessions), 1),
+        "errors": errors,
+        "error_rate": round(errors / len(hour_hits), 4),
+    }
+
+
+def test_stats_per_minute_series_fills_empty_minutes(history):
+    pvs, _, _, _ = known_data()
+    status, body = run(_get(make_settings(), first_hour(metrics="pageviews,visitors", interval="minute",
+                                                        to=str(BASE + 600)), history=history))
+    assert status == 200, body
+    per_minute = Counter((p["ts"] - BASE) // 60 for p in pvs if not p["is_bot"] and p["ts"] < BASE + 600)
+    visitors = defaultdict(set)
+    for p in pvs:
+        if not p["is_bot"] and p["ts"] < BASE + 600:
+            visitors[(p["ts"] - BASE) // 60].add(p["visitor_id"])
+    assert [row["t"] for row in body["series"]] == [BASE + 60 * m for m in range(10)]
+    assert [row["pageviews"] for row in body["series"]] == [per_minute.get(m, 0) for m in range(10)]
+    assert [row["visitors"] for row in body["series"]] == [len(visitors.get(m, ())) for m in range(10)]
+
+
+def test_stats_latency_quantiles_per_hour(history):
+    _, hits, _, _ = known_data()
+    status, body = run(_get(make_settings(), first_hour(metrics="latency_p50,hits", interval="hour",
+                                                        to=str(BASE + 3 * 3600)), history=history))
+    assert status == 200, body
+    series = body["series"]
+    assert [r["hits"] for r in series] == [sum(1 for h in hits if (h["ts"] - BASE) // 3600 == k) for k in range(3)]
+    first = sorted(h["latency_ms"] for h in hits if h["ts"] < BASE + 3600 and h["latency_ms"] is not None)
+    assert series[0]["latency_p50"] == first[len(first) // 2]  # quantileExact picks the element at n*q
+    assert series[1]["latency_p50"] is None  # an hour without traffic has no latency, not 0 ms
+
+
+@pytest.mark.parametrize("by,field", [("page", "path"), ("referrer", "referrer_host"), ("channel", "channel"),
+                                      ("device", "device"), ("browser", "browser"), ("os", "os"),
+                                      ("campaign", "utm_campaign")])
+def test_stats_breakdown_by_dimension(history, by, field):
+    pvs, _, _, _ = known_data()
+    status, body = run(_get(make_settings(), first_hour(metrics="pageviews,visitors", by=by), history=history))
+    assert status == 200, body
+    human = [p for p in pvs if p["ts"] < BASE + 3600 and not p["is_bot"]]
+    counts = Counter(p[field] for p in human)
+    visitors = defaultdict(set)
+    for p in human:
+        visitors[p[field]].add(p["visitor_id"])
+    expected = sorted(({"key": k, "pageviews": n, "visitors": len(visitors[k])} for k, n in counts.items()),
+                      key=lambda r: (-r["pageviews"], r["key"]))
+    assert body["by"] == by and body["rows"] == expected[:10]
+
+
+def test_stats_breakdown_by_status_and_member(history):
+    _, hits, _, _ = known_data()
+    hour = [h for h in hits if h["ts"] < BASE + 3600]
+    status, body = run(_get(make_settings(), first_hour(metrics="hits", by="status"), history=history))
+    assert status == 200, body
+    assert {r["key"]: r["hits"] for r in body["rows"]} == dict(Counter(str(h["status"] or 0) for h in hour))
+    status, body = run(_get(make_settings(), first_hour(metrics="hits,pageviews", by="member"), history=history))
+    assert {r["key"]: r["hits"] for r in body["rows"]} == dict(
+        Counter("member" if h["member_id"] else "anonymous" for h in hour))
+
+
+def test_sessions_use_the_latest_version(history):
+    _, _, sessions, _ = known_data()
+    status, body = run(_get(make_settings(), first_hour(metrics="sessions,avg_duration", by="channel"),
+                            history=history))
+    assert status == 200, body
+    social = next(r for r in body["rows"] if r["key"] == "social")
+    sb = next(s for s in sessions if s["session_id"] == "sb")
+    assert social == {"key": "social", "sessions": 1, "avg_duration": sb["duration"]}
+
+
+@pytest.mark.parametrize("query,fragment", [
+    ("by=country", "geo is not configured"),
+    ("metrics=pageviews,nope", "unknown metric"),
+    ("by=planet", "unknown by"),
+    ("interval=week", "unknown interval"),
+    ("from=yesterday", "is not a time"),
+    (f"from={BASE + 10}&to={BASE}", "'to' must be after 'from'"),
+    ("interval=minute&by=page", "not both"),
+    ("metrics=avg_duration&by=status", "cannot be broken down by status"),
+    ("limit=0", "limit"),
+    ("color=red", "unknown parameter"),
+    (f"from=0&to={BASE}&interval=minute", "range too long"),
+])
+def test_stats_bad_parameters_answer_400_with_a_reason(history, query, fragment):
+    status, body = run(_get(make_settings(), f"/api/stats?{query}", history=history))
+    assert status == 400
+    assert fragment in body["error"]
+
+
+# -- /api/visitors/{id} --------------------------------------------------------------------------
+def test_visitor_profile(history):
+    pvs, hits, _, _ = known_data()
+    status, body = run(_get(make_settings(), "/api/visitors/vb", history=history))
+    assert status == 200, body
+    mine = sorted((p for p in pvs if p["visitor_id"] == "vb"), key=lambda p: p["ts"])
+    assert body["member_id"] == "m1"
+    assert body["pageviews"] == len(mine)
+    assert body["hits"] == sum(1 for h in hits if h["visitor_id"] == "vb")
+    assert body["visits"] == len({p["session_id"] for p in mine})
+    assert body["first_seen"] == mine[0]["ts"] and body["last_seen"] == mine[-1]["ts"]
+    assert [p["path"] for p in body["last_pages"]] == [p["path"] for p in reversed(mine)]
+
+
+def test_unknown_visitor_is_404_and_a_malformed_id_400(history):
+    status, body = run(_get(make_settings(), "/api/visitors/nobody", history=history))
+    assert status == 404 and "nobody" in body["error"]
+    status, body = run(_get(make_settings(), "/api/visitors/x'%20OR%201=1", history=history))
+    assert status == 400 and "visitor_id" in body["error"]
+
+
+# -- POST /api/query -----------------------------------------------------------------------------
+async def _post(settings, path, history, **kw):
+    client = await _client(settings, None, history)
+    try:
+        resp = await client.post(path, **kw)
+        return resp.status, await resp.json(content_type=None)
+    finally:
+        await client.close()
+
+
+def test_query_runs_read_only_sql(history):
+    pvs, _, _, _ = known_data()
+    status, body = run(_post(make_settings(), "/api/query", history,
+                             json={"sql": "SELECT uniqExact(event_id) AS n FROM pageviews"}))
+    assert status == 200, body
+    assert body == {"rows": [{"n": len(pvs)}]}
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    ({"sql": "DROP TABLE pageviews"}, "read-only"),
+    ({"sql": "INSERT INTO pageviews SELECT * FROM pageviews"}, "read-only"),
+    ({"sql": "SELECT 1; DROP TABLE hits"}, "one statement"),
+    ({"sql": "SELECT * FROM file('/etc/passwd')"}, "not allowed"),
+    ({"sql": "SELECT nonsense_column FROM pageviews"}, "query failed"),
+    ({"sql": ""}, "non-empty"),
+    ({"query": "SELECT 1"}, "non-empty"),
+])
+def test_query_refuses_writes_and_reports_bad_sql_as_400(history, payload, fragment):
+    status, body = run(_post(make_settings(), "/api/query", history, json=payload))
+    assert status == 400, body
+    assert fragment in body["error"]
+    # and the data is still there
+    status, body = run(_post(make_settings(), "/api/query", history,
+                             json={"sql": "SELECT count() > 0 AS ok FROM pageviews"}))
+    assert body["rows"][0]["ok"] in (1, True)
+
+
+def test_query_body_that_is_not_json_is_400(history):
+    status, body = run(_post(make_settings(), "/api/query", history, data=b"SELECT 1",
+                             headers={"Content-Type": "application/json"}))
+    assert status == 400 and "JSON" in body["error"]
+
+
+# -- access control ------------------------------------------------------------------------------
+TOKEN = "s3cret-token-for-tests"
+
+
+async def _auth_session(history):
+    client = await _client(make_settings(token=TOKEN), None, history)
+    out = {}
+    try:
+        for name, kw in {"none": {}, "wrong": {"headers": {"Authorization": "Bearer nope"}},
+                         "right": {"headers": {"Authorization": f"Bearer {TOKEN}"}}}.items():
+            for path in ("/api/stats?metrics=hits", "/api/openapi.json", "/"):
+                resp = await client.get(path, allow_redirects=False, **kw)
+                out[(name, path)] = (resp.status, resp.content_type)
+        resp = await client.get("/static/app.js")
+        out["static"] = resp.status
+        # The page with ?token= sets a cookie and redirects to the address without the token ...
+        resp = await client.get(f"/?wall=1&token={TOKEN}", allow_redirects=False)
+        out["page_with_token"] = (resp.status, resp.headers.get("Location"))
+        # ... after which the same browser (cookie jar) reaches the API without a header.
+        resp = await client.get("/api/stats?metrics=hits")
+        out["after_cookie"] = resp.status
+    finally:
+        await client.close()
+    return out
+
+
+def test_token_guards_screen_and_api(history):
+    out = run(_auth_session(history))
+    for path in ("/api/stats?metrics=hits", "/api/openapi.json", "/"):
+        assert out[("none", path)] == (401, "application/json"), path
+        assert out[("wrong", path)] == (401, "application/json"), path
+        assert out[("right", path)][0] == 200, path
+    assert out["static"] == 200  # no data in the static files
+    assert out["page_with_token"] == (302, "/?wall=1")
+    assert out["after_cookie"] == 200
+
+
+def test_without_token_everything_is_open_on_loopback(history):
+    status, _ = run(_get(make_settings(), "/api/stats?metrics=hits", history=history))
+    assert status == 200
+
+
+# -- OpenAPI -------------------------------------------------------------------------------------
+def test_openapi_document_is_valid_and_lists_every_route(history):
+    from openapi_spec_validator import validate
+
+    async def fetch():
+        app = create_web_app(make_settings(), None, history)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            resp = await client.get("/api/openapi.json")
+            doc = await resp.json()
+        finally:
+            await client.close()
+        routes = set()
+        for route in app.router.routes():
+            info = route.resource.get_info()
+            path = info.get("formatter") or info.get("path")
+            if path and "directory" not in info and route.method not in ("HEAD", "*"):
+                routes.add((path, route.method.lower()))
+        return doc, routes
+
+    doc, routes = run(fetch())
+    validate(doc)
+    listed = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    assert routes <= listed, routes - listed
+    assert {"/api/live", "/api/live/stream", "/api/stats", "/api/visitors/{visitor_id}", "/api/query"} <= set(
+        doc["paths"])
+
+
+def test_unknown_api_path_is_json_404(history):
+    status, body = run(_get(make_settings(), "/api/nothing-here", history=history))
+    assert status == 404 and "openapi" in body["error"]
+
+
+def test_store_missing_answers_503_with_what_to_do():
+    status, body = run(_get(make_settings(), "/api/stats"))
+    assert status == 503 and "history" in body["error"]
+
+
+def test_static_dashboard_files_are_served():
+    async def fetch():
+        client = await _client(make_settings())
+        try:
+            out = {}
+            for path in ("/", "/static/app.js", "/static/app.css", "/static/vendor/uplot/uPlot.iife.min.js"):
+                resp = await client.get(path)
+                out[path] = (resp.status, len(await resp.read()))
+            return out
+        finally:
+            await client.close()
+
+    out = run(fetch())
+    assert all(status == 200 and size > 100 for status, size in out.values()), out
+    assert Path("engine/static/vendor/uplot/LICENSE").exists()
