@@ -1,0 +1,255 @@
+"""L2-L4 header decode of a whole FrameBatch in one numba kernel.
+
+For every frame the kernel finds the IP/TCP headers (Ethernet with any number of
+802.1Q/QinQ tags, Linux SLL/SLL2, BSD NULL/LOOP, raw IP), skips IPv6 extension
+headers, and reports the flow key, direction, seq number, flags and payload span.
+Payload sizes come from the IP length, not the captured length: segment offload
+gives packets larger than the MTU and a snaplen cut leaves fewer bytes than declared
+(the difference is reported so the reassembler treats it as a gap).
+
+Python never touches the bytes of pure ACKs: `needs_python` selects the frames
+with payload or SYN/FIN/RST.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from capture.frames import FrameBatch
+
+KIND_TCP = 0
+KIND_NON_TCP = 1       # not IP, not TCP, or a fragment
+KIND_MALFORMED = 2     # headers cut short or inconsistent
+KIND_UNSUPPORTED = 3   # link type we do not decode
+
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_ACK = 0x10
+
+
+class Decoded(NamedTuple):
+    kind: np.ndarray      # int8, KIND_*
+    fhash: np.ndarray     # int64, direction-independent flow key
+    dirn: np.ndarray      # int8, 0 when src is the canonical 'a' endpoint
+    sport: np.ndarray     # int32
+    dport: np.ndarray     # int32
+    seq: np.ndarray       # int64 (uint32 value)
+    flags: np.ndarray     # int32, TCP flags
+    poff: np.ndarray      # int64, payload start in buf
+    plen: np.ndarray      # int32, payload bytes captured
+    pwire: np.ndarray     # int32, payload bytes on the wire (from the IP length)
+    src_off: np.ndarray   # int64, source address in buf
+    dst_off: np.ndarray   # int64
+    alen: np.ndarray      # int8, 4 or 16
+    truncated: np.ndarray  # bool, captured fewer bytes than the packet had
+
+
+@njit(cache=True, inline="always")
+def _be16(buf, p):
+    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+
+
+@njit(cache=True, inline="always")
+def _be32(buf, p):
+    return (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3])
+
+
+@njit(cache=True)
+def _decode(buf, offsets, caplens, wirelens, linktypes):
+    n = offsets.shape[0]
+    kind = np.full(n, 2, np.int8)
+    fhash = np.zeros(n, np.int64)
+    dirn = np.zeros(n, np.int8)
+    sport = np.zeros(n, np.int32)
+    dport = np.zeros(n, np.int32)
+    seq = np.zeros(n, np.int64)
+    flags = np.zeros(n, np.int32)
+    poff = np.zeros(n, np.int64)
+    plen = np.zeros(n, np.int32)
+    pwire = np.zeros(n, np.int32)
+    src_off = np.zeros(n, np.int64)
+    dst_off = np.zeros(n, np.int64)
+    alen = np.zeros(n, np.int8)
+    truncated = np.zeros(n, np.bool_)
+    for i in range(n):
+        o = offsets[i]
+        cap = np.int64(caplens[i])
+        end = o + cap
+        wire_end = o + max(np.int64(wirelens[i]), cap)
+        truncated[i] = wirelens[i] > caplens[i]
+        lt = linktypes[i]
+        et = np.int64(-1)
+        p = o
+        if lt == 1:  # Ethernet
+            if cap < 14:
+                continue
+            et = _be16(buf, o + 12)
+            p = o + 14
+        elif lt == 113:  # Linux SLL
+            if cap < 16:
+                continue
+            et = _be16(buf, o + 14)
+            p = o + 16
+        elif lt == 276:  # Linux SLL2
+            if cap < 20:
+                continue
+            et = _be16(buf, o)
+            p = o + 20
+        elif lt == 0 or lt == 108:  # BSD NULL (host order) / OpenBSD LOOP (network order)
+            if cap < 4:
+                continue
+            fam = _be32(buf, o)
+            if fam > 0xFFFF:  # little-endian host wrote it
+                fam = np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8)
+            p = o + 4
+            if fam == 2:
+                et = 0x0800
+            elif fam == 10 or fam == 24 or fam == 28 or fam == 30:
+                et = 0x86DD
+            else:
+                kind[i] = 1
+                continue
+        elif lt == 101 or lt == 228 or lt == 229 or lt == 12 or lt == 14:  # raw IP
+            if cap < 1:
+                continue
+            v = buf[o] >> 4
+            et = 0x0800 if v == 4 else (0x86DD if v == 6 else -1)
+        else:
+            kind[i] = 3
+            continue
+        # 802.1Q / 802.1ad / old QinQ tags, any depth
+        while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and p + 4 <= end:
+            et = _be16(buf, p + 2)
+            p += 4
+        l4 = np.int64(0)
+        ip_end = np.int64(0)
+        if et == 0x0800:
+            if p + 20 > end or (buf[p] >> 4) != 4:
+                continue
+            ihl = np.int64(buf[p] & 0x0F) * 4
+            if ihl < 20 or p + ihl > end:
+                continue
+            total = _be16(buf, p + 2)
+            if (_be16(buf, p + 6) & 0x3FFF) != 0 or buf[p + 9] != 6:
+                kind[i] = 1  # fragment or not TCP
+                continue
+            ip_end = p + total if total >= ihl else wire_end  # 0 = segment offload
+            src_off[i] = p + 12
+            dst_off[i] = p + 16
+            alen[i] = 4
+            l4 = p + ihl
+        elif et == 0x86DD:
+            if p + 40 > end or (buf[p] >> 4) != 6:
+                continue
+            plen6 = _be16(buf, p + 4)
+            nh = np.int64(buf[p + 6])
+            q = p + 40
+            ip_end = q + plen6 if plen6 > 0 else wire_end  # 0 = jumbogram / offload
+            ok = True
+            while True:
+                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+                    if q + 2 > end:
+                        ok = False
+                        break
+                    nxt = np.int64(buf[q])
+                    q += (np.int64(buf[q + 1]) + 1) * 8
+                    nh = nxt
+                elif nh == 51:  # AH
+                    if q + 2 > end:
+                        ok = False
+                        break
+                    nxt = np.int64(buf[q])
+                    q += (np.int64(buf[q + 1]) + 2) * 4
+                    nh = nxt
+                elif nh == 44:  # fragment header: only an unfragmented one is TCP we can read
+                    if q + 8 > end:
+                        ok = False
+                        break
+                    if (_be16(buf, q + 2) & 0xFFF9) != 0:
+                        nh = -1
+                        break
+                    nh = np.int64(buf[q])
+                    q += 8
+                else:
+                    break
+            if not ok:
+                continue
+            if nh != 6:
+                kind[i] = 1
+                continue
+            src_off[i] = p + 8
+            dst_off[i] = p + 24
+            alen[i] = 16
+            l4 = q
+        else:
+            kind[i] = 1
+            continue
+        if l4 + 20 > end:
+            truncated[i] = True
+            continue
+        doff = np.int64(buf[l4 + 12] >> 4) * 4
+        if doff < 20 or l4 + doff > end:
+            truncated[i] = True
+            continue
+        ps = l4 + doff
+        pw = ip_end - ps
+        if pw < 0:
+            continue
+        pc = min(end, ip_end) - ps
+        if pc < 0:
+            pc = 0
+        if pc < pw:
+            truncated[i] = True
+        sp = _be16(buf, l4)
+        dp = _be16(buf, l4 + 2)
+        # direction-independent key: order the endpoints, then FNV-1a over both
+        al = np.int64(alen[i])
+        so = src_off[i]
+        do = dst_off[i]
+        cmp = 0
+        for k in range(al):
+            if buf[so + k] != buf[do + k]:
+                cmp = -1 if buf[so + k] < buf[do + k] else 1
+                break
+        if cmp == 0:
+            cmp = -1 if sp <= dp else 1
+        if cmp < 0:
+            ao, ap, bo, bp = so, sp, do, dp
+            dirn[i] = 0
+        else:
+            ao, ap, bo, bp = do, dp, so, sp
+            dirn[i] = 1
+        h = np.uint64(14695981039346656037)
+        prime = np.uint64(1099511628211)
+        for k in range(al):
+            h = (h ^ np.uint64(buf[ao + k])) * prime
+        h = (h ^ np.uint64(ap >> 8)) * prime
+        h = (h ^ np.uint64(ap & 0xFF)) * prime
+        for k in range(al):
+            h = (h ^ np.uint64(buf[bo + k])) * prime
+        h = (h ^ np.uint64(bp >> 8)) * prime
+        h = (h ^ np.uint64(bp & 0xFF)) * prime
+        h = (h ^ np.uint64(al)) * prime
+        fhash[i] = np.int64(h)
+        sport[i] = sp
+        dport[i] = dp
+        seq[i] = _be32(buf, l4 + 4)
+        flags[i] = buf[l4 + 13]
+        poff[i] = ps
+        plen[i] = pc
+        pwire[i] = pw
+        kind[i] = 0
+    return kind, fhash, dirn, sport, dport, seq, flags, poff, plen, pwire, src_off, dst_off, alen, truncated
+
+
+def decode_batch(batch: FrameBatch) -> Decoded:
+    """Decode every frame's L2-L4 headers (one numba call per batch)."""
+    return Decoded(*_decode(batch.buf, batch.offsets, batch.caplens, batch.wirelens, batch.linktypes))
+
+
+def needs_python(d: Decoded) -> np.ndarray:
+    """Indices of TCP frames that carry payload or SYN/FIN/RST (pure ACKs are only counted)."""
+    return np.flatnonzero((d.kind == KIND_TCP) & ((d.pwire > 0) | ((d.flags & (TH_SYN | TH_FIN | TH_RST)) != 0)))

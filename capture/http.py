@@ -1,0 +1,432 @@
+"""HTTP/1.x message framing for one direction of a TCP stream.
+
+`MessageReader` is fed in-order stream data (and gaps) by the reassembler. It finds
+message heads (request/status line + headers), hands them to its owner, then skips
+the body by length without ever buffering it: Content-Length, chunked (chunk sizes
+parsed incrementally across segments), no body (HEAD/1xx/204/304), or until the
+connection closes. Anything it cannot frame is a counted parse error, after which
+it hunts for the next request/status line ("resync"); it never raises.
+
+`HeadParser` turns a complete head into RequestHead/ResponseHead, pulling out only
+the headers someone needs (one regex pass, names of any case, obsolete folding).
+"""
+from __future__ import annotations
+
+import re
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_CHUNK_LINE = 4096
+MAX_BODY_BYTES = 1 << 40  # a declared length beyond 1 TiB is hostile, not a body
+
+# reader states
+HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DEAD = range(9)
+
+_TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}\Z")
+_RESYNC_REQUEST = re.compile(
+    rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
+_RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
+_REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{1,19} \S")
+
+
+class HttpError(ValueError):
+    """A head or body framing we refuse to trust (counted, then resync)."""
+
+
+class RequestHead:
+    __slots__ = ("method", "uri", "version", "headers", "content_length", "chunked", "ts", "index", "expect_continue")
+
+    def __init__(self, method: bytes, uri: bytes, version: str, headers: dict, content_length: int, chunked: bool):
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.ts = 0.0
+        self.index = 0
+
+
+class ResponseHead:
+    __slots__ = ("status", "version", "headers", "set_cookies", "content_length", "chunked", "ts", "body_bytes")
+
+    def __init__(self, status: int, version: str, headers: dict, set_cookies: list, content_length: int, chunked: bool):
+        self.status = status
+        self.version = version
+        self.headers = headers
+        self.set_cookies = set_cookies
+        self.content_length = content_length
+        self.chunked = chunked
+        self.ts = 0.0
+        self.body_bytes = 0
+
+
+def _header_regex(names: list[str]) -> re.Pattern:
+    alts = b"|".join(re.escape(n.lower().encode("latin-1")) for n in sorted(set(names), key=len, reverse=True))
+    # value may continue on folded lines (obsolete line folding: next line starts with SP/HT)
+    return re.compile(rb"\n(" + alts + rb")[ \t]*:[ \t]*([^\r\n]*(?:\r?\n[ \t]+[^\r\n]*)*)", re.IGNORECASE)
+
+
+def _clean(value: bytes) -> bytes:
+    if b"\n" in value:  # unfold
+        value = re.sub(rb"\r?\n[ \t]+", b" ", value)
+    return value.rstrip(b" \t\r")
+
+
+def _content_length(values: list[bytes]) -> int:
+    n = -1
+    for v in values:
+        for part in v.split(b","):  # "5, 5" is legal repetition
+            part = part.strip()
+            if not part.isdigit() or len(part) > 16:
+                raise HttpError(f"invalid Content-Length {v[:40]!r}")
+            k = int(part)
+            if n >= 0 and k != n:
+                raise HttpError("conflicting Content-Length values")
+            n = k
+    if n > MAX_BODY_BYTES:
+        raise HttpError(f"absurd Content-Length {n}")
+    return n
+
+
+class HeadParser:
+    """Parses complete heads; only the configured header names are extracted."""
+
+    def __init__(self, request_headers: list[str], response_headers: list[str]):
+        base = ["content-length", "transfer-encoding"]
+        self._req = _header_regex(base + ["host", "user-agent", "referer", "cookie"] + list(request_headers))
+        self._resp = _header_regex(base + ["content-type", "set-cookie", "connection"] + list(response_headers))
+
+    def request(self, head: bytes) -> RequestHead:
+        nl = head.find(b"\n")
+        line = (head[:nl] if nl >= 0 else head).rstrip(b"\r")
+        parts = line.split(b" ")
+        if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
+            version = parts[2][5:].decode("latin-1")
+        elif len(parts) == 2:
+            version = "0.9"
+        else:
+            raise HttpError(f"not a request line: {line[:60]!r}")
+        method, uri = parts[0], parts[1]
+        if not _TOKEN.match(method) or not uri:
+            raise HttpError(f"not a request line: {line[:60]!r}")
+        headers: dict[bytes, bytes] = {}
+        lengths = None
+        chunked = False
+        if nl >= 0 and version != "0.9":
+            for name, value in self._req.findall(head, nl):
+                name = name.lower()
+                value = _clean(value)
+                if name == b"content-length":
+                    lengths = [value] if lengths is None else lengths + [value]
+                elif name == b"transfer-encoding":
+                    chunked = chunked or b"chunked" in value.lower()
+                elif name == b"cookie" and name in headers:
+                    headers[name] += b"; " + value
+                elif name not in headers:
+                    headers[name] = value
+        content_length = 0
+        if chunked:
+            content_length = -1
+        elif lengths is not None:
+            content_length = _content_length(lengths)
+        return RequestHead(method, uri, version, headers, content_length, chunked)
+
+    def response(self, head: bytes) -> ResponseHead:
+        nl = head.find(b"\n")
+        line = (head[:nl] if nl >= 0 else head).rstrip(b"\r")
+        if not line.startswith(b"HTTP/") or len(line) < 12 or line[12:13] not in (b"", b" "):
+            raise HttpError(f"not a status line: {line[:60]!r}")
+        code = line[9:12]
+        if not code.isdigit() or line[8:9] != b" ":
+            raise HttpError(f"not a status line: {line[:60]!r}")
+        version = line[5:8].decode("latin-1")
+        headers: dict[bytes, bytes] = {}
+        set_cookies: list[bytes] = []
+        lengths = None
+        chunked = False
+        if nl >= 0:
+            for name, value in self._resp.findall(head, nl):
+                name = name.lower()
+                value = _clean(value)
+                if name == b"content-length":
+                    lengths = [value] if lengths is None else lengths + [value]
+                elif name == b"transfer-encoding":
+                    chunked = chunked or b"chunked" in value.lower()
+                elif name == b"set-cookie":
+                    set_cookies.append(value)
+                elif name not in headers:
+                    headers[name] = value
+        content_length = -1  # unknown: until close
+        if not chunked and lengths is not None:
+            content_length = _content_length(lengths)
+        return ResponseHead(int(code), version, headers, set_cookies, content_length, chunked)
+
+
+class MessageReader:
+    """Frames the messages of one direction; `owner` gets heads and message ends.
+
+    owner.on_head(reader, head_bytes, ts) -> body framing: ('length', n) | ('chunked', 0)
+    | ('close', 0) | ('none', 0) | ('dead', 0); raising HttpError there counts a parse error.
+    owner.on_body_done(reader) when the current message's body is complete.
+    owner.on_error(reader, what) for counted problems.
+    """
+
+    __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
+                 "messages", "sniff", "bytes_seen", "max_head")
+
+    def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES):
+        self.owner = owner
+        self.is_request = is_request
+        self.state = RESYNC if resync else HEAD
+        self.skip = 0
+        self.body = 0            # body bytes of the current message (chunked: sum of chunk sizes)
+        self.partial = None      # bytearray of an incomplete head (or chunk-size / trailer line)
+        self.partial_ts = 0.0
+        self.line = None
+        self.messages = 0
+        self.sniff = not resync  # first bytes of a connection seen from its start: must look like HTTP
+        self.bytes_seen = 0
+        self.max_head = max_head
+
+    @property
+    def buffered(self) -> int:
+        return (len(self.partial) if self.partial else 0) + (len(self.line) if self.line else 0)
+
+    # -- input -------------------------------------------------------------------------
+    def feed(self, seg, ts: float) -> None:
+        """In-order bytes (bytes or memoryview). Body bytes are only counted, never copied."""
+        n = len(seg)
+        self.bytes_seen += n
+        st = self.state
+        if (st == BODY or st == CHUNK_DATA) and self.skip > n:
+            self.skip -= n
+            return
+        if st == UNTIL_CLOSE:
+            self.body += n
+            return
+        if st == DEAD:
+            return
+        data = seg if isinstance(seg, bytes) else bytes(seg)
+        p = 0
+        try:
+            while p < n:
+                st = self.state
+                if st == HEAD:
+                    p = self._head(data, p, ts)
+                elif st == BODY or st == CHUNK_DATA:
+                    k = min(self.skip, n - p)
+                    self.skip -= k
+                    p += k
+                    if self.skip == 0:
+                        if st == BODY:
+                            self._done()
+                        else:
+                            self.state = CHUNK_CRLF
+                            self.skip = 2
+                elif st == CHUNK_CRLF:
+                    # tolerate a bare LF after chunk data
+                    if data[p] == 0x0A:
+                        self.skip = 0
+                    elif self.skip == 1:
+                        raise HttpError("chunk data not followed by CRLF")
+                    else:
+                        self.skip -= 1
+                    p += 1
+                    if self.skip == 0:
+                        self.state = CHUNK_SIZE
+                elif st == CHUNK_SIZE:
+                    p = self._chunk_size(data, p)
+                elif st == TRAILER:
+                    p = self._trailer(data, p)
+                elif st == UNTIL_CLOSE:
+                    self.body += n - p
+                    p = n
+                elif st == RESYNC:
+                    p = self._resync(data, p)
+                else:  # DEAD
+                    return
+        except HttpError as e:
+            self._error(str(e))
+
+    def gap(self, n: int) -> None:
+        """`n` stream bytes were never captured (or were dropped)."""
+        st = self.state
+        if (st == BODY or st == CHUNK_DATA) and self.skip >= n:
+            self.skip -= n
+            if self.skip == 0:
+                if st == BODY:
+                    self._done()
+                else:
+                    self.state = CHUNK_CRLF
+                    self.skip = 2
+            return
+        if st == UNTIL_CLOSE:
+            self.body += n
+            return
+        if st == DEAD or st == RESYNC:
+            return
+        self.owner.on_error(self, "gap")
+        self._lost_sync()
+
+    def close(self) -> None:
+        """The direction ended (FIN/RST/expiry): a body that runs until close is complete."""
+        if self.state == UNTIL_CLOSE:
+            self._done()
+        self.partial = None
+        self.line = None
+
+    # -- states ------------------------------------------------------------------------
+    def _head(self, data: bytes, p: int, ts: float) -> int:
+        n = len(data)
+        if self.partial is None:
+            # blank lines between messages are allowed (RFC 9112 2.2)
+            while p < n and data[p] in (0x0D, 0x0A):
+                p += 1
+            if p >= n:
+                return n
+            if not self.is_request and self.owner.raw_response_expected() and not data.startswith(b"HTTP/", p):
+                self.sniff = False
+                self.messages += 1
+                self.body = 0
+                self.state = UNTIL_CLOSE  # HTTP/0.9: the response is a bare body up to the close
+                self.owner.on_raw_response(ts)
+                return p
+            end = self._head_end(data, p, p)
+            if end < 0:
+                if self.sniff and not self._plausible(data[p:]):
+                    return self._not_http()
+                if n - p > self.max_head:
+                    raise HttpError("head larger than 64 KiB")
+                self.partial = bytearray(data[p:])
+                self.partial_ts = ts
+                return n
+            self._on_head(data[p:end], ts)
+            return end
+        buf = self.partial
+        old = len(buf)
+        buf += data[p:]
+        end = self._head_end(buf, 0, max(0, old - 3))
+        if end < 0:
+            if self.sniff and not self._plausible(buf):
+                return self._not_http()
+            if len(buf) > self.max_head:
+                self.partial = None
+                raise HttpError("head larger than 64 KiB")
+            return n
+        head = bytes(buf[:end])
+        self.partial = None
+        self._on_head(head, self.partial_ts)
+        return p + (end - old)
+
+    def _head_end(self, buf, start: int, scan: int) -> int:
+        nl = buf.find(b"\n", start)
+        if nl < 0:
+            return -1
+        if self.is_request and buf.rfind(b" HTTP/", start, nl) < 0:
+            return nl + 1  # HTTP/0.9 request: the line is the whole head
+        i = buf.find(b"\r\n\r\n", max(nl - 1, scan))
+        if i >= 0:
+            return i + 4
+        i = buf.find(b"\n\n", max(nl, scan))
+        return i + 2 if i >= 0 else -1
+
+    def _plausible(self, buf) -> bool:
+        # the start of a connection's first message, before the line is complete
+        if self.is_request:
+            return bool(_REQUEST_START.match(bytes(buf[:22]))) or len(buf) < 3 and bytes(buf).isupper()
+        return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
+
+    def _on_head(self, head: bytes, ts: float) -> None:
+        try:
+            kind, length = self.owner.on_head(self, head, ts)
+        except HttpError:
+            if self.sniff and self.messages == 0:
+                self._not_http()
+                return
+            raise
+        self.sniff = False
+        self.messages += 1
+        self.body = 0
+        if kind == "length":
+            if length == 0:
+                self._done()
+            else:
+                self.state = BODY
+                self.skip = length
+        elif kind == "chunked":
+            self.state = CHUNK_SIZE
+            self.line = bytearray()
+        elif kind == "close":
+            self.state = UNTIL_CLOSE
+        elif kind == "dead":
+            self.state = DEAD
+        else:
+            self._done()
+
+    def _chunk_size(self, data: bytes, p: int) -> int:
+        nl = data.find(b"\n", p)
+        if nl < 0:
+            self.line += data[p:]
+            if len(self.line) > MAX_CHUNK_LINE:
+                raise HttpError("chunk-size line too long")
+            return len(data)
+        self.line += data[p:nl]
+        text = bytes(self.line).split(b";", 1)[0].strip()
+        self.line = bytearray()
+        if not text or len(text) > 12 or text.strip(b"0123456789abcdefABCDEF"):
+            raise HttpError(f"invalid chunk size {text[:20]!r}")
+        size = int(text, 16)
+        if size == 0:
+            self.state = TRAILER
+        else:
+            self.body += size
+            self.state = CHUNK_DATA
+            self.skip = size
+        return nl + 1
+
+    def _trailer(self, data: bytes, p: int) -> int:
+        nl = data.find(b"\n", p)
+        if nl < 0:
+            self.line += data[p:]
+            if len(self.line) > self.max_head:
+                raise HttpError("trailer too long")
+            return len(data)
+        self.line += data[p:nl]
+        empty = not bytes(self.line).strip(b"\r")
+        self.line = bytearray()
+        if empty:
+            self._done()
+        return nl + 1
+
+    def _resync(self, data: bytes, p: int) -> int:
+        rx = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
+        m = rx.search(data, p)
+        if m is None:
+            return len(data)
+        self.state = HEAD
+        self.partial = None
+        return m.start(1)
+
+    # -- transitions -------------------------------------------------------------------
+    def _done(self) -> None:
+        self.state = HEAD
+        self.skip = 0
+        self.line = None
+        self.owner.on_body_done(self)
+
+    def _not_http(self) -> int:
+        self.state = DEAD
+        self.partial = None
+        self.owner.on_not_http(self)
+        return 1 << 62
+
+    def _lost_sync(self) -> None:
+        self.owner.on_lost_sync(self)
+        self.state = RESYNC
+        self.partial = None
+        self.line = None
+        self.skip = 0
+
+    def _error(self, what: str) -> None:
+        self.owner.on_error(self, what)
+        self._lost_sync()

@@ -1,0 +1,33 @@
+"""Where events go: JSON lines on a binary stream (stdout by default).
+
+Every output has write(events) and close(); run_capture treats them alike, so
+the Kafka output (capture.kafka_out) plugs in next to this one.
+"""
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO, Iterable
+
+import orjson
+
+
+class JsonlOutput:
+    """One orjson object per line; writes are batched per call (one syscall per batch)."""
+
+    def __init__(self, stream: BinaryIO | None = None):
+        self.stream = stream if stream is not None else sys.stdout.buffer
+        self.events = 0
+
+    def write(self, events: Iterable[dict]) -> None:
+        dumps = orjson.dumps
+        lines = [dumps(e) for e in events]
+        if lines:
+            lines.append(b"")
+            self.stream.write(b"\n".join(lines))
+            self.events += len(lines) - 1
+
+    def close(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:  # e.g. `visitwire capture ... | head`
+            pass
