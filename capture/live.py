@@ -159,6 +159,9 @@ class LiveSource:
         self._pending_blocks: list[int] = []
         self._ring = None
         self._mm = None
+        self._iterating = False
+        self.sock = None
+        self._block_timeout_s = block_timeout_ms / 1000
 
         self.ifindex = self._resolve_iface(self.iface)
         self.is_loopback = self.iface == "lo" or self._arphrd(self.iface) == ARPHRD_LOOPBACK
@@ -197,7 +200,7 @@ class LiveSource:
                 self._setup_recv()
             self.sock.bind((self.iface if self.iface != "any" else "", ETH_P_ALL))
         except BaseException:
-            self.close()
+            self._shutdown()
             raise
         log.info("live capture on %s (%s mode, ports %s)", self.iface, self.mode, self.ports)
 
@@ -248,7 +251,15 @@ class LiveSource:
 
     # -- reading --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[FrameBatch]:
-        return self._iter_ring() if self.mode == "ring" else self._iter_recv()
+        """Batches until close(); after close() what the kernel already captured is still delivered."""
+        if self._iterating:
+            raise RuntimeError("a LiveSource can be iterated by one consumer at a time")
+        self._iterating = True
+        try:
+            yield from (self._iter_ring() if self.mode == "ring" else self._iter_recv())
+        finally:
+            self._iterating = False
+            self._shutdown()
 
     def _empty(self) -> FrameBatch:
         return FrameBatch(np.empty(0, np.uint8), np.empty(0, np.int64), np.empty(0, np.int32),
@@ -263,63 +274,67 @@ class LiveSource:
         poller = select.poll()
         poller.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         words = self._block_size // 4
-        # locals: close() from another thread drops the attributes, these views keep the mapping alive
         ring, ring_u32, ring_view = self._ring, self._ring_u32, self._ring_view
-        while not self._closed:
+        draining = False
+        try:
+            while True:
+                self._release_blocks(ring_u32)
+                if self._closed and not draining:
+                    draining = True
+                    time.sleep(self._block_timeout_s * 2)  # let the kernel retire the partly filled block
+                ready = []
+                b = self._next_block
+                while len(ready) < self._block_nr and ring_u32[b * words + _BLK_STATUS // 4] & TP_STATUS_USER:
+                    ready.append(b)
+                    b = (b + 1) % self._block_nr
+                if not ready:
+                    if draining:
+                        return
+                    try:
+                        poller.poll(int(self.flush_interval_s * 1000))
+                    except InterruptedError:
+                        pass
+                    if not self._closed and not ring_u32[self._next_block * words + _BLK_STATUS // 4] & TP_STATUS_USER:
+                        self._batches += 1
+                        yield self._empty()  # idle tick: lets the agent expire transactions
+                    continue
+                self._next_block = b
+                total = int(sum(int(ring_u32[r * words + _BLK_NUM_PKTS // 4]) for r in ready))
+                offsets = np.empty(total, np.int64)
+                caplens = np.empty(total, np.int32)
+                wirelens = np.empty(total, np.int32)
+                ts = np.empty(total, np.float64)
+                n = 0
+                for r in ready:
+                    n = _index_block(ring, r * self._block_size, offsets, caplens, wirelens, ts, n,
+                                     self._drop_lo_outgoing, self._lo_ifindex)
+                self._pending_blocks = ready
+                self._frames += n
+                self._batches += 1
+                yield FrameBatch(ring_view, offsets[:n], caplens[:n], wirelens[:n], ts[:n],
+                                 np.full(n, self.linktype, np.int32))
+        finally:
             self._release_blocks(ring_u32)
-            ready = []
-            b = self._next_block
-            while len(ready) < self._block_nr and ring_u32[b * words + _BLK_STATUS // 4] & TP_STATUS_USER:
-                ready.append(b)
-                b = (b + 1) % self._block_nr
-            if not ready:
-                try:
-                    poller.poll(int(self.flush_interval_s * 1000))
-                except InterruptedError:
-                    pass
-                if self._closed:
-                    break
-                if not ring_u32[self._next_block * words + _BLK_STATUS // 4] & TP_STATUS_USER:
-                    self._batches += 1
-                    yield self._empty()  # idle tick: lets the agent expire transactions
-                continue
-            self._next_block = b
-            total = int(sum(int(ring_u32[r * words + _BLK_NUM_PKTS // 4]) for r in ready))
-            offsets = np.empty(total, np.int64)
-            caplens = np.empty(total, np.int32)
-            wirelens = np.empty(total, np.int32)
-            ts = np.empty(total, np.float64)
-            n = 0
-            for r in ready:
-                n = _index_block(ring, r * self._block_size, offsets, caplens, wirelens, ts, n,
-                                 self._drop_lo_outgoing, self._lo_ifindex)
-            self._pending_blocks = ready
-            self._frames += n
-            self._batches += 1
-            yield FrameBatch(ring_view, offsets[:n], caplens[:n], wirelens[:n], ts[:n],
-                             np.full(n, self.linktype, np.int32))
-        self._release_blocks(ring_u32)
 
     def _iter_recv(self) -> Iterator[FrameBatch]:
         buf = self._rbuf
         mv = memoryview(buf)
         cap = len(buf)
-        while not self._closed:
+        draining = False
+        while True:
+            if self._closed:
+                draining = True  # take what is queued in the socket, then stop
             offsets, caplens, wirelens, ts = [], [], [], []
             pos = 0
             deadline = time.monotonic() + self.flush_interval_s
-            while pos + SNAPLEN <= cap and time.monotonic() < deadline and not self._closed:
+            while pos + SNAPLEN <= cap and time.monotonic() < deadline:
                 try:
                     nbytes, addr = self.sock.recvfrom_into(mv[pos:], SNAPLEN, socket.MSG_TRUNC)
                 except BlockingIOError:
-                    if offsets:
+                    if offsets or draining or self._closed:
                         break
-                    select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+                    select.select([self.sock], [], [], min(0.01, max(0.0, deadline - time.monotonic())))
                     continue
-                except OSError as e:
-                    if e.errno == errno.EBADF and self._closed:
-                        break
-                    raise
                 if self._drop_lo_outgoing and addr[2] == PACKET_OUTGOING and addr[0] == "lo":
                     continue
                 got = min(nbytes, SNAPLEN)
@@ -328,6 +343,8 @@ class LiveSource:
                 wirelens.append(nbytes)
                 ts.append(time.time())
                 pos += (got + 7) & ~7
+            if draining and not offsets:
+                return
             self._frames += len(offsets)
             self._batches += 1
             yield FrameBatch(buf[:pos], np.array(offsets, np.int64), np.array(caplens, np.int32),
@@ -336,7 +353,7 @@ class LiveSource:
 
     # -- stats / close --------------------------------------------------------------------------
     def _poll_kernel_stats(self) -> None:
-        if self.sock.fileno() < 0:
+        if self.sock is None or self.sock.fileno() < 0:
             return
         # Reading PACKET_STATISTICS resets the kernel counters, so we accumulate.
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
@@ -357,24 +374,27 @@ class LiveSource:
                 "frames": self._frames, "batches": self._batches}
 
     def close(self) -> None:
-        if getattr(self, "_final_stats", None) is not None:
-            return
+        """Stop capturing. A running iteration delivers what was already captured, then ends."""
         self._closed = True
-        sock = getattr(self, "sock", None)
-        if sock is not None:
-            try:
-                self._poll_kernel_stats()
-            except OSError:
-                pass
-        self._final_stats = True
+        if not self._iterating:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            self._poll_kernel_stats()
+        except OSError:
+            pass
         self._ring = self._ring_u32 = self._ring_view = None
         if self._mm is not None:
             try:
                 self._mm.close()
             except BufferError:
                 pass  # a batch still holds a view; the mapping goes when that view is dropped
-        if sock is not None:
-            sock.close()
+            self._mm = None
+        self.sock.close()
+        self.sock = None
 
     def __enter__(self) -> "LiveSource":
         return self

@@ -1,0 +1,267 @@
+"""Real HTTP traffic on loopback, captured live (LiveSource) and by tcpdump, decoded into visit events.
+
+Every request the client made must come out exactly once with the status and body size the
+server sent, both from the live ring and from the pcap tcpdump wrote at the same time.
+Needs root (CAP_NET_RAW) and tcpdump; skipped otherwise.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from capture.live import CaptureError, LiveSource
+from config.settings import Settings
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root / CAP_NET_RAW")
+
+
+
+def _decoder_parts():
+    pipeline = pytest.importorskip("capture.pipeline")
+    return pipeline.Decoder, pytest.importorskip("capture.pcapfile").read_pcap_batches
+
+
+class Handler(BaseHTTPRequestHandler):
+    """/bytes/N -> 200 with N body bytes; /chunked/N -> 200 chunked; /etag -> 304; anything else -> 404."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path.startswith("/bytes/"):
+            body = b"x" * int(path.rsplit("/", 1)[1])
+            self._reply(200, body)
+        elif path.startswith("/chunked/"):
+            n = int(path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, n, 700):
+                part = b"c" * min(700, n - i)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/etag":
+            self.send_response(304)
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+        else:
+            self._reply(404, b"not here")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._reply(201, b'{"ok":true}')
+
+    def _reply(self, status: int, body: bytes):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def drive_traffic(port: int) -> list[tuple[str, str, int, int]]:
+    """Make varied requests; returns the expected (method, uri, status, body bytes) of each."""
+    expected = []
+    sizes = [0, 1, 517, 1400, 4000, 70_000, 250_000]
+    # keep-alive: many requests on one connection
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for i, n in enumerate(sizes * 2):
+        uri = f"/bytes/{n}?ka={i}"
+        conn.request("GET", uri, headers={"Cookie": "_vw_id=alice"})
+        r = conn.getresponse()
+        assert len(r.read()) == n
+        expected.append(("GET", uri, 200, n))
+    for i, n in enumerate([10, 3000, 90_000]):
+        uri = f"/chunked/{n}?ka={i}"
+        conn.request("GET", uri)
+        r = conn.getresponse()
+        assert len(r.read()) == n
+        expected.append(("GET", uri, 200, n))
+    for i in range(3):
+        conn.request("GET", f"/etag?ka={i}", headers={"If-None-Match": '"v1"'})
+        conn.getresponse().read()
+        expected.append(("GET", f"/etag?ka={i}", 304, 0))
+        conn.request("GET", f"/missing?ka={i}")
+        conn.getresponse().read()
+        expected.append(("GET", f"/missing?ka={i}", 404, 8))
+    conn.request("POST", "/cart/add?ka=1", body=b"item=7&qty=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    conn.getresponse().read()
+    expected.append(("POST", "/cart/add?ka=1", 201, 11))
+    conn.close()
+    # one connection per request (urllib sends Connection: close)
+    for i, n in enumerate(sizes):
+        uri = f"/bytes/{n}?close={i}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{uri}", timeout=5) as r:
+            assert len(r.read()) == n
+        expected.append(("GET", uri, 200, n))
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nope?close=1", timeout=5)
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
+    expected.append(("GET", "/nope?close=1", 404, 8))
+    # HTTP/1.0 by hand
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /bytes/300?v10=1 HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        while s.recv(65536):
+            pass
+    expected.append(("GET", "/bytes/300?v10=1", 200, 300))
+    return expected
+
+
+def decode_all(batches) -> list[dict]:
+    decoder = _decoder_parts()[0](Settings())
+    events = []
+    for batch in batches:
+        events.extend(decoder.feed(batch))
+    events.extend(decoder.close())
+    return events
+
+
+def check(events: list[dict], expected: list[tuple[str, str, int, int]], port: int, where: str) -> None:
+    ours = [e for e in events if e["server_port"] == port]
+    got = sorted((e["method"], e["uri"], e["status"], e["resp_bytes"]) for e in ours)
+    assert got == sorted(expected), f"{where}: events differ from the requests made"
+    assert all(e["client_ip"] == "127.0.0.1" and e["server_ip"] == "127.0.0.1" for e in ours)
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def start_tcpdump(port: int, path: str) -> subprocess.Popen:
+    if not shutil.which("tcpdump"):
+        pytest.skip("tcpdump not installed (apt-get install tcpdump)")
+    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", path, f"tcp port {port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline()  # "listening on lo ..." once the capture is armed
+    assert b"listening" in line, line
+    return proc
+
+
+def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp_path):
+    port = server
+    Decoder, read_pcap_batches = _decoder_parts()
+    source = LiveSource("lo", [port], Settings())
+    assert source.mode == "ring"
+    batches_events: list[dict] = []
+    decoder = Decoder(Settings())
+    done = threading.Event()
+
+    def consume():
+        for batch in source:
+            batches_events.extend(decoder.feed(batch))
+        batches_events.extend(decoder.close())
+        done.set()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    pcap = str(tmp_path / "lo.pcap")
+    dump = start_tcpdump(port, pcap)
+    try:
+        expected = drive_traffic(port)
+        time.sleep(0.5)  # last packets reach the ring and tcpdump
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(10)
+        source.close()
+    assert done.wait(10), "live reader did not stop after close()"
+    stats = source.stats()
+    assert stats["kernel_drops"] == 0
+    assert stats["frames"] > len(expected)
+
+    check(batches_events, expected, port, "live capture")
+    check(decode_all(read_pcap_batches(pcap)), expected, port, "tcpdump pcap")
+
+
+def test_live_source_sees_each_packet_once_on_loopback(server):
+    """The loopback tap sees every packet twice (out and in); we must hand over one copy."""
+    port = server
+    with LiveSource("lo", [port], Settings()) as source:
+        frames: list[bytes] = []
+        stop = threading.Event()
+
+        def consume():
+            for batch in source:
+                for i in range(len(batch)):
+                    o = batch.offsets[i]
+                    frames.append(bytes(batch.buf[o:o + batch.caplens[i]]))
+                if stop.is_set():
+                    break
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/bytes/10?once=1", timeout=5).read()
+        assert body == b"x" * 10
+        time.sleep(0.3)
+        stop.set()
+        t.join(5)
+    requests = [f for f in frames if b"GET /bytes/10?once=1 HTTP/1.1" in f]
+    assert len(requests) == 1
+    assert len(set(frames)) == len(frames)  # no duplicate copies
+
+
+def test_filter_keeps_other_ports_out(server):
+    port = server
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with LiveSource("lo", [port], Settings()) as source:
+            frames: list[bytes] = []
+
+            def consume():
+                for batch in source:
+                    for i in range(len(batch)):
+                        o = batch.offsets[i]
+                        frames.append(bytes(batch.buf[o:o + batch.caplens[i]]))
+
+            t = threading.Thread(target=consume, daemon=True)
+            t.start()
+            urllib.request.urlopen(f"http://127.0.0.1:{other.server_address[1]}/bytes/5?other=1", timeout=5).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/bytes/5?mine=1", timeout=5).read()
+            time.sleep(0.3)
+        t.join(5)
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert any(b"?mine=1" in f for f in frames)
+    assert not any(b"?other=1" in f for f in frames)
+
+
+def test_unknown_interface_lists_the_available_ones():
+    with pytest.raises(CaptureError) as e:
+        LiveSource("nosuchif0", [80], Settings())
+    assert "unknown interface 'nosuchif0'" in str(e.value) and "lo" in str(e.value)
+
+
+def test_without_cap_net_raw_says_how_to_fix():
+    """A child process that dropped CAP_NET_RAW gets the clear message, not a traceback."""
+    import sys
+
+    code = ("import os\n"
+            "from capture.live import LiveSource, CaptureError\n"
+            "from scapy.arch.common import compile_filter\n"
+            "os.setgid(65534); os.setuid(65534)  # drops every capability\n"
+            "try:\n    LiveSource('lo', [80])\n"
+            "except CaptureError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert "run as root" in out.stdout and "setcap cap_net_raw+ep" in out.stdout, out.stderr
