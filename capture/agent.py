@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Iterable, Iterator
 
 from capture.frames import FrameBatch
@@ -52,6 +53,10 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         for out in outputs:
             out.close()
     print_summary(decoder.stats, reader_stats)
+    if callable(getattr(source, "stats", None)):
+        live = source.stats()
+        _say(f"kernel: {live['kernel_packets']} packets seen, {live['kernel_drops']} dropped "
+             f"({live['mode']} mode on {live['iface']})")
     return EXIT_OK
 
 
@@ -63,10 +68,13 @@ def open_source(settings: Settings, pcap: str | None, iface: str | None, reader_
     if pcap:
         return read_pcap_batches(pcap, stats=reader_stats)
     try:
-        from capture.live import open_live  # provided by the live-capture room
+        from capture.live import CaptureError, open_live  # provided by the live-capture room
     except ImportError:
         raise SourceError("live capture is not available in this build; use --pcap FILE") from None
-    return open_live(settings, iface or settings.capture.iface)
+    try:
+        return open_live(settings, iface or settings.capture.iface)
+    except CaptureError as e:
+        raise SourceError(str(e)) from None
 
 
 def open_outputs(settings: Settings, jsonl: bool, kafka: bool) -> list:
@@ -80,7 +88,7 @@ def open_outputs(settings: Settings, jsonl: bool, kafka: bool) -> list:
             from capture.kafka_out import KafkaOutput  # provided by the Kafka room
         except ImportError:
             raise SourceError("Kafka output is not available in this build; use --format jsonl") from None
-        outputs.append(KafkaOutput(settings))
+        outputs.append(KafkaOutput.from_settings(settings))
     return outputs
 
 
@@ -91,13 +99,13 @@ def process(source: Iterable[FrameBatch], decoder: Decoder, outputs: list, progr
     try:
         for batch in source:
             events = decoder.feed(batch)
-            if len(batch):
-                now = float(batch.ts[-1])
-                if next_expire is None:
-                    next_expire = now + EXPIRE_EVERY_S
-                elif now >= next_expire:
-                    events += decoder.expire(now)
-                    next_expire = now + EXPIRE_EVERY_S
+            # a live source yields empty batches when idle: its packet clock is the wall clock
+            now = float(batch.ts[-1]) if len(batch) else time.time()
+            if next_expire is None:
+                next_expire = now + EXPIRE_EVERY_S
+            elif now >= next_expire:
+                events += decoder.expire(now)
+                next_expire = now + EXPIRE_EVERY_S
             if events:
                 for out in outputs:
                     out.write(events)

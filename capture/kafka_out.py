@@ -98,6 +98,13 @@ class KafkaOutput:
     def send(self, event: dict) -> int:
         return self.send_many([event])
 
+    write = send_many  # the agent's output interface: write(events) / close()
+
+    @classmethod
+    def from_settings(cls, settings) -> "KafkaOutput":
+        return cls(settings.kafka.bootstrap, max_buffered=settings.capture.max_buffered_events,
+                   partitions=settings.kafka.partitions)
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is acknowledged by the broker (or timeout); True when all are."""
         self._poke()
@@ -112,6 +119,8 @@ class KafkaOutput:
         self._stopping = True
         self._poke()
         self._thread.join(timeout=max(2.0, self.request_timeout_ms / 1000 + 2))
+        log.info("Kafka output to %s/%s: %d sent, %d dropped while the broker was away, %d undelivered",
+                 self.bootstrap, self.topic, self._sent, self._dropped, self.buffered)
 
     @property
     def buffered(self) -> int:

@@ -401,3 +401,8 @@ class LiveSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_live(settings, iface: str) -> LiveSource:
+    """The agent's entry point: live capture on `iface` for settings.capture.ports."""
+    return LiveSource(iface or "any", settings.capture.ports, settings)

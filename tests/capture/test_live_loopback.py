@@ -265,3 +265,47 @@ def test_without_cap_net_raw_says_how_to_fix():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert "run as root" in out.stdout and "setcap cap_net_raw+ep" in out.stdout, out.stderr
+
+
+def test_capture_command_live_on_loopback_to_kafka(server, tansu):
+    """`visitwire capture --iface lo --kafka ...` until Ctrl-C: every request reaches visitwire.hits."""
+    import asyncio
+    import sys
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    async def read_topic() -> list[dict]:
+        consumer = AIOKafkaConsumer("visitwire.hits", bootstrap_servers=tansu.url, auto_offset_reset="earliest",
+                                    enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        out: list[dict] = []
+        try:
+            while batches := await consumer.getmany(timeout_ms=2000):
+                out += [orjson.loads(r.value) for records in batches.values() for r in records]
+        finally:
+            await consumer.stop()
+        return out
+
+    port = server
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    agent = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", "capture",
+                              "--iface", "lo", "--ports", str(port), "--kafka", tansu.url],
+                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = agent.stderr.readline()
+            if "live capture on lo" in line or not line:
+                break
+        assert agent.poll() is None, agent.stderr.read()
+        expected = drive_traffic(port)
+        time.sleep(1.0)
+    finally:
+        agent.send_signal(signal.SIGINT)
+        _, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    assert "kernel:" in err and " 0 dropped" in err
+    records = asyncio.run(read_topic())
+    got = sorted((e["method"], e["uri"], e["status"], e["resp_bytes"]) for e in records if e["server_port"] == port)
+    assert got == sorted(expected)
