@@ -37,13 +37,16 @@ def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME, ma
     for r in rows:
         c, w = date.fromisoformat(r["cohort_s"]), date.fromisoformat(r["week_s"])
         table.setdefault(r["cohort_s"], {})[(w - c).days // 7] = int(num(r["n"]))
+    # Weeks after the latest week with data have not happened yet: None, not 0.
+    horizon = max((date.fromisoformat(r["week_s"]) for r in rows), default=None)
     out = []
     for cohort, weeks in sorted(table.items()):
         start = TimeRange.parse(cohort).since
         if (rng.since is not None and start + 7 * 86400 <= rng.since) or (rng.until is not None and start >= rng.until):
             continue
         size = weeks.get(0, 0)
-        retained = [weeks.get(n, 0) for n in range(max_weeks + 1)]
+        seen = (horizon - date.fromisoformat(cohort)).days // 7
+        retained = [weeks.get(n, 0) if n <= seen else None for n in range(max_weeks + 1)]
         out.append({"cohort": cohort, "size": size, "retained": retained,
-                    "rates": [round(n / size, 4) if size else 0.0 for n in retained]})
+                    "rates": [None if n is None else round(n / size, 4) if size else 0.0 for n in retained]})
     return out

@@ -1,0 +1,205 @@
+"""Visitor relationship analytics API (JSON), included by engine/web/app.py when present.
+
+Handlers find the history store in `request.app["history"]` and settings in
+`request.app["settings"]` (agreed with the web room) and run the blocking queries in the
+default executor so the event loop (shared with the Faust worker) keeps running.
+Common query parameters: `from` / `to` (ISO date/time or epoch seconds), `limit` (1..1000).
+Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {"error": ...}.
+
+  GET /api/profiles/visitor/{visitor_id}          profile of one visitor id
+  GET /api/profiles/member/{member_id}            profile over all visitor ids linked to the member
+  GET /api/products?by=product_id|category|section|menu|path|page_group
+  GET /api/transitions?page=/cart                 previous / next pages of a page
+  GET /api/funnels/{name}                         steps of a funnel from analytics.funnels
+  GET /api/goals?goal=purchase&by=channel         conversions per channel / campaign + commerce totals
+  GET /api/segments                               RFM segment sizes, top members, stored movement
+  GET /api/recommendations/{product_id}           "viewed together" products
+  GET /api/recommendations/visitor/{visitor_id}   from the visitor's recent product views
+  GET /api/cohorts?who=visitors|members&weeks=12  weekly retention
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import orjson
+from aiohttp import web
+
+from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from processors.analytics.common import AnalyticsError, TimeRange
+from processors.analytics.reports import build_report
+
+routes = web.RouteTableDef()
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
+                         content_type="application/json")
+
+
+def _fail(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _store(request: web.Request):
+    store = request.app.get("history")
+    if store is None:
+        raise AnalyticsUnavailable("no history store configured: start the engine with history.url set")
+    return store
+
+
+class AnalyticsUnavailable(Exception):
+    pass
+
+
+def _range(request: web.Request) -> TimeRange:
+    return TimeRange.parse(request.query.get("from"), request.query.get("to"))
+
+
+def _int(request: web.Request, name: str, default: int, lo: int = 1, hi: int = 1000) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AnalyticsError(f"{name} must be a whole number between {lo} and {hi} (got {raw!r})") from None
+    if not lo <= value <= hi:
+        raise AnalyticsError(f"{name} must be between {lo} and {hi} (got {value})")
+    return value
+
+
+def _handler(fn):
+    """Parse-and-query handlers: AnalyticsError -> 400, no store -> 503; the query runs in a thread."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: web.Request) -> web.Response:
+        try:
+            work = fn(request)  # parses parameters, returns a blocking callable
+            result = await asyncio.get_running_loop().run_in_executor(None, work)
+        except AnalyticsError as e:
+            return _fail(400, str(e))
+        except AnalyticsUnavailable as e:
+            return _fail(503, str(e))
+        if isinstance(result, web.Response):
+            return result
+        return _json(result)
+    return wrapper
+
+
+def _not_found(what: str) -> web.Response:
+    return _fail(404, what)
+
+
+@routes.get("/api/profiles/visitor/{visitor_id}")
+@_handler
+def visitor_profile(request: web.Request):
+    store, rng, vid = _store(request), _range(request), request.match_info["visitor_id"]
+    goal = request.app["settings"].analytics.purchase_goal
+
+    def work():
+        prof = profiles.visitor_profile(store, vid, rng, purchase_goal=goal)
+        return prof if prof is not None else _not_found(f"visitor {vid!r} has no page views in the range")
+    return work
+
+
+@routes.get("/api/profiles/member/{member_id}")
+@_handler
+def member_profile(request: web.Request):
+    store, rng, mid = _store(request), _range(request), request.match_info["member_id"]
+    goal = request.app["settings"].analytics.purchase_goal
+
+    def work():
+        prof = profiles.member_profile(store, mid, rng, purchase_goal=goal)
+        return prof if prof is not None else _not_found(f"member {mid!r} never logged in (no linked visitor ids)")
+    return work
+
+
+@routes.get("/api/products")
+@_handler
+def products(request: web.Request):
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
+    by = request.query.get("by", "product_id")
+    if by not in usage.DIMENSIONS:
+        raise AnalyticsError(f"by must be one of {', '.join(usage.DIMENSIONS)} (got {by!r})")
+    return lambda: {"by": by, "rows": usage.usage(store, by, rng, limit)}
+
+
+@routes.get("/api/transitions")
+@_handler
+def transitions(request: web.Request):
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 20)
+    page = request.query.get("page", "")
+    if not page:
+        raise AnalyticsError("give the page path: /api/transitions?page=/cart")
+    if not page.startswith("/"):
+        raise AnalyticsError(f"page must be a path starting with '/', e.g. /cart (got {page!r})")
+    return lambda: usage.transitions(store, page, rng, limit)
+
+
+@routes.get("/api/funnels/{name}")
+@_handler
+def funnel(request: web.Request):
+    store, rng, name = _store(request), _range(request), request.match_info["name"]
+    configured = request.app["settings"].analytics.funnels
+    if name not in configured:
+        known = ", ".join(sorted(configured)) or "none (configure analytics.funnels)"
+        return lambda: _not_found(f"unknown funnel {name!r}; configured funnels: {known}")
+    steps = funnels.funnel_steps(configured, name)
+    return lambda: funnels.funnel(store, name, steps, rng)
+
+
+@routes.get("/api/goals")
+@_handler
+def goal_conversions(request: web.Request):
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
+    a = request.app["settings"].analytics
+    goal, by = request.query.get("goal", a.purchase_goal), request.query.get("by", "channel")
+    if by not in goals.BREAKDOWNS:
+        raise AnalyticsError(f"by must be one of {', '.join(goals.BREAKDOWNS)} (got {by!r})")
+    return lambda: {"goal": goal, "by": by,
+                    "rows": goals.conversions(store, goal, by, rng, a.purchase_goal, limit),
+                    "goals": goals.goal_counts(store, rng),
+                    "summary": goals.commerce_summary(store, rng, a.purchase_goal, a.cart_goal)}
+
+
+@routes.get("/api/segments")
+@_handler
+def segments(request: web.Request):
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 20)
+    settings = request.app["settings"]
+
+    def work():
+        report = build_report(store, settings, "segments", rng, limit).as_json()
+        report["stored_sizes"] = rfm.segment_sizes(store, rng.until)
+        return report
+    return work
+
+
+@routes.get("/api/recommendations/visitor/{visitor_id}")
+@_handler
+def visitor_recommendations(request: web.Request):
+    store, limit = _store(request), _int(request, "limit", 10)
+    vid = request.match_info["visitor_id"]
+    support = request.app["settings"].analytics.recommendation_min_support
+    return lambda: recommendations.for_visitor(store, vid, support, limit)
+
+
+@routes.get("/api/recommendations/{product_id}")
+@_handler
+def product_recommendations(request: web.Request):
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
+    pid = request.match_info["product_id"]
+    support = request.app["settings"].analytics.recommendation_min_support
+    return lambda: {"product_id": pid, "min_support": support,
+                    "recommendations": recommendations.also_viewed(store, pid, support, limit, rng)}
+
+
+@routes.get("/api/cohorts")
+@_handler
+def cohort_table(request: web.Request):
+    store, rng, weeks = _store(request), _range(request), _int(request, "weeks", 12, 1, 104)
+    who = request.query.get("who", "visitors")
+    if who not in ("visitors", "members"):
+        raise AnalyticsError(f"who must be 'visitors' or 'members' (got {who!r})")
+    return lambda: {"who": who, "cohorts": cohorts.cohorts(store, who, rng, weeks)}

@@ -1,0 +1,111 @@
+"""The analytics JSON API, served by the real web app (engine/web/app.py) over a chdb history
+holding the generated shop history."""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from config.settings import load_settings
+from engine.web.app import create_web_app
+from processors.analytics.sample import generate
+from sinks.history import open_history
+
+pytestmark = pytest.mark.integration
+
+DS = generate(seed=5)
+HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    st = open_history(f"chdb://{tmp_path_factory.mktemp('api-chdb')}")
+    st.init_schema()
+    st.write("pageviews", DS.pageviews)
+    st.write("sessions", DS.sessions)
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def get(store):
+    settings = load_settings(analytics={"recommendation_min_support": 2})
+    loop = asyncio.new_event_loop()
+    client = TestClient(TestServer(create_web_app(settings, None, store)), loop=loop)
+    loop.run_until_complete(client.start_server())
+
+    def fetch(path: str):
+        async def go():
+            resp = await client.get(path)
+            return resp.status, await resp.json()
+        return loop.run_until_complete(go())
+    yield fetch
+    loop.run_until_complete(client.close())
+    loop.close()
+
+
+def test_member_profile_and_visitor_profile(get):
+    status, body = get("/api/profiles/member/m000")
+    assert status == 200
+    visitors = {p["visitor_id"] for p in DS.pageviews if p["member_id"] == "m000"}
+    assert set(body["visitor_ids"]) == visitors
+    assert body["pageviews"] == sum(1 for p in DS.pageviews if p["visitor_id"] in visitors)
+    vid = sorted(visitors)[0]
+    status, body = get(f"/api/profiles/visitor/{vid}")
+    assert status == 200 and body["members"] == ["m000"]
+    assert body["visits"] == len({p["session_id"] for p in DS.pageviews if p["visitor_id"] == vid})
+    status, body = get("/api/profiles/member/no-such-member")
+    assert status == 404 and "never logged in" in body["error"]
+
+
+def test_products_transitions_goals(get):
+    status, body = get("/api/products?limit=1000")
+    assert status == 200
+    assert {r["product_id"]: r["views"] for r in body["rows"]} == dict(Counter(p["product_id"] for p in HUMAN
+                                                                                if p["product_id"]))
+    status, body = get("/api/products?by=category&limit=2")
+    assert status == 200 and len(body["rows"]) == 2 and "category" in body["rows"][0]
+    status, body = get("/api/transitions?page=/checkout")
+    assert status == 200 and body["views"] == sum(1 for p in HUMAN if p["path"] == "/checkout")
+    status, body = get("/api/goals?goal=purchase&by=utm_campaign")
+    assert status == 200
+    assert sum(r["converted"] for r in body["rows"]) == len({p["session_id"] for p in HUMAN if p["goal"] == "purchase"})
+
+
+def test_funnel_segments_cohorts(get):
+    status, body = get("/api/funnels/purchase")
+    assert status == 200 and [s["step"] for s in body["steps"]] == [1, 2, 3, 4]
+    assert body["steps"][-1]["sessions"] == len({p["session_id"] for p in HUMAN if p["path"] == "/order/complete"})
+    status, body = get("/api/funnels/nope")
+    assert status == 404 and "purchase" in body["error"]
+    status, body = get(f"/api/segments?to={DS.now}")
+    assert status == 200
+    assert sum(s["members"] for s in body["sizes"]) == len({p["member_id"] for p in DS.pageviews if p["member_id"]})
+    status, body = get("/api/cohorts?who=members&weeks=4")
+    assert status == 200 and all(len(c["retained"]) == 5 for c in body["cohorts"])
+
+
+def test_recommendations(get):
+    status, body = get("/api/recommendations/p00")
+    assert status == 200 and body["recommendations"][0]["product_id"] == "p01"
+    vid = next(p["visitor_id"] for p in HUMAN if p["product_id"] == "p00")
+    status, body = get(f"/api/recommendations/visitor/{vid}")
+    assert status == 200 and "p00" in body["recent_products"]
+    assert not {r["product_id"] for r in body["recommendations"]} & set(body["recent_products"])
+
+
+@pytest.mark.parametrize("path, fragment", [
+    ("/api/products?from=yesterday", "neither an ISO"),
+    ("/api/products?limit=0", "limit must be between"),
+    ("/api/products?limit=many", "whole number"),
+    ("/api/products?by=colour", "by must be one of"),
+    ("/api/transitions", "give the page path"),
+    ("/api/transitions?page=cart", "starting with '/'"),
+    ("/api/cohorts?who=robots", "who must be"),
+    ("/api/products?from=2026-10-10&to=2026-10-01", "must be before"),
+])
+def test_bad_parameters_are_400_with_a_message(get, path, fragment):
+    status, body = get(path)
+    assert status == 400 and fragment in body["error"]

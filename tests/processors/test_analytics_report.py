@@ -1,0 +1,78 @@
+"""`visitwire report ...` run as a user would: a subprocess on a chdb history with the generated shop."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from processors.analytics.sample import generate
+from sinks.history import open_history
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DS = generate(seed=3)
+HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
+
+
+@pytest.fixture(scope="module")
+def history_url(tmp_path_factory):
+    url = f"chdb://{tmp_path_factory.mktemp('report-chdb')}"
+    st = open_history(url)
+    st.init_schema()
+    st.write("pageviews", DS.pageviews)
+    st.write("sessions", DS.sessions)
+    st.close()  # chdb: one process per data directory; the CLI opens it next
+    return url
+
+
+def report(history_url, tmp_path, *args):
+    env = {**os.environ, "VISITWIRE_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "engine.cli", "report", *args, "--clickhouse", history_url],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+
+
+def test_products_json_and_csv(history_url, tmp_path, output_dir):
+    res = report(history_url, tmp_path, "products", "--json", "--limit", "100")
+    assert res.returncode == 0, res.stderr
+    body = json.loads(res.stdout)
+    assert body["report"] == "products"
+    views = Counter(p["product_id"] for p in HUMAN if p["product_id"])
+    assert {r["product_id"]: r["views"] for r in body["products"]} == dict(views)
+    assert body["summary"][0]["revenue"] == pytest.approx(sum(p["goal_value"] for p in HUMAN if p["goal"] == "purchase"))
+    res = report(history_url, tmp_path, "products", "--csv", "--limit", "3")
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert res.returncode == 0 and len(rows) == 3
+    assert [r["product_id"] for r in rows] == [p for p, _ in sorted(views.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+    (output_dir / "products.csv").write_text(res.stdout)
+
+
+@pytest.mark.parametrize("kind, title", [
+    ("visitors", "Most active visitors"), ("products", "Product usage"), ("funnels", "Funnel steps"),
+    ("segments", "Segment sizes"), ("recommendations", "Viewed together"), ("cohorts", "Weekly retention"),
+])
+def test_every_report_prints_a_readable_table(history_url, tmp_path, output_dir, kind, title):
+    res = report(history_url, tmp_path, kind, "--limit", "5")
+    assert res.returncode == 0, res.stderr
+    assert title in res.stdout and "┃" in res.stdout  # a rich table with a header row
+    assert "Traceback" not in res.stderr
+    (output_dir / f"{kind}.txt").write_text(res.stdout)
+
+
+def test_time_range_and_bad_input(history_url, tmp_path):
+    mid = DS.now - 21 * 86400
+    res = report(history_url, tmp_path, "funnels", "--json", "--from", str(mid))
+    assert res.returncode == 0, res.stderr
+    first_step = json.loads(res.stdout)["steps"][0]["sessions"]
+    assert first_step == len({p["session_id"] for p in HUMAN if p["path"].startswith("/product/") and p["ts"] >= mid})
+    res = report(history_url, tmp_path, "segments", "--from", "last tuesday")
+    assert res.returncode == 2 and "ISO date" in res.stderr and "Traceback" not in res.stderr
+    res = report(history_url, tmp_path, "visitors", "--from", "2026-11-01", "--to", "2026-10-01")
+    assert res.returncode == 2 and "must be before" in res.stderr
