@@ -153,32 +153,73 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _fast_column(kind: str, vals: list) -> list | None:
+    """The converted column when every value already has the expected type, else None (slow path).
+
+    Column at a time with builtins (all/sum/min/max run in C): ~10x faster than per-value calls."""
+    if kind == STR:
+        return vals if all(type(v) is str for v in vals) else None
+    if kind == BOOL:
+        return [1 if v else 0 for v in vals]
+    if kind in (INT, OPT_INT):
+        present = vals if kind == INT else [v for v in vals if v is not None]
+        if all(type(v) is int for v in present) and (not present or (min(present) >= 0 and max(present) < 1 << 63)):
+            return vals
+        return None
+    if kind in (FLOAT, OPT_FLOAT, TIME):
+        present = vals if kind != OPT_FLOAT else [v for v in vals if v is not None]
+        # A finite sum means no inf/nan among them (nan and inf propagate through a sum).
+        if not all(type(v) is float or type(v) is int for v in present) or not math.isfinite(sum(present)):
+            return None
+        if kind == TIME:
+            if present and (min(present) < 0 or max(present) >= 4294967296):
+                return None
+            return [int(v) for v in vals]
+        return vals
+    if kind in ("keys", "values") and all(v is None or type(v) is dict for v in vals):
+        if kind == "keys":
+            return [list(v) if v else [] for v in vals]
+        out = [list(v.values()) if v else [] for v in vals]
+        return out if all(type(x) is str for lst in out for x in lst) else None
+    return None
+
+
 def to_columns(table: str, rows: Sequence[Row]) -> tuple[tuple[Column, ...], list[list[Any]], int]:
     """Event dicts -> (columns, one value list per column, rows dropped as bad input).
 
-    A bad row (missing id, a value of the wrong type) is dropped and logged, never a crash:
-    the rest of the batch is still written."""
+    A bad row (not a dict, missing id, a value of the wrong type) is dropped and logged, never a
+    crash: the rest of the batch is still written. A missing optional field takes its empty value."""
     try:
         cols = TABLES[table]
     except KeyError:
         raise HistoryError(f"unknown history table {table!r}; tables are {', '.join(TABLES)}") from None
     id_field = ID_FIELD[table]
-    convs = [CONVERTERS[c.kind] for c in cols]
-    data: list[list[Any]] = [[] for _ in cols]
-    dropped = 0
-    for row in rows:
-        try:
-            if not row.get(id_field):
-                raise ValueError(f"{id_field} is missing")
-            values = [conv(row.get(c.field)) for c, conv in zip(cols, convs)]
-        except (ValueError, TypeError, AttributeError) as e:
-            dropped += 1
-            if dropped <= 3:
-                log.warning("history: dropped a bad %s row (%s): %.200r", table, e, row)
-            continue
-        for lst, v in zip(data, values):
-            lst.append(v)
-    return cols, data, dropped
+    reasons: dict[int, str] = {}  # row index -> why it is dropped
+    if not all(isinstance(r, Mapping) for r in rows):
+        reasons.update((i, "not an object") for i, r in enumerate(rows) if not isinstance(r, Mapping))
+        rows = [r if isinstance(r, Mapping) else {} for r in rows]
+    reasons.update((i, f"{id_field} is missing") for i, r in enumerate(rows) if not r.get(id_field) and i not in reasons)
+    data: list[list[Any]] = []
+    for c in cols:
+        vals = [r.get(c.field) for r in rows]
+        fast = _fast_column(c.kind, vals)
+        if fast is None:
+            conv, fast = CONVERTERS[c.kind], []
+            for i, v in enumerate(vals):
+                try:
+                    fast.append(conv(v))
+                except (ValueError, TypeError, AttributeError, OverflowError) as e:
+                    reasons.setdefault(i, f"{c.field}: {e}")
+                    fast.append(None)
+        data.append(fast)
+    if reasons:
+        for n, (i, why) in enumerate(sorted(reasons.items())[:3]):
+            log.warning("history: dropped a bad %s row (%s): %.200r", table, why, rows[i])
+        if len(reasons) > 3:
+            log.warning("history: dropped %d bad %s rows in all", len(reasons), table)
+        keep = [i for i in range(len(rows)) if i not in reasons]
+        data = [[col[i] for i in keep] for col in data]
+    return cols, data, len(reasons)
 
 
 # -- query parameters ------------------------------------------------------------------------------

@@ -147,15 +147,14 @@ CREATE TABLE IF NOT EXISTS hits_per_minute (
     minute DateTime('UTC'),
     host String,
     status_class UInt8,
-    hits AggregateFunction(uniqExact, String),
-    visitors AggregateFunction(uniqExact, String)
+    hits AggregateFunction(uniqExact, String)
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMM(minute)
 ORDER BY (minute, host, status_class);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS hits_per_minute_mv TO hits_per_minute AS
 SELECT toStartOfMinute(ts) AS minute, host, toUInt8(intDiv(ifNull(status, 0), 100)) AS status_class,
-       uniqExactState(event_id) AS hits, uniqExactState(visitor_id) AS visitors
+       uniqExactState(event_id) AS hits
 FROM hits
 GROUP BY minute, host, status_class;
 
