@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -288,6 +289,7 @@ class HistoryStore(BatchingSink):
         self.url = url
         self.rows_dropped = 0
         self._schema_ready = False
+        self._schema_lock = threading.Lock()  # the loop and a query thread may both trigger it
 
     # backend primitives
     @abstractmethod
@@ -334,7 +336,9 @@ class HistoryStore(BatchingSink):
     def _ensure_schema(self) -> None:
         # Lazily, so a store opened while the server is away starts working once it is back.
         if not self._schema_ready:
-            self.init_schema()
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self.init_schema()
 
 
 _MIGRATION_COLUMNS = (Column("version", "version", STR), Column("name", "name", STR),
