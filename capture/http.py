@@ -25,7 +25,7 @@ _TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}\Z")
 _RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
 _RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
-_REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{1,19} \S")
+_REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{0,19}(?: |\Z)")  # any prefix of "METHOD "
 
 
 class HttpError(ValueError):
@@ -333,7 +333,7 @@ class MessageReader:
     def _plausible(self, buf) -> bool:
         # the start of a connection's first message, before the line is complete
         if self.is_request:
-            return bool(_REQUEST_START.match(bytes(buf[:22]))) or len(buf) < 3 and bytes(buf).isupper()
+            return bool(_REQUEST_START.match(bytes(buf[:21])))
         return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
 
     def _on_head(self, head: bytes, ts: float) -> None:

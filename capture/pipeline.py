@@ -78,8 +78,7 @@ class Decoder:
         if len(idx):
             self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
-        out, self.out = self.out, []
-        return out
+        return self._take()
 
     def expire(self, now: float) -> list[dict]:
         """Report requests unanswered for transaction_timeout_s and end flows idle for flow_idle_timeout_s."""
@@ -94,15 +93,19 @@ class Decoder:
         for key in gone:
             self.stats["flows_expired"] += 1
             self._end(self.flows.pop(key))
-        out, self.out = self.out, []
-        return out
+        return self._take()
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
         for f in self.flows.values():
             self._end(f)
         self.flows.clear()
-        out, self.out = self.out, []
+        return self._take()
+
+    def _take(self) -> list[dict]:
+        # connections hold a reference to self.out: empty it in place, never rebind it
+        out = self.out[:]
+        self.out.clear()
         return out
 
     @property

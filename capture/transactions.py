@@ -78,7 +78,7 @@ class EventBuilder:
                 if v:
                     extra[name] = _text(v)
         ts = req.ts
-        eid = hashlib.blake2b(f"{conn.client_ip}|{conn.client_port}|{conn.server_ip}|{conn.server_port}|{ts!r}|{req.index}"
+        eid = hashlib.blake2b(f"{conn.client_ip}|{conn.client_port}|{conn.server_ip}|{conn.server_port}|{round(ts * 1e6)}|{req.index}"
                               .encode(), digest_size=16).hexdigest()
         if resp is not None:
             status = resp.status
@@ -211,6 +211,10 @@ class Connection:
     def on_lost_sync(self, reader: MessageReader) -> None:
         if not reader.is_request:
             self._finish()  # report what we have of the interrupted response
+            # responses of the requests waiting now were in the bytes we lost: report them unanswered
+            # rather than pairing them with whatever response we find next
+            while self.pending:
+                self._emit(self.pending.popleft(), None)
 
     def on_not_http(self, reader: MessageReader) -> None:
         if not self.seen_http:

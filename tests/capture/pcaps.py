@@ -57,7 +57,7 @@ class Conv:
         return p
 
     def tick(self, dt: float = 0.001) -> "Conv":
-        self.t += dt
+        self.t = round(self.t + dt, 6)  # whole microseconds: every file format stores the same instant
         return self
 
     def handshake(self) -> "Conv":
