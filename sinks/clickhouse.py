@@ -28,6 +28,8 @@ logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 _NETWORK_ERRORS = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, ConnectionError, OSError)
 # Server codes worth a retry: too many parts/queries, memory limit, timeouts, unknown db after restart.
 _RETRYABLE_CODES = {159, 160, 164, 202, 209, 210, 241, 252, 394}
+# Unknown database on insert: it was dropped, or the server came back empty; migrations go with it.
+_SCHEMA_GONE_CODES = {81}
 
 
 def json_value(v: Any) -> Any:
@@ -73,7 +75,7 @@ class ClickHouseHistory(HistoryStore):
                                   database=self.database, connect_timeout=3, send_receive_timeout=30)
         return self._client
 
-    def _run(self, fn):
+    def _run(self, fn, writing: bool = False):
         with self._db_lock:
             try:
                 return fn(self._connect())
@@ -83,6 +85,11 @@ class ClickHouseHistory(HistoryStore):
                 raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} is unreachable ({type(e).__name__}: {e}); "
                                       "start the server or fix history.url / --clickhouse") from e
             except ch_errors.ServerException as e:
+                if writing and e.code in _SCHEMA_GONE_CODES:
+                    self._drop_client()
+                    self._schema_ready = False  # the retry re-creates it
+                    raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} lost the history database "
+                                          f"({_first_line(e)}); re-creating them on the next try") from e
                 if e.code in _RETRYABLE_CODES:
                     self._drop_client()
                     raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} refused for now: "
@@ -103,7 +110,7 @@ class ClickHouseHistory(HistoryStore):
     def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
         names = ", ".join(f"`{c.name}`" for c in columns)
         self._run(lambda c: c.execute(f"INSERT INTO {table} ({names}) VALUES", data, columnar=True,
-                                      types_check=False))
+                                      types_check=False), writing=True)
 
     def _select(self, sql: str) -> list[dict]:
         rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True))

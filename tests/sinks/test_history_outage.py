@@ -59,3 +59,17 @@ def test_server_back_empty_gets_the_schema_again(tmp_path):
     finally:
         store.close()
         svc.stop()
+
+
+def test_dropped_database_is_recreated_on_the_next_write(clickhouse_server):
+    url = clickhouse_server.url.rsplit("/", 1)[0] + "/dropped_db"
+    store = open_history(url, flush_interval_s=0.05, retry_backoff_s=(0.05,))
+    try:
+        store.add("hits", make_hits(10, seed=14))
+        store.flush()
+        store._execute("DROP DATABASE dropped_db")
+        store.add("hits", make_hits(15, seed=15))
+        assert store.flush() == 15  # first try fails, the retry re-creates the schema
+        assert hq.event_counts(store)["hits"] == 15
+    finally:
+        store.close()
