@@ -6,7 +6,7 @@ default executor so the event loop (shared with the Faust worker) keeps running.
 Common query parameters: `from` / `to` (ISO date/time or epoch seconds), `limit` (1..1000).
 Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {"error": ...}.
 
-  GET /api/profiles/visitor/{visitor_id}          profile of one visitor id
+  GET /api/profiles/visitor/{visitor_id}          profile of one visitor id (+ "live": its Redis profile)
   GET /api/profiles/member/{member_id}            profile over all visitor ids linked to the member
   GET /api/products?by=product_id|category|section|menu|path|page_group
   GET /api/transitions?page=/cart                 previous / next pages of a page
@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 
 import orjson
+import redis
 from aiohttp import web
 
 from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
 from processors.analytics.common import AnalyticsError, TimeRange
+from processors.analytics.live import LiveProfiles
 from processors.analytics.reports import build_report
 
 routes = web.RouteTableDef()
@@ -91,15 +94,34 @@ def _not_found(what: str) -> web.Response:
     return _fail(404, what)
 
 
+def _live_profiles(request: web.Request) -> LiveProfiles | None:
+    """Live profiles read through the dashboard's Redis client, when the engine has Redis."""
+    client = getattr(request.app.get("live"), "client", None)
+    if client is None:
+        return None
+    s = request.app["settings"]
+    return LiveProfiles(client, s.redis.key_prefix, s.analytics.profile_ttl_s, s.analytics.max_live_profiles,
+                        s.analytics.purchase_goal)
+
+
 @routes.get("/api/profiles/visitor/{visitor_id}")
 @_handler
 def visitor_profile(request: web.Request):
     store, rng, vid = _store(request), _range(request), request.match_info["visitor_id"]
     goal = request.app["settings"].analytics.purchase_goal
+    live = _live_profiles(request)
 
     def work():
         prof = profiles.visitor_profile(store, vid, rng, purchase_goal=goal)
-        return prof if prof is not None else _not_found(f"visitor {vid!r} has no page views in the range")
+        recent = None
+        if live is not None:
+            try:
+                recent = live.visitor(vid, time.time())
+            except redis.RedisError as e:  # live data is a bonus: the history answer still stands
+                recent = {"error": f"live profile unavailable: {e}"}
+        if prof is None and not (recent and "error" not in recent):
+            return _not_found(f"visitor {vid!r} has no page views in the range")
+        return {**(prof or {"visitor_id": vid}), "live": recent}
     return work
 
 

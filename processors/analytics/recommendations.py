@@ -31,16 +31,19 @@ def also_viewed(store: History, product_id: str, min_support: int = 3, limit: in
     return [{"product_id": r["product_id"], "support": int(num(r["support"]))} for r in rows]
 
 
+_PAIRS_SQL = (
+    "SELECT pr.1 AS product_id, pr.2 AS recommended_id, count() AS support FROM ("
+    "SELECT session_id, groupUniqArray(product_id) AS items "
+    "FROM {source} GROUP BY session_id HAVING length(items) > 1) "
+    "ARRAY JOIN arrayFilter(x -> x.1 != x.2, "
+    "arrayReduce('groupArray', arrayJoin(arrayMap(i -> arrayMap(j -> (i, j), items), items)))) AS pr "
+    "GROUP BY product_id, recommended_id HAVING support >= %(min)s")
+
+
 def co_visitation(store: History, min_support: int = 3, rng: TimeRange = ALL_TIME) -> list[dict[str, Any]]:
     """All (product, recommended, support) pairs with support >= min_support, both directions."""
-    rows = store.query(
-        "SELECT pr.1 AS product_id, pr.2 AS recommended_id, count() AS support FROM ("
-        "SELECT session_id, groupUniqArray(product_id) AS items "
-        f"FROM {_product_sessions(rng)} GROUP BY session_id HAVING length(items) > 1) "
-        "ARRAY JOIN arrayFilter(x -> x.1 != x.2, "
-        "arrayReduce('groupArray', arrayJoin(arrayMap(i -> arrayMap(j -> (i, j), items), items)))) AS pr "
-        "GROUP BY product_id, recommended_id HAVING support >= %(min)s "
-        "ORDER BY product_id, support DESC, recommended_id", {"min": int(min_support), **rng.params()})
+    rows = store.query(_PAIRS_SQL.format(source=_product_sessions(rng)) +
+                       " ORDER BY product_id, support DESC, recommended_id", {"min": int(min_support), **rng.params()})
     return [{"product_id": r["product_id"], "recommended_id": r["recommended_id"], "support": int(num(r["support"]))}
             for r in rows]
 
@@ -71,12 +74,17 @@ def for_visitor(store: History, visitor_id: str, min_support: int = 3, limit: in
 
 
 def refresh_recommendations(store: History, min_support: int = 3, now: float | None = None) -> int:
-    """Recomputes the pair table and stores it as a new generation (computed_at); returns pairs stored."""
-    now = now if now is not None else time.time()
-    pairs = co_visitation(store, min_support)
-    if pairs:
-        store.write("recommendations", [{**p, "computed_at": now} for p in pairs])
-    return len(pairs)
+    """Recomputes the pair table inside the backend (INSERT ... SELECT, no rows travel) as a new
+    generation `computed_at`, then drops older generations; returns the pairs stored."""
+    now = float(now if now is not None else time.time())
+    params = {"min": int(min_support), "now": now}
+    store.query("INSERT INTO recommendations (product_id, recommended_id, support, computed_at) "
+                "SELECT product_id, recommended_id, support, %(now)s FROM ("
+                + _PAIRS_SQL.format(source=_product_sessions(ALL_TIME)) + ")", params)
+    # A mutation, rare (once per refresh); a modern server would use a TTL or a partition per generation.
+    store.query("ALTER TABLE recommendations DELETE WHERE computed_at < %(now)s", {"now": now})
+    rows = store.query("SELECT count() AS n FROM recommendations WHERE computed_at = %(now)s", {"now": now})
+    return int(num(rows[0]["n"])) if rows else 0
 
 
 def stored_recommendations(store: History, product_id: str, limit: int = 10) -> list[dict[str, Any]]:

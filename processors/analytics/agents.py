@@ -1,0 +1,138 @@
+"""Faust agents of the analytics room, registered on the processors' app.
+
+The worker imports this module (listed in processors/app.py EXTRA_AGENT_MODULES /
+VisitwireApp.extra_agent_modules) and calls `register(vw, settings)`:
+- `analytics-live-profiles` consumes visitwire.pageviews and keeps the live visitor
+  profiles and member links in Redis (processors/analytics/live.py);
+- a timer every analytics.rfm_interval_s (leader only) re-scores members (RFM), stores
+  segment changes in the history `segments` table and announces each on visitwire.segments;
+- a timer every analytics.recommendation_refresh_s (leader only) recomputes the
+  co-visitation table `recommendations` in the history store.
+Blocking Redis / history calls run in the default executor; the loop keeps consuming.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis
+
+from processors.analytics import recommendations, rfm
+from processors.analytics.live import LiveProfiles
+
+log = logging.getLogger(__name__)
+
+
+class AnalyticsAgents:
+    def __init__(self, vw: Any, settings: Any, history: Any = None, redis_url: str | None = None):
+        self.vw = vw
+        self.settings = settings
+        self._history = history  # None: open settings.history.url for each scheduled run
+        url = redis_url if redis_url is not None else settings.redis.url
+        self.live = LiveProfiles.from_settings(url, settings) if url else None
+        self.pageviews_seen = 0
+        self.bad_records = 0
+        self.redis_errors = 0
+        self.segment_changes = 0
+        self.rfm_runs = 0
+        self.recommendation_pairs = 0
+
+    # -- live profiles ----------------------------------------------------------------------------
+    def decode(self, values: list) -> list[dict]:
+        out = []
+        for v in values:
+            try:
+                rec = orjson.loads(v) if isinstance(v, (bytes, str)) else v
+            except orjson.JSONDecodeError:
+                rec = None
+            if isinstance(rec, dict) and rec.get("visitor_id"):
+                out.append(rec)
+            else:
+                self.bad_records += 1
+                if self.bad_records & (self.bad_records - 1) == 0:  # 1, 2, 4, 8 ...: logged, not flooded
+                    log.warning("analytics: dropped %d malformed page view record(s) so far", self.bad_records)
+        return out
+
+    def apply_live(self, values: list) -> int:
+        pvs = self.decode(values)
+        self.pageviews_seen += len(pvs)
+        if self.live is None or not pvs:
+            return 0
+        try:
+            return self.live.apply(pvs)
+        except redis.RedisError as e:
+            self.redis_errors += 1
+            if self.redis_errors & (self.redis_errors - 1) == 0:
+                log.warning("analytics: live profiles not updated (%s; %d batch(es) so far); check redis.url",
+                            e, self.redis_errors)
+            return 0
+
+    # -- scheduled jobs ---------------------------------------------------------------------------
+    def _with_history(self, fn):
+        if self._history is not None:
+            return fn(self._history)
+        from sinks.history import open_history
+
+        store = open_history(self.settings.history.url)  # chdb: shares the engine's session
+        try:
+            return fn(store)
+        finally:
+            store.close()
+
+    def recompute_segments(self, now: float | None = None) -> list[dict]:
+        a = self.settings.analytics
+        _, changes = self._with_history(
+            lambda s: rfm.recompute_segments(s, now if now is not None else time.time(), a.purchase_goal,
+                                             a.rfm_new_days))
+        self.rfm_runs += 1
+        self.segment_changes += len(changes)
+        return changes
+
+    def refresh_recommendations(self, now: float | None = None) -> int:
+        n = self._with_history(lambda s: recommendations.refresh_recommendations(
+            s, self.settings.analytics.recommendation_min_support, now))
+        self.recommendation_pairs = n
+        return n
+
+    async def announce(self, changes: list[dict]) -> None:
+        for c in changes:
+            await self.vw.segments_topic.send(key=c["member_id"].encode(), value=orjson.dumps(c))
+
+    # -- wiring -----------------------------------------------------------------------------------
+    def install(self) -> None:
+        app, a = self.vw.app, self.settings.analytics
+
+        @app.agent(self.vw.pageviews_topic, name="analytics-live-profiles")
+        async def live_profiles(stream):
+            loop = asyncio.get_running_loop()
+            async for batch in stream.take(1000, within=0.5):
+                await loop.run_in_executor(None, self.apply_live, batch)
+
+        @app.timer(a.rfm_interval_s, on_leader=True, name="analytics-rfm")
+        async def rfm_timer():
+            try:
+                changes = await asyncio.get_running_loop().run_in_executor(None, self.recompute_segments)
+            except Exception as e:  # the store away or a query failing must not stop the worker
+                log.warning("analytics: RFM recompute failed (%s); retrying in %.0f s", e, a.rfm_interval_s)
+                return
+            await self.announce(changes)
+            if changes:
+                log.info("analytics: %d member(s) changed segment", len(changes))
+
+        @app.timer(a.recommendation_refresh_s, on_leader=True, name="analytics-recommendations")
+        async def recommendations_timer():
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.refresh_recommendations)
+            except Exception as e:
+                log.warning("analytics: recommendation refresh failed (%s); retrying in %.0f s",
+                            e, a.recommendation_refresh_s)
+
+
+def register(vw: Any, settings: Any, history: Any = None, redis_url: str | None = None) -> AnalyticsAgents:
+    """The hook the worker calls; returns the agents object (figures, and for tests)."""
+    agents = AnalyticsAgents(vw, settings, history, redis_url)
+    agents.install()
+    return agents
