@@ -36,6 +36,14 @@ function chartSize(elm) {
   return { width: Math.max(200, elm.clientWidth), height: wall ? 330 : 240 };
 }
 
+function timeAxis() {
+  // HH:MM UTC on the ticks; the date only when the range spans days.
+  return axisStyle({ values: (u, vals) => {
+    const span = vals.length > 1 ? vals[vals.length - 1] - vals[0] : 0;
+    return vals.map((v) => new Date(v * 1000).toISOString().slice(span > 2 * 86400 ? 5 : 11, span > 2 * 86400 ? 10 : 16));
+  } });
+}
+
 function axisStyle(extra) {
   return Object.assign({ stroke: "#8b949e", grid: { stroke: "#21262d", width: 1 }, ticks: { stroke: "#30363d" } }, extra);
 }
@@ -46,12 +54,12 @@ function makeTrafficChart(target) {
     tzDate: utcDate,
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(5, hi * 1.1)] } },
-    axes: [axisStyle({}), axisStyle({ size: 50 })],
+    axes: [timeAxis(), axisStyle({ size: 50 })],
     series: [
       {},
-      { label: "page views", stroke: COLORS.pv, width: 2, fill: "rgba(88,166,255,.12)" },
-      { label: "sessions", stroke: COLORS.sess, width: 2 },
-      { label: "hits", stroke: COLORS.hits, width: 1, dash: [4, 3] },
+      { label: "page views", stroke: COLORS.pv, width: 2, fill: "rgba(88,166,255,.12)", points: { show: false } },
+      { label: "sessions", stroke: COLORS.sess, width: 2, points: { show: false } },
+      { label: "hits", stroke: COLORS.hits, width: 1, dash: [4, 3], points: { show: false } },
     ],
   });
   return new uPlot(opts, [[], [], [], []], elm);
@@ -65,7 +73,7 @@ function makeLatencyChart(target) {
     scales: { x: { time: true }, ms: { range: (u, lo, hi) => [0, Math.max(50, (hi || 0) * 1.15)] },
       pct: { range: (u, lo, hi) => [0, Math.max(0.1, (hi || 0) * 1.15)] } },
     axes: [
-      axisStyle({}),
+      timeAxis(),
       axisStyle({ scale: "ms", size: 60, values: (u, vals) => vals.map((v) => (v >= 1000 ? v / 1000 + "s" : v + "ms")) }),
       axisStyle({ scale: "pct", side: 1, size: 50, grid: { show: false },
         values: (u, vals) => vals.map((v) => Math.round(v * 1000) / 10 + "%") }),
@@ -316,9 +324,10 @@ async function stats(params) {
 function renderHistoryTotals(t) {
   const root = $("history-totals");
   root.replaceChildren();
-  const items = [["Page views", n(t.pageviews)], ["Visitors", n(t.visitors)], ["Sessions", n(t.sessions)],
-    ["Hits", n(t.hits)], ["Bounce rate", pct(t.bounce_rate)], ["Avg. session", t.avg_duration === undefined ? "–" :
-      Math.round(t.avg_duration) + " s"], ["Errors", n(t.errors)]];
+  const closed = t.sessions > 0;  // sessions are stored when they close (idle timeout)
+  const items = [["Page views", n(t.pageviews)], ["Visitors", n(t.visitors)], ["Sessions (closed)", n(t.sessions)],
+    ["Hits", n(t.hits)], ["Bounce rate", closed ? pct(t.bounce_rate) : "–"],
+    ["Avg. session", closed ? Math.round(t.avg_duration) + " s" : "–"], ["Errors", n(t.errors)]];
   for (const [label, value] of items) {
     const card = el("div", "card kpi");
     card.append(el("div", "label", label), el("div", "mid", value));
@@ -356,7 +365,9 @@ async function loadHistory(from, to) {
     renderHistoryTotals(totals.totals);
     const lists = {};
     HISTORY_TOPS.forEach(([by, , metric], i) => {
-      lists[by] = tops[i].rows.map((r) => ({ key: r.key, value: r[metric] }));
+      lists[by] = tops[i].rows
+        .filter((r) => !(by === "campaign" && r.key === ""))  // no campaign is not a campaign
+        .map((r) => ({ key: r.key === "" && by === "referrer" ? "(direct)" : r.key, value: r[metric] }));
     });
     renderTops("history-tops", lists, HISTORY_TOPS.map(([by, title]) => [by, title]), { headers: ["", ""] });
     status.textContent = "";

@@ -116,15 +116,14 @@ async def start_web(settings, live_reader, history_store) -> tuple[web.AppRunner
     site = web.TCPSite(runner, settings.web.host, settings.web.port)
     try:
         await site.start()
-    except OSError as e:
+    except OSError:  # port taken / not allowed: the caller says which flag to change
         await runner.cleanup()
-        raise OSError(e.errno, f"dashboard cannot listen on {settings.web.host}:{settings.web.port} ({e.strerror}); "
-                               "choose another port with --web-port or web.port") from e
+        raise
     port = settings.web.port
     if port == 0:
         port = site._server.sockets[0].getsockname()[1]  # the kernel's choice
     host = settings.web.host
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/"
+    url = f"http://{shown}:{port}"  # no trailing slash: callers append "/?token=..."
     log.info("dashboard at %s", url)
     return runner, url
