@@ -113,11 +113,13 @@ def test_query_goes_through_the_running_engine_that_holds_chdb(tmp_path):
 
 def test_query_opens_chdb_directly_when_the_engine_is_gone(tmp_path):
     data_dir, url = tmp_path / "data", f"chdb://{tmp_path}/data/chdb"
+    store = open_history(url)  # an engine that wrote history, then exited
+    store.write("hits", make_hits(25, seed=23))
+    store.close()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    data_dir.mkdir()
     (data_dir / "engine.json").write_text(orjson.dumps({"pid": int(dead.stdout), "web_url": "http://127.0.0.1:9",
                                                         "token": "x", "history_url": url}).decode())
-    res = visitwire("query", "SELECT count() AS n FROM hits",
+    res = visitwire("query", "SELECT uniqExact(event_id) AS n FROM hits",
                     env={"VISITWIRE_DATA_DIR": str(data_dir), "VISITWIRE_HISTORY__URL": url})
     assert res.returncode == 0, res.stderr
-    assert orjson.loads(res.stdout) == {"n": 0}
+    assert orjson.loads(res.stdout) == {"n": 25}
