@@ -140,7 +140,7 @@ def _index_pcapng(buf, pos, be, if_linktype, if_units, if_offset, if_snaplen, la
                 status = 4
                 break
             orig = _u32(buf, pos + 8, be)
-            incl = min(orig, blen - 16)
+            incl = max(np.int64(0), min(orig, blen - 16))
             if if_snaplen[0] > 0:
                 incl = min(incl, if_snaplen[0])
             offsets[n] = pos + 12

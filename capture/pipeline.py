@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "truncated_frames", "flows",
              "requests", "transactions", "no_response", "parse_errors", "gaps", "non_http", "orphan_responses",
              "late_responses", "dropped_pending", "dropped_overflow_bytes", "dropped_overflow_segments",
-             "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed")
+             "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors")
 
 
 class Flow:
@@ -89,16 +89,19 @@ class Decoder:
             if f.last_seen + idle < now:
                 gone.append(key)
             elif f.conn is not None and f.conn.pending:
-                f.conn.expire(now, tt)
+                try:
+                    f.conn.expire(now, tt)
+                except Exception:
+                    self._count_internal()
         for key in gone:
             self.stats["flows_expired"] += 1
-            self._end(self.flows.pop(key))
+            self._safe_end(self.flows.pop(key))
         return self._take()
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
         for f in self.flows.values():
-            self._end(f)
+            self._safe_end(f)
         self.flows.clear()
         return self._take()
 
@@ -121,36 +124,56 @@ class Decoder:
                 idx.tolist(), d.fhash[idx].tolist(), d.dirn[idx].tolist(), d.seq[idx].tolist(),
                 d.flags[idx].tolist(), d.poff[idx].tolist(), d.plen[idx].tolist(), d.pwire[idx].tolist(),
                 batch.ts[idx].tolist()):
-            f = flows.get(h)
-            syn = flags & TH_SYN
-            if f is None or (syn and not flags & TH_ACK and f.conn is not None and f.streams[dirn].delivered):
-                if f is not None:  # the 4-tuple is reused by a new connection
-                    self._end(f)
-                if not syn and not pwire:
-                    continue  # FIN/RST stragglers of a connection already ended
-                f = flows[h] = self._new_flow(buf, d, i, dirn, ts)
-            f.last_seen = ts
-            if f.dead:
-                continue
-            s = f.streams[dirn]
-            if syn:
-                f.midstream = False
-                if not flags & TH_ACK:
-                    f.syn_from = dirn
-                s.syn(seq)
-                seq = (seq + 1) & MASK
-            if pwire:
-                if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
+            try:
+                f = flows.get(h)
+                syn = flags & TH_SYN
+                if f is None or (syn and not flags & TH_ACK and f.conn is not None and f.streams[dirn].delivered):
+                    if f is not None:  # the 4-tuple is reused by a new connection
+                        self._end(f)
+                    if not syn and not pwire:
+                        continue  # FIN/RST stragglers of a connection already ended
+                    f = flows[h] = self._new_flow(buf, d, i, dirn, ts)
+                f.last_seen = ts
+                if f.dead:
                     continue
-                s.data(seq, mv[poff:poff + plen], pwire, ts)
-            if flags & TH_FIN:
-                s.fin(seq + pwire)
-                if f.streams[0].closed and f.streams[1].closed:
-                    self.stats["flows_closed"] += 1
+                s = f.streams[dirn]
+                if syn:
+                    f.midstream = False
+                    if not flags & TH_ACK:
+                        f.syn_from = dirn
+                    s.syn(seq)
+                    seq = (seq + 1) & MASK
+                if pwire:
+                    if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
+                        continue
+                    s.data(seq, mv[poff:poff + plen], pwire, ts)
+                if flags & TH_FIN:
+                    s.fin(seq + pwire)
+                    if f.streams[0].closed and f.streams[1].closed:
+                        self.stats["flows_closed"] += 1
+                        self._end(flows.pop(h))
+                elif flags & TH_RST:
+                    self.stats["flows_reset"] += 1
                     self._end(flows.pop(h))
-            elif flags & TH_RST:
-                self.stats["flows_reset"] += 1
-                self._end(flows.pop(h))
+            except Exception:  # a bug must cost one flow, never the capture
+                self._internal_error(h)
+
+    def _count_internal(self) -> None:
+        self.stats["internal_errors"] += 1
+        if self.stats["internal_errors"] <= 5:
+            log.exception("internal error while decoding a flow; the flow is dropped")
+
+    def _safe_end(self, f: Flow) -> None:
+        try:
+            self._end(f)
+        except Exception:
+            self._count_internal()
+
+    def _internal_error(self, h: int) -> None:
+        self._count_internal()
+        f = self.flows.pop(h, None)
+        if f is not None:
+            f.dead = True
 
     def _new_flow(self, buf: np.ndarray, d, i: int, dirn: int, ts: float) -> Flow:
         self.stats["flows"] += 1
