@@ -44,8 +44,12 @@ function timeAxis() {
   } });
 }
 
+function wallScale(px) { return document.body.classList.contains("wall") ? Math.round(px * 1.45) : px; }
+
 function axisStyle(extra) {
-  return Object.assign({ stroke: "#8b949e", grid: { stroke: "#21262d", width: 1 }, ticks: { stroke: "#30363d" } }, extra);
+  const px = document.body.classList.contains("wall") ? 17 : 12;
+  return Object.assign({ stroke: "#8b949e", font: `${px}px system-ui, sans-serif`, grid: { stroke: "#21262d", width: 1 },
+    ticks: { stroke: "#30363d" } }, extra);
 }
 
 function makeTrafficChart(target) {
@@ -54,7 +58,7 @@ function makeTrafficChart(target) {
     tzDate: utcDate,
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(5, hi * 1.1)] } },
-    axes: [timeAxis(), axisStyle({ size: 50 })],
+    axes: [timeAxis(), axisStyle({ size: wallScale(50) })],
     series: [
       {},
       { label: "page views", stroke: COLORS.pv, width: 2, fill: "rgba(88,166,255,.12)", points: { show: false } },
@@ -74,15 +78,16 @@ function makeLatencyChart(target) {
       pct: { range: (u, lo, hi) => [0, Math.max(0.1, (hi || 0) * 1.15)] } },
     axes: [
       timeAxis(),
-      axisStyle({ scale: "ms", size: 60, values: (u, vals) => vals.map((v) => (v >= 1000 ? v / 1000 + "s" : v + "ms")) }),
-      axisStyle({ scale: "pct", side: 1, size: 50, grid: { show: false },
+      axisStyle({ scale: "ms", size: wallScale(62), values: (u, vals) => vals.map((v) => (v >= 1000 ? v / 1000 + "s" : v + "ms")) }),
+      axisStyle({ scale: "pct", side: 1, size: wallScale(50), grid: { show: false },
         values: (u, vals) => vals.map((v) => Math.round(v * 1000) / 10 + "%") }),
     ],
     series: [
       {},
-      { label: "p50", stroke: COLORS.p50, width: 2, scale: "ms", value: (u, v) => ms(v) },
-      { label: "p95", stroke: COLORS.p95, width: 2, scale: "ms", value: (u, v) => ms(v) },
-      { label: "p99", stroke: COLORS.p99, width: 1.5, scale: "ms", value: (u, v) => ms(v) },
+      // Points too: a minute with traffic between quiet minutes has no neighbour to draw a line to.
+      { label: "p50", stroke: COLORS.p50, width: 2, scale: "ms", value: (u, v) => ms(v), points: { show: true, size: 5 } },
+      { label: "p95", stroke: COLORS.p95, width: 2, scale: "ms", value: (u, v) => ms(v), points: { show: true, size: 5 } },
+      { label: "p99", stroke: COLORS.p99, width: 1.5, scale: "ms", value: (u, v) => ms(v), points: { show: true, size: 4 } },
       { label: "p95 alert", stroke: COLORS.limit, width: 1, dash: [6, 4], scale: "ms", points: { show: false },
         value: (u, v) => ms(v) },
       { label: "error rate", stroke: COLORS.err, width: 2, scale: "pct", fill: "rgba(188,140,255,.10)",
@@ -198,8 +203,8 @@ function renderVisitors(s) {
   const d = (s.visitors_now || 0) - ref[1];
   const trend = $("visitors-trend");
   trend.className = "trend " + (d > 0 ? "up" : d < 0 ? "down" : "");
-  trend.textContent = d > 0 ? `▲ ${d}` : d < 0 ? `▼ ${-d}` : "steady";
-  $("window-label").textContent = `in the last ${Math.round((s.window_s || 300) / 60)} min`;
+  trend.textContent = d > 0 ? `▲ ${d} vs 1 min ago` : d < 0 ? `▼ ${-d} vs 1 min ago` : "steady";
+  $("window-label").textContent = `· active in the last ${Math.round((s.window_s || 300) / 60)} min`;
   renderSparkline();
   $("members-now").textContent = n(s.members_now);
   $("anon-now").textContent = n(s.anonymous_now);
@@ -250,7 +255,7 @@ function renderFeed(feed) {
     const member = !!f.member;
     row.append(
       el("span", "t", hhmmss(f.ts)),
-      el("span", member ? "m" : "a", member ? "●" : "○"),
+      el("span", member ? "m" : "a", member ? "● member" : "○ visitor"),
       el("span", "v", (f.visitor || "").slice(0, 8)),
       el("span", "p", f.path || ""),
       el("span", "r", f.referrer_host || (f.channel ? `(${f.channel})` : "")),
@@ -422,7 +427,11 @@ function setWall(on) {
   const url = new URL(location.href);
   on ? url.searchParams.set("wall", "1") : url.searchParams.delete("wall");
   history.replaceState(null, "", url);
-  resizeCharts();
+  // Axis fonts are fixed when a chart is made: make them again at the new size.
+  for (const u of Object.values(state.charts)) u.destroy();
+  state.charts = {};
+  if (state.mode === "history") historyPreset(state.historyRange);
+  else if (state.lastSnapshot) renderLive(state.lastSnapshot);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -112,7 +112,7 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
             if data is None:
                 break
             await response.write(data)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass  # the screen went away
     finally:
         hub.unsubscribe(queue)
