@@ -66,10 +66,10 @@ def available_interfaces() -> list[str]:
     return [name for _, name in socket.if_nameindex()]
 
 
-def bpf_filter_for(ports: list[int]) -> str:
-    """`tcp port 80 or tcp port 8080`, also matching 802.1Q-tagged frames."""
+def bpf_filter_for(ports: list[int], vlan: bool = True) -> str:
+    """`tcp port 80 or tcp port 8080`, also matching 802.1Q-tagged frames on Ethernet."""
     base = " or ".join(f"tcp port {int(p)}" for p in ports)
-    return f"({base}) or (vlan and ({base}))"
+    return f"({base}) or (vlan and ({base}))" if vlan else base
 
 
 def _compile_bpf(expr: str, dlt: int) -> list[tuple[int, int, int, int]]:
@@ -177,7 +177,8 @@ class LiveSource:
             raise CaptureError("live capture needs root or CAP_NET_RAW: run as root, or grant it once with "
                                "`sudo setcap cap_net_raw+ep $(readlink -f $(which python3))`") from None
         try:
-            _attach_bpf(self.sock, _compile_bpf(bpf_filter_for(self.ports),
+            # cooked mode hands over IP packets: the kernel has already taken any VLAN tag off
+            _attach_bpf(self.sock, _compile_bpf(bpf_filter_for(self.ports, vlan=ethernet_like),
                                                 DLT_EN10MB if ethernet_like else DLT_RAW))
             self._drop_lo_outgoing = False
             if self.is_loopback:
@@ -198,13 +199,25 @@ class LiveSource:
                     log.warning("TPACKET_V3 ring unavailable (%s); falling back to recvfrom (slower)", e)
             if self.mode == "recv":
                 self._setup_recv()
-            self.sock.bind((self.iface if self.iface != "any" else "", ETH_P_ALL))
+            self._bind()
         except BaseException:
             self._shutdown()
             raise
         log.info("live capture on %s (%s mode, ports %s)", self.iface, self.mode, self.ports)
 
     # -- set-up ---------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        """Start receiving: bind to the device (ifindex 0 = every device) with ETH_P_ALL."""
+        if self.ifindex:
+            self.sock.bind((self.iface, ETH_P_ALL))
+            return
+        # Python's AF_PACKET bind needs a device name; "any" is ifindex 0, so call bind(2) directly
+        addr = struct.pack("HHi12x", socket.AF_PACKET, socket.htons(ETH_P_ALL), 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.bind(self.sock.fileno(), ctypes.c_char_p(addr), len(addr)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"bind to all devices failed: {os.strerror(err)}")
+
     @staticmethod
     def _resolve_iface(iface: str) -> int:
         if iface == "any":

@@ -192,6 +192,34 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
     check(decode_all(read_pcap_batches(pcap)), expected, port, "tcpdump pcap")
 
 
+@pytest.mark.parametrize("iface,use_ring", [("lo", False), ("any", True)], ids=["lo-recvfrom-fallback", "any-cooked"])
+def test_other_capture_modes_decode_every_request_once(server, iface, use_ring):
+    """The recvfrom fallback and the cooked 'any' device (raw IP frames, loopback copies dropped) agree."""
+    Decoder, _ = _decoder_parts()
+    port = server
+    source = LiveSource(iface, [port], Settings(), use_ring=use_ring)
+    assert source.mode == ("ring" if use_ring else "recv")
+    decoder = Decoder(Settings())
+    events: list[dict] = []
+
+    def consume():
+        for batch in source:
+            events.extend(decoder.feed(batch))
+        events.extend(decoder.close())
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    try:
+        expected = drive_traffic(port)
+        time.sleep(0.3)
+    finally:
+        source.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert source.stats()["kernel_drops"] == 0
+    check(events, expected, port, f"{iface} ({source.mode})")
+
+
 def test_live_source_sees_each_packet_once_on_loopback(server):
     """The loopback tap sees every packet twice (out and in); we must hand over one copy."""
     port = server
