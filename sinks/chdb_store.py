@@ -42,11 +42,18 @@ def _acquire(path: str) -> tuple[Any, threading.RLock]:
             other = next(iter(_sessions))
             raise HistoryError(f"chdb already holds {other} in this process and allows one data directory per "
                                f"process: use the same history.url (chdb://{other}) or close that store first")
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise HistoryError(f"cannot create chdb data directory {path} ({e.strerror}): "
+                               "fix history.url / --clickhouse or the directory's permissions") from None
         try:
             sess = chdb_session.Session(path)
         except RuntimeError as e:
-            raise HistoryError(f"cannot open chdb data directory {path}: {e}") from e
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise HistoryError(f"cannot open chdb data directory {path} ({detail}); most likely another process "
+                               "(a running `visitwire run`/`demo`) holds it: chdb allows one process per directory, "
+                               "so stop that process or query through it (`visitwire query` does)") from None
         # Plain JSON numbers for 64-bit integers, like the ClickHouse backend returns them.
         sess.query("SET output_format_json_quote_64bit_integers = 0")
         sess.query("SET session_timezone = 'UTC'")

@@ -123,3 +123,16 @@ def test_query_opens_chdb_directly_when_the_engine_is_gone(tmp_path):
                     env={"VISITWIRE_DATA_DIR": str(data_dir), "VISITWIRE_HISTORY__URL": url})
     assert res.returncode == 0, res.stderr
     assert orjson.loads(res.stdout) == {"n": 25}
+
+
+def test_db_init_on_a_chdb_directory_another_process_holds(tmp_path):
+    url = f"chdb://{tmp_path}/chdb"
+    store = open_history(url)
+    store.init_schema()
+    try:
+        res = visitwire("db", "init", "--clickhouse", url)
+    finally:
+        store.close()
+    assert res.returncode == 2
+    assert "another process" in res.stderr and "one process per directory" in res.stderr
+    assert "Traceback" not in res.stderr
