@@ -320,11 +320,10 @@ class HistoryStore(BatchingSink):
 
     def write(self, table: str, rows: Sequence[Row]) -> None:
         cols, data, dropped = to_columns(table, rows)
-        self.rows_dropped += dropped
-        if not data[0]:
-            return
-        self._ensure_schema()
-        self._insert(table, cols, data)
+        if data[0]:
+            self._ensure_schema()
+            self._insert(table, cols, data)
+        self.rows_dropped += dropped  # only once the batch is through: a retried batch is not counted twice
 
     def init_schema(self) -> list[str]:
         """Apply pending migrations; returns the names applied (none the second time)."""
