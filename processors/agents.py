@@ -1,0 +1,124 @@
+"""The hits agent and the session timer, plus the batch logic they run (`HitProcessor`).
+
+`HitProcessor.process(values)` is pure batch logic with no Kafka in it: raw hit
+JSON in, history rows + page views + closed sessions + one LiveDelta out. The Faust
+agent feeds it batches (`stream.take_events`) and hands the output to the worker
+runtime (processors/worker.py), which writes sinks and acks offsets.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, MutableMapping
+
+import numpy as np
+import orjson
+
+from config.settings import Settings
+from processors import kernels as K
+from processors.counters import BatchColumns, aggregate
+from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
+                               Enricher, validate_hit)
+from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
+from sinks.redis_live import LiveDelta
+
+log = logging.getLogger(__name__)
+
+KIND_CODE = {KIND_PAGEVIEW: K.K_PAGEVIEW, KIND_STATIC: K.K_STATIC, KIND_REDIRECT: K.K_REDIRECT,
+             KIND_ERROR: K.K_ERROR, KIND_BOT: K.K_BOT, KIND_OTHER: K.K_OTHER}
+
+
+@dataclass
+class BatchOutput:
+    hits: list[dict] = field(default_factory=list)        # valid hits, for the history "hits" table
+    pageviews: list[dict] = field(default_factory=list)   # PageView records
+    sessions: list[dict] = field(default_factory=list)    # Session records closed by this batch
+    delta: LiveDelta = field(default_factory=LiveDelta)
+    ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # event ts of the valid hits
+    dropped: int = 0
+
+
+class HitProcessor:
+    """Enrich + sessionize + aggregate one batch at a time."""
+
+    def __init__(self, settings: Settings, store: MutableMapping[str, dict] | None = None):
+        self.settings = settings
+        self.enricher = Enricher(settings.processing)
+        self.sessions = Sessionizer(settings.processing, {} if store is None else store)
+        self.watermark = Watermark()
+        self.use_numba = settings.processing.use_numba
+        self.drops: Counter[str] = Counter()
+        self.hits_in = 0
+
+    def process(self, values: Iterable[bytes | str | dict]) -> BatchOutput:
+        out = BatchOutput()
+        cols = BatchColumns(self.settings.processing.feed_length)
+        enricher, sessions = self.enricher, self.sessions
+        for raw in values:
+            self.hits_in += 1
+            if isinstance(raw, dict):
+                hit = raw
+            else:
+                try:
+                    hit = orjson.loads(raw)
+                except (orjson.JSONDecodeError, TypeError):
+                    self._drop("not JSON")
+                    out.dropped += 1
+                    continue
+            why = validate_hit(hit)
+            if why:
+                self._drop(why)
+                out.dropped += 1
+                continue
+            c = enricher.classify(hit)
+            pv = None
+            started = False
+            if c.kind == KIND_PAGEVIEW:
+                pv = enricher.pageview(hit, c)
+                pv["session_id"], started = sessions.on_pageview(pv, out.sessions)
+                out.pageviews.append(pv)
+            elif c.goal:
+                sessions.on_goal(hit["visitor_id"], hit["event_id"], c.goal_value)
+            cols.add(hit, KIND_CODE[c.kind], session_start=started, goal=bool(c.goal), goal_value=c.goal_value,
+                     pv=pv)
+            out.hits.append(hit)
+        if len(cols):
+            out.delta = aggregate(cols, self.use_numba)
+            out.ts = np.asarray(cols.ts)
+            self.watermark.observe(out.delta.max_ts)
+        return out
+
+    def _drop(self, why: str) -> None:
+        self.drops[why] += 1
+        n = self.drops[why]
+        if n & (n - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... drop of each kind
+            log.warning("dropped %d hit(s) so far: %s (fix the producer of visitwire.hits)", n, why)
+
+    def tick(self) -> list[dict]:
+        """Timer: close sessions whose deadline the watermark has passed."""
+        now = self.watermark.now()
+        if now is None:
+            seed = self.sessions.max_end()  # restarted with restored sessions and no traffic yet
+            if seed is None:
+                return []
+            self.watermark.observe(seed)
+            now = self.watermark.now()
+        return self.sessions.expire(now)
+
+    def end_of_input(self) -> list[dict]:
+        return self.sessions.close_all(REASON_SHUTDOWN)
+
+
+def register_agents(vw: Any, runtime: Any) -> None:
+    """The hits agent (batches) and the 1 s timer, wired to a processors.worker.WorkerRuntime."""
+    app, p = vw.app, vw.settings.processing
+
+    @app.agent(vw.hits_topic, name="visitwire.processors.hits")
+    async def hits(stream):
+        async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
+            await runtime.on_events(events)
+
+    @app.timer(1.0, name="visitwire.processors.session_timer")
+    async def session_timer():
+        await runtime.on_tick()

@@ -1,0 +1,275 @@
+"""Hit -> page view enrichment: what kind of request is it, who sent it, where from.
+
+Every hit is classified (static asset, redirect, error, bot, page view); only page
+views are enriched further (User-Agent, referrer channel, UTM, URL rules, goals).
+Rules come from `settings.processing`. All functions here are pure and per-event;
+the batch paths in processors/counters.py call them once per hit.
+
+Page view = GET, 2xx, text/html (or no content type), not a static asset, not a bot.
+A POST that matches a goal rule is not a page view, but its goal still counts:
+`Classified.goal` / `goal_value` are filled for any method, and the sessionizer adds
+them to the visitor's session (goals, revenue).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+from urllib.parse import parse_qsl, urlsplit
+
+from ua_parser import parse as _ua_parse
+
+from config.settings import GoalRule, ProcessingSettings, UrlRule
+
+# Substrings (lower-case) of User-Agents that are automated clients even when
+# ua-parser does not call them 'Spider'.
+BOT_KEYWORDS: tuple[str, ...] = (
+    "bot", "crawl", "spider", "slurp", "curl/", "wget/", "python-requests", "python-urllib", "aiohttp",
+    "httpclient", "java/", "go-http-client", "okhttp", "headlesschrome", "phantomjs", "scrapy",
+    "facebookexternalhit", "monitor", "pingdom", "uptime", "lighthouse", "preview")
+
+PAGE_CONTENT_TYPES = ("", "text/html", "application/xhtml+xml")
+DESKTOP_OS = ("Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "FreeBSD", "Debian", "macOS")
+
+KIND_PAGEVIEW = "pageview"
+KIND_STATIC = "static"
+KIND_REDIRECT = "redirect"
+KIND_ERROR = "error"          # 4xx / 5xx / no response
+KIND_BOT = "bot"
+KIND_OTHER = "other"          # non-GET, non-HTML 2xx, ...
+
+
+@dataclass(frozen=True)
+class Agent:
+    browser: str
+    os: str
+    device: str   # desktop | mobile | tablet | bot | other
+    is_bot: bool
+
+
+@lru_cache(maxsize=20_000)
+def parse_user_agent(ua: str) -> Agent:
+    """Browser / OS / device class of a User-Agent string; cached because UA strings repeat."""
+    if not ua:
+        return Agent("", "", "other", False)
+    low = ua.lower()
+    r = _ua_parse(ua)
+    browser = r.user_agent.family if r.user_agent else "Other"
+    os_family = r.os.family if r.os else "Other"
+    dev_family = r.device.family if r.device else "Other"
+    is_bot = dev_family == "Spider" or any(k in low for k in BOT_KEYWORDS)
+    if is_bot:
+        device = "bot"
+    elif dev_family == "iPad" or "tablet" in low or (os_family == "Android" and "mobile" not in low):
+        device = "tablet"
+    elif "mobi" in low or os_family in ("iOS", "Android"):
+        device = "mobile"
+    elif os_family in DESKTOP_OS:
+        device = "desktop"
+    else:
+        device = "other"
+    return Agent(browser, os_family, device, is_bot)
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    # 'google.' / 'kakao' are substrings; 't.co' must be the host or a parent domain.
+    if pattern.endswith(".") or "." not in pattern:
+        return pattern in host
+    return host == pattern or host.endswith("." + pattern)
+
+
+def referrer_host(referrer: str) -> str:
+    if not referrer:
+        return ""
+    try:
+        host = urlsplit(referrer if "//" in referrer else "//" + referrer).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower()
+
+
+def referrer_channel(referrer: str, request_host: str, settings: ProcessingSettings) -> tuple[str, str]:
+    """(channel, referrer_host); channel is direct | internal | search | social | other."""
+    host = referrer_host(referrer)
+    if not host:
+        return "direct", ""
+    if host == request_host or host in settings.site_hosts:
+        return "internal", host
+    if any(_host_matches(host, p) for p in settings.search_hosts):
+        return "search", host
+    if any(_host_matches(host, p) for p in settings.social_hosts):
+        return "social", host
+    return "other", host
+
+
+UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+_NO_UTM = dict.fromkeys(UTM_KEYS, "")
+
+
+def utm_fields(query: str) -> dict[str, str]:
+    if "utm_" not in query:
+        return dict(_NO_UTM)
+    out = dict(_NO_UTM)
+    for k, v in parse_qsl(query, keep_blank_values=True):
+        if k in out and not out[k]:
+            out[k] = v[:200]
+    return out
+
+
+def query_param(query: str, name: str) -> str:
+    if not name or name not in query:
+        return ""
+    for k, v in parse_qsl(query, keep_blank_values=True):
+        if k == name:
+            return v
+    return ""
+
+
+def compile_pattern(pattern: str) -> re.Pattern:
+    """'/product/{product_id}' -> regex with a named group per `{name}` (one path segment)."""
+    out, pos = [], 0
+    for m in re.finditer(r"\{(\w+)\}", pattern):
+        out.append(re.escape(pattern[pos:m.start()]))
+        out.append(f"(?P<{m.group(1)}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    body = "".join(out).rstrip("/") if pattern != "/" else ""
+    return re.compile("^" + body + "/?$")
+
+
+def is_static(path: str, content_type: str, settings: ProcessingSettings) -> bool:
+    low = path.lower()
+    dot = low.rfind(".")
+    if dot > low.rfind("/") and low[dot:] in settings.static_extensions:
+        return True
+    return bool(content_type) and content_type.startswith(tuple(settings.static_content_types))
+
+
+@dataclass(frozen=True)
+class Classified:
+    kind: str
+    is_bot: bool
+    goal: str = ""
+    goal_value: float = 0.0
+
+
+class Enricher:
+    """Classifies hits and builds PageView records, with rules compiled once from settings."""
+
+    def __init__(self, settings: ProcessingSettings):
+        self.settings = settings
+        self._static_ext = frozenset(e.lower() for e in settings.static_extensions)
+        self._static_ct = tuple(settings.static_content_types)
+        self._rules: list[tuple[re.Pattern, UrlRule]] = [(compile_pattern(r.pattern), r) for r in settings.url_rules]
+        self._goals: list[tuple[re.Pattern, GoalRule]] = [(compile_pattern(g.pattern), g) for g in settings.goals]
+
+    # -- per hit ----------------------------------------------------------------------------
+    def classify(self, hit: Mapping[str, Any]) -> Classified:
+        agent = parse_user_agent(hit.get("user_agent") or "")
+        goal, value = self.goal_of(hit)
+        status = hit.get("status")
+        path = hit.get("path") or "/"
+        ct = hit.get("content_type") or ""
+        if agent.is_bot:
+            kind = KIND_BOT
+        elif status is None or status >= 400:
+            kind = KIND_ERROR
+        elif 300 <= status < 400:
+            kind = KIND_REDIRECT
+        elif self._is_static(path, ct):
+            kind = KIND_STATIC
+        elif hit.get("method") == "GET" and 200 <= status < 300 and ct in PAGE_CONTENT_TYPES:
+            kind = KIND_PAGEVIEW
+        else:
+            kind = KIND_OTHER
+        return Classified(kind, agent.is_bot, goal, value)
+
+    def _is_static(self, path: str, ct: str) -> bool:
+        low = path.lower()
+        dot = low.rfind(".")
+        if dot > low.rfind("/") and low[dot:] in self._static_ext:
+            return True
+        return bool(ct) and ct.startswith(self._static_ct)
+
+    def goal_of(self, hit: Mapping[str, Any]) -> tuple[str, float]:
+        """(goal name, value) of the first goal rule the hit matches, else ('', 0.0)."""
+        if not self._goals:
+            return "", 0.0
+        path = hit.get("path") or "/"
+        method = hit.get("method") or ""
+        status = hit.get("status")
+        for rx, g in self._goals:
+            if g.method and g.method != method:
+                continue
+            if status not in g.status or not rx.match(path):
+                continue
+            raw = query_param(hit.get("query") or "", g.value_param) if g.value_param else ""
+            if not raw and g.value_header:
+                raw = str((hit.get("extra") or {}).get(g.value_header, ""))
+            try:
+                value = float(raw) if raw else 0.0
+            except ValueError:
+                value = 0.0  # a malformed amount still counts as a conversion, worth 0
+            return g.name, value if value == value and abs(value) < 1e12 else 0.0
+        return "", 0.0
+
+    def page_meta(self, path: str) -> dict[str, str]:
+        meta = {"page_group": "", "section": "", "product_id": "", "category": "", "menu": ""}
+        for rx, rule in self._rules:
+            m = rx.match(path)
+            if m:
+                caps = m.groupdict()
+                meta["page_group"] = rule.group
+                meta["section"] = caps.get("section") or rule.section
+                meta["category"] = caps.get("category") or rule.category
+                meta["menu"] = caps.get("menu") or rule.menu
+                meta["product_id"] = caps.get("product_id", "")
+                break
+        return meta
+
+    def pageview(self, hit: Mapping[str, Any], c: Classified, session_id: str = "") -> dict[str, Any]:
+        """The PageView record (config/events.py PAGEVIEW_FIELDS) of a hit classified as a page view."""
+        agent = parse_user_agent(hit.get("user_agent") or "")
+        referrer = hit.get("referrer") or ""
+        channel, ref_host = referrer_channel(referrer, hit.get("host") or "", self.settings)
+        query = hit.get("query") or ""
+        pv = {
+            "event_id": hit["event_id"], "ts": float(hit["ts"]), "visitor_id": hit.get("visitor_id") or "",
+            "member_id": hit.get("member_id") or "", "session_id": session_id,
+            "host": hit.get("host") or "", "path": hit.get("path") or "/", "query": query,
+            "method": hit.get("method") or "", "status": int(hit.get("status") or 0),
+            "latency_ms": hit.get("latency_ms"), "referrer": referrer, "referrer_host": ref_host,
+            "channel": channel,
+        }
+        pv.update(utm_fields(query))
+        pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
+        pv.update(self.page_meta(pv["path"]))
+        pv.update(goal=c.goal, goal_value=c.goal_value)
+        return pv
+
+
+def validate_hit(hit: Any) -> str:
+    """'' when the hit has what processing needs, else why it is dropped."""
+    if not isinstance(hit, dict):
+        return "not a JSON object"
+    eid = hit.get("event_id")
+    if not isinstance(eid, str) or not eid:
+        return "missing event_id"
+    ts = hit.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool) or not 0 < ts < 1e11:
+        return "missing or bad ts"
+    if not isinstance(hit.get("visitor_id"), str):
+        return "missing visitor_id"
+    st = hit.get("status")
+    if st is not None and (not isinstance(st, int) or isinstance(st, bool)):
+        return "bad status"
+    lat = hit.get("latency_ms")
+    if lat is not None and (not isinstance(lat, (int, float)) or isinstance(lat, bool)):
+        return "bad latency_ms"
+    return ""
+
+
+__all__: Sequence[str] = ("Enricher", "Classified", "parse_user_agent", "referrer_channel", "utm_fields",
+                          "compile_pattern", "is_static", "validate_hit", "KIND_PAGEVIEW", "KIND_STATIC",
+                          "KIND_REDIRECT", "KIND_ERROR", "KIND_BOT", "KIND_OTHER")

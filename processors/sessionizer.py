@@ -1,0 +1,266 @@
+"""Visits -> sessions, per visitor, by event time.
+
+A session ends at the earliest of: `session_idle_s` after its last page view,
+`session_max_s` after its first, or the UTC midnight after its first (when
+`split_at_midnight`). The same rule closes it whether the next page view arrives
+late (event-driven) or the once-a-second timer sees the watermark pass the
+deadline, so a replay gives the same sessions as live processing.
+
+Time is an event-time watermark advanced by wall clock: max event ts seen + wall
+time since it arrived. Replayed old traffic closes sessions by its own clock, live
+traffic by the wall clock.
+
+Open sessions live in a MutableMapping visitor_id -> state dict (a Faust Table with
+a changelog in the worker, a dict in tests). Changes are kept in a working copy and
+written back once per batch (`flush_state`), so one changelog message per touched
+visitor per batch, not per page view.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from typing import Any, Callable, MutableMapping
+
+from config.settings import ProcessingSettings
+
+DAY = 86400.0
+RECENT_IDS = 32  # event ids remembered per session to ignore redelivered page views after a crash
+
+REASON_IDLE = "idle"
+REASON_MAX = "max_length"
+REASON_MIDNIGHT = "midnight"
+REASON_SHUTDOWN = "shutdown"
+
+
+def session_id_for(visitor_id: str, first_event_id: str) -> str:
+    return hashlib.blake2b(f"{visitor_id}:{first_event_id}".encode(), digest_size=8).hexdigest()
+
+
+def next_midnight(ts: float) -> float:
+    return (ts // DAY + 1) * DAY
+
+
+def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
+    """(event time at which the session closes, reason)."""
+    best = (state["end"] + s.session_idle_s, REASON_IDLE)
+    cap = state["start"] + s.session_max_s
+    if cap < best[0]:
+        best = (cap, REASON_MAX)
+    if s.split_at_midnight:
+        mid = next_midnight(state["start"])
+        if mid < best[0]:
+            best = (mid, REASON_MIDNIGHT)
+    return best
+
+
+def open_session(pv: dict) -> dict:
+    return {
+        "session_id": session_id_for(pv["visitor_id"], pv["event_id"]),
+        "visitor_id": pv["visitor_id"], "member_id": pv.get("member_id", ""),
+        "start": pv["ts"], "end": pv["ts"], "pageviews": 1,
+        "entry_page": pv["path"], "exit_page": pv["path"],
+        "channel": pv.get("channel", ""), "referrer_host": pv.get("referrer_host", ""),
+        "utm_source": pv.get("utm_source", ""), "utm_medium": pv.get("utm_medium", ""),
+        "utm_campaign": pv.get("utm_campaign", ""),
+        "browser": pv.get("browser", ""), "os": pv.get("os", ""), "device": pv.get("device", ""),
+        "is_bot": bool(pv.get("is_bot", False)),
+        "goals": 1 if pv.get("goal") else 0, "revenue": float(pv.get("goal_value") or 0.0),
+        "recent": [pv["event_id"]],
+    }
+
+
+def add_pageview(state: dict, pv: dict) -> dict:
+    st = dict(state)
+    st["pageviews"] += 1
+    if pv["ts"] >= st["end"]:
+        st["end"] = pv["ts"]
+        st["exit_page"] = pv["path"]
+    if pv["ts"] < st["start"]:  # out of order: an earlier page view seen later
+        st["start"] = pv["ts"]
+        st["entry_page"] = pv["path"]
+    if pv.get("member_id"):
+        st["member_id"] = pv["member_id"]
+    if pv.get("goal"):
+        st["goals"] += 1
+        st["revenue"] += float(pv.get("goal_value") or 0.0)
+    st["recent"] = (st["recent"] + [pv["event_id"]])[-RECENT_IDS:]
+    return st
+
+
+def close_row(state: dict, reason: str) -> dict:
+    """The Session record (config/events.py SESSION_FIELDS)."""
+    row = {k: v for k, v in state.items() if k != "recent"}
+    row["duration"] = round(state["end"] - state["start"], 6)
+    row["bounce"] = state["pageviews"] == 1
+    row["close_reason"] = reason
+    return row
+
+
+class Watermark:
+    """Event time now: max event ts seen + wall time elapsed since that event arrived."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.max_ts: float | None = None
+        self._arrived = 0.0
+
+    def observe(self, ts: float) -> None:
+        if self.max_ts is None or ts > self.max_ts:
+            self.max_ts = ts
+            self._arrived = self.clock()
+
+    def now(self) -> float | None:
+        if self.max_ts is None:
+            return None
+        return self.max_ts + max(0.0, self.clock() - self._arrived)
+
+
+_GONE = object()
+
+
+class Sessionizer:
+    """Open sessions by visitor over a MutableMapping store, with a deadline heap for the timer."""
+
+    def __init__(self, settings: ProcessingSettings, store: MutableMapping[str, dict]):
+        self.s = settings
+        self.store = store
+        self._work: dict[str, Any] = {}        # visitor -> state or _GONE, not yet written to store
+        self._flushing: dict[str, Any] = {}    # changes being made durable elsewhere, written to store next
+        self._heap: list[tuple[float, str]] = []
+        self._deadlines: dict[str, float] = {}  # visitor -> deadline currently valid in the heap
+        self.duplicates = 0
+
+    # -- state access ---------------------------------------------------------------------
+    def get(self, visitor: str) -> dict | None:
+        st = self._work.get(visitor)
+        if st is None:
+            st = self._flushing.get(visitor)
+            if st is None:
+                st = self.store.get(visitor)
+        return None if st is _GONE else st
+
+    def _put(self, visitor: str, state: dict | None) -> None:
+        self._work[visitor] = _GONE if state is None else state
+        if state is None:
+            self._deadlines.pop(visitor, None)
+        else:
+            d = deadline(state, self.s)[0]
+            if self._deadlines.get(visitor) != d:
+                self._deadlines[visitor] = d
+                heapq.heappush(self._heap, (d, visitor))
+
+    def begin_flush(self) -> int:
+        """Freeze the changes so far; `commit_flush` writes them once the rows they produced are stored
+        (a session closed in history before its state leaves the table: a crash never loses it)."""
+        if self._flushing:
+            self._flushing.update(self._work)
+        else:
+            self._flushing = self._work
+        self._work = {}
+        return len(self._flushing)
+
+    def commit_flush(self) -> int:
+        """Write the frozen changes to the store (one changelog message per visitor)."""
+        n = len(self._flushing)
+        for visitor, st in self._flushing.items():
+            if st is _GONE:
+                try:
+                    del self.store[visitor]
+                except KeyError:
+                    pass
+            else:
+                self.store[visitor] = st
+        self._flushing = {}
+        return n
+
+    def flush_state(self) -> int:
+        """Write all changes to the store now (tests, single-threaded use)."""
+        self.begin_flush()
+        return self.commit_flush()
+
+    def _pending(self) -> dict[str, Any]:
+        return {**self._flushing, **self._work} if self._flushing else self._work
+
+    # -- events -------------------------------------------------------------------------------
+    def on_pageview(self, pv: dict, closed: list[dict]) -> tuple[str, bool]:
+        """Add a page view; appends sessions it closes to `closed`; returns (its session_id, new session?)."""
+        visitor = pv["visitor_id"]
+        st = self.get(visitor)
+        if st is not None:
+            if pv["event_id"] in st["recent"]:
+                self.duplicates += 1  # redelivered after a crash: already counted
+                return st["session_id"], False
+            due, reason = deadline(st, self.s)
+            if pv["ts"] >= due:
+                closed.append(close_row(st, reason))
+                st = None
+        started = st is None
+        st = open_session(pv) if started else add_pageview(st, pv)
+        self._put(visitor, st)
+        return st["session_id"], started
+
+    def on_goal(self, visitor: str, event_id: str, value: float) -> bool:
+        """A goal request that is not a page view (e.g. POST) adds to the open session, if any."""
+        st = self.get(visitor)
+        if st is None or event_id in st["recent"]:
+            return False
+        st = dict(st)
+        st["goals"] += 1
+        st["revenue"] += value
+        st["recent"] = (st["recent"] + [event_id])[-RECENT_IDS:]
+        self._put(visitor, st)
+        return True
+
+    # -- time ---------------------------------------------------------------------------------
+    def _reindex(self) -> None:
+        self._heap.clear()
+        self._deadlines.clear()
+        pending = self._pending()
+        for visitor, st in list(self.store.items()):
+            if st is not None and visitor not in pending:
+                self._put_index(visitor, st)
+        for visitor, st in pending.items():
+            if st is not _GONE:
+                self._put_index(visitor, st)
+
+    def _put_index(self, visitor: str, st: dict) -> None:
+        d = deadline(st, self.s)[0]
+        self._deadlines[visitor] = d
+        heapq.heappush(self._heap, (d, visitor))
+
+    def open_count(self) -> int:
+        pending = self._pending()
+        return sum(1 for v in pending.values() if v is not _GONE) + sum(1 for k in self.store if k not in pending)
+
+    def max_end(self) -> float | None:
+        ends = [st["end"] for st in self.store.values() if st]
+        return max(ends) if ends else None
+
+    def expire(self, now: float) -> list[dict]:
+        """Close every session whose deadline is <= event-time `now` (timer path)."""
+        if len(self._deadlines) < len(self.store) - len(self._pending()):  # e.g. restored from a changelog
+            self._reindex()
+        closed = []
+        while self._heap and self._heap[0][0] <= now:
+            d, visitor = heapq.heappop(self._heap)
+            if self._deadlines.get(visitor) != d:
+                continue  # stale heap entry, the session moved on
+            st = self.get(visitor)
+            if st is None:
+                self._deadlines.pop(visitor, None)
+                continue
+            closed.append(close_row(st, deadline(st, self.s)[1]))
+            self._put(visitor, None)
+        return closed
+
+    def close_all(self, reason: str = REASON_SHUTDOWN) -> list[dict]:
+        """End of input: close every open session now."""
+        visitors = set(self.store.keys()) | set(self._pending().keys())
+        closed = []
+        for visitor in sorted(visitors):
+            st = self.get(visitor)
+            if st is not None:
+                closed.append(close_row(st, reason))
+                self._put(visitor, None)
+        return closed

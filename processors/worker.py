@@ -1,0 +1,310 @@
+"""Running the processors: the Faust app + agents + sinks, with offsets acked only after history flush.
+
+- `InProcessWorker(settings, history=None, redis_url=None)`: runs inside the caller's
+  asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
+  `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`.
+- `run_worker(settings) -> int`: `visitwire worker`, blocking until SIGINT/SIGTERM.
+
+Exactly-once history from at-least-once Kafka: every consumed message gets an extra
+reference (`message.incref()`) so Faust cannot commit its offset when the batch is
+done; `flush()` writes the history sink, then writes the frozen session-table changes
+(changelog), then releases the references (offsets become committable). A crash at
+any point replays uncommitted hits; the history store deduplicates them by event_id /
+session_id, and sessions remember recent event ids to skip redelivered page views.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+
+from config.events import TOPIC_PAGEVIEWS, TOPIC_SESSIONS
+from config.settings import Settings
+from processors.agents import BatchOutput, HitProcessor, register_agents
+from processors.app import TableStore, VisitwireApp, create_app
+from processors.kernels import LAT_BUCKETS, latency_bucket_np
+from sinks.base import BatchingSink, SinkUnavailable
+from sinks.redis_live import RedisLiveSink, quantiles_from_hist
+
+log = logging.getLogger(__name__)
+
+BACKPRESSURE_FACTOR = 4  # stop taking batches while this many max_batch_rows wait for the history store
+
+
+class DelayStats:
+    """Histogram of event-ts -> now delays (ms), for the pipeline's end-to-end latency figures."""
+
+    def __init__(self):
+        self.hist = np.zeros(LAT_BUCKETS, dtype=np.int64)
+
+    def record(self, ts: np.ndarray, now: float | None = None) -> None:
+        if len(ts):
+            delay_ms = ((time.time() if now is None else now) - ts) * 1000.0
+            np.add.at(self.hist, latency_bucket_np(delay_ms), 1)
+
+    @property
+    def count(self) -> int:
+        return int(self.hist.sum())
+
+    def quantiles(self, qs=(0.5, 0.99)) -> list[float | None]:
+        nz = np.nonzero(self.hist)[0]
+        return quantiles_from_hist({int(b): int(self.hist[b]) for b in nz}, qs)
+
+    def reset(self) -> None:
+        self.hist[:] = 0
+
+
+class WorkerRuntime:
+    """What the agent and the timer call: process, emit, flush, ack."""
+
+    def __init__(self, vw: VisitwireApp, history: BatchingSink, live: RedisLiveSink | None):
+        self.vw = vw
+        self.settings = vw.settings
+        self.history = history
+        self.live = live
+        self.processor = HitProcessor(vw.settings, TableStore(vw.sessions_table, vw.settings.kafka.partitions))
+        self._held: list[tuple[list[Any], np.ndarray]] = []
+        self._held_n = 0
+        self._flush_lock = asyncio.Lock()
+        self._flush_task: asyncio.Task | None = None
+        self._last_flush = time.monotonic()
+        self.flush_interval_s = getattr(history, "flush_interval_s", 1.0)
+        self.backpressure_rows = BACKPRESSURE_FACTOR * getattr(history, "max_batch_rows", 100_000)
+        # figures
+        self.processed = 0          # hits taken from the topic (including dropped ones)
+        self.committed = 0          # hits whose history rows are flushed and offsets released
+        self.pageviews_out = 0
+        self.sessions_out = 0
+        self.live_errors = 0
+        self.history_errors = 0
+        self.redis_delay = DelayStats()
+        self.history_delay = DelayStats()
+        self.processing_s = 0.0
+        self.offsets: dict[Any, int] = {}
+
+    # -- agent ------------------------------------------------------------------------------
+    async def on_events(self, events: list[Any]) -> None:
+        for e in events:
+            e.message.incref()  # released in flush(): no offset commit before the history has the rows
+            tp = e.message.tp
+            if e.message.offset > self.offsets.get(tp, -1):
+                self.offsets[tp] = e.message.offset
+        t0 = time.perf_counter()
+        out = self.processor.process([e.value for e in events])
+        self.processing_s += time.perf_counter() - t0
+        self.processed += len(events)
+        await self._emit(out)
+        self._held.append((events, out.ts))
+        self._held_n += len(events)
+        if self._held_n >= self.backpressure_rows:
+            await self.flush()  # history slow or away: stop consuming until it catches up
+        elif self.history.due() or time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self._flush_soon()
+
+    async def _emit(self, out: BatchOutput) -> None:
+        h = self.history
+        if out.hits:
+            h.add("hits", out.hits)
+        if out.pageviews:
+            h.add("pageviews", out.pageviews)
+            self.pageviews_out += len(out.pageviews)
+        if out.sessions:
+            h.add("sessions", out.sessions)
+            self.sessions_out += len(out.sessions)
+        await self._send(TOPIC_PAGEVIEWS, out.pageviews)
+        await self._send(TOPIC_SESSIONS, out.sessions)
+        if self.live is not None and out.delta.events:
+            try:
+                self.live.apply(out.delta)
+                self.redis_delay.record(out.ts)
+            except redis.RedisError as e:
+                self.live_errors += 1
+                if self.live_errors & (self.live_errors - 1) == 0:
+                    log.warning("redis live state: %s (%d batch(es) not counted live so far); check redis.url",
+                                e, self.live_errors)
+
+    async def _send(self, topic: str, records: list[dict]) -> None:
+        if not records:
+            return
+        producer = self.vw.app.producer
+        for r in records:
+            await producer.send(topic, r["visitor_id"].encode(), orjson.dumps(r), None, None, None)
+
+    # -- timer ------------------------------------------------------------------------------
+    async def on_tick(self) -> None:
+        closed = self.processor.tick()
+        if closed:
+            await self._emit(BatchOutput(sessions=closed))
+        if closed or (self._held and time.monotonic() - self._last_flush >= self.flush_interval_s) \
+                or self.history.due():
+            await self.flush()
+
+    def _flush_soon(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.ensure_future(self.flush())
+
+    async def flush(self) -> bool:
+        """History rows -> store, then session changes -> table, then release offsets. False if the
+        history store is away (everything stays held and is retried on the next tick)."""
+        async with self._flush_lock:
+            held, self._held, self._held_n = self._held, [], 0
+            self.processor.sessions.begin_flush()
+            try:
+                await asyncio.to_thread(self.history.flush)
+                self.processor.sessions.commit_flush()
+                await self.vw.app.producer.flush()
+            except Exception as e:  # SinkUnavailable, or Kafka away for the changelog
+                self.history_errors += 1
+                log.warning("flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next "
+                            "second", type(e).__name__, e, sum(len(ev) for ev, _ in held))
+                self._held = held + self._held
+                self._held_n = sum(len(ev) for ev, _ in self._held)
+                return False
+            now = time.time()
+            for events, ts in held:
+                for e in events:
+                    e.message.ack(self.vw.app.consumer)
+                self.committed += len(events)
+                self.history_delay.record(ts, now)
+            self._last_flush = time.monotonic()
+            return True
+
+    async def end_of_input(self) -> int:
+        """pcap mode: close every open session (close_reason 'shutdown') and flush; returns how many."""
+        closed = self.processor.end_of_input()
+        if closed:
+            await self._emit(BatchOutput(sessions=closed))
+        await self.flush()
+        return len(closed)
+
+    def held(self) -> int:
+        return self._held_n
+
+
+class InProcessWorker:
+    """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
+
+    def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
+                 app_id: str | None = None):
+        self.settings = settings
+        self._own_history = history is None
+        if history is None:
+            from sinks.history import open_history
+            history = open_history(settings.history.url, flush_interval_s=settings.history.flush_interval_s,
+                                   max_batch_rows=settings.history.max_batch_rows)
+        self.history = history
+        url = redis_url if redis_url is not None else settings.redis.url
+        self.live = RedisLiveSink(url, settings) if url else None
+        self.vw = create_app(settings, app_id=app_id)
+        self.rt = WorkerRuntime(self.vw, history, self.live)
+        register_agents(self.vw, self.rt)
+        for name in self.vw.extra_agent_modules:
+            importlib.import_module(name).register(self.vw, settings)
+        self._started = False
+
+    @property
+    def app(self):
+        return self.vw.app
+
+    @property
+    def processed(self) -> int:
+        return self.rt.processed
+
+    async def start(self) -> None:
+        await self.vw.app.start()
+        self._started = True
+
+    async def drained(self, timeout: float = 60.0) -> None:
+        """Wait until every hit taken so far is flushed to history and its offset released."""
+        deadline = time.monotonic() + timeout
+        while self.rt.held() or self.rt.committed < self.rt.processed:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.rt.held()} hit(s) still wait for the history store after {timeout:.0f} s")
+            await self.rt.flush()
+            await asyncio.sleep(0.05)
+
+    async def wait_processed(self, n: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.rt.processed < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processed {self.rt.processed} of {n} hits within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+        await self.drained(max(1.0, deadline - time.monotonic()))
+
+    async def end_of_input(self) -> int:
+        return await self.rt.end_of_input()
+
+    async def flush(self) -> bool:
+        return await self.rt.flush()
+
+    def figures(self) -> dict[str, Any]:
+        rt = self.rt
+        r50, r99 = rt.redis_delay.quantiles()
+        h50, h99 = rt.history_delay.quantiles()
+        return {"processed": rt.processed, "committed": rt.committed, "pageviews": rt.pageviews_out,
+                "sessions": rt.sessions_out, "dropped": dict(rt.processor.drops),
+                "open_sessions": rt.processor.sessions.open_count(), "live_errors": rt.live_errors,
+                "history_errors": rt.history_errors, "processing_s": round(rt.processing_s, 3),
+                "redis_delay_ms": {"p50": r50, "p99": r99}, "history_delay_ms": {"p50": h50, "p99": h99}}
+
+    async def stop(self) -> None:
+        """Flush what was processed (sessions stay open in the table) and stop the app."""
+        if self._started:
+            try:
+                await self.rt.flush()
+            finally:
+                await self.vw.app.stop()
+                self._started = False
+        if self.live is not None:
+            self.live.close()
+        if self._own_history:
+            self.history.close()
+
+
+def run_worker(settings: Settings) -> int:
+    """`visitwire worker`: run until SIGINT / SIGTERM; 0 on a clean stop."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    async def main() -> int:
+        worker = InProcessWorker(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.start()
+        console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} redis={settings.redis.url} "
+                      f"history={settings.history.url}")
+        last = 0
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), 10.0)
+                except asyncio.TimeoutError:
+                    pass
+                f = worker.figures()
+                if f["processed"] != last:
+                    console.print(f"processed {f['processed']:,} hits, {f['pageviews']:,} page views, "
+                                  f"{f['sessions']:,} sessions closed, {f['open_sessions']:,} open")
+                    last = f["processed"]
+        finally:
+            console.print("[yellow]stopping: flushing processed hits (open sessions stay in the table)")
+            await worker.stop()
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except SinkUnavailable as e:
+        console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
+        return 1
+    except (OSError, redis.RedisError) as e:
+        console.print(f"[red]cannot reach a service: {e}; check --kafka / --redis")
+        return 1

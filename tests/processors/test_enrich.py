@@ -1,0 +1,116 @@
+"""Enrichment rules: what counts as a page view, where visitors come from, which goals they reach."""
+from __future__ import annotations
+
+import pytest
+
+from config.settings import ProcessingSettings
+from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
+                               Enricher, compile_pattern, parse_user_agent, referrer_channel, utm_fields,
+                               validate_hit)
+from hitgen import UAS, make_hit
+
+S = ProcessingSettings(site_hosts=["www.shop.example", "shop.example"])
+
+
+@pytest.fixture(scope="module")
+def enricher() -> Enricher:
+    return Enricher(S)
+
+
+@pytest.mark.parametrize("referrer,host,channel,ref_host", [
+    ("", "shop.example", "direct", ""),
+    ("https://shop.example/cart", "shop.example", "internal", "shop.example"),
+    ("https://www.shop.example/", "shop.example", "internal", "www.shop.example"),  # site_hosts
+    ("https://blog.other.example/x", "blog.other.example", "internal", "blog.other.example"),  # same host
+    ("https://www.google.co.kr/search?q=shoes", "shop.example", "search", "www.google.co.kr"),
+    ("https://duckduckgo.com/", "shop.example", "search", "duckduckgo.com"),
+    ("https://m.facebook.com/story", "shop.example", "social", "m.facebook.com"),
+    ("https://t.co/abc", "shop.example", "social", "t.co"),
+    ("https://at.com/abc", "shop.example", "other", "at.com"),  # 't.co' must not match by substring
+    ("https://news.example.org/a", "shop.example", "other", "news.example.org"),
+    ("not a url at all", "shop.example", "other", "not a url at all"),
+])
+def test_referrer_channel(referrer, host, channel, ref_host):
+    assert referrer_channel(referrer, host, S) == (channel, ref_host)
+
+
+def test_utm_fields_read_from_query():
+    u = utm_fields("a=1&utm_source=news&utm_medium=email&utm_campaign=spring%20sale&utm_term=x&utm_content=y")
+    assert u == {"utm_source": "news", "utm_medium": "email", "utm_campaign": "spring sale",
+                 "utm_term": "x", "utm_content": "y"}
+    assert utm_fields("q=1")["utm_campaign"] == ""
+
+
+def test_user_agent_classes():
+    assert parse_user_agent(UAS["chrome"]).device == "desktop"
+    assert parse_user_agent(UAS["chrome"]).browser == "Chrome"
+    iphone = parse_user_agent(UAS["iphone"])
+    assert (iphone.device, iphone.os, iphone.is_bot) == ("mobile", "iOS", False)
+    assert parse_user_agent(UAS["googlebot"]).is_bot
+    assert parse_user_agent("curl/8.4.0").is_bot  # keyword list, not a ua-parser Spider
+    assert parse_user_agent("Mozilla/5.0 (iPad; CPU OS 16_0 like Mac OS X) AppleWebKit/605.1.15 "
+                            "(KHTML, like Gecko) Version/16.0 Mobile/15E148 Safari/604.1").device == "tablet"
+    assert parse_user_agent("").device == "other"
+
+
+@pytest.mark.parametrize("hit,kind", [
+    (make_hit("e", 1e9, "v", "/product/p1"), KIND_PAGEVIEW),
+    (make_hit("e", 1e9, "v", "/"), KIND_PAGEVIEW),
+    (make_hit("e", 1e9, "v", "/about", content_type=""), KIND_PAGEVIEW),
+    (make_hit("e", 1e9, "v", "/static/app.css", content_type="text/css"), KIND_STATIC),
+    (make_hit("e", 1e9, "v", "/logo.PNG", content_type=""), KIND_STATIC),  # by extension
+    (make_hit("e", 1e9, "v", "/img/1", content_type="image/webp"), KIND_STATIC),  # by content type
+    (make_hit("e", 1e9, "v", "/old", status=301), KIND_REDIRECT),
+    (make_hit("e", 1e9, "v", "/missing", status=404), KIND_ERROR),
+    (make_hit("e", 1e9, "v", "/boom", status=503), KIND_ERROR),
+    (make_hit("e", 1e9, "v", "/slow", status=None), KIND_ERROR),
+    (make_hit("e", 1e9, "v", "/", ua=UAS["googlebot"]), KIND_BOT),
+    (make_hit("e", 1e9, "v", "/api/cart", content_type="application/xml"), KIND_OTHER),
+    (make_hit("e", 1e9, "v", "/login", method="POST"), KIND_OTHER),
+])
+def test_classification(enricher, hit, kind):
+    assert enricher.classify(hit).kind == kind
+
+
+def test_url_rules_fill_page_fields(enricher):
+    hit = make_hit("e1", 1e9, "v", "/product/sku-42", query="utm_campaign=launch",
+                   referrer="https://www.bing.com/search?q=sku")
+    pv = enricher.pageview(hit, enricher.classify(hit), "s1")
+    assert (pv["page_group"], pv["section"], pv["product_id"]) == ("product", "shop", "sku-42")
+    assert (pv["channel"], pv["referrer_host"], pv["utm_campaign"]) == ("search", "www.bing.com", "launch")
+    assert pv["session_id"] == "s1" and pv["browser"] == "Chrome" and pv["device"] == "desktop"
+    cat = enricher.page_meta("/category/shoes/")
+    assert (cat["page_group"], cat["category"]) == ("category", "shoes")
+    assert enricher.page_meta("/")["page_group"] == "home"
+    assert enricher.page_meta("/product/a/b")["page_group"] == ""  # {name} is one segment
+    assert compile_pattern("/product/{product_id}").match("/product/x").group("product_id") == "x"
+
+
+def test_goals_with_values_and_methods(enricher):
+    post = make_hit("e", 1e9, "v", "/order/complete", method="POST", status=303,
+                    extra={"x-order-amount": "129.90"})
+    c = enricher.classify(post)
+    assert (c.kind, c.goal, c.goal_value) == (KIND_REDIRECT, "purchase", 129.9)  # a goal, not a page view
+    get = make_hit("e", 1e9, "v", "/order/complete")
+    assert enricher.classify(get).goal == ""  # purchase rule is POST only
+    bad_amount = make_hit("e", 1e9, "v", "/order/complete", method="POST", extra={"x-order-amount": "lots"})
+    assert enricher.goal_of(bad_amount) == ("purchase", 0.0)
+    failed = make_hit("e", 1e9, "v", "/order/complete", method="POST", status=500)
+    assert enricher.goal_of(failed) == ("", 0.0)
+    by_param = Enricher(ProcessingSettings(goals=[{"name": "donate", "pattern": "/donate", "value_param": "eur"}]))
+    assert by_param.goal_of(make_hit("e", 1e9, "v", "/donate", query="eur=5")) == ("donate", 5.0)
+    pv = by_param.pageview(make_hit("e", 1e9, "v", "/donate", query="eur=5"),
+                           by_param.classify(make_hit("e", 1e9, "v", "/donate", query="eur=5")))
+    assert (pv["goal"], pv["goal_value"]) == ("donate", 5.0)  # a GET goal is a page view carrying its goal
+
+
+@pytest.mark.parametrize("hit,reason", [
+    ([1, 2], "not a JSON object"),
+    ({"ts": 1e9, "visitor_id": "v"}, "missing event_id"),
+    ({"event_id": "e", "ts": "yesterday", "visitor_id": "v"}, "missing or bad ts"),
+    ({"event_id": "e", "ts": 1e9}, "missing visitor_id"),
+    ({"event_id": "e", "ts": 1e9, "visitor_id": "v", "status": "200"}, "bad status"),
+])
+def test_bad_hits_are_named(hit, reason):
+    assert validate_hit(hit) == reason
+    assert validate_hit(make_hit("e", 1e9, "v")) == ""
