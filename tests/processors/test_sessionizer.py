@@ -1,0 +1,136 @@
+"""Session rules: idle gap, maximum length, midnight, timer-driven close, replays."""
+from __future__ import annotations
+
+from config.settings import ProcessingSettings
+from processors.sessionizer import (Sessionizer, Watermark, deadline, next_midnight, session_id_for)
+
+S = ProcessingSettings(session_idle_s=1800, session_max_s=4 * 3600, split_at_midnight=True)
+DAY0 = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC
+
+
+def pv(eid: str, ts: float, visitor: str = "v1", path: str = "/", **kw) -> dict:
+    return {"event_id": eid, "ts": ts, "visitor_id": visitor, "member_id": kw.get("member_id", ""), "path": path,
+            "channel": kw.get("channel", "direct"), "referrer_host": "", "utm_source": "", "utm_medium": "",
+            "utm_campaign": "", "browser": "Chrome", "os": "Windows", "device": "desktop", "is_bot": False,
+            "goal": kw.get("goal", ""), "goal_value": kw.get("goal_value", 0.0)}
+
+
+def feed(sz: Sessionizer, *pvs) -> tuple[list[str], list[dict]]:
+    closed, ids = [], []
+    for p in pvs:
+        ids.append(sz.on_pageview(p, closed)[0])
+    return ids, closed
+
+
+def test_idle_gap_splits_sessions_and_fields_are_filled():
+    sz = Sessionizer(S, {})
+    t = DAY0 + 3600
+    ids, closed = feed(sz, pv("a", t, path="/", channel="search"), pv("b", t + 600, path="/cart"),
+                       pv("c", t + 600 + 1800, path="/again"))
+    assert ids[0] == ids[1] != ids[2]
+    assert len(closed) == 1
+    s = closed[0]
+    assert s["close_reason"] == "idle"
+    assert (s["start"], s["end"], s["duration"], s["pageviews"]) == (t, t + 600, 600, 2)
+    assert (s["entry_page"], s["exit_page"], s["bounce"], s["channel"]) == ("/", "/cart", False, "search")
+    assert s["session_id"] == session_id_for("v1", "a")
+    assert "recent" not in s
+
+
+def test_max_length_closes_a_long_session():
+    sz = Sessionizer(ProcessingSettings(session_idle_s=1800, session_max_s=3600), {})
+    t = DAY0 + 3600
+    ids, closed = feed(sz, *[pv(f"e{i}", t + i * 900) for i in range(6)])  # every 15 min for 75 min
+    assert [c["close_reason"] for c in closed] == ["max_length"]
+    assert closed[0]["pageviews"] == 4 and len(set(ids)) == 2
+
+
+def test_midnight_splits_and_can_be_turned_off():
+    t = DAY0 + 86400 - 300  # 23:55
+    sz = Sessionizer(S, {})
+    ids, closed = feed(sz, pv("a", t), pv("b", t + 600))  # 00:05 next day
+    assert [c["close_reason"] for c in closed] == ["midnight"] and ids[0] != ids[1]
+    sz = Sessionizer(ProcessingSettings(split_at_midnight=False), {})
+    ids, closed = feed(sz, pv("a", t), pv("b", t + 600))
+    assert closed == [] and ids[0] == ids[1]
+    assert next_midnight(t) == DAY0 + 86400
+
+
+def test_timer_closes_without_new_events_and_same_result_as_event_driven():
+    t = DAY0 + 7200
+    timer = Sessionizer(S, {})
+    feed(timer, pv("a", t, "v1"), pv("b", t + 60, "v1"), pv("c", t + 100, "v2"))
+    assert timer.expire(t + 60 + 1799) == []  # not yet idle
+    closed = timer.expire(t + 100 + 1800)
+    assert sorted(c["visitor_id"] for c in closed) == ["v1", "v2"]
+    assert timer.get("v1") is None and timer.open_count() == 0
+    event_driven = Sessionizer(S, {})
+    _, by_event = feed(event_driven, pv("a", t, "v1"), pv("b", t + 60, "v1"), pv("z", t + 5000, "v1"))
+    assert by_event[0] == next(c for c in closed if c["visitor_id"] == "v1")
+
+
+def test_watermark_follows_event_time_then_wall_clock():
+    wall = [1000.0]
+    wm = Watermark(clock=lambda: wall[0])
+    assert wm.now() is None
+    wm.observe(DAY0)  # old traffic replayed
+    wall[0] += 5
+    assert wm.now() == DAY0 + 5
+    wm.observe(DAY0 - 100)  # late event does not move time back
+    assert wm.now() == DAY0 + 5
+
+
+def test_state_survives_in_the_store_and_index_is_rebuilt_after_restart():
+    store: dict = {}
+    sz = Sessionizer(S, store)
+    t = DAY0 + 3600
+    feed(sz, pv("a", t, "v1"), pv("b", t + 10, "v2"))
+    assert store == {}  # nothing written before the flush
+    sz.begin_flush()
+    assert sz.get("v1")["pageviews"] == 1  # readable while the flush is in progress
+    sz.commit_flush()
+    assert set(store) == {"v1", "v2"}
+    restarted = Sessionizer(S, store)  # new worker, table restored from the changelog
+    ids, closed = feed(restarted, pv("c", t + 20, "v1"))
+    assert ids[0] == session_id_for("v1", "a") and closed == []
+    restarted.flush_state()
+    closed = restarted.expire(t + 20 + 1800)
+    assert sorted(c["pageviews"] for c in closed) == [1, 2]
+    restarted.flush_state()
+    assert store == {}
+
+
+def test_redelivered_pageviews_are_not_counted_twice():
+    sz = Sessionizer(S, {})
+    t = DAY0 + 3600
+    feed(sz, pv("a", t), pv("b", t + 1), pv("a", t), pv("b", t + 1))
+    assert sz.get("v1")["pageviews"] == 2 and sz.duplicates == 2
+    closed = sz.close_all()
+    assert closed[0]["close_reason"] == "shutdown" and closed[0]["pageviews"] == 2
+
+
+def test_goals_and_revenue_add_up_including_post_goals():
+    sz = Sessionizer(S, {})
+    t = DAY0 + 3600
+    feed(sz, pv("a", t, member_id="m1"), pv("b", t + 5, goal="signup", goal_value=0.0))
+    assert sz.on_goal("v1", "post1", 50.5) and not sz.on_goal("v1", "post1", 50.5)  # redelivery ignored
+    assert not sz.on_goal("nobody", "post2", 10)  # no open session: the hit still counts, no session
+    s = sz.close_all()[0]
+    assert (s["goals"], s["revenue"], s["member_id"]) == (2, 50.5, "m1")
+
+
+def test_session_ids_are_deterministic_across_replays():
+    t = DAY0 + 3600
+    runs = []
+    for _ in range(2):
+        sz = Sessionizer(S, {})
+        _, closed = feed(sz, pv("a", t), pv("b", t + 4000), pv("c", t + 9000))
+        runs.append([c["session_id"] for c in closed + sz.close_all()])
+    assert runs[0] == runs[1] and len(set(runs[0])) == 3
+
+
+def test_deadline_picks_the_earliest_rule():
+    st = {"start": DAY0 + 86400 - 60, "end": DAY0 + 86400 - 30}
+    assert deadline(st, S) == (DAY0 + 86400, "midnight")
+    st = {"start": DAY0, "end": DAY0 + 10}
+    assert deadline(st, S) == (DAY0 + 1810, "idle")
