@@ -29,6 +29,7 @@ from aiohttp import web
 
 from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
 from processors.analytics.common import AnalyticsError, TimeRange
+from processors.analytics.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
 from processors.analytics.reports import build_report
 
@@ -100,19 +101,18 @@ def _live_profiles(request: web.Request) -> LiveProfiles | None:
     if client is None:
         return None
     s = request.app["settings"]
-    return LiveProfiles(client, s.redis.key_prefix, s.analytics.profile_ttl_s, s.analytics.max_live_profiles,
-                        s.analytics.purchase_goal)
+    return LiveProfiles(client, s.redis.key_prefix, s.analytics.profile_ttl_s, s.analytics.max_live_profiles)
 
 
 @routes.get("/api/profiles/visitor/{visitor_id}")
 @_handler
 def visitor_profile(request: web.Request):
     store, rng, vid = _store(request), _range(request), request.match_info["visitor_id"]
-    goal = request.app["settings"].analytics.purchase_goal
+    cfg = GoalConfig.from_settings(request.app["settings"])
     live = _live_profiles(request)
 
     def work():
-        prof = profiles.visitor_profile(store, vid, rng, purchase_goal=goal)
+        prof = profiles.visitor_profile(store, vid, rng, cfg=cfg)
         recent = None
         if live is not None:
             try:
@@ -129,10 +129,10 @@ def visitor_profile(request: web.Request):
 @_handler
 def member_profile(request: web.Request):
     store, rng, mid = _store(request), _range(request), request.match_info["member_id"]
-    goal = request.app["settings"].analytics.purchase_goal
+    cfg = GoalConfig.from_settings(request.app["settings"])
 
     def work():
-        prof = profiles.member_profile(store, mid, rng, purchase_goal=goal)
+        prof = profiles.member_profile(store, mid, rng, cfg=cfg)
         return prof if prof is not None else _not_found(f"member {mid!r} never logged in (no linked visitor ids)")
     return work
 
@@ -168,7 +168,8 @@ def funnel(request: web.Request):
         known = ", ".join(sorted(configured)) or "none (configure analytics.funnels)"
         return lambda: _not_found(f"unknown funnel {name!r}; configured funnels: {known}")
     steps = funnels.funnel_steps(configured, name)
-    return lambda: funnels.funnel(store, name, steps, rng)
+    cfg = GoalConfig.from_settings(request.app["settings"])
+    return lambda: funnels.funnel(store, name, steps, rng, cfg)
 
 
 @routes.get("/api/goals")
@@ -176,13 +177,14 @@ def funnel(request: web.Request):
 def goal_conversions(request: web.Request):
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
     a = request.app["settings"].analytics
+    cfg = GoalConfig.from_settings(request.app["settings"])
     goal, by = request.query.get("goal", a.purchase_goal), request.query.get("by", "channel")
     if by not in goals.BREAKDOWNS:
         raise AnalyticsError(f"by must be one of {', '.join(goals.BREAKDOWNS)} (got {by!r})")
     return lambda: {"goal": goal, "by": by,
-                    "rows": goals.conversions(store, goal, by, rng, a.purchase_goal, limit),
-                    "goals": goals.goal_counts(store, rng),
-                    "summary": goals.commerce_summary(store, rng, a.purchase_goal, a.cart_goal)}
+                    "rows": goals.conversions(store, goal, by, rng, cfg, limit),
+                    "goals": goals.goal_counts(store, rng, cfg),
+                    "summary": goals.commerce_summary(store, rng, cfg)}
 
 
 @routes.get("/api/segments")

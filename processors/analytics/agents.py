@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from processors.analytics import recommendations, rfm
+from processors.analytics.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ class AnalyticsAgents:
     def recompute_segments(self, now: float | None = None) -> list[dict]:
         a = self.settings.analytics
         _, changes = self._with_history(
-            lambda s: rfm.recompute_segments(s, now if now is not None else time.time(), a.purchase_goal,
-                                             a.rfm_new_days))
+            lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),
+                                             GoalConfig.from_settings(self.settings), a.rfm_new_days))
         self.rfm_runs += 1
         self.segment_changes += len(changes)
         return changes

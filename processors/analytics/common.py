@@ -97,8 +97,9 @@ _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 def pattern_regex(pattern: str) -> str:
     """URL pattern -> anchored regex (RE2 and Python compatible).
 
-    Same syntax as processing.url_rules: `{name}` matches one path segment, `*` anything;
-    the rest is literal, e.g. '/product/{product_id}' -> '^/product/[^/]+$'.
+    Same syntax and matching as processing.url_rules / goals (processors/enrich.py):
+    `{name}` matches one path segment, a trailing '/' is optional, the rest is literal;
+    `*` (here only) matches anything. '/product/{product_id}' -> '^/product/[^/]+/?$'.
     """
     if not pattern.startswith("/"):
         raise AnalyticsError(f"URL pattern {pattern!r} must start with '/', e.g. '/product/{{product_id}}'")
@@ -108,7 +109,8 @@ def pattern_regex(pattern: str) -> str:
         out.append("[^/]+")
         pos = m.end()
     out.append(_literal(pattern[pos:]))
-    return "^" + "".join(out) + "$"
+    body = "".join(out).rstrip("/") if pattern != "/" else ""
+    return "^" + body + "/?$"
 
 
 def _literal(text: str) -> str:

@@ -2,7 +2,9 @@
 
 Keys (prefix = redis.key_prefix + "an:"), each with TTL analytics.profile_ttl_s:
   an:p:{visitor_id}            hash: first_seen, last_seen, pageviews, visits, total_time_s,
-                                     goals, revenue, member_id, last_session, last_event
+                                     member_id, last_session, last_event
+                               (goals and revenue: most goal requests are not page views, so
+                               they are in the history profile only)
   an:p:{visitor_id}:sections   zset: section -> page views
   an:p:{visitor_id}:devices    zset: device -> visits
   an:m:{member_id}             set of visitor ids linked to the member (the login signal:
@@ -29,12 +31,11 @@ WEEK_S = 7 * DAY_S
 
 class LiveProfiles:
     def __init__(self, client: redis.Redis, key_prefix: str = "vw:", ttl_s: int = 7 * 86400,
-                 max_profiles: int = 100_000, purchase_goal: str = "purchase"):
+                 max_profiles: int = 100_000):
         self.r = client
         self.p = f"{key_prefix}an:"
         self.ttl_s = int(ttl_s)
         self.max_profiles = int(max_profiles)
-        self.purchase_goal = purchase_goal
         self.skipped = 0
         self.evicted = 0
 
@@ -42,7 +43,7 @@ class LiveProfiles:
     def from_settings(cls, redis_url: str, settings: Any) -> "LiveProfiles":
         a = settings.analytics
         client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-        return cls(client, settings.redis.key_prefix, a.profile_ttl_s, a.max_live_profiles, a.purchase_goal)
+        return cls(client, settings.redis.key_prefix, a.profile_ttl_s, a.max_live_profiles)
 
     def profile_key(self, visitor_id: str) -> str:
         return f"{self.p}p:{visitor_id}"
@@ -94,10 +95,6 @@ class LiveProfiles:
                 elif last_ts is not None:
                     inc["total_time_s"] += ts - last_ts
                 inc["pageviews"] += 1
-                if pv.get("goal"):
-                    inc["goals"] += 1
-                    if pv["goal"] == self.purchase_goal:
-                        inc["revenue"] += float(pv.get("goal_value") or 0)
                 if pv.get("section"):
                     sections[pv["section"]] += 1
                 if pv.get("member_id"):
@@ -157,7 +154,6 @@ class LiveProfiles:
             "total_time_s": round(float(h.get("total_time_s", 0)), 3),
             "visits_per_week": round(visits / max(1.0, (last - first) / WEEK_S), 3),
             "recency_days": round(max(0.0, now - last) / DAY_S, 3),
-            "goals": int(float(h.get("goals", 0))), "revenue": round(float(h.get("revenue", 0)), 2),
             "favourite_sections": [{"name": n.decode(), "count": int(c)} for n, c in sections],
             "devices": [{"name": n.decode(), "count": int(c)} for n, c in devices],
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from processors.analytics.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
+from processors.analytics.goal_events import GoalConfig, default_config, goal_hits
 
 WEEK_S = 7 * 86400.0
 DAY_S = 86400.0
@@ -33,42 +34,44 @@ def linked_members(store: History, visitor_id: str) -> list[str]:
 
 
 def visitor_profile(store: History, visitor_id: str, rng: TimeRange = ALL_TIME, now: float | None = None,
-                    purchase_goal: str = "purchase") -> dict[str, Any] | None:
+                    cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of one visitor id, or None when it was never seen."""
-    prof = _profile(store, [visitor_id], rng, now if now is not None else rng.now(), purchase_goal)
+    prof = _profile(store, [visitor_id], rng, now if now is not None else rng.now(), cfg or default_config())
     if prof is not None:
         prof = {"visitor_id": visitor_id, "members": linked_members(store, visitor_id), **prof}
     return prof
 
 
 def member_profile(store: History, member_id: str, rng: TimeRange = ALL_TIME, now: float | None = None,
-                   purchase_goal: str = "purchase") -> dict[str, Any] | None:
+                   cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of a member across all its linked visitor ids (pre-login history included)."""
     visitors = linked_visitors(store, member_id)
     if not visitors:
         return None
-    prof = _profile(store, visitors, rng, now if now is not None else rng.now(), purchase_goal)
+    prof = _profile(store, visitors, rng, now if now is not None else rng.now(), cfg or default_config())
     if prof is None:
         return None
     return {"member_id": member_id, "visitor_ids": visitors, **prof}
 
 
 def _profile(store: History, visitor_ids: list[str], rng: TimeRange, now: float,
-             purchase_goal: str) -> dict[str, Any] | None:
+             cfg: GoalConfig) -> dict[str, Any] | None:
     where = f"has(%(ids)s, visitor_id) AND {rng.sql()}"
-    params = {"ids": tuple(visitor_ids), "goal": purchase_goal, **rng.params()}
-    src = pageviews_source([TS, "session_id", "goal", "goal_value"], where, humans_only=False)
+    params = {"ids": list(visitor_ids), **rng.params()}
+    src = pageviews_source([TS, "session_id"], where, humans_only=False)
     # Per session first, then over sessions: total time is the sum of session spans.
     rows = store.query(
         "SELECT min(s_first) AS first_seen, max(s_last) AS last_seen, count() AS visits, sum(s_pv) AS pageviews, "
-        "sum(s_last - s_first) AS total_time, sum(s_goals) AS goals, sum(s_revenue) AS revenue, "
-        "sum(s_purchases) AS purchases FROM ("
-        f"SELECT session_id, min({TS}) AS s_first, max({TS}) AS s_last, count() AS s_pv, "
-        "countIf(goal != '') AS s_goals, sumIf(goal_value, goal = %(goal)s) AS s_revenue, "
-        "countIf(goal = %(goal)s) AS s_purchases "
+        "sum(s_last - s_first) AS total_time FROM ("
+        f"SELECT session_id, min({TS}) AS s_first, max({TS}) AS s_last, count() AS s_pv "
         f"FROM {src} GROUP BY session_id)", params)
     if not rows or not int(num(rows[0]["visits"])):
         return None
+    goals_sql, gparams = goal_hits(cfg, rng, "has(%(ids)s, visitor_id)")
+    g = store.query("SELECT count() AS goals, countIf(goal = %(purchase)s) AS purchases, "
+                    f"sumIf(goal_value, goal = %(purchase)s) AS revenue FROM {goals_sql}",
+                    {**params, **gparams, "purchase": cfg.purchase})
+    g = g[0] if g else {}
     r = rows[0]
     first, last, visits = num(r["first_seen"]), num(r["last_seen"]), int(num(r["visits"]))
     span_weeks = max(1.0, (last - first) / WEEK_S)
@@ -80,9 +83,9 @@ def _profile(store: History, visitor_ids: list[str], rng: TimeRange, now: float,
         "total_time_s": round(num(r["total_time"]), 3),
         "visits_per_week": round(visits / span_weeks, 3),
         "recency_days": round(max(0.0, now - last) / DAY_S, 3),
-        "goals": int(num(r["goals"])),
-        "purchases": int(num(r["purchases"])),
-        "revenue": round(num(r["revenue"]), 2),
+        "goals": int(num(g.get("goals"))),
+        "purchases": int(num(g.get("purchases"))),
+        "revenue": round(num(g.get("revenue")), 2),
         "favourite_sections": _top(store, "section", where, params, humans_only=False),
         "devices": _top(store, "device", where, params, humans_only=False, per="session_id"),
     }

@@ -12,6 +12,7 @@ from typing import Any
 
 from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
 from processors.analytics.common import AnalyticsError, History, TimeRange
+from processors.analytics.goal_events import GoalConfig
 
 KINDS = ("visitors", "products", "funnels", "segments", "recommendations", "cohorts")
 
@@ -40,27 +41,27 @@ class Report:
 
 
 def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit: int = 20) -> Report:
-    a = settings.analytics
+    a, cfg = settings.analytics, GoalConfig.from_settings(settings)
     if kind == "visitors":
         rows = profiles.top_visitors(store, rng, limit)
         return Report(kind, rng, [Section("visitors", "Most active visitors", rows)])
     if kind == "products":
         rows = usage.usage(store, "product_id", rng, limit)
-        summary = goals.commerce_summary(store, rng, a.purchase_goal, a.cart_goal)
-        conv = goals.conversions(store, a.purchase_goal, "channel", rng, a.purchase_goal, limit)
+        summary = goals.commerce_summary(store, rng, cfg)
+        conv = goals.conversions(store, a.purchase_goal, "channel", rng, cfg, limit)
         return Report(kind, rng, [Section("products", "Product usage", rows),
                                   Section("conversions", f"Conversions ({a.purchase_goal}) per channel", conv),
                                   Section("summary", "Commerce", [summary])])
     if kind == "funnels":
         if not a.funnels:
             raise AnalyticsError("no funnels configured: add analytics.funnels.NAME = [URL patterns] to the config")
-        results = funnels.all_funnels(store, a.funnels, rng)
+        results = funnels.all_funnels(store, a.funnels, rng, cfg)
         rows = [{"funnel": f["funnel"], **s} for f in results for s in f["steps"]]
         overview = [{k: f[k] for k in ("funnel", "entered", "completed", "conversion_rate")} for f in results]
         return Report(kind, rng, [Section("steps", "Funnel steps", rows), Section("funnels", "Funnels", overview)])
     if kind == "segments":
         now = rng.now()
-        scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), a.purchase_goal, a.rfm_new_days)
+        scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, a.rfm_new_days)
         counts: dict[str, int] = {}
         for m in scored:
             counts[m["segment"]] = counts.get(m["segment"], 0) + 1

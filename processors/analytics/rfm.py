@@ -2,7 +2,8 @@
 
 Per member (all linked visitor ids, human page views only):
 - R(ecency): time of the last visit; F(requency): number of visits (sessions);
-  M(onetary): sum of the purchase goal's values (analytics.purchase_goal).
+  M(onetary): sum of the purchase goal's values (analytics.purchase_goal; goal requests
+  are read from `hits` with the goal rules, see goal_events.py).
 Each becomes a quintile score 1..5 among all members (5 = most recent / most visits /
 most spent): score = 1 + floor(5 * (#members with a strictly smaller value) / #members),
 so equal values always get equal scores and the smallest value scores 1.
@@ -27,6 +28,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from processors.analytics.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
+from processors.analytics.goal_events import GoalConfig, default_config, goal_hits
 
 SEGMENTS = ("vip", "loyal", "at_risk", "lost", "new", "regular")
 DAY_S = 86400.0
@@ -53,18 +55,28 @@ def segment_of(r: int, f: int, m: int, first_seen: float, visits: int, now: floa
     return "regular"
 
 
-def member_stats(store: History, rng: TimeRange = ALL_TIME, purchase_goal: str = "purchase") -> list[dict]:
+def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None) -> list[dict]:
     """first / last visit, visits, orders and revenue per member over all its linked visitor ids."""
-    src = pageviews_source([TS, "visitor_id", "session_id", "goal", "goal_value"], rng.sql())
+    cfg = cfg or default_config()
+    src = pageviews_source([TS, "visitor_id", "session_id"], rng.sql())
     rows = store.query(
-        "SELECT member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits, "
-        "countIf(goal = %(goal)s) AS orders, sumIf(goal_value, goal = %(goal)s) AS revenue FROM ("
-        f"SELECT visitor_id, session_id, {TS} AS t, goal, goal_value FROM {src}) AS p "
+        "SELECT member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits FROM ("
+        f"SELECT visitor_id, session_id, {TS} AS t FROM {src}) AS p "
         f"ALL INNER JOIN {links_source()} AS l USING visitor_id GROUP BY member_id ORDER BY member_id",
-        {"goal": purchase_goal, **rng.params()})
-    return [{"member_id": r["member_id"], "first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
-             "visits": int(num(r["visits"])), "orders": int(num(r["orders"])), "revenue": round(num(r["revenue"]), 2)}
-            for r in rows]
+        rng.params())
+    goals_sql, params = goal_hits(cfg, rng, "visitor_id != ''")
+    money = {r["member_id"]: r for r in store.query(
+        "SELECT member_id, countIf(goal = %(purchase)s) AS orders, sumIf(goal_value, goal = %(purchase)s) AS revenue "
+        f"FROM (SELECT event_id, visitor_id, goal, goal_value FROM {goals_sql}) AS g "
+        f"ALL INNER JOIN {links_source()} AS l USING visitor_id GROUP BY member_id",
+        {**params, "purchase": cfg.purchase})}
+    out = []
+    for r in rows:
+        m = money.get(r["member_id"], {})
+        out.append({"member_id": r["member_id"], "first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
+                    "visits": int(num(r["visits"])), "orders": int(num(m.get("orders"))),
+                    "revenue": round(num(m.get("revenue")), 2)})
+    return out
 
 
 def score_members(stats: Sequence[dict], now: float, new_days: float = 30.0) -> list[dict]:
@@ -79,10 +91,10 @@ def score_members(stats: Sequence[dict], now: float, new_days: float = 30.0) -> 
     return out
 
 
-def compute_rfm(store: History, now: float | None = None, rng: TimeRange = ALL_TIME, purchase_goal: str = "purchase",
+def compute_rfm(store: History, now: float | None = None, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
                 new_days: float = 30.0) -> list[dict]:
     now = now if now is not None else rng.now()
-    return score_members(member_stats(store, rng, purchase_goal), now, new_days)
+    return score_members(member_stats(store, rng, cfg), now, new_days)
 
 
 def current_segments(store: History, at: float | None = None) -> dict[str, str]:
@@ -100,11 +112,11 @@ def segment_changes(scored: Iterable[dict], previous: dict[str, str], now: float
             for s in scored if previous.get(s["member_id"]) != s["segment"]]
 
 
-def recompute_segments(store: History, now: float | None = None, purchase_goal: str = "purchase",
+def recompute_segments(store: History, now: float | None = None, cfg: GoalConfig | None = None,
                        new_days: float = 30.0) -> tuple[list[dict], list[dict]]:
     """Scores all members, stores the changes in `segments`; returns (scored members, change rows)."""
     now = now if now is not None else time.time()
-    scored = compute_rfm(store, now, TimeRange(None, now), purchase_goal, new_days)
+    scored = compute_rfm(store, now, TimeRange(None, now), cfg, new_days)
     changes = segment_changes(scored, current_segments(store), now)
     if changes:
         store.write("segments", changes)

@@ -1,9 +1,12 @@
-"""A deterministic synthetic shop history (page views + sessions) for tests, demos and benchmarks.
+"""A deterministic synthetic shop history (hits, page views, sessions) for tests, demos and benchmarks.
 
 Visitors browse categories and products, some add to cart and buy; members log in
 part-way through their history (earlier page views are anonymous), some members use
-a second device; a few bots crawl products. Rows have exactly the fields of
-config/events.py, so they can be written through any HistoryStore.
+a second device; a few bots crawl products. As in the real pipeline (processors/enrich.py),
+every request is a hit, GET pages are also page views, and goal requests (POST /cart/add,
+POST /login, POST /order/complete with its amount in the captured x-order-amount header)
+are hits only; session rows count the goals and revenue of their visit. Rows have exactly
+the fields of config/events.py, so they can be written through any HistoryStore.
 """
 from __future__ import annotations
 
@@ -12,18 +15,24 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from config.events import PAGEVIEW_FIELD_NAMES, SESSION_FIELD_NAMES
+from config.events import HIT_FIELD_NAMES, PAGEVIEW_FIELD_NAMES, SESSION_FIELD_NAMES
 
 # Monday 2026-09-07 00:00 UTC: cohorts start on week boundaries.
 T0 = datetime(2026, 9, 7, tzinfo=timezone.utc).timestamp()
 WEEK_S = 7 * 86400
 CATEGORIES = ("shoes", "bags", "hats", "coats")
+# The default processing.goals: (method, path) -> goal name.
+GOALS = {("POST", "/cart/add"): "add_to_cart", ("POST", "/order/complete"): "purchase", ("POST", "/login"): "login"}
 
 
 @dataclass
 class Dataset:
+    hits: list[dict] = field(default_factory=list)
     pageviews: list[dict] = field(default_factory=list)
     sessions: list[dict] = field(default_factory=list)
+    # Goal requests with the session they belong to: {"event_id", "visitor_id", "session_id", "ts", "path",
+    # "goal", "goal_value", "is_bot"} (ground truth for tests).
+    goals: list[dict] = field(default_factory=list)
     now: float = 0.0
     products: list[str] = field(default_factory=list)
     # (product_a, product_b): only bots ever view them together.
@@ -34,8 +43,8 @@ def _hex(*parts) -> str:
     return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()
 
 
-def page_fields(path: str, method: str = "GET") -> dict:
-    """What the default processing.url_rules / goals make of a path."""
+def page_fields(path: str) -> dict:
+    """What the default processing.url_rules make of a GET page path."""
     parts = path.strip("/").split("/")
     f = {"page_group": "", "section": "", "product_id": "", "category": "", "menu": "", "goal": "", "goal_value": 0.0}
     if path == "/":
@@ -44,16 +53,12 @@ def page_fields(path: str, method: str = "GET") -> dict:
         f.update(page_group="product", section="shop", product_id=parts[1])
     elif parts[0] == "category":
         f.update(page_group="category", section="shop", category=parts[1], menu="catalog")
-    elif path == "/cart/add":
-        f.update(section="checkout", goal="add_to_cart")
     elif path == "/cart":
         f.update(page_group="cart", section="checkout")
     elif path == "/checkout":
         f.update(page_group="checkout", section="checkout")
-    elif path == "/order/complete":
-        f.update(page_group="order_complete", section="checkout", goal="purchase")
     elif path == "/login":
-        f.update(page_group="login", section="account", goal="login" if method == "POST" else "")
+        f.update(page_group="login", section="account")
     return f
 
 
@@ -73,7 +78,7 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
         paths: list[tuple[str, str]] = [(rnd.choice(["/", "/", f"/category/{rnd.choice(CATEGORIES)}"]), "GET")]
         viewed: list[str] = []
         for _ in range(rnd.randint(0, 5)):
-            # Products 0 and 1 are bought together often: a clear co-visitation signal.
+            # Products 0 and 1 are viewed together often: a clear co-visitation signal.
             p = ds.products[1] if viewed and viewed[-1] == ds.products[0] and rnd.random() < 0.8 else \
                 rnd.choice(ds.products[:-2] if rnd.random() < 0.9 else [pa, pb])
             if p in (pa, pb) and ({pa, pb} - {p}) & set(viewed):
@@ -104,9 +109,11 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
         starts = sorted(T0 + rnd.uniform(first_week * WEEK_S, weeks * WEEK_S - 3600) for _ in range(n_sessions))
         if v == 0:  # the obvious VIP: visits right up to "now"
             starts[-1] = ds.now - 7200
+        for i in range(1, len(starts)):  # visits of one visitor are hours apart: separate sessions
+            starts[i] = max(starts[i], starts[i - 1] + 7200)
         for s_idx, start in enumerate(starts):
             vid = ids[1] if len(ids) > 1 and s_idx % 3 == 2 else ids[0]
-            logged_in = member and (login_at is not None and (s_idx > login_at or vid != ids[0]))
+            logged_in = bool(member) and login_at is not None and (s_idx > login_at or vid != ids[0])
             paths = session_paths()
             if member and s_idx == login_at and vid == ids[0]:
                 paths.insert(1, ("/login", "POST"))
@@ -116,15 +123,22 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
             for i, (path, method) in enumerate(paths):
                 if i:
                     ts += rnd.randint(5, 120)
-                if method == "POST" and path == "/login":
-                    logged_in = bool(member)
-                f = page_fields(path, method)
-                if f["product_id"]:
-                    f["category"] = catalog[f["product_id"]]
-                if f["goal"] == "purchase":
-                    f["goal_value"] = float(rnd.randint(10, 200)) if v != 0 else 500.0
-                ds.pageviews.append(_pageview(_hex("pv", seed, v, s_idx, i), ts, vid, member if logged_in else "",
-                                              sid, path, method, ch, ref, campaign, device, False, f))
+                eid = _hex("req", seed, v, s_idx, i)
+                goal = GOALS.get((method, path), "")
+                value = (float(rnd.randint(10, 200)) if v != 0 else 500.0) if goal == "purchase" else 0.0
+                extra = {"x-order-amount": f"{value:.2f}"} if goal == "purchase" else {}
+                mid = member if logged_in else ""
+                ds.hits.append(_hit(eid, ts, vid, mid, path, method, ref, device, False, extra))
+                if goal:
+                    ds.goals.append({"event_id": eid, "visitor_id": vid, "session_id": sid, "ts": round(ts, 3),
+                                     "path": path, "goal": goal, "goal_value": value, "is_bot": False})
+                else:
+                    f = page_fields(path)
+                    if f["product_id"]:
+                        f["category"] = catalog[f["product_id"]]
+                    ds.pageviews.append(_pageview(eid, ts, vid, mid, sid, path, ch, ref, campaign, device, False, f))
+                if goal == "login":
+                    logged_in = True  # the login response sets the member cookie
     for b in range(bots):
         vid = _hex("bot", seed, b)
         for s_idx in range(6):
@@ -134,33 +148,63 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
                 f = page_fields(path)
                 if f["product_id"]:
                     f["category"] = catalog[f["product_id"]]
-                ds.pageviews.append(_pageview(_hex("botpv", seed, b, s_idx, i), ts + i, vid, "", sid, path, "GET",
-                                              "direct", "", "", "bot", True, f))
-    ds.sessions = sessions_of(ds.pageviews)
+                eid = _hex("botreq", seed, b, s_idx, i)
+                ds.hits.append(_hit(eid, ts + i, vid, "", path, "GET", "", "bot", True, {}))
+                ds.pageviews.append(_pageview(eid, ts + i, vid, "", sid, path, "direct", "", "", "bot", True, f))
+            # a bot that "buys": its goal has no human session and stays out of session metrics
+            eid = _hex("botbuy", seed, b, s_idx)
+            ds.hits.append(_hit(eid, ts + 5, vid, "", "/order/complete", "POST", "", "bot", True,
+                                {"x-order-amount": "999.00"}))
+            ds.goals.append({"event_id": eid, "visitor_id": vid, "session_id": sid, "ts": round(ts + 5, 3),
+                             "path": "/order/complete", "goal": "purchase", "goal_value": 999.0, "is_bot": True})
+    ds.sessions = sessions_of(ds.pageviews, ds.goals)
     return ds
 
 
-def _pageview(event_id, ts, vid, member, sid, path, method, channel, ref, campaign, device, bot, f) -> dict:
-    row = {"event_id": event_id, "ts": round(ts, 3), "visitor_id": vid, "member_id": member, "session_id": sid,
-           "host": "shop.example", "path": path, "query": "", "method": method, "status": 200, "latency_ms": 12.5,
-           "referrer": f"https://{ref}/" if ref else "", "referrer_host": ref, "channel": channel,
-           "utm_source": ref.split(".")[0] if campaign else "", "utm_medium": "email" if campaign == "newsletter" else "",
-           "utm_campaign": campaign, "utm_term": "", "utm_content": "",
-           "browser": "Bot" if bot else "Firefox", "os": "Other" if bot else "Linux", "device": device, "is_bot": bot,
-           **f}
-    assert tuple(row) == PAGEVIEW_FIELD_NAMES or set(row) == set(PAGEVIEW_FIELD_NAMES)
+_UA = {"bot": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+       "desktop": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+       "mobile": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Mobile "
+                 "Safari/537.36",
+       "tablet": "Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 "
+                 "Mobile/15E148 Safari/604.1"}
+
+
+def _hit(event_id, ts, vid, member, path, method, ref, device, bot, extra) -> dict:
+    row = {"event_id": event_id, "ts": round(ts, 3), "client_ip": "192.0.2.10", "client_port": 50000,
+           "server_ip": "192.0.2.1", "server_port": 80, "method": method, "host": "shop.example", "uri": path,
+           "path": path, "query": "", "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
+           "status": 303 if method == "POST" else 200, "resp_bytes": 0 if method == "POST" else 5120,
+           "content_type": "" if method == "POST" else "text/html", "latency_ms": 12.5, "visitor_id": vid,
+           "member_id": member, "http_version": "1.1", "no_response": False, "extra": extra}
+    assert set(row) == set(HIT_FIELD_NAMES)
     return row
 
 
-def sessions_of(pageviews: list[dict]) -> list[dict]:
-    """Session rows (SESSION_FIELDS) as the sessionizer would close them."""
+def _pageview(event_id, ts, vid, member, sid, path, channel, ref, campaign, device, bot, f) -> dict:
+    row = {"event_id": event_id, "ts": round(ts, 3), "visitor_id": vid, "member_id": member, "session_id": sid,
+           "host": "shop.example", "path": path, "query": "", "method": "GET", "status": 200, "latency_ms": 12.5,
+           "referrer": f"https://{ref}/" if ref else "", "referrer_host": ref, "channel": channel,
+           "utm_source": ref.split(".")[0] if campaign else "", "utm_medium": "email" if campaign == "newsletter" else "",
+           "utm_campaign": campaign, "utm_term": "", "utm_content": "",
+           "browser": "Googlebot" if bot else "Firefox", "os": "Other" if bot else "Linux", "device": device,
+           "is_bot": bot, **f}
+    assert set(row) == set(PAGEVIEW_FIELD_NAMES)
+    return row
+
+
+def sessions_of(pageviews: list[dict], goals: list[dict] = ()) -> list[dict]:
+    """Session rows (SESSION_FIELDS) as the sessionizer would close them, goals counted in."""
     by: dict[str, list[dict]] = {}
     for pv in pageviews:
         by.setdefault(pv["session_id"], []).append(pv)
+    goals_by: dict[str, list[dict]] = {}
+    for g in goals:
+        goals_by.setdefault(g["session_id"], []).append(g)
     out = []
     for sid, pvs in by.items():
         pvs.sort(key=lambda p: (p["ts"], p["event_id"]))
         first, last = pvs[0], pvs[-1]
+        gs = goals_by.get(sid, [])
         row = {"session_id": sid, "visitor_id": first["visitor_id"],
                "member_id": next((p["member_id"] for p in reversed(pvs) if p["member_id"]), ""),
                "start": first["ts"], "end": last["ts"], "duration": round(last["ts"] - first["ts"], 3),
@@ -168,8 +212,7 @@ def sessions_of(pageviews: list[dict]) -> list[dict]:
                "channel": first["channel"], "referrer_host": first["referrer_host"], "utm_source": first["utm_source"],
                "utm_medium": first["utm_medium"], "utm_campaign": first["utm_campaign"], "browser": first["browser"],
                "os": first["os"], "device": first["device"], "is_bot": first["is_bot"], "close_reason": "idle",
-               "goals": sum(1 for p in pvs if p["goal"]),
-               "revenue": sum(p["goal_value"] for p in pvs if p["goal"] == "purchase")}
+               "goals": len(gs), "revenue": sum(g["goal_value"] for g in gs if g["goal"] == "purchase")}
         assert set(row) == set(SESSION_FIELD_NAMES)
         out.append(row)
     return out

@@ -23,6 +23,7 @@ HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
 def store(tmp_path_factory):
     st = open_history(f"chdb://{tmp_path_factory.mktemp('api-chdb')}")
     st.init_schema()
+    st.write("hits", DS.hits)
     st.write("pageviews", DS.pageviews)
     st.write("sessions", DS.sessions)
     yield st
@@ -71,13 +72,16 @@ def test_products_transitions_goals(get):
     assert status == 200 and body["views"] == sum(1 for p in HUMAN if p["path"] == "/checkout")
     status, body = get("/api/goals?goal=purchase&by=utm_campaign")
     assert status == 200
-    assert sum(r["converted"] for r in body["rows"]) == len({p["session_id"] for p in HUMAN if p["goal"] == "purchase"})
+    purchases = [g for g in DS.goals if g["goal"] == "purchase" and not g["is_bot"]]
+    assert sum(r["converted"] for r in body["rows"]) == len({g["session_id"] for g in purchases})
+    assert body["summary"]["revenue"] == pytest.approx(sum(g["goal_value"] for g in purchases))
 
 
 def test_funnel_segments_cohorts(get):
     status, body = get("/api/funnels/purchase")
     assert status == 200 and [s["step"] for s in body["steps"]] == [1, 2, 3, 4]
-    assert body["steps"][-1]["sessions"] == len({p["session_id"] for p in HUMAN if p["path"] == "/order/complete"})
+    assert body["steps"][-1]["sessions"] == len({g["session_id"] for g in DS.goals
+                                                 if g["path"] == "/order/complete" and not g["is_bot"]})
     status, body = get("/api/funnels/nope")
     assert status == 404 and "purchase" in body["error"]
     status, body = get(f"/api/segments?to={DS.now}")

@@ -27,6 +27,7 @@ def history_url(tmp_path_factory):
     url = f"chdb://{tmp_path_factory.mktemp('report-chdb')}"
     st = open_history(url)
     st.init_schema()
+    st.write("hits", DS.hits)
     st.write("pageviews", DS.pageviews)
     st.write("sessions", DS.sessions)
     st.close()  # chdb: one process per data directory; the CLI opens it next
@@ -46,7 +47,8 @@ def test_products_json_and_csv(history_url, tmp_path, output_dir):
     assert body["report"] == "products"
     views = Counter(p["product_id"] for p in HUMAN if p["product_id"])
     assert {r["product_id"]: r["views"] for r in body["products"]} == dict(views)
-    assert body["summary"][0]["revenue"] == pytest.approx(sum(p["goal_value"] for p in HUMAN if p["goal"] == "purchase"))
+    assert body["summary"][0]["revenue"] == pytest.approx(sum(g["goal_value"] for g in DS.goals
+                                                             if g["goal"] == "purchase" and not g["is_bot"]))
     res = report(history_url, tmp_path, "products", "--csv", "--limit", "3")
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert res.returncode == 0 and len(rows) == 3

@@ -1,0 +1,95 @@
+"""Goal conversions as events, read from the `hits` table with the configured goal rules.
+
+A goal request is often not a page view (POST /cart/add, POST /order/complete), so it is
+only in `hits`; the goal rules (processing.goals: pattern, method, statuses, value from a
+query parameter or a captured header) are applied here in SQL exactly as
+processors/enrich.py applies them, so any site's rules work without code changes.
+
+A goal is attributed to the visitor's human session (rebuilt from page views) that was
+open at the time: started at or before the goal and whose last page view is at most
+processing.session_idle_s before it (the latest such session wins). Goals of bots, and of
+visitors without page views, have no session and are left out of session metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from processors.analytics.common import TS, TimeRange, pattern_regex
+
+
+@dataclass(frozen=True)
+class GoalConfig:
+    rules: Sequence[Any] = field(default_factory=tuple)  # config.settings.GoalRule
+    purchase: str = "purchase"  # its value is revenue
+    cart: str = "add_to_cart"
+    idle_s: float = 1800.0
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> "GoalConfig":
+        if settings is None:  # the defaults, without reading any config file or environment
+            from config.settings import AnalyticsSettings, ProcessingSettings
+
+            p, a = ProcessingSettings(), AnalyticsSettings()
+        else:
+            p, a = settings.processing, settings.analytics
+        return cls(tuple(p.goals), a.purchase_goal, a.cart_goal, p.session_idle_s)
+
+
+DEFAULT = None  # lazily GoalConfig.from_settings()
+
+
+def default_config() -> GoalConfig:
+    global DEFAULT
+    if DEFAULT is None:
+        DEFAULT = GoalConfig.from_settings()
+    return DEFAULT
+
+
+def _rule_sql(cfg: GoalConfig) -> tuple[str, str, dict]:
+    """(goal name expression, goal value expression, params) over a hits row."""
+    names, values, params = [], [], {}
+    for i, g in enumerate(cfg.rules):
+        if not g.status:
+            continue  # no accepted status: never matches (as in enrich)
+        p = f"goal{i}_"
+        params.update({p + "re": pattern_regex(g.pattern), p + "method": g.method, p + "status": list(g.status),
+                       p + "name": g.name, p + "param": g.value_param, p + "header": g.value_header})
+        cond = (f"match(path, %({p}re)s) AND (%({p}method)s = '' OR method = %({p}method)s) "
+                f"AND has(%({p}status)s, toUInt32(ifNull(status, 0)))")
+        raw = (f"if(%({p}param)s != '' AND extractURLParameter(concat('?', query), %({p}param)s) != '', "
+               f"extractURLParameter(concat('?', query), %({p}param)s), "
+               f"if(%({p}header)s != '', extra_values[indexOf(extra_keys, %({p}header)s)], ''))")
+        names += [cond, f"%({p}name)s"]
+        values += [cond, f"toFloat64OrZero({raw})"]
+    if not names:
+        return "''", "0.0", {}
+    return f"multiIf({', '.join(names)}, '')", f"multiIf({', '.join(values)}, 0.0)", params
+
+
+def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
+    """Subquery (event_id, visitor_id, t, path, goal, goal_value): one row per goal request."""
+    name, value, params = _rule_sql(cfg)
+    sql = (f"(SELECT * FROM (SELECT DISTINCT event_id, visitor_id, {TS} AS t, path, {name} AS goal, "
+           f"{value} AS goal_value FROM hits WHERE ({rng.sql()}) AND ({where})) WHERE goal != '')")
+    return sql, {**params, **rng.params()}
+
+
+def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
+    """goal_hits plus g_session: the human session each goal belongs to (goals without one are left out)."""
+    hits_sql, params = goal_hits(cfg, rng)
+    # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
+    window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
+    wsql = window.sql().replace("%(since)s", "%(w_since)s")
+    sql = (
+        "(SELECT event_id, visitor_id, t, path, goal, goal_value, argMax(w_session, w_start) AS g_session "
+        f"FROM {hits_sql} AS g ALL INNER JOIN ("
+        f"SELECT visitor_id, session_id AS w_session, min({TS}) AS w_start, max({TS}) AS w_end FROM "
+        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM pageviews WHERE ({wsql}) AND NOT is_bot) "
+        "GROUP BY visitor_id, session_id) AS w USING visitor_id "
+        "WHERE t >= w_start AND t <= w_end + %(idle_s)s "
+        "GROUP BY event_id, visitor_id, t, path, goal, goal_value)")
+    params = {**params, "idle_s": float(cfg.idle_s)}
+    if window.since is not None:
+        params["w_since"] = float(window.since)
+    return sql, params
