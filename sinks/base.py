@@ -77,7 +77,9 @@ class BatchingSink(ABC):
                 self._buffers[table] = []
             try:
                 self._write_with_retry(table, rows, retry)
-            except SinkUnavailable:
+            except Exception:
+                # Any failure (backend away or a permanent error) keeps the rows: the caller
+                # has not committed their offsets, and nothing accepted may be dropped silently.
                 with self._lock:  # put them back in front, order kept
                     self._buffers[table] = rows + self._buffers[table]
                 raise

@@ -1,0 +1,44 @@
+import pytest
+
+from sinks.base import ListSink, SinkUnavailable
+
+
+class FlakySink(ListSink):
+    def __init__(self, failures, exc=SinkUnavailable, **kw):
+        super().__init__(retry_backoff_s=(), **kw)
+        self.failures, self.exc = failures, exc
+
+    def write(self, table, rows):
+        if self.failures:
+            self.failures -= 1
+            raise self.exc("backend away")
+        super().write(table, rows)
+
+
+@pytest.mark.parametrize("exc", [SinkUnavailable, RuntimeError])
+def test_failed_flush_keeps_rows_in_order(exc):
+    sink = FlakySink(failures=1, exc=exc)
+    sink.add("hits", [{"i": 1}, {"i": 2}])
+    with pytest.raises(exc):
+        sink.flush()
+    sink.add("hits", [{"i": 3}])
+    assert sink.pending() == 3
+    assert sink.flush() == 3
+    assert [r["i"] for r in sink.tables["hits"]] == [1, 2, 3]
+    assert sink.pending() == 0
+
+
+def test_large_buffers_are_written_in_bounded_batches():
+    sizes = []
+
+    class Recording(ListSink):
+        def write(self, table, rows):
+            sizes.append(len(rows))
+            super().write(table, rows)
+
+    sink = Recording(max_batch_rows=4)
+    sink.add("pageviews", [{"i": i} for i in range(10)])
+    assert sink.due()
+    sink.flush()
+    assert sizes == [4, 4, 2]
+    assert len(sink.tables["pageviews"]) == 10
