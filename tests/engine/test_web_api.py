@@ -92,11 +92,19 @@ def known_data():
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def history(tmp_path_factory):
+@pytest.fixture(scope="module", params=["chdb", "clickhouse"])
+def history(request, tmp_path_factory):
+    """The same known rows in embedded chdb and in a real ClickHouse 18.16: the SQL must be portable."""
+    import uuid
+
     from sinks.history import open_history
 
-    store = open_history(f"chdb://{tmp_path_factory.mktemp('chdb')}/data")
+    if request.param == "chdb":
+        url = f"chdb://{tmp_path_factory.mktemp('chdb')}/data"
+    else:
+        server = request.getfixturevalue("clickhouse_server")
+        url = server.url.rsplit("/", 1)[0] + f"/web_{uuid.uuid4().hex[:10]}"
+    store = open_history(url)
     pvs, hits, sessions, stale_sb = known_data()
     store.write("sessions", [stale_sb])
     for _ in range(2):  # at-least-once: every batch arrives twice
@@ -184,6 +192,21 @@ def test_stats_latency_quantiles_per_hour(history):
     first = sorted(h["latency_ms"] for h in hits if h["ts"] < BASE + 3600 and h["latency_ms"] is not None)
     assert series[0]["latency_p50"] == first[len(first) // 2]  # quantileExact picks the element at n*q
     assert series[1]["latency_p50"] is None  # an hour without traffic has no latency, not 0 ms
+
+
+@pytest.mark.parametrize("offset", [0, 6, 61])
+def test_stats_exact_for_whole_minute_and_partial_minute_ranges(history, offset):
+    """Whole minutes are answered from the rollups, other ranges from the raw tables: same figures."""
+    pvs, hits, _, _ = known_data()
+    start, end = BASE + offset, BASE + 3600 + offset
+    status, body = run(_get(make_settings(), f"/api/stats?from={start}&to={end}&metrics=pageviews,visitors,hits,errors",
+                            history=history))
+    assert status == 200, body
+    human = [p for p in pvs if start <= p["ts"] < end and not p["is_bot"]]
+    window = [h for h in hits if start <= h["ts"] < end]
+    assert body["totals"] == {"pageviews": len(human), "visitors": len({p["visitor_id"] for p in human}),
+                              "hits": len(window),
+                              "errors": sum(1 for h in window if h["status"] is not None and h["status"] >= 400)}
 
 
 @pytest.mark.parametrize("by,field", [("page", "path"), ("referrer", "referrer_host"), ("channel", "channel"),
@@ -403,3 +426,165 @@ def test_static_dashboard_files_are_served():
     out = run(fetch())
     assert all(status == 200 and size > 100 for status, size in out.values()), out
     assert Path("engine/static/vendor/uplot/LICENSE").exists()
+
+
+# -- /api/live and the SSE stream ------------------------------------------------------------------
+CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+LIVE_PREV = BASE + 86400  # a minute boundary; the "previous minute" of the live data
+LIVE_CUR = LIVE_PREV + 60  # the "current minute": its last event at :05 leaves the test 55 s of slack
+
+
+def _live_hit(i, t, visitor, path, *, status=200, ct="text/html", ua=CHROME, member="", latency=20.0):
+    h = _hit(f"live{i:03d}", t - BASE, visitor, path, status, latency, member)
+    h.update(content_type=ct, user_agent=ua, referrer="")
+    return h
+
+
+def live_hits():
+    return [
+        _live_hit(1, LIVE_PREV + 10, "va", "/"),
+        _live_hit(2, LIVE_PREV + 20, "vb", "/product/1", member="m1", latency=40.0),
+        _live_hit(3, LIVE_PREV + 21, "va", "/app.css", ct="text/css", latency=2.0),
+        _live_hit(4, LIVE_CUR + 1, "vc", "/", latency=20.0),
+        _live_hit(5, LIVE_CUR + 2, "va", "/product/1", latency=30.0),
+        _live_hit(6, LIVE_CUR + 3, "vd", "/missing", status=404, latency=1500.0),
+        _live_hit(7, LIVE_CUR + 5, "crawler", "/", ua=GOOGLEBOT),
+    ]
+
+
+def is_page(h):  # what the processors count as a page view for these simple hits
+    return h["status"] == 200 and h["content_type"] == "text/html" and h["user_agent"] != GOOGLEBOT
+
+
+def live_settings(prefix, **web):
+    return Settings(redis={"key_prefix": prefix}, web=web) if web else Settings(redis={"key_prefix": prefix})
+
+
+def feed_live(redis_url, settings, hits):
+    """Through the processors' own path: HitProcessor (enrich, sessionize, aggregate) -> RedisLiveSink."""
+    from processors.agents import HitProcessor
+    from sinks.redis_live import RedisLiveSink
+
+    out = HitProcessor(settings).process(hits)
+    sink = RedisLiveSink(redis_url, settings)
+    try:
+        sink.apply(out.delta)
+    finally:
+        sink.close()
+
+
+@pytest.fixture
+def live(redis_server, request):
+    from sinks.redis_live import LiveStateReader
+
+    prefix = f"vwtest-web-{request.node.name[:40]}:"
+    settings = live_settings(prefix)
+    feed_live(redis_server.url, settings, live_hits())
+    reader = LiveStateReader(redis_server.url, settings)
+    yield reader, prefix
+    reader.close()
+
+
+def test_live_snapshot_numbers(live):
+    reader, prefix = live
+    hits = live_hits()
+    status, body = run(_get(live_settings(prefix), "/api/live?minutes=10", live=reader))
+    assert status == 200, body
+    cur = [h for h in hits if h["ts"] >= LIVE_CUR]
+    prev = [h for h in hits if h["ts"] < LIVE_CUR]
+    humans = [h for h in hits if h["user_agent"] != GOOGLEBOT]
+    assert body["minute"] == LIVE_CUR
+    assert body["visitors_now"] == len({h["visitor_id"] for h in humans})
+    assert body["members_now"] == len({h["visitor_id"] for h in humans if h["member_id"]})
+    assert body["anonymous_now"] == len({h["visitor_id"] for h in humans if not h["member_id"]})
+    assert body["bots_now"] == len({h["visitor_id"] for h in hits if h["user_agent"] == GOOGLEBOT})
+    series = body["series"]
+    assert len(series["minutes"]) == 10 and series["minutes"][-1] == LIVE_CUR
+    assert series["pageviews"][-2:] == [sum(map(is_page, prev)), sum(map(is_page, cur))]
+    assert series["hits"][-2:] == [len(prev), len(cur)]
+    assert series["errors_4xx"][-1] == sum(1 for h in cur if 400 <= h["status"] < 500)
+    pages_now = {p: n for p, n in body["top"]["current"]["pages"]}
+    assert pages_now == dict(Counter(h["path"] for h in cur if is_page(h)))
+    assert {p: n for p, n in body["top"]["previous"]["pages"]} == dict(Counter(h["path"] for h in prev if is_page(h)))
+    assert [f["path"] for f in body["feed"]] == [h["path"] for h in sorted(filter(is_page, hits),
+                                                                            key=lambda h: -h["ts"])]
+
+
+def test_live_alerts_follow_the_configured_thresholds(live):
+    reader, prefix = live
+    cur = [h for h in live_hits() if h["ts"] >= LIVE_CUR]
+    errors = sum(1 for h in cur if h["status"] >= 400)
+    status, body = run(_get(live_settings(prefix), "/api/live", live=reader))
+    assert body["thresholds"] == {"error_rate": 0.05, "p95_ms": 1000.0}
+    kinds = {a["kind"]: a for a in body["alerts"]}
+    assert set(kinds) == {"error_rate", "latency_p95"}  # 1 error in 4 hits; one 1.5 s response
+    assert kinds["error_rate"]["value"] == round(errors / len(cur), 4)
+    assert kinds["latency_p95"]["value"] == body["series"]["p95_ms"][-1] > 1000
+    status, body = run(_get(live_settings(prefix, alert_error_rate=0.5, alert_p95_ms=5000), "/api/live",
+                            live=reader))
+    assert body["alerts"] == []
+
+
+def test_live_bad_minutes_is_400(live):
+    reader, prefix = live
+    status, body = run(_get(live_settings(prefix), "/api/live?minutes=abc", live=reader))
+    assert status == 400 and "minutes" in body["error"]
+
+
+async def _read_events(resp, count, timeout):
+    """Parse `count` SSE snapshot events (or fewer when the time runs out)."""
+    import orjson
+
+    events, event, loop = [], None, asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(events) < count:
+        line = await asyncio.wait_for(resp.content.readline(), max(0.01, deadline - loop.time()))
+        line = line.decode().rstrip("\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:") and event == "snapshot":
+            events.append((loop.time(), orjson.loads(line[5:])))
+    return events
+
+
+def test_stream_pushes_every_second_and_on_new_data(live, redis_server):
+    reader, prefix = live
+    settings = live_settings(prefix)
+
+    async def scenario():
+        client = await _client(settings, reader)
+        try:
+            resp = await client.get("/api/live/stream")
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            quiet = await _read_events(resp, 3, timeout=6)  # nothing written: the 1 s tick still pushes
+            before = quiet[-1][1]["visitors_now"]
+            # A new visitor arrives (in the current minute); the next pushes must show them.
+            new = _live_hit(99, LIVE_CUR + 4, "ve", "/category/shoes", latency=25.0)
+            await asyncio.get_running_loop().run_in_executor(None, feed_live, redis_server.url, settings, [new])
+            after = await _read_events(resp, 2, timeout=5)
+            return quiet, before, after
+        finally:
+            await client.close()
+
+    quiet, before, after = run(scenario())
+    assert len(quiet) == 3 and quiet[-1][0] - quiet[0][0] < 3.5
+    assert after[-1][1]["visitors_now"] == before + 1
+    assert after[-1][1]["feed"][0]["path"] == "/category/shoes"
+
+
+def test_stream_requires_the_token(live):
+    reader, prefix = live
+    status, body = run(_get(live_settings(prefix, token=TOKEN), "/api/live/stream", live=reader))
+    assert status == 401 and "token" in body["error"]
+
+    async def with_query_token():
+        client = await _client(live_settings(prefix, token=TOKEN), reader)
+        try:
+            resp = await client.get(f"/api/live/stream?token={TOKEN}")
+            return resp.status, await _read_events(resp, 1, timeout=5)
+        finally:
+            await client.close()
+
+    status, events = run(with_query_token())
+    assert status == 200 and events[0][1]["visitors_now"] >= 1
