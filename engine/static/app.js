@@ -352,7 +352,8 @@ async function loadHistory(from, to) {
   const interval = intervalFor(to - from);
   $("history-interval").textContent = `per ${interval}, ${new Date(from * 1000).toISOString().slice(0, 16)} → ` +
     `${new Date(to * 1000).toISOString().slice(0, 16)} UTC`;
-  const range = { from: Math.floor(from), to: Math.ceil(to) };
+  // Whole minutes: the server then answers from its per-minute rollups (several times faster).
+  const range = { from: Math.floor(from / 60) * 60, to: Math.ceil(to / 60) * 60 };
   try {
     const [series, totals, ...tops] = await Promise.all([
       stats({ ...range, interval, metrics: "pageviews,visitors,sessions,hits,error_rate,latency_p50,latency_p95,latency_p99" }),

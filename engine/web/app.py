@@ -39,11 +39,19 @@ async def json_errors(request: web.Request, handler):
         return api.error(e.status, e.reason if e.status != 404 else f"no such endpoint {request.path}: "
                                                                      "see GET /api/openapi.json")
     except Exception as e:
-        if type(e).__name__ == "SinkUnavailable" or isinstance(e, (ConnectionError, TimeoutError)):
+        if _is_backend_down(e):
             log.warning("%s %s: backend unavailable: %s", request.method, request.path, e)
-            return api.error(503, f"backend unavailable: {e}; retry when the store is back")
+            what = "live state (Redis)" if request.path.startswith("/api/live") else "history store"
+            return api.error(503, f"{what} unavailable: {e}; check that it runs, then retry")
         log.exception("%s %s failed", request.method, request.path)
         return api.error(500, f"internal error ({type(e).__name__}); see the server log")
+
+
+def _is_backend_down(e: Exception) -> bool:
+    import redis
+
+    return (type(e).__name__ == "SinkUnavailable" or isinstance(e, (ConnectionError, TimeoutError))
+            or isinstance(e, (redis.ConnectionError, redis.TimeoutError)))
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -588,3 +588,12 @@ def test_stream_requires_the_token(live):
 
     status, events = run(with_query_token())
     assert status == 200 and events[0][1]["visitors_now"] >= 1
+
+
+def test_live_state_away_is_503_with_what_to_do():
+    from engine.services import free_port
+    from sinks.redis_live import LiveStateReader
+
+    reader = LiveStateReader(f"redis://127.0.0.1:{free_port()}/0", make_settings())  # nobody listens there
+    status, body = run(_get(make_settings(), "/api/live", live=reader))
+    assert status == 503 and "Redis" in body["error"] and "retry" in body["error"]
