@@ -253,3 +253,157 @@ def decode_batch(batch: FrameBatch) -> Decoded:
 def needs_python(d: Decoded) -> np.ndarray:
     """Indices of TCP frames that carry payload or SYN/FIN/RST (pure ACKs are only counted)."""
     return np.flatnonzero((d.kind == KIND_TCP) & ((d.pwire > 0) | ((d.flags & (TH_SYN | TH_FIN | TH_RST)) != 0)))
+
+
+# -- HTTP heads that fit in one packet ---------------------------------------------------
+# The common case: a request or response head starts at the first payload byte and ends
+# inside the same packet. This kernel finds its request/status line and the value spans of
+# the header names we track, so Python never runs a regex over it. Anything unusual
+# (folding, duplicate tracked headers, bare CR/LF, odd versions) is left to the Python
+# parser (kind 0), which gives the same answer on the slow path.
+
+HEAD_NONE = 0
+HEAD_REQUEST = 1
+HEAD_RESPONSE = 2
+
+
+class Heads(NamedTuple):
+    kind: np.ndarray     # int8, HEAD_*
+    end: np.ndarray      # int32, head length incl. the blank line (relative to payload start)
+    a: np.ndarray        # int32, request: method end; response: status code
+    b: np.ndarray        # int32, request: uri start
+    c: np.ndarray        # int32, request: uri end
+    minor: np.ndarray    # int8, HTTP/1.<minor>
+    spans: np.ndarray    # int32 [n, 2K], value start/end of each tracked name, -1 when absent
+
+
+@njit(cache=True, inline="always")
+def _lower(x):
+    return x + 32 if 65 <= x <= 90 else x
+
+
+@njit(cache=True)
+def _scan_heads(buf, poff, plen, names, name_off):
+    n = poff.shape[0]
+    k_names = name_off.shape[0] - 1
+    kind = np.zeros(n, np.int8)
+    hend = np.zeros(n, np.int32)
+    fa = np.zeros(n, np.int32)
+    fb = np.zeros(n, np.int32)
+    fc = np.zeros(n, np.int32)
+    minor = np.zeros(n, np.int8)
+    spans = np.full((n, 2 * k_names), -1, np.int32)
+    for i in range(n):
+        s = poff[i]
+        e = s + plen[i]
+        if e - s < 16:
+            continue
+        # -- start line
+        p = s
+        is_resp = False
+        if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
+            # HTTP/1.x SSS
+            if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
+                continue
+            ok = True
+            code = 0
+            for q in range(s + 9, s + 12):
+                d = buf[q]
+                if d < 48 or d > 57:
+                    ok = False
+                    break
+                code = code * 10 + (d - 48)
+            if not ok or (buf[s + 12] != 32 and buf[s + 12] != 13):
+                continue
+            is_resp = True
+            fa[i] = code
+            minor[i] = buf[s + 7] - 48
+            p = s + 12
+        else:
+            while p < e and 65 <= buf[p] <= 90:
+                p += 1
+            if p == s or p - s > 20 or p >= e or buf[p] != 32:
+                continue
+            fa[i] = p - s
+            p += 1
+            fb[i] = p - s
+            while p < e and buf[p] > 32 and buf[p] != 127:
+                p += 1
+            if p == fb[i] + s or p + 10 > e or buf[p] != 32:
+                continue
+            fc[i] = p - s
+            if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
+                    and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
+                    and (buf[p + 8] == 48 or buf[p + 8] == 49)):
+                continue
+            minor[i] = buf[p + 8] - 48
+            p += 9
+        if is_resp:  # the reason phrase
+            while p < e and buf[p] != 13 and buf[p] != 10:
+                p += 1
+        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+            continue
+        p += 2
+        # -- header lines
+        good = True
+        done = False
+        while p < e:
+            ls = p
+            while p < e and buf[p] != 13 and buf[p] != 10:
+                p += 1
+            if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+                good = False  # bare CR/LF or head not complete in this packet
+                break
+            le = p
+            p += 2
+            if le == ls:
+                done = True
+                break
+            if buf[ls] == 32 or buf[ls] == 9:
+                good = False  # obsolete folding: slow path
+                break
+            colon = ls
+            while colon < le and buf[colon] != 58:
+                colon += 1
+            if colon == le:
+                continue  # garbage line without a colon: ignored
+            ne = colon
+            while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
+                ne -= 1
+            nlen = ne - ls
+            match = -1
+            for k in range(k_names):
+                if name_off[k + 1] - name_off[k] != nlen:
+                    continue
+                same = True
+                for q in range(nlen):
+                    if _lower(buf[ls + q]) != names[name_off[k] + q]:
+                        same = False
+                        break
+                if same:
+                    match = k
+                    break
+            if match < 0:
+                continue
+            if spans[i, 2 * match] >= 0:
+                good = False  # repeated tracked header (Set-Cookie, Cookie, ...): slow path
+                break
+            vs = colon + 1
+            while vs < le and (buf[vs] == 32 or buf[vs] == 9):
+                vs += 1
+            ve = le
+            while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
+                ve -= 1
+            spans[i, 2 * match] = vs - s
+            spans[i, 2 * match + 1] = ve - s
+        if not good or not done:
+            continue
+        hend[i] = p - s
+        kind[i] = HEAD_RESPONSE if is_resp else HEAD_REQUEST
+    return kind, hend, fa, fb, fc, minor, spans
+
+
+def scan_heads(batch_buf: np.ndarray, poff: np.ndarray, plen: np.ndarray, names: np.ndarray,
+               name_off: np.ndarray) -> Heads:
+    """Find complete one-packet heads among the given payloads (names: lower-case, concatenated)."""
+    return Heads(*_scan_heads(batch_buf, poff, plen, names, name_off))

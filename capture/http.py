@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 4096
 MAX_BODY_BYTES = 1 << 40  # a declared length beyond 1 TiB is hostile, not a body
@@ -93,8 +95,51 @@ class HeadParser:
 
     def __init__(self, request_headers: list[str], response_headers: list[str]):
         base = ["content-length", "transfer-encoding"]
-        self._req = _header_regex(base + ["host", "user-agent", "referer", "cookie"] + list(request_headers))
-        self._resp = _header_regex(base + ["content-type", "set-cookie", "connection"] + list(response_headers))
+        req_names = base + ["host", "user-agent", "referer", "cookie"] + [h.lower() for h in request_headers]
+        resp_names = base + ["content-type", "set-cookie", "connection"] + [h.lower() for h in response_headers]
+        self._req = _header_regex(req_names)
+        self._resp = _header_regex(resp_names)
+        # the table the numba head scanner matches (capture.decode.scan_heads)
+        track = sorted(set(req_names) | set(resp_names))
+        enc = [t.encode("latin-1") for t in track]
+        self.names = np.frombuffer(b"".join(enc) or b"\0", dtype=np.uint8).copy()
+        self.name_off = np.cumsum([0] + [len(t) for t in enc]).astype(np.int64)
+        slot = {t: 2 * k for k, t in enumerate(track)}
+        skip = {"content-length", "transfer-encoding", "set-cookie"}
+        self._req_slots = [(slot[t], t.encode("latin-1")) for t in sorted(set(req_names) - skip)]
+        self._resp_slots = [(slot[t], t.encode("latin-1")) for t in sorted(set(resp_names) - skip)]
+        self._cl = slot["content-length"]
+        self._te = slot["transfer-encoding"]
+        self._sc = slot["set-cookie"]
+
+    def request_scanned(self, data: bytes, a: int, b: int, c: int, minor: int, row: list) -> RequestHead:
+        """A head the numba scanner already split (same result as request() on the same bytes)."""
+        headers = {}
+        for k, name in self._req_slots:
+            s = row[k]
+            if s >= 0:
+                headers[name] = data[s:row[k + 1]]
+        s = row[self._te]
+        if s >= 0 and b"chunked" in data[s:row[self._te + 1]].lower():
+            return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, -1, True)
+        s = row[self._cl]
+        n = _content_length([data[s:row[self._cl + 1]]]) if s >= 0 else 0
+        return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, n, False)
+
+    def response_scanned(self, data: bytes, status: int, minor: int, row: list) -> ResponseHead:
+        headers = {}
+        for k, name in self._resp_slots:
+            s = row[k]
+            if s >= 0:
+                headers[name] = data[s:row[k + 1]]
+        s = row[self._sc]
+        set_cookies = [data[s:row[self._sc + 1]]] if s >= 0 else []
+        s = row[self._te]
+        if s >= 0 and b"chunked" in data[s:row[self._te + 1]].lower():
+            return ResponseHead(status, "1.1" if minor else "1.0", headers, set_cookies, -1, True)
+        s = row[self._cl]
+        n = _content_length([data[s:row[self._cl + 1]]]) if s >= 0 else -1
+        return ResponseHead(status, "1.1" if minor else "1.0", headers, set_cookies, n, False)
 
     def request(self, head: bytes) -> RequestHead:
         nl = head.find(b"\n")
@@ -193,7 +238,7 @@ class MessageReader:
         return (len(self.partial) if self.partial else 0) + (len(self.line) if self.line else 0)
 
     # -- input -------------------------------------------------------------------------
-    def feed(self, seg, ts: float) -> None:
+    def feed(self, seg, ts: float, j: int = -1) -> None:
         """In-order bytes (bytes or memoryview). Body bytes are only counted, never copied."""
         n = len(seg)
         self.bytes_seen += n
@@ -212,7 +257,7 @@ class MessageReader:
             while p < n:
                 st = self.state
                 if st == HEAD:
-                    p = self._head(data, p, ts)
+                    p = self._head(data, p, ts, j if p == 0 else -1)
                 elif st == BODY or st == CHUNK_DATA:
                     k = min(self.skip, n - p)
                     self.skip -= k
@@ -276,8 +321,17 @@ class MessageReader:
         self.line = None
 
     # -- states ------------------------------------------------------------------------
-    def _head(self, data: bytes, p: int, ts: float) -> int:
+    def _head(self, data: bytes, p: int, ts: float, j: int = -1) -> int:
         n = len(data)
+        if j >= 0 and self.partial is None:
+            # fast path: the scanner found this packet's whole head
+            try:
+                parsed = self.owner.on_scanned(self, data, j)
+            except HttpError:
+                parsed = None  # let the slow path count and handle it exactly as usual
+            if parsed is not None:
+                self._on_head(None, ts, parsed)
+                return parsed[1]
         if self.partial is None:
             # blank lines between messages are allowed (RFC 9112 2.2)
             while p < n and data[p] in (0x0D, 0x0A):
@@ -336,9 +390,9 @@ class MessageReader:
             return bool(_REQUEST_START.match(bytes(buf[:21])))
         return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
 
-    def _on_head(self, head: bytes, ts: float) -> None:
+    def _on_head(self, head: bytes | None, ts: float, scanned=None) -> None:
         try:
-            kind, length = self.owner.on_head(self, head, ts)
+            kind, length = self.owner.on_head(self, head, ts, scanned[0] if scanned else None)
         except HttpError:
             if self.sniff and self.messages == 0:
                 self._not_http()

@@ -14,7 +14,7 @@ import socket
 import numpy as np
 
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
-    decode_batch, needs_python
+    decode_batch, needs_python, scan_heads
 from capture.frames import FrameBatch
 from capture.http import DEAD, HeadParser, _RESYNC_REQUEST, _RESYNC_RESPONSE
 from capture.reassembly import MASK, Budget, Stream
@@ -46,6 +46,21 @@ class Flow:
         self.dead = False
 
 
+class ScanView:
+    """The current batch's head scan as Python lists (one numba call per batch, shared by all connections)."""
+
+    __slots__ = ("kind", "end", "a", "b", "c", "minor", "spans")
+
+    def set(self, h) -> None:
+        self.kind = h.kind.tolist()
+        self.end = h.end.tolist()
+        self.a = h.a.tolist()
+        self.b = h.b.tolist()
+        self.c = h.c.tolist()
+        self.minor = h.minor.tolist()
+        self.spans = h.spans
+
+
 class Decoder:
     def __init__(self, settings: Settings):
         cfg = settings.capture
@@ -58,6 +73,7 @@ class Decoder:
         self.budget = Budget(cfg.max_flow_buffer_bytes, cfg.max_total_buffer_bytes, self.stats)
         self.out: list[dict] = []
         self.last_ts = 0.0
+        self.scan = ScanView()
 
     # -- public ------------------------------------------------------------------------
     def feed(self, batch: FrameBatch) -> list[dict]:
@@ -120,10 +136,13 @@ class Decoder:
         mv = memoryview(batch.buf)
         buf = batch.buf
         flows = self.flows
-        for i, h, dirn, seq, flags, poff, plen, pwire, ts in zip(
+        poffs = d.poff[idx]
+        plens = d.plen[idx]
+        self.scan.set(scan_heads(buf, poffs, plens, self.heads.names, self.heads.name_off))
+        for j, (i, h, dirn, seq, flags, poff, plen, pwire, ts) in enumerate(zip(
                 idx.tolist(), d.fhash[idx].tolist(), d.dirn[idx].tolist(), d.seq[idx].tolist(),
-                d.flags[idx].tolist(), d.poff[idx].tolist(), d.plen[idx].tolist(), d.pwire[idx].tolist(),
-                batch.ts[idx].tolist()):
+                d.flags[idx].tolist(), poffs.tolist(), plens.tolist(), d.pwire[idx].tolist(),
+                batch.ts[idx].tolist())):
             try:
                 f = flows.get(h)
                 syn = flags & TH_SYN
@@ -146,7 +165,7 @@ class Decoder:
                 if pwire:
                     if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
                         continue
-                    s.data(seq, mv[poff:poff + plen], pwire, ts)
+                    s.data(seq, mv[poff:poff + plen], pwire, ts, j)
                 if flags & TH_FIN:
                     s.fin(seq + pwire)
                     if f.streams[0].closed and f.streams[1].closed:
@@ -210,7 +229,7 @@ class Decoder:
         f.client_dir = client
         srv = 1 - client
         conn = Connection((f.addr[client], f.ports[client]), (f.addr[srv], f.ports[srv]), f.midstream,
-                          self.builder, self.heads, self.out, self.stats, self.cfg.max_pending_requests)
+                          self.builder, self.heads, self.out, self.stats, self.cfg.max_pending_requests, self.scan)
         f.conn = conn
         f.streams[client].reader = conn.req_reader
         f.streams[srv].reader = conn.resp_reader

@@ -48,8 +48,10 @@ class Stream:
         if self.delivered == 0 and not self.ooo:
             self.next_seq = (seq + 1) & MASK
 
-    def data(self, seq: int, seg, wire: int, ts: float) -> None:
-        """`seg` holds the captured bytes; `wire` is the true payload length (more when the capture was cut)."""
+    def data(self, seq: int, seg, wire: int, ts: float, j: int = -1) -> None:
+        """`seg` holds the captured bytes; `wire` is the true payload length (more when the capture was cut).
+
+        `j` indexes the decoder's head scan for this packet (only used when delivered as is)."""
         if self.closed:
             return
         ns = self.next_seq
@@ -57,7 +59,7 @@ class Stream:
             ns = self.next_seq = seq
         rel = (seq - ns) & MASK
         if rel == 0 and not self.ooo:
-            self._deliver(seg, wire, ts)
+            self._deliver(seg, wire, ts, j)
             self.next_seq = (seq + wire) & MASK
             if self.fin_seq == self.next_seq:
                 self._close()
@@ -98,10 +100,10 @@ class Stream:
         self._close()
 
     # -- internals ---------------------------------------------------------------------
-    def _deliver(self, seg, wire: int, ts: float) -> None:
+    def _deliver(self, seg, wire: int, ts: float, j: int = -1) -> None:
         n = len(seg)
         if n:
-            self.reader.feed(seg, ts)
+            self.reader.feed(seg, ts, j)
         if wire > n:  # bytes on the wire we never captured
             self.reader.gap(wire - n)
         self.delivered += wire

@@ -24,13 +24,35 @@ def _text(b: bytes | None) -> str:
         return b.decode("utf-8", "replace")
 
 
+class _Memo(dict):
+    """A bounded memo: traffic repeats URIs, hosts, agents and cookies, so most lookups hit."""
+
+    def __init__(self, fn, limit: int = 50_000):
+        super().__init__()
+        self.fn = fn
+        self.limit = limit
+
+    def __missing__(self, key):
+        if len(self) >= self.limit:
+            self.clear()
+        v = self[key] = self.fn(key)
+        return v
+
+
 class EventBuilder:
     """Turns (request, response) into a Hit dict whose keys are exactly config.events.HIT_FIELD_NAMES."""
 
     def __init__(self, cfg: CaptureSettings):
-        self.identity = Identity(cfg)
+        self.identity = idn = Identity(cfg)
         self.extra = [(h.lower(), h.lower().encode("latin-1")) for h in cfg.extra_headers]
-        self._ids: dict[tuple, str] = {}
+        self._uri = _Memo(self._split_uri)
+        self._host = _Memo(_host)
+        self._text = _Memo(_text)
+        self._cookies = _Memo(idn.cookies)
+        self._visitor = _Memo(lambda v: idn.hash(v, b"v:"))
+        self._anon = _Memo(lambda k: idn.hash(k[0].encode("latin-1") + b"\x00" + k[1], b"a:"))
+        self._member = _Memo(idn.member_id)
+        self._ctype = _Memo(lambda ct: _text(ct.split(b";", 1)[0].strip().lower()))
 
     def request_headers(self) -> list[str]:
         i = self.identity
@@ -43,33 +65,44 @@ class EventBuilder:
     def response_headers(self) -> list[str]:
         return [n for n, _ in self.extra]
 
-    def build(self, conn: "Connection", req: RequestHead, resp: ResponseHead | None) -> dict:
-        h = req.headers
-        idn = self.identity
-        uri = _text(req.uri)
+    def _split_uri(self, raw: bytes) -> tuple[str, str, str]:
+        uri = _text(raw)
         path, _, query = uri.partition("?")
         if path[:1] != "/" and "://" in path:  # absolute-form (proxy requests)
             rest = path.split("://", 1)[1]
             slash = rest.find("/")
             path = rest[slash:] if slash >= 0 else "/"
         if query:
-            clean = idn.scrub_query(query.split("#", 1)[0])
+            clean = self.identity.scrub_query(query.split("#", 1)[0])
             if clean != query:  # the uri must not carry what the query lost (passwords, tokens)
                 uri = uri.split("?", 1)[0] + ("?" + clean if clean else "")
             query = clean
+        return uri, path, query
+
+    def visitor_id(self, cookies: dict, client_ip: str, ua: bytes) -> str:
+        for name in self.identity.visitor_cookies:
+            v = cookies.get(name)
+            if v:
+                return self._visitor[v]
+        return self._anon[(client_ip, ua)]
+
+    def build(self, conn: "Connection", req: RequestHead, resp: ResponseHead | None) -> dict:
+        h = req.headers
+        idn = self.identity
+        uri, path, query = self._uri[req.uri]
         host = h.get(b"host")
-        if host:
-            host = _text(host).lower()
-            if host.startswith("["):
-                host = host[1:].split("]", 1)[0]
-            elif ":" in host:
-                host = host.rsplit(":", 1)[0]
-        else:
-            host = ""
+        host = self._host[host] if host else ""
         ua = h.get(b"user-agent") or b""
-        cookies = idn.cookies(h.get(b"cookie"))
+        ref = h.get(b"referer")
+        cookie = h.get(b"cookie")
+        cookies = self._cookies[cookie] if cookie else {}
         client_ip = idn.client_ip(h, conn.client_ip) if idn.client_ip_header else conn.client_ip
-        member = idn.member_key(cookies, query if idn.member_param else "", h, resp.set_cookies if resp else None)
+        if resp is not None and resp.set_cookies or idn.member_param or idn.member_header in h or \
+                idn.member_cookie in cookies:
+            member = idn.member_key(cookies, query if idn.member_param else "", h, resp.set_cookies if resp else None)
+            member_id = self._member[member] if member else ""
+        else:
+            member_id = ""
         extra = {}
         if self.extra:
             rh = resp.headers if resp is not None else {}
@@ -78,12 +111,11 @@ class EventBuilder:
                 if v:
                     extra[name] = _text(v)
         ts = req.ts
-        eid = hashlib.blake2b(f"{conn.client_ip}|{conn.client_port}|{conn.server_ip}|{conn.server_port}|{round(ts * 1e6)}|{req.index}"
-                              .encode(), digest_size=16).hexdigest()
+        eid = hashlib.blake2b(conn.id_prefix + b"%d|%d" % (round(ts * 1e6), req.index), digest_size=16).hexdigest()
         if resp is not None:
             status = resp.status
             ct = resp.headers.get(b"content-type")
-            content_type = _text(ct.split(b";", 1)[0].strip().lower()) if ct else ""
+            content_type = self._ctype[ct] if ct else ""
             latency = round((resp.ts - ts) * 1000.0, 3)
             resp_bytes = resp.body_bytes
         else:
@@ -91,6 +123,7 @@ class EventBuilder:
             content_type = ""
             latency = None
             resp_bytes = 0
+        text = self._text
         return {
             "event_id": eid,
             "ts": round(ts, 6),
@@ -98,23 +131,32 @@ class EventBuilder:
             "client_port": conn.client_port,
             "server_ip": conn.server_ip,
             "server_port": conn.server_port,
-            "method": _text(req.method),
+            "method": text[req.method],
             "host": host,
             "uri": uri,
             "path": path,
             "query": query,
-            "referrer": _text(h.get(b"referer")),
-            "user_agent": _text(ua),
+            "referrer": text[ref] if ref else "",
+            "user_agent": text[ua] if ua else "",
             "status": status,
             "resp_bytes": resp_bytes,
             "content_type": content_type,
             "latency_ms": latency,
-            "visitor_id": idn.visitor_id(cookies, client_ip, ua),
-            "member_id": idn.member_id(member),
+            "visitor_id": self.visitor_id(cookies, client_ip, ua),
+            "member_id": member_id,
             "http_version": req.version,
             "no_response": resp is None,
             "extra": extra,
         }
+
+
+def _host(raw: bytes) -> str:
+    host = _text(raw).lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if ":" in host:
+        return host.rsplit(":", 1)[0]
+    return host
 
 
 class Connection:
@@ -122,10 +164,10 @@ class Connection:
 
     __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "pending", "current", "unanswered",
                  "n_requests", "req_reader", "resp_reader", "out", "builder", "heads", "stats", "max_pending",
-                 "seen_http")
+                 "seen_http", "id_prefix", "scan")
 
     def __init__(self, client: tuple[str, int], server: tuple[str, int], midstream: bool,
-                 builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int):
+                 builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int, scan=None):
         self.client_ip, self.client_port = client
         self.server_ip, self.server_port = server
         self.pending: deque[RequestHead] = deque()
@@ -138,13 +180,30 @@ class Connection:
         self.stats = stats
         self.max_pending = max_pending
         self.seen_http = False
+        self.scan = scan  # the decoder's per-batch head scan (capture.decode.scan_heads), shared
+        # event_id = hash(client ip/port, server ip/port, request start, index in the connection)
+        self.id_prefix = f"{self.client_ip}|{self.client_port}|{self.server_ip}|{self.server_port}|".encode()
         self.req_reader = MessageReader(self, True, midstream)
         self.resp_reader = MessageReader(self, False, midstream)
 
     # -- MessageReader callbacks ---------------------------------------------------------
-    def on_head(self, reader: MessageReader, head: bytes, ts: float):
+    def on_scanned(self, reader: MessageReader, data: bytes, j: int):
+        """(parsed head, head length) when the numba scanner found this packet's whole head, else None."""
+        sc = self.scan
+        kind = sc.kind[j]
         if reader.is_request:
-            req = self.heads.request(head)
+            if kind != 1:
+                return None
+            row = sc.spans[j].tolist()
+            return self.heads.request_scanned(data, sc.a[j], sc.b[j], sc.c[j], sc.minor[j], row), sc.end[j]
+        if kind != 2:
+            return None
+        row = sc.spans[j].tolist()
+        return self.heads.response_scanned(data, sc.a[j], sc.minor[j], row), sc.end[j]
+
+    def on_head(self, reader: MessageReader, head: bytes | None, ts: float, parsed=None):
+        if reader.is_request:
+            req = parsed if parsed is not None else self.heads.request(head)
             req.ts = ts
             req.index = self.n_requests
             self.n_requests += 1
@@ -160,7 +219,7 @@ class Connection:
             if req.version == "0.9":
                 return "none", 0
             return "length", req.content_length
-        resp = self.heads.response(head)
+        resp = parsed if parsed is not None else self.heads.response(head)
         resp.ts = ts
         status = resp.status
         self.seen_http = True
