@@ -407,3 +407,19 @@ def scan_heads(batch_buf: np.ndarray, poff: np.ndarray, plen: np.ndarray, names:
                name_off: np.ndarray) -> Heads:
     """Find complete one-packet heads among the given payloads (names: lower-case, concatenated)."""
     return Heads(*_scan_heads(batch_buf, poff, plen, names, name_off))
+
+
+def warm_up() -> None:
+    """Load (or compile, first time ~2 s) the kernels for both buffer kinds sources hand us:
+    read-only (mmap'd files) and writable (live ring copies) are separate numba specialisations."""
+    from capture.frames import FrameBatch as _FB
+
+    frame = bytes(64)
+    for writable in (False, True):
+        buf = np.frombuffer(frame, dtype=np.uint8)
+        if writable:
+            buf = buf.copy()
+        b = _FB(buf, np.zeros(1, np.int64), np.array([64], np.int32), np.array([64], np.int32),
+                np.zeros(1, np.float64), np.ones(1, np.int32))
+        d = decode_batch(b)
+        scan_heads(buf, d.poff, d.plen, np.frombuffer(b"host", dtype=np.uint8).copy(), np.array([0, 4], np.int64))

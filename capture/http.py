@@ -243,9 +243,19 @@ class MessageReader:
         n = len(seg)
         self.bytes_seen += n
         st = self.state
-        if (st == BODY or st == CHUNK_DATA) and self.skip > n:
-            self.skip -= n
-            return
+        if st == BODY or st == CHUNK_DATA:
+            # body bytes: count them off, never copy them
+            if self.skip > n:
+                self.skip -= n
+                return
+            if self.skip == n:
+                self.skip = 0
+                if st == BODY:
+                    self._done()
+                else:
+                    self.state = CHUNK_CRLF
+                    self.skip = 2
+                return
         if st == UNTIL_CLOSE:
             self.body += n
             return
