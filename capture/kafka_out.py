@@ -31,6 +31,27 @@ _RETRY_MIN_S = 0.2
 _RETRY_MAX_S = 2.0
 
 
+_THREAD_NAME = "visitwire-kafka-out"
+_AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.producer.producer",
+                     "aiokafka.producer.sender", "aiokafka.admin.client")
+_outage_owners: set[int] = set()  # ids of outputs currently in an outage (already warned once)
+_CONNECTION_NOISE = ("Unable connect", "Unable to update metadata", "Got error produce response")
+
+
+class _QuietDuringOutage(logging.Filter):
+    """aiokafka logs an ERROR per reconnect attempt and per failed request; our one warning says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.threadName.startswith(_THREAD_NAME):
+            return True  # other aiokafka users (the Faust workers) keep their logs
+        return not (_outage_owners or str(record.msg).startswith(_CONNECTION_NOISE))
+
+
+_quiet = _QuietDuringOutage()
+for _name in _AIOKAFKA_LOGGERS:
+    logging.getLogger(_name).addFilter(_quiet)
+
+
 def _compression(wanted: str | None) -> str | None:
     """lz4 when available ("auto"); gzip only on request: it cost 3x throughput in our measurements."""
     from aiokafka.codec import has_gzip, has_lz4
@@ -77,7 +98,7 @@ class KafkaOutput:
         self._idle = threading.Event()  # set while nothing is queued or in flight
         self._idle.set()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._thread_main, name="visitwire-kafka-out", daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name=f"{_THREAD_NAME}-{id(self):x}", daemon=True)
         self._thread.start()
         self._ready.wait(5)
 
@@ -166,6 +187,7 @@ class KafkaOutput:
                 if self._outages:
                     log.warning("Kafka at %s is back; delivering %d buffered event(s)", self.bootstrap, self.buffered)
                 self._connected = True
+                _outage_owners.discard(id(self))
                 backoff = _RETRY_MIN_S
                 await self._pump(producer)
             except Exception as e:  # any broker/network failure: keep buffering, reconnect
@@ -175,6 +197,7 @@ class KafkaOutput:
                                 "Check the broker address / that it is running; delivery resumes when it is back.",
                                 self.bootstrap, type(e).__name__, self.buffered, self.max_buffered)
                 self._connected = False
+                _outage_owners.add(id(self))
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, _RETRY_MAX_S)
             finally:
@@ -184,6 +207,7 @@ class KafkaOutput:
                     except Exception:
                         pass
         self._connected = False
+        _outage_owners.discard(id(self))
 
     async def _sleep(self, seconds: float) -> None:
         try:
