@@ -107,13 +107,36 @@ COMPONENTS = {
     },
     "schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "LiveSnapshot": {"type": "object", "description": "The LiveStateReader.snapshot() JSON (see "
-                         "sinks/redis_live.py) plus thresholds, alerts and server_time.",
-                         "properties": {"visitors_now": {"type": "integer"},
-                                        "thresholds": {"type": "object"},
-                                        "alerts": {"type": "array", "items": {"type": "object"}},
-                                        "server_time": _NUM},
-                         "additionalProperties": True},
+        "LiveSnapshot": {
+            "type": "object", "additionalProperties": True,
+            "description": "LiveStateReader.snapshot() (sinks/redis_live.py) plus thresholds, alerts and "
+                           "server_time. Series are oldest first, one entry per minute.",
+            "properties": {
+                "now": {**_NUM, "description": "event-time now, epoch seconds"},
+                "minute": {"type": "integer", "description": "start of the current minute, epoch seconds"},
+                "window_s": {"type": "integer", "description": "the 'right now' window"},
+                "visitors_now": {"type": "integer", "description": "distinct non-bot visitors in the window"},
+                "members_now": {"type": "integer"}, "anonymous_now": {"type": "integer"},
+                "bots_now": {"type": "integer", "description": "bots, never part of visitors_now"},
+                "series": {"type": "object", "description": "minutes (epoch s), pageviews, hits, sessions, "
+                           "errors_4xx, errors_5xx, error_rate, p50_ms, p95_ms, p99_ms (null = no traffic), "
+                           "bot_hits, member_pageviews, anon_pageviews, goals, revenue, ...",
+                           "additionalProperties": {"type": "array", "items": _NUM_OR_NULL}},
+                "totals": {"type": "object", "additionalProperties": _NUM},
+                "top": {"type": "object", "description": "current / previous minute -> dimension (pages, "
+                        "referrers, channels, campaigns, status, browsers, os, devices, products) -> "
+                        "[[value, count], ...]",
+                        "properties": {"current": {"type": "object"}, "previous": {"type": "object"}}},
+                "feed": {"type": "array", "description": "latest page views, newest first",
+                         "items": {"type": "object", "properties": {
+                             "ts": _NUM, "path": {"type": "string"}, "visitor": {"type": "string"},
+                             "member": {"type": "boolean"}, "referrer_host": {"type": "string"},
+                             "channel": {"type": "string"}, "device": {"type": "string"}}}},
+                "thresholds": {"type": "object", "properties": {"error_rate": _NUM, "p95_ms": _NUM}},
+                "alerts": {"type": "array", "items": {"type": "object", "properties": {
+                    "kind": {"type": "string", "enum": ["error_rate", "latency_p95"]}, "value": _NUM,
+                    "limit": _NUM, "minute": {"type": "integer", "nullable": True}, "message": {"type": "string"}}}},
+                "server_time": _NUM}},
         "Stats": {"type": "object", "required": ["from", "to", "metrics"], "properties": {
             "from": {"type": "integer"}, "to": {"type": "integer"},
             "metrics": {"type": "array", "items": {"type": "string", "enum": list(METRICS)}},
