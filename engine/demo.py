@@ -17,7 +17,7 @@ from rich.table import Table
 from config.settings import Settings
 from engine.crowd import Crowd
 from engine.demo_shop import DemoShop
-from engine.runtime import RuntimeFailure, new_token, print_summary, run_runtime
+from engine.runtime import RuntimeFailure, new_token, print_summary, quiet_library_logs, run_runtime
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def _play(shop: DemoShop, seed: int, visitors: int, duration: float, console: Co
 
 def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: int = 7) -> int:
     console = Console(stderr=True)
+    quiet_library_logs(settings)
     if visitors < 1:
         console.print("[red]--visitors must be at least 1")
         return 2

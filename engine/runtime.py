@@ -31,6 +31,7 @@ from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Sup
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 300.0   # how long shutdown waits for the worker to catch up with capture
+WORKER_STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -202,7 +203,14 @@ class EmbeddedRuntime:
             await self.web_runner.cleanup()
             self.web_runner = None
         if self.worker is not None:
-            await self.worker.stop()
+            try:
+                await asyncio.wait_for(self.worker.stop(), WORKER_STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                self.summary.errors.append(f"the worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s; "
+                                           "unflushed hits stay in Kafka and are processed on the next start")
+            except Exception as e:
+                log.exception("stopping the worker failed")
+                self.summary.errors.append(f"worker stop: {e}")
             self.worker = None
         if self.history is not None:
             try:
@@ -271,9 +279,17 @@ async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str |
     return summary
 
 
+def quiet_library_logs(settings: Settings) -> None:
+    """Faust / mode / aiokafka log every start-up step at INFO; the progress bar says enough."""
+    if settings.log_level != "DEBUG":
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_embedded(settings: Settings, pcap: str | None = None) -> int:
     """`visitwire run`: exit code 0 when everything accepted was processed and flushed."""
     console = Console(stderr=True)
+    quiet_library_logs(settings)
     try:
         with Supervisor(settings) as sup:
             s = sup.prepare()

@@ -26,6 +26,9 @@ from engine.services import Service, ServiceError, start_redis, start_tansu
 log = logging.getLogger(__name__)
 
 
+EMBEDDED_SESSION_TIMEOUT_S = 10.0
+
+
 class RuntimeFailure(Exception):
     """The runtime cannot start or continue; the message says what to do."""
 
@@ -52,6 +55,9 @@ class Supervisor:
             _make_dir(str(Path(path).parent), "history.url", "--clickhouse chdb:///PATH")
         if not s.kafka.bootstrap:
             s.kafka.bootstrap = self._start(start_tansu, "the embedded Kafka broker (tansu)", "--kafka HOST:PORT").url
+            # Our own broker has one consumer, this process: joining the group waits on the order of
+            # the session timeout, and there is no peer whose failure a long timeout would tolerate.
+            s.kafka.session_timeout_s = min(s.kafka.session_timeout_s, EMBEDDED_SESSION_TIMEOUT_S)
         if not s.redis.url:
             s.redis.url = self._start(start_redis, "the embedded redis-server", "--redis redis://HOST:PORT/0").url
         return s

@@ -57,6 +57,7 @@ class GroundTruth:
     hits_per_minute: dict = field(default_factory=dict)
     statuses: dict = field(default_factory=dict)              # status -> hits
     sessions_per_visitor: dict = field(default_factory=dict)  # raw cookie value -> sessions (for 2-session checks)
+    pageview_log: list = field(default_factory=list)          # [(ts, cookie value, session no., path)] in ts order
 
 
 def _checksum(data: bytes) -> int:
@@ -180,6 +181,7 @@ def generate_pcap(path: str, start_ts: float, visitors: int = 30, seed: int = 1,
                     txs.append((t + 0.05 + 0.01 * i, "GET", asset, 200, ctype, size, None, f"http://{HOST}{page}"))
                 referrer = f"http://{HOST}{page}"
                 visitor_pvs += 1
+                truth.pageview_log.append((t, cookie_value, s, page))
                 pv_paths[page] += 1
                 pv_minute[minute(t)] += 1
                 t += rng.uniform(20, 90)
@@ -222,6 +224,7 @@ def generate_pcap(path: str, start_ts: float, visitors: int = 30, seed: int = 1,
                 truth.end_ts = max(truth.end_ts, ts)
             conn.close(txs[-1][0] + 1.0)
         truth.packets = w.packets
+    truth.pageview_log.sort()
     truth.pageviews = sum(pv_paths.values())
     truth.top_pages = sorted(pv_paths.items(), key=lambda kv: (-kv[1], kv[0]))
     truth.pageviews_per_minute = dict(sorted(pv_minute.items()))
