@@ -138,8 +138,9 @@ def main() -> int:
         console.print(f"highest rate sustained with 0 drops ({mode}): {rate:,.0f} packets/s")
     target = 200_000
     got = best.get("decoder", 0)
-    console.print(f"  [{'green' if got >= target else 'red'}]{'PASS' if got >= target else 'MISS'}[/] "
-                  f"capture + decode >= {target:,} packets/s: {got:,.0f}")
+    if "decoder" in args.modes:
+        console.print(f"  [{'green' if got >= target else 'red'}]{'PASS' if got >= target else 'MISS'}[/] "
+                      f"capture + decode >= {target:,} packets/s: {got:,.0f}")
     return 0
 
 
