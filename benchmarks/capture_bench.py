@@ -101,6 +101,7 @@ def main() -> int:
     ap.add_argument("--scapy-packets", type=int, default=20_000, help="scapy runs on this many packets, extrapolated")
     ap.add_argument("--skip", default="", help="comma-separated peers to leave out: tshark,dpkt,python,scapy")
     ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the last one)")
+    ap.add_argument("--profile", action="store_true", help="also print where visitwire spends its time (cProfile)")
     args = ap.parse_args()
     if args.quick:
         args.transactions = min(args.transactions, 20_000)
@@ -173,7 +174,26 @@ def main() -> int:
             checks.append((f">= {TARGETS[r.name]}x {r.name}", r.speedup >= TARGETS[r.name], f"{r.speedup:.1f}x"))
     for label, ok, got in checks:
         console.print(f"  [{'green' if ok else 'red'}]{'PASS' if ok else 'MISS'}[/] {label}: {got}")
+    if args.profile:
+        profile(path, console)
     return 0
+
+
+def profile(path: str, console) -> None:
+    """Top functions by own time for the visitwire run (under cProfile, so ~2x slower)."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    run_visitwire(path)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
+    console.print("[bold]where visitwire's time goes[/] (cProfile, own time):")
+    text = buf.getvalue()
+    console.print(text[text.find("   ncalls"):].replace(str(ROOT) + "/", ""), markup=False, highlight=False)
 
 
 if __name__ == "__main__":
