@@ -217,9 +217,9 @@ class MessageReader:
     """
 
     __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
-                 "messages", "sniff", "bytes_seen", "max_head")
+                 "messages", "sniff", "bytes_seen", "max_head", "budget")
 
-    def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES):
+    def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES, budget=None):
         self.owner = owner
         self.is_request = is_request
         self.state = RESYNC if resync else HEAD
@@ -232,6 +232,7 @@ class MessageReader:
         self.sniff = not resync  # first bytes of a connection seen from its start: must look like HTTP
         self.bytes_seen = 0
         self.max_head = max_head
+        self.budget = budget     # capture.reassembly.Budget: incomplete heads count against the total limit
 
     @property
     def buffered(self) -> int:
@@ -327,7 +328,7 @@ class MessageReader:
         """The direction ended (FIN/RST/expiry): a body that runs until close is complete."""
         if self.state == UNTIL_CLOSE:
             self._done()
-        self.partial = None
+        self._forget()
         self.line = None
 
     # -- states ------------------------------------------------------------------------
@@ -363,24 +364,43 @@ class MessageReader:
                     raise HttpError("head larger than 64 KiB")
                 self.partial = bytearray(data[p:])
                 self.partial_ts = ts
+                self._grow(n - p)
                 return n
             self._on_head(data[p:end], ts)
             return end
         buf = self.partial
         old = len(buf)
         buf += data[p:]
+        self._grow(n - p)
         end = self._head_end(buf, 0, max(0, old - 3))
         if end < 0:
             if self.sniff and not self._plausible(buf):
                 return self._not_http()
             if len(buf) > self.max_head:
-                self.partial = None
+                self._forget()
                 raise HttpError("head larger than 64 KiB")
             return n
         head = bytes(buf[:end])
-        self.partial = None
+        self._forget()
         self._on_head(head, self.partial_ts)
         return p + (end - old)
+
+    def _grow(self, k: int) -> None:
+        b = self.budget
+        if b is None:
+            return
+        b.total += k
+        if b.total > b.max_total or len(self.partial) > b.max_flow:
+            b.stats["dropped_overflow_bytes"] += len(self.partial)
+            b.stats["dropped_overflow_segments"] += 1
+            self._forget()
+            raise HttpError("incomplete head dropped: buffer limit reached")
+
+    def _forget(self) -> None:
+        if self.partial is not None:
+            if self.budget is not None:
+                self.budget.total -= len(self.partial)
+            self.partial = None
 
     def _head_end(self, buf, start: int, scan: int) -> int:
         nl = buf.find(b"\n", start)
@@ -468,7 +488,7 @@ class MessageReader:
         if m is None:
             return len(data)
         self.state = HEAD
-        self.partial = None
+        self._forget()
         return m.start(1)
 
     # -- transitions -------------------------------------------------------------------
@@ -480,14 +500,14 @@ class MessageReader:
 
     def _not_http(self) -> int:
         self.state = DEAD
-        self.partial = None
+        self._forget()
         self.owner.on_not_http(self)
         return 1 << 62
 
     def _lost_sync(self) -> None:
         self.owner.on_lost_sync(self)
         self.state = RESYNC
-        self.partial = None
+        self._forget()
         self.line = None
         self.skip = 0
 

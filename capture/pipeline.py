@@ -229,7 +229,8 @@ class Decoder:
         f.client_dir = client
         srv = 1 - client
         conn = Connection((f.addr[client], f.ports[client]), (f.addr[srv], f.ports[srv]), f.midstream,
-                          self.builder, self.heads, self.out, self.stats, self.cfg.max_pending_requests, self.scan)
+                          self.builder, self.heads, self.out, self.stats, self.cfg.max_pending_requests, self.scan,
+                          self.budget)
         f.conn = conn
         f.streams[client].reader = conn.req_reader
         f.streams[srv].reader = conn.resp_reader

@@ -167,7 +167,8 @@ class Connection:
                  "seen_http", "id_prefix", "scan")
 
     def __init__(self, client: tuple[str, int], server: tuple[str, int], midstream: bool,
-                 builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int, scan=None):
+                 builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int, scan=None,
+                 budget=None):
         self.client_ip, self.client_port = client
         self.server_ip, self.server_port = server
         self.pending: deque[RequestHead] = deque()
@@ -183,8 +184,8 @@ class Connection:
         self.scan = scan  # the decoder's per-batch head scan (capture.decode.scan_heads), shared
         # event_id = hash(client ip/port, server ip/port, request start, index in the connection)
         self.id_prefix = f"{self.client_ip}|{self.client_port}|{self.server_ip}|{self.server_port}|".encode()
-        self.req_reader = MessageReader(self, True, midstream)
-        self.resp_reader = MessageReader(self, False, midstream)
+        self.req_reader = MessageReader(self, True, midstream, budget=budget)
+        self.resp_reader = MessageReader(self, False, midstream, budget=budget)
 
     # -- MessageReader callbacks ---------------------------------------------------------
     def on_scanned(self, reader: MessageReader, data: bytes, j: int):

@@ -494,3 +494,25 @@ def test_event_ids_are_deterministic_and_distinct(tmp_path):
     b, _, _ = run(tmp_path, c, nanos=True)
     assert [e["event_id"] for e in a] == [e["event_id"] for e in b]
     assert len({e["event_id"] for e in a}) == 5
+
+
+def test_incomplete_heads_count_against_the_total_buffer_limit(tmp_path):
+    # two clients each leave a 2 KB head unfinished; together they exceed the 3 KB total limit
+    c1 = Conv(client=("10.0.0.1", 40001)).handshake()
+    c2 = Conv(client=("10.0.0.3", 40002)).handshake()
+    big = req("/slow", headers={"X-Pad": "p" * 2000})
+    c1.request(big, sizes=[2000], dt=0.0005)  # the heads' two halves interleave across the flows
+    c2.request(big, sizes=[2000], dt=0.0005)
+    c1.tick(0.001).response(resp(200, b"1"))
+    c2.tick(0.001).response(resp(200, b"2"))
+    c2.tick().request(req("/ok"))
+    c2.tick(0.001).response(resp(200, b"fine"))
+    pkts = sorted(c1.pkts + c2.pkts, key=lambda x: x[0])
+    events, stats, d = run(tmp_path, pkts, max_total_buffer_bytes=3000)
+    assert stats["dropped_overflow_bytes"] >= 2000
+    assert brief(events).count(("GET", "/slow", 200, 1, 2.0)) == 1  # the flow that stayed within the limit
+    assert ("GET", "/ok", 200, 4, 1.0) in brief(events)    # the other one resyncs on its next request
+    assert d.buffered_bytes == 0
+    plenty, stats2, _ = run(tmp_path, pkts)
+    assert stats2["dropped_overflow_bytes"] == 0 and sorted(brief(plenty)) == sorted(
+        [("GET", "/slow", 200, 1, 2.0), ("GET", "/slow", 200, 1, 2.0), ("GET", "/ok", 200, 4, 1.0)])
