@@ -30,6 +30,8 @@ EXIT_USAGE = 2
 def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: bool, kafka: bool) -> int:
     """Run capture to the end of the file (or until interrupted); returns the process exit code."""
     reader_stats: dict = {}
+    if not pcap:
+        _flush_on_sigterm()
     try:
         source = open_source(settings, pcap, iface, reader_stats)
         outputs = open_outputs(settings, jsonl, kafka)
@@ -72,6 +74,15 @@ def _tune_gc() -> None:
 
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+
+
+def _flush_on_sigterm() -> None:
+    """A service manager stops live capture with SIGTERM: flush and summarize as for Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 class SourceError(Exception):

@@ -296,7 +296,7 @@ def test_without_cap_net_raw_says_how_to_fix():
 
 
 def test_capture_command_live_on_loopback_to_kafka(server, tansu):
-    """`visitwire capture --iface lo --kafka ...` until Ctrl-C: every request reaches visitwire.hits."""
+    """`visitwire capture --iface lo --kafka ...` until stopped (SIGTERM): every request reaches visitwire.hits."""
     import asyncio
     import sys
 
@@ -330,7 +330,7 @@ def test_capture_command_live_on_loopback_to_kafka(server, tansu):
         expected = drive_traffic(port)
         time.sleep(1.0)
     finally:
-        agent.send_signal(signal.SIGINT)
+        agent.send_signal(signal.SIGTERM)  # how a service manager stops it: must flush like Ctrl-C
         _, err = agent.communicate(timeout=60)
     assert agent.returncode == 0, err
     assert "kernel:" in err and " 0 dropped" in err
