@@ -217,7 +217,7 @@ class MessageReader:
     """
 
     __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
-                 "messages", "sniff", "bytes_seen", "max_head", "budget")
+                 "messages", "sniff", "max_head", "budget")
 
     def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES, budget=None):
         self.owner = owner
@@ -230,7 +230,6 @@ class MessageReader:
         self.line = None
         self.messages = 0
         self.sniff = not resync  # first bytes of a connection seen from its start: must look like HTTP
-        self.bytes_seen = 0
         self.max_head = max_head
         self.budget = budget     # capture.reassembly.Budget: incomplete heads count against the total limit
 
@@ -242,7 +241,6 @@ class MessageReader:
     def feed(self, seg, ts: float, j: int = -1) -> None:
         """In-order bytes (bytes or memoryview). Body bytes are only counted, never copied."""
         n = len(seg)
-        self.bytes_seen += n
         st = self.state
         if st == BODY or st == CHUNK_DATA:
             # body bytes: count them off, never copy them

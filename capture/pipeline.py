@@ -165,7 +165,8 @@ class Decoder:
                 if pwire:
                     if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
                         continue
-                    s.data(seq, mv[poff:poff + plen], pwire, ts, j)
+                    if not s.body_bytes(seq, pwire, plen):
+                        s.data(seq, mv[poff:poff + plen], pwire, ts, j)
                 if flags & TH_FIN:
                     s.fin(seq + pwire)
                     if f.streams[0].closed and f.streams[1].closed:

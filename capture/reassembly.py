@@ -9,6 +9,8 @@ trimmed to the bytes not yet delivered. Sequence numbers wrap modulo 2**32.
 """
 from __future__ import annotations
 
+from capture.http import BODY, CHUNK_DATA, UNTIL_CLOSE
+
 MASK = 0xFFFFFFFF
 HALF = 1 << 31
 
@@ -79,6 +81,24 @@ class Stream:
             self._drain()
             return
         self._hold(seq, seg, wire, ts)
+
+    def body_bytes(self, seq: int, wire: int, captured: int) -> bool:
+        """Fast path for the commonest packet: the next in-order piece of a body being skipped.
+
+        Counts it off without touching its bytes or making any object; False = take the full path."""
+        r = self.reader
+        if seq != self.next_seq or self.ooo or captured != wire or self.fin_seq is not None:
+            return False
+        st = r.state
+        if (st == BODY or st == CHUNK_DATA) and r.skip > wire:
+            r.skip -= wire
+        elif st == UNTIL_CLOSE:
+            r.body += wire
+        else:
+            return False
+        self.next_seq = (seq + wire) & MASK
+        self.delivered += wire
+        return True
 
     def fin(self, seq_end: int) -> None:
         self.fin_seq = seq_end & MASK
