@@ -274,6 +274,20 @@ def test_filter_keeps_other_ports_out(server):
     assert not any(b"?other=1" in f for f in frames)
 
 
+def test_idle_source_ticks_so_the_agent_can_expire_and_stops_on_close():
+    with LiveSource("lo", [9], Settings()) as source:  # discard port: nothing arrives
+        it = iter(source)
+        t0 = time.monotonic()
+        first = next(it)
+        assert len(first) == 0 and time.monotonic() - t0 < 1.0
+        closer = threading.Timer(0.2, source.close)
+        closer.start()
+        rest = list(it)  # ends once closed
+        assert all(len(b) == 0 for b in rest)
+        assert time.monotonic() - t0 < 3.0
+    assert source.stats()["kernel_drops"] == 0
+
+
 def test_unknown_interface_lists_the_available_ones():
     with pytest.raises(CaptureError) as e:
         LiveSource("nosuchif0", [80], Settings())
