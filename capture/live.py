@@ -144,13 +144,20 @@ class LiveSource:
     """Packets from `iface` (or "any") for the given server ports, as FrameBatch objects.
 
     for batch in LiveSource("eth0", [80], settings): decoder.feed(batch)
+
+    `ports` empty -> settings.capture.ports. The keyword options size the ring (ring_mb, block_kb),
+    bound latency (block_timeout_ms: a partly filled block is handed over after this long;
+    flush_interval_s: an empty batch is yielded after this much idle time) and allow forcing
+    the recvfrom fallback (use_ring=False).
     """
 
     def __init__(self, iface: str, ports: list[int], settings=None, *, ring_mb: int = 64,
                  block_kb: int = 1024, block_timeout_ms: int = 8, flush_interval_s: float = 0.05,
                  use_ring: bool = True):
         self.iface = iface or "any"
-        self.ports = list(ports)
+        self.ports = list(ports or (settings.capture.ports if settings is not None else []))
+        if not self.ports:
+            raise CaptureError("no server ports to capture: give ports, e.g. --ports 80,8080")
         self.flush_interval_s = flush_interval_s
         self._closed = False
         self._counts = {"packets": 0, "drops": 0, "freeze_q": 0}
