@@ -89,6 +89,7 @@ class KafkaOutput:
         self._lock = threading.Lock()
         self._sent = 0
         self._dropped = 0
+        self._unserializable = 0
         self._inflight = 0
         self._connected = False
         self._outages = 0
@@ -105,7 +106,10 @@ class KafkaOutput:
     # -- called from the capture loop -----------------------------------------------------------
     def send_many(self, events: Iterable[dict]) -> int:
         """Queue events for delivery; returns how many were queued. Never blocks on the network."""
-        items = [((e.get("visitor_id") or "").encode(), orjson.dumps(e)) for e in events]
+        try:
+            items = [((e.get("visitor_id") or "").encode(), orjson.dumps(e)) for e in events]
+        except (orjson.JSONEncodeError, AttributeError, TypeError):
+            items = self._serializable(events)
         if not items:
             return 0
         with self._lock:
@@ -118,6 +122,19 @@ class KafkaOutput:
             self._idle.clear()
         self._poke()
         return len(items)
+
+    def _serializable(self, events: Iterable[dict]) -> list[tuple[bytes, bytes]]:
+        """Slow path: skip (count, log once) what cannot become JSON instead of stopping capture."""
+        items = []
+        for e in events:
+            try:
+                items.append(((e.get("visitor_id") or "").encode(), orjson.dumps(e)))
+            except (orjson.JSONEncodeError, AttributeError, TypeError) as err:
+                if not self._unserializable:
+                    log.warning("dropping an event that cannot be serialized to JSON (%s); further ones are "
+                                "only counted in stats['unserializable']", err)
+                self._unserializable += 1
+        return items
 
     def send(self, event: dict) -> int:
         return self.send_many([event])
@@ -153,7 +170,7 @@ class KafkaOutput:
     @property
     def stats(self) -> dict:
         return {"sent": self._sent, "buffered": self.buffered, "dropped_while_broker_away": self._dropped,
-                "connected": self._connected, "outages": self._outages}
+                "connected": self._connected, "outages": self._outages, "unserializable": self._unserializable}
 
     def __enter__(self) -> "KafkaOutput":
         return self
