@@ -8,11 +8,17 @@ request times out, or when the connection ends without an answer.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import deque
 
 from capture.http import DEAD, HeadParser, MessageReader, RequestHead, ResponseHead
 from capture.identity import Identity
 from config.settings import CaptureSettings
+
+log = logging.getLogger(__name__)
+
+# header names whose values are credentials
+NEVER_COPIED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
 
 def _text(b: bytes | None) -> str:
@@ -44,7 +50,13 @@ class EventBuilder:
 
     def __init__(self, cfg: CaptureSettings):
         self.identity = idn = Identity(cfg)
-        self.extra = [(h.lower(), h.lower().encode("latin-1")) for h in cfg.extra_headers]
+        # credentials never travel, even when configured by mistake
+        self.extra = [(h.lower(), h.lower().encode("latin-1")) for h in cfg.extra_headers
+                      if h.lower() not in NEVER_COPIED]
+        dropped = sorted({h.lower() for h in cfg.extra_headers} & NEVER_COPIED)
+        if dropped:
+            log.warning("capture.extra_headers: %s carry credentials and are never copied into events; "
+                        "remove them from the configuration", ", ".join(dropped))
         self._uri = _Memo(self._split_uri)
         self._host = _Memo(_host)
         self._text = _Memo(_text)
@@ -52,6 +64,7 @@ class EventBuilder:
         self._visitor = _Memo(lambda v: idn.hash(v, b"v:"))
         self._anon = _Memo(lambda k: idn.hash(k[0].encode("latin-1") + b"\x00" + k[1], b"a:"))
         self._member = _Memo(idn.member_id)
+        self._referrer = _Memo(self._scrub_url)
         self._ctype = _Memo(lambda ct: _text(ct.split(b";", 1)[0].strip().lower()))
 
     def request_headers(self) -> list[str]:
@@ -78,6 +91,16 @@ class EventBuilder:
                 uri = uri.split("?", 1)[0] + ("?" + clean if clean else "")
             query = clean
         return uri, path, query
+
+    def _scrub_url(self, raw: bytes) -> str:
+        # a Referer can carry the previous page's password/token parameters
+        url = _text(raw)
+        base, q, query = url.partition("?")
+        if not q:
+            return url
+        query, hsh, frag = query.partition("#")
+        clean = self.identity.scrub_query(query)
+        return base + ("?" + clean if clean else "") + hsh + frag
 
     def visitor_id(self, cookies: dict, client_ip: str, ua: bytes) -> str:
         for name in self.identity.visitor_cookies:
@@ -136,7 +159,7 @@ class EventBuilder:
             "uri": uri,
             "path": path,
             "query": query,
-            "referrer": text[ref] if ref else "",
+            "referrer": self._referrer[ref] if ref else "",
             "user_agent": text[ua] if ua else "",
             "status": status,
             "resp_bytes": resp_bytes,

@@ -445,7 +445,8 @@ def test_server_side_when_no_configured_port_matches(tmp_path):
 def test_visitor_and_member_ids_are_salted_hashes_and_raw_values_never_leave(tmp_path):
     c1 = Conv(client=("10.0.0.1", 40001)).handshake()
     c1.request(req("/login?password=hunter2&next=/home", method="POST", body=b"user=ann&password=hunter2",
-                   headers={"Cookie": "theme=dark; _vw_id=VISITOR-RAW-123", "Authorization": "Basic QUxBRERJTjpPUEVO"}))
+                   headers={"Cookie": "theme=dark; _vw_id=VISITOR-RAW-123", "Authorization": "Basic QUxBRERJTjpPUEVO",
+                            "Referer": "https://shop.example/signup?token=TOKEN-RAW-5&step=2"}))
     c1.tick(0.001).response(resp(302, b"", headers={"Set-Cookie": "member=MEMBER-RAW-777; Path=/; HttpOnly"}))
     c1.tick().request(req("/account", headers={"Cookie": "_vw_id=VISITOR-RAW-123; member=MEMBER-RAW-777"}))
     c1.tick(0.001).response(resp(200, b"acct"))
@@ -456,10 +457,12 @@ def test_visitor_and_member_ids_are_salted_hashes_and_raw_values_never_leave(tmp
     c2.tick(0.001).response(resp(200, b"a"))
     events, _, _ = run(tmp_path, sorted(c1.pkts + c2.pkts, key=lambda x: x[0]))
     out = b"\n".join(orjson.dumps(e) for e in events)
-    for secret in (b"VISITOR-RAW-123", b"MEMBER-RAW-777", b"GA-OTHER-9", b"hunter2", b"QUxBRERJTjpPUEVO", b"theme"):
+    for secret in (b"VISITOR-RAW-123", b"MEMBER-RAW-777", b"GA-OTHER-9", b"hunter2", b"QUxBRERJTjpPUEVO", b"theme",
+                   b"TOKEN-RAW-5"):
         assert secret not in out
     by = {e["path"]: e for e in events}
     assert by["/login"]["query"] == "next=/home" and by["/login"]["uri"] == "/login?next=/home"
+    assert by["/login"]["referrer"] == "https://shop.example/signup?step=2"
     assert by["/login"]["visitor_id"] == by["/account"]["visitor_id"]
     assert len(by["/login"]["visitor_id"]) == 32
     # the login response's Set-Cookie marks the member; the cookie and the header name the same member
@@ -471,6 +474,11 @@ def test_visitor_and_member_ids_are_salted_hashes_and_raw_values_never_leave(tmp
     # another salt gives other ids
     other, _, _ = run(tmp_path, sorted(c1.pkts + c2.pkts, key=lambda x: x[0]), salt="another-salt")
     assert {e["visitor_id"] for e in other}.isdisjoint({e["visitor_id"] for e in events})
+    # credentials stay out even when someone lists them as extra headers
+    careless, _, _ = run(tmp_path, sorted(c1.pkts + c2.pkts, key=lambda x: x[0]),
+                         extra_headers=["Authorization", "Cookie", "x-order-amount"])
+    assert all(e["extra"] == {} for e in careless)
+    assert b"QUxBRERJTjpPUEVO" not in b"".join(orjson.dumps(e) for e in careless)
 
 
 def test_forwarded_for_header_gives_the_client_ip_when_configured(tmp_path):
