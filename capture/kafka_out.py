@@ -52,13 +52,19 @@ for _name in _AIOKAFKA_LOGGERS:
     logging.getLogger(_name).addFilter(_quiet)
 
 
-def _compression(wanted: str | None) -> str | None:
-    """lz4 when available ("auto"); gzip only on request: it cost 3x throughput in our measurements."""
+def _on_loopback(bootstrap: str) -> bool:
+    hosts = [h.strip().rsplit(":", 1)[0].strip("[]") for h in bootstrap.split(",") if h.strip()]
+    return all(h == "localhost" or h.startswith("127.") or h == "::1" for h in hosts)
+
+
+def _compression(wanted: str | None, bootstrap: str) -> str | None:
+    """"auto": lz4 for a remote broker; none on loopback, where compressing only costs CPU
+    (measured: lz4 halves, gzip cuts to a third the events/s delivered to a local tansu)."""
     from aiokafka.codec import has_gzip, has_lz4
 
     available = {"lz4": has_lz4(), "gzip": has_gzip()}
     if wanted == "auto":
-        return "lz4" if available["lz4"] else None
+        return "lz4" if available["lz4"] and not _on_loopback(bootstrap) else None
     if wanted and not available.get(wanted, False):
         raise ValueError(f"Kafka compression {wanted!r} is not available here: install cramjam (lz4) "
                          "or pass compression=None")
@@ -84,7 +90,7 @@ class KafkaOutput:
         self.partitions = partitions
         self.linger_ms = linger_ms
         self.request_timeout_ms = request_timeout_ms
-        self.compression = _compression(compression)
+        self.compression = _compression(compression, bootstrap)
         self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._lock = threading.Lock()
         self._sent = 0
