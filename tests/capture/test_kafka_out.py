@@ -50,10 +50,11 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) 
     return asyncio.run(run())
 
 
-def test_events_arrive_intact_keyed_by_visitor(tansu):
+@pytest.mark.parametrize("compression", ["auto", "lz4"])
+def test_events_arrive_intact_keyed_by_visitor(tansu, compression):
     topic = f"hits-{uuid.uuid4().hex[:8]}"
     hits = make_hits(3000)
-    with KafkaOutput(tansu.url, topic=topic, partitions=4) as out:
+    with KafkaOutput(tansu.url, topic=topic, partitions=4, compression=compression) as out:
         out.send_many(hits[:1000])
         # one bad event (not JSON-serializable) is counted and skipped, the rest of its batch goes out
         out.send_many(hits[1000:1500] + [{"visitor_id": "x", "ts": object()}] + hits[1500:])
