@@ -121,8 +121,12 @@ def drive_traffic(port: int) -> list[tuple[str, str, int, int]]:
     return expected
 
 
-def decode_all(batches) -> list[dict]:
-    decoder = _decoder_parts()[0](Settings())
+def settings_for(port: int) -> Settings:
+    return Settings(capture={"ports": [port]})
+
+
+def decode_all(batches, port: int) -> list[dict]:
+    decoder = _decoder_parts()[0](settings_for(port))
     events = []
     for batch in batches:
         events.extend(decoder.feed(batch))
@@ -163,7 +167,7 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
     source = LiveSource("lo", [port], Settings())
     assert source.mode == "ring"
     batches_events: list[dict] = []
-    decoder = Decoder(Settings())
+    decoder = Decoder(settings_for(port))
     done = threading.Event()
 
     def consume():
@@ -189,7 +193,7 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
     assert stats["frames"] > len(expected)
 
     check(batches_events, expected, port, "live capture")
-    check(decode_all(read_pcap_batches(pcap)), expected, port, "tcpdump pcap")
+    check(decode_all(read_pcap_batches(pcap), port), expected, port, "tcpdump pcap")
 
 
 @pytest.mark.parametrize("iface,use_ring", [("lo", False), ("any", True)], ids=["lo-recvfrom-fallback", "any-cooked"])
@@ -199,7 +203,7 @@ def test_other_capture_modes_decode_every_request_once(server, iface, use_ring):
     port = server
     source = LiveSource(iface, [port], Settings(), use_ring=use_ring)
     assert source.mode == ("ring" if use_ring else "recv")
-    decoder = Decoder(Settings())
+    decoder = Decoder(settings_for(port))
     events: list[dict] = []
 
     def consume():
