@@ -52,6 +52,12 @@ def decode_all(frames, linktypes=None, chunk: int = 0) -> tuple[list[dict], dict
 # -- valid HTTP conversations ----------------------------------------------------------
 
 METHODS = st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE"])
+# unusual but legal (or tolerated) header lines: the one-packet fast path must agree with the slow path
+ODD_REQUEST_LINES = ["hOST: other.example:8080", "X-Folded: first\r\n  second", "this line has no colon",
+                     "User-Agent : spaced/1", "Cookie: member=m1; _ga=g2", "Referer:   https://r.example/?password=1  ",
+                     "X-Member-Id: mm7", "X-Order-Amount: 3.50", "Accept: */*"]
+ODD_RESPONSE_LINES = ["Set-Cookie: member=abc; Path=/", "Set-Cookie: theme=dark", "content-type:  text/plain  ",
+                      "X-Order-Amount: 12.50", "X-Folded: a\r\n\tb", "Connection: keep-alive", "garbage"]
 
 
 @st.composite
@@ -62,6 +68,7 @@ def transaction(draw):
     headers = [f"Host: shop{draw(st.integers(0, 3))}.example", "User-Agent: fuzz/1"]
     if draw(st.booleans()):
         headers.append("Cookie: _vw_id=v" + str(draw(st.integers(0, 5))))
+    headers += draw(st.lists(st.sampled_from(ODD_REQUEST_LINES), max_size=3))
     req_body = b""
     if method in ("POST", "PUT"):
         req_body = draw(st.binary(max_size=300)).replace(b"\r", b"r")
@@ -74,6 +81,7 @@ def transaction(draw):
     status = draw(st.sampled_from([200, 200, 201, 204, 301, 304, 404, 500]))
     body = draw(st.binary(max_size=2000))
     rh = [f"HTTP/1.1 {status} X", "Content-Type: " + draw(st.sampled_from(["text/html", "image/png; q=1"]))]
+    rh += draw(st.lists(st.sampled_from(ODD_RESPONSE_LINES), max_size=3))
     no_body = method == "HEAD" or status in (204, 304)
     if no_body:
         rh.append(f"Content-Length: {len(body)}")
@@ -196,3 +204,55 @@ def test_random_payloads_on_an_http_port_never_raise(payload, cuts, handshake):
         frames.append((T0 + 0.001, tcp_frame(a % 2 == 0, 101 + a, payload[a:b])))
     events, stats = decode_all(frames)
     assert stats["internal_errors"] == 0
+
+
+# -- the numba one-packet head scanner agrees with the regex parser ---------------------------
+
+def _fields(h):
+    return {k: getattr(h, k) for k in h.__slots__ if k not in ("ts", "index", "expect_continue", "body_bytes")}
+
+
+@FUZZ
+@given(transaction(), st.binary(max_size=40))
+def test_head_scanner_matches_the_slow_parser(tx, tail):
+    from capture.decode import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
+    from capture.http import HeadParser, HttpError
+
+    parser = HeadParser(["x-member-id", "x-forwarded-for", "x-order-amount"], ["x-order-amount"])
+    request, response, _ = tx
+    if response.startswith(b"HTTP/1.1 100 "):
+        response = response.split(b"\r\n\r\n", 1)[1]  # the final response after the interim one
+    for data, want in ((request + tail, HEAD_REQUEST), (response + tail, HEAD_RESPONSE)):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        h = scan_heads(buf, np.array([0], np.int64), np.array([len(data)], np.int32), parser.names, parser.name_off)
+        if int(h.kind[0]) != want:
+            continue  # unusual head: the slow parser alone handles it
+        end = int(h.end[0])
+        row = h.spans[0].tolist()
+        try:
+            slow = parser.request(data[:end]) if want == HEAD_REQUEST else parser.response(data[:end])
+        except HttpError:
+            slow = None
+        try:
+            fast = parser.request_scanned(data, int(h.a[0]), int(h.b[0]), int(h.c[0]), int(h.minor[0]), row) \
+                if want == HEAD_REQUEST else parser.response_scanned(data, int(h.a[0]), int(h.minor[0]), row)
+        except HttpError:
+            fast = None
+        assert (slow is None) == (fast is None)
+        if slow is not None:
+            assert _fields(fast) == _fields(slow)
+            assert data[:end].endswith(b"\r\n\r\n")
+
+
+def test_head_scanner_takes_the_common_heads():
+    from capture.decode import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
+    from capture.http import HeadParser
+
+    parser = HeadParser([], [])
+    heads = [b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"]
+    buf = np.frombuffer(b"".join(heads), dtype=np.uint8)
+    h = scan_heads(buf, np.array([0, len(heads[0])], np.int64), np.array([len(x) for x in heads], np.int32),
+                   parser.names, parser.name_off)
+    assert h.kind.tolist() == [HEAD_REQUEST, HEAD_RESPONSE]
+    assert h.end.tolist() == [len(heads[0]), len(heads[1]) - 5]
+    assert (int(h.a[1]), int(h.minor[1])) == (200, 1)
