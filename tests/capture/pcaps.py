@@ -204,3 +204,30 @@ def chunked(parts: list[bytes], headers: dict | None = None) -> bytes:
         lines.append(f"{k}: {v}")
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def write_pcapng_interfaces(path, packets: list[tuple[int, float, bytes]], interfaces: list[tuple[int, int]],
+                            simple_from: int | None = None) -> str:
+    """A hand-built pcapng: several interfaces (linktype, if_tsresol exponent of 10) and EPBs.
+
+    packets are (interface index, ts, frame bytes); from index `simple_from` on, frames are
+    written as Simple Packet Blocks (interface 0, no timestamp) as some capture tools do."""
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = len(body) + 12
+        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for linktype, exp in interfaces:
+        opts = struct.pack("<HHB3x", 9, 1, exp) + struct.pack("<HH", 0, 0)
+        out.append(block(1, struct.pack("<HHI", linktype, 0, 262144) + opts))
+    for k, (iface, ts, data) in enumerate(packets):
+        if simple_from is not None and k >= simple_from:
+            out.append(block(3, struct.pack("<I", len(data)) + data))
+            continue
+        units = 10 ** interfaces[iface][1]
+        raw = int(round(ts * units))
+        out.append(block(6, struct.pack("<IIIII", iface, raw >> 32, raw & 0xFFFFFFFF, len(data), len(data)) + data))
+    with open(path, "wb") as fh:
+        fh.write(b"".join(out))
+    return str(path)

@@ -524,3 +524,30 @@ def test_incomplete_heads_count_against_the_total_buffer_limit(tmp_path):
     plenty, stats2, _ = run(tmp_path, pkts)
     assert stats2["dropped_overflow_bytes"] == 0 and sorted(brief(plenty)) == sorted(
         [("GET", "/slow", 200, 1, 2.0), ("GET", "/slow", 200, 1, 2.0), ("GET", "/ok", 200, 4, 1.0)])
+
+
+def test_pcapng_interfaces_with_their_own_link_type_and_resolution(tmp_path):
+    from pcaps import frame, write_pcapng_interfaces
+
+    a = simple_conv()
+    b = Conv(client=("10.0.0.5", 41000), server=("10.0.0.6", 8080), t=T0 + 10).handshake()
+    b.request(req("/other"))
+    b.tick(0.004).response(resp(200, b"abc"))
+    # connection a on an Ethernet interface with microseconds, b on a raw-IP interface with nanoseconds
+    pkts = [(0, t, bytes(frame(p, "ether"))) for t, p in a.pkts] + [(1, t, bytes(frame(p, "raw"))) for t, p in b.pkts]
+    path = write_pcapng_interfaces(tmp_path / "multi.pcapng", pkts, [(1, 6), (101, 9)])
+    events, stats, _ = decode(path)
+    assert brief(events) == EXPECTED_SIMPLE + [("GET", "/other", 200, 3, 4.0)]
+    assert events[1]["ts"] == pytest.approx(b.pkts[3][0], abs=1e-6)
+
+
+def test_pcapng_simple_packet_blocks(tmp_path):
+    from pcaps import frame, write_pcapng_interfaces
+
+    c = simple_conv()
+    pkts = [(0, t, bytes(frame(p, "ether"))) for t, p in c.pkts]
+    # SPBs carry no timestamp: they take the last one seen, so latency is not measurable, the rest is
+    path = write_pcapng_interfaces(tmp_path / "spb.pcapng", pkts, [(1, 6)], simple_from=4)
+    events, stats, _ = decode(path)
+    assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/product/42?color=red", 200, 2500)]
+    assert stats["packets"] == len(pkts)
