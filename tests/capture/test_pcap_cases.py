@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import T0, Conv, chunked, req, resp, udp_packet, write, write_raw_pcap  # noqa: E402
 
+from scapy.layers.inet import IP  # noqa: E402
+
 from capture.pcapfile import PcapFormatError, read_pcap_batches  # noqa: E402
 from capture.pipeline import Decoder  # noqa: E402
 from config.events import HIT_FIELD_NAMES  # noqa: E402
@@ -551,3 +553,16 @@ def test_pcapng_simple_packet_blocks(tmp_path):
     events, stats, _ = decode(path)
     assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/product/42?color=red", 200, 2500)]
     assert stats["packets"] == len(pkts)
+
+
+def test_offloaded_segments_larger_than_the_mtu(tmp_path):
+    c = Conv().handshake()
+    c.request(req("/video"))
+    big = c.tick(0.002).response(resp(200, b"v" * 60000, ctype="video/mp4"), sizes=[40000])
+    big[0][IP].len = 0  # some NICs hand over offloaded IPv4 packets with total length 0
+    c.tick().request(req("/after"))
+    c.tick(0.001).response(resp(200, b"a"))
+    events, stats, _ = run(tmp_path, c)
+    assert brief(events) == [("GET", "/video", 200, 60000, 2.0), ("GET", "/after", 200, 1, 1.0)]
+    assert events[0]["content_type"] == "video/mp4"
+    assert stats["truncated_frames"] == 0 and stats["gaps"] == 0
