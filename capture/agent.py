@@ -42,6 +42,11 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         _say(f"error: {e}")
         return EXIT_USAGE
     decoder = Decoder(settings)
+    if not pcap:
+        # compile/load the numba kernels now, not while the kernel ring fills with the first packets
+        from capture.decode import warm_up
+
+        warm_up()
     _tune_gc()
     try:
         process(source, decoder, outputs, progress_total=_size(pcap))
