@@ -24,9 +24,9 @@ MAX_BODY_BYTES = 1 << 40  # a declared length beyond 1 TiB is hostile, not a bod
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DEAD = range(9)
 
 _TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}\Z")
-_RESYNC_REQUEST = re.compile(
+RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
-_RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
+RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 _REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{0,19}(?: |\Z)")  # any prefix of "METHOD "
 
 
@@ -481,7 +481,7 @@ class MessageReader:
         return nl + 1
 
     def _resync(self, data: bytes, p: int) -> int:
-        rx = _RESYNC_REQUEST if self.is_request else _RESYNC_RESPONSE
+        rx = RESYNC_REQUEST if self.is_request else RESYNC_RESPONSE
         m = rx.search(data, p)
         if m is None:
             return len(data)

@@ -16,7 +16,7 @@ import numpy as np
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
 from capture.frames import FrameBatch
-from capture.http import DEAD, HeadParser, _RESYNC_REQUEST, _RESYNC_RESPONSE
+from capture.http import DEAD, HeadParser, RESYNC_REQUEST, RESYNC_RESPONSE
 from capture.reassembly import MASK, Budget, Stream
 from capture.transactions import Connection, EventBuilder
 from config.settings import Settings
@@ -219,9 +219,9 @@ class Decoder:
             # neither/both ports are ours: the side that sends a request line is the client
             data = bytes(first)
             if f.midstream:
-                if _RESYNC_REQUEST.search(data):
+                if RESYNC_REQUEST.search(data):
                     client = dirn
-                elif _RESYNC_RESPONSE.search(data):
+                elif RESYNC_RESPONSE.search(data):
                     client = 1 - dirn
                 else:
                     return False
