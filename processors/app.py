@@ -20,7 +20,7 @@ from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SES
 from config.settings import Settings
 
 # Modules whose `register(vw, settings)` adds agents to the app (e.g. processors.analytics.agents).
-EXTRA_AGENT_MODULES: list[str] = []
+EXTRA_AGENT_MODULES: list[str] = ["processors.analytics.agents"]
 
 
 @dataclass

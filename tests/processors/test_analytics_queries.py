@@ -276,3 +276,18 @@ def test_duplicate_delivery_changes_nothing(store):
              rfm.compute_rfm(store, now=DS.now))
     assert store.query("SELECT count() AS n FROM pageviews")[0]["n"] >= len(DS.pageviews)
     assert after == before
+
+
+def test_views_for_ad_hoc_queries(store):
+    """The migration's views give the same figures as the analytics functions."""
+    views = {r["product_id"]: (int(r["views"]), int(r["visitors"]))
+             for r in store.query("SELECT product_id, views, visitors FROM product_usage")}
+    assert views == {r["product_id"]: (r["views"], r["visitors"]) for r in usage.usage(store, "product_id", limit=1000)}
+    top = profiles.top_visitors(store, limit=3, now=DS.now)
+    rows = {r["visitor_id"]: r for r in store.query("SELECT * FROM visitor_profiles WHERE has(%(ids)s, visitor_id)",
+                                                    {"ids": [t["visitor_id"] for t in top]})}
+    for t in top:
+        assert int(rows[t["visitor_id"]]["pageviews"]) == t["pageviews"]
+        assert int(rows[t["visitor_id"]]["visits"]) == t["visits"]
+    links = store.query("SELECT DISTINCT visitor_id FROM visitor_member WHERE member_id = 'm000'")
+    assert {r["visitor_id"] for r in links} == member_visitors("m000")
