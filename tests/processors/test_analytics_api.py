@@ -113,3 +113,36 @@ def test_recommendations(get):
 def test_bad_parameters_are_400_with_a_message(get, path, fragment):
     status, body = get(path)
     assert status == 400 and fragment in body["error"]
+
+
+def test_visitor_profile_carries_the_live_redis_profile(store, redis_server):
+    import types
+
+    import redis
+
+    from processors.analytics.live import LiveProfiles
+
+    settings = load_settings(redis={"key_prefix": "apitest:"})
+    client = redis.Redis.from_url(redis_server.url)
+    live = LiveProfiles(client, "apitest:")
+    live.apply(sorted(DS.pageviews, key=lambda p: (p["ts"], p["event_id"])))
+    vid = HUMAN[-1]["visitor_id"]
+    loop = asyncio.new_event_loop()
+    app = create_web_app(settings, types.SimpleNamespace(client=client), store)
+    http = TestClient(TestServer(app), loop=loop)
+
+    async def go():
+        await http.start_server()
+        try:
+            resp = await http.get(f"/api/profiles/visitor/{vid}")
+            return resp.status, await resp.json()
+        finally:
+            await http.close()
+    try:
+        status, body = loop.run_until_complete(go())
+    finally:
+        loop.close()
+        client.close()
+    assert status == 200
+    assert body["live"]["pageviews"] == body["pageviews"] == sum(1 for p in DS.pageviews if p["visitor_id"] == vid)
+    assert body["live"]["visits"] == body["visits"]
