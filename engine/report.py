@@ -115,6 +115,9 @@ def print_tables(report: Report) -> None:
     span = " .. ".join(_cell("ts", t) if t is not None else "open" for t in (report.rng.since, report.rng.until))
     console.print(f"[bold]visitwire report {report.kind}[/bold]  ({span})")
     for s in report.sections:
+        if not s.columns:
+            console.print(f"[bold]{s.title}[/bold]: no data in this range")
+            continue
         table = Table(title=s.title, title_justify="left", header_style="bold cyan")
         for c in s.columns:
             table.add_column(c, justify="left" if c in ("segment", "funnel", "pattern", "cohort") or c.endswith("_id")

@@ -78,3 +78,10 @@ def test_time_range_and_bad_input(history_url, tmp_path):
     assert res.returncode == 2 and "ISO date" in res.stderr and "Traceback" not in res.stderr
     res = report(history_url, tmp_path, "visitors", "--from", "2026-11-01", "--to", "2026-10-01")
     assert res.returncode == 2 and "must be before" in res.stderr
+
+
+def test_history_store_away_is_a_clear_message(tmp_path):
+    from engine.services import free_port
+
+    res = report(f"clickhouse://default:@127.0.0.1:{free_port()}/visitwire", tmp_path, "visitors")
+    assert res.returncode == 2 and "unreachable" in res.stderr and "Traceback" not in res.stderr
