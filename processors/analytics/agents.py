@@ -49,7 +49,9 @@ class AnalyticsAgents:
                 rec = orjson.loads(v) if isinstance(v, (bytes, str)) else v
             except orjson.JSONDecodeError:
                 rec = None
-            if isinstance(rec, dict) and rec.get("visitor_id"):
+            if isinstance(rec, dict) and isinstance(rec.get("visitor_id"), str) and rec["visitor_id"] \
+                    and isinstance(rec.get("ts"), (int, float)) and not isinstance(rec.get("ts"), bool) \
+                    and isinstance(rec.get("session_id", ""), str) and isinstance(rec.get("member_id", ""), str):
                 out.append(rec)
             else:
                 self.bad_records += 1
@@ -64,6 +66,10 @@ class AnalyticsAgents:
             return 0
         try:
             return self.live.apply(pvs)
+        except (ValueError, TypeError) as e:  # a record of an unexpected shape: drop the batch, keep consuming
+            self.bad_records += len(pvs)
+            log.warning("analytics: dropped a batch of %d page view(s) the live profiles cannot use: %s", len(pvs), e)
+            return 0
         except redis.RedisError as e:
             self.redis_errors += 1
             if self.redis_errors & (self.redis_errors - 1) == 0:
