@@ -5,10 +5,10 @@ only in `hits`; the goal rules (processing.goals: pattern, method, statuses, val
 query parameter or a captured header) are applied here in SQL exactly as
 processors/enrich.py applies them, so any site's rules work without code changes.
 
-A goal is attributed to the visitor's human session (rebuilt from page views) that was
-open at the time: started at or before the goal and whose last page view is at most
-processing.session_idle_s before it (the latest such session wins). Goals of bots, and of
-visitors without page views, have no session and are left out of session metrics.
+A goal is attributed to the visitor's human session that was open at the time: the
+latest session started at or before the goal, if its last page view is at most
+processing.session_idle_s before the goal. Goals of bots, and of visitors without page views before
+them, have no session and are left out of session metrics.
 """
 from __future__ import annotations
 
@@ -76,19 +76,42 @@ def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, d
 
 
 def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
-    """goal_hits plus g_session: the human session each goal belongs to (goals without one are left out)."""
+    """goal_hits plus g_session: the human session each goal belongs to (goals without one are left out).
+
+    Linear per visitor, no goals x sessions join (a cookieless visitor id shared by many people
+    can have thousands of both): the visitor's session starts and goals are merged in time
+    order, a running count of starts gives each goal the ordinal of the latest session started
+    at or before it, and an equi-join on (visitor_id, ordinal) fetches that session, kept when
+    the goal is at most session_idle_s after its last page view."""
     hits_sql, params = goal_hits(cfg, rng)
     # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
     window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
     wsql = window.sql().replace("%(since)s", "%(w_since)s")
-    sql = (
-        "(SELECT event_id, visitor_id, t, path, goal, goal_value, argMax(w_session, w_start) AS g_session "
-        f"FROM {hits_sql} AS g ALL INNER JOIN ("
-        f"SELECT visitor_id, session_id AS w_session, min({TS}) AS w_start, max({TS}) AS w_end FROM "
-        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM pageviews WHERE ({wsql}) AND NOT is_bot) "
-        "GROUP BY visitor_id, session_id) AS w USING visitor_id "
-        "WHERE t >= w_start AND t <= w_end + %(idle_s)s "
-        "GROUP BY event_id, visitor_id, t, path, goal, goal_value)")
+    sessions = (
+        f"(SELECT visitor_id, session_id, min({TS}) AS w_start, max({TS}) AS w_end FROM "
+        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM pageviews "
+        f"WHERE ({wsql}) AND NOT is_bot AND visitor_id IN (SELECT visitor_id FROM {hits_sql})) "
+        "GROUP BY visitor_id, session_id)")
+    # (t, kind 0 = session start / 1 = goal, w_end, id, path, goal, value), sorted per visitor.
+    merged = (
+        f"SELECT visitor_id, w_start AS t, 0 AS k, w_end, session_id AS id, '' AS path, '' AS goal, "
+        f"0.0 AS goal_value FROM {sessions} "
+        f"UNION ALL SELECT visitor_id, t, 1 AS k, 0.0 AS w_end, event_id AS id, path, goal, goal_value "
+        f"FROM {hits_sql}")
+    goals_numbered = (
+        "(SELECT visitor_id, e.1 AS t, e.4 AS event_id, e.5 AS path, e.6 AS goal, e.7 AS goal_value, "
+        "toUInt64(n) AS ordinal FROM ("
+        "SELECT visitor_id, seq, arrayCumSum(arrayMap(x -> toUInt32(x.2 = 0), seq)) AS starts FROM ("
+        "SELECT visitor_id, arraySort(groupArray((t, k, w_end, id, path, goal, goal_value))) AS seq "
+        f"FROM ({merged}) GROUP BY visitor_id)) ARRAY JOIN seq AS e, starts AS n "
+        "WHERE e.2 = 1 AND n > 0)")
+    numbered_sessions = (
+        "(SELECT visitor_id, x.3 AS g_session, x.2 AS g_end, toUInt64(n) AS ordinal FROM ("
+        f"SELECT visitor_id, arraySort(groupArray((w_start, w_end, session_id))) AS ss FROM {sessions} "
+        "GROUP BY visitor_id) ARRAY JOIN ss AS x, arrayEnumerate(ss) AS n)")
+    sql = (f"(SELECT event_id, visitor_id, t, path, goal, goal_value, g_session FROM {goals_numbered} AS g "
+           f"ALL INNER JOIN {numbered_sessions} AS s USING (visitor_id, ordinal) "
+           "WHERE t <= g_end + %(idle_s)s)")
     params = {**params, "idle_s": float(cfg.idle_s)}
     if window.since is not None:
         params["w_since"] = float(window.since)
