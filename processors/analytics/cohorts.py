@@ -24,14 +24,16 @@ def _activity(who: str) -> str:
             f"ALL INNER JOIN {links_source()} AS l USING visitor_id)")
 
 
-def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME, max_weeks: int = 12) -> list[dict[str, Any]]:
+def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME,
+            max_weeks: int = 12) -> list[dict[str, Any]]:
     """One row per cohort week in the range: size and retained counts / rates for weeks 0..max_weeks."""
     if who not in ("visitors", "members"):
         raise AnalyticsError(f"cohorts are for 'visitors' or 'members', not {who!r}")
     act = _activity(who)
     rows = store.query(
         "SELECT toString(cohort) AS cohort_s, toString(week) AS week_s, uniqExact(id) AS n FROM "
-        f"(SELECT id, week, cohort FROM {act} AS w ALL INNER JOIN (SELECT id, min(week) AS cohort FROM {act} GROUP BY id) "
+        f"(SELECT id, week, cohort FROM {act} AS w "
+        f"ALL INNER JOIN (SELECT id, min(week) AS cohort FROM {act} GROUP BY id) "
         "AS c USING id) GROUP BY cohort_s, week_s ORDER BY cohort_s, week_s", {})
     table: dict[str, dict[int, int]] = {}
     for r in rows:

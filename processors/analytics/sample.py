@@ -184,7 +184,8 @@ def _pageview(event_id, ts, vid, member, sid, path, channel, ref, campaign, devi
     row = {"event_id": event_id, "ts": round(ts, 3), "visitor_id": vid, "member_id": member, "session_id": sid,
            "host": "shop.example", "path": path, "query": "", "method": "GET", "status": 200, "latency_ms": 12.5,
            "referrer": f"https://{ref}/" if ref else "", "referrer_host": ref, "channel": channel,
-           "utm_source": ref.split(".")[0] if campaign else "", "utm_medium": "email" if campaign == "newsletter" else "",
+           "utm_source": ref.split(".")[0] if campaign else "",
+           "utm_medium": "email" if campaign == "newsletter" else "",
            "utm_campaign": campaign, "utm_term": "", "utm_content": "",
            "browser": "Googlebot" if bot else "Firefox", "os": "Other" if bot else "Linux", "device": device,
            "is_bot": bot, **f}

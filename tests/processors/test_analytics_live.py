@@ -125,7 +125,8 @@ def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, 
         # every member announced once with its first segment, the same as stored in the history
         assert set(announced) == members
         stored = {r["member_id"]: r["segment"] for r in
-                  store.query("SELECT member_id, argMax(segment, ts_epoch) AS segment FROM segments GROUP BY member_id")}
+                  store.query("SELECT member_id, argMax(segment, ts_epoch) AS segment FROM segments "
+                              "GROUP BY member_id")}
         assert {m: r["segment"] for m, r in announced.items()} == stored
         assert all(r["previous_segment"] == "" and 1 <= r["r"] <= 5 for r in announced.values())
         assert agents.recommendation_pairs > 0
