@@ -13,7 +13,9 @@ Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {
   GET /api/funnels/{name}                         steps of a funnel from analytics.funnels
   GET /api/goals?goal=purchase&by=channel         conversions per channel / campaign + commerce totals
   GET /api/segments                               RFM segment sizes, top members, stored movement
-  GET /api/recommendations/{product_id}           "viewed together" products
+  GET /api/recommendations/{product_id}           "viewed together" products (the table the refresh
+                                                  timer stores; computed now before the first refresh
+                                                  or with from / to)
   GET /api/recommendations/visitor/{visitor_id}   from the visitor's recent product views
   GET /api/cohorts?who=visitors|members&weeks=12  weekly retention
 """
@@ -215,8 +217,7 @@ def product_recommendations(request: web.Request):
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
     pid = request.match_info["product_id"]
     support = request.app["settings"].analytics.recommendation_min_support
-    return lambda: {"product_id": pid, "min_support": support,
-                    "recommendations": recommendations.also_viewed(store, pid, support, limit, rng)}
+    return lambda: recommendations.recommend(store, pid, support, limit, rng)
 
 
 @routes.get("/api/cohorts")

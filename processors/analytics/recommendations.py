@@ -87,6 +87,24 @@ def refresh_recommendations(store: History, min_support: int = 3, now: float | N
     return int(num(rows[0]["n"])) if rows else 0
 
 
+def latest_refresh(store: History) -> float | None:
+    """computed_at of the stored generation, None when never refreshed."""
+    rows = store.query("SELECT count() AS n, max(computed_at) AS at FROM recommendations")
+    return num(rows[0]["at"]) if rows and int(num(rows[0]["n"])) else None
+
+
+def recommend(store: History, product_id: str, min_support: int = 3, limit: int = 10,
+              rng: TimeRange = ALL_TIME) -> dict[str, Any]:
+    """The refreshed table when there is one and no time range is asked for, else computed now."""
+    at = latest_refresh(store) if rng == ALL_TIME else None
+    if at is not None:
+        recs = [r for r in stored_recommendations(store, product_id, limit * 2) if r["support"] >= min_support]
+        return {"product_id": product_id, "min_support": min_support, "source": "refreshed", "computed_at": at,
+                "recommendations": recs[:limit]}
+    return {"product_id": product_id, "min_support": min_support, "source": "computed now", "computed_at": None,
+            "recommendations": also_viewed(store, product_id, min_support, limit, rng)}
+
+
 def stored_recommendations(store: History, product_id: str, limit: int = 10) -> list[dict[str, Any]]:
     """From the latest refreshed generation (empty if never refreshed)."""
     rows = store.query(

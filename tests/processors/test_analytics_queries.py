@@ -8,6 +8,7 @@ delivery) and every answer must stay the same.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections import Counter, defaultdict
 
@@ -228,6 +229,26 @@ def test_recommendations_follow_co_visitation(store):
     pairs = {(r["product_id"], r["recommended_id"]): r["support"] for r in recommendations.co_visitation(store, 3)}
     assert pairs[("p00", "p01")] == pairs[("p01", "p00")] == support
     assert (a, b) not in pairs and min(pairs.values()) >= 3
+
+
+def test_refreshed_recommendations_match_the_on_demand_ones(store):
+    before = recommendations.recommend(store, "p00", 3)
+    n = recommendations.refresh_recommendations(store, 3, now=DS.now)
+    assert n == len(recommendations.co_visitation(store, 3))
+    after = recommendations.recommend(store, "p00", 3)
+    assert after["source"] == "refreshed" and after["computed_at"] == DS.now
+    assert after["recommendations"] == recommendations.also_viewed(store, "p00", 3)
+    if before["source"] == "computed now":
+        assert before["recommendations"] == after["recommendations"]
+    recommendations.refresh_recommendations(store, 3, now=DS.now + 60)  # the older generation is dropped
+    assert recommendations.latest_refresh(store) == DS.now + 60
+    deadline = time.monotonic() + 20  # ALTER ... DELETE is a background mutation on a server
+    while True:
+        gens = [g["computed_at"] for g in store.query("SELECT DISTINCT computed_at FROM recommendations")]
+        if gens == [DS.now + 60] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert gens == [DS.now + 60]
 
 
 def test_visitor_recommendations_exclude_what_they_saw(store):
