@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--visitors", type=int, default=4000)
     ap.add_argument("--backends", default="chdb,clickhouse")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     with console.status("generating the shop history ..."):
         ds = generate(seed=1, visitors=args.visitors, members=args.visitors // 4, products=200)
     n = len(ds.pageviews)
