@@ -85,3 +85,63 @@ def test_history_store_away_is_a_clear_message(tmp_path):
 
     res = report(f"clickhouse://default:@127.0.0.1:{free_port()}/visitwire", tmp_path, "visitors")
     assert res.returncode == 2 and "unreachable" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_goes_through_the_running_engine_that_holds_chdb(tmp_path):
+    """chdb serves its directory to one process: with an engine running (engine.json), the report
+    reads through the engine's POST /api/query instead of opening the store."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from config.settings import load_settings
+    from engine.state_file import write_state
+    from engine.web.app import create_web_app
+
+    url = f"chdb://{tmp_path / 'held'}"
+    store = open_history(url)
+    store.init_schema()
+    store.write("hits", DS.hits)
+    store.write("pageviews", DS.pageviews)
+    settings = load_settings(web={"token": "s3cret"})
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box = {}
+
+    queries = []
+
+    @web.middleware
+    async def count_queries(request, handler):
+        if request.path == "/api/query":
+            queries.append(request.headers.get("Authorization"))
+        return await handler(request)
+
+    async def serve():
+        app = create_web_app(settings, None, store)
+        app.middlewares.insert(0, count_queries)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["port"], box["runner"] = site._server.sockets[0].getsockname()[1], runner
+        ready.set()
+
+    thread = threading.Thread(target=lambda: (loop.run_until_complete(serve()), loop.run_forever()), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    data_dir = tmp_path / "data"
+    write_state(str(data_dir), web_url=f"http://127.0.0.1:{box['port']}", token="s3cret", history_url=url)
+    try:
+        env = {**os.environ, "VISITWIRE_DATA_DIR": str(data_dir)}
+        res = subprocess.run([sys.executable, "-m", "engine.cli", "report", "products", "--json", "--limit", "100",
+                              "--clickhouse", url], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+        views = Counter(p["product_id"] for p in HUMAN if p["product_id"])
+        assert {r["product_id"]: r["views"] for r in json.loads(res.stdout)["products"]} == dict(views)
+        assert queries and set(queries) == {"Bearer s3cret"}  # every query went through the engine
+    finally:
+        asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        store.close()
