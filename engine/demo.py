@@ -108,5 +108,9 @@ def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: 
         except RuntimeFailure as e:
             console.print(f"[red]{e}")
             return 2
+        served = shop.counters
+    requests = sum(n for k, n in served.items() if k.startswith("status_"))
+    summary.extra_rows += [("requests served by the shop", f"{requests:,}"),
+                           ("orders placed", f"{served['orders']:,}")]
     print_summary(Console(), summary, title="visitwire demo")
     return 1 if summary.errors else 0

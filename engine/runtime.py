@@ -46,6 +46,7 @@ class RunSummary:
     dropped: int = 0
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
+    extra_rows: list[tuple[str, str]] = field(default_factory=list)  # e.g. the demo's shop figures
 
     @property
     def events_per_s(self) -> float:
@@ -68,6 +69,7 @@ class EmbeddedRuntime:
         # worker's table for the next start (the demo closes them: its broker goes away).
         self.close_sessions = bool(pcap) if close_sessions is None else close_sessions
         self.worker = None
+        self.worker_started = False
         self.history = None
         self.live_reader = None
         self.web_runner = None
@@ -94,6 +96,7 @@ class EmbeddedRuntime:
             log.info("history schema: applied %s", ", ".join(applied))
         self.worker = InProcessWorker(s, history=self.history)
         await self.worker.start()
+        self.worker_started = True
         self.live_reader = LiveStateReader(s.redis.url, s)
         self.web_url = await self._start_web()
         write_state(s.data_dir, web_url=self.web_url, token=s.web.token, history_url=s.history.url)
@@ -150,7 +153,7 @@ class EmbeddedRuntime:
             cp = await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
             if cp.error:
                 errors.append(f"capture: {cp.error}")
-        if self.worker is not None:
+        if self.worker is not None and self.worker_started:
             try:
                 await self._drain(cp.sent)
                 if self.close_sessions:
@@ -234,6 +237,8 @@ def print_summary(console: Console, s: RunSummary, title: str = "visitwire run")
                         ("visitors", f"{s.visitors:,}"), ("elapsed", f"{s.elapsed_s:.1f} s"),
                         ("events/s", f"{s.events_per_s:,.0f}")):
         t.add_row(name, value)
+    for name, value in s.extra_rows:
+        t.add_row(name, value)
     if s.dropped:
         t.add_row("[red]dropped (broker away)", f"{s.dropped:,}")
     console.print(t)
@@ -263,19 +268,36 @@ async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str |
     coroutine run alongside (the demo's crowd and live figures)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    install_stop_signals(loop, stop, console)  # before start: joining the group can take a while
     rt = EmbeddedRuntime(settings, supervisor, pcap=pcap, console=console, close_sessions=close_sessions)
     try:
-        await rt.start()
-        install_stop_signals(loop, stop, console)
-        side = asyncio.ensure_future(extra(rt, stop)) if extra else None
-        try:
-            await rt.run_until(stop)
-        finally:
-            stop.set()
-            if side is not None:
-                await side
+        with console.status("starting the worker, history store and dashboard"):
+            started = await _unless_stopped(rt.start(), stop)
+        if started:
+            side = asyncio.ensure_future(extra(rt, stop)) if extra else None
+            try:
+                await rt.run_until(stop)
+            finally:
+                stop.set()
+                if side is not None:
+                    await side
     finally:
         summary = await rt.shutdown()
+    return summary
+
+
+async def _unless_stopped(coro, stop: asyncio.Event) -> bool:
+    """Run `coro` unless `stop` is set first (then cancel it); True when it completed."""
+    task = asyncio.ensure_future(coro)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # start-up errors propagate
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
     return summary
 
 
