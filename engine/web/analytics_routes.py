@@ -109,6 +109,7 @@ def _live_profiles(request: web.Request) -> LiveProfiles | None:
 @routes.get("/api/profiles/visitor/{visitor_id}")
 @_handler
 def visitor_profile(request: web.Request):
+    """Profile of one visitor id (history) with its live Redis profile; ?from=&to=."""
     store, rng, vid = _store(request), _range(request), request.match_info["visitor_id"]
     cfg = GoalConfig.from_settings(request.app["settings"])
     live = _live_profiles(request)
@@ -130,18 +131,28 @@ def visitor_profile(request: web.Request):
 @routes.get("/api/profiles/member/{member_id}")
 @_handler
 def member_profile(request: web.Request):
+    """Profile of a member over all linked visitor ids, pre-login history included; ?from=&to=."""
     store, rng, mid = _store(request), _range(request), request.match_info["member_id"]
     cfg = GoalConfig.from_settings(request.app["settings"])
+    live = _live_profiles(request)
 
     def work():
         prof = profiles.member_profile(store, mid, rng, cfg=cfg)
-        return prof if prof is not None else _not_found(f"member {mid!r} never logged in (no linked visitor ids)")
+        if prof is None:
+            return _not_found(f"member {mid!r} never logged in (no linked visitor ids)")
+        if live is not None:
+            try:  # visitor ids linked live (Redis), e.g. a login seconds ago not yet in the history
+                prof["live_visitor_ids"] = live.member_visitors(mid)
+            except redis.RedisError as e:
+                prof["live_visitor_ids"] = {"error": f"live links unavailable: {e}"}
+        return prof
     return work
 
 
 @routes.get("/api/products")
 @_handler
 def products(request: web.Request):
+    """Usage per product (or ?by=category|section|menu|path|page_group): views, visitors, time on page, entry/exit."""
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
     by = request.query.get("by", "product_id")
     if by not in usage.DIMENSIONS:
@@ -152,6 +163,7 @@ def products(request: web.Request):
 @routes.get("/api/transitions")
 @_handler
 def transitions(request: web.Request):
+    """Previous and next pages of ?page=/path."""
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 20)
     page = request.query.get("page", "")
     if not page:
@@ -164,6 +176,7 @@ def transitions(request: web.Request):
 @routes.get("/api/funnels/{name}")
 @_handler
 def funnel(request: web.Request):
+    """Steps of a configured funnel (analytics.funnels) with drop-off; ?from=&to=."""
     store, rng, name = _store(request), _range(request), request.match_info["name"]
     configured = request.app["settings"].analytics.funnels
     if name not in configured:
@@ -177,6 +190,7 @@ def funnel(request: web.Request):
 @routes.get("/api/goals")
 @_handler
 def goal_conversions(request: web.Request):
+    """Conversions of ?goal= per ?by=channel|utm_campaign|..., goal counts, commerce totals."""
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
     a = request.app["settings"].analytics
     cfg = GoalConfig.from_settings(request.app["settings"])
@@ -192,6 +206,7 @@ def goal_conversions(request: web.Request):
 @routes.get("/api/segments")
 @_handler
 def segments(request: web.Request):
+    """RFM segment sizes (scored now), top members, stored segment movement."""
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 20)
     settings = request.app["settings"]
 
@@ -205,6 +220,7 @@ def segments(request: web.Request):
 @routes.get("/api/recommendations/visitor/{visitor_id}")
 @_handler
 def visitor_recommendations(request: web.Request):
+    """Recommendations from a visitor's recent product views."""
     store, limit = _store(request), _int(request, "limit", 10)
     vid = request.match_info["visitor_id"]
     support = request.app["settings"].analytics.recommendation_min_support
@@ -214,6 +230,7 @@ def visitor_recommendations(request: web.Request):
 @routes.get("/api/recommendations/{product_id}")
 @_handler
 def product_recommendations(request: web.Request):
+    """Products viewed together with a product (co-visitation support)."""
     store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
     pid = request.match_info["product_id"]
     support = request.app["settings"].analytics.recommendation_min_support
@@ -223,6 +240,7 @@ def product_recommendations(request: web.Request):
 @routes.get("/api/cohorts")
 @_handler
 def cohort_table(request: web.Request):
+    """Weekly retention cohorts of ?who=visitors|members."""
     store, rng, weeks = _store(request), _range(request), _int(request, "weeks", 12, 1, 104)
     who = request.query.get("who", "visitors")
     if who not in ("visitors", "members"):

@@ -135,14 +135,16 @@ def test_visitor_profile_carries_the_live_redis_profile(store, redis_server):
         await http.start_server()
         try:
             resp = await http.get(f"/api/profiles/visitor/{vid}")
-            return resp.status, await resp.json()
+            member = await (await http.get("/api/profiles/member/m000")).json()
+            return resp.status, await resp.json(), member
         finally:
             await http.close()
     try:
-        status, body = loop.run_until_complete(go())
+        status, body, member = loop.run_until_complete(go())
     finally:
         loop.close()
         client.close()
     assert status == 200
     assert body["live"]["pageviews"] == body["pageviews"] == sum(1 for p in DS.pageviews if p["visitor_id"] == vid)
     assert body["live"]["visits"] == body["visits"]
+    assert member["live_visitor_ids"] == sorted({p["visitor_id"] for p in DS.pageviews if p["member_id"] == "m000"})
