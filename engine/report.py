@@ -20,7 +20,7 @@ from sinks.base import SinkUnavailable
 from sinks.history import HistoryError, bind, open_history
 
 # Columns holding epoch seconds are shown as UTC date-times in tables.
-TIME_COLUMNS = {"first_seen", "last_seen", "since", "ts"}
+TIME_COLUMNS = {"first_seen", "last_seen", "since", "ts", "at"}
 
 
 class EngineHistory:

@@ -73,7 +73,9 @@ def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit
         return Report(kind, rng, [Section("sizes", "Segment sizes (RFM scored now)", sizes),
                                   Section("members", "Members by RFM score", members),
                                   Section("movement", "Segment changes stored in the range",
-                                          rfm.segment_movement(store, rng))])
+                                          rfm.segment_movement(store, rng)),
+                                  Section("timeline", "Stored segment sizes over time",
+                                          rfm.segment_timeline(store, rng))])
     if kind == "recommendations":
         pairs = recommendations.co_visitation(store, a.recommendation_min_support, rng)
         pairs.sort(key=lambda p: (-p["support"], p["product_id"], p["recommended_id"]))

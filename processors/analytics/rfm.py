@@ -131,6 +131,22 @@ def segment_sizes(store: History, at: float | None = None) -> list[dict[str, Any
     return [{"segment": s, "members": counts.get(s, 0)} for s in SEGMENTS]
 
 
+def segment_timeline(store: History, rng: TimeRange = ALL_TIME, points: int = 8) -> list[dict[str, Any]]:
+    """Stored segment sizes at `points` evenly spaced times of the range (default: the stored history)."""
+    rows = store.query(f"SELECT count() AS n, min({TS}) AS first, max({TS}) AS last FROM segments")
+    if not rows or not int(num(rows[0]["n"])):
+        return []
+    start = rng.since if rng.since is not None else num(rows[0]["first"])
+    end = rng.until if rng.until is not None else num(rows[0]["last"])
+    times = [end] if end <= start or points <= 1 else \
+        [start + (end - start) * i / (points - 1) for i in range(points)]
+    out = []
+    for at in times:
+        sizes = {r["segment"]: r["members"] for r in segment_sizes(store, at)}
+        out.append({"at": at, **sizes})
+    return out
+
+
 def segment_movement(store: History, rng: TimeRange = ALL_TIME) -> list[dict[str, Any]]:
     """How many members moved from one segment to another in the range ('' = first scored)."""
     rows = store.query(

@@ -214,6 +214,8 @@ def test_recompute_segments_stores_only_changes(store):
     assert sizes == dict(Counter(m["segment"] for m in scored))
     moves = rfm.segment_movement(store)
     assert sum(m["members"] for m in moves) == len(scored) and all(m["from"] == "" for m in moves)
+    timeline = rfm.segment_timeline(store, TimeRange(DS.now - 86400, DS.now + 10), points=3)
+    assert [sum(v for k, v in t.items() if k != "at") for t in timeline] == [0, 0, len(scored)]
 
 
 def test_recommendations_follow_co_visitation(store):
