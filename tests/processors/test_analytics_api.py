@@ -148,3 +148,21 @@ def test_visitor_profile_carries_the_live_redis_profile(store, redis_server):
     assert body["live"]["pageviews"] == body["pageviews"] == sum(1 for p in DS.pageviews if p["visitor_id"] == vid)
     assert body["live"]["visits"] == body["visits"]
     assert member["live_visitor_ids"] == sorted({p["visitor_id"] for p in DS.pageviews if p["member_id"] == "m000"})
+
+
+def test_without_a_history_store_the_api_says_what_to_configure():
+    loop = asyncio.new_event_loop()
+    http = TestClient(TestServer(create_web_app(load_settings(), None, None)), loop=loop)
+
+    async def go():
+        await http.start_server()
+        try:
+            resp = await http.get("/api/products")
+            return resp.status, await resp.json()
+        finally:
+            await http.close()
+    try:
+        status, body = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert status == 503 and "history.url" in body["error"]
