@@ -46,17 +46,23 @@ class HitProcessor:
         self.settings = settings
         self.enricher = Enricher(settings.processing)
         self.sessions = Sessionizer(settings.processing, {} if store is None else store)
-        self.watermark = Watermark()
+        self.watermarks: dict[int, Watermark] = {}  # per Kafka partition
+        self._seeded = False
         self.use_numba = settings.processing.use_numba
         self.drops: Counter[str] = Counter()
         self.hits_in = 0
 
-    def process(self, values: Iterable[bytes | str | dict]) -> BatchOutput:
+    def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None) -> BatchOutput:
+        """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0)."""
         out = BatchOutput()
+        max_ts: dict[int, float] = {}
+        part = 0
         cols = BatchColumns(self.settings.processing.feed_length)
         enricher, sessions = self.enricher, self.sessions
-        for raw in values:
+        for i, raw in enumerate(values):
             self.hits_in += 1
+            if partitions is not None:
+                part = partitions[i]
             if isinstance(raw, dict):
                 hit = raw
             else:
@@ -76,18 +82,27 @@ class HitProcessor:
             started = False
             if c.kind == KIND_PAGEVIEW:
                 pv = enricher.pageview(hit, c)
-                pv["session_id"], started = sessions.on_pageview(pv, out.sessions)
+                pv["session_id"], started = sessions.on_pageview(pv, out.sessions, part)
                 out.pageviews.append(pv)
             elif c.goal:
                 sessions.on_goal(hit["visitor_id"], hit["event_id"], c.goal_value)
             cols.add(hit, KIND_CODE[c.kind], session_start=started, goal=bool(c.goal), goal_value=c.goal_value,
                      pv=pv)
             out.hits.append(hit)
+            if hit["ts"] > max_ts.get(part, 0.0):
+                max_ts[part] = hit["ts"]
         if len(cols):
             out.delta = aggregate(cols, self.use_numba)
             out.ts = np.asarray(cols.ts)
-            self.watermark.observe(out.delta.max_ts)
+        for p, ts in max_ts.items():
+            self.watermark(p).observe(ts)
         return out
+
+    def watermark(self, partition: int) -> Watermark:
+        wm = self.watermarks.get(partition)
+        if wm is None:
+            wm = self.watermarks[partition] = Watermark()
+        return wm
 
     def _drop(self, why: str) -> None:
         self.drops[why] += 1
@@ -97,14 +112,16 @@ class HitProcessor:
 
     def tick(self) -> list[dict]:
         """Timer: close sessions whose deadline the watermark has passed."""
-        now = self.watermark.now()
-        if now is None:
-            seed = self.sessions.max_end()  # restarted with restored sessions and no traffic yet
-            if seed is None:
-                return []
-            self.watermark.observe(seed)
-            now = self.watermark.now()
-        return self.sessions.expire(now)
+        if not self._seeded:  # restarted with restored sessions: their partitions' clocks start there
+            self._seeded = True
+            purge = getattr(self.sessions.store, "purge_deleted", None)
+            if purge is not None:
+                purge()
+            for p, end in self.sessions.max_end_by_partition().items():
+                if p not in self.watermarks:
+                    self.watermark(p).observe(end)
+        now = {p: wm.now() for p, wm in self.watermarks.items() if wm.max_ts is not None}
+        return self.sessions.expire(now) if now else []
 
     def end_of_input(self) -> list[dict]:
         return self.sessions.close_all(REASON_SHUTDOWN)

@@ -49,44 +49,74 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> Any:
 
 
 class TableStore(MutableMapping):
-    """str-keyed view of a Faust table whose keys travel as raw bytes in the changelog.
+    """The sessions table as a plain MutableMapping visitor_id -> state.
 
     Writes go to the changelog partition the key's hits come from (murmur2 of the key, as the
     capture's producer and the Java client pick it), so they work outside a stream event (the
     session timer, end of input) and a restarted worker restores each partition with its hits.
     """
 
+    END_KEY = b'"__end__"'
+
     def __init__(self, table: Any, partitions: int):
         self.table = table
         self.partitions = partitions
+        self.dirty: set[int] = set()
 
     def _partition(self, key: bytes) -> int:
         return (murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     def __getitem__(self, key: str) -> dict:
-        return self.table[key.encode()]
+        return self.table.data[key]
 
     def get(self, key: str, default: Any = None) -> Any:  # faster than the ABC's try/except
-        return self.table.get(key.encode(), default)
+        return self.table.data.get(key, default)
 
     def __setitem__(self, key: str, value: dict) -> None:
-        k = key.encode()
-        self.table.send_changelog(self._partition(k), k, value)
-        self.table.data[k] = value
+        p = self._partition(key.encode())
+        self.table.send_changelog(p, key, value)
+        self.table.data[key] = value
+        self.dirty.add(p)
 
     def __delitem__(self, key: str) -> None:
-        k = key.encode()
-        if k not in self.table.data:
+        if key not in self.table.data:
             raise KeyError(key)
-        self.table.send_changelog(self._partition(k), k, None, value_serializer="raw")
-        del self.table.data[k]
+        # JSON null rather than a Kafka tombstone (null value): a restored null is dropped by
+        # purge_deleted(), so recovery never depends on how a broker hands tombstones back.
+        p = self._partition(key.encode())
+        self.table.send_changelog(p, key, None)
+        del self.table.data[key]
+        self.dirty.add(p)
+
+    async def seal(self) -> int:
+        """Make the changes sent so far recoverable: flush them, then write a lone end marker per
+        touched partition. tansu reports a partition's end offset as the last record *batch*'s base
+        offset + 1, so Faust's recovery stops at the first record of the last batch; a marker alone
+        in its batch makes that end cover every real change. Returns the partitions sealed."""
+        parts, self.dirty = self.dirty, set()
+        if not parts:
+            return 0
+        producer = self.table.app.producer
+        await producer.flush()
+        topic = self.table.changelog_topic.get_topic_name()
+        for p in sorted(parts):
+            fut = await producer.send(topic, self.END_KEY, b"null", p, None, None)
+            await fut  # one at a time: each marker its own batch
+        return len(parts)
+
+    def purge_deleted(self) -> int:
+        """Forget keys restored as null (deleted sessions, end markers) so len() counts sessions only."""
+        data = self.table.data
+        gone = [k for k, v in list(data.items()) if v is None]
+        for k in gone:
+            del data[k]
+        return len(gone)
 
     def __iter__(self) -> Iterator[str]:
-        for k in list(self.table.keys()):
-            yield k.decode() if isinstance(k, bytes) else k
+        return iter(list(self.table.data.keys()))
 
     def __len__(self) -> int:
-        return len(self.table)
+        return len(self.table.data)
 
 
 def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | None = None) -> VisitwireApp:
@@ -114,7 +144,8 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
         logging_config=None,
     )
     n = k.partitions
-    schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    # Keys as JSON strings: the changelog is decoded with the table's serializers on recovery.
+    schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
     table = app.Table("sessions", default=None, partitions=n, schema=schema,
                       help="Open sessions by visitor_id (processors/sessionizer.py state).")
     return VisitwireApp(

@@ -26,6 +26,9 @@ from config.settings import ProcessingSettings
 
 DAY = 86400.0
 RECENT_IDS = 32  # event ids remembered per session to ignore redelivered page views after a crash
+# A closed session leaves a small marker (its id and recent event ids) for this long in event time,
+# so page views redelivered after a crash or rebalance are recognised instead of opening a new session.
+FORGET_AFTER_S = 600.0
 
 REASON_IDLE = "idle"
 REASON_MAX = "max_length"
@@ -42,7 +45,9 @@ def next_midnight(ts: float) -> float:
 
 
 def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
-    """(event time at which the session closes, reason)."""
+    """(event time at which the session closes, reason); for a closed marker, when it is forgotten."""
+    if state.get("closed"):
+        return state["forget_at"], "forget"
     best = (state["end"] + s.session_idle_s, REASON_IDLE)
     cap = state["start"] + s.session_max_s
     if cap < best[0]:
@@ -54,8 +59,10 @@ def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
     return best
 
 
-def open_session(pv: dict) -> dict:
+def open_session(pv: dict, partition: int = 0, prev: dict | None = None) -> dict:
     return {
+        "prev": {"session_id": prev["session_id"], "recent": prev["recent"]} if prev else None,
+        "p": partition,  # Kafka partition of the visitor's hits: its watermark decides the timer close
         "session_id": session_id_for(pv["visitor_id"], pv["event_id"]),
         "visitor_id": pv["visitor_id"], "member_id": pv.get("member_id", ""),
         "start": pv["ts"], "end": pv["ts"], "pageviews": 1,
@@ -90,11 +97,26 @@ def add_pageview(state: dict, pv: dict) -> dict:
 
 def close_row(state: dict, reason: str) -> dict:
     """The Session record (config/events.py SESSION_FIELDS)."""
-    row = {k: v for k, v in state.items() if k != "recent"}
+    row = {k: v for k, v in state.items() if k not in ("recent", "p", "prev")}
     row["duration"] = round(state["end"] - state["start"], 6)
     row["bounce"] = state["pageviews"] == 1
     row["close_reason"] = reason
     return row
+
+
+def closed_marker(state: dict, closed_at: float) -> dict:
+    return {"closed": True, "session_id": state["session_id"], "recent": state["recent"], "p": state.get("p", 0),
+            "end": state["end"], "forget_at": closed_at + FORGET_AFTER_S, "prev": None}
+
+
+def duplicate_of(state: dict, event_id: str) -> str:
+    """Session id an already counted event went to, '' if the event is new."""
+    if event_id in state["recent"]:
+        return state["session_id"]
+    prev = state.get("prev")
+    if prev and event_id in prev["recent"]:
+        return prev["session_id"]
+    return ""
 
 
 class Watermark:
@@ -183,27 +205,32 @@ class Sessionizer:
         return {**self._flushing, **self._work} if self._flushing else self._work
 
     # -- events -------------------------------------------------------------------------------
-    def on_pageview(self, pv: dict, closed: list[dict]) -> tuple[str, bool]:
+    def on_pageview(self, pv: dict, closed: list[dict], partition: int = 0) -> tuple[str, bool]:
         """Add a page view; appends sessions it closes to `closed`; returns (its session_id, new session?)."""
         visitor = pv["visitor_id"]
         st = self.get(visitor)
+        prev = None
         if st is not None:
-            if pv["event_id"] in st["recent"]:
-                self.duplicates += 1  # redelivered after a crash: already counted
-                return st["session_id"], False
-            due, reason = deadline(st, self.s)
-            if pv["ts"] >= due:
-                closed.append(close_row(st, reason))
-                st = None
+            dup = duplicate_of(st, pv["event_id"])
+            if dup:
+                self.duplicates += 1  # redelivered after a crash / rebalance: already counted
+                return dup, False
+            if st.get("closed"):
+                prev, st = st, None
+            else:
+                due, reason = deadline(st, self.s)
+                if pv["ts"] >= due:
+                    closed.append(close_row(st, reason))
+                    prev, st = st, None
         started = st is None
-        st = open_session(pv) if started else add_pageview(st, pv)
+        st = open_session(pv, partition, prev) if started else add_pageview(st, pv)
         self._put(visitor, st)
         return st["session_id"], started
 
     def on_goal(self, visitor: str, event_id: str, value: float) -> bool:
         """A goal request that is not a page view (e.g. POST) adds to the open session, if any."""
         st = self.get(visitor)
-        if st is None or event_id in st["recent"]:
+        if st is None or st.get("closed") or duplicate_of(st, event_id):
             return False
         st = dict(st)
         st["goals"] += 1
@@ -231,18 +258,27 @@ class Sessionizer:
 
     def open_count(self) -> int:
         pending = self._pending()
-        return sum(1 for v in pending.values() if v is not _GONE) + sum(1 for k in self.store if k not in pending)
+        return sum(1 for v in pending.values() if v is not _GONE and not v.get("closed")) + \
+            sum(1 for k, v in self.store.items() if k not in pending and v is not None and not v.get("closed"))
 
-    def max_end(self) -> float | None:
-        ends = [st["end"] for st in self.store.values() if st]
-        return max(ends) if ends else None
+    def max_end_by_partition(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for st in self.store.values():
+            if st:
+                p = st.get("p", 0)
+                out[p] = max(out.get(p, st["end"]), st["end"])
+        return out
 
-    def expire(self, now: float) -> list[dict]:
-        """Close every session whose deadline is <= event-time `now` (timer path)."""
+    def expire(self, now: float | dict[int, float]) -> list[dict]:
+        """Close every session whose deadline is <= event-time now (timer path). `now` is one time,
+        or a time per partition: a partition that lags behind keeps its sessions open until its own
+        events catch up (its visitors' next page views may still be on the way)."""
         if len(self._deadlines) < len(self.store) - len(self._pending()):  # e.g. restored from a changelog
             self._reindex()
-        closed = []
-        while self._heap and self._heap[0][0] <= now:
+        per_partition = now if isinstance(now, dict) else None
+        hi = max(per_partition.values(), default=float("-inf")) if per_partition is not None else now
+        closed, later = [], []
+        while self._heap and self._heap[0][0] <= hi:
             d, visitor = heapq.heappop(self._heap)
             if self._deadlines.get(visitor) != d:
                 continue  # stale heap entry, the session moved on
@@ -250,8 +286,18 @@ class Sessionizer:
             if st is None:
                 self._deadlines.pop(visitor, None)
                 continue
+            if per_partition is not None:
+                p_now = per_partition.get(st.get("p", 0))
+                if p_now is None or d > p_now:
+                    later.append((d, visitor))
+                    continue
+            if st.get("closed"):
+                self._put(visitor, None)  # marker outlived any redelivery: forget the visitor
+                continue
             closed.append(close_row(st, deadline(st, self.s)[1]))
-            self._put(visitor, None)
+            self._put(visitor, closed_marker(st, d))
+        for entry in later:
+            heapq.heappush(self._heap, entry)
         return closed
 
     def close_all(self, reason: str = REASON_SHUTDOWN) -> list[dict]:
@@ -260,7 +306,7 @@ class Sessionizer:
         closed = []
         for visitor in sorted(visitors):
             st = self.get(visitor)
-            if st is not None:
+            if st is not None and not st.get("closed"):
                 closed.append(close_row(st, reason))
-                self._put(visitor, None)
+                self._put(visitor, closed_marker(st, deadline(st, self.s)[0]))
         return closed

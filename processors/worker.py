@@ -69,7 +69,8 @@ class WorkerRuntime:
         self.settings = vw.settings
         self.history = history
         self.live = live
-        self.processor = HitProcessor(vw.settings, TableStore(vw.sessions_table, vw.settings.kafka.partitions))
+        self.table_store = TableStore(vw.sessions_table, vw.settings.kafka.partitions)
+        self.processor = HitProcessor(vw.settings, self.table_store)
         self._held: list[tuple[list[Any], np.ndarray]] = []
         self._held_n = 0
         self._flush_lock = asyncio.Lock()
@@ -97,7 +98,7 @@ class WorkerRuntime:
             if e.message.offset > self.offsets.get(tp, -1):
                 self.offsets[tp] = e.message.offset
         t0 = time.perf_counter()
-        out = self.processor.process([e.value for e in events])
+        out = self.processor.process([e.value for e in events], [e.message.partition for e in events])
         self.processing_s += time.perf_counter() - t0
         self.processed += len(events)
         await self._emit(out)
@@ -159,6 +160,7 @@ class WorkerRuntime:
             try:
                 await asyncio.to_thread(self.history.flush)
                 self.processor.sessions.commit_flush()
+                await self.table_store.seal()  # changelog durable and recoverable before offsets move
                 await self.vw.app.producer.flush()
             except Exception as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1

@@ -78,4 +78,5 @@ def crowd(n_visitors: int, start: float, *, seed: int = 1, pages_per_visit: int 
                                    member=member))
             if not bot:
                 t.visitors_by_minute.setdefault(int(ts // 60), set()).add(visitor)
+    t.hits.sort(key=lambda h: h["ts"])  # as a capture agent publishes them: in time order
     return t

@@ -1,0 +1,213 @@
+"""The processors end to end on real servers: tansu (Kafka protocol), redis-server, ClickHouse.
+
+Known hits go to visitwire.hits; we check exact Redis counters, the history rows and
+the output topics, and that a worker killed with SIGKILL mid-stream and restarted
+loses nothing and counts nothing twice in the history store.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from hitgen import crowd
+
+from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
+from config.settings import load_settings
+from engine.services import start_tansu
+from sinks.base import ListSink
+from sinks.redis_live import LiveKeys, LiveStateReader
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+
+
+@pytest.fixture
+def broker():
+    # A private broker per test: every test here reads visitwire.hits from the beginning.
+    svc = start_tansu()
+    yield svc
+    svc.stop()
+
+
+async def _create_topic(bootstrap: str, topic: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def _produce(bootstrap: str, hits: list[dict]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    await _create_topic(bootstrap, TOPIC_HITS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futs = [await producer.send(TOPIC_HITS, orjson.dumps(h), key=h["visitor_id"].encode()) for h in hits]
+        await producer.flush()
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def _consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[dict]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=f"check-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
+    await consumer.start()
+    records: list[dict] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len({r.get("event_id") or r.get("session_id") for r in records}) < expect \
+                and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                records.extend(orjson.loads(m.value) for m in msgs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_known_hits_give_exact_live_counters_history_rows_and_topics(broker, redis_server):
+    now = time.time()
+    traffic = crowd(120, now - 200, seed=11)
+    prefix = f"it{uuid.uuid4().hex[:6]}:"
+    s = load_settings(kafka={"bootstrap": broker.url, "session_timeout_s": 6, "partitions": PARTITIONS,
+                             "app_id": f"vw-it-{uuid.uuid4().hex[:6]}"},
+                      redis={"url": redis_server.url, "key_prefix": prefix},
+                      processing={"batch_size": 500, "batch_timeout_s": 0.05})
+    sink = ListSink(flush_interval_s=0.2)
+
+    async def scenario():
+        from processors.worker import InProcessWorker
+
+        await _produce(broker.url, traffic.hits)
+        worker = InProcessWorker(s, history=sink)
+        await worker.start()
+        try:
+            await worker.wait_processed(len(traffic.hits), timeout=90)
+            open_before = worker.figures()["open_sessions"]
+            closed = await worker.end_of_input()
+            figures = worker.figures()
+        finally:
+            await worker.stop()
+        return open_before, closed, figures
+
+    open_before, closed, figures = asyncio.run(scenario())
+    # history rows: every hit once, every page view once, a session per visitor closed at end of input
+    assert len({h["event_id"] for h in sink.tables["hits"]}) == len(traffic.hits) == len(sink.tables["hits"])
+    assert {p["event_id"] for p in sink.tables["pageviews"]} == traffic.pageview_ids
+    sessions = sink.tables["sessions"]
+    assert open_before == closed == len(sessions) == traffic.sessions
+    assert {x["close_reason"] for x in sessions} == {"shutdown"}
+    assert sum(x["pageviews"] for x in sessions) == len(traffic.pageview_ids)
+    by_session = {x["session_id"] for x in sessions}
+    assert {p["session_id"] for p in sink.tables["pageviews"]} == by_session
+    assert figures["committed"] == len(traffic.hits) and figures["dropped"] == {}
+
+    # Redis: page views per minute and top pages exactly as sent, visitors now = every human visitor
+    client = redis.Redis.from_url(redis_server.url)
+    keys = LiveKeys(prefix)
+    for minute, n in traffic.pageviews_per_minute.items():
+        assert int(client.hget(keys.minute(minute), "pageviews") or 0) == n, minute
+    for (minute, path), n in traffic.pages.items():
+        assert client.zscore(keys.top("pages", minute), path) == n
+    last_ts = max(h["ts"] for h in traffic.hits)
+    snap = LiveStateReader(redis_server.url, s).snapshot(minutes=10, now=last_ts + 1)
+    humans = set().union(*traffic.visitors_by_minute.values())
+    assert snap["visitors_now"] == len(humans)
+    assert snap["bots_now"] == len({h["visitor_id"] for h in traffic.hits} - humans)
+    assert snap["totals"]["pageviews"] == len(traffic.pageview_ids)
+
+    # output topics carry the same records (at least once: compare distinct ids)
+    pvs = asyncio.run(_consume_all(broker.url, TOPIC_PAGEVIEWS, len(traffic.pageview_ids)))
+    assert {p["event_id"] for p in pvs} == traffic.pageview_ids
+    out_sessions = asyncio.run(_consume_all(broker.url, TOPIC_SESSIONS, traffic.sessions))
+    assert {x["session_id"] for x in out_sessions} == by_session
+
+
+def _start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(cond, timeout: float, what: str, proc: subprocess.Popen | None = None, log_path: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}) while waiting for {what}:\n"
+                                 + (log_path.read_text()[-3000:] if log_path else ""))
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}" + (":\n" + log_path.read_text()[-3000:] if log_path else ""))
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(broker, redis_server, clickhouse_server,
+                                                                         tmp_path):
+    from sinks.history import open_history
+
+    db = f"vw_kill_{uuid.uuid4().hex[:6]}"
+    history_url = clickhouse_server.url.rsplit("/", 1)[0] + "/" + db
+    # Old traffic: sessions close by the traffic's own clock (idle 5 s of event time), two visits each.
+    traffic = crowd(150, 1_700_000_000.0, seed=21, visits=2, visit_gap_s=60, gap_s=1.0)
+    half = len(traffic.hits) // 2
+    env = {**os.environ, "VISITWIRE_KAFKA__BOOTSTRAP": broker.url, "VISITWIRE_REDIS__URL": redis_server.url,
+           "VISITWIRE_REDIS__KEY_PREFIX": f"kill{uuid.uuid4().hex[:4]}:", "VISITWIRE_HISTORY__URL": history_url,
+           "VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "0.3", "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6",
+           "VISITWIRE_KAFKA__PARTITIONS": str(PARTITIONS), "VISITWIRE_KAFKA__APP_ID": f"vw-kill-{uuid.uuid4().hex[:6]}",
+           "VISITWIRE_PROCESSING__BATCH_SIZE": "100", "VISITWIRE_PROCESSING__BATCH_TIMEOUT_S": "0.05",
+           "VISITWIRE_PROCESSING__SESSION_IDLE_S": "5", "VISITWIRE_LOG_LEVEL": "WARNING"}
+    store = open_history(history_url)
+    store.init_schema()
+
+    def n(sql: str) -> int:
+        return int(store.query(sql)[0]["n"])
+
+    log_path = tmp_path / "worker.log"
+    asyncio.run(_produce(broker.url, traffic.hits[:half]))
+    first = _start_worker(env, log_path)
+    try:
+        got = _wait(lambda: n("SELECT uniqExact(event_id) AS n FROM hits"), 90, "the first hits in history", first,
+                    log_path)
+        os.killpg(first.pid, signal.SIGKILL)  # mid-stream: rows written, later offsets not committed
+        first.wait(10)
+        assert got < len(traffic.hits)
+        asyncio.run(_produce(broker.url, traffic.hits[half:]))
+        second = _start_worker(env, log_path)
+        try:
+            _wait(lambda: n("SELECT uniqExact(event_id) AS n FROM hits") == len(traffic.hits), 120,
+                  "every hit in history", second, log_path)
+            _wait(lambda: n("SELECT uniqExact(session_id) AS n FROM sessions") == traffic.sessions, 60,
+                  "every session closed", second, log_path)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert n("SELECT uniqExact(event_id) AS n FROM pageviews") == len(traffic.pageview_ids)
+    # nothing counted twice inside sessions either: the latest version of each session adds up
+    assert n("SELECT sum(pageviews) AS n FROM sessions FINAL") == len(traffic.pageview_ids)
+    assert n("SELECT count() AS n FROM sessions FINAL") == traffic.sessions
+    store.close()
