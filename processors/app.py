@@ -2,7 +2,8 @@
 
 Other rooms register extra agents on the same app: put a module name in
 `VisitwireApp.extra_agent_modules` (or `EXTRA_AGENT_MODULES` below); the worker imports
-each and calls its `register(vw: VisitwireApp, settings)` before the app starts.
+each and calls its `register(vw: VisitwireApp, settings, history=..., redis_url=...)`
+before the app starts (the worker's history sink and Redis URL, to share them).
 Topic values are raw bytes (orjson-encoded JSON records, config/events.py);
 Faust's per-event codecs are too slow for the hot path.
 """

@@ -194,7 +194,7 @@ class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
 
     def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
-                 app_id: str | None = None):
+                 app_id: str | None = None, with_extra_agents: bool = True):
         self.settings = settings
         self._own_history = history is None
         if history is None:
@@ -207,9 +207,20 @@ class InProcessWorker:
         self.vw = create_app(settings, app_id=app_id)
         self.rt = WorkerRuntime(self.vw, history, self.live)
         register_agents(self.vw, self.rt)
-        for name in self.vw.extra_agent_modules:
-            importlib.import_module(name).register(self.vw, settings)
+        self.extras: dict[str, Any] = {}
+        if with_extra_agents:
+            for name in self.vw.extra_agent_modules:
+                self.extras[name] = self._register_extra(name, history, url)
         self._started = False
+
+    def _register_extra(self, name: str, history: BatchingSink, redis_url: str) -> Any:
+        try:
+            module = importlib.import_module(name)
+            return module.register(self.vw, self.settings, history=history, redis_url=redis_url or None)
+        except Exception:  # an add-on must not take the core pipeline down with it
+            log.exception("agents of %s not registered; the core processors run without them "
+                          "(fix that module or remove it from processors/app.py EXTRA_AGENT_MODULES)", name)
+            return None
 
     @property
     def app(self):
