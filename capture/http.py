@@ -111,6 +111,8 @@ class HeadParser:
         self._cl = slot["content-length"]
         self._te = slot["transfer-encoding"]
         self._sc = slot["set-cookie"]
+        self.cl_slot = self._cl  # column of Content-Length / Transfer-Encoding in a scan row (fast path)
+        self.te_slot = self._te
 
     def request_scanned(self, data: bytes, a: int, b: int, c: int, minor: int, row: list) -> RequestHead:
         """A head the numba scanner already split (same result as request() on the same bytes)."""

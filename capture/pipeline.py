@@ -15,8 +15,11 @@ import numpy as np
 
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
+from capture import fastpath as fp
+from capture.fastpath import FlowTable
 from capture.frames import FrameBatch
-from capture.http import DEAD, HeadParser, RESYNC_REQUEST, RESYNC_RESPONSE
+from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
+    RESYNC_RESPONSE
 from capture.reassembly import MASK, Budget, Stream
 from capture.transactions import Connection, EventBuilder
 from config.settings import Settings
@@ -32,7 +35,7 @@ STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "tr
 class Flow:
     """One TCP connection: endpoints, the two directions, and (once roles are known) the Connection."""
 
-    __slots__ = ("addr", "ports", "streams", "conn", "client_dir", "last_seen", "midstream", "syn_from", "dead")
+    __slots__ = ("addr", "ports", "streams", "conn", "client_dir", "last_seen", "midstream", "syn_from", "dead", "slot")
 
     def __init__(self, addr: tuple[str, str], ports: tuple[int, int], budget: Budget, ts: float):
         self.addr = addr        # addresses of canonical endpoints a (dirn 0 source) and b
@@ -44,6 +47,13 @@ class Flow:
         self.midstream = True
         self.syn_from: int | None = None
         self.dead = False
+        self.slot = -1          # >= 0: followed by the numba fast path (capture.fastpath), state lives there
+
+
+_LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)
+# what Connection.on_head must answer for each framing the fast path chose
+_FRAMING = {fp.F_NONE: "none", fp.F_LENGTH: "length", fp.F_CHUNKED: "chunked", fp.F_CLOSE: "close",
+            fp.F_INTERIM: "none"}
 
 
 class ScanView:
@@ -62,7 +72,8 @@ class ScanView:
 
 
 class Decoder:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, fast_path: bool = True):
+        """fast_path=False keeps every packet on the Python path (the reference the fast path must equal)."""
         cfg = settings.capture
         self.cfg = cfg
         self.ports = frozenset(cfg.ports)
@@ -74,6 +85,9 @@ class Decoder:
         self.out: list[dict] = []
         self.last_ts = 0.0
         self.scan = ScanView()
+        h = self.heads
+        self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
+                              cfg.max_pending_requests) if fast_path else None
 
     # -- public ------------------------------------------------------------------------
     def feed(self, batch: FrameBatch) -> list[dict]:
@@ -92,7 +106,10 @@ class Decoder:
         st["truncated_frames"] += int(d.truncated.sum())
         idx = needs_python(d)
         if len(idx):
-            self._walk(batch, d, idx)
+            if self.fast is not None:
+                self._walk_fast(batch, d, idx)
+            else:
+                self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
         return self._take()
 
@@ -101,7 +118,15 @@ class Decoder:
         tt = self.cfg.transaction_timeout_s
         idle = self.cfg.flow_idle_timeout_s
         gone = []
+        fast = self.fast
         for key, f in self.flows.items():
+            if f.slot >= 0:
+                f.last_seen = float(fast.last[f.slot])
+                if f.last_seen + idle < now or (f.conn is not None and f.conn.pending
+                                                and f.conn.pending[0].ts + tt < now):
+                    self._sync(f)  # its expiry is Python's business
+                else:
+                    continue
             if f.last_seen + idle < now:
                 gone.append(key)
             elif f.conn is not None and f.conn.pending:
@@ -112,13 +137,19 @@ class Decoder:
         for key in gone:
             self.stats["flows_expired"] += 1
             self._safe_end(self.flows.pop(key))
+        if fast is not None:
+            fast.purge(now, idle)
         return self._take()
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
         for f in self.flows.values():
+            if f.slot >= 0:
+                self._sync(f)
             self._safe_end(f)
         self.flows.clear()
+        if self.fast is not None:
+            self.fast.reset()
         return self._take()
 
     def _take(self) -> list[dict]:
@@ -135,48 +166,168 @@ class Decoder:
     def _walk(self, batch: FrameBatch, d, idx: np.ndarray) -> None:
         mv = memoryview(batch.buf)
         buf = batch.buf
-        flows = self.flows
         poffs = d.poff[idx]
         plens = d.plen[idx]
         self.scan.set(scan_heads(buf, poffs, plens, self.heads.names, self.heads.name_off))
+        one = self._one
         for j, (i, h, dirn, seq, flags, poff, plen, pwire, ts) in enumerate(zip(
                 idx.tolist(), d.fhash[idx].tolist(), d.dirn[idx].tolist(), d.seq[idx].tolist(),
                 d.flags[idx].tolist(), poffs.tolist(), plens.tolist(), d.pwire[idx].tolist(),
                 batch.ts[idx].tolist())):
-            try:
-                f = flows.get(h)
-                syn = flags & TH_SYN
-                if f is None or (syn and not flags & TH_ACK and f.conn is not None and f.streams[dirn].delivered):
-                    if f is not None:  # the 4-tuple is reused by a new connection
-                        self._end(f)
-                    if not syn and not pwire:
-                        continue  # FIN/RST stragglers of a connection already ended
-                    f = flows[h] = self._new_flow(buf, d, i, dirn, ts)
-                f.last_seen = ts
-                if f.dead:
-                    continue
-                s = f.streams[dirn]
-                if syn:
-                    f.midstream = False
-                    if not flags & TH_ACK:
-                        f.syn_from = dirn
-                    s.syn(seq)
-                    seq = (seq + 1) & MASK
-                if pwire:
-                    if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
-                        continue
-                    if not s.body_bytes(seq, pwire, plen):
-                        s.data(seq, mv[poff:poff + plen], pwire, ts, j)
-                if flags & TH_FIN:
-                    s.fin(seq + pwire)
-                    if f.streams[0].closed and f.streams[1].closed:
-                        self.stats["flows_closed"] += 1
-                        self._end(flows.pop(h))
-                elif flags & TH_RST:
-                    self.stats["flows_reset"] += 1
+            one(mv, buf, d, i, h, dirn, seq, flags, poff, plen, pwire, ts, j)
+
+    def _one(self, mv, buf, d, i, h, dirn, seq, flags, poff, plen, pwire, ts, j) -> None:
+        """One packet the Python way (j indexes the current head scan)."""
+        flows = self.flows
+        try:
+            f = flows.get(h)
+            syn = flags & TH_SYN
+            if f is None or (syn and not flags & TH_ACK and f.conn is not None and f.streams[dirn].delivered):
+                if f is not None:  # the 4-tuple is reused by a new connection
+                    self._end(f)
+                if not syn and not pwire:
+                    return  # FIN/RST stragglers of a connection already ended
+                f = flows[h] = self._new_flow(buf, d, i, dirn, ts)
+            f.last_seen = ts
+            if f.dead:
+                return
+            s = f.streams[dirn]
+            if syn:
+                f.midstream = False
+                if not flags & TH_ACK:
+                    f.syn_from = dirn
+                s.syn(seq)
+                seq = (seq + 1) & MASK
+            if pwire:
+                if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
+                    return
+                if not s.body_bytes(seq, pwire, plen):
+                    s.data(seq, mv[poff:poff + plen], pwire, ts, j)
+            if flags & TH_FIN:
+                s.fin(seq + pwire)
+                if f.streams[0].closed and f.streams[1].closed:
+                    self.stats["flows_closed"] += 1
                     self._end(flows.pop(h))
-            except Exception:  # a bug must cost one flow, never the capture
+            elif flags & TH_RST:
+                self.stats["flows_reset"] += 1
+                self._end(flows.pop(h))
+        except Exception:  # a bug must cost one flow, never the capture
+            self._internal_error(h)
+
+    def _walk_fast(self, batch: FrameBatch, d, idx: np.ndarray) -> None:
+        """The numba fast path routes the batch; Python replays its records in packet order."""
+        buf = batch.buf
+        fh = d.fhash[idx]
+        dirn = d.dirn[idx]
+        poff = d.poff[idx]
+        plen = d.plen[idx]
+        ts = batch.ts[idx]
+        rec, rsp = self.fast.run(buf, fh, dirn, d.seq[idx], d.flags[idx], poff, plen, d.pwire[idx], ts,
+                                 d.sport[idx], d.dport[idx])
+        if not len(rec):
+            return
+        types = rec[:, fp.TYPE]
+        rj = rec[:, fp.J]
+        slow_j = rj[(types == fp.R_SLOW) | (types == fp.R_DEMOTE)]
+        slow = None
+        if len(slow_j):
+            sp, sl = poff[slow_j], plen[slow_j]
+            self.scan.set(scan_heads(buf, sp, sl, self.heads.names, self.heads.name_off))
+            slow = list(zip(idx[slow_j].tolist(), d.seq[idx][slow_j].tolist(), d.flags[idx][slow_j].tolist(),
+                            sp.tolist(), sl.tolist(), d.pwire[idx][slow_j].tolist()))
+        mv = memoryview(buf)
+        flows = self.flows
+        heads = self.heads
+        js = 0
+        for k, (r, h, dr, t_s) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist(), ts[rj].tolist())):
+            t = r[0]
+            if t == fp.R_SLOW or t == fp.R_DEMOTE:
+                i, seq, flags, po, pl, pw = slow[js]
+                if t == fp.R_DEMOTE:
+                    f = flows.get(h)
+                    if f is not None and f.slot == r[2]:
+                        self._sync(f)
+                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, t_s, js)
+                js += 1
+                continue
+            f = flows.get(h)
+            if t == fp.R_NEW:
+                f = flows[h] = self._new_flow(buf, d, int(idx[r[1]]), dr, t_s)
+                f.slot = r[2]
+                f.midstream = False
+                continue
+            if f is None or f.slot != r[2]:
+                continue  # the flow was dropped by an internal error
+            try:
+                if t == fp.R_DONE:
+                    conn = f.conn
+                    conn.resp_reader.body = r[fp.RBODY]
+                    conn._finish()
+                elif t == fp.R_REQ:
+                    conn = f.conn or self._make_conn(f, dr)
+                    parsed = heads.request_scanned(bytes(mv[r[3]:r[4]]), r[5], r[6], r[7], r[8], rsp[k].tolist())
+                    conn.on_head(conn.req_reader, None, t_s, parsed)
+                elif t == fp.R_RESP:
+                    conn = f.conn or self._make_conn(f, 1 - dr)
+                    parsed = heads.response_scanned(bytes(mv[r[3]:r[4]]), r[5], r[8], rsp[k].tolist())
+                    framing = conn.on_head(conn.resp_reader, None, t_s, parsed)[0]
+                    aux = r[fp.AUX]
+                    if framing != _FRAMING[aux]:
+                        raise RuntimeError(f"fast path framing {_FRAMING[aux]!r} != {framing!r}")
+                    if aux == fp.F_NONE or (aux == fp.F_LENGTH and r[fp.RBODY] == -1):
+                        conn.resp_reader.body = 0
+                        conn._finish()
+                elif t == fp.R_END:
+                    conn = f.conn
+                    if conn is not None:
+                        conn.resp_reader.state = r[3]
+                        conn.resp_reader.body = r[fp.RBODY]
+                        conn.req_reader.state = r[fp.RSTATE_REQ]
+                    f.slot = -1
+                    aux = r[fp.AUX]
+                    if aux == fp.END_CLOSED:
+                        self.stats["flows_closed"] += 1
+                        flows.pop(h)
+                    elif aux == fp.END_RESET:
+                        self.stats["flows_reset"] += 1
+                        flows.pop(h)
+                    self._end(f)
+            except Exception:
+                slot = f.slot
+                if slot >= 0 and self.fast.keys.get(h, -1) == slot:
+                    self.fast.st[slot, fp.MODE] = fp.SLOW
                 self._internal_error(h)
+
+    def _sync(self, f: Flow) -> None:
+        """Hand a fast-path flow to Python: copy its numba state into the Python objects."""
+        fast = self.fast
+        slot = f.slot
+        row = fast.st[slot].tolist()
+        f.last_seen = float(fast.last[slot])
+        f.midstream = False
+        f.syn_from = None if row[fp.SYNFROM] < 0 else row[fp.SYNFROM]
+        if row[fp.CONN] and f.conn is None:
+            self._make_conn(f, row[fp.CLIENT])
+        for dd in (0, 1):
+            b = fp.D0 + fp.DW * dd
+            s = f.streams[dd]
+            s.next_seq = None if row[b + fp.NEXT] < 0 else row[b + fp.NEXT]
+            s.delivered = row[b + fp.DELIV]
+            s.fin_seq = None if row[b + fp.FIN] < 0 else row[b + fp.FIN]
+            s.closed = bool(row[b + fp.CLOSED])
+            r = s.reader
+            if r is not None:
+                r.state = st = row[b + fp.RSTATE]
+                r.skip = row[b + fp.SKIP]
+                r.body = row[b + fp.BODYN]
+                r.messages = row[b + fp.MSGS]
+                r.sniff = bool(row[b + fp.SNIFF])
+                r.partial = None
+                lo = dd * fp.LINE_MAX
+                r.line = bytearray(fast.lbuf[slot, lo:lo + row[b + fp.LLEN]].tobytes()) if st in _LINE_STATES \
+                    else None
+        f.slot = -1
+        fast.st[slot, fp.MODE] = fp.SLOW
 
     def _count_internal(self) -> None:
         self.stats["internal_errors"] += 1
@@ -227,6 +378,10 @@ class Decoder:
                     return False
             else:
                 client = 1 - dirn if data.startswith(b"HTTP/") else dirn
+        self._make_conn(f, client)
+        return True
+
+    def _make_conn(self, f: Flow, client: int) -> Connection:
         f.client_dir = client
         srv = 1 - client
         conn = Connection((f.addr[client], f.ports[client]), (f.addr[srv], f.ports[srv]), f.midstream,
@@ -235,7 +390,7 @@ class Decoder:
         f.conn = conn
         f.streams[client].reader = conn.req_reader
         f.streams[srv].reader = conn.resp_reader
-        return True
+        return conn
 
     def _end(self, f: Flow) -> None:
         if f.conn is None:

@@ -256,3 +256,105 @@ def test_head_scanner_takes_the_common_heads():
     assert h.kind.tolist() == [HEAD_REQUEST, HEAD_RESPONSE]
     assert h.end.tolist() == [len(heads[0]), len(heads[1]) - 5]
     assert (int(h.a[1]), int(h.minor[1])) == (200, 1)
+
+
+# -- the numba fast path (capture.fastpath) equals the Python path exactly ---------------------
+
+def decode_both(frames, chunk: int = 0, expire_every: float = 0.0, **capture) -> tuple[list[dict], dict]:
+    """Events + stats of the fast path, after asserting the Python-only Decoder gives the very same."""
+    results = []
+    for fast in (True, False):
+        d = Decoder(Settings(capture=capture) if capture else Settings(), fast_path=fast)
+        events = []
+        step = chunk or max(1, len(frames))
+        for i in range(0, len(frames), step):
+            part = frames[i:i + step]
+            events += d.feed(batch(part))
+            if expire_every:
+                events += d.expire(part[-1][0] + expire_every)
+        events += d.close()
+        results.append((events, d.stats))
+    (fast_ev, fast_st), (slow_ev, slow_st) = results
+    assert fast_ev == slow_ev  # every field, event_id included, in the same order
+    assert fast_st == slow_st
+    return fast_ev, fast_st
+
+
+def _mutate(frames, flips):
+    out = []
+    for k, (t, f) in enumerate(frames):
+        b = bytearray(f)
+        for pos, val in flips:
+            if pos % len(frames) == k:
+                b[pos % len(b)] = val
+        out.append((t, bytes(b)))
+    return out
+
+
+@FUZZ
+@given(st.lists(transaction(), min_size=1, max_size=5), st.lists(st.integers(0, 5000), max_size=25),
+       st.lists(st.integers(0, 5000), max_size=25), st.booleans(), st.integers(0, 7))
+def test_fast_path_equals_python_path_on_any_segmentation(txs, cuts_c, cuts_s, pipelined, batch_chunk):
+    events, stats = decode_both(conversation_frames(txs, cuts_c, cuts_s, pipelined), chunk=batch_chunk)
+    assert len(events) == len(txs) and stats["internal_errors"] == 0
+
+
+@FUZZ
+@given(st.lists(transaction(), min_size=1, max_size=4), st.lists(st.integers(0, 3000), min_size=1, max_size=12),
+       st.randoms(use_true_random=False), st.integers(0, 5),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6))
+def test_fast_path_equals_python_path_on_messy_streams(txs, cuts, rnd, batch_chunk, flips):
+    def mess(segs):
+        segs = list(segs)
+        if rnd.random() < 0.5:
+            rnd.shuffle(segs)
+        return segs + ([rnd.choice(segs)] if rnd.random() < 0.5 else [])
+
+    frames = conversation_frames(txs, cuts, cuts, rnd.random() < 0.3, shuffle=mess)
+    decode_both(_mutate(frames, flips), chunk=batch_chunk)
+
+
+@FUZZ
+@given(st.lists(st.lists(transaction(), min_size=1, max_size=3), min_size=1, max_size=4), st.integers(1, 9),
+       st.sampled_from([0.0, 0.5, 40.0, 200.0]), st.randoms(use_true_random=False))
+def test_fast_path_equals_python_path_on_interleaved_flows(convs, batch_chunk, expire_every, rnd):
+    """Several connections at once (some reusing a 4-tuple, some cut off, some reset), expiry sweeps between batches."""
+    frames = []
+    for n, txs in enumerate(convs):
+        conv = conversation_frames(txs, [rnd.randrange(0, 400)], [rnd.randrange(0, 2000)], n % 2 == 1)
+        port = C_PORT + n % 3  # n and n+3 reuse one 4-tuple
+        conv = [(t + 100 * n * rnd.random(), _with_client_port(f, port)) for t, f in conv]
+        cut = rnd.random()
+        if cut < 0.2:
+            conv = conv[:-2]  # no FIN: ends at close() or by expiry
+        elif cut < 0.3:
+            t, f = conv[-1]
+            conv[-1] = (t, f[:47] + bytes([0x04]) + f[48:])  # the last FIN becomes a RST
+        frames += conv
+    frames.sort(key=lambda x: x[0])
+    decode_both(frames, chunk=batch_chunk, expire_every=expire_every, transaction_timeout_s=1.0,
+                flow_idle_timeout_s=60.0)
+
+
+def _with_client_port(frame: bytes, port: int) -> bytes:
+    # the client's port is the TCP source port (client -> server) or destination port (server -> client)
+    tcp = 14 + 20
+    sp, dp = struct.unpack("!HH", frame[tcp:tcp + 4])
+    sp, dp = (port, dp) if sp == C_PORT else (sp, port)
+    return frame[:tcp] + struct.pack("!HH", sp, dp) + frame[tcp + 4:]
+
+
+def test_fast_path_takes_the_common_case():
+    """A clean keep-alive conversation is followed by the numba fast path: no packet goes to Python."""
+    txs = [(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000),
+           (b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"y" * 5000, 1200))]
+    frames = conversation_frames([tx + (None,) for tx in txs], [], [1000, 2000, 3000, 4000, 5000, 6000], False)
+    d = Decoder(Settings())
+    python_packets = []
+    orig = d._one
+    d._one = lambda *a: (python_packets.append(a), orig(*a))
+    events = d.feed(batch(frames)) + d.close()
+    assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/a", 200, 3000), ("/b", 200, 5000)]
+    assert python_packets == []
+    assert d.stats["flows_closed"] == 1 and d.stats["transactions"] == 2

@@ -1,0 +1,667 @@
+"""The common case of a whole batch in one numba call: clean flows never touch Python per packet.
+
+A flow that starts with a SYN and stays simple (in-order segments, heads whole within a
+packet, Content-Length / chunked / until-close bodies) is followed here: a flow table
+(typed dict fhash -> slot), per-direction next sequence number and the same HTTP
+message-framing state machine as capture.http.MessageReader, as integer columns.
+The kernel emits records in packet order (new flow, request head, response head,
+response done, flow end) with spans into the batch buffer; the Decoder builds
+events from them with the regular Connection/EventBuilder code, so the events are
+byte-identical to the Python path's.
+
+Anything unusual (out of order, retransmission, truncated capture, a head split across
+packets, blank lines, HTTP/0.9, odd Content-Length, 101/CONNECT, orphan responses, too
+many pending requests...) "demotes" the flow: the packet's effects are rolled back and
+the record DEMOTE tells the Decoder to copy this flow's state into the Python objects
+(capture.reassembly.Stream, capture.http.MessageReader) and process the packet, and all
+later ones of that flow, the Python way. Flows first seen without a SYN are Python's
+from the start (SLOW).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.typed import Dict
+
+from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
+
+# slot modes
+FREE, FAST, SLOW = 0, 1, 2
+
+# per-slot integer columns
+MODE, CLIENT, SYNFROM, CONN, NPEND, PHEAD = range(6)
+D0 = 6                # first column of direction 0; direction d starts at D0 + DW * d
+DW = 10
+NEXT, DELIV, FIN, CLOSED, RSTATE, SKIP, BODYN, MSGS, SNIFF, LLEN = range(DW)
+NCOL = D0 + 2 * DW
+
+LINE_MAX = 32         # chunk-size / trailer line bytes carried across packets (longer: Python's)
+PEND_MAX = 16         # pending requests followed per flow (more: Python's)
+
+# record types
+R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
+# record columns
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ = range(12)
+RCOL = 12
+# R_RESP aux: framing the Python Connection must agree with
+F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE, F_INTERIM = range(5)
+# R_END aux
+END_CLOSED, END_RESET, END_REUSE = 1, 2, 3
+
+MASK = 0xFFFFFFFF
+MAX_BODY = 1 << 40
+M_HEAD, M_CONNECT = 1, 2
+
+
+@njit(cache=True, inline="always")
+def _lower(x):
+    return x + 32 if 65 <= x <= 90 else x
+
+
+@njit(cache=True)
+def _scan_at(buf, s, e, names, name_off, spans, r):
+    """capture.decode._scan_heads for one head starting at s (same rules). Fills spans[r] relative to s.
+
+    Returns (kind, head length, a, b, c, minor); kind 0 = not a simple complete head."""
+    k_names = name_off.shape[0] - 1
+    for q in range(2 * k_names):
+        spans[r, q] = -1
+    fa = 0
+    fb = 0
+    fc = 0
+    minor = 0
+    if e - s < 16:
+        return 0, 0, 0, 0, 0, 0
+    p = s
+    is_resp = False
+    if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
+        if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
+            return 0, 0, 0, 0, 0, 0
+        code = 0
+        for q in range(s + 9, s + 12):
+            dg = buf[q]
+            if dg < 48 or dg > 57:
+                return 0, 0, 0, 0, 0, 0
+            code = code * 10 + (dg - 48)
+        if buf[s + 12] != 32 and buf[s + 12] != 13:
+            return 0, 0, 0, 0, 0, 0
+        is_resp = True
+        fa = code
+        minor = buf[s + 7] - 48
+        p = s + 12
+    else:
+        while p < e and 65 <= buf[p] <= 90:
+            p += 1
+        if p == s or p - s > 20 or p >= e or buf[p] != 32:
+            return 0, 0, 0, 0, 0, 0
+        fa = p - s
+        p += 1
+        fb = p - s
+        while p < e and buf[p] > 32 and buf[p] != 127:
+            p += 1
+        if p == fb + s or p + 10 > e or buf[p] != 32:
+            return 0, 0, 0, 0, 0, 0
+        fc = p - s
+        if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
+                and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
+                and (buf[p + 8] == 48 or buf[p + 8] == 49)):
+            return 0, 0, 0, 0, 0, 0
+        minor = buf[p + 8] - 48
+        p += 9
+    if is_resp:
+        while p < e and buf[p] != 13 and buf[p] != 10:
+            p += 1
+    if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+        return 0, 0, 0, 0, 0, 0
+    p += 2
+    done = False
+    while p < e:
+        ls = p
+        while p < e and buf[p] != 13 and buf[p] != 10:
+            p += 1
+        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+            return 0, 0, 0, 0, 0, 0
+        le = p
+        p += 2
+        if le == ls:
+            done = True
+            break
+        if buf[ls] == 32 or buf[ls] == 9:
+            return 0, 0, 0, 0, 0, 0
+        colon = ls
+        while colon < le and buf[colon] != 58:
+            colon += 1
+        if colon == le:
+            continue
+        ne = colon
+        while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
+            ne -= 1
+        nlen = ne - ls
+        match = -1
+        for k in range(k_names):
+            if name_off[k + 1] - name_off[k] != nlen:
+                continue
+            same = True
+            for q in range(nlen):
+                if _lower(buf[ls + q]) != names[name_off[k] + q]:
+                    same = False
+                    break
+            if same:
+                match = k
+                break
+        if match < 0:
+            continue
+        if spans[r, 2 * match] >= 0:
+            return 0, 0, 0, 0, 0, 0
+        vs = colon + 1
+        while vs < le and (buf[vs] == 32 or buf[vs] == 9):
+            vs += 1
+        ve = le
+        while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
+            ve -= 1
+        spans[r, 2 * match] = vs - s
+        spans[r, 2 * match + 1] = ve - s
+    if not done:
+        return 0, 0, 0, 0, 0, 0
+    return (2 if is_resp else 1), p - s, fa, fb, fc, minor
+
+
+@njit(cache=True, inline="always")
+def _has_chunked(buf, vs, ve):
+    # b"chunked" in value.lower()
+    for p in range(vs, ve - 6):
+        if (_lower(buf[p]) == 99 and _lower(buf[p + 1]) == 104 and _lower(buf[p + 2]) == 117
+                and _lower(buf[p + 3]) == 110 and _lower(buf[p + 4]) == 107 and _lower(buf[p + 5]) == 101
+                and _lower(buf[p + 6]) == 100):
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _digits(buf, vs, ve):
+    """A plain decimal Content-Length (what the Python parser surely accepts); -1 otherwise."""
+    if ve - vs < 1 or ve - vs > 16:
+        return -1
+    v = np.int64(0)
+    for p in range(vs, ve):
+        dg = buf[p]
+        if dg < 48 or dg > 57:
+            return -1
+        v = v * 10 + (dg - 48)
+    if v > MAX_BODY:
+        return -1
+    return v
+
+
+@njit(cache=True, inline="always")
+def _is_ws(x):
+    return x == 32 or x == 9 or x == 10 or x == 13 or x == 11 or x == 12
+
+
+@njit(cache=True)
+def _chunk_size_of(line, n):
+    """int(line.split(b';')[0].strip(), 16) with the Python reader's checks; -1 = invalid."""
+    e = 0
+    while e < n and line[e] != 59:
+        e += 1
+    s = 0
+    while s < e and _is_ws(line[s]):
+        s += 1
+    while e > s and _is_ws(line[e - 1]):
+        e -= 1
+    if e == s or e - s > 12:
+        return -1
+    v = np.int64(0)
+    for p in range(s, e):
+        x = line[p]
+        if 48 <= x <= 57:
+            v = v * 16 + (x - 48)
+        elif 97 <= x <= 102:
+            v = v * 16 + (x - 87)
+        elif 65 <= x <= 70:
+            v = v * 16 + (x - 55)
+        else:
+            return -1
+    return v
+
+
+@njit(cache=True, inline="always")
+def _rec(rec, nrec, typ, k, slot):
+    for c in range(RCOL):
+        rec[nrec, c] = 0
+    rec[nrec, TYPE] = typ
+    rec[nrec, J] = k
+    rec[nrec, SLOT] = slot
+
+
+@njit(cache=True)
+def _reader(buf, s, e, k, slot, d, is_req, st, lbuf, pring, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec):
+    """MessageReader.feed for in-order bytes buf[s:e] of direction d. Returns the new record count, -1 = demote."""
+    b = D0 + DW * d
+    lim = rec.shape[0] - 2  # keep room for a DEMOTE / END record
+    p = s
+    while p < e:
+        rs = st[slot, b + RSTATE]
+        if rs == BODY or rs == CHUNK_DATA:
+            kk = min(st[slot, b + SKIP], e - p)
+            st[slot, b + SKIP] -= kk
+            p += kk
+            if st[slot, b + SKIP] == 0:
+                if rs == BODY:
+                    st[slot, b + RSTATE] = HEAD
+                    st[slot, b + LLEN] = 0
+                    if not is_req:
+                        if nrec >= lim:
+                            return -1
+                        _rec(rec, nrec, R_DONE, k, slot)
+                        rec[nrec, RBODY] = st[slot, b + BODYN]
+                        nrec += 1
+                else:
+                    st[slot, b + RSTATE] = CHUNK_CRLF
+                    st[slot, b + SKIP] = 2
+        elif rs == UNTIL_CLOSE:
+            st[slot, b + BODYN] += e - p
+            p = e
+        elif rs == CHUNK_CRLF:
+            if buf[p] == 10:
+                st[slot, b + SKIP] = 0
+            elif st[slot, b + SKIP] == 1:
+                return -1
+            else:
+                st[slot, b + SKIP] -= 1
+            p += 1
+            if st[slot, b + SKIP] == 0:
+                st[slot, b + RSTATE] = CHUNK_SIZE
+        elif rs == CHUNK_SIZE or rs == TRAILER:
+            nl = p
+            while nl < e and buf[nl] != 10:
+                nl += 1
+            ll = st[slot, b + LLEN]
+            if ll + (nl - p) > LINE_MAX:
+                return -1
+            for q in range(p, nl):
+                lbuf[slot, d * LINE_MAX + ll] = buf[q]
+                ll += 1
+            st[slot, b + LLEN] = ll
+            if nl == e:
+                p = e
+                continue
+            p = nl + 1
+            st[slot, b + LLEN] = 0
+            if rs == CHUNK_SIZE:
+                size = _chunk_size_of(lbuf[slot, d * LINE_MAX:d * LINE_MAX + LINE_MAX], ll)
+                if size < 0:
+                    return -1
+                if size == 0:
+                    st[slot, b + RSTATE] = TRAILER
+                else:
+                    st[slot, b + BODYN] += size
+                    st[slot, b + RSTATE] = CHUNK_DATA
+                    st[slot, b + SKIP] = size
+            else:
+                empty = True
+                for q in range(ll):
+                    if lbuf[slot, d * LINE_MAX + q] != 13:
+                        empty = False
+                        break
+                if empty:
+                    st[slot, b + RSTATE] = HEAD
+                    st[slot, b + SKIP] = 0
+                    if not is_req:
+                        if nrec >= lim:
+                            return -1
+                        _rec(rec, nrec, R_DONE, k, slot)
+                        rec[nrec, RBODY] = st[slot, b + BODYN]
+                        nrec += 1
+        elif rs == HEAD:
+            if nrec >= lim:
+                return -1
+            kind, hl, fa, fb, fc, minor = _scan_at(buf, p, e, names, name_off, rsp, nrec)
+            if kind != (1 if is_req else 2):
+                return -1
+            chunked = False
+            tv = rsp[nrec, 2 * te_k]
+            if tv >= 0:
+                chunked = _has_chunked(buf, p + tv, p + rsp[nrec, 2 * te_k + 1])
+            cl = np.int64(-1)
+            cv = rsp[nrec, 2 * cl_k]
+            if not chunked and cv >= 0:
+                cl = _digits(buf, p + cv, p + rsp[nrec, 2 * cl_k + 1])
+                if cl < 0:
+                    return -1
+            _rec(rec, nrec, R_REQ if is_req else R_RESP, k, slot)
+            rec[nrec, HS] = p
+            rec[nrec, HE] = p + hl
+            rec[nrec, FA] = fa
+            rec[nrec, FB] = fb
+            rec[nrec, FC] = fc
+            rec[nrec, MINOR] = minor
+            st[slot, b + MSGS] += 1
+            st[slot, b + SNIFF] = 0
+            st[slot, b + BODYN] = 0
+            if is_req:
+                n = st[slot, NPEND]
+                if n + 1 > max_pend or n + 1 > PEND_MAX:
+                    return -1
+                mflag = 0
+                if fa == 4 and buf[p] == 72 and buf[p + 1] == 69 and buf[p + 2] == 65 and buf[p + 3] == 68:
+                    mflag = M_HEAD
+                elif fa == 7 and buf[p] == 67 and buf[p + 1] == 79 and buf[p + 2] == 78 and buf[p + 3] == 78 \
+                        and buf[p + 4] == 69 and buf[p + 5] == 67 and buf[p + 6] == 84:
+                    mflag = M_CONNECT
+                pring[slot, (st[slot, PHEAD] + n) % PEND_MAX] = mflag
+                st[slot, NPEND] = n + 1
+                nrec += 1
+                if chunked:
+                    st[slot, b + RSTATE] = CHUNK_SIZE
+                    st[slot, b + LLEN] = 0
+                elif cl > 0:
+                    st[slot, b + RSTATE] = BODY
+                    st[slot, b + SKIP] = cl
+                else:
+                    st[slot, b + RSTATE] = HEAD
+                    st[slot, b + SKIP] = 0
+            else:
+                status = fa
+                if 100 <= status < 200 and status != 101:
+                    rec[nrec, AUX] = F_INTERIM
+                    nrec += 1
+                    st[slot, b + RSTATE] = HEAD
+                    st[slot, b + SKIP] = 0
+                else:
+                    n = st[slot, NPEND]
+                    if n == 0:
+                        return -1  # orphan response: Python counts it
+                    mflag = pring[slot, st[slot, PHEAD]]
+                    st[slot, PHEAD] = (st[slot, PHEAD] + 1) % PEND_MAX
+                    st[slot, NPEND] = n - 1
+                    if status == 101 or (mflag == M_CONNECT and 200 <= status < 300):
+                        return -1
+                    if mflag == M_HEAD or status == 204 or status == 304:
+                        rec[nrec, AUX] = F_NONE
+                        st[slot, b + RSTATE] = HEAD
+                        st[slot, b + SKIP] = 0
+                    elif chunked:
+                        rec[nrec, AUX] = F_CHUNKED
+                        st[slot, b + RSTATE] = CHUNK_SIZE
+                        st[slot, b + LLEN] = 0
+                    elif cl > 0:
+                        rec[nrec, AUX] = F_LENGTH
+                        st[slot, b + RSTATE] = BODY
+                        st[slot, b + SKIP] = cl
+                    elif cl == 0:
+                        rec[nrec, AUX] = F_LENGTH
+                        rec[nrec, RBODY] = -1  # done at once
+                        st[slot, b + RSTATE] = HEAD
+                        st[slot, b + SKIP] = 0
+                    else:
+                        rec[nrec, AUX] = F_CLOSE
+                        st[slot, b + RSTATE] = UNTIL_CLOSE
+                    nrec += 1
+            p += hl
+        else:
+            return -1
+    return nrec
+
+
+@njit(cache=True, inline="always")
+def _end_rec(rec, nrec, k, slot, st, client, aux):
+    _rec(rec, nrec, R_END, k, slot)
+    rec[nrec, AUX] = aux
+    if st[slot, CONN]:
+        bs = D0 + DW * (1 - client)
+        bc = D0 + DW * client
+        rec[nrec, HS] = st[slot, bs + RSTATE]
+        rec[nrec, RBODY] = st[slot, bs + BODYN]
+        rec[nrec, RSTATE_REQ] = st[slot, bc + RSTATE]
+    return nrec + 1
+
+
+@njit(cache=True, inline="always")
+def _reset(st, slot):
+    for c in range(NCOL):
+        st[slot, c] = 0
+    st[slot, MODE] = FAST
+    st[slot, CLIENT] = -1
+    st[slot, SYNFROM] = -1
+    for d in range(2):
+        b = D0 + DW * d
+        st[slot, b + NEXT] = -1
+        st[slot, b + FIN] = -1
+        st[slot, b + SNIFF] = 1
+
+
+@njit(cache=True, inline="always")
+def _in(ports, x):
+    for q in range(ports.shape[0]):
+        if ports[q] == x:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _packet(buf, k, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, ports, names, name_off, cl_k, te_k,
+            max_pend, rec, rsp, nrec, ended):
+    """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""
+    b = D0 + DW * d
+    syn = (fl & 0x02) != 0
+    ack = (fl & 0x10) != 0
+    if syn and not ack and st[slot, CONN] == 1 and st[slot, b + DELIV] > 0:
+        # the 4-tuple is reused by a new connection: end the old one, start afresh
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_REUSE)
+        _reset(st, slot)
+        _rec(rec, nrec, R_NEW, k, slot)
+        nrec += 1
+    if syn:
+        if not ack:
+            st[slot, SYNFROM] = d
+        if st[slot, b + DELIV] == 0:
+            st[slot, b + NEXT] = (sq + 1) & MASK
+        sq = (sq + 1) & MASK
+        if pw > 0:
+            return -1
+    if pw > 0:
+        if pc != pw:
+            return -1  # captured less than was sent: a gap, Python's
+        if st[slot, CONN] == 0:
+            if d == 0:
+                pa, pb = sport, dport
+            else:
+                pa, pb = dport, sport
+            a_srv = _in(ports, pa)
+            b_srv = _in(ports, pb)
+            if a_srv != b_srv:
+                client = 1 if a_srv else 0
+            elif st[slot, SYNFROM] >= 0:
+                client = st[slot, SYNFROM]
+            else:
+                return -1
+            st[slot, CLIENT] = client
+            st[slot, CONN] = 1
+        if st[slot, b + CLOSED] or st[slot, b + FIN] >= 0:
+            return -1
+        ns = st[slot, b + NEXT]
+        if ns < 0:
+            ns = sq
+        if sq != ns:
+            return -1
+        nrec = _reader(buf, ps, ps + pw, k, slot, d, d == st[slot, CLIENT], st, lbuf, pring, names, name_off,
+                       cl_k, te_k, max_pend, rec, rsp, nrec)
+        if nrec < 0:
+            return -1
+        st[slot, b + NEXT] = (sq + pw) & MASK
+        st[slot, b + DELIV] += pw
+    if fl & 0x01:
+        fin = (sq + pw) & MASK
+        if st[slot, b + CLOSED]:
+            st[slot, b + FIN] = fin
+        elif st[slot, b + NEXT] < 0 or st[slot, b + NEXT] == fin:
+            st[slot, b + FIN] = fin
+            st[slot, b + CLOSED] = 1
+            if st[slot, CONN] and st[slot, b + RSTATE] == UNTIL_CLOSE:
+                st[slot, b + RSTATE] = HEAD
+                st[slot, b + SKIP] = 0
+                st[slot, b + LLEN] = 0
+                if d != st[slot, CLIENT]:
+                    if nrec >= rec.shape[0] - 2:
+                        return -1
+                    _rec(rec, nrec, R_DONE, k, slot)
+                    rec[nrec, RBODY] = st[slot, b + BODYN]
+                    nrec += 1
+        else:
+            return -1  # FIN ahead of missing data: Python's
+        if st[slot, D0 + CLOSED] and st[slot, D0 + DW + CLOSED]:
+            nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_CLOSED)
+            ended[0] = 1
+    elif fl & 0x04:
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_RESET)
+        ended[0] = 1
+    return nrec
+
+
+@njit(cache=True)
+def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, st, last, lbuf, pring, free, meta,
+         ports, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec, start):
+    """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
+    next packet < n when the slot table is full (grow it and call again from there)."""
+    n = fh.shape[0]
+    sv = np.empty(NCOL, np.int64)
+    svl = np.empty(lbuf.shape[1], np.uint8)
+    ended = np.zeros(1, np.int64)
+    for k in range(start, n):
+        if nrec >= rec.shape[0] - 4:
+            return nrec, k
+        h = fh[k]
+        d = dirn[k]
+        fl = flags[k]
+        slot = np.int64(-1)
+        if h in keys:
+            slot = keys[h]
+        if slot < 0:
+            if (fl & 0x02) == 0 and pwire[k] == 0:
+                continue  # FIN/RST straggler of a flow already ended: Python ignores it too
+            if meta[0] == 0:
+                return nrec, k
+            meta[0] -= 1
+            slot = free[meta[0]]
+            keys[h] = slot
+            last[slot] = ts[k]
+            if (fl & 0x17) == 0x02 and pwire[k] == 0:  # a plain SYN: the flow starts here
+                _reset(st, slot)
+                _rec(rec, nrec, R_NEW, k, slot)
+                nrec += 1
+            else:
+                st[slot, MODE] = SLOW
+                _rec(rec, nrec, R_SLOW, k, slot)
+                nrec += 1
+                continue
+        else:
+            last[slot] = ts[k]
+            if st[slot, MODE] != FAST:
+                _rec(rec, nrec, R_SLOW, k, slot)
+                nrec += 1
+                continue
+        for c in range(NCOL):
+            sv[c] = st[slot, c]
+        svl[:] = lbuf[slot]
+        ended[0] = 0
+        r = _packet(buf, k, slot, fl, seq[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st, lbuf, pring,
+                    ports, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec, ended)
+        if r < 0:
+            for c in range(NCOL):
+                st[slot, c] = sv[c]
+            lbuf[slot] = svl
+            st[slot, MODE] = SLOW
+            _rec(rec, nrec, R_DEMOTE, k, slot)
+            nrec += 1
+        else:
+            nrec = r
+            if ended[0]:
+                keys.pop(h)
+                st[slot, MODE] = FREE
+                free[meta[0]] = slot
+                meta[0] += 1
+    return nrec, n
+
+
+@njit(cache=True)
+def _purge(keys, st, last, free, meta, now, idle):
+    """Forget Python-owned (SLOW) flows idle like the Decoder's expiry rule (it ended them too)."""
+    gone = []
+    for h, slot in keys.items():
+        if st[slot, MODE] == SLOW and last[slot] + idle < now:
+            gone.append(h)
+    for h in gone:
+        slot = keys[h]
+        keys.pop(h)
+        st[slot, MODE] = FREE
+        free[meta[0]] = slot
+        meta[0] += 1
+    return len(gone)
+
+
+class FlowTable:
+    """The numba side's flow state, grown on demand."""
+
+    def __init__(self, ports, names: np.ndarray, name_off: np.ndarray, cl_k: int, te_k: int, max_pending: int,
+                 capacity: int = 4096):
+        self.keys = Dict.empty(types.int64, types.int64)
+        self.ports = np.array(sorted(ports), np.int64)
+        self.names = names
+        self.name_off = name_off
+        self.cl_k = cl_k
+        self.te_k = te_k
+        self.max_pending = max_pending
+        self.st = np.zeros((0, NCOL), np.int64)
+        self.last = np.zeros(0, np.float64)
+        self.lbuf = np.zeros((0, 2 * LINE_MAX), np.uint8)
+        self.pring = np.zeros((0, PEND_MAX), np.int8)
+        self.free = np.zeros(0, np.int64)
+        self.meta = np.zeros(2, np.int64)  # free slots
+        self._grow(capacity)
+
+    def _grow(self, extra: int) -> None:
+        old = self.st.shape[0]
+        new = old + extra
+        self.st = np.concatenate([self.st, np.zeros((extra, NCOL), np.int64)])
+        self.last = np.concatenate([self.last, np.zeros(extra, np.float64)])
+        self.lbuf = np.concatenate([self.lbuf, np.zeros((extra, 2 * LINE_MAX), np.uint8)])
+        self.pring = np.concatenate([self.pring, np.zeros((extra, PEND_MAX), np.int8)])
+        nfree = int(self.meta[0])
+        free = np.zeros(new, np.int64)
+        free[:nfree] = self.free[:nfree]
+        free[nfree:nfree + extra] = np.arange(new - 1, old - 1, -1)  # low slots handed out first
+        self.free = free
+        self.meta[0] = nfree + extra
+
+    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport):
+        """Records (int64 [n, RCOL]) and head spans (int32 [n, 2K]) for a batch, in packet order."""
+        n = len(fh)
+        cap = 2 * n + 64
+        rec = np.zeros((cap, RCOL), np.int64)
+        rsp = np.full((cap, len(self.name_off) * 2 - 2), -1, np.int32)
+        nrec, k = 0, 0
+        while True:
+            nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, self.keys, self.st,
+                           self.last, self.lbuf, self.pring, self.free, self.meta, self.ports, self.names,
+                           self.name_off, self.cl_k, self.te_k, self.max_pending, rec, rsp, nrec, k)
+            if k >= n:
+                return rec[:nrec], rsp
+            if nrec >= cap - 4:
+                cap *= 2
+                rec = np.concatenate([rec, np.zeros((cap - rec.shape[0], RCOL), np.int64)])
+                rsp = np.concatenate([rsp, np.full((cap - rsp.shape[0], rsp.shape[1]), -1, np.int32)])
+            else:
+                self._grow(max(4096, self.st.shape[0]))
+
+    def purge(self, now: float, idle: float) -> None:
+        if len(self.keys):
+            _purge(self.keys, self.st, self.last, self.free, self.meta, now, idle)
+
+    def reset(self) -> None:
+        """Forget every flow (end of input)."""
+        cap = self.st.shape[0]
+        self.keys = Dict.empty(types.int64, types.int64)
+        self.st[:] = 0
+        self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
+        self.meta[0] = cap
