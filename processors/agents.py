@@ -127,15 +127,98 @@ class HitProcessor:
         return self.sessions.close_all(REASON_SHUTDOWN)
 
 
-def register_agents(vw: Any, runtime: Any) -> None:
-    """The hits agent (batches) and the 1 s timer, wired to a processors.worker.WorkerRuntime."""
+def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
+    """The hits agent (batches; left out when a BulkHitsConsumer reads the hits) and the 1 s
+    session timer, wired to a processors.worker.WorkerRuntime."""
     app, p = vw.app, vw.settings.processing
 
-    @app.agent(vw.hits_topic, name="visitwire.processors.hits")
-    async def hits(stream):
-        async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
-            await runtime.on_events(events)
+    if hits_agent:
+        @app.agent(vw.hits_topic, name="visitwire.processors.hits")
+        async def hits(stream):
+            async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
+                await runtime.on_events(events)
 
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():
         await runtime.on_tick()
+
+
+class BulkHitsConsumer:
+    """visitwire.hits read with aiokafka `getmany` (up to batch_size records per call).
+
+    Faust's stream hands over one message at a time through its conductor and queues
+    (~3-4k events/s on this machine, see benchmarks/pipeline_bench.py); this reads whole
+    fetches. Offsets are committed by `WorkerRuntime.flush()` after the history flush.
+    The hits partitions are assigned by this consumer's own group (`<app_id>-hits`), not
+    co-partitioned with the sessions table by Faust: use it with one worker per group
+    (the embedded runtime); `visitwire worker` scale-out uses the Faust agent."""
+
+    def __init__(self, settings: Settings, runtime: Any):
+        self.settings = settings
+        self.rt = runtime
+        self.consumer: Any = None
+        self._task: Any = None
+
+    async def start(self, wait_for: Any = None, wait_timeout: float = 120.0) -> None:
+        import asyncio
+
+        from aiokafka import AIOKafkaConsumer
+
+        from config.events import TOPIC_HITS
+
+        k, p = self.settings.kafka, self.settings.processing
+        if wait_for is not None:  # the sessions table restored from its changelog first
+            try:
+                await asyncio.wait_for(wait_for(), wait_timeout)
+            except asyncio.TimeoutError:
+                log.warning("sessions table recovery not finished after %.0f s; processing anyway", wait_timeout)
+        session_ms = int(k.session_timeout_s * 1000)
+        self.consumer = AIOKafkaConsumer(
+            TOPIC_HITS, bootstrap_servers=k.bootstrap, group_id=f"{k.app_id}-hits", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=p.batch_size, session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(300, session_ms // 5), max_partition_fetch_bytes=8 << 20,
+            fetch_max_bytes=64 << 20)
+        await self.consumer.start()
+        self.rt.commit_offsets = self.commit
+        self._task = asyncio.ensure_future(self._run())
+
+    async def commit(self, offsets: dict) -> None:
+        await self.consumer.commit(offsets)
+
+    async def _run(self) -> None:
+        p = self.settings.processing
+        timeout_ms = int(p.batch_timeout_s * 1000)
+        while True:
+            records = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=p.batch_size)
+            if not records:
+                continue
+            values: list[bytes] = []
+            partitions: list[int] = []
+            offsets = {}
+            for tp, msgs in records.items():
+                values.extend(m.value for m in msgs)
+                partitions.extend([tp.partition] * len(msgs))
+                offsets[tp] = msgs[-1].offset + 1
+            try:
+                await self.rt.on_records(values, partitions, offsets)
+            except Exception:
+                log.exception("processing a batch of %d hits failed; they will be replayed after a restart",
+                              len(values))
+                raise
+
+    async def stop_reading(self) -> None:
+        import asyncio
+
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    async def close(self) -> None:
+        await self.stop_reading()
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None

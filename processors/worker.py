@@ -1,14 +1,17 @@
 """Running the processors: the Faust app + agents + sinks, with offsets acked only after history flush.
 
-- `InProcessWorker(settings, history=None, redis_url=None)`: runs inside the caller's
-  asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
-  `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`.
-- `run_worker(settings) -> int`: `visitwire worker`, blocking until SIGINT/SIGTERM.
+- `InProcessWorker(settings, history=None, redis_url=None, bulk=True)`: runs inside the
+  caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
+  `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
+  `figures()`. bulk=True reads the hits with an aiokafka getmany loop (one worker per group);
+  bulk=False with the Faust agent (`stream.take_events`), co-partitioned with the table.
+- `run_worker(settings) -> int`: `visitwire worker` (Faust agent), blocking until SIGINT/SIGTERM.
 
 Exactly-once history from at-least-once Kafka: every consumed message gets an extra
 reference (`message.incref()`) so Faust cannot commit its offset when the batch is
-done; `flush()` writes the history sink, then writes the frozen session-table changes
-(changelog), then releases the references (offsets become committable). A crash at
+done (bulk mode: offsets are committed by hand); `flush()` writes the history sink,
+then the frozen session-table changes (changelog), then releases the references /
+commits the offsets. A crash at
 any point replays uncommitted hits; the history store deduplicates them by event_id /
 session_id, and sessions remember recent event ids to skip redelivered page views.
 """
@@ -27,7 +30,7 @@ import redis
 
 from config.events import TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
-from processors.agents import BatchOutput, HitProcessor, register_agents
+from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
 from sinks.base import BatchingSink, SinkUnavailable
@@ -71,7 +74,9 @@ class WorkerRuntime:
         self.live = live
         self.table_store = TableStore(vw.sessions_table, vw.settings.kafka.partitions)
         self.processor = HitProcessor(vw.settings, self.table_store)
-        self._held: list[tuple[list[Any], np.ndarray]] = []
+        # batches processed, not yet durable: (hits, their ts, Faust release callback, bulk offsets)
+        self._held: list[tuple[int, np.ndarray, Any, dict | None]] = []
+        self.commit_offsets: Any = None  # async callable(offsets) of the bulk consumer
         self._held_n = 0
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task | None = None
@@ -88,22 +93,31 @@ class WorkerRuntime:
         self.redis_delay = DelayStats()
         self.history_delay = DelayStats()
         self.processing_s = 0.0
-        self.offsets: dict[Any, int] = {}
 
-    # -- agent ------------------------------------------------------------------------------
+    # -- input ------------------------------------------------------------------------------
     async def on_events(self, events: list[Any]) -> None:
+        """A batch from the Faust agent: hold each message so Faust cannot commit it before flush()."""
         for e in events:
             e.message.incref()  # released in flush(): no offset commit before the history has the rows
-            tp = e.message.tp
-            if e.message.offset > self.offsets.get(tp, -1):
-                self.offsets[tp] = e.message.offset
+        consumer = self.vw.app.consumer
+
+        def release() -> None:
+            for e in events:
+                e.message.ack(consumer)
+        await self.on_batch([e.value for e in events], [e.message.partition for e in events], release, None)
+
+    async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int]) -> None:
+        """A batch from the bulk consumer; `offsets` = next offset to commit per TopicPartition."""
+        await self.on_batch(values, partitions, None, offsets)
+
+    async def on_batch(self, values: list[Any], partitions: list[int], release: Any, offsets: dict | None) -> None:
         t0 = time.perf_counter()
-        out = self.processor.process([e.value for e in events], [e.message.partition for e in events])
+        out = self.processor.process(values, partitions)
         self.processing_s += time.perf_counter() - t0
-        self.processed += len(events)
+        self.processed += len(values)
         await self._emit(out)
-        self._held.append((events, out.ts))
-        self._held_n += len(events)
+        self._held.append((len(values), out.ts, release, offsets))
+        self._held_n += len(values)
         if self._held_n >= self.backpressure_rows:
             await self.flush()  # history slow or away: stop consuming until it catches up
         elif self.history.due() or time.monotonic() - self._last_flush >= self.flush_interval_s:
@@ -165,16 +179,24 @@ class WorkerRuntime:
             except Exception as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1
                 log.warning("flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next "
-                            "second", type(e).__name__, e, sum(len(ev) for ev, _ in held))
+                            "second", type(e).__name__, e, sum(h[0] for h in held))
                 self._held = held + self._held
-                self._held_n = sum(len(ev) for ev, _ in self._held)
+                self._held_n = sum(h[0] for h in self._held)
                 return False
             now = time.time()
-            for events, ts in held:
-                for e in events:
-                    e.message.ack(self.vw.app.consumer)
-                self.committed += len(events)
+            offsets: dict[Any, int] = {}
+            for n, ts, release, batch_offsets in held:
+                if release is not None:
+                    release()
+                if batch_offsets:
+                    offsets.update(batch_offsets)  # batches are in order: later offsets win
                 self.history_delay.record(ts, now)
+            if offsets and self.commit_offsets is not None:
+                try:
+                    await self.commit_offsets(offsets)
+                except Exception as e:  # the rows are stored: a lost commit only means a deduplicated replay
+                    log.warning("offset commit failed (%s); those hits will be replayed and deduplicated", e)
+            self.committed += sum(h[0] for h in held)
             self._last_flush = time.monotonic()
             return True
 
@@ -194,7 +216,7 @@ class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
 
     def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
-                 app_id: str | None = None, with_extra_agents: bool = True):
+                 app_id: str | None = None, with_extra_agents: bool = True, bulk: bool = True):
         self.settings = settings
         self._own_history = history is None
         if history is None:
@@ -206,7 +228,9 @@ class InProcessWorker:
         self.live = RedisLiveSink(url, settings) if url else None
         self.vw = create_app(settings, app_id=app_id)
         self.rt = WorkerRuntime(self.vw, history, self.live)
-        register_agents(self.vw, self.rt)
+        # bulk: hits read by an aiokafka getmany loop (fast, one worker per group); else the Faust agent
+        self.bulk = BulkHitsConsumer(settings, self.rt) if bulk else None
+        register_agents(self.vw, self.rt, hits_agent=not bulk)
         self.extras: dict[str, Any] = {}
         if with_extra_agents:
             for name in self.vw.extra_agent_modules:
@@ -233,6 +257,8 @@ class InProcessWorker:
     async def start(self) -> None:
         await self.vw.app.start()
         self._started = True
+        if self.bulk is not None:
+            await self.bulk.start(wait_for=self.vw.app.tables.recovery.completed.wait)
 
     async def drained(self, timeout: float = 60.0) -> None:
         """Wait until every hit taken so far is flushed to history and its offset released."""
@@ -271,8 +297,12 @@ class InProcessWorker:
         """Flush what was processed (sessions stay open in the table) and stop the app."""
         if self._started:
             try:
-                await self.rt.flush()
+                if self.bulk is not None:
+                    await self.bulk.stop_reading()
+                await self.rt.flush()  # commits the bulk consumer's offsets too
             finally:
+                if self.bulk is not None:
+                    await self.bulk.close()
                 await self.vw.app.stop()
                 self._started = False
         if self.live is not None:
@@ -288,7 +318,8 @@ def run_worker(settings: Settings) -> int:
     console = Console(stderr=True)
 
     async def main() -> int:
-        worker = InProcessWorker(settings)
+        # the Faust agent: co-partitioned with the sessions table, so workers can scale out
+        worker = InProcessWorker(settings, bulk=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,209 @@
+"""Processor throughput and end-to-end latency, with and without the numba batch path.
+
+    .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10]
+                                                  [--history clickhouse|list] [--skip-faust]
+
+1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
+   (events/s and the ratio), and the per-batch aggregation alone;
+2. through Faust on real servers (tansu, redis-server, ClickHouse or an in-memory sink):
+   a backlog of --hits drained by one worker (events/s), then live traffic at --rate/s
+   stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99).
+Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to history.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "processors"))
+
+from config.settings import load_settings  # noqa: E402
+from hitgen import crowd  # noqa: E402
+from processors.agents import HitProcessor  # noqa: E402
+from processors.counters import BatchColumns, aggregate  # noqa: E402
+
+console = Console()
+
+
+def bench_processors(values: list[bytes], batch: int) -> dict:
+    out = {}
+    for use_numba in (True, False):
+        s = load_settings(processing={"use_numba": use_numba})
+        HitProcessor(s).process(values[:batch])  # warm up (numba compile / cache load, UA cache)
+        p = HitProcessor(s)
+        t0 = time.perf_counter()
+        for i in range(0, len(values), batch):
+            p.process(values[i:i + batch])
+        out[use_numba] = len(values) / (time.perf_counter() - t0)
+    return out
+
+
+def bench_aggregation(values: list[bytes], batch: int) -> dict:
+    """The per-batch aggregation alone (columns already built), numba vs numpy."""
+    s = load_settings()
+    p = HitProcessor(s)
+    cols_list = []
+    for i in range(0, len(values), batch):
+        cols = BatchColumns(s.processing.feed_length)
+        for raw in values[i:i + batch]:
+            hit = orjson.loads(raw)
+            c = p.enricher.classify(hit)
+            pv = p.enricher.pageview(hit, c) if c.kind == "pageview" else None
+            if pv is not None:
+                pv["session_id"] = "s"
+            cols.add(hit, {"pageview": 0, "static": 1, "redirect": 2, "error": 3, "bot": 4, "other": 5}[c.kind], pv=pv)
+        cols_list.append(cols)
+    out = {}
+    for use_numba in (True, False):
+        aggregate(cols_list[0], use_numba)
+        t0 = time.perf_counter()
+        for cols in cols_list:
+            aggregate(cols, use_numba)
+        out[use_numba] = len(values) / (time.perf_counter() - t0)
+    return out
+
+
+async def _produce(bootstrap: str, hits: list[dict], stamp_now: bool = False) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futs = []
+        for h in hits:
+            if stamp_now:
+                h = {**h, "ts": time.time()}
+            futs.append(await producer.send("visitwire.hits", orjson.dumps(h), key=h["visitor_id"].encode()))
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool) -> dict:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from engine.services import start_clickhouse, start_redis, start_tansu
+    from processors.worker import InProcessWorker
+    from sinks.base import ListSink
+
+    tansu, redis_svc = start_tansu(), start_redis()
+    ch = start_clickhouse() if history_kind == "clickhouse" else None
+    try:
+        s = load_settings(kafka={"bootstrap": tansu.url, "session_timeout_s": 6,
+                                 "app_id": f"bench-{uuid.uuid4().hex[:6]}"},
+                          redis={"url": redis_svc.url}, processing={"use_numba": use_numba},
+                          history={"flush_interval_s": 1.0})
+        if ch is not None:
+            from sinks.history import open_history
+            history = open_history(ch.url, flush_interval_s=1.0)
+            history.init_schema()
+        else:
+            history = ListSink(flush_interval_s=1.0)
+        admin = AIOKafkaAdminClient(bootstrap_servers=tansu.url)
+        await admin.start()
+        await admin.create_topics([NewTopic("visitwire.hits", s.kafka.partitions, 1)])
+        await admin.close()
+        traffic = crowd(max(1, n_hits // 13), time.time() - 600, seed=9)
+        backlog = traffic.hits[:n_hits]
+        await _produce(tansu.url, backlog)
+        worker = InProcessWorker(s, history=history, with_extra_agents=False)
+        await worker.start()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
+            t_first = None
+            while worker.processed < len(backlog):
+                if worker.processed and t_first is None:
+                    t_first = (time.perf_counter(), worker.processed)
+                progress.update(task, completed=worker.processed)
+                await asyncio.sleep(0.02)
+            t_done = time.perf_counter()
+        await worker.drained(120)
+        t_drained = time.perf_counter()
+        n_timed = len(backlog) - t_first[1]
+        backlog_rate = n_timed / max(1e-9, t_done - t_first[0])
+        drained_rate = n_timed / max(1e-9, t_drained - t_first[0])
+        proc_s = worker.rt.processing_s
+        # live traffic at a steady rate, stamped when sent
+        worker.rt.redis_delay.reset(), worker.rt.history_delay.reset()
+        live = crowd(max(1, int(rate * seconds) // 13 + 1), time.time(), seed=10).hits[:int(rate * seconds)]
+        start = worker.processed
+        t0 = time.perf_counter()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"live {rate}/s", total=len(live))
+            for i in range(0, len(live), max(1, rate // 10)):
+                await _produce(tansu.url, live[i:i + max(1, rate // 10)], stamp_now=True)
+                progress.update(task, completed=i)
+                lag = t0 + (i + rate // 10) / rate - time.perf_counter()
+                if lag > 0:
+                    await asyncio.sleep(lag)
+        while worker.processed < start + len(live):
+            await asyncio.sleep(0.05)
+        await worker.drained(60)
+        f = worker.figures()
+        await worker.stop()
+        if ch is not None:
+            history.close()
+        return {"backlog_events_per_s": backlog_rate, "backlog_flushed_events_per_s": drained_rate,
+                "processing_share": proc_s / max(1e-9, t_drained - t_first[0]),
+                "redis_p50_ms": f["redis_delay_ms"]["p50"], "redis_p99_ms": f["redis_delay_ms"]["p99"],
+                "history_p50_ms": f["history_delay_ms"]["p50"], "history_p99_ms": f["history_delay_ms"]["p99"]}
+    finally:
+        tansu.stop(), redis_svc.stop()
+        if ch is not None:
+            ch.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hits", type=int, default=100_000)
+    ap.add_argument("--rate", type=int, default=5000, help="live hits per second for the latency run")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--history", choices=("clickhouse", "list"), default="clickhouse")
+    ap.add_argument("--skip-faust", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    traffic = crowd(max(1, args.hits // 13), 1_700_000_000.0, seed=8)
+    values = [orjson.dumps(h) for h in traffic.hits[:args.hits]]
+    console.print(f"{len(values):,} hits ({sum(len(v) for v in values) / len(values):.0f} B each, "
+                  f"{len(traffic.pageview_ids) / len(traffic.hits):.0%} page views)")
+    proc = bench_processors(values, args.batch)
+    agg = bench_aggregation(values[: min(len(values), 50_000)], args.batch)
+    t = Table(title="processors alone (one core, same input)")
+    t.add_column("stage"), t.add_column("numba ev/s", justify="right"), t.add_column("numpy ev/s", justify="right")
+    t.add_column("numba / numpy", justify="right")
+    t.add_row("enrich + sessionize + aggregate", f"{proc[True]:,.0f}", f"{proc[False]:,.0f}", f"{proc[True] / proc[False]:.2f}x")
+    t.add_row("per-batch aggregation only", f"{agg[True]:,.0f}", f"{agg[False]:,.0f}", f"{agg[True] / agg[False]:.2f}x")
+    console.print(t)
+    if args.skip_faust:
+        return 0
+    t = Table(title=f"through Faust: tansu + redis-server + {args.history} history, one worker")
+    for col in ("numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
+                "Redis p50/p99 ms", "history p50/p99 ms"):
+        t.add_column(col, justify="right")
+    for use_numba in (True, False):
+        r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba))
+        t.add_row(str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
+                  f"{r['processing_share']:.0%}", f"{r['redis_p50_ms']} / {r['redis_p99_ms']}",
+                  f"{r['history_p50_ms']} / {r['history_p99_ms']}")
+    console.print(t)
+    console.print("targets: >= 100,000 ev/s per worker; p99 < 1,000 ms to Redis, < 5,000 ms to history")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
