@@ -17,7 +17,8 @@ from rich.table import Table
 from config.settings import Settings
 from engine.crowd import Crowd
 from engine.demo_shop import DemoShop
-from engine.runtime import RuntimeFailure, new_token, print_summary, quiet_library_logs, run_runtime
+from engine.runtime import (RuntimeFailure, exit_code, new_token, print_summary, quiet_library_logs, run_loop,
+                            run_runtime)
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,14 @@ def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: 
         try:
             with Supervisor(s) as sup:
                 s = sup.prepare()
-                summary = asyncio.run(run_runtime(s, sup, pcap=None, console=console, close_sessions=True,
+                summary = run_loop(run_runtime(s, sup, pcap=None, console=console, close_sessions=True,
                                                   extra=_play(shop, seed, visitors, duration, console)))
         except RuntimeFailure as e:
-            console.print(f"[red]{e}")
+            console.print(f"[red]{e}", soft_wrap=True)
             return 2
         served = shop.counters
     requests = sum(n for k, n in served.items() if k.startswith("status_"))
     summary.extra_rows += [("requests served by the shop", f"{requests:,}"),
                            ("orders placed", f"{served['orders']:,}")]
     print_summary(Console(), summary, title="visitwire demo")
-    return 1 if summary.errors else 0
+    return exit_code(summary)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -47,6 +49,7 @@ class RunSummary:
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     extra_rows: list[tuple[str, str]] = field(default_factory=list)  # e.g. the demo's shop figures
+    stuck: bool = False  # a component did not stop: the process must exit without waiting on it
 
     @property
     def events_per_s(self) -> float:
@@ -206,14 +209,16 @@ class EmbeddedRuntime:
             await self.web_runner.cleanup()
             self.web_runner = None
         if self.worker is not None:
-            try:
-                await asyncio.wait_for(self.worker.stop(), WORKER_STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:
+            # Not wait_for: a Faust stop stuck on unacked messages may not even end when cancelled.
+            task = asyncio.ensure_future(self.worker.stop())
+            done, _ = await asyncio.wait({task}, timeout=WORKER_STOP_TIMEOUT_S)
+            if not done:
+                self.summary.stuck = True
                 self.summary.errors.append(f"the worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s; "
                                            "unflushed hits stay in Kafka and are processed on the next start")
-            except Exception as e:
-                log.exception("stopping the worker failed")
-                self.summary.errors.append(f"worker stop: {e}")
+            elif task.exception() is not None:
+                log.error("stopping the worker failed", exc_info=task.exception())
+                self.summary.errors.append(f"worker stop: {task.exception()}")
             self.worker = None
         if self.history is not None:
             try:
@@ -243,7 +248,7 @@ def print_summary(console: Console, s: RunSummary, title: str = "visitwire run")
         t.add_row("[red]dropped (broker away)", f"{s.dropped:,}")
     console.print(t)
     for e in s.errors:
-        console.print(f"[red]{e}")
+        console.print(f"[red]{e}", soft_wrap=True)
 
 
 def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, console: Console) -> None:
@@ -308,17 +313,54 @@ def quiet_library_logs(settings: Settings) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def run_loop(coro, leftover_timeout_s: float = 5.0):
+    """asyncio.run, except that tasks left behind (a library stuck stopping) get a bounded wait
+    instead of blocking the exit forever."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=leftover_timeout_s))
+        asyncio.set_event_loop(None)
+        if not any(not t.done() for t in pending):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def check_inputs(settings: Settings, pcap: str | None) -> None:
+    """Fail fast, before any server starts, on what the user can fix."""
+    if pcap is not None and not os.path.isfile(pcap):
+        raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
+    if pcap is None and not settings.capture.iface:
+        raise RuntimeFailure("nothing to capture: give --pcap FILE, or --iface IFACE and --ports PORTS")
+
+
 def run_embedded(settings: Settings, pcap: str | None = None) -> int:
     """`visitwire run`: exit code 0 when everything accepted was processed and flushed."""
     console = Console(stderr=True)
     quiet_library_logs(settings)
     try:
+        check_inputs(settings, pcap)
         with Supervisor(settings) as sup:
             s = sup.prepare()
-            summary = asyncio.run(run_runtime(s, sup, pcap=pcap, console=console))
+            summary = run_loop(run_runtime(s, sup, pcap=pcap, console=console))
     except RuntimeFailure as e:
-        console.print(f"[red]{e}")
+        console.print(f"[red]{e}", soft_wrap=True)
         return 2
     print_summary(Console(), summary)
-    return 1 if summary.errors else 0
+    return exit_code(summary)
+
+
+def exit_code(summary: RunSummary) -> int:
+    code = 1 if summary.errors else 0
+    if summary.stuck:  # servers are already stopped; a library thread must not hold the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
