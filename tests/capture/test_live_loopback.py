@@ -187,7 +187,7 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
         source.close()
-    assert done.wait(10), "live reader did not stop after close()"
+    assert done.wait(120), "live reader did not stop after close()"  # cold numba cache: the first feed compiles
     stats = source.stats()
     assert stats["kernel_drops"] == 0
     assert stats["frames"] > len(expected)
@@ -218,7 +218,7 @@ def test_other_capture_modes_decode_every_request_once(server, iface, use_ring):
         time.sleep(0.3)
     finally:
         source.close()
-    t.join(10)
+    t.join(120)  # generous: a cold numba cache compiles the decoder on the first batch
     assert not t.is_alive()
     assert source.stats()["kernel_drops"] == 0
     check(events, expected, port, f"{iface} ({source.mode})")
