@@ -159,3 +159,13 @@ def aggregate(cols: BatchColumns, use_numba: bool = True) -> LiveDelta:
             d.visitors[which] = {vvalues[c]: float(last[c]) for c in seen.tolist()}
     d.feed = cols.feed[-cols.feed_length:]
     return d
+
+
+def warm_up(use_numba: bool = True) -> None:
+    """Compile (or load from numba's cache) the kernels before the first real batch arrives."""
+    cols = BatchColumns()
+    hit = {"ts": 60.0, "visitor_id": "v", "member_id": "", "status": 200, "latency_ms": 1.0, "resp_bytes": 1}
+    pv = {"path": "/", "referrer_host": "", "channel": "direct", "utm_campaign": "", "browser": "b", "os": "o",
+          "device": "desktop", "product_id": "", "ts": 60.0, "visitor_id": "v", "session_id": "s", "goal": ""}
+    cols.add(hit, K.K_PAGEVIEW, session_start=True, goal=True, goal_value=1.0, pv=pv)
+    aggregate(cols, use_numba)

@@ -163,6 +163,12 @@ class Enricher:
         self._static_ct = tuple(settings.static_content_types)
         self._rules: list[tuple[re.Pattern, UrlRule]] = [(compile_pattern(r.pattern), r) for r in settings.url_rules]
         self._goals: list[tuple[re.Pattern, GoalRule]] = [(compile_pattern(g.pattern), g) for g in settings.goals]
+        # literal part of each goal pattern before its first '{': most hits match none of them
+        self._goal_prefixes = tuple(g.pattern.split("{", 1)[0].rstrip("/") or "/" for g in settings.goals)
+        # per-value caches: paths, referrers and queries repeat a lot within and across batches
+        self.page_meta = lru_cache(maxsize=50_000)(self._page_meta)
+        self._channel = lru_cache(maxsize=20_000)(lambda ref, host: referrer_channel(ref, host, settings))
+        self._utm = lru_cache(maxsize=20_000)(utm_fields)
 
     # -- per hit ----------------------------------------------------------------------------
     def classify(self, hit: Mapping[str, Any]) -> Classified:
@@ -194,9 +200,9 @@ class Enricher:
 
     def goal_of(self, hit: Mapping[str, Any]) -> tuple[str, float]:
         """(goal name, value) of the first goal rule the hit matches, else ('', 0.0)."""
-        if not self._goals:
-            return "", 0.0
         path = hit.get("path") or "/"
+        if not self._goals or not path.startswith(self._goal_prefixes):
+            return "", 0.0
         method = hit.get("method") or ""
         status = hit.get("status")
         for rx, g in self._goals:
@@ -214,7 +220,8 @@ class Enricher:
             return g.name, value if value == value and abs(value) < 1e12 else 0.0
         return "", 0.0
 
-    def page_meta(self, path: str) -> dict[str, str]:
+    def _page_meta(self, path: str) -> dict[str, str]:
+        """URL-rule fields of a path (cached per path by `page_meta`; callers copy, never mutate)."""
         meta = {"page_group": "", "section": "", "product_id": "", "category": "", "menu": ""}
         for rx, rule in self._rules:
             m = rx.match(path)
@@ -232,7 +239,7 @@ class Enricher:
         """The PageView record (config/events.py PAGEVIEW_FIELDS) of a hit classified as a page view."""
         agent = parse_user_agent(hit.get("user_agent") or "")
         referrer = hit.get("referrer") or ""
-        channel, ref_host = referrer_channel(referrer, hit.get("host") or "", self.settings)
+        channel, ref_host = self._channel(referrer, hit.get("host") or "")
         query = hit.get("query") or ""
         pv = {
             "event_id": hit["event_id"], "ts": float(hit["ts"]), "visitor_id": hit.get("visitor_id") or "",
@@ -242,7 +249,7 @@ class Enricher:
             "latency_ms": hit.get("latency_ms"), "referrer": referrer, "referrer_host": ref_host,
             "channel": channel,
         }
-        pv.update(utm_fields(query))
+        pv.update(self._utm(query) if query else _NO_UTM)
         pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
         pv.update(self.page_meta(pv["path"]))
         pv.update(goal=c.goal, goal_value=c.goal_value)

@@ -32,6 +32,7 @@ from config.events import TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
 from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
+from processors.counters import warm_up
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
 from sinks.base import BatchingSink, SinkUnavailable
 from sinks.redis_live import RedisLiveSink, quantiles_from_hist
@@ -255,6 +256,7 @@ class InProcessWorker:
         return self.rt.processed
 
     async def start(self) -> None:
+        await asyncio.to_thread(warm_up, self.settings.processing.use_numba)
         await self.vw.app.start()
         self._started = True
         if self.bulk is not None:
