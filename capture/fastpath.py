@@ -31,18 +31,22 @@ FREE, FAST, SLOW = 0, 1, 2
 # per-slot integer columns
 MODE, CLIENT, SYNFROM, CONN, NPEND, PHEAD = range(6)
 D0 = 6                # first column of direction 0; direction d starts at D0 + DW * d
-DW = 10
-NEXT, DELIV, FIN, CLOSED, RSTATE, SKIP, BODYN, MSGS, SNIFF, LLEN = range(DW)
+DW = 11
+NEXT, DELIV, FIN, CLOSED, RSTATE, SKIP, BODYN, MSGS, SNIFF, LLEN, PLEN = range(DW)
 NCOL = D0 + 2 * DW
 
 LINE_MAX = 32         # chunk-size / trailer line bytes carried across packets (longer: Python's)
 PEND_MAX = 16         # pending requests followed per flow (more: Python's)
+HEAD_MAX = 2048       # bytes of a head split across segments held per direction (more: Python's)
+ARENA_BYTES = 1 << 20  # per batch: heads assembled from several segments, handed to Python
 
 # record types
 R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 # record columns
-TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ = range(12)
-RCOL = 12
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD = range(14)
+RCOL = 14
+# meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those
+M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM = range(5)
 # R_RESP aux: framing the Python Connection must agree with
 F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE, F_INTERIM = range(5)
 # R_END aux
@@ -235,7 +239,148 @@ def _rec(rec, nrec, typ, k, slot):
 
 
 @njit(cache=True)
-def _reader(buf, s, e, k, slot, d, is_req, st, lbuf, pring, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec):
+def _head_end(src, s, e, scan, is_req):
+    """MessageReader._head_end over src[s:e]: end of the head, -1 = not complete yet."""
+    nl = s
+    while nl < e and src[nl] != 10:
+        nl += 1
+    if nl >= e:
+        return -1
+    if is_req:
+        found = False
+        for q in range(s, nl - 5):
+            if src[q] == 32 and src[q + 1] == 72 and src[q + 2] == 84 and src[q + 3] == 84 and src[q + 4] == 80 \
+                    and src[q + 5] == 47:
+                found = True
+                break
+        if not found:
+            return nl + 1  # HTTP/0.9 request
+    q = max(nl - 1, scan)
+    while q + 3 < e:
+        if src[q] == 13 and src[q + 1] == 10 and src[q + 2] == 13 and src[q + 3] == 10:
+            return q + 4
+        q += 1
+    q = max(nl, scan)
+    while q + 1 < e:
+        if src[q] == 10 and src[q + 1] == 10:
+            return q + 2
+        q += 1
+    return -1
+
+
+@njit(cache=True)
+def _plausible(src, s, e, is_req):
+    """MessageReader._plausible: could src[s:e] be the start of the connection's first message?"""
+    n = e - s
+    if is_req:
+        lim = min(n, 21)
+        if lim == 0:
+            return True
+        x = src[s]
+        if x < 65 or x > 90:
+            return False
+        q = 1
+        while q < lim and q < 20:
+            x = src[s + q]
+            if not (65 <= x <= 90 or x == 95 or x == 45):
+                break
+            q += 1
+        return q == lim or src[s + q] == 32
+    pre = (72, 84, 84, 80, 47)
+    for q in range(min(n, 5)):
+        if src[s + q] != pre[q]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp):
+    """Connection.on_head + MessageReader._on_head for a head at src[p:p + hl]: one record, the body framing."""
+    chunked = False
+    tv = rsp[nrec, 2 * te_k]
+    if tv >= 0:
+        chunked = _has_chunked(src, p + tv, p + rsp[nrec, 2 * te_k + 1])
+    cl = np.int64(-1)
+    cv = rsp[nrec, 2 * cl_k]
+    if not chunked and cv >= 0:
+        cl = _digits(src, p + cv, p + rsp[nrec, 2 * cl_k + 1])
+        if cl < 0:
+            return -1
+    _rec(rec, nrec, R_REQ if is_req else R_RESP, k, slot)
+    rec[nrec, HS] = p
+    rec[nrec, HE] = p + hl
+    rec[nrec, FA] = fa
+    rec[nrec, FB] = fb
+    rec[nrec, FC] = fc
+    rec[nrec, MINOR] = minor
+    st[slot, b + MSGS] += 1
+    st[slot, b + SNIFF] = 0
+    st[slot, b + BODYN] = 0
+    if is_req:
+        n = st[slot, NPEND]
+        if n + 1 > max_pend or n + 1 > PEND_MAX:
+            return -1
+        mflag = 0
+        if fa == 4 and src[p] == 72 and src[p + 1] == 69 and src[p + 2] == 65 and src[p + 3] == 68:
+            mflag = M_HEAD
+        elif fa == 7 and src[p] == 67 and src[p + 1] == 79 and src[p + 2] == 78 and src[p + 3] == 78 \
+                and src[p + 4] == 69 and src[p + 5] == 67 and src[p + 6] == 84:
+            mflag = M_CONNECT
+        pring[slot, (st[slot, PHEAD] + n) % PEND_MAX] = mflag
+        st[slot, NPEND] = n + 1
+        nrec += 1
+        if chunked:
+            st[slot, b + RSTATE] = CHUNK_SIZE
+            st[slot, b + LLEN] = 0
+        elif cl > 0:
+            st[slot, b + RSTATE] = BODY
+            st[slot, b + SKIP] = cl
+        else:
+            st[slot, b + RSTATE] = HEAD
+            st[slot, b + SKIP] = 0
+    else:
+        status = fa
+        if 100 <= status < 200 and status != 101:
+            rec[nrec, AUX] = F_INTERIM
+            nrec += 1
+            st[slot, b + RSTATE] = HEAD
+            st[slot, b + SKIP] = 0
+        else:
+            n = st[slot, NPEND]
+            if n == 0:
+                return -1  # orphan response: Python counts it
+            mflag = pring[slot, st[slot, PHEAD]]
+            st[slot, PHEAD] = (st[slot, PHEAD] + 1) % PEND_MAX
+            st[slot, NPEND] = n - 1
+            if status == 101 or (mflag == M_CONNECT and 200 <= status < 300):
+                return -1
+            if mflag == M_HEAD or status == 204 or status == 304:
+                rec[nrec, AUX] = F_NONE
+                st[slot, b + RSTATE] = HEAD
+                st[slot, b + SKIP] = 0
+            elif chunked:
+                rec[nrec, AUX] = F_CHUNKED
+                st[slot, b + RSTATE] = CHUNK_SIZE
+                st[slot, b + LLEN] = 0
+            elif cl > 0:
+                rec[nrec, AUX] = F_LENGTH
+                st[slot, b + RSTATE] = BODY
+                st[slot, b + SKIP] = cl
+            elif cl == 0:
+                rec[nrec, AUX] = F_LENGTH
+                rec[nrec, RBODY] = -1  # done at once
+                st[slot, b + RSTATE] = HEAD
+                st[slot, b + SKIP] = 0
+            else:
+                rec[nrec, AUX] = F_CLOSE
+                st[slot, b + RSTATE] = UNTIL_CLOSE
+            nrec += 1
+    return nrec
+
+
+@njit(cache=True)
+def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, names, name_off, cl_k, te_k, max_pend,
+            max_flow, rec, rsp, rts, arena, meta, nrec):
     """MessageReader.feed for in-order bytes buf[s:e] of direction d. Returns the new record count, -1 = demote."""
     b = D0 + DW * d
     lim = rec.shape[0] - 2  # keep room for a DEMOTE / END record
@@ -316,98 +461,83 @@ def _reader(buf, s, e, k, slot, d, is_req, st, lbuf, pring, names, name_off, cl_
         elif rs == HEAD:
             if nrec >= lim:
                 return -1
-            kind, hl, fa, fb, fc, minor = _scan_at(buf, p, e, names, name_off, rsp, nrec)
-            if kind != (1 if is_req else 2):
-                return -1
-            chunked = False
-            tv = rsp[nrec, 2 * te_k]
-            if tv >= 0:
-                chunked = _has_chunked(buf, p + tv, p + rsp[nrec, 2 * te_k + 1])
-            cl = np.int64(-1)
-            cv = rsp[nrec, 2 * cl_k]
-            if not chunked and cv >= 0:
-                cl = _digits(buf, p + cv, p + rsp[nrec, 2 * cl_k + 1])
-                if cl < 0:
-                    return -1
-            _rec(rec, nrec, R_REQ if is_req else R_RESP, k, slot)
-            rec[nrec, HS] = p
-            rec[nrec, HE] = p + hl
-            rec[nrec, FA] = fa
-            rec[nrec, FB] = fb
-            rec[nrec, FC] = fc
-            rec[nrec, MINOR] = minor
-            st[slot, b + MSGS] += 1
-            st[slot, b + SNIFF] = 0
-            st[slot, b + BODYN] = 0
-            if is_req:
-                n = st[slot, NPEND]
-                if n + 1 > max_pend or n + 1 > PEND_MAX:
-                    return -1
-                mflag = 0
-                if fa == 4 and buf[p] == 72 and buf[p + 1] == 69 and buf[p + 2] == 65 and buf[p + 3] == 68:
-                    mflag = M_HEAD
-                elif fa == 7 and buf[p] == 67 and buf[p + 1] == 79 and buf[p + 2] == 78 and buf[p + 3] == 78 \
-                        and buf[p + 4] == 69 and buf[p + 5] == 67 and buf[p + 6] == 84:
-                    mflag = M_CONNECT
-                pring[slot, (st[slot, PHEAD] + n) % PEND_MAX] = mflag
-                st[slot, NPEND] = n + 1
-                nrec += 1
-                if chunked:
-                    st[slot, b + RSTATE] = CHUNK_SIZE
-                    st[slot, b + LLEN] = 0
-                elif cl > 0:
-                    st[slot, b + RSTATE] = BODY
-                    st[slot, b + SKIP] = cl
-                else:
-                    st[slot, b + RSTATE] = HEAD
-                    st[slot, b + SKIP] = 0
-            else:
-                status = fa
-                if 100 <= status < 200 and status != 101:
-                    rec[nrec, AUX] = F_INTERIM
-                    nrec += 1
-                    st[slot, b + RSTATE] = HEAD
-                    st[slot, b + SKIP] = 0
-                else:
-                    n = st[slot, NPEND]
-                    if n == 0:
-                        return -1  # orphan response: Python counts it
-                    mflag = pring[slot, st[slot, PHEAD]]
-                    st[slot, PHEAD] = (st[slot, PHEAD] + 1) % PEND_MAX
-                    st[slot, NPEND] = n - 1
-                    if status == 101 or (mflag == M_CONNECT and 200 <= status < 300):
+            want = 1 if is_req else 2
+            old = st[slot, b + PLEN]
+            if old == 0:
+                kind, hl, fa, fb, fc, minor = _scan_at(buf, p, e, names, name_off, rsp, nrec)
+                if kind == 0:
+                    # a head that continues in the next segment(s) is held here (MessageReader.partial)
+                    if _head_end(buf, p, e, p, is_req) >= 0 or buf[p] == 13 or buf[p] == 10:
+                        return -1  # complete but unusual, or blank lines first: Python's
+                    if st[slot, b + SNIFF] and not _plausible(buf, p, e, is_req):
                         return -1
-                    if mflag == M_HEAD or status == 204 or status == 304:
-                        rec[nrec, AUX] = F_NONE
-                        st[slot, b + RSTATE] = HEAD
-                        st[slot, b + SKIP] = 0
-                    elif chunked:
-                        rec[nrec, AUX] = F_CHUNKED
-                        st[slot, b + RSTATE] = CHUNK_SIZE
-                        st[slot, b + LLEN] = 0
-                    elif cl > 0:
-                        rec[nrec, AUX] = F_LENGTH
-                        st[slot, b + RSTATE] = BODY
-                        st[slot, b + SKIP] = cl
-                    elif cl == 0:
-                        rec[nrec, AUX] = F_LENGTH
-                        rec[nrec, RBODY] = -1  # done at once
-                        st[slot, b + RSTATE] = HEAD
-                        st[slot, b + SKIP] = 0
-                    else:
-                        rec[nrec, AUX] = F_CLOSE
-                        st[slot, b + RSTATE] = UNTIL_CLOSE
-                    nrec += 1
-            p += hl
+                    n = e - p
+                    if n > HEAD_MAX or n > max_flow or meta[M_ADDED] + n > meta[M_ROOM]:
+                        return -1
+                    meta[M_HELD] += n
+                    meta[M_ADDED] += n
+                    for q in range(n):
+                        hbuf[slot, d, q] = buf[p + q]
+                    st[slot, b + PLEN] = n
+                    pts[slot, d] = tsk
+                    p = e
+                    continue
+                if kind != want:
+                    return -1
+                nrec = _take_head(buf, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k,
+                                  rec, nrec, k, rsp)
+                if nrec < 0:
+                    return -1
+                rts[nrec - 1] = tsk
+                p += hl
+            else:
+                row = hbuf[slot, d]
+                take = min(e - p, HEAD_MAX - old)
+                for q in range(take):
+                    row[old + q] = buf[p + q]
+                tot = old + take
+                end = _head_end(row, 0, tot, max(0, old - 3), is_req)
+                if end < 0:
+                    if take < e - p or tot > max_flow or meta[M_ADDED] + take > meta[M_ROOM]:
+                        return -1
+                    if st[slot, b + SNIFF] and not _plausible(row, 0, tot, is_req):
+                        return -1
+                    meta[M_HELD] += take
+                    meta[M_ADDED] += take
+                    st[slot, b + PLEN] = tot
+                    p = e
+                    continue
+                kind, hl, fa, fb, fc, minor = _scan_at(row, 0, end, names, name_off, rsp, nrec)
+                if kind != want or hl != end:
+                    return -1
+                ap = meta[M_ARENA]
+                if ap + end > arena.shape[0]:
+                    return -1
+                for q in range(end):
+                    arena[ap + q] = row[q]
+                meta[M_ARENA] = ap + end
+                nrec = _take_head(arena, ap, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k,
+                                  te_k, rec, nrec, k, rsp)
+                if nrec < 0:
+                    return -1
+                rec[nrec - 1, ARENA] = 1
+                rec[nrec - 1, HELD] = old  # released from the buffer budget
+                meta[M_HELD] -= old
+                rts[nrec - 1] = pts[slot, d]
+                st[slot, b + PLEN] = 0
+                p += end - old
         else:
             return -1
     return nrec
 
 
 @njit(cache=True, inline="always")
-def _end_rec(rec, nrec, k, slot, st, client, aux):
+def _end_rec(rec, nrec, k, slot, st, client, aux, meta):
     _rec(rec, nrec, R_END, k, slot)
     rec[nrec, AUX] = aux
+    held = st[slot, D0 + PLEN] + st[slot, D0 + DW + PLEN]
+    rec[nrec, HELD] = held
+    meta[M_HELD] -= held
     if st[slot, CONN]:
         bs = D0 + DW * (1 - client)
         bc = D0 + DW * client
@@ -440,15 +570,15 @@ def _in(ports, x):
 
 
 @njit(cache=True)
-def _packet(buf, k, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, ports, names, name_off, cl_k, te_k,
-            max_pend, rec, rsp, nrec, ended):
+def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
+            name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended):
     """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""
     b = D0 + DW * d
     syn = (fl & 0x02) != 0
     ack = (fl & 0x10) != 0
     if syn and not ack and st[slot, CONN] == 1 and st[slot, b + DELIV] > 0:
         # the 4-tuple is reused by a new connection: end the old one, start afresh
-        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_REUSE)
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_REUSE, meta)
         _reset(st, slot)
         _rec(rec, nrec, R_NEW, k, slot)
         nrec += 1
@@ -485,8 +615,8 @@ def _packet(buf, k, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, 
             ns = sq
         if sq != ns:
             return -1
-        nrec = _reader(buf, ps, ps + pw, k, slot, d, d == st[slot, CLIENT], st, lbuf, pring, names, name_off,
-                       cl_k, te_k, max_pend, rec, rsp, nrec)
+        nrec = _reader(buf, ps, ps + pw, k, tsk, slot, d, d == st[slot, CLIENT], st, lbuf, pring, hbuf, pts, names,
+                       name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec)
         if nrec < 0:
             return -1
         st[slot, b + NEXT] = (sq + pw) & MASK
@@ -511,22 +641,23 @@ def _packet(buf, k, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, 
         else:
             return -1  # FIN ahead of missing data: Python's
         if st[slot, D0 + CLOSED] and st[slot, D0 + DW + CLOSED]:
-            nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_CLOSED)
+            nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_CLOSED, meta)
             ended[0] = 1
     elif fl & 0x04:
-        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_RESET)
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_RESET, meta)
         ended[0] = 1
     return nrec
 
 
 @njit(cache=True)
-def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, st, last, lbuf, pring, free, meta,
-         ports, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec, start):
+def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, st, last, lbuf, pring, hbuf, pts, free,
+         meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, nrec, start):
     """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
     next packet < n when the slot table is full (grow it and call again from there)."""
     n = fh.shape[0]
     sv = np.empty(NCOL, np.int64)
     svl = np.empty(lbuf.shape[1], np.uint8)
+    svh = np.empty((2, HEAD_MAX), np.uint8)
     ended = np.zeros(1, np.int64)
     for k in range(start, n):
         if nrec >= rec.shape[0] - 4:
@@ -540,10 +671,10 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, s
         if slot < 0:
             if (fl & 0x02) == 0 and pwire[k] == 0:
                 continue  # FIN/RST straggler of a flow already ended: Python ignores it too
-            if meta[0] == 0:
+            if meta[M_FREE] == 0:
                 return nrec, k
-            meta[0] -= 1
-            slot = free[meta[0]]
+            meta[M_FREE] -= 1
+            slot = free[meta[M_FREE]]
             keys[h] = slot
             last[slot] = ts[k]
             if (fl & 0x17) == 0x02 and pwire[k] == 0:  # a plain SYN: the flow starts here
@@ -564,13 +695,28 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, s
         for c in range(NCOL):
             sv[c] = st[slot, c]
         svl[:] = lbuf[slot]
+        sv0, sv1 = pts[slot, 0], pts[slot, 1]
+        p0, p1 = st[slot, D0 + PLEN], st[slot, D0 + DW + PLEN]
+        for q in range(p0):
+            svh[0, q] = hbuf[slot, 0, q]
+        for q in range(p1):
+            svh[1, q] = hbuf[slot, 1, q]
+        ap, held, added = meta[M_ARENA], meta[M_HELD], meta[M_ADDED]
         ended[0] = 0
-        r = _packet(buf, k, slot, fl, seq[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st, lbuf, pring,
-                    ports, names, name_off, cl_k, te_k, max_pend, rec, rsp, nrec, ended)
+        r = _packet(buf, k, ts[k], slot, fl, seq[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st, lbuf,
+                    pring, hbuf, pts, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena,
+                    meta, nrec, ended)
         if r < 0:
             for c in range(NCOL):
                 st[slot, c] = sv[c]
             lbuf[slot] = svl
+            pts[slot, 0], pts[slot, 1] = sv0, sv1
+            for q in range(p0):
+                hbuf[slot, 0, q] = svh[0, q]
+            for q in range(p1):
+                hbuf[slot, 1, q] = svh[1, q]
+            meta[M_ARENA], meta[M_HELD], meta[M_ADDED] = ap, held, added
+            meta[M_HELD] -= p0 + p1  # a held head goes to Python with the flow (still in the budget total)
             st[slot, MODE] = SLOW
             _rec(rec, nrec, R_DEMOTE, k, slot)
             nrec += 1
@@ -579,8 +725,8 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, s
             if ended[0]:
                 keys.pop(h)
                 st[slot, MODE] = FREE
-                free[meta[0]] = slot
-                meta[0] += 1
+                free[meta[M_FREE]] = slot
+                meta[M_FREE] += 1
     return nrec, n
 
 
@@ -595,8 +741,8 @@ def _purge(keys, st, last, free, meta, now, idle):
         slot = keys[h]
         keys.pop(h)
         st[slot, MODE] = FREE
-        free[meta[0]] = slot
-        meta[0] += 1
+        free[meta[M_FREE]] = slot
+        meta[M_FREE] += 1
     return len(gone)
 
 
@@ -604,7 +750,7 @@ class FlowTable:
     """The numba side's flow state, grown on demand."""
 
     def __init__(self, ports, names: np.ndarray, name_off: np.ndarray, cl_k: int, te_k: int, max_pending: int,
-                 capacity: int = 4096):
+                 max_flow_bytes: int, capacity: int = 1024):
         self.keys = Dict.empty(types.int64, types.int64)
         self.ports = np.array(sorted(ports), np.int64)
         self.names = names
@@ -612,12 +758,16 @@ class FlowTable:
         self.cl_k = cl_k
         self.te_k = te_k
         self.max_pending = max_pending
+        self.max_flow = max_flow_bytes
+        self.hbuf = np.zeros((0, 2, HEAD_MAX), np.uint8)
+        self.pts = np.zeros((0, 2), np.float64)
+        self.arena = np.zeros(ARENA_BYTES, np.uint8)
         self.st = np.zeros((0, NCOL), np.int64)
         self.last = np.zeros(0, np.float64)
         self.lbuf = np.zeros((0, 2 * LINE_MAX), np.uint8)
         self.pring = np.zeros((0, PEND_MAX), np.int8)
         self.free = np.zeros(0, np.int64)
-        self.meta = np.zeros(2, np.int64)  # free slots
+        self.meta = np.zeros(5, np.int64)
         self._grow(capacity)
 
     def _grow(self, extra: int) -> None:
@@ -627,30 +777,41 @@ class FlowTable:
         self.last = np.concatenate([self.last, np.zeros(extra, np.float64)])
         self.lbuf = np.concatenate([self.lbuf, np.zeros((extra, 2 * LINE_MAX), np.uint8)])
         self.pring = np.concatenate([self.pring, np.zeros((extra, PEND_MAX), np.int8)])
-        nfree = int(self.meta[0])
+        self.hbuf = np.concatenate([self.hbuf, np.zeros((extra, 2, HEAD_MAX), np.uint8)])
+        self.pts = np.concatenate([self.pts, np.zeros((extra, 2), np.float64)])
+        nfree = int(self.meta[M_FREE])
         free = np.zeros(new, np.int64)
         free[:nfree] = self.free[:nfree]
         free[nfree:nfree + extra] = np.arange(new - 1, old - 1, -1)  # low slots handed out first
         self.free = free
-        self.meta[0] = nfree + extra
+        self.meta[M_FREE] = nfree + extra
 
-    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport):
-        """Records (int64 [n, RCOL]) and head spans (int32 [n, 2K]) for a batch, in packet order."""
+    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, room: int):
+        """Records (int64 [n, RCOL]), head spans (int32 [n, 2K]) and head timestamps for a batch, in packet order.
+
+        `room`: head bytes the fast path may start holding in this batch; the caller keeps it far enough
+        from the total buffer limit that holding them cannot change any of Python's overflow decisions."""
         n = len(fh)
         cap = 2 * n + 64
         rec = np.zeros((cap, RCOL), np.int64)
         rsp = np.full((cap, len(self.name_off) * 2 - 2), -1, np.int32)
+        rts = np.zeros(cap, np.float64)
         nrec, k = 0, 0
+        self.meta[M_ARENA] = 0
+        self.meta[M_ADDED] = 0
+        self.meta[M_ROOM] = room
         while True:
             nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, self.keys, self.st,
-                           self.last, self.lbuf, self.pring, self.free, self.meta, self.ports, self.names,
-                           self.name_off, self.cl_k, self.te_k, self.max_pending, rec, rsp, nrec, k)
+                           self.last, self.lbuf, self.pring, self.hbuf, self.pts, self.free, self.meta, self.ports,
+                           self.names, self.name_off, self.cl_k, self.te_k, self.max_pending, self.max_flow, rec, rsp,
+                           rts, self.arena, nrec, k)
             if k >= n:
-                return rec[:nrec], rsp
+                return rec[:nrec], rsp, rts
             if nrec >= cap - 4:
                 cap *= 2
                 rec = np.concatenate([rec, np.zeros((cap - rec.shape[0], RCOL), np.int64)])
                 rsp = np.concatenate([rsp, np.full((cap - rsp.shape[0], rsp.shape[1]), -1, np.int32)])
+                rts = np.concatenate([rts, np.zeros(cap - rts.shape[0], np.float64)])
             else:
                 self._grow(max(4096, self.st.shape[0]))
 
@@ -664,4 +825,5 @@ class FlowTable:
         self.keys = Dict.empty(types.int64, types.int64)
         self.st[:] = 0
         self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
-        self.meta[0] = cap
+        self.meta[:] = 0
+        self.meta[M_FREE] = cap

@@ -87,7 +87,7 @@ class Decoder:
         self.scan = ScanView()
         h = self.heads
         self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
-                              cfg.max_pending_requests) if fast_path else None
+                              cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
 
     # -- public ------------------------------------------------------------------------
     def feed(self, batch: FrameBatch) -> list[dict]:
@@ -222,8 +222,14 @@ class Decoder:
         poff = d.poff[idx]
         plen = d.plen[idx]
         ts = batch.ts[idx]
-        rec, rsp = self.fast.run(buf, fh, dirn, d.seq[idx], d.flags[idx], poff, plen, d.pwire[idx], ts,
-                                 d.sport[idx], d.dport[idx])
+        pwire = d.pwire[idx]
+        budget = self.budget
+        # heads the fast path holds count in the buffer total; it only starts holding more while the total
+        # stays below the limit even if Python buffered every payload byte of this batch
+        room = budget.max_total - budget.total - int(pwire.sum())
+        rec, rsp, rts = self.fast.run(buf, fh, dirn, d.seq[idx], d.flags[idx], poff, plen, pwire, ts,
+                                      d.sport[idx], d.dport[idx], max(0, room))
+        budget.total += int(self.fast.meta[fp.M_ADDED])
         if not len(rec):
             return
         types = rec[:, fp.TYPE]
@@ -236,9 +242,11 @@ class Decoder:
             slow = list(zip(idx[slow_j].tolist(), d.seq[idx][slow_j].tolist(), d.flags[idx][slow_j].tolist(),
                             sp.tolist(), sl.tolist(), d.pwire[idx][slow_j].tolist()))
         mv = memoryview(buf)
+        amv = memoryview(self.fast.arena)
         flows = self.flows
         heads = self.heads
         js = 0
+        rts = rts.tolist()
         for k, (r, h, dr, t_s) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist(), ts[rj].tolist())):
             t = r[0]
             if t == fp.R_SLOW or t == fp.R_DEMOTE:
@@ -246,7 +254,7 @@ class Decoder:
                 if t == fp.R_DEMOTE:
                     f = flows.get(h)
                     if f is not None and f.slot == r[2]:
-                        self._sync(f)
+                        self._sync(f, in_kernel=True)
                 self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, t_s, js)
                 js += 1
                 continue
@@ -256,6 +264,8 @@ class Decoder:
                 f.slot = r[2]
                 f.midstream = False
                 continue
+            if r[fp.HELD]:
+                budget.total -= r[fp.HELD]  # a held head completed or its flow ended
             if f is None or f.slot != r[2]:
                 continue  # the flow was dropped by an internal error
             try:
@@ -265,12 +275,14 @@ class Decoder:
                     conn._finish()
                 elif t == fp.R_REQ:
                     conn = f.conn or self._make_conn(f, dr)
-                    parsed = heads.request_scanned(bytes(mv[r[3]:r[4]]), r[5], r[6], r[7], r[8], rsp[k].tolist())
-                    conn.on_head(conn.req_reader, None, t_s, parsed)
+                    data = bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]])
+                    parsed = heads.request_scanned(data, r[5], r[6], r[7], r[8], rsp[k].tolist())
+                    conn.on_head(conn.req_reader, None, rts[k], parsed)
                 elif t == fp.R_RESP:
                     conn = f.conn or self._make_conn(f, 1 - dr)
-                    parsed = heads.response_scanned(bytes(mv[r[3]:r[4]]), r[5], r[8], rsp[k].tolist())
-                    framing = conn.on_head(conn.resp_reader, None, t_s, parsed)[0]
+                    data = bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]])
+                    parsed = heads.response_scanned(data, r[5], r[8], rsp[k].tolist())
+                    framing = conn.on_head(conn.resp_reader, None, rts[k], parsed)[0]
                     aux = r[fp.AUX]
                     if framing != _FRAMING[aux]:
                         raise RuntimeError(f"fast path framing {_FRAMING[aux]!r} != {framing!r}")
@@ -298,8 +310,10 @@ class Decoder:
                     self.fast.st[slot, fp.MODE] = fp.SLOW
                 self._internal_error(h)
 
-    def _sync(self, f: Flow) -> None:
-        """Hand a fast-path flow to Python: copy its numba state into the Python objects."""
+    def _sync(self, f: Flow, in_kernel: bool = False) -> None:
+        """Hand a fast-path flow to Python: copy its numba state into the Python objects.
+
+        in_kernel: the kernel demoted it (and already moved its held head bytes to Python's side)."""
         fast = self.fast
         slot = f.slot
         row = fast.st[slot].tolist()
@@ -322,7 +336,14 @@ class Decoder:
                 r.body = row[b + fp.BODYN]
                 r.messages = row[b + fp.MSGS]
                 r.sniff = bool(row[b + fp.SNIFF])
-                r.partial = None
+                n = row[b + fp.PLEN]
+                if n:  # a head split across segments, held by the fast path
+                    r.partial = bytearray(fast.hbuf[slot, dd, :n].tobytes())
+                    r.partial_ts = float(fast.pts[slot, dd])
+                    if not in_kernel:
+                        fast.meta[fp.M_HELD] -= n  # still counted in budget.total, now as Python's
+                else:
+                    r.partial = None
                 lo = dd * fp.LINE_MAX
                 r.line = bytearray(fast.lbuf[slot, lo:lo + row[b + fp.LLEN]].tobytes()) if st in _LINE_STATES \
                     else None

@@ -316,12 +316,15 @@ def test_fast_path_equals_python_path_on_messy_streams(txs, cuts, rnd, batch_chu
 
 @FUZZ
 @given(st.lists(st.lists(transaction(), min_size=1, max_size=3), min_size=1, max_size=4), st.integers(1, 9),
-       st.sampled_from([0.0, 0.5, 40.0, 200.0]), st.randoms(use_true_random=False))
-def test_fast_path_equals_python_path_on_interleaved_flows(convs, batch_chunk, expire_every, rnd):
-    """Several connections at once (some reusing a 4-tuple, some cut off, some reset), expiry sweeps between batches."""
+       st.sampled_from([0.0, 0.5, 40.0, 200.0]), st.randoms(use_true_random=False),
+       st.sampled_from([(1 << 20, 256 << 20), (600, 256 << 20), (1 << 20, 900), (1 << 20, 4000)]))
+def test_fast_path_equals_python_path_on_interleaved_flows(convs, batch_chunk, expire_every, rnd, limits):
+    """Several connections at once (some reusing a 4-tuple, some cut off, some reset, heads split across
+    segments, buffer limits hit or not), expiry sweeps between batches."""
     frames = []
     for n, txs in enumerate(convs):
-        conv = conversation_frames(txs, [rnd.randrange(0, 400)], [rnd.randrange(0, 2000)], n % 2 == 1)
+        cuts = [rnd.randrange(0, 400) for _ in range(rnd.randrange(0, 3))]
+        conv = conversation_frames(txs, cuts, [rnd.randrange(0, 2000)], n % 2 == 1)
         port = C_PORT + n % 3  # n and n+3 reuse one 4-tuple
         conv = [(t + 100 * n * rnd.random(), _with_client_port(f, port)) for t, f in conv]
         cut = rnd.random()
@@ -333,7 +336,7 @@ def test_fast_path_equals_python_path_on_interleaved_flows(convs, batch_chunk, e
         frames += conv
     frames.sort(key=lambda x: x[0])
     decode_both(frames, chunk=batch_chunk, expire_every=expire_every, transaction_timeout_s=1.0,
-                flow_idle_timeout_s=60.0)
+                flow_idle_timeout_s=60.0, max_flow_buffer_bytes=limits[0], max_total_buffer_bytes=limits[1])
 
 
 def _with_client_port(frame: bytes, port: int) -> bytes:
@@ -349,7 +352,8 @@ def test_fast_path_takes_the_common_case():
     txs = [(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 3000),
            (b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunk(b"y" * 5000, 1200))]
-    frames = conversation_frames([tx + (None,) for tx in txs], [], [1000, 2000, 3000, 4000, 5000, 6000], False)
+    # requests cut in three segments (the head is held across them), responses at MSS-like points
+    frames = conversation_frames([tx + (None,) for tx in txs], [10, 20], [1000, 2000, 3000, 4000, 5000, 6000], False)
     d = Decoder(Settings())
     python_packets = []
     orig = d._one
@@ -357,4 +361,4 @@ def test_fast_path_takes_the_common_case():
     events = d.feed(batch(frames)) + d.close()
     assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/a", 200, 3000), ("/b", 200, 5000)]
     assert python_packets == []
-    assert d.stats["flows_closed"] == 1 and d.stats["transactions"] == 2
+    assert d.stats["flows_closed"] == 1 and d.stats["transactions"] == 2 and d.buffered_bytes == 0
