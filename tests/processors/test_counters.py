@@ -82,3 +82,20 @@ def test_kernels_on_empty_codes(use_numba):
     assert counts.tolist() == [[0, 1], [0, 1]]
     last = K.last_seen(use_numba, np.array([0, -1, 0], dtype=np.int64), np.array([5.0, 9.0, 7.0]), 1)
     assert last.tolist() == [7.0]
+
+
+def test_output_records_have_exactly_the_topic_fields():
+    from config.events import PAGEVIEW_FIELDS, SESSION_FIELDS
+
+    p = HitProcessor(load_settings())
+    out = p.process([orjson.dumps(make_hit("a", T0, "v1", "/product/p9", query="utm_source=x")),
+                     orjson.dumps(make_hit("b", T0 + 4000, "v1", "/"))])
+    sessions = out.sessions + p.end_of_input()
+    py_types = {"string": str, "number": (int, float), "integer": int, "boolean": bool, "null": type(None)}
+    for records, fields in ((out.pageviews, PAGEVIEW_FIELDS), (sessions, SESSION_FIELDS)):
+        assert records
+        for r in records:
+            assert list(r) and set(r) == {f.name for f in fields}
+            for f in fields:
+                types = f.json_type if isinstance(f.json_type, list) else [f.json_type]
+                assert isinstance(r[f.name], tuple(py_types[t] for t in types)), (f.name, r[f.name])
