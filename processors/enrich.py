@@ -256,6 +256,9 @@ class Enricher:
         return pv
 
 
+_STR_FIELDS = ("method", "host", "path", "query", "referrer", "user_agent", "content_type", "member_id")
+
+
 def validate_hit(hit: Any) -> str:
     """'' when the hit has what processing needs, else why it is dropped."""
     if not isinstance(hit, dict):
@@ -274,6 +277,16 @@ def validate_hit(hit: Any) -> str:
     lat = hit.get("latency_ms")
     if lat is not None and (not isinstance(lat, (int, float)) or isinstance(lat, bool)):
         return "bad latency_ms"
+    rb = hit.get("resp_bytes", 0)
+    if not isinstance(rb, (int, float)) or isinstance(rb, bool):
+        return "bad resp_bytes"
+    for name in _STR_FIELDS:
+        v = hit.get(name)
+        if v is not None and not isinstance(v, str):
+            return f"bad {name}"
+    extra = hit.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        return "bad extra"
     return ""
 
 

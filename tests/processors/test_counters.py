@@ -6,6 +6,8 @@ import math
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hitgen import crowd, make_hit
 
 from config.settings import load_settings
@@ -99,3 +101,18 @@ def test_output_records_have_exactly_the_topic_fields():
             for f in fields:
                 types = f.json_type if isinstance(f.json_type, list) else [f.json_type]
                 assert isinstance(r[f.name], tuple(py_types[t] for t in types)), (f.name, r[f.name])
+
+
+_json_values = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(sorted(make_hit("e", T0, "v"))), _json_values, max_size=8),
+                max_size=20))
+def test_garbage_hits_are_dropped_never_crash_the_batch(garbage):
+    p = HitProcessor(load_settings())
+    good = make_hit("ok", T0, "v")
+    values = [orjson.dumps({**good, **g}) for g in garbage] + [orjson.dumps(good)]
+    out = p.process(values)
+    assert out.dropped + len(out.hits) == len(values)
+    assert out.hits[-1]["event_id"] == "ok" and out.delta.events == len(out.hits)

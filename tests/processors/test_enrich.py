@@ -110,6 +110,9 @@ def test_goals_with_values_and_methods(enricher):
     ({"event_id": "e", "ts": "yesterday", "visitor_id": "v"}, "missing or bad ts"),
     ({"event_id": "e", "ts": 1e9}, "missing visitor_id"),
     ({"event_id": "e", "ts": 1e9, "visitor_id": "v", "status": "200"}, "bad status"),
+    ({"event_id": "e", "ts": 1e9, "visitor_id": "v", "resp_bytes": "12"}, "bad resp_bytes"),
+    ({"event_id": "e", "ts": 1e9, "visitor_id": "v", "path": ["/"]}, "bad path"),
+    ({"event_id": "e", "ts": 1e9, "visitor_id": "v", "extra": "x-order-amount=5"}, "bad extra"),
 ])
 def test_bad_hits_are_named(hit, reason):
     assert validate_hit(hit) == reason
