@@ -51,9 +51,6 @@ class Flow:
 
 
 _LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)
-# what Connection.on_head must answer for each framing the fast path chose
-_FRAMING = {fp.F_NONE: "none", fp.F_LENGTH: "length", fp.F_CHUNKED: "chunked", fp.F_CLOSE: "close",
-            fp.F_INTERIM: "none"}
 
 
 class ScanView:
@@ -244,9 +241,14 @@ class Decoder:
         mv = memoryview(buf)
         amv = memoryview(self.fast.arena)
         flows = self.flows
-        heads = self.heads
+        request_scanned = self.heads.request_scanned
+        response_scanned = self.heads.response_scanned
+        build = self.builder.build
+        out = self.out
+        stats = self.stats
         js = 0
         rts = rts.tolist()
+        rows = rsp[:len(rec)].tolist()
         for k, (r, h, dr, t_s) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist(), ts[rj].tolist())):
             t = r[0]
             if t == fp.R_SLOW or t == fp.R_DEMOTE:
@@ -269,26 +271,43 @@ class Decoder:
             if f is None or f.slot != r[2]:
                 continue  # the flow was dropped by an internal error
             try:
+                # Connection.on_head / _finish inlined for the fast path's already-validated framing
                 if t == fp.R_DONE:
                     conn = f.conn
-                    conn.resp_reader.body = r[fp.RBODY]
-                    conn._finish()
+                    req, resp = conn.current
+                    conn.current = None
+                    if resp.chunked or resp.content_length < 0:
+                        resp.body_bytes = r[fp.RBODY]
+                    stats["transactions"] += 1
+                    out.append(build(conn, req, resp))
                 elif t == fp.R_REQ:
                     conn = f.conn or self._make_conn(f, dr)
-                    data = bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]])
-                    parsed = heads.request_scanned(data, r[5], r[6], r[7], r[8], rsp[k].tolist())
-                    conn.on_head(conn.req_reader, None, rts[k], parsed)
+                    req = request_scanned(bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]]), r[5], r[6], r[7], r[8],
+                                          rows[k])
+                    req.ts = rts[k]
+                    req.index = conn.n_requests
+                    conn.n_requests += 1
+                    conn.seen_http = True
+                    stats["requests"] += 1
+                    conn.pending.append(req)
                 elif t == fp.R_RESP:
                     conn = f.conn or self._make_conn(f, 1 - dr)
-                    data = bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]])
-                    parsed = heads.response_scanned(data, r[5], r[8], rsp[k].tolist())
-                    framing = conn.on_head(conn.resp_reader, None, rts[k], parsed)[0]
+                    resp = response_scanned(bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]]), r[5], r[8], rows[k])
+                    resp.ts = rts[k]
+                    conn.seen_http = True
                     aux = r[fp.AUX]
-                    if framing != _FRAMING[aux]:
-                        raise RuntimeError(f"fast path framing {_FRAMING[aux]!r} != {framing!r}")
-                    if aux == fp.F_NONE or (aux == fp.F_LENGTH and r[fp.RBODY] == -1):
-                        conn.resp_reader.body = 0
-                        conn._finish()
+                    if aux == fp.F_INTERIM:
+                        continue
+                    req = conn.pending.popleft()
+                    if aux == fp.F_LENGTH:
+                        resp.body_bytes = resp.content_length
+                        if r[fp.RBODY] == -1:
+                            aux = fp.F_NONE
+                    if aux == fp.F_NONE:
+                        stats["transactions"] += 1
+                        out.append(build(conn, req, resp))
+                    else:
+                        conn.current = (req, resp)
                 elif t == fp.R_END:
                     conn = f.conn
                     if conn is not None:
