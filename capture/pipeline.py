@@ -16,7 +16,7 @@ import numpy as np
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
 from capture import fastpath as fp
-from capture.fastpath import FlowTable
+from capture.fastpath import R_DEMOTE, FlowTable
 from capture.frames import FrameBatch
 from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
     RESYNC_RESPONSE
@@ -249,85 +249,88 @@ class Decoder:
         js = 0
         rts = rts.tolist()
         rows = rsp[:len(rec)].tolist()
-        for k, (r, h, dr, t_s) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist(), ts[rj].tolist())):
-            t = r[0]
-            if t == fp.R_SLOW or t == fp.R_DEMOTE:
-                i, seq, flags, po, pl, pw = slow[js]
-                if t == fp.R_DEMOTE:
-                    f = flows.get(h)
-                    if f is not None and f.slot == r[2]:
-                        self._sync(f, in_kernel=True)
-                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, t_s, js)
-                js += 1
-                continue
-            f = flows.get(h)
-            if t == fp.R_NEW:
-                f = flows[h] = self._new_flow(buf, d, int(idx[r[1]]), dr, t_s)
-                f.slot = r[2]
-                f.midstream = False
-                continue
-            if r[fp.HELD]:
-                budget.total -= r[fp.HELD]  # a held head completed or its flow ended
-            if f is None or f.slot != r[2]:
-                continue  # the flow was dropped by an internal error
-            try:
-                # Connection.on_head / _finish inlined for the fast path's already-validated framing
-                if t == fp.R_DONE:
-                    conn = f.conn
-                    req, resp = conn.current
-                    conn.current = None
-                    if resp.chunked or resp.content_length < 0:
-                        resp.body_bytes = r[fp.RBODY]
-                    stats["transactions"] += 1
-                    out.append(build(conn, req, resp))
-                elif t == fp.R_REQ:
-                    conn = f.conn or self._make_conn(f, dr)
-                    req = request_scanned(bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]]), r[5], r[6], r[7], r[8],
-                                          rows[k])
-                    req.ts = rts[k]
-                    req.index = conn.n_requests
-                    conn.n_requests += 1
-                    conn.seen_http = True
-                    stats["requests"] += 1
-                    conn.pending.append(req)
-                elif t == fp.R_RESP:
-                    conn = f.conn or self._make_conn(f, 1 - dr)
-                    resp = response_scanned(bytes((amv if r[fp.ARENA] else mv)[r[3]:r[4]]), r[5], r[8], rows[k])
-                    resp.ts = rts[k]
-                    conn.seen_http = True
-                    aux = r[fp.AUX]
-                    if aux == fp.F_INTERIM:
-                        continue
-                    req = conn.pending.popleft()
-                    if aux == fp.F_LENGTH:
-                        resp.body_bytes = resp.content_length
-                        if r[fp.RBODY] == -1:
-                            aux = fp.F_NONE
-                    if aux == fp.F_NONE:
-                        stats["transactions"] += 1
+        R_REQ, R_RESP, R_DONE, R_NEW, R_END, R_SLOW = fp.R_REQ, fp.R_RESP, fp.R_DONE, fp.R_NEW, fp.R_END, fp.R_SLOW
+        F_INTERIM, F_LENGTH, F_NONE = fp.F_INTERIM, fp.F_LENGTH, fp.F_NONE
+        n_req = n_tx = 0
+        for k, (r, h, dr) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist())):
+            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held = r
+            if held:
+                budget.total -= held  # a held head completed or its flow ended
+            if t > R_DEMOTE:  # the flow's own records (Connection.on_head / _finish inlined, framing validated)
+                f = flows.get(h)
+                if f is None or f.slot != slot:
+                    continue  # the flow was dropped by an internal error
+                try:
+                    if t == R_REQ:
+                        conn = f.conn or self._make_conn(f, dr)
+                        req = request_scanned(bytes((amv if arena else mv)[hs:he]), fa, fb, fc, minor, rows[k])
+                        req.ts = rts[k]
+                        req.index = conn.n_requests
+                        conn.n_requests += 1
+                        conn.seen_http = True
+                        n_req += 1
+                        conn.pending.append(req)
+                    elif t == R_RESP:
+                        conn = f.conn or self._make_conn(f, 1 - dr)
+                        resp = response_scanned(bytes((amv if arena else mv)[hs:he]), fa, minor, rows[k])
+                        resp.ts = rts[k]
+                        conn.seen_http = True
+                        if aux == F_INTERIM:
+                            continue
+                        req = conn.pending.popleft()
+                        if aux == F_LENGTH:
+                            resp.body_bytes = resp.content_length
+                            if body == -1:
+                                aux = F_NONE
+                        if aux == F_NONE:
+                            n_tx += 1
+                            out.append(build(conn, req, resp))
+                        else:
+                            conn.current = (req, resp)
+                    elif t == R_DONE:
+                        conn = f.conn
+                        req, resp = conn.current
+                        conn.current = None
+                        if resp.chunked or resp.content_length < 0:
+                            resp.body_bytes = body
+                        n_tx += 1
                         out.append(build(conn, req, resp))
-                    else:
-                        conn.current = (req, resp)
-                elif t == fp.R_END:
-                    conn = f.conn
-                    if conn is not None:
-                        conn.resp_reader.state = r[3]
-                        conn.resp_reader.body = r[fp.RBODY]
-                        conn.req_reader.state = r[fp.RSTATE_REQ]
-                    f.slot = -1
-                    aux = r[fp.AUX]
-                    if aux == fp.END_CLOSED:
-                        self.stats["flows_closed"] += 1
-                        flows.pop(h)
-                    elif aux == fp.END_RESET:
-                        self.stats["flows_reset"] += 1
-                        flows.pop(h)
-                    self._end(f)
-            except Exception:
-                slot = f.slot
-                if slot >= 0 and self.fast.keys.get(h, -1) == slot:
-                    self.fast.st[slot, fp.MODE] = fp.SLOW
-                self._internal_error(h)
+                    else:  # R_END
+                        conn = f.conn
+                        if conn is not None:
+                            conn.resp_reader.state = hs
+                            conn.resp_reader.body = body
+                            conn.req_reader.state = r[fp.RSTATE_REQ]
+                        f.slot = -1
+                        if aux == fp.END_CLOSED:
+                            stats["flows_closed"] += 1
+                            flows.pop(h)
+                        elif aux == fp.END_RESET:
+                            stats["flows_reset"] += 1
+                            flows.pop(h)
+                        stats["transactions"] += n_tx  # _end emits through Connection, which counts itself
+                        n_tx = 0
+                        self._end(f)
+                except Exception:
+                    if f.slot >= 0 and self.fast.keys.get(h, -1) == f.slot:
+                        self.fast.st[f.slot, fp.MODE] = fp.SLOW
+                    self._internal_error(h)
+            elif t == R_NEW:
+                f = flows[h] = self._new_flow(buf, d, int(idx[r[1]]), dr, float(ts[r[1]]))
+                f.slot = slot
+                f.midstream = False
+            else:  # R_SLOW / R_DEMOTE: this packet goes the Python way
+                i, seq, flags, po, pl, pw = slow[js]
+                if t != R_SLOW:
+                    f = flows.get(h)
+                    if f is not None and f.slot == slot:
+                        self._sync(f, in_kernel=True)
+                stats["transactions"] += n_tx
+                n_tx = 0
+                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, float(ts[r[1]]), js)
+                js += 1
+        stats["requests"] += n_req
+        stats["transactions"] += n_tx
 
     def _sync(self, f: Flow, in_kernel: bool = False) -> None:
         """Hand a fast-path flow to Python: copy its numba state into the Python objects.
