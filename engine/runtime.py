@@ -125,8 +125,14 @@ class EmbeddedRuntime:
         assert self.capture is not None
         with self._progress() as progress:
             task = progress.add_task("capture", total=None, packets=0, hits=0, processed=0)
+            announced = False
             while not stop.is_set():
                 cp = self.capture.poll()
+                if cp.started and not announced:
+                    what = f"reading {self.pcap}" if self.pcap else \
+                        f"on {self.iface}, ports {','.join(map(str, self.settings.capture.ports))}"
+                    self.console.print(f"[bold green]capture started[/] {what}", soft_wrap=True)
+                    announced = True
                 processed = self.worker.processed
                 progress.update(task, packets=cp.packets, hits=cp.sent, processed=processed)
                 if cp.done:

@@ -287,3 +287,39 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path):
         store.close()
     assert {r["t"]: r["pageviews"] for r in series if r["pageviews"]} == \
         {int(k): v for k, v in truth.pageviews_per_minute.items()}
+
+
+# -- live capture, stopped with SIGTERM ------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
+def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server, tmp_path):
+    from engine.crowd import Crowd
+    from engine.demo_shop import DemoShop
+
+    history_url = f"chdb://{tmp_path / 'chdb'}"
+    env = _env(tmp_path)
+    err = tmp_path / "run.err"
+    with DemoShop() as shop:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop.port),
+                                 "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", history_url],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=open(err, "wb"), text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "capture started" not in err.read_text(errors="replace"):
+                assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "capture did not start within 120 s"
+                time.sleep(0.2)
+            crowd = Crowd(shop.url, seed=4, visitors=12, round_s=3, repeat=False, think_scale=0.02).start()
+            assert crowd.wait(120)
+            served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
+            proc.send_signal(signal.SIGTERM)  # right after the last response: nothing accepted may be lost
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err.read_text(errors="replace")[-3000:]
+    assert "SIGTERM: stopping" in err.read_text(errors="replace")
+    summary = summary_rows(out)
+    assert summary["hits"] == summary["events processed"] == f"{served:,}", out
+    row = _query(env, history_url, "SELECT uniqExact(event_id) AS n FROM hits")[0]
+    assert int(row["n"]) == served > 50
