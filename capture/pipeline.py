@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 
 import numpy as np
 
@@ -50,6 +51,23 @@ class Flow:
         self.slot = -1          # >= 0: followed by the numba fast path (capture.fastpath), state lives there
 
 
+class FastFlow:
+    """A flow the numba fast path follows: only what its events need. Its stream/HTTP state lives in the
+    FlowTable; it becomes a full Flow (Decoder._materialize) the moment Python must take it over."""
+
+    __slots__ = ("slot", "client_dir", "client_ip", "client_port", "server_ip", "server_port", "id_prefix",
+                 "pending", "current", "n_requests", "seen_http", "dead")
+
+    def __init__(self, slot: int):
+        self.slot = slot
+        self.client_dir = -1    # known (with the addresses) from the first head
+        self.pending = None
+        self.current = None
+        self.n_requests = 0
+        self.seen_http = False
+        self.dead = False
+
+
 _LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)
 
 
@@ -82,6 +100,7 @@ class Decoder:
         self.out: list[dict] = []
         self.last_ts = 0.0
         self.scan = ScanView()
+        self._ips: dict[bytes, str] = {}
         h = self.heads
         self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
                               cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
@@ -116,12 +135,11 @@ class Decoder:
         idle = self.cfg.flow_idle_timeout_s
         gone = []
         fast = self.fast
-        for key, f in self.flows.items():
+        for key, f in list(self.flows.items()):
             if f.slot >= 0:
-                f.last_seen = float(fast.last[f.slot])
-                if f.last_seen + idle < now or (f.conn is not None and f.conn.pending
-                                                and f.conn.pending[0].ts + tt < now):
-                    self._sync(f)  # its expiry is Python's business
+                last = float(fast.last[f.slot])
+                if last + idle < now or (f.pending and f.pending[0].ts + tt < now):
+                    f = self._materialize(key, f)  # its expiry is Python's business
                 else:
                     continue
             if f.last_seen + idle < now:
@@ -140,9 +158,9 @@ class Decoder:
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
-        for f in self.flows.values():
+        for key, f in list(self.flows.items()):
             if f.slot >= 0:
-                self._sync(f)
+                f = self._materialize(key, f)
             self._safe_end(f)
         self.flows.clear()
         if self.fast is not None:
@@ -262,7 +280,7 @@ class Decoder:
                     continue  # the flow was dropped by an internal error
                 try:
                     if t == R_REQ:
-                        conn = f.conn or self._make_conn(f, dr)
+                        conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), dr, True)
                         req = request_scanned(bytes((amv if arena else mv)[hs:he]), fa, fb, fc, minor, rows[k])
                         req.ts = rts[k]
                         req.index = conn.n_requests
@@ -271,7 +289,8 @@ class Decoder:
                         n_req += 1
                         conn.pending.append(req)
                     elif t == R_RESP:
-                        conn = f.conn or self._make_conn(f, 1 - dr)
+                        conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), 1 - dr,
+                                                                            False)
                         resp = response_scanned(bytes((amv if arena else mv)[hs:he]), fa, minor, rows[k])
                         resp.ts = rts[k]
                         conn.seen_http = True
@@ -288,49 +307,102 @@ class Decoder:
                         else:
                             conn.current = (req, resp)
                     elif t == R_DONE:
-                        conn = f.conn
+                        conn = f
                         req, resp = conn.current
                         conn.current = None
                         if resp.chunked or resp.content_length < 0:
                             resp.body_bytes = body
                         n_tx += 1
                         out.append(build(conn, req, resp))
-                    else:  # R_END
-                        conn = f.conn
-                        if conn is not None:
-                            conn.resp_reader.state = hs
-                            conn.resp_reader.body = body
-                            conn.req_reader.state = r[fp.RSTATE_REQ]
+                    else:  # R_END: Connection.close for a flow whose readers hold no bytes
                         f.slot = -1
+                        f.dead = True
                         if aux == fp.END_CLOSED:
                             stats["flows_closed"] += 1
                             flows.pop(h)
                         elif aux == fp.END_RESET:
                             stats["flows_reset"] += 1
                             flows.pop(h)
-                        stats["transactions"] += n_tx  # _end emits through Connection, which counts itself
-                        n_tx = 0
-                        self._end(f)
+                        if f.client_dir >= 0:
+                            cur = f.current
+                            if cur is not None:  # a body until close, or cut short
+                                f.current = None
+                                req, resp = cur
+                                if resp.chunked or resp.content_length < 0:
+                                    resp.body_bytes = body
+                                n_tx += 1
+                                out.append(build(f, req, resp))
+                            pending = f.pending
+                            while pending:
+                                n_tx += 1
+                                stats["no_response"] += 1
+                                out.append(build(f, pending.popleft(), None))
                 except Exception:
                     if f.slot >= 0 and self.fast.keys.get(h, -1) == f.slot:
                         self.fast.st[f.slot, fp.MODE] = fp.SLOW
                     self._internal_error(h)
             elif t == R_NEW:
-                f = flows[h] = self._new_flow(buf, d, int(idx[r[1]]), dr, float(ts[r[1]]))
-                f.slot = slot
-                f.midstream = False
+                flows[h] = FastFlow(slot)
+                stats["flows"] += 1
             else:  # R_SLOW / R_DEMOTE: this packet goes the Python way
                 i, seq, flags, po, pl, pw = slow[js]
                 if t != R_SLOW:
                     f = flows.get(h)
                     if f is not None and f.slot == slot:
-                        self._sync(f, in_kernel=True)
+                        self._materialize(h, f, in_kernel=True, packet=(buf, d, i, dr, float(ts[r[1]])))
                 stats["transactions"] += n_tx
                 n_tx = 0
                 self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, float(ts[r[1]]), js)
                 js += 1
         stats["requests"] += n_req
         stats["transactions"] += n_tx
+
+    def _ip(self, buf: np.ndarray, off: int, n: int) -> str:
+        raw = buf[off:off + n].tobytes()
+        ip = self._ips.get(raw)
+        if ip is None:
+            if len(self._ips) >= 100_000:
+                self._ips.clear()
+            ip = self._ips[raw] = socket.inet_ntop(socket.AF_INET if n == 4 else socket.AF_INET6, raw)
+        return ip
+
+    def _fast_roles(self, ff: FastFlow, buf: np.ndarray, d, i: int, client_dir: int, client_is_src: bool) -> FastFlow:
+        """The first head of a fast flow: its endpoints, taken from that packet."""
+        n = int(d.alen[i])
+        src, dst = self._ip(buf, int(d.src_off[i]), n), self._ip(buf, int(d.dst_off[i]), n)
+        sp, dp = int(d.sport[i]), int(d.dport[i])
+        if client_is_src:
+            ff.client_ip, ff.client_port, ff.server_ip, ff.server_port = src, sp, dst, dp
+        else:
+            ff.client_ip, ff.client_port, ff.server_ip, ff.server_port = dst, dp, src, sp
+        ff.client_dir = client_dir
+        ff.id_prefix = f"{ff.client_ip}|{ff.client_port}|{ff.server_ip}|{ff.server_port}|".encode()
+        ff.pending = deque()
+        return ff
+
+    def _materialize(self, key: int, ff: FastFlow, in_kernel: bool = False, packet=None) -> Flow:
+        """Python takes a fast flow over: a full Flow/Connection with the fast path's state (same dict slot)."""
+        if ff.client_dir < 0:
+            if packet is not None:  # no head yet: the endpoints come from the packet being handed over
+                f = self._new_flow(*packet)
+                self.stats["flows"] -= 1  # counted when the fast path saw its SYN
+            else:
+                f = Flow(("", ""), (0, 0), self.budget, 0.0)  # ends now (expiry / end of input), no events
+        else:
+            c = (ff.client_ip, ff.client_port)
+            s = (ff.server_ip, ff.server_port)
+            a, b = (c, s) if ff.client_dir == 0 else (s, c)
+            f = Flow((a[0], b[0]), (a[1], b[1]), self.budget, 0.0)
+            f.midstream = False
+            conn = self._make_conn(f, ff.client_dir)
+            conn.pending = ff.pending
+            conn.current = ff.current
+            conn.n_requests = ff.n_requests
+            conn.seen_http = ff.seen_http
+        f.slot = ff.slot
+        self.flows[key] = f
+        self._sync(f, in_kernel)
+        return f
 
     def _sync(self, f: Flow, in_kernel: bool = False) -> None:
         """Hand a fast-path flow to Python: copy its numba state into the Python objects.
