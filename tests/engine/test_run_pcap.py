@@ -309,6 +309,11 @@ def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server,
                 assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
                 assert time.monotonic() < deadline, "capture did not start within 120 s"
                 time.sleep(0.2)
+            # While it runs, engine.json tells other commands where it is; `visitwire query` goes through it
+            # (the engine holds the chdb directory).
+            state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
+            assert state["pid"] == proc.pid and state["history_url"] == history_url
+            assert _query(env, history_url, "SELECT 41 + 1 AS answer") == [{"answer": 42}]
             crowd = Crowd(shop.url, seed=4, visitors=12, round_s=3, repeat=False, think_scale=0.02).start()
             assert crowd.wait(120)
             served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
@@ -319,6 +324,7 @@ def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server,
                 proc.kill()
     assert proc.returncode == 0, err.read_text(errors="replace")[-3000:]
     assert "SIGTERM: stopping" in err.read_text(errors="replace")
+    assert not (tmp_path / "data" / "engine.json").exists()
     summary = summary_rows(out)
     assert summary["hits"] == summary["events processed"] == f"{served:,}", out
     row = _query(env, history_url, "SELECT uniqExact(event_id) AS n FROM hits")[0]
