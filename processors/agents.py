@@ -143,6 +143,24 @@ def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
         await runtime.on_tick()
 
 
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create the topic with `partitions` partitions unless it exists (the Faust agent would declare it;
+    the bulk consumer must not wait for the capture agent to create it)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    except Exception as e:  # e.g. a broker that forbids topic creation: the topic must then exist already
+        log.warning("could not create topic %s (%s); expecting it to exist", topic, e)
+    finally:
+        await admin.close()
+
+
 class BulkHitsConsumer:
     """visitwire.hits read with aiokafka `getmany` (up to batch_size records per call).
 
@@ -172,12 +190,13 @@ class BulkHitsConsumer:
                 await asyncio.wait_for(wait_for(), wait_timeout)
             except asyncio.TimeoutError:
                 log.warning("sessions table recovery not finished after %.0f s; processing anyway", wait_timeout)
+        await ensure_topic(k.bootstrap, TOPIC_HITS, k.partitions)
         session_ms = int(k.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
             TOPIC_HITS, bootstrap_servers=k.bootstrap, group_id=f"{k.app_id}-hits", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=p.batch_size, session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 5), max_partition_fetch_bytes=8 << 20,
-            fetch_max_bytes=64 << 20)
+            fetch_max_bytes=64 << 20, metadata_max_age_ms=10_000)
         await self.consumer.start()
         self.rt.commit_offsets = self.commit
         self._task = asyncio.ensure_future(self._run())
