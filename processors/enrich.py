@@ -280,9 +280,10 @@ def validate_hit(hit: Any) -> str:
     rb = hit.get("resp_bytes", 0)
     if not isinstance(rb, (int, float)) or isinstance(rb, bool):
         return "bad resp_bytes"
+    get = hit.get
     for name in _STR_FIELDS:
-        v = hit.get(name)
-        if v is not None and not isinstance(v, str):
+        v = get(name)
+        if v is not None and type(v) is not str:
             return f"bad {name}"
     extra = hit.get("extra")
     if extra is not None and not isinstance(extra, dict):
