@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, MutableMapping
 
 import faust
+import orjson
 from aiokafka.partitioner import murmur2
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
@@ -62,7 +63,13 @@ class TableStore(MutableMapping):
     def __init__(self, table: Any, partitions: int):
         self.table = table
         self.partitions = partitions
-        self.dirty: set[int] = set()
+        self._pending: list[tuple[int, bytes, bytes]] = []  # changelog records not yet sent
+
+    def _record(self, key: str, value: Any) -> None:
+        # Encoded as the table's JSON serializers decode them on recovery; sent in seal() straight
+        # through the producer (Faust's send_changelog costs far more per record).
+        k = key.encode()
+        self._pending.append((self._partition(k), orjson.dumps(key), orjson.dumps(value)))
 
     def _partition(self, key: bytes) -> int:
         return (murmur2(key) & 0x7FFFFFFF) % self.partitions
@@ -74,35 +81,39 @@ class TableStore(MutableMapping):
         return self.table.data.get(key, default)
 
     def __setitem__(self, key: str, value: dict) -> None:
-        p = self._partition(key.encode())
-        self.table.send_changelog(p, key, value)
+        self._record(key, value)
         self.table.data[key] = value
-        self.dirty.add(p)
 
     def __delitem__(self, key: str) -> None:
         if key not in self.table.data:
             raise KeyError(key)
         # JSON null rather than a Kafka tombstone (null value): a restored null is dropped by
         # purge_deleted(), so recovery never depends on how a broker hands tombstones back.
-        p = self._partition(key.encode())
-        self.table.send_changelog(p, key, None)
+        self._record(key, None)
         del self.table.data[key]
-        self.dirty.add(p)
 
     async def seal(self) -> int:
-        """Make the changes sent so far recoverable: flush them, then write a lone end marker per
-        touched partition. tansu reports a partition's end offset as the last record *batch*'s base
-        offset + 1, so Faust's recovery stops at the first record of the last batch; a marker alone
-        in its batch makes that end cover every real change. Returns the partitions sealed."""
-        parts, self.dirty = self.dirty, set()
-        if not parts:
-            return 0
+        """Send the changes made so far and make them recoverable: flush, then write a lone end
+        marker per touched partition. tansu reports a partition's end offset as the last record
+        *batch*'s base offset + 1, so Faust's recovery stops at the first record of the last batch;
+        a marker alone in its batch makes that end cover every real change. Returns the partitions
+        sealed."""
+        pending, self._pending = self._pending, []
         producer = self.table.app.producer
-        await producer.flush()
         topic = self.table.changelog_topic.get_topic_name()
-        for p in sorted(parts):
-            fut = await producer.send(topic, self.END_KEY, b"null", p, None, None)
-            await fut  # one at a time: each marker its own batch
+        parts = {p for p, _, _ in pending}
+        try:
+            for p, k, v in pending:
+                await producer.send(topic, k, v, p, None, None)
+            if not parts:
+                return 0
+            await producer.flush()
+            for p in sorted(parts):
+                fut = await producer.send(topic, self.END_KEY, b"null", p, None, None)
+                await fut  # one at a time: each marker its own batch
+        except BaseException:
+            self._pending = pending + self._pending  # resent by the next seal (same values: harmless)
+            raise
         return len(parts)
 
     def purge_deleted(self) -> int:
