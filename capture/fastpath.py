@@ -43,8 +43,8 @@ ARENA_BYTES = 1 << 20  # per batch: heads assembled from several segments, hande
 # record types
 R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 # record columns
-TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD = range(14)
-RCOL = 14
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED = range(16)
+RCOL = 16
 # meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those
 M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM = range(5)
 # R_RESP aux: framing the Python Connection must agree with
@@ -313,6 +313,8 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
     rec[nrec, FB] = fb
     rec[nrec, FC] = fc
     rec[nrec, MINOR] = minor
+    rec[nrec, CLEN] = cl          # -1: absent (or chunked)
+    rec[nrec, CHUNKED] = chunked
     st[slot, b + MSGS] += 1
     st[slot, b + SNIFF] = 0
     st[slot, b + BODYN] = 0

@@ -128,6 +128,30 @@ class HeadParser:
         n = _content_length([data[s:row[self._cl + 1]]]) if s >= 0 else 0
         return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, n, False)
 
+    def request_framed(self, data: bytes, a: int, b: int, c: int, minor: int, row: list, content_length: int,
+                       chunked: bool) -> RequestHead:
+        """request_scanned when the fast path already read Content-Length (-1: absent) / chunked."""
+        headers = {}
+        for k, name in self._req_slots:
+            s = row[k]
+            if s >= 0:
+                headers[name] = data[s:row[k + 1]]
+        return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers,
+                           -1 if chunked else (content_length if content_length > 0 else 0), chunked)
+
+    def response_framed(self, data: bytes, status: int, minor: int, row: list, content_length: int,
+                        chunked: bool) -> ResponseHead:
+        """response_scanned when the fast path already read Content-Length (-1: absent) / chunked."""
+        headers = {}
+        for k, name in self._resp_slots:
+            s = row[k]
+            if s >= 0:
+                headers[name] = data[s:row[k + 1]]
+        s = row[self._sc]
+        set_cookies = [data[s:row[self._sc + 1]]] if s >= 0 else []
+        return ResponseHead(status, "1.1" if minor else "1.0", headers, set_cookies,
+                            -1 if chunked else content_length, chunked)
+
     def response_scanned(self, data: bytes, status: int, minor: int, row: list) -> ResponseHead:
         headers = {}
         for k, name in self._resp_slots:

@@ -259,8 +259,8 @@ class Decoder:
         mv = memoryview(buf)
         amv = memoryview(self.fast.arena)
         flows = self.flows
-        request_scanned = self.heads.request_scanned
-        response_scanned = self.heads.response_scanned
+        request_framed = self.heads.request_framed
+        response_framed = self.heads.response_framed
         build = self.builder.build
         out = self.out
         stats = self.stats
@@ -271,7 +271,7 @@ class Decoder:
         F_INTERIM, F_LENGTH, F_NONE = fp.F_INTERIM, fp.F_LENGTH, fp.F_NONE
         n_req = n_tx = 0
         for k, (r, h, dr) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist())):
-            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held = r
+            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked = r
             if held:
                 budget.total -= held  # a held head completed or its flow ended
             if t > R_DEMOTE:  # the flow's own records (Connection.on_head / _finish inlined, framing validated)
@@ -281,7 +281,8 @@ class Decoder:
                 try:
                     if t == R_REQ:
                         conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), dr, True)
-                        req = request_scanned(bytes((amv if arena else mv)[hs:he]), fa, fb, fc, minor, rows[k])
+                        req = request_framed(bytes((amv if arena else mv)[hs:he]), fa, fb, fc, minor, rows[k], clen,
+                                             chunked == 1)
                         req.ts = rts[k]
                         req.index = conn.n_requests
                         conn.n_requests += 1
@@ -291,7 +292,8 @@ class Decoder:
                     elif t == R_RESP:
                         conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), 1 - dr,
                                                                             False)
-                        resp = response_scanned(bytes((amv if arena else mv)[hs:he]), fa, minor, rows[k])
+                        resp = response_framed(bytes((amv if arena else mv)[hs:he]), fa, minor, rows[k], clen,
+                                               chunked == 1)
                         resp.ts = rts[k]
                         conn.seen_http = True
                         if aux == F_INTERIM:
