@@ -362,3 +362,17 @@ def test_fast_path_takes_the_common_case():
     assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/a", 200, 3000), ("/b", 200, 5000)]
     assert python_packets == []
     assert d.stats["flows_closed"] == 1 and d.stats["transactions"] == 2 and d.buffered_bytes == 0
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(["a", "Password", "TOKEN", "pass%57ord", "x", "ſession", "sessionId", "tok"]),
+                          st.text(max_size=6)), max_size=6))
+def test_query_scrubbing_shortcut_agrees_with_the_regex(params):
+    """The ASCII shortcut in Identity.scrub_query decides exactly like the case-insensitive regex."""
+    from capture.identity import Identity
+
+    fast = Identity(Settings().capture)
+    by_regex = Identity(Settings().capture)
+    by_regex._scrub_ascii = None  # the regex alone decides
+    query = "&".join(f"{k}={v}" for k, v in params)
+    assert fast.scrub_query(query) == by_regex.scrub_query(query)
