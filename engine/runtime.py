@@ -83,22 +83,29 @@ class EmbeddedRuntime:
 
     # -- start ------------------------------------------------------------------------------
     async def start(self) -> None:
+        from aiokafka.errors import KafkaError
+
         from processors.worker import InProcessWorker
         from sinks.base import SinkUnavailable
         from sinks.history import HistoryError, open_history
         from sinks.redis_live import LiveStateReader
 
         s = self.settings
-        self.history = open_history(s.history.url, flush_interval_s=s.history.flush_interval_s,
-                                    max_batch_rows=s.history.max_batch_rows)
-        try:  # what `visitwire db init` does: apply pending migrations
-            applied = self.history.init_schema()
+        try:
+            self.history = open_history(s.history.url, flush_interval_s=s.history.flush_interval_s,
+                                        max_batch_rows=s.history.max_batch_rows)
+            applied = self.history.init_schema()  # what `visitwire db init` does: pending migrations
         except (HistoryError, SinkUnavailable) as e:
             raise RuntimeFailure(f"history store {s.history.url}: {e}; check --clickhouse / history.url") from None
         if applied:
             log.info("history schema: applied %s", ", ".join(applied))
+        _check_redis(s.redis.url)
         self.worker = InProcessWorker(s, history=self.history)
-        await self.worker.start()
+        try:
+            await self.worker.start()
+        except (OSError, KafkaError) as e:
+            raise RuntimeFailure(f"cannot reach Kafka at {s.kafka.bootstrap} ({e}); check --kafka, "
+                                 "or leave it out to use the embedded broker") from None
         self.worker_started = True
         self.live_reader = LiveStateReader(s.redis.url, s)
         self.web_url = await self._start_web()
@@ -116,7 +123,7 @@ class EmbeddedRuntime:
                                  f"({e.strerror}); choose another port with --web-port") from None
         token = self.settings.web.token
         shown = f"{url}/?token={token}" if token else url
-        self.console.print(f"[bold green]dashboard:[/] {shown}")
+        self.console.print(f"[bold green]dashboard:[/] {shown}", soft_wrap=True)  # one line, copyable
         return url
 
     # -- run --------------------------------------------------------------------------------
@@ -236,6 +243,20 @@ class EmbeddedRuntime:
             self.live_reader.close()
             self.live_reader = None
         remove_state(self.settings.data_dir)
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, ValueError) as e:
+        raise RuntimeFailure(f"cannot reach Redis at {url} ({e}); check --redis, "
+                             "or leave it out to use an embedded redis-server") from None
 
 
 def print_summary(console: Console, s: RunSummary, title: str = "visitwire run") -> None:

@@ -206,6 +206,20 @@ def test_run_pcap_reports_a_missing_file_clearly(tmp_path, broker, redis_server)
     assert "Traceback" not in r.stderr
 
 
+def test_unreachable_kafka_or_redis_gives_a_clear_error(site, redis_server, tmp_path):
+    pcap, _ = site
+    env = _env(tmp_path)
+    dead = f"127.0.0.1:{free_port()}"
+    r = _cli(["run", "--pcap", pcap, "--kafka", "127.0.0.1:9", "--redis", f"redis://{dead}/0",
+              "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot reach Redis at redis://{dead}/0" in " ".join(r.stderr.split())
+    r = _cli(["run", "--pcap", pcap, "--kafka", dead, "--redis", redis_server.url,
+              "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot reach Kafka at {dead}" in " ".join(r.stderr.split())
+
+
 # -- a worker killed mid-replay ------------------------------------------------------------------
 
 def _history_counts(url: str) -> tuple[int, int, int]:
