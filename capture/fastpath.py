@@ -43,8 +43,8 @@ ARENA_BYTES = 1 << 20  # per batch: heads assembled from several segments, hande
 # record types
 R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 # record columns
-TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED = range(16)
-RCOL = 16
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED, DONE = range(17)
+RCOL = 17
 # meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those
 M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM = range(5)
 # R_RESP aux: framing the Python Connection must agree with
@@ -358,6 +358,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
                 return -1
             if mflag == M_HEAD or status == 204 or status == 304:
                 rec[nrec, AUX] = F_NONE
+                rec[nrec, DONE] = 1
                 st[slot, b + RSTATE] = HEAD
                 st[slot, b + SKIP] = 0
             elif chunked:
@@ -370,7 +371,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
                 st[slot, b + SKIP] = cl
             elif cl == 0:
                 rec[nrec, AUX] = F_LENGTH
-                rec[nrec, RBODY] = -1  # done at once
+                rec[nrec, DONE] = 1  # no body: complete at once
                 st[slot, b + RSTATE] = HEAD
                 st[slot, b + SKIP] = 0
             else:
@@ -400,9 +401,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     if not is_req:
                         if nrec >= lim:
                             return -1
-                        _rec(rec, nrec, R_DONE, k, slot)
-                        rec[nrec, RBODY] = st[slot, b + BODYN]
-                        nrec += 1
+                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
                 else:
                     st[slot, b + RSTATE] = CHUNK_CRLF
                     st[slot, b + SKIP] = 2
@@ -457,9 +456,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     if not is_req:
                         if nrec >= lim:
                             return -1
-                        _rec(rec, nrec, R_DONE, k, slot)
-                        rec[nrec, RBODY] = st[slot, b + BODYN]
-                        nrec += 1
+                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
         elif rs == HEAD:
             if nrec >= lim:
                 return -1
@@ -531,6 +528,21 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
         else:
             return -1
     return nrec
+
+
+@njit(cache=True, inline="always")
+def _done_rec(rec, nrec, k, slot, body):
+    """The current response's body is complete: a DONE record, or folded into its head's record when that
+    came in this very packet (the commonest case: small responses)."""
+    q = nrec - 1
+    if q >= 0 and rec[q, TYPE] == R_RESP and rec[q, SLOT] == slot and rec[q, J] == k and rec[q, DONE] == 0 \
+            and rec[q, AUX] != F_INTERIM:
+        rec[q, DONE] = 1
+        rec[q, RBODY] = body
+        return nrec
+    _rec(rec, nrec, R_DONE, k, slot)
+    rec[nrec, RBODY] = body
+    return nrec + 1
 
 
 @njit(cache=True, inline="always")
@@ -637,9 +649,7 @@ def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pr
                 if d != st[slot, CLIENT]:
                     if nrec >= rec.shape[0] - 2:
                         return -1
-                    _rec(rec, nrec, R_DONE, k, slot)
-                    rec[nrec, RBODY] = st[slot, b + BODYN]
-                    nrec += 1
+                    nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
         else:
             return -1  # FIN ahead of missing data: Python's
         if st[slot, D0 + CLOSED] and st[slot, D0 + DW + CLOSED]:

@@ -271,7 +271,7 @@ class Decoder:
         F_INTERIM, F_LENGTH, F_NONE = fp.F_INTERIM, fp.F_LENGTH, fp.F_NONE
         n_req = n_tx = 0
         for k, (r, h, dr) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist())):
-            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked = r
+            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked, done = r
             if held:
                 budget.total -= held  # a held head completed or its flow ended
             if t > R_DEMOTE:  # the flow's own records (Connection.on_head / _finish inlined, framing validated)
@@ -301,9 +301,9 @@ class Decoder:
                         req = conn.pending.popleft()
                         if aux == F_LENGTH:
                             resp.body_bytes = resp.content_length
-                            if body == -1:
-                                aux = F_NONE
-                        if aux == F_NONE:
+                        if done:  # the body ended in this packet too (or there is none)
+                            if aux != F_NONE and (resp.chunked or resp.content_length < 0):
+                                resp.body_bytes = body
                             n_tx += 1
                             out.append(build(conn, req, resp))
                         else:
