@@ -142,7 +142,10 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
         source = None
         batches = read_pcap_batches(pcap)
     else:
+        from capture.decode import warm_up
         from capture.live import LiveSource
+
+        warm_up()  # compile/load the numba kernels before packets start filling the kernel ring
         source = LiveSource(iface or settings.capture.iface, settings.capture.ports, settings)
         batches = iter(source)
     output = KafkaOutput(settings.kafka.bootstrap, max_buffered=settings.capture.max_buffered_events,
@@ -160,6 +163,7 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
 
     progress.started = True
     _report(out, progress, output, decoder, source)
+    stop_seen = 0.0
     try:
         for batch in batches:
             if len(batch):
@@ -176,7 +180,10 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
                 _report(out, progress, output, decoder, source)
                 last_report = now
             if stop.is_set():
-                break
+                # live: keep reading until an idle tick (the ring is drained) or 2 s; pcap: stop now
+                stop_seen = stop_seen or now
+                if source is None or not len(batch) or now - stop_seen > 2.0:
+                    break
         publish(decoder.close())  # end of input: pending requests too
         _report(out, progress, output, decoder, source)
         if not output.flush(timeout=60):
