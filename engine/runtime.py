@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 300.0   # how long shutdown waits for the worker to catch up with capture
 WORKER_STOP_TIMEOUT_S = 30.0
+PROGRESS_LOG_EVERY_S = 5.0
 
 
 @dataclass
@@ -133,6 +134,7 @@ class EmbeddedRuntime:
         with self._progress() as progress:
             task = progress.add_task("capture", total=None, packets=0, hits=0, processed=0)
             announced = False
+            last_log = time.monotonic()
             while not stop.is_set():
                 cp = self.capture.poll()
                 if cp.started and not announced:
@@ -142,6 +144,11 @@ class EmbeddedRuntime:
                     announced = True
                 processed = self.worker.processed
                 progress.update(task, packets=cp.packets, hits=cp.sent, processed=processed)
+                if not self.console.is_terminal and time.monotonic() - last_log >= PROGRESS_LOG_EVERY_S:
+                    # no live progress bar without a terminal (service logs, CI): a line now and then
+                    log.info("progress: %d packets read, %d hits published, %d events processed",
+                             cp.packets, cp.sent, processed)
+                    last_log = time.monotonic()
                 if cp.done:
                     if cp.error:
                         raise RuntimeFailure(f"capture stopped: {cp.error}")
