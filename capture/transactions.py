@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from hashlib import blake2b
 from collections import deque
 
 from capture.http import DEAD, HeadParser, MessageReader, RequestHead, ResponseHead
@@ -66,6 +67,11 @@ class EventBuilder:
         self._member = _Memo(idn.member_id)
         self._referrer = _Memo(self._scrub_url)
         self._ctype = _Memo(lambda ct: _text(ct.split(b";", 1)[0].strip().lower()))
+        self._visitor_cookies = tuple(idn.visitor_cookies)
+        self._client_ip_header = idn.client_ip_header
+        self._member_param = idn.member_param
+        self._member_header = idn.member_header
+        self._member_cookie = idn.member_cookie
 
     def request_headers(self) -> list[str]:
         i = self.identity
@@ -110,19 +116,21 @@ class EventBuilder:
         return self._anon[(client_ip, ua)]
 
     def build(self, conn: "Connection", req: RequestHead, resp: ResponseHead | None) -> dict:
+        # the hot path of every transaction: locals and memos, no helper calls on the common path
         h = req.headers
+        get = h.get
         idn = self.identity
         uri, path, query = self._uri[req.uri]
-        host = h.get(b"host")
+        host = get(b"host")
         host = self._host[host] if host else ""
-        ua = h.get(b"user-agent") or b""
-        ref = h.get(b"referer")
-        cookie = h.get(b"cookie")
+        ua = get(b"user-agent") or b""
+        ref = get(b"referer")
+        cookie = get(b"cookie")
         cookies = self._cookies[cookie] if cookie else {}
-        client_ip = idn.client_ip(h, conn.client_ip) if idn.client_ip_header else conn.client_ip
-        if resp is not None and resp.set_cookies or idn.member_param or idn.member_header in h or \
-                idn.member_cookie in cookies:
-            member = idn.member_key(cookies, query if idn.member_param else "", h, resp.set_cookies if resp else None)
+        client_ip = idn.client_ip(h, conn.client_ip) if self._client_ip_header else conn.client_ip
+        set_cookies = resp.set_cookies if resp is not None else None
+        if set_cookies or self._member_param or self._member_header in h or self._member_cookie in cookies:
+            member = idn.member_key(cookies, query if self._member_param else "", h, set_cookies)
             member_id = self._member[member] if member else ""
         else:
             member_id = ""
@@ -130,11 +138,11 @@ class EventBuilder:
         if self.extra:
             rh = resp.headers if resp is not None else {}
             for name, bname in self.extra:
-                v = h.get(bname) or rh.get(bname)
+                v = get(bname) or rh.get(bname)
                 if v:
                     extra[name] = _text(v)
         ts = req.ts
-        eid = hashlib.blake2b(conn.id_prefix + b"%d|%d" % (round(ts * 1e6), req.index), digest_size=16).hexdigest()
+        eid = blake2b(conn.id_prefix + b"%d|%d" % (round(ts * 1e6), req.index), digest_size=16).hexdigest()
         if resp is not None:
             status = resp.status
             ct = resp.headers.get(b"content-type")
@@ -147,6 +155,15 @@ class EventBuilder:
             latency = None
             resp_bytes = 0
         text = self._text
+        visitor = None
+        if cookies:
+            for name in self._visitor_cookies:
+                v = cookies.get(name)
+                if v:
+                    visitor = self._visitor[v]
+                    break
+        if visitor is None:
+            visitor = self._anon[(client_ip, ua)]
         return {
             "event_id": eid,
             "ts": round(ts, 6),
@@ -165,7 +182,7 @@ class EventBuilder:
             "resp_bytes": resp_bytes,
             "content_type": content_type,
             "latency_ms": latency,
-            "visitor_id": self.visitor_id(cookies, client_ip, ua),
+            "visitor_id": visitor,
             "member_id": member_id,
             "http_version": req.version,
             "no_response": resp is None,
