@@ -30,8 +30,6 @@ EXIT_USAGE = 2
 def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: bool, kafka: bool) -> int:
     """Run capture to the end of the file (or until interrupted); returns the process exit code."""
     reader_stats: dict = {}
-    if not pcap:
-        _flush_on_sigterm()
     try:
         source = open_source(settings, pcap, iface, reader_stats)
         outputs = open_outputs(settings, jsonl, kafka)
@@ -48,6 +46,8 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
 
         warm_up()
     _tune_gc()
+    if not pcap:
+        _flush_on_sigterm()  # from here on a SIGTERM flushes what was captured
     try:
         process(source, decoder, outputs, progress_total=_size(pcap))
     except PcapFormatError as e:
