@@ -423,3 +423,12 @@ def warm_up() -> None:
                 np.zeros(1, np.float64), np.ones(1, np.int32))
         d = decode_batch(b)
         scan_heads(buf, d.poff, d.plen, np.frombuffer(b"host", dtype=np.uint8).copy(), np.array([0, 4], np.int64))
+        # the flow fast path too (first compile ~10 s, then loaded from numba's cache)
+        from capture.fastpath import FlowTable
+        from capture.http import HeadParser
+
+        h = HeadParser([], [])
+        i = np.zeros(1, np.int64)
+        FlowTable([80], h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2, 1, 1, capacity=1).run(
+            buf, d.fhash[i], d.dirn[i], d.seq[i], d.flags[i], d.poff[i], d.plen[i], d.pwire[i], b.ts[i],
+            d.sport[i], d.dport[i], 0)

@@ -57,7 +57,7 @@ MAX_BODY = 1 << 40
 M_HEAD, M_CONNECT = 1, 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _lower(x):
     return x + 32 if 65 <= x <= 90 else x
 
@@ -170,7 +170,7 @@ def _scan_at(buf, s, e, names, name_off, spans, r):
     return (2 if is_resp else 1), p - s, fa, fb, fc, minor
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _has_chunked(buf, vs, ve):
     # b"chunked" in value.lower()
     for p in range(vs, ve - 6):
@@ -181,7 +181,7 @@ def _has_chunked(buf, vs, ve):
     return False
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _digits(buf, vs, ve):
     """A plain decimal Content-Length (what the Python parser surely accepts); -1 otherwise."""
     if ve - vs < 1 or ve - vs > 16:
@@ -197,7 +197,7 @@ def _digits(buf, vs, ve):
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _is_ws(x):
     return x == 32 or x == 9 or x == 10 or x == 13 or x == 11 or x == 12
 
@@ -229,7 +229,7 @@ def _chunk_size_of(line, n):
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rec(rec, nrec, typ, k, slot):
     for c in range(RCOL):
         rec[nrec, c] = 0
@@ -530,7 +530,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
     return nrec
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _done_rec(rec, nrec, k, slot, body):
     """The current response's body is complete: a DONE record, or folded into its head's record when that
     came in this very packet (the commonest case: small responses)."""
@@ -545,7 +545,7 @@ def _done_rec(rec, nrec, k, slot, body):
     return nrec + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _end_rec(rec, nrec, k, slot, st, client, aux, meta):
     _rec(rec, nrec, R_END, k, slot)
     rec[nrec, AUX] = aux
@@ -561,7 +561,7 @@ def _end_rec(rec, nrec, k, slot, st, client, aux, meta):
     return nrec + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _reset(st, slot):
     for c in range(NCOL):
         st[slot, c] = 0
@@ -575,7 +575,7 @@ def _reset(st, slot):
         st[slot, b + SNIFF] = 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _in(ports, x):
     for q in range(ports.shape[0]):
         if ports[q] == x:
