@@ -774,6 +774,7 @@ class FlowTable:
         self.hbuf = np.zeros((0, 2, HEAD_MAX), np.uint8)
         self.pts = np.zeros((0, 2), np.float64)
         self.arena = np.zeros(ARENA_BYTES, np.uint8)
+        self._out = None  # record arrays, reused batch after batch
         self.st = np.zeros((0, NCOL), np.int64)
         self.last = np.zeros(0, np.float64)
         self.lbuf = np.zeros((0, 2 * LINE_MAX), np.uint8)
@@ -805,9 +806,12 @@ class FlowTable:
         from the total buffer limit that holding them cannot change any of Python's overflow decisions."""
         n = len(fh)
         cap = 2 * n + 64
-        rec = np.zeros((cap, RCOL), np.int64)
-        rsp = np.full((cap, len(self.name_off) * 2 - 2), -1, np.int32)
-        rts = np.zeros(cap, np.float64)
+        if self._out is None or self._out[0].shape[0] < cap:
+            # kept between batches: every row the caller reads is written by the kernel first
+            self._out = (np.zeros((cap, RCOL), np.int64), np.full((cap, len(self.name_off) * 2 - 2), -1, np.int32),
+                         np.zeros(cap, np.float64))
+        rec, rsp, rts = self._out
+        cap = rec.shape[0]
         nrec, k = 0, 0
         self.meta[M_ARENA] = 0
         self.meta[M_ADDED] = 0
@@ -824,6 +828,7 @@ class FlowTable:
                 rec = np.concatenate([rec, np.zeros((cap - rec.shape[0], RCOL), np.int64)])
                 rsp = np.concatenate([rsp, np.full((cap - rsp.shape[0], rsp.shape[1]), -1, np.int32)])
                 rts = np.concatenate([rts, np.zeros(cap - rts.shape[0], np.float64)])
+                self._out = (rec, rsp, rts)
             else:
                 self._grow(max(4096, self.st.shape[0]))
 

@@ -265,7 +265,7 @@ class Decoder:
         out = self.out
         stats = self.stats
         js = 0
-        rts = rts.tolist()
+        rts = rts[:len(rec)].tolist()
         rows = rsp[:len(rec)].tolist()
         R_REQ, R_RESP, R_DONE, R_NEW, R_END, R_SLOW = fp.R_REQ, fp.R_RESP, fp.R_DONE, fp.R_NEW, fp.R_END, fp.R_SLOW
         F_INTERIM, F_LENGTH, F_NONE = fp.F_INTERIM, fp.F_LENGTH, fp.F_NONE
