@@ -30,12 +30,14 @@ TARGETS = {"tx_per_s": 100_000, "tshark": 20, "dpkt": 8, "scapy+layers.http": 10
 
 
 def run_visitwire(path: str, packets_hint: int = 0) -> tuple[PeerResult, list[dict]]:
+    from capture.agent import tune_gc
     from capture.outputs import JsonlOutput
     from capture.pcapfile import read_pcap_batches
     from capture.pipeline import Decoder
     from config.settings import Settings
 
     settings = Settings(capture={"ports": [SERVER_PORT]})
+    tune_gc()  # as `visitwire capture` does
     t0 = time.perf_counter()
     decoder = Decoder(settings)
     kept: list[dict] = []

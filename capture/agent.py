@@ -45,7 +45,7 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         from capture.decode import warm_up
 
         warm_up()
-    _tune_gc()
+    tune_gc()
     if not pcap:
         _flush_on_sigterm()  # from here on a SIGTERM flushes what was captured
     try:
@@ -72,7 +72,7 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     return EXIT_OK
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     # events and per-flow state are acyclic; frequent young-generation sweeps over
     # hundreds of thousands of live objects cost ~10% of decode time
     import gc
