@@ -55,12 +55,16 @@ class Identity:
                 found[name] = value.strip()
         return found
 
-    def visitor_id(self, cookies: dict[bytes, bytes], client_ip: str, user_agent: bytes) -> str:
+    def assigned_visitor_cookie(self, set_cookies: list[bytes]) -> bytes | None:
+        """The visitor cookie a response assigns (a first visit has none yet): its value, else None."""
         for name in self.visitor_cookies:
-            v = cookies.get(name)
-            if v:
-                return self.hash(v, b"v:")
-        return self.hash(client_ip.encode("latin-1") + b"\x00" + user_agent, b"a:")
+            prefix = name + b"="
+            for sc in set_cookies:
+                if sc.startswith(prefix):
+                    v = sc[len(prefix):].split(b";", 1)[0].strip().strip(b'"')
+                    if v and v != b"deleted":
+                        return v
+        return None
 
     def member_key(self, cookies: dict[bytes, bytes], query: str, headers: dict[bytes, bytes],
                    set_cookies: list[bytes] | None) -> bytes | str | None:

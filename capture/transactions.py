@@ -108,13 +108,6 @@ class EventBuilder:
         clean = self.identity.scrub_query(query)
         return base + ("?" + clean if clean else "") + hsh + frag
 
-    def visitor_id(self, cookies: dict, client_ip: str, ua: bytes) -> str:
-        for name in self.identity.visitor_cookies:
-            v = cookies.get(name)
-            if v:
-                return self._visitor[v]
-        return self._anon[(client_ip, ua)]
-
     def build(self, conn: "Connection", req: RequestHead, resp: ResponseHead | None) -> dict:
         # the hot path of every transaction: locals and memos, no helper calls on the common path
         h = req.headers
@@ -162,6 +155,12 @@ class EventBuilder:
                 if v:
                     visitor = self._visitor[v]
                     break
+        if visitor is None and set_cookies:
+            # first visit: the site assigns its tracking cookie in this response; using it keeps the
+            # first page and the rest of the visit under one visitor
+            v = idn.assigned_visitor_cookie(set_cookies)
+            if v:
+                visitor = self._visitor[v]
         if visitor is None:
             visitor = self._anon[(client_ip, ua)]
         return {

@@ -483,6 +483,21 @@ def test_visitor_and_member_ids_are_salted_hashes_and_raw_values_never_leave(tmp
     assert b"QUxBRERJTjpPUEVO" not in b"".join(orjson.dumps(e) for e in careless)
 
 
+def test_first_visit_takes_the_visitor_cookie_the_response_assigns(tmp_path):
+    c = Conv(client=("10.0.0.9", 40009)).handshake()
+    c.request(req("/"))  # no cookie yet
+    c.tick(0.001).response(resp(200, b"home", headers={"Set-Cookie": "_vw_id=NEW-VISITOR-42; Path=/"}))
+    c.tick().request(req("/product/1", headers={"Cookie": "_vw_id=NEW-VISITOR-42"}))
+    c.tick(0.001).response(resp(200, b"p1"))
+    c.tick().request(req("/no-cookie-again"))
+    c.tick(0.001).response(resp(200, b"x"))
+    events, _, _ = run(tmp_path, c)
+    by = {e["path"]: e for e in events}
+    assert by["/"]["visitor_id"] == by["/product/1"]["visitor_id"]
+    assert by["/no-cookie-again"]["visitor_id"] != by["/"]["visitor_id"]  # IP + UA fallback
+    assert b"NEW-VISITOR-42" not in b"".join(orjson.dumps(e) for e in events)
+
+
 def test_forwarded_for_header_gives_the_client_ip_when_configured(tmp_path):
     c = Conv().handshake()
     c.request(req("/xff", headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}))
