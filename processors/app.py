@@ -152,6 +152,11 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, 2 * settings.processing.batch_size),
+        # Our runtime holds each message (incref) until the history store has its rows. Faust must not
+        # wait for those on a rebalance or stop (it would wait for a flush that needs the very timer /
+        # agent it is stopping: a worker that never stops or never rejoins). Held messages are simply not
+        # committed and come back to whoever owns the partition next (history dedups by event_id).
+        stream_wait_empty=False,
         producer_linger=0.005,
         logging_config=None,
     )

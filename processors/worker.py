@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -40,6 +41,8 @@ from sinks.redis_live import RedisLiveSink, quantiles_from_hist
 log = logging.getLogger(__name__)
 
 BACKPRESSURE_FACTOR = 4  # stop taking batches while this many max_batch_rows wait for the history store
+KAFKA_FLUSH_TIMEOUT_S = 15.0  # changelog seal + producer flush inside one history flush
+STOP_BUDGET_S = 20.0  # SIGTERM -> exit, even with a backlog (well under an orchestrator's 30 s grace)
 
 
 class DelayStats:
@@ -175,9 +178,10 @@ class WorkerRuntime:
             try:
                 await asyncio.to_thread(self.history.flush)
                 self.processor.sessions.commit_flush()
-                await self.table_store.seal()  # changelog durable and recoverable before offsets move
-                await self.vw.app.producer.flush()
-            except Exception as e:  # SinkUnavailable, or Kafka away for the changelog
+                # changelog durable and recoverable before offsets move; bounded, so a broker that
+                # stops answering fails this flush (retried next tick) instead of holding the lock forever
+                await asyncio.wait_for(self._seal_and_flush_producer(), KAFKA_FLUSH_TIMEOUT_S)
+            except (Exception, asyncio.TimeoutError) as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1
                 log.warning("flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next "
                             "second", type(e).__name__, e, sum(h[0] for h in held))
@@ -200,6 +204,10 @@ class WorkerRuntime:
             self.committed += sum(h[0] for h in held)
             self._last_flush = time.monotonic()
             return True
+
+    async def _seal_and_flush_producer(self) -> None:
+        await self.table_store.seal()
+        await self.vw.app.producer.flush()
 
     async def end_of_input(self) -> int:
         """pcap mode: close every open session (close_reason 'shutdown') and flush; returns how many."""
@@ -296,17 +304,52 @@ class InProcessWorker:
                 "history_errors": rt.history_errors, "processing_s": round(rt.processing_s, 3),
                 "redis_delay_ms": {"p50": r50, "p99": r99}, "history_delay_ms": {"p50": h50, "p99": h99}}
 
-    async def stop(self) -> None:
-        """Flush what was processed (sessions stay open in the table) and stop the app."""
+    def _pause_faust_intake(self) -> None:
+        """Stop the Faust agent's intake: no new messages reach the agent, the queued ones are dropped
+        (never acked, so never committed: the next owner of the partition reads them again)."""
+        app = self.vw.app
+        try:
+            consumer = app.consumer
+            consumer.stop_flow()
+            app.flow_control.suspend()
+            consumer.pause_partitions(consumer.assignment())
+            app.flow_control.clear()
+        except Exception as e:  # not started / already stopping: nothing to pause
+            log.debug("pausing intake: %s", e)
+
+    async def stop(self, budget_s: float = STOP_BUDGET_S) -> None:
+        """Flush what was processed (sessions stay open in the table), commit it, stop the app, all
+        within about `budget_s` even with a backlog: hits not flushed by then stay uncommitted and are
+        redelivered to the next worker (the history store dedups them by event_id)."""
         if self._started:
+            deadline = time.monotonic() + budget_s
+
+            def left(cap: float) -> float:
+                return max(0.5, min(cap, deadline - time.monotonic()))
             try:
                 if self.bulk is not None:
                     await self.bulk.stop_reading()
-                await self.rt.flush()  # commits the bulk consumer's offsets too
+                else:
+                    self._pause_faust_intake()
+                try:  # the current batch: history rows, changelog, then offsets (bulk: commits them too)
+                    await asyncio.wait_for(self.rt.flush(), left(budget_s * 0.5))
+                except asyncio.TimeoutError:
+                    log.warning("stop: history flush did not finish in time; %d hit(s) left uncommitted "
+                                "for redelivery", self.rt.held())
+                if self.bulk is None:
+                    try:  # the Faust agent's acked offsets, now rather than at the next commit interval
+                        await asyncio.wait_for(self.vw.app.consumer.commit(), left(5.0))
+                    except Exception as e:
+                        log.warning("stop: offset commit failed (%s: %s); those hits will be redelivered "
+                                    "and deduplicated", type(e).__name__, e)
             finally:
                 if self.bulk is not None:
                     await self.bulk.close()
-                await self.vw.app.stop()
+                try:
+                    await asyncio.wait_for(self.vw.app.stop(), left(budget_s))
+                except asyncio.TimeoutError:
+                    log.warning("stop: the Faust app did not stop within %.0f s; exiting anyway (what was "
+                                "flushed is committed, the rest is redelivered)", budget_s)
                 self._started = False
         if self.live is not None:
             self.live.close()
@@ -325,8 +368,14 @@ def run_worker(settings: Settings) -> int:
         worker = InProcessWorker(settings, bulk=False)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():  # a second signal: do not wait for the flush
+                console.print("[red]second signal: exiting now; unflushed hits are redelivered to the next worker")
+                os._exit(130)
+            stop.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         await worker.start()
         console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} redis={settings.redis.url} "
                       f"history={settings.history.url}")
