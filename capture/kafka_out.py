@@ -17,7 +17,6 @@ import asyncio
 import collections
 import logging
 import threading
-import time
 from typing import Iterable
 
 import orjson

@@ -16,7 +16,6 @@ Needs root or CAP_NET_RAW.
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import mmap
 import os

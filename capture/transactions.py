@@ -7,7 +7,6 @@ request times out, or when the connection ends without an answer.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from hashlib import blake2b
 from collections import deque

@@ -337,7 +337,6 @@ async def _unless_stopped(coro, stop: asyncio.Event) -> bool:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     return False
-    return summary
 
 
 def quiet_library_logs(settings: Settings) -> None:

@@ -17,8 +17,9 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
+
+from config.timeparse import parse_epoch
 
 Query = Callable[[str], list[dict]]
 
@@ -98,19 +99,11 @@ GEO_MESSAGE = ("by=country is not available: geo is not configured (visitwire ha
 # -- parameters --------------------------------------------------------------------------------
 def parse_time(value: str, name: str) -> float:
     """ISO 8601 (naive = UTC) or epoch seconds -> epoch seconds."""
-    v = value.strip()
     try:
-        return float(v)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00").replace(" ", "T", 1))
+        return parse_epoch(value)
     except ValueError:
         raise StatsError(f"{name}={value!r} is not a time: use ISO 8601 (2026-01-31T12:00:00Z) "
                          "or epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)

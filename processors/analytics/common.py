@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
+
+from config.timeparse import parse_epoch
 
 
 class AnalyticsError(ValueError):
@@ -39,19 +40,11 @@ def parse_time(value: str | float | int | None, name: str = "time") -> float | N
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    text = str(value).strip()
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_epoch(str(value))
     except ValueError:
         raise AnalyticsError(f"{name} {value!r} is neither an ISO date/time (2026-11-23 or 2026-11-23T10:00) "
                              "nor epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)
