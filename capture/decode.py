@@ -283,6 +283,116 @@ def _lower(x):
 
 
 @njit(cache=True)
+def scan_one_head(buf, s, e, names, name_off, spans, r):
+    """One HTTP head starting at s, complete before e, with every rule of the one-packet fast path.
+
+    Fills spans[r] (value spans of the tracked header names, relative to s).
+
+    Returns (kind, head length, a, b, c, minor); kind 0 = not a simple complete head."""
+    k_names = name_off.shape[0] - 1
+    for q in range(2 * k_names):
+        spans[r, q] = -1
+    fa = 0
+    fb = 0
+    fc = 0
+    minor = 0
+    if e - s < 16:
+        return 0, 0, 0, 0, 0, 0
+    p = s
+    is_resp = False
+    if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
+        if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
+            return 0, 0, 0, 0, 0, 0
+        code = 0
+        for q in range(s + 9, s + 12):
+            dg = buf[q]
+            if dg < 48 or dg > 57:
+                return 0, 0, 0, 0, 0, 0
+            code = code * 10 + (dg - 48)
+        if buf[s + 12] != 32 and buf[s + 12] != 13:
+            return 0, 0, 0, 0, 0, 0
+        is_resp = True
+        fa = code
+        minor = buf[s + 7] - 48
+        p = s + 12
+    else:
+        while p < e and 65 <= buf[p] <= 90:
+            p += 1
+        if p == s or p - s > 20 or p >= e or buf[p] != 32:
+            return 0, 0, 0, 0, 0, 0
+        fa = p - s
+        p += 1
+        fb = p - s
+        while p < e and buf[p] > 32 and buf[p] != 127:
+            p += 1
+        if p == fb + s or p + 10 > e or buf[p] != 32:
+            return 0, 0, 0, 0, 0, 0
+        fc = p - s
+        if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
+                and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
+                and (buf[p + 8] == 48 or buf[p + 8] == 49)):
+            return 0, 0, 0, 0, 0, 0
+        minor = buf[p + 8] - 48
+        p += 9
+    if is_resp:
+        while p < e and buf[p] != 13 and buf[p] != 10:
+            p += 1
+    if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+        return 0, 0, 0, 0, 0, 0
+    p += 2
+    done = False
+    while p < e:
+        ls = p
+        while p < e and buf[p] != 13 and buf[p] != 10:
+            p += 1
+        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+            return 0, 0, 0, 0, 0, 0
+        le = p
+        p += 2
+        if le == ls:
+            done = True
+            break
+        if buf[ls] == 32 or buf[ls] == 9:
+            return 0, 0, 0, 0, 0, 0
+        colon = ls
+        while colon < le and buf[colon] != 58:
+            colon += 1
+        if colon == le:
+            continue
+        ne = colon
+        while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
+            ne -= 1
+        nlen = ne - ls
+        match = -1
+        for k in range(k_names):
+            if name_off[k + 1] - name_off[k] != nlen:
+                continue
+            same = True
+            for q in range(nlen):
+                if _lower(buf[ls + q]) != names[name_off[k] + q]:
+                    same = False
+                    break
+            if same:
+                match = k
+                break
+        if match < 0:
+            continue
+        if spans[r, 2 * match] >= 0:
+            return 0, 0, 0, 0, 0, 0
+        vs = colon + 1
+        while vs < le and (buf[vs] == 32 or buf[vs] == 9):
+            vs += 1
+        ve = le
+        while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
+            ve -= 1
+        spans[r, 2 * match] = vs - s
+        spans[r, 2 * match + 1] = ve - s
+    if not done:
+        return 0, 0, 0, 0, 0, 0
+    return (HEAD_RESPONSE if is_resp else HEAD_REQUEST), p - s, fa, fb, fc, minor
+
+
+@njit(cache=True)
 def _scan_heads(buf, poff, plen, names, name_off):
     n = poff.shape[0]
     k_names = name_off.shape[0] - 1
@@ -294,112 +404,8 @@ def _scan_heads(buf, poff, plen, names, name_off):
     minor = np.zeros(n, np.int8)
     spans = np.full((n, 2 * k_names), -1, np.int32)
     for i in range(n):
-        s = poff[i]
-        e = s + plen[i]
-        if e - s < 16:
-            continue
-        # -- start line
-        p = s
-        is_resp = False
-        if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
-            # HTTP/1.x SSS
-            if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
-                continue
-            ok = True
-            code = 0
-            for q in range(s + 9, s + 12):
-                d = buf[q]
-                if d < 48 or d > 57:
-                    ok = False
-                    break
-                code = code * 10 + (d - 48)
-            if not ok or (buf[s + 12] != 32 and buf[s + 12] != 13):
-                continue
-            is_resp = True
-            fa[i] = code
-            minor[i] = buf[s + 7] - 48
-            p = s + 12
-        else:
-            while p < e and 65 <= buf[p] <= 90:
-                p += 1
-            if p == s or p - s > 20 or p >= e or buf[p] != 32:
-                continue
-            fa[i] = p - s
-            p += 1
-            fb[i] = p - s
-            while p < e and buf[p] > 32 and buf[p] != 127:
-                p += 1
-            if p == fb[i] + s or p + 10 > e or buf[p] != 32:
-                continue
-            fc[i] = p - s
-            if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
-                    and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
-                    and (buf[p + 8] == 48 or buf[p + 8] == 49)):
-                continue
-            minor[i] = buf[p + 8] - 48
-            p += 9
-        if is_resp:  # the reason phrase
-            while p < e and buf[p] != 13 and buf[p] != 10:
-                p += 1
-        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
-            continue
-        p += 2
-        # -- header lines
-        good = True
-        done = False
-        while p < e:
-            ls = p
-            while p < e and buf[p] != 13 and buf[p] != 10:
-                p += 1
-            if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
-                good = False  # bare CR/LF or head not complete in this packet
-                break
-            le = p
-            p += 2
-            if le == ls:
-                done = True
-                break
-            if buf[ls] == 32 or buf[ls] == 9:
-                good = False  # obsolete folding: slow path
-                break
-            colon = ls
-            while colon < le and buf[colon] != 58:
-                colon += 1
-            if colon == le:
-                continue  # garbage line without a colon: ignored
-            ne = colon
-            while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
-                ne -= 1
-            nlen = ne - ls
-            match = -1
-            for k in range(k_names):
-                if name_off[k + 1] - name_off[k] != nlen:
-                    continue
-                same = True
-                for q in range(nlen):
-                    if _lower(buf[ls + q]) != names[name_off[k] + q]:
-                        same = False
-                        break
-                if same:
-                    match = k
-                    break
-            if match < 0:
-                continue
-            if spans[i, 2 * match] >= 0:
-                good = False  # repeated tracked header (Set-Cookie, Cookie, ...): slow path
-                break
-            vs = colon + 1
-            while vs < le and (buf[vs] == 32 or buf[vs] == 9):
-                vs += 1
-            ve = le
-            while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
-                ve -= 1
-            spans[i, 2 * match] = vs - s
-            spans[i, 2 * match + 1] = ve - s
-        if not good or not done:
-            continue
-        hend[i] = p - s
-        kind[i] = HEAD_RESPONSE if is_resp else HEAD_REQUEST
+        kind[i], hend[i], fa[i], fb[i], fc[i], minor[i] = scan_one_head(
+            buf, poff[i], poff[i] + plen[i], names, name_off, spans, i)
     return kind, hend, fa, fb, fc, minor, spans
 
 

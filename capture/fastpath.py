@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, types
 from numba.typed import Dict
 
+from capture.decode import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
 
 # slot modes
@@ -55,119 +56,6 @@ END_CLOSED, END_RESET, END_REUSE = 1, 2, 3
 MASK = 0xFFFFFFFF
 MAX_BODY = 1 << 40
 M_HEAD, M_CONNECT = 1, 2
-
-
-@njit(cache=True)
-def _lower(x):
-    return x + 32 if 65 <= x <= 90 else x
-
-
-@njit(cache=True)
-def _scan_at(buf, s, e, names, name_off, spans, r):
-    """capture.decode._scan_heads for one head starting at s (same rules). Fills spans[r] relative to s.
-
-    Returns (kind, head length, a, b, c, minor); kind 0 = not a simple complete head."""
-    k_names = name_off.shape[0] - 1
-    for q in range(2 * k_names):
-        spans[r, q] = -1
-    fa = 0
-    fb = 0
-    fc = 0
-    minor = 0
-    if e - s < 16:
-        return 0, 0, 0, 0, 0, 0
-    p = s
-    is_resp = False
-    if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
-        if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
-            return 0, 0, 0, 0, 0, 0
-        code = 0
-        for q in range(s + 9, s + 12):
-            dg = buf[q]
-            if dg < 48 or dg > 57:
-                return 0, 0, 0, 0, 0, 0
-            code = code * 10 + (dg - 48)
-        if buf[s + 12] != 32 and buf[s + 12] != 13:
-            return 0, 0, 0, 0, 0, 0
-        is_resp = True
-        fa = code
-        minor = buf[s + 7] - 48
-        p = s + 12
-    else:
-        while p < e and 65 <= buf[p] <= 90:
-            p += 1
-        if p == s or p - s > 20 or p >= e or buf[p] != 32:
-            return 0, 0, 0, 0, 0, 0
-        fa = p - s
-        p += 1
-        fb = p - s
-        while p < e and buf[p] > 32 and buf[p] != 127:
-            p += 1
-        if p == fb + s or p + 10 > e or buf[p] != 32:
-            return 0, 0, 0, 0, 0, 0
-        fc = p - s
-        if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
-                and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
-                and (buf[p + 8] == 48 or buf[p + 8] == 49)):
-            return 0, 0, 0, 0, 0, 0
-        minor = buf[p + 8] - 48
-        p += 9
-    if is_resp:
-        while p < e and buf[p] != 13 and buf[p] != 10:
-            p += 1
-    if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
-        return 0, 0, 0, 0, 0, 0
-    p += 2
-    done = False
-    while p < e:
-        ls = p
-        while p < e and buf[p] != 13 and buf[p] != 10:
-            p += 1
-        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
-            return 0, 0, 0, 0, 0, 0
-        le = p
-        p += 2
-        if le == ls:
-            done = True
-            break
-        if buf[ls] == 32 or buf[ls] == 9:
-            return 0, 0, 0, 0, 0, 0
-        colon = ls
-        while colon < le and buf[colon] != 58:
-            colon += 1
-        if colon == le:
-            continue
-        ne = colon
-        while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
-            ne -= 1
-        nlen = ne - ls
-        match = -1
-        for k in range(k_names):
-            if name_off[k + 1] - name_off[k] != nlen:
-                continue
-            same = True
-            for q in range(nlen):
-                if _lower(buf[ls + q]) != names[name_off[k] + q]:
-                    same = False
-                    break
-            if same:
-                match = k
-                break
-        if match < 0:
-            continue
-        if spans[r, 2 * match] >= 0:
-            return 0, 0, 0, 0, 0, 0
-        vs = colon + 1
-        while vs < le and (buf[vs] == 32 or buf[vs] == 9):
-            vs += 1
-        ve = le
-        while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
-            ve -= 1
-        spans[r, 2 * match] = vs - s
-        spans[r, 2 * match + 1] = ve - s
-    if not done:
-        return 0, 0, 0, 0, 0, 0
-    return (2 if is_resp else 1), p - s, fa, fb, fc, minor
 
 
 @njit(cache=True)
@@ -463,7 +351,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
             want = 1 if is_req else 2
             old = st[slot, b + PLEN]
             if old == 0:
-                kind, hl, fa, fb, fc, minor = _scan_at(buf, p, e, names, name_off, rsp, nrec)
+                kind, hl, fa, fb, fc, minor = scan_one_head(buf, p, e, names, name_off, rsp, nrec)
                 if kind == 0:
                     # a head that continues in the next segment(s) is held here (MessageReader.partial)
                     if _head_end(buf, p, e, p, is_req) >= 0 or buf[p] == 13 or buf[p] == 10:
@@ -506,7 +394,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     st[slot, b + PLEN] = tot
                     p = e
                     continue
-                kind, hl, fa, fb, fc, minor = _scan_at(row, 0, end, names, name_off, rsp, nrec)
+                kind, hl, fa, fb, fc, minor = scan_one_head(row, 0, end, names, name_off, rsp, nrec)
                 if kind != want or hl != end:
                     return -1
                 ap = meta[M_ARENA]
