@@ -158,6 +158,9 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
         # committed and come back to whoever owns the partition next (history dedups by event_id).
         stream_wait_empty=False,
         producer_linger=0.005,
+        # Faust's default (1200 s) lets one unanswered produce hold a history flush for 20 minutes;
+        # fail it sooner: the flush is retried on the next tick with the same changelog records.
+        producer_request_timeout=30.0,
         logging_config=None,
     )
     n = k.partitions

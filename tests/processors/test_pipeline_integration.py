@@ -213,6 +213,54 @@ def test_worker_killed_mid_stream_loses_nothing_and_counts_nothing_twice(broker,
     store.close()
 
 
+def test_sigterm_with_a_backlog_stops_promptly_and_a_restart_finishes_the_rest(broker, redis_server,
+                                                                               clickhouse_server, tmp_path):
+    """`visitwire worker` must exit soon after SIGTERM even while hits are still waiting (Faust's stop
+    used to wait for the messages the worker holds until its history flush); what it flushed is
+    committed, the rest is redelivered to the next worker: every hit in history exactly once."""
+    from sinks.history import open_history
+
+    db = f"vw_term_{uuid.uuid4().hex[:6]}"
+    history_url = clickhouse_server.url.rsplit("/", 1)[0] + "/" + db
+    traffic = crowd(500, 1_700_000_000.0, seed=5, gap_s=1.0)  # 6,500 hits: seconds of work for one worker
+    env = {**os.environ, "VISITWIRE_KAFKA__BOOTSTRAP": broker.url, "VISITWIRE_REDIS__URL": redis_server.url,
+           "VISITWIRE_REDIS__KEY_PREFIX": f"term{uuid.uuid4().hex[:4]}:", "VISITWIRE_HISTORY__URL": history_url,
+           "VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "0.3", "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6",
+           "VISITWIRE_KAFKA__PARTITIONS": str(PARTITIONS), "VISITWIRE_KAFKA__APP_ID": f"vw-term-{uuid.uuid4().hex[:6]}",
+           "VISITWIRE_PROCESSING__BATCH_SIZE": "100", "VISITWIRE_PROCESSING__BATCH_TIMEOUT_S": "0.05",
+           "VISITWIRE_LOG_LEVEL": "WARNING"}
+    store = open_history(history_url)
+    store.init_schema()
+
+    def n(sql: str) -> int:
+        return int(store.query(sql)[0]["n"])
+
+    log_path = tmp_path / "worker.log"
+    asyncio.run(_produce(broker.url, traffic.hits))
+    first = _start_worker(env, log_path)
+    try:
+        _wait(lambda: n("SELECT uniqExact(event_id) AS n FROM hits"), 90, "the first hits in history", first,
+              log_path)
+        first.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        assert first.wait(25) == 0, log_path.read_text()[-3000:]
+        stopped_after = time.monotonic() - t0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert stopped_after < 25
+    second = _start_worker(env, log_path)
+    try:
+        _wait(lambda: n("SELECT uniqExact(event_id) AS n FROM hits") == len(traffic.hits), 120,
+              "every hit in history after the restart", second, log_path)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(25) == 0, log_path.read_text()[-3000:]
+    assert n("SELECT uniqExact(event_id) AS n FROM pageviews") == len(traffic.pageview_ids)
+    assert n("SELECT count() AS n FROM hits FINAL") == len(traffic.hits)
+    store.close()
+
+
 def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path):
     """tansu reports a partition's end as the last record batch's base offset + 1; without the
     end markers TableStore.seal() writes, a restarted worker restored only part of the table."""
