@@ -138,6 +138,13 @@ def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
             async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
                 await runtime.on_events(events)
 
+        # Faust no longer waits for held messages on a rebalance (stream_wait_empty=False, see app.py):
+        # flush and commit them here, so the next owner of a partition starts from sealed session state
+        # and committed offsets instead of replaying them.
+        async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            await runtime.on_revoked(revoked)
+        app.on_partitions_revoked.connect(on_partitions_revoked)
+
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():
         await runtime.on_tick()

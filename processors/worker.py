@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BACKPRESSURE_FACTOR = 4  # stop taking batches while this many max_batch_rows wait for the history store
 KAFKA_FLUSH_TIMEOUT_S = 15.0  # changelog seal + producer flush inside one history flush
+REVOKE_FLUSH_TIMEOUT_S = 10.0  # flush before partitions move on a rebalance
 STOP_BUDGET_S = 20.0  # SIGTERM -> exit, even with a backlog (well under an orchestrator's 30 s grace)
 
 
@@ -204,6 +205,17 @@ class WorkerRuntime:
             self.committed += sum(h[0] for h in held)
             self._last_flush = time.monotonic()
             return True
+
+    async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
+        """Rebalance: make what was processed durable and commit it before the partitions move."""
+        if not revoked or not self._held:
+            return
+        try:
+            if await asyncio.wait_for(self.flush(), timeout):
+                await asyncio.wait_for(self.vw.app.consumer.commit(), timeout)
+        except Exception as e:  # the next owner replays those hits; history and sessions dedup them
+            log.warning("flush before a rebalance failed (%s: %s); the next owner replays those hits",
+                        type(e).__name__, e)
 
     async def _seal_and_flush_producer(self) -> None:
         await self.table_store.seal()
