@@ -11,28 +11,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, LAT_BUCKETS_PER_OCTAVE  # noqa: F401 (K.COUNTER_FIELDS)
+
 # Kinds of hits (processors/enrich.py KIND_* in this order).
 K_PAGEVIEW, K_STATIC, K_REDIRECT, K_ERROR, K_BOT, K_OTHER = range(6)
-
-# Per-minute counter columns, in the order minute_counters() fills them.
-COUNTER_FIELDS = ("hits", "pageviews", "sessions", "errors_4xx", "errors_5xx", "no_response", "static",
-                  "redirects", "bot_hits", "member_pageviews", "anon_pageviews", "goals", "bytes", "revenue")
-
-# Latency histogram: bucket b holds latencies in [2^(b/8) - 1, 2^((b+1)/8) - 1) ms (about 9% wide).
-LAT_BUCKETS_PER_OCTAVE = 8
-LAT_BUCKETS = 256
 
 
 def latency_bucket_np(ms: np.ndarray) -> np.ndarray:
     b = np.floor(np.log2(np.maximum(ms, 0.0) + 1.0) * LAT_BUCKETS_PER_OCTAVE)
     return np.minimum(b, LAT_BUCKETS - 1).astype(np.int64)
-
-
-def bucket_mid_ms(b: int) -> float:
-    """Representative latency of a bucket (geometric middle), for quantiles on read."""
-    lo = 2.0 ** (b / LAT_BUCKETS_PER_OCTAVE) - 1.0
-    hi = 2.0 ** ((b + 1) / LAT_BUCKETS_PER_OCTAVE) - 1.0
-    return (lo + hi) / 2.0
 
 
 def minute_index(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import orjson
 import redis
 
 from config.settings import Settings
-from processors.kernels import COUNTER_FIELDS, LAT_BUCKETS, bucket_mid_ms
+from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, bucket_mid_ms
 
 LIVE_TTL_S = 2 * 3600          # per-minute keys, feed and meta
 TOP_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "status", "browsers", "os", "devices", "products")

@@ -105,7 +105,7 @@ def test_updates_are_announced_on_pubsub(live, redis_server):
 
 def test_quantiles_from_histogram():
     assert quantiles_from_hist({}, (0.5,)) == [None]
-    from processors.kernels import bucket_mid_ms
+    from config.live_layout import bucket_mid_ms
     hist = {10: 50, 40: 45, 60: 5}
     assert quantiles_from_hist(hist, (0.5, 0.95, 0.99)) == [round(bucket_mid_ms(10), 2), round(bucket_mid_ms(40), 2),
                                                            round(bucket_mid_ms(60), 2)]
