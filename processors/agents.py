@@ -144,6 +144,7 @@ def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
         async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             await runtime.on_revoked(revoked)
         app.on_partitions_revoked.connect(on_partitions_revoked)
+        runtime.follow_assignments()
 
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():

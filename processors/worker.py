@@ -29,11 +29,12 @@ import numpy as np
 import orjson
 import redis
 
-from config.events import TOPIC_PAGEVIEWS, TOPIC_SESSIONS
+from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
 from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
 from processors.counters import warm_up
+from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
 from sinks.base import BatchingSink, SinkUnavailable
 from sinks.redis_live import RedisLiveSink, quantiles_from_hist
@@ -82,6 +83,7 @@ class WorkerRuntime:
         # batches processed, not yet durable: (hits, their ts, Faust release callback, bulk offsets)
         self._held: list[tuple[int, np.ndarray, Any, dict | None]] = []
         self.commit_offsets: Any = None  # async callable(offsets) of the bulk consumer
+        self.offsets = OffsetGuard()  # Faust agent path only
         self._held_n = 0
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task | None = None
@@ -101,15 +103,55 @@ class WorkerRuntime:
 
     # -- input ------------------------------------------------------------------------------
     async def on_events(self, events: list[Any]) -> None:
-        """A batch from the Faust agent: hold each message so Faust cannot commit it before flush()."""
+        """A batch from the Faust agent: hold each message so Faust cannot commit it before flush().
+
+        Only each partition's next offset is taken (processors/offsets.py); a message that is not
+        taken keeps its extra reference for good: its offset is acked by the copy that is taken."""
+        taken = []
+        guard = self.offsets
         for e in events:
-            e.message.incref()  # released in flush(): no offset commit before the history has the rows
+            m = e.message
+            m.incref()  # released in flush(): no offset commit before the history has the rows
+            verdict = guard.admit(m.tp, m.offset)
+            if verdict is TAKE:
+                taken.append(e)
+            elif verdict is SEEK:
+                await self._seek_back(m.tp)
+        if not taken:
+            return
         consumer = self.vw.app.consumer
 
         def release() -> None:
-            for e in events:
+            for e in taken:
                 e.message.ack(consumer)
-        await self.on_batch([e.value for e in events], [e.message.partition for e in events], release, None)
+        await self.on_batch([e.value for e in taken], [e.message.partition for e in taken], release, None)
+
+    async def _seek_back(self, tp: Any) -> None:
+        try:
+            await self.vw.app.consumer.seek(tp, self.offsets.expected(tp))
+        except Exception as e:  # e.g. the partition was revoked meanwhile: its next owner reads it
+            log.warning("could not re-read hits partition %s (%s: %s)", tp.partition, type(e).__name__, e)
+
+    def follow_assignments(self) -> None:
+        """Tell the offset guard where Faust starts each hits partition after an assignment: wraps the
+        consumer's seek_to_committed, which Faust calls once the partitions are recovered."""
+        consumer = self.vw.app.consumer
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_and_tell() -> Any:
+            committed = await seek_to_committed()
+            starts = {tp: off for tp, off in committed.items() if tp.topic == TOPIC_HITS}
+            fresh = [tp for tp, off in starts.items() if not off or off < 0]
+            if fresh:  # no commit yet: the consumer starts at the earliest offset (auto_offset_reset)
+                try:
+                    starts.update(await consumer.earliest_offsets(*fresh))
+                except Exception as e:
+                    log.warning("earliest offsets of %s unknown (%s); taking their first messages as they come",
+                                fresh, e)
+                    starts.update(dict.fromkeys(fresh))
+            self.offsets.start_at(starts)
+            return committed
+        consumer.seek_to_committed = seek_and_tell
 
     async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int]) -> None:
         """A batch from the bulk consumer; `offsets` = next offset to commit per TopicPartition."""
@@ -208,6 +250,7 @@ class WorkerRuntime:
 
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
         """Rebalance: make what was processed durable and commit it before the partitions move."""
+        self.offsets.forget(revoked or ())
         if not revoked or not self._held:
             return
         try:

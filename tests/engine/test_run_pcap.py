@@ -245,6 +245,43 @@ def test_worker_killed_mid_replay_loses_nothing_and_counts_nothing_twice(redis_s
         _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path)
 
 
+def _topic_offsets(bootstrap: str, group: str) -> tuple[dict[str, tuple[int, int]], dict[int, int | None]]:
+    """Where each hit sits in visitwire.hits ({event_id: (partition, offset)}), and `group`'s committed
+    offsets: what a failure message needs to tell a lost hit from a skipped offset."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read():
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=group)
+        await c.start()
+        try:
+            tps = [TopicPartition("visitwire.hits", p) for p in sorted(c.partitions_for_topic("visitwire.hits") or ())]
+            committed = {tp.partition: await c.committed(tp) for tp in tps}
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            ends = await c.end_offsets(tps)
+            where: dict[str, tuple[int, int]] = {}
+            while any([await c.position(tp) < ends[tp] for tp in tps]):
+                for tp, msgs in (await c.getmany(timeout_ms=1000)).items():
+                    for m in msgs:
+                        where[orjson.loads(m.value)["event_id"]] = (tp.partition, m.offset)
+            return where, committed
+        finally:
+            await c.stop()
+    return asyncio.run(read())
+
+
+def _history_ids(url: str) -> set[str]:
+    from sinks.history import open_history
+
+    store = open_history(url)
+    try:
+        return {r["event_id"] for r in store.query("SELECT DISTINCT event_id FROM hits")}
+    finally:
+        store.close()
+
+
 def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path):
     pcap = tmp_path / "big.pcap"
     truth = generate_pcap(str(pcap), START_TS, visitors=1200, seed=9, port=8080)
@@ -269,6 +306,7 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path):
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(10)
     assert 0 < seen < truth.hits, f"the worker was not caught mid-replay ({seen} of {truth.hits}); see {log}"
+    _, committed_by_first = _topic_offsets(broker.url, topic_env["VISITWIRE_KAFKA__APP_ID"])
 
     worker = _start_worker(topic_env, broker, redis_server, url, log)
     try:
@@ -287,7 +325,11 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path):
             worker.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
-    assert hits == truth.hits, f"lost or extra hits; worker log {log}"
+    if hits != truth.hits:
+        where, _ = _topic_offsets(broker.url, topic_env["VISITWIRE_KAFKA__APP_ID"] + "-diagnosis")
+        missing = sorted(where[i] for i in set(where) - _history_ids(url))
+        pytest.fail(f"{hits} hits in history, {truth.hits} sent; missing (partition, offset): {missing[:20]}; "
+                    f"offsets committed by the killed worker: {committed_by_first}; worker log {log}")
     assert pageviews == truth.pageviews
     # Redelivered batches may store a row twice; exact queries (uniqExact / FINAL) count it once.
     assert rows >= hits
