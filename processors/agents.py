@@ -104,6 +104,12 @@ class HitProcessor:
             wm = self.watermarks[partition] = Watermark()
         return wm
 
+    def keep_partitions(self, keep: set[int]) -> int:
+        """A rebalance left this worker `keep`: forget the sessions and clocks of the other partitions."""
+        for p in [p for p in self.watermarks if p not in keep]:
+            del self.watermarks[p]
+        return self.sessions.keep_partitions(keep)
+
     def _drop(self, why: str) -> None:
         self.drops[why] += 1
         n = self.drops[why]
@@ -144,6 +150,10 @@ def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
         async def on_partitions_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             await runtime.on_revoked(revoked)
         app.on_partitions_revoked.connect(on_partitions_revoked)
+
+        async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            runtime.on_assigned(assigned)
+        app.on_partitions_assigned.connect(on_partitions_assigned)
         runtime.follow_assignments()
 
     @app.timer(1.0, name="visitwire.processors.session_timer")

@@ -92,6 +92,10 @@ class TableStore(MutableMapping):
         self._record(key, None)
         del self.table.data[key]
 
+    def forget(self, key: str) -> None:
+        """Drop a key here only (no changelog record): its partition moved to another worker."""
+        self.table.data.pop(key, None)
+
     async def seal(self) -> int:
         """Send the changes made so far and make them recoverable: flush, then write a lone end
         marker per touched partition. tansu reports a partition's end offset as the last record

@@ -239,6 +239,27 @@ class Sessionizer:
         self._put(visitor, st)
         return True
 
+    def keep_partitions(self, keep: set[int]) -> int:
+        """After a rebalance: forget (locally, no changelog record) the sessions of partitions this worker
+        no longer owns. Their new owner restores them from the changelog; a stale copy here would be
+        closed by this worker's timer while the new owner continues it (one visit split in two)."""
+        def moved(st: Any) -> bool:
+            return st is not _GONE and st is not None and st.get("p", 0) not in keep
+        gone = [v for v, st in list(self.store.items()) if moved(st)]
+        forget = getattr(self.store, "forget", None)
+        for v in gone:
+            if forget is not None:
+                forget(v)
+            else:
+                self.store.pop(v, None)
+        for pending in (self._work, self._flushing):
+            for v in [v for v, st in pending.items() if moved(st)]:
+                del pending[v]
+                gone.append(v)
+        for v in gone:
+            self._deadlines.pop(v, None)  # its heap entry is skipped as stale
+        return len(set(gone))
+
     # -- time ---------------------------------------------------------------------------------
     def _reindex(self) -> None:
         self._heap.clear()

@@ -260,6 +260,13 @@ class WorkerRuntime:
             log.warning("flush before a rebalance failed (%s: %s); the next owner replays those hits",
                         type(e).__name__, e)
 
+    def on_assigned(self, assigned: Any) -> None:
+        """Rebalance done: sessions of hits partitions now owned elsewhere leave this worker's memory."""
+        keep = {tp.partition for tp in assigned if tp.topic == TOPIC_HITS}
+        n = self.processor.keep_partitions(keep)
+        if n:
+            log.info("rebalance: %d open session(s) of partitions now owned by another worker forgotten here", n)
+
     async def _seal_and_flush_producer(self) -> None:
         await self.table_store.seal()
         await self.vw.app.producer.flush()

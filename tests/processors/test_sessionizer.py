@@ -165,3 +165,18 @@ def test_a_lagging_partition_keeps_its_sessions_open():
     assert [c["visitor_id"] for c in out] == ["fast"]
     assert [c["visitor_id"] for c in sz.expire({0: t + 3700, 1: t + 1800})] == ["slow"]
     assert "p" not in out[0]
+
+
+def test_sessions_of_partitions_moved_to_another_worker_are_forgotten_not_closed():
+    store: dict = {}
+    sz = Sessionizer(S, store)
+    t = DAY0 + 3600
+    closed: list = []
+    sz.on_pageview(pv("a", t, "stays"), closed, partition=0)
+    sz.on_pageview(pv("b", t, "moves"), closed, partition=1)
+    sz.flush_state()
+    sz.on_pageview(pv("c", t + 5, "moves-too"), closed, partition=1)  # not flushed yet
+    assert sz.keep_partitions({0}) == 2
+    assert set(store) == {"stays"} and sz.get("moves-too") is None
+    # the timer closes only what this worker still owns: the new owner closes the others
+    assert [c["visitor_id"] for c in sz.expire(t + 7200)] == ["stays"]
