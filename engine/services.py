@@ -8,6 +8,7 @@ Every child is stopped with its process group when the `Service` is stopped.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,21 @@ log = logging.getLogger(__name__)
 
 class ServiceError(Exception):
     """A server could not be started; the message says what to install or check."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Call in a child: the kernel sends it SIGTERM when its parent dies, even of kill -9, so no
+    server or capture process outlives the `visitwire run` that started it. Linux; elsewhere a no-op.
+    The signal follows the parent *thread* that started the child: start children from the main thread."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def free_port() -> int:
@@ -93,9 +110,12 @@ def _spawn(name: str, argv: list[str], workdir: str | None, port: int, timeout: 
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, f"{name}.log")
     with open(log_path, "ab") as logf:
+        parent = os.getpid()
+        tied = threading.current_thread() is threading.main_thread()  # see die_with_parent
         proc = subprocess.Popen(argv, cwd=workdir, stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})},
+                                preexec_fn=(lambda: die_with_parent(parent)) if tied else None)
     svc = Service(name, port, proc, workdir, url, log_path, owned)
     try:
         wait_for_port(port, proc, timeout, name, log_path)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.settings import HistorySettings, Settings
-from engine.services import Service, ServiceError, start_redis, start_tansu
+from engine.services import Service, ServiceError, die_with_parent, start_redis, start_tansu
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
     # The parent decides when capture stops (Ctrl-C reaches the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    die_with_parent(mp.parent_process().pid)  # a parent killed -9 still stops capture (SIGTERM above)
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s capture: %(message)s")
     progress = CaptureProgress()

@@ -474,3 +474,69 @@ def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server,
     assert summary["hits"] == summary["events processed"] == f"{served:,}", out
     row = _query(env, history_url, "SELECT uniqExact(event_id) AS n FROM hits")[0]
     assert int(row["n"]) == served > 50
+
+
+# -- a run killed with SIGKILL ---------------------------------------------------------------------
+
+def _children(pid: int) -> dict[int, str]:
+    """Descendants of `pid` still running: {pid: command name}."""
+    tree: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if state != "Z":
+            tree.setdefault(int(ppid), []).append(int(entry))
+            names[int(entry)] = name
+    out, todo = {}, list(tree.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out[p] = names[p]
+        todo += tree.get(p, [])
+    return out
+
+
+def _alive(pids) -> dict[int, str]:
+    alive = {}
+    for p in pids:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            alive[p] = stat[stat.index("(") + 1:stat.rindex(")")]
+    return alive
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
+def test_a_run_killed_with_sigkill_leaves_no_broker_redis_or_capture_behind(tmp_path):
+    env = _env(tmp_path)
+    err = tmp_path / "run.err"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(free_port()),
+                             "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    try:
+        deadline = time.monotonic() + 120
+        while "capture started" not in err.read_text(errors="replace"):
+            assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "capture did not start within 120 s"
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        names = set(children.values())
+        assert "tansu" in names and "redis-server" in names and len(children) >= 3, children
+    finally:
+        proc.kill()
+        proc.wait(10)
+    deadline = time.monotonic() + 20
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _alive(children)
+    for p in left:  # do not leave them to the next test either
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"still running after the run was killed: {left}"
