@@ -161,6 +161,9 @@ class AnalyticsSettings(BaseModel):
     # RFM: members first seen less than this many days ago with at most 2 visits are 'new'.
     rfm_new_days: float = Field(30.0, gt=0)
     recommendation_refresh_s: float = Field(3600.0, gt=0)
+    # The first RFM scoring and recommendation refresh run this long after a worker starts, then
+    # every rfm_interval_s / recommendation_refresh_s (a fresh start does not wait an interval).
+    first_run_after_s: float = Field(60.0, ge=0)
 
 
 class WebSettings(BaseModel):

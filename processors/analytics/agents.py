@@ -4,9 +4,10 @@ The worker imports this module (listed in processors/app.py EXTRA_AGENT_MODULES 
 VisitwireApp.extra_agent_modules) and calls `register(vw, settings)`:
 - `analytics-live-profiles` consumes visitwire.pageviews and keeps the live visitor
   profiles and member links in Redis (processors/analytics/live.py);
-- a timer every analytics.rfm_interval_s (leader only) re-scores members (RFM), stores
-  segment changes in the history `segments` table and announces each on visitwire.segments;
-- a timer every analytics.recommendation_refresh_s (leader only) recomputes the
+- every analytics.rfm_interval_s (leader only; the first time analytics.first_run_after_s
+  after start) it re-scores members (RFM), stores segment changes in the history `segments`
+  table and announces each on visitwire.segments;
+- on the same schedule with analytics.recommendation_refresh_s it recomputes the
   co-visitation table `recommendations` in the history store.
 Blocking Redis / history calls run in the default executor; the loop keeps consuming.
 """
@@ -118,8 +119,7 @@ class AnalyticsAgents:
             async for batch in stream.take(1000, within=0.5):
                 await loop.run_in_executor(None, self.apply_live, batch)
 
-        @app.timer(a.rfm_interval_s, on_leader=True, name="analytics-rfm")
-        async def rfm_timer():
+        async def rfm_job():
             try:
                 changes = await asyncio.get_running_loop().run_in_executor(None, self.recompute_segments)
             except Exception as e:  # the store away or a query failing must not stop the worker
@@ -129,13 +129,29 @@ class AnalyticsAgents:
             if changes:
                 log.info("analytics: %d member(s) changed segment", len(changes))
 
-        @app.timer(a.recommendation_refresh_s, on_leader=True, name="analytics-recommendations")
-        async def recommendations_timer():
+        async def recommendations_job():
             try:
                 await asyncio.get_running_loop().run_in_executor(None, self.refresh_recommendations)
             except Exception as e:
                 log.warning("analytics: recommendation refresh failed (%s); retrying in %.0f s",
                             e, a.recommendation_refresh_s)
+
+        self._schedule("analytics-rfm", a.rfm_interval_s, rfm_job)
+        self._schedule("analytics-recommendations", a.recommendation_refresh_s, recommendations_job)
+
+    def _schedule(self, name: str, every_s: float, job) -> None:
+        """Run `job` on the group leader first_run_after_s after start, then every `every_s` (a Faust
+        timer would first wait a whole interval: an hour by default)."""
+        app, first_s = self.vw.app, self.settings.analytics.first_run_after_s
+
+        async def scheduled():
+            await asyncio.sleep(first_s)
+            while True:
+                if app.is_leader():
+                    await job()
+                await asyncio.sleep(every_s)
+        scheduled.__name__ = scheduled.__qualname__ = name.replace("-", "_")
+        app.task(scheduled)
 
 
 def register(vw: Any, settings: Any, history: Any = None, redis_url: str | None = None) -> AnalyticsAgents:

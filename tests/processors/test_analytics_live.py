@@ -77,7 +77,7 @@ def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, 
     settings = load_settings(kafka={"bootstrap": tansu.url, "partitions": 1, "session_timeout_s": 6,
                                     "app_id": f"an-{uuid.uuid4().hex[:6]}"},
                              redis={"url": redis_server.url, "key_prefix": f"t{uuid.uuid4().hex[:6]}:"},
-                             analytics={"rfm_interval_s": 1.0, "recommendation_refresh_s": 1.0})
+                             analytics={"first_run_after_s": 1.0})  # hourly after that
     store = open_history(f"chdb://{tmp_path / 'chdb'}")
     store.init_schema()
     store.write("pageviews", DS.pageviews)
