@@ -120,6 +120,9 @@ class ProcessingSettings(BaseModel):
     batch_size: int = Field(5000, gt=0)
     batch_timeout_s: float = Field(0.2, gt=0)
     use_numba: bool = True
+    # How `visitwire worker` takes the hits: "bulk" (aiokafka fetches on the partitions Faust's group
+    # assigns) or "stream" (a Faust agent, one message at a time: about ten times slower).
+    intake: Literal["bulk", "stream"] = "bulk"
     site_hosts: list[str] = Field(default_factory=list)  # hosts counted as 'internal' referrers
     static_extensions: list[str] = Field(default_factory=lambda: [
         ".css", ".js", ".mjs", ".map", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp",

@@ -129,7 +129,10 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
         log.exception("capture failed")
         progress.error = f"{type(e).__name__}: {e}"
     progress.done = True
-    out.put(progress)
+    try:
+        out.put(progress, timeout=5)  # a parent that died reads nothing: do not hang on a full queue
+    except queue.Full:
+        pass
 
 
 def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,
@@ -137,6 +140,7 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
     from capture.kafka_out import KafkaOutput
     from capture.pipeline import Decoder
 
+    parent_pid = mp.parent_process().pid
     decoder = Decoder(settings)
     if pcap:
         from capture.pcapfile import read_pcap_batches
@@ -187,10 +191,12 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
                     break
         publish(decoder.close())  # end of input: pending requests too
         _report(out, progress, output, decoder, source)
-        if not output.flush(timeout=60):
-            log.warning("Kafka did not acknowledge %d event(s) within 60 s", output.buffered)
+        # orphaned (the run was killed): its embedded broker most likely died with it; do not wait long
+        deliver_s = 60.0 if os.getppid() == parent_pid else 5.0
+        if not output.flush(timeout=deliver_s):
+            log.warning("Kafka did not acknowledge %d event(s) within %.0f s", output.buffered, deliver_s)
     finally:
-        output.close(timeout=10)
+        output.close(timeout=10 if os.getppid() == parent_pid else 2)
         if source is not None:
             progress.source = source.stats()
             source.close()

@@ -133,17 +133,36 @@ class HitProcessor:
         return self.sessions.close_all(REASON_SHUTDOWN)
 
 
-def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
-    """The hits agent (batches; left out when a BulkHitsConsumer reads the hits) and the 1 s
-    session timer, wired to a processors.worker.WorkerRuntime."""
+INTAKES = ("own-group", "assigned", "stream")
+
+
+def register_agents(vw: Any, runtime: Any, intake: str = "stream") -> None:
+    """How the hits come in, plus the 1 s session timer, wired to a processors.worker.WorkerRuntime.
+
+    - "own-group": a BulkHitsConsumer in its own group reads them; Faust does not subscribe to them.
+    - "assigned": a BulkHitsConsumer reads exactly the hits partitions Faust's group gives this worker
+      (co-partitioned with the sessions table, so workers scale out); Faust's own intake of them is
+      paused and a placeholder agent keeps the subscription.
+    - "stream": the Faust agent takes them in batches (`stream.take_events`)."""
+    if intake not in INTAKES:
+        raise ValueError(f"intake must be one of {INTAKES}, not {intake!r}")
     app, p = vw.app, vw.settings.processing
 
-    if hits_agent:
+    if intake == "stream":
         @app.agent(vw.hits_topic, name="visitwire.processors.hits")
         async def hits(stream):
             async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
                 await runtime.on_events(events)
+    elif intake == "assigned":
+        @app.agent(vw.hits_topic, name="visitwire.processors.hits")
+        async def hits(stream):
+            async for event in stream.events():
+                # Faust's intake of these partitions is paused; anything that slips through is never acked,
+                # so Faust never commits it: the BulkHitsConsumer reads and commits these partitions.
+                event.message.incref()
+                runtime.faust_leaked += 1
 
+    if intake != "own-group":
         # Faust no longer waits for held messages on a rebalance (stream_wait_empty=False, see app.py):
         # flush and commit them here, so the next owner of a partition starts from sealed session state
         # and committed offsets instead of replaying them.
@@ -154,7 +173,7 @@ def register_agents(vw: Any, runtime: Any, hits_agent: bool = True) -> None:
         async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             runtime.on_assigned(assigned)
         app.on_partitions_assigned.connect(on_partitions_assigned)
-        runtime.follow_assignments()
+        runtime.follow_assignments(pause_faust_intake=intake == "assigned")
 
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():
@@ -184,16 +203,37 @@ class BulkHitsConsumer:
 
     Faust's stream hands over one message at a time through its conductor and queues
     (~3-4k events/s on this machine, see benchmarks/pipeline_bench.py); this reads whole
-    fetches. Offsets are committed by `WorkerRuntime.flush()` after the history flush.
-    The hits partitions are assigned by this consumer's own group (`<app_id>-hits`), not
-    co-partitioned with the sessions table by Faust: use it with one worker per group
-    (the embedded runtime); `visitwire worker` scale-out uses the Faust agent."""
+    fetches. Offsets are committed by `WorkerRuntime.flush()` after the history flush, in the
+    group `<app_id>-hits`.
+    - follow=False: this consumer joins `<app_id>-hits` and gets every partition (one worker:
+      the embedded runtime).
+    - follow=True: it joins no group; it reads the partitions Faust's group gave this worker
+      (`follow(partitions)`, from the runtime on each assignment), co-partitioned with the
+      sessions table, so several `visitwire worker`s split the hits. `hold()` stops it while a
+      rebalance moves partitions."""
 
-    def __init__(self, settings: Settings, runtime: Any):
+    def __init__(self, settings: Settings, runtime: Any, follow: bool = False):
         self.settings = settings
         self.rt = runtime
+        self.following = follow
         self.consumer: Any = None
         self._task: Any = None
+        self._wanted: set[int] | None = None   # follow: the partitions Faust gave this worker
+        self._applied: set[int] | None = None
+        self._holding = follow                 # follow: nothing to read before the first assignment
+        self._batch_lock: Any = None
+
+    def follow(self, partitions: set[int]) -> None:
+        self._wanted = set(partitions)
+        self._holding = False
+
+    async def hold(self) -> None:
+        """A rebalance: take no more batches; returns once the batch in progress is processed."""
+        self._holding = True
+        self._applied = None  # re-assign on resume: positions restart at the committed offsets
+        if self._batch_lock is not None:
+            async with self._batch_lock:
+                pass
 
     async def start(self, wait_for: Any = None, wait_timeout: float = 120.0) -> None:
         import asyncio
@@ -203,6 +243,7 @@ class BulkHitsConsumer:
         from config.events import TOPIC_HITS
 
         k, p = self.settings.kafka, self.settings.processing
+        self._batch_lock = asyncio.Lock()
         if wait_for is not None:  # the sessions table restored from its changelog first
             try:
                 await asyncio.wait_for(wait_for(), wait_timeout)
@@ -211,7 +252,8 @@ class BulkHitsConsumer:
         await ensure_topic(k.bootstrap, TOPIC_HITS, k.partitions)
         session_ms = int(k.session_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
-            TOPIC_HITS, bootstrap_servers=k.bootstrap, group_id=f"{k.app_id}-hits", enable_auto_commit=False,
+            *(() if self.following else (TOPIC_HITS,)), bootstrap_servers=k.bootstrap,
+            group_id=f"{k.app_id}-hits", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=p.batch_size, session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 5), max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20, metadata_max_age_ms=10_000)
@@ -220,28 +262,61 @@ class BulkHitsConsumer:
         self._task = asyncio.ensure_future(self._run())
 
     async def commit(self, offsets: dict) -> None:
-        await self.consumer.commit(offsets)
+        mine = self.consumer.assignment()
+        offsets = {tp: off for tp, off in offsets.items() if tp in mine}  # moved away: the new owner re-reads
+        if offsets:
+            await self.consumer.commit(offsets)
+
+    def _apply_assignment(self) -> None:
+        from aiokafka import TopicPartition
+
+        from config.events import TOPIC_HITS
+
+        wanted = self._wanted or set()
+        # positions start at the committed offsets of <app_id>-hits, or the earliest (auto_offset_reset)
+        self.consumer.assign([TopicPartition(TOPIC_HITS, p) for p in sorted(wanted)])
+        self._applied = set(wanted)
+        log.info("reading hits partitions %s", sorted(wanted) or "none (all owned by other workers)")
 
     async def _run(self) -> None:
+        import asyncio
+
         p = self.settings.processing
         timeout_ms = int(p.batch_timeout_s * 1000)
         while True:
+            if self.following:
+                if self._holding or self._wanted is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                if self._wanted != self._applied:
+                    self._apply_assignment()
+                if not self._applied:
+                    await asyncio.sleep(0.2)
+                    continue
             records = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=p.batch_size)
             if not records:
                 continue
-            values: list[bytes] = []
-            partitions: list[int] = []
-            offsets = {}
-            for tp, msgs in records.items():
-                values.extend(m.value for m in msgs)
-                partitions.extend([tp.partition] * len(msgs))
-                offsets[tp] = msgs[-1].offset + 1
-            try:
-                await self.rt.on_records(values, partitions, offsets)
-            except Exception:
-                log.exception("processing a batch of %d hits failed; they will be replayed after a restart",
-                              len(values))
-                raise
+            async with self._batch_lock:
+                if self._holding:
+                    continue  # fetched before a rebalance: not processed, not committed, read again
+                mine = self.consumer.assignment()
+                values: list[bytes] = []
+                partitions: list[int] = []
+                offsets = {}
+                for tp, msgs in records.items():
+                    if tp not in mine:
+                        continue
+                    values.extend(m.value for m in msgs)
+                    partitions.extend([tp.partition] * len(msgs))
+                    offsets[tp] = msgs[-1].offset + 1
+                if not values:
+                    continue
+                try:
+                    await self.rt.on_records(values, partitions, offsets)
+                except Exception:
+                    log.exception("processing a batch of %d hits failed; they will be replayed after a restart",
+                                  len(values))
+                    raise
 
     async def stop_reading(self) -> None:
         import asyncio

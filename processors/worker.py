@@ -1,11 +1,12 @@
 """Running the processors: the Faust app + agents + sinks, with offsets acked only after history flush.
 
-- `InProcessWorker(settings, history=None, redis_url=None, bulk=True)`: runs inside the
-  caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
+- `InProcessWorker(settings, history=None, redis_url=None, bulk=True, scale_out=False)`: runs
+  inside the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
   `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
-  `figures()`. bulk=True reads the hits with an aiokafka getmany loop (one worker per group);
-  bulk=False with the Faust agent (`stream.take_events`), co-partitioned with the table.
-- `run_worker(settings) -> int`: `visitwire worker` (Faust agent), blocking until SIGINT/SIGTERM.
+  `figures()`. bulk=True reads the hits with an aiokafka getmany loop: in its own group (one
+  worker), or with scale_out on the partitions Faust's group assigns this worker, co-partitioned
+  with the sessions table. bulk=False: the Faust agent (`stream.take_events`), also co-partitioned.
+- `run_worker(settings) -> int`: `visitwire worker` (bulk, scale_out), blocking until SIGINT/SIGTERM.
 
 Exactly-once history from at-least-once Kafka: every consumed message gets an extra
 reference (`message.incref()`) so Faust cannot commit its offset when the batch is
@@ -84,6 +85,9 @@ class WorkerRuntime:
         self._held: list[tuple[int, np.ndarray, Any, dict | None]] = []
         self.commit_offsets: Any = None  # async callable(offsets) of the bulk consumer
         self.offsets = OffsetGuard()  # Faust agent path only
+        self.bulk_reader: Any = None    # a BulkHitsConsumer following Faust's assignment
+        self.faust_leaked = 0           # hits Faust delivered although its intake is paused (ignored)
+        self._between_assignments = False
         self._held_n = 0
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task | None = None
@@ -132,14 +136,20 @@ class WorkerRuntime:
         except Exception as e:  # e.g. the partition was revoked meanwhile: its next owner reads it
             log.warning("could not re-read hits partition %s (%s: %s)", tp.partition, type(e).__name__, e)
 
-    def follow_assignments(self) -> None:
-        """Tell the offset guard where Faust starts each hits partition after an assignment: wraps the
-        consumer's seek_to_committed, which Faust calls once the partitions are recovered."""
+    def follow_assignments(self, pause_faust_intake: bool = False) -> None:
+        """After each assignment Faust restores the new partitions' sessions, then resumes and seeks its
+        stream partitions (seek_to_committed, wrapped here). Stream intake: tell the offset guard where
+        each hits partition starts. Bulk intake (pause_faust_intake): pause Faust's own intake of the
+        hits partitions there, and hand them to the bulk reader once recovery is complete (a seek
+        can also come earlier, mid-rebalance, when the sessions are not restored yet)."""
         consumer = self.vw.app.consumer
         seek_to_committed = consumer.seek_to_committed
 
         async def seek_and_tell() -> Any:
             committed = await seek_to_committed()
+            if pause_faust_intake:  # Faust resumed its stream partitions just before this call
+                consumer.pause_partitions({tp for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
+                return committed
             starts = {tp: off for tp, off in committed.items() if tp.topic == TOPIC_HITS}
             fresh = [tp for tp, off in starts.items() if not off or off < 0]
             if fresh:  # no commit yet: the consumer starts at the earliest offset (auto_offset_reset)
@@ -152,6 +162,13 @@ class WorkerRuntime:
             self.offsets.start_at(starts)
             return committed
         consumer.seek_to_committed = seek_and_tell
+
+        if pause_faust_intake:
+            async def on_rebalance_complete(sender: Any = None, **kwargs: Any) -> None:
+                # the sessions of the new partitions are restored: the bulk reader may go on
+                if self.bulk_reader is not None and not self._between_assignments:
+                    self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
+            self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
 
     async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int]) -> None:
         """A batch from the bulk consumer; `offsets` = next offset to commit per TopicPartition."""
@@ -251,10 +268,13 @@ class WorkerRuntime:
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
         """Rebalance: make what was processed durable and commit it before the partitions move."""
         self.offsets.forget(revoked or ())
+        if self.bulk_reader is not None and revoked:
+            self._between_assignments = True
+            await self.bulk_reader.hold()
         if not revoked or not self._held:
             return
         try:
-            if await asyncio.wait_for(self.flush(), timeout):
+            if await asyncio.wait_for(self.flush(), timeout) and self.bulk_reader is None:
                 await asyncio.wait_for(self.vw.app.consumer.commit(), timeout)
         except Exception as e:  # the next owner replays those hits; history and sessions dedup them
             log.warning("flush before a rebalance failed (%s: %s); the next owner replays those hits",
@@ -262,6 +282,7 @@ class WorkerRuntime:
 
     def on_assigned(self, assigned: Any) -> None:
         """Rebalance done: sessions of hits partitions now owned elsewhere leave this worker's memory."""
+        self._between_assignments = False  # the bulk reader resumes once these are recovered
         keep = {tp.partition for tp in assigned if tp.topic == TOPIC_HITS}
         n = self.processor.keep_partitions(keep)
         if n:
@@ -287,7 +308,8 @@ class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
 
     def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
-                 app_id: str | None = None, with_extra_agents: bool = True, bulk: bool = True):
+                 app_id: str | None = None, with_extra_agents: bool = True, bulk: bool = True,
+                 scale_out: bool = False):
         self.settings = settings
         self._own_history = history is None
         if history is None:
@@ -299,9 +321,12 @@ class InProcessWorker:
         self.live = RedisLiveSink(url, settings) if url else None
         self.vw = create_app(settings, app_id=app_id)
         self.rt = WorkerRuntime(self.vw, history, self.live)
-        # bulk: hits read by an aiokafka getmany loop (fast, one worker per group); else the Faust agent
-        self.bulk = BulkHitsConsumer(settings, self.rt) if bulk else None
-        register_agents(self.vw, self.rt, hits_agent=not bulk)
+        # bulk: hits read by an aiokafka getmany loop, in its own group (one worker) or, scale_out, on the
+        # partitions Faust's group gives this worker; else by the Faust agent's stream (slower)
+        self.bulk = BulkHitsConsumer(settings, self.rt, follow=scale_out) if bulk else None
+        if bulk and scale_out:
+            self.rt.bulk_reader = self.bulk
+        register_agents(self.vw, self.rt, intake=("assigned" if scale_out else "own-group") if bulk else "stream")
         self.extras: dict[str, Any] = {}
         if with_extra_agents:
             for name in self.vw.extra_agent_modules:
@@ -390,6 +415,10 @@ class InProcessWorker:
                 return max(0.5, min(cap, deadline - time.monotonic()))
             try:
                 if self.bulk is not None:
+                    try:  # let the batch in progress finish, so the flush below commits it too
+                        await asyncio.wait_for(self.bulk.hold(), left(budget_s * 0.25))
+                    except asyncio.TimeoutError:
+                        pass
                     await self.bulk.stop_reading()
                 else:
                     self._pause_faust_intake()
@@ -426,8 +455,9 @@ def run_worker(settings: Settings) -> int:
     console = Console(stderr=True)
 
     async def main() -> int:
-        # the Faust agent: co-partitioned with the sessions table, so workers can scale out
-        worker = InProcessWorker(settings, bulk=False)
+        # bulk reads of the partitions Faust's group gives this worker (co-partitioned with the sessions
+        # table), so workers scale out; processing.intake = "stream" reads them through a Faust agent
+        worker = InProcessWorker(settings, bulk=settings.processing.intake == "bulk", scale_out=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -456,6 +486,9 @@ def run_worker(settings: Settings) -> int:
         finally:
             console.print("[yellow]stopping: flushing processed hits (open sessions stay in the table)")
             await worker.stop()
+            f = worker.figures()
+            console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
+                          f"{f['sessions']:,} sessions closed; {f['committed']:,} hits committed")
         return 0
 
     try:
