@@ -5,7 +5,7 @@
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
-2. through Kafka on real servers, hits read by the bulk consumer or by the Faust agent (tansu, redis-server, ClickHouse or an in-memory sink):
+2. through Kafka on real servers, hits read in bulk (own group / Faust-assigned partitions) or by the Faust agent (tansu, redis-server, ClickHouse or an in-memory sink):
    a backlog of --hits drained by one worker (events/s), then live traffic at --rate/s
    stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99).
 Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to history.
@@ -98,7 +98,8 @@ async def _produce(bootstrap: str, hits: list[dict], stamp_now: bool = False) ->
 
 
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
-                      bulk: bool = True) -> dict:
+                      intake: str = "own-group") -> dict:
+    """intake: "own-group" (embedded runtime), "assigned" (`visitwire worker`), "stream" (Faust agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from engine.services import start_clickhouse, start_redis, start_tansu
@@ -125,7 +126,8 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         traffic = crowd(max(1, n_hits // 13), time.time() - 600, seed=9)
         backlog = traffic.hits[:n_hits]
         await _produce(tansu.url, backlog)
-        worker = InProcessWorker(s, history=history, with_extra_agents=False, bulk=bulk)
+        worker = InProcessWorker(s, history=history, with_extra_agents=False, bulk=intake != "stream",
+                                 scale_out=intake == "assigned")
         await worker.start()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
@@ -202,9 +204,11 @@ def main() -> int:
     for col in ("hits read by", "numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
                 "Redis p50/p99 ms", "history p50/p99 ms"):
         t.add_column(col, justify="right")
-    for bulk, use_numba in ((True, True), (True, False), (False, True)):
-        r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, bulk))
-        t.add_row("bulk getmany" if bulk else "Faust agent", str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
+    names = {"own-group": "bulk getmany, own group (run)", "assigned": "bulk getmany, Faust-assigned (worker)",
+             "stream": "Faust agent stream"}
+    for intake, use_numba in (("own-group", True), ("own-group", False), ("assigned", True), ("stream", True)):
+        r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake))
+        t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
                   f"{r['processing_share']:.0%}", f"{r['redis_p50_ms']} / {r['redis_p99_ms']}",
                   f"{r['history_p50_ms']} / {r['history_p99_ms']}")
     console.print(t)
