@@ -270,7 +270,10 @@ class WorkerRuntime:
         self.offsets.forget(revoked or ())
         if self.bulk_reader is not None and revoked:
             self._between_assignments = True
-            await self.bulk_reader.hold()
+            try:
+                await asyncio.wait_for(self.bulk_reader.hold(), timeout)
+            except asyncio.TimeoutError:  # a batch that outlasts this is committed late: replayed, deduplicated
+                log.warning("rebalance: the batch in progress did not finish within %.0f s", timeout)
         if not revoked or not self._held:
             return
         try:
@@ -388,6 +391,7 @@ class InProcessWorker:
         return {"processed": rt.processed, "committed": rt.committed, "last_event_ts": max(marks, default=None), "pageviews": rt.pageviews_out,
                 "sessions": rt.sessions_out, "dropped": dict(rt.processor.drops),
                 "open_sessions": rt.processor.sessions.open_count(), "live_errors": rt.live_errors,
+                "faust_leaked": rt.faust_leaked,
                 "history_errors": rt.history_errors, "processing_s": round(rt.processing_s, 3),
                 "redis_delay_ms": {"p50": r50, "p99": r99}, "history_delay_ms": {"p50": h50, "p99": h99}}
 
