@@ -241,9 +241,11 @@ def _start_worker(env: dict, broker, redis_server, url: str, log: Path) -> subpr
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_worker_killed_mid_replay_loses_nothing_and_counts_nothing_twice(redis_server, clickhouse_server, tmp_path):
+@pytest.mark.parametrize("intake", ["bulk", "stream"])
+def test_worker_killed_mid_replay_loses_nothing_and_counts_nothing_twice(intake, redis_server, clickhouse_server,
+                                                                         tmp_path):
     with start_tansu() as broker:  # its own: the topic must hold exactly this pcap's hits
-        _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path)
+        _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, intake)
 
 
 def _topic_offsets(bootstrap: str, group: str) -> tuple[dict[str, tuple[int, int]], dict[int, int | None]]:
@@ -423,12 +425,13 @@ def _safe_counts(url: str) -> tuple[int, int, int]:
         return (0, 0, 0)  # schema not there yet
 
 
-def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path):
+def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, intake="bulk"):
     pcap = tmp_path / "big.pcap"
     truth = generate_pcap(str(pcap), START_TS, visitors=1200, seed=9, port=8080)
     url = clickhouse_server.url.rsplit("/", 1)[0] + f"/e2e_kill_{uuid.uuid4().hex[:8]}"
     # Small batches and frequent flushes: the worker is caught half way through.
-    env = _env(tmp_path, VISITWIRE_PROCESSING__BATCH_SIZE="200", VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.2")
+    env = _env(tmp_path, VISITWIRE_PROCESSING__BATCH_SIZE="200", VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.2",
+               VISITWIRE_PROCESSING__INTAKE=intake)
     topic_env = {**env, "VISITWIRE_KAFKA__APP_ID": f"vw-kill-{uuid.uuid4().hex[:8]}"}
 
     cap = _cli(["capture", "--pcap", str(pcap), "--kafka", broker.url, "--ports", "8080"], topic_env)
