@@ -129,8 +129,12 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
         log.exception("capture failed")
         progress.error = f"{type(e).__name__}: {e}"
     progress.done = True
+    if os.getppid() != mp.parent_process().pid:
+        # orphaned: nobody reads the queue any more; exit without waiting to flush it into the pipe
+        out.cancel_join_thread()
+        return
     try:
-        out.put(progress, timeout=5)  # a parent that died reads nothing: do not hang on a full queue
+        out.put(progress, timeout=5)
     except queue.Full:
         pass
 
@@ -206,6 +210,8 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
 
 
 def _report(out: mp.Queue, progress: CaptureProgress, output, decoder, source) -> None:  # pragma: no cover
+    if os.getppid() != mp.parent_process().pid:
+        return  # orphaned: a report would only fill a pipe nobody reads
     st = output.stats
     progress.sent, progress.dropped = st["sent"], st["dropped_while_broker_away"]
     progress.decoder = dict(decoder.stats)

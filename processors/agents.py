@@ -173,7 +173,8 @@ def register_agents(vw: Any, runtime: Any, intake: str = "stream") -> None:
         async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             runtime.on_assigned(assigned)
         app.on_partitions_assigned.connect(on_partitions_assigned)
-        runtime.follow_assignments(pause_faust_intake=intake == "assigned")
+        if intake == "assigned":
+            runtime.follow_assignments()
 
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():

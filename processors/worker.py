@@ -131,44 +131,37 @@ class WorkerRuntime:
         await self.on_batch([e.value for e in taken], [e.message.partition for e in taken], release, None)
 
     async def _seek_back(self, tp: Any) -> None:
+        consumer = self.vw.app.consumer
+        want = self.offsets.expected(tp)
         try:
-            await self.vw.app.consumer.seek(tp, self.offsets.expected(tp))
+            start = (await consumer.earliest_offsets(tp)).get(tp)
+            if start is not None and start > want:
+                log.warning("hits partition %s: offsets %d-%d were removed by retention before they were "
+                            "read; going on from %d", tp.partition, want, start - 1, start)
+                self.offsets.moved_start(tp, start)
+                want = start
+            await consumer.seek(tp, want)
         except Exception as e:  # e.g. the partition was revoked meanwhile: its next owner reads it
             log.warning("could not re-read hits partition %s (%s: %s)", tp.partition, type(e).__name__, e)
 
-    def follow_assignments(self, pause_faust_intake: bool = False) -> None:
-        """After each assignment Faust restores the new partitions' sessions, then resumes and seeks its
-        stream partitions (seek_to_committed, wrapped here). Stream intake: tell the offset guard where
-        each hits partition starts. Bulk intake (pause_faust_intake): pause Faust's own intake of the
-        hits partitions there, and hand them to the bulk reader once recovery is complete (a seek
-        can also come earlier, mid-rebalance, when the sessions are not restored yet)."""
+    def follow_assignments(self) -> None:
+        """Bulk intake following Faust's group. After each assignment Faust restores the new partitions'
+        sessions, then resumes its stream partitions and seeks them (seek_to_committed, wrapped here to
+        pause its own intake of the hits partitions again). The bulk reader gets them once recovery is
+        complete (on_rebalance_complete; a seek can also come earlier, mid-rebalance)."""
         consumer = self.vw.app.consumer
         seek_to_committed = consumer.seek_to_committed
 
-        async def seek_and_tell() -> Any:
+        async def seek_and_pause() -> Any:
             committed = await seek_to_committed()
-            if pause_faust_intake:  # Faust resumed its stream partitions just before this call
-                consumer.pause_partitions({tp for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
-                return committed
-            starts = {tp: off for tp, off in committed.items() if tp.topic == TOPIC_HITS}
-            fresh = [tp for tp, off in starts.items() if not off or off < 0]
-            if fresh:  # no commit yet: the consumer starts at the earliest offset (auto_offset_reset)
-                try:
-                    starts.update(await consumer.earliest_offsets(*fresh))
-                except Exception as e:
-                    log.warning("earliest offsets of %s unknown (%s); taking their first messages as they come",
-                                fresh, e)
-                    starts.update(dict.fromkeys(fresh))
-            self.offsets.start_at(starts)
+            consumer.pause_partitions({tp for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
             return committed
-        consumer.seek_to_committed = seek_and_tell
+        consumer.seek_to_committed = seek_and_pause
 
-        if pause_faust_intake:
-            async def on_rebalance_complete(sender: Any = None, **kwargs: Any) -> None:
-                # the sessions of the new partitions are restored: the bulk reader may go on
-                if self.bulk_reader is not None and not self._between_assignments:
-                    self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
-            self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
+        async def on_rebalance_complete(sender: Any = None, **kwargs: Any) -> None:
+            if self.bulk_reader is not None and not self._between_assignments:
+                self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
+        self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
 
     async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int]) -> None:
         """A batch from the bulk consumer; `offsets` = next offset to commit per TopicPartition."""
