@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,8 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     die_with_parent(mp.parent_process().pid)  # a parent killed -9 still stops capture (SIGTERM above)
+    threading.Thread(target=_exit_when_orphaned, args=(mp.parent_process().pid, stop), daemon=True,
+                     name="visitwire-orphan-watch").start()
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s capture: %(message)s")
     progress = CaptureProgress()
@@ -137,6 +140,19 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
         out.put(progress, timeout=5)
     except queue.Full:
         pass
+
+
+ORPHAN_EXIT_S = 10.0  # an orphaned capture child delivers what it can in this long, then exits anyway
+
+
+def _exit_when_orphaned(parent_pid: int, stop) -> None:  # pragma: no cover - runs in the child process
+    """Whatever the main thread is doing: once the parent is gone, stop, and exit ORPHAN_EXIT_S later."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    deadline = time.monotonic() + ORPHAN_EXIT_S
+    threading.Thread(target=stop.set, daemon=True).start()  # may block on a lock the dead parent held
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    os._exit(0)
 
 
 def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,

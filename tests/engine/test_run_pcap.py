@@ -443,10 +443,7 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
     seen = 0
     while time.monotonic() < deadline and seen == 0:
         time.sleep(0.2)
-        try:
-            seen = _history_counts(url)[0]
-        except Exception:
-            seen = 0  # schema not there yet
+        seen = _safe_counts(url)[0]
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(10)
     assert 0 < seen < truth.hits, f"the worker was not caught mid-replay ({seen} of {truth.hits}); see {log}"
@@ -454,21 +451,9 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
 
     worker = _start_worker(topic_env, broker, redis_server, url, log)
     try:
-        deadline = time.monotonic() + 180
-        counts = (0, 0, 0)
-        while time.monotonic() < deadline:
-            counts = _history_counts(url)
-            if counts[0] >= truth.hits and counts[2] >= truth.pageviews:
-                break
-            time.sleep(0.5)
-        time.sleep(2)  # anything still in flight would show up as an extra id now
-        hits, rows, pageviews = _history_counts(url)
+        hits, rows, pageviews = _wait_for_history(url, truth)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        _stop(worker)
     if hits != truth.hits:
         where, _ = _topic_offsets(broker.url, topic_env["VISITWIRE_KAFKA__APP_ID"] + "-diagnosis")
         missing = sorted(where[i] for i in set(where) - _history_ids(url))
@@ -492,6 +477,14 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
 
 # -- live capture, stopped with SIGTERM ------------------------------------------------------------
 
+def _wait_for_capture(proc: subprocess.Popen, err: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while "capture started" not in err.read_text(errors="replace"):
+        assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, f"capture did not start within {seconds:.0f} s"
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
 def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server, tmp_path):
     from engine.crowd import Crowd
@@ -505,11 +498,7 @@ def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server,
                                  "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", history_url],
                                 env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=open(err, "wb"), text=True)
         try:
-            deadline = time.monotonic() + 120
-            while "capture started" not in err.read_text(errors="replace"):
-                assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "capture did not start within 120 s"
-                time.sleep(0.2)
+            _wait_for_capture(proc, err)
             # While it runs, engine.json tells other commands where it is; `visitwire query` goes through it
             # (the engine holds the chdb directory).
             state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
@@ -570,6 +559,17 @@ def _alive(pids) -> dict[int, str]:
     return alive
 
 
+def _threads_waiting(pid: int) -> list[str]:
+    out = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+        try:
+            comm = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+            out.append(f"{comm}:{Path(f'/proc/{pid}/task/{task}/wchan').read_text()}")
+        except OSError:
+            pass
+    return out
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
 def test_a_run_killed_with_sigkill_leaves_no_broker_redis_or_capture_behind(tmp_path):
     env = _env(tmp_path)
@@ -578,11 +578,7 @@ def test_a_run_killed_with_sigkill_leaves_no_broker_redis_or_capture_behind(tmp_
                              "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
     try:
-        deadline = time.monotonic() + 120
-        while "capture started" not in err.read_text(errors="replace"):
-            assert proc.poll() is None, err.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "capture did not start within 120 s"
-            time.sleep(0.2)
+        _wait_for_capture(proc, err)
         children = _children(proc.pid)
         names = set(children.values())
         assert "tansu" in names and "redis-server" in names and len(children) >= 3, children
@@ -593,6 +589,7 @@ def test_a_run_killed_with_sigkill_leaves_no_broker_redis_or_capture_behind(tmp_
     while _alive(children) and time.monotonic() < deadline:
         time.sleep(0.2)
     left = _alive(children)
+    stuck = {p: _threads_waiting(p) for p in left}
     for p in left:  # do not leave them to the next test either
         os.kill(p, signal.SIGKILL)
-    assert not left, f"still running after the run was killed: {left}"
+    assert not left, f"still running after the run was killed: {left}; their threads wait in {stuck}; see {err}"
