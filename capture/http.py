@@ -90,6 +90,16 @@ def _content_length(values: list[bytes]) -> int:
     return n
 
 
+def _slot_headers(data: bytes, row: list, slots) -> dict[bytes, bytes]:
+    """The wanted headers the numba scanner found: per (index of the value's span in row, name)."""
+    headers = {}
+    for k, name in slots:
+        s = row[k]
+        if s >= 0:
+            headers[name] = data[s:row[k + 1]]
+    return headers
+
+
 class HeadParser:
     """Parses complete heads; only the configured header names are extracted."""
 
@@ -116,11 +126,7 @@ class HeadParser:
 
     def request_scanned(self, data: bytes, a: int, b: int, c: int, minor: int, row: list) -> RequestHead:
         """A head the numba scanner already split (same result as request() on the same bytes)."""
-        headers = {}
-        for k, name in self._req_slots:
-            s = row[k]
-            if s >= 0:
-                headers[name] = data[s:row[k + 1]]
+        headers = _slot_headers(data, row, self._req_slots)
         s = row[self._te]
         if s >= 0 and b"chunked" in data[s:row[self._te + 1]].lower():
             return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, -1, True)
@@ -131,33 +137,21 @@ class HeadParser:
     def request_framed(self, data: bytes, a: int, b: int, c: int, minor: int, row: list, content_length: int,
                        chunked: bool) -> RequestHead:
         """request_scanned when the fast path already read Content-Length (-1: absent) / chunked."""
-        headers = {}
-        for k, name in self._req_slots:
-            s = row[k]
-            if s >= 0:
-                headers[name] = data[s:row[k + 1]]
+        headers = _slot_headers(data, row, self._req_slots)
         return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers,
                            -1 if chunked else (content_length if content_length > 0 else 0), chunked)
 
     def response_framed(self, data: bytes, status: int, minor: int, row: list, content_length: int,
                         chunked: bool) -> ResponseHead:
         """response_scanned when the fast path already read Content-Length (-1: absent) / chunked."""
-        headers = {}
-        for k, name in self._resp_slots:
-            s = row[k]
-            if s >= 0:
-                headers[name] = data[s:row[k + 1]]
+        headers = _slot_headers(data, row, self._resp_slots)
         s = row[self._sc]
         set_cookies = [data[s:row[self._sc + 1]]] if s >= 0 else []
         return ResponseHead(status, "1.1" if minor else "1.0", headers, set_cookies,
                             -1 if chunked else content_length, chunked)
 
     def response_scanned(self, data: bytes, status: int, minor: int, row: list) -> ResponseHead:
-        headers = {}
-        for k, name in self._resp_slots:
-            s = row[k]
-            if s >= 0:
-                headers[name] = data[s:row[k + 1]]
+        headers = _slot_headers(data, row, self._resp_slots)
         s = row[self._sc]
         set_cookies = [data[s:row[self._sc + 1]]] if s >= 0 else []
         s = row[self._te]
