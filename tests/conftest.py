@@ -18,6 +18,14 @@ def tansu():
     svc.stop()
 
 
+@pytest.fixture
+def broker():
+    """A broker of this test's own: topic names are fixed, so a shared one would mix in other tests' hits."""
+    svc = start_tansu()
+    yield svc
+    svc.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     svc = start_redis()

@@ -29,14 +29,6 @@ START_TS = 1_772_445_600.0  # 2026-03-02 10:00 UTC: the traffic stays clear of m
 IDLE_S = 1800
 
 
-@pytest.fixture
-def broker():
-    # A broker per test: the topic names are fixed, so a shared broker would mix in other tests' hits.
-    svc = start_tansu()
-    yield svc
-    svc.stop()
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     path = tmp_path_factory.mktemp("pcap") / "site.pcap"

@@ -22,7 +22,7 @@ from hitgen import crowd
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import load_settings
-from engine.services import start_tansu
+from processors.agents import ensure_topic
 from sinks.base import ListSink
 from sinks.redis_live import LiveKeys, LiveStateReader
 
@@ -31,32 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 
 
-@pytest.fixture
-def broker():
-    # A private broker per test: every test here reads visitwire.hits from the beginning.
-    svc = start_tansu()
-    yield svc
-    svc.stop()
-
-
-async def _create_topic(bootstrap: str, topic: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
-
 
 async def _produce(bootstrap: str, hits: list[dict]) -> None:
     from aiokafka import AIOKafkaProducer
 
-    await _create_topic(bootstrap, TOPIC_HITS)
+    await ensure_topic(bootstrap, TOPIC_HITS, PARTITIONS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
