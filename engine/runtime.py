@@ -28,7 +28,7 @@ from rich.table import Table
 
 from config.settings import Settings
 from engine.state_file import remove_state, write_state
-from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Supervisor
+from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Supervisor, check_inputs
 
 log = logging.getLogger(__name__)
 
@@ -363,14 +363,6 @@ def run_loop(coro, leftover_timeout_s: float = 5.0):
         if not any(not t.done() for t in pending):
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
-
-
-def check_inputs(settings: Settings, pcap: str | None) -> None:
-    """Fail fast, before any server starts, on what the user can fix."""
-    if pcap is not None and not os.path.isfile(pcap):
-        raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
-    if pcap is None and not settings.capture.iface:
-        raise RuntimeFailure("nothing to capture: give --pcap FILE, or --iface IFACE and --ports PORTS")
 
 
 def run_embedded(settings: Settings, pcap: str | None = None) -> int:

@@ -121,8 +121,7 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     die_with_parent(mp.parent_process().pid)  # a parent killed -9 still stops capture (SIGTERM above)
-    threading.Thread(target=_exit_when_orphaned, args=(mp.parent_process().pid, stop), daemon=True,
-                     name="visitwire-orphan-watch").start()
+    threading.Thread(target=_exit_when_orphaned, args=(stop,), daemon=True, name="visitwire-orphan-watch").start()
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s capture: %(message)s")
     progress = CaptureProgress()
@@ -132,8 +131,7 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
         log.exception("capture failed")
         progress.error = f"{type(e).__name__}: {e}"
     progress.done = True
-    if os.getppid() != mp.parent_process().pid:
-        # orphaned: nobody reads the queue any more; exit without waiting to flush it into the pipe
+    if _orphaned():  # exit without waiting to flush the queue into a pipe nobody reads
         out.cancel_join_thread()
         return
     try:
@@ -142,12 +140,17 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
         pass
 
 
+def _orphaned() -> bool:  # pragma: no cover - runs in the child process
+    """The run that started this capture child is gone (killed): nobody reads its reports any more."""
+    return os.getppid() != mp.parent_process().pid
+
+
 ORPHAN_EXIT_S = 10.0  # an orphaned capture child delivers what it can in this long, then exits anyway
 
 
-def _exit_when_orphaned(parent_pid: int, stop) -> None:  # pragma: no cover - runs in the child process
+def _exit_when_orphaned(stop) -> None:  # pragma: no cover - runs in the child process
     """Whatever the main thread is doing: once the parent is gone, stop, and exit ORPHAN_EXIT_S later."""
-    while os.getppid() == parent_pid:
+    while not _orphaned():
         time.sleep(0.5)
     deadline = time.monotonic() + ORPHAN_EXIT_S
     threading.Thread(target=stop.set, daemon=True).start()  # may block on a lock the dead parent held
@@ -160,7 +163,6 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
     from capture.kafka_out import KafkaOutput
     from capture.pipeline import Decoder
 
-    parent_pid = mp.parent_process().pid
     decoder = Decoder(settings)
     if pcap:
         from capture.pcapfile import read_pcap_batches
@@ -212,11 +214,11 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
         publish(decoder.close())  # end of input: pending requests too
         _report(out, progress, output, decoder, source)
         # orphaned (the run was killed): its embedded broker most likely died with it; do not wait long
-        deliver_s = 60.0 if os.getppid() == parent_pid else 5.0
+        deliver_s = 5.0 if _orphaned() else 60.0
         if not output.flush(timeout=deliver_s):
             log.warning("Kafka did not acknowledge %d event(s) within %.0f s", output.buffered, deliver_s)
     finally:
-        output.close(timeout=10 if os.getppid() == parent_pid else 2)
+        output.close(timeout=2 if _orphaned() else 10)
         if source is not None:
             progress.source = source.stats()
             source.close()
@@ -226,8 +228,8 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
 
 
 def _report(out: mp.Queue, progress: CaptureProgress, output, decoder, source) -> None:  # pragma: no cover
-    if os.getppid() != mp.parent_process().pid:
-        return  # orphaned: a report would only fill a pipe nobody reads
+    if _orphaned():
+        return  # a report would only fill a pipe nobody reads
     st = output.stats
     progress.sent, progress.dropped = st["sent"], st["dropped_while_broker_away"]
     progress.decoder = dict(decoder.stats)
@@ -239,14 +241,19 @@ def _report(out: mp.Queue, progress: CaptureProgress, output, decoder, source) -
         pass
 
 
+def check_inputs(settings: Settings, pcap: str | None, iface: str | None = None) -> None:
+    """Fail fast, before any server starts, on what the user can fix."""
+    if pcap is not None and not os.path.isfile(pcap):
+        raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
+    if pcap is None and not (iface or settings.capture.iface):
+        raise RuntimeFailure("nothing to capture: give --pcap FILE, or --iface IFACE and --ports PORTS")
+
+
 class CaptureChild:
     """Capture in a child process; `progress` is updated by `poll()`."""
 
     def __init__(self, settings: Settings, pcap: str | None = None, iface: str | None = None):
-        if not pcap and not (iface or settings.capture.iface):
-            raise RuntimeFailure("nothing to capture: give --pcap FILE or --iface IFACE (and --ports)")
-        if pcap and not os.path.isfile(pcap):
-            raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
+        check_inputs(settings, pcap, iface)
         ctx = mp.get_context("spawn")  # no fork of a process holding an event loop and threads
         self._queue: mp.Queue = ctx.Queue(maxsize=1000)
         self._stop = ctx.Event()
