@@ -126,8 +126,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         traffic = crowd(max(1, n_hits // 13), time.time() - 600, seed=9)
         backlog = traffic.hits[:n_hits]
         await _produce(tansu.url, backlog)
-        worker = InProcessWorker(s, history=history, with_extra_agents=False, bulk=intake != "stream",
-                                 scale_out=intake == "assigned")
+        worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=intake)
         await worker.start()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))

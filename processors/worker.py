@@ -1,12 +1,14 @@
 """Running the processors: the Faust app + agents + sinks, with offsets acked only after history flush.
 
-- `InProcessWorker(settings, history=None, redis_url=None, bulk=True, scale_out=False)`: runs
-  inside the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
+- `InProcessWorker(settings, history=None, redis_url=None, intake="own-group")`: runs inside
+  the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
   `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
-  `figures()`. bulk=True reads the hits with an aiokafka getmany loop: in its own group (one
-  worker), or with scale_out on the partitions Faust's group assigns this worker, co-partitioned
-  with the sessions table. bulk=False: the Faust agent (`stream.take_events`), also co-partitioned.
-- `run_worker(settings) -> int`: `visitwire worker` (bulk, scale_out), blocking until SIGINT/SIGTERM.
+  `figures()`. The intakes (processors.agents.register_agents): "own-group" and "assigned" read
+  the hits with an aiokafka getmany loop, in their own group (one worker) or on the partitions
+  Faust's group assigns this worker, co-partitioned with the sessions table; "stream" through the
+  Faust agent (`stream.take_events`), also co-partitioned.
+- `run_worker(settings) -> int`: `visitwire worker` ("assigned", or "stream" when
+  processing.intake says so), blocking until SIGINT/SIGTERM.
 
 Exactly-once history from at-least-once Kafka: every consumed message gets an extra
 reference (`message.incref()`) so Faust cannot commit its offset when the batch is
@@ -304,8 +306,7 @@ class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
 
     def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
-                 app_id: str | None = None, with_extra_agents: bool = True, bulk: bool = True,
-                 scale_out: bool = False):
+                 app_id: str | None = None, with_extra_agents: bool = True, intake: str = "own-group"):
         self.settings = settings
         self._own_history = history is None
         if history is None:
@@ -317,12 +318,11 @@ class InProcessWorker:
         self.live = RedisLiveSink(url, settings) if url else None
         self.vw = create_app(settings, app_id=app_id)
         self.rt = WorkerRuntime(self.vw, history, self.live)
-        # bulk: hits read by an aiokafka getmany loop, in its own group (one worker) or, scale_out, on the
-        # partitions Faust's group gives this worker; else by the Faust agent's stream (slower)
-        self.bulk = BulkHitsConsumer(settings, self.rt, follow=scale_out) if bulk else None
-        if bulk and scale_out:
+        # "own-group" / "assigned": hits read in bulk by an aiokafka getmany loop; "stream": the Faust agent
+        self.bulk = BulkHitsConsumer(settings, self.rt, follow=intake == "assigned") if intake != "stream" else None
+        if intake == "assigned":
             self.rt.bulk_reader = self.bulk
-        register_agents(self.vw, self.rt, intake=("assigned" if scale_out else "own-group") if bulk else "stream")
+        register_agents(self.vw, self.rt, intake=intake)
         self.extras: dict[str, Any] = {}
         if with_extra_agents:
             for name in self.vw.extra_agent_modules:
@@ -454,7 +454,7 @@ def run_worker(settings: Settings) -> int:
     async def main() -> int:
         # bulk reads of the partitions Faust's group gives this worker (co-partitioned with the sessions
         # table), so workers scale out; processing.intake = "stream" reads them through a Faust agent
-        worker = InProcessWorker(settings, bulk=settings.processing.intake == "bulk", scale_out=True)
+        worker = InProcessWorker(settings, intake="assigned" if settings.processing.intake == "bulk" else "stream")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
