@@ -58,24 +58,18 @@ class Identity:
     def assigned_visitor_cookie(self, set_cookies: list[bytes]) -> bytes | None:
         """The visitor cookie a response assigns (a first visit has none yet): its value, else None."""
         for name in self.visitor_cookies:
-            prefix = name + b"="
-            for sc in set_cookies:
-                if sc.startswith(prefix):
-                    v = sc[len(prefix):].split(b";", 1)[0].strip().strip(b'"')
-                    if v and v != b"deleted":
-                        return v
+            v = _set_cookie_value(set_cookies, name)
+            if v:
+                return v
         return None
 
     def member_key(self, cookies: dict[bytes, bytes], query: str, headers: dict[bytes, bytes],
                    set_cookies: list[bytes] | None) -> bytes | str | None:
         """Raw member key (never emitted; hash it): a login Set-Cookie wins over what the request carried."""
         if set_cookies and self.member_cookie:
-            prefix = self.member_cookie + b"="
-            for sc in set_cookies:
-                if sc.startswith(prefix):
-                    v = sc[len(prefix):].split(b";", 1)[0].strip().strip(b'"')
-                    if v and v != b"deleted":
-                        return v
+            v = _set_cookie_value(set_cookies, self.member_cookie)
+            if v:
+                return v
         v = cookies.get(self.member_cookie) if self.member_cookie else None
         if v:
             return v
@@ -121,3 +115,14 @@ class Identity:
             return query
         keep = [kv for kv in query.split("&") if unquote_plus(kv.split("=", 1)[0]).strip().lower() not in self._scrub]
         return "&".join(keep)
+
+
+def _set_cookie_value(set_cookies: list[bytes], name: bytes) -> bytes | None:
+    """The value a response's Set-Cookie headers give cookie `name` (not a deletion), else None."""
+    prefix = name + b"="
+    for sc in set_cookies:
+        if sc.startswith(prefix):
+            v = sc[len(prefix):].split(b";", 1)[0].strip().strip(b'"')
+            if v and v != b"deleted":
+                return v
+    return None
