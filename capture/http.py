@@ -114,7 +114,8 @@ class HeadParser:
         enc = [t.encode("latin-1") for t in track]
         self.names = np.frombuffer(b"".join(enc) or b"\0", dtype=np.uint8).copy()
         self.name_off = np.cumsum([0] + [len(t) for t in enc]).astype(np.int64)
-        slot = {t: 2 * k for k, t in enumerate(track)}
+        self.slot_of = {t: k for k, t in enumerate(track)}  # name -> index of its span pair in a scan row
+        slot = {t: 2 * k for t, k in self.slot_of.items()}
         skip = {"content-length", "transfer-encoding", "set-cookie"}
         self._req_slots = [(slot[t], t.encode("latin-1")) for t in sorted(set(req_names) - skip)]
         self._resp_slots = [(slot[t], t.encode("latin-1")) for t in sorted(set(resp_names) - skip)]

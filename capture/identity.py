@@ -37,9 +37,14 @@ class Identity:
         if self.member_param:
             scrub.add(self.member_param)  # the raw member key must not travel in the query either
         self._scrub = scrub
+        self.scrub_words = frozenset(scrub)  # query parameter names removed from queries and referrers
         self._scrub_rx = re.compile("|".join(re.escape(p) for p in sorted(scrub)), re.IGNORECASE) if scrub else None
         # for an ASCII query and ASCII names, lower() + `in` finds exactly what the IGNORECASE regex finds (faster)
         self._scrub_ascii = tuple(sorted(scrub)) if all(p.isascii() for p in scrub) else None
+
+    @property
+    def key(self) -> bytes:
+        return self._key
 
     def hash(self, value: bytes | str, domain: bytes) -> str:
         if isinstance(value, str):

@@ -18,7 +18,12 @@ class JsonlOutput:
         self.stream = stream if stream is not None else sys.stdout.buffer
         self.events = 0
 
-    def write(self, events: Iterable[dict]) -> None:
+    def write(self, events: "Iterable[dict] | EventLines") -> None:
+        if isinstance(events, EventLines):
+            if events.data:
+                self.stream.write(events.data)
+                self.events += len(events)
+            return
         dumps = orjson.dumps
         lines = [dumps(e) for e in events]
         if lines:
@@ -31,3 +36,22 @@ class JsonlOutput:
             self.stream.flush()
         except BrokenPipeError:  # e.g. `visitwire capture ... | head`
             pass
+
+
+class EventLines:
+    """Events as JSON lines (each ends with a newline) with their Kafka keys (visitor ids, bytes)."""
+
+    __slots__ = ("data", "keys")
+
+    def __init__(self, data: bytes, keys: list[bytes]):
+        self.data = data
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lines(self) -> list[bytes]:
+        return self.data.split(b"\n")[:-1]
+
+    def dicts(self) -> list[dict]:
+        return [orjson.loads(line) for line in self.lines()]

@@ -13,6 +13,7 @@ import socket
 from collections import deque
 
 import numpy as np
+import orjson
 
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
@@ -22,6 +23,8 @@ from capture.frames import FrameBatch
 from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
     RESYNC_RESPONSE
 from capture.reassembly import MASK, Budget, Stream
+from capture.eventwriter import EventWriter
+from capture.outputs import EventLines
 from capture.transactions import Connection, EventBuilder
 from config.settings import Settings
 
@@ -86,6 +89,97 @@ class ScanView:
         self.spans = h.spans
 
 
+class _BatchHeads:
+    """A batch's fast-path records while Python replays them: heads by record number, and the transactions
+    whose heads are all in this batch (columns for capture.eventwriter)."""
+
+    def __init__(self, buf, arena, rec, recl, rsp, rts, heads: HeadParser, builder: EventBuilder, out: list):
+        self.buf, self.arena, self.rec, self.recl, self.rsp, self.rts = buf, arena, rec, recl, rsp, rts
+        self.heads = heads
+        self.builder = builder
+        self.out = out  # the Decoder's event list: markers (ints) hold the places of numba-written lines
+        self.index = [0] * len(recl)  # per R_REQ record: the request's index in its connection
+        self.conns: list = []
+        self.req_k: list[int] = []
+        self.resp_k: list[int] = []
+        self.body: list[int] = []
+
+    @property
+    def n_fast(self) -> int:
+        return len(self.req_k)
+
+    def tx(self, conn, req, resp, body: int) -> None:
+        """A transaction is complete: numba writes it if both heads are this batch's, else Python builds it."""
+        if type(req) is int and (resp is None or type(resp) is int):
+            self.out.append(len(self.req_k))
+            self.conns.append(conn)
+            self.req_k.append(req)
+            if resp is None:
+                self.resp_k.append(-1)
+                self.body.append(0)
+            else:
+                self.resp_k.append(resp)
+                self.body.append(self._resp_bytes(resp, body))
+            return
+        req = self.request(req) if type(req) is int else req
+        if resp is not None:
+            resp = self.response(resp) if type(resp) is int else resp
+            if resp.chunked or resp.content_length < 0:
+                resp.body_bytes = body
+        self.out.append(self.builder.build(conn, req, resp))
+
+    def _resp_bytes(self, k: int, body: int) -> int:
+        aux = self.recl[k][fp.AUX]
+        if aux == fp.F_NONE:
+            return 0
+        return self.recl[k][fp.CLEN] if aux == fp.F_LENGTH else body
+
+    def columns(self):
+        return (np.array(self.req_k, np.int64), np.array(self.resp_k, np.int64), np.array(self.body, np.int64),
+                np.array([self.index[k] for k in self.req_k], np.int64), [c.id_prefix for c in self.conns])
+
+    def objects(self, i: int):
+        """Transaction i as (conn, RequestHead, ResponseHead | None, body) for EventBuilder.build."""
+        req = self.request(self.req_k[i])
+        kr = self.resp_k[i]
+        resp = self.response(kr) if kr >= 0 else None
+        if resp is not None:
+            resp.body_bytes = self.body[i]
+        return self.conns[i], req, resp, self.body[i]
+
+    def _head(self, r) -> bytes:
+        src = self.arena if r[fp.ARENA] else self.buf
+        return src[r[fp.HS]:r[fp.HE]].tobytes()
+
+    def request(self, k: int):
+        r = self.recl[k]
+        req = self.heads.request_framed(self._head(r), r[fp.FA], r[fp.FB], r[fp.FC], r[fp.MINOR],
+                                        self.rsp[k].tolist(), r[fp.CLEN], r[fp.CHUNKED] == 1)
+        req.ts = float(self.rts[k])
+        req.index = self.index[k]
+        return req
+
+    def response(self, k: int):
+        r = self.recl[k]
+        resp = self.heads.response_framed(self._head(r), r[fp.FA], r[fp.MINOR], self.rsp[k].tolist(), r[fp.CLEN],
+                                          r[fp.CHUNKED] == 1)
+        resp.ts = float(self.rts[k])
+        if r[fp.AUX] == fp.F_LENGTH:
+            resp.body_bytes = resp.content_length
+        return resp
+
+    def resolve(self, ff) -> None:
+        """The heads a flow still waits on become objects: this batch's buffer is about to go."""
+        pending = ff.pending
+        if pending and any(type(x) is int for x in pending):
+            ff.pending = deque(self.request(x) if type(x) is int else x for x in pending)
+        cur = ff.current
+        if cur is not None and (type(cur[0]) is int or type(cur[1]) is int):
+            req, resp = cur
+            ff.current = (self.request(req) if type(req) is int else req,
+                          self.response(resp) if type(resp) is int else resp)
+
+
 class Decoder:
     def __init__(self, settings: Settings, fast_path: bool = True):
         """fast_path=False keeps every packet on the Python path (the reference the fast path must equal)."""
@@ -97,7 +191,10 @@ class Decoder:
         self.builder = EventBuilder(cfg)
         self.heads = HeadParser(self.builder.request_headers(), self.builder.response_headers())
         self.budget = Budget(cfg.max_flow_buffer_bytes, cfg.max_total_buffer_bytes, self.stats)
-        self.out: list[dict] = []
+        self.out: list = []     # dicts, and ints: this batch's numba-written lines (self._lines)
+        self._lines = None
+        self._ctx: _BatchHeads | None = None  # set while a batch's records are replayed
+        self.writer = EventWriter(self.builder, self.heads)
         self.last_ts = 0.0
         self.scan = ScanView()
         self._ips: dict[bytes, str] = {}
@@ -106,10 +203,9 @@ class Decoder:
                               cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
 
     # -- public ------------------------------------------------------------------------
-    def feed(self, batch: FrameBatch) -> list[dict]:
-        """Decode one batch; returns the transactions it completed."""
+    def _feed(self, batch: FrameBatch) -> None:
         if len(batch) == 0:
-            return []
+            return
         d = decode_batch(batch)
         st = self.stats
         kind = d.kind
@@ -127,7 +223,16 @@ class Decoder:
             else:
                 self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
+
+    def feed(self, batch: FrameBatch) -> list[dict]:
+        """Decode one batch; returns the transactions it completed."""
+        self._feed(batch)
         return self._take()
+
+    def feed_lines(self, batch: FrameBatch) -> EventLines:
+        """feed() for outputs: the completed transactions as JSON lines (no dicts built for them)."""
+        self._feed(batch)
+        return self._take_lines()
 
     def expire(self, now: float) -> list[dict]:
         """Report requests unanswered for transaction_timeout_s and end flows idle for flow_idle_timeout_s."""
@@ -168,10 +273,43 @@ class Decoder:
         return self._take()
 
     def _take(self) -> list[dict]:
+        """The events completed so far, as dicts (markers of numba-written lines are parsed)."""
         # connections hold a reference to self.out: empty it in place, never rebind it
         out = self.out[:]
         self.out.clear()
-        return out
+        if self._lines is None:
+            return out
+        data, ends, _ = self._lines
+        self._lines = None
+        loads = orjson.loads
+        events = []
+        for e in out:
+            if type(e) is int:
+                events.append(loads(data[ends[e - 1] if e else 0:ends[e]]))
+            elif e is not None:
+                events.append(e)
+        return events
+
+    def _take_lines(self) -> EventLines:
+        """The events completed so far as JSON lines with their Kafka keys (visitor ids)."""
+        out = self.out[:]
+        self.out.clear()
+        lines = self._lines
+        self._lines = None
+        if lines is not None and len(out) == len(lines[1]) and all(type(e) is int for e in out):
+            data, _, vis = lines  # only numba-written events: their lines are the output as they are
+            return EventLines(data, [data[v:v + 32] for v in vis.tolist()])
+        pieces, keys = [], []
+        dumps = orjson.dumps
+        for e in out:
+            if type(e) is int:
+                data, ends, vis = lines
+                pieces.append(data[ends[e - 1] if e else 0:ends[e]])
+                keys.append(data[vis[e]:vis[e] + 32])
+            elif e is not None:
+                pieces.append(dumps(e) + b"\n")
+                keys.append(e["visitor_id"].encode())
+        return EventLines(b"".join(pieces), keys)
 
     @property
     def buffered_bytes(self) -> int:
@@ -230,7 +368,11 @@ class Decoder:
             self._internal_error(h)
 
     def _walk_fast(self, batch: FrameBatch, d, idx: np.ndarray) -> None:
-        """The numba fast path routes the batch; Python replays its records in packet order."""
+        """The numba fast path routes the batch; Python replays its records in packet order.
+
+        Heads of this batch stay record numbers (ints) in the flows' queues; a transaction whose two heads
+        are both in this batch is written by the numba EventWriter at the end (a marker holds its place in
+        self.out). Heads still waiting when the batch ends become RequestHead/ResponseHead (_resolve)."""
         buf = batch.buf
         fh = d.fhash[idx]
         dirn = d.dirn[idx]
@@ -257,20 +399,18 @@ class Decoder:
             slow = list(zip(idx[slow_j].tolist(), d.seq[idx][slow_j].tolist(), d.flags[idx][slow_j].tolist(),
                             sp.tolist(), sl.tolist(), d.pwire[idx][slow_j].tolist()))
         mv = memoryview(buf)
-        amv = memoryview(self.fast.arena)
+        recl = rec.tolist()
+        ctx = self._ctx = _BatchHeads(buf, self.fast.arena, rec, recl, rsp, rts, self.heads, self.builder, self.out)
+        ridx = ctx.index
+        tx = ctx.tx
         flows = self.flows
-        request_framed = self.heads.request_framed
-        response_framed = self.heads.response_framed
-        build = self.builder.build
-        out = self.out
         stats = self.stats
+        touched = []  # flows that queued a head of this batch
         js = 0
-        rts = rts[:len(rec)].tolist()
-        rows = rsp[:len(rec)].tolist()
         R_REQ, R_RESP, R_DONE, R_NEW, R_END, R_SLOW = fp.R_REQ, fp.R_RESP, fp.R_DONE, fp.R_NEW, fp.R_END, fp.R_SLOW
-        F_INTERIM, F_LENGTH, F_NONE = fp.F_INTERIM, fp.F_LENGTH, fp.F_NONE
+        F_INTERIM = fp.F_INTERIM
         n_req = n_tx = 0
-        for k, (r, h, dr) in enumerate(zip(rec.tolist(), fh[rj].tolist(), dirn[rj].tolist())):
+        for k, (r, h, dr) in enumerate(zip(recl, fh[rj].tolist(), dirn[rj].tolist())):
             t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked, done = r
             if held:
                 budget.total -= held  # a held head completed or its flow ended
@@ -281,41 +421,31 @@ class Decoder:
                 try:
                     if t == R_REQ:
                         conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), dr, True)
-                        req = request_framed(bytes((amv if arena else mv)[hs:he]), fa, fb, fc, minor, rows[k], clen,
-                                             chunked == 1)
-                        req.ts = rts[k]
-                        req.index = conn.n_requests
+                        ridx[k] = conn.n_requests
                         conn.n_requests += 1
                         conn.seen_http = True
                         n_req += 1
-                        conn.pending.append(req)
+                        conn.pending.append(k)
+                        touched.append(conn)
                     elif t == R_RESP:
                         conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), 1 - dr,
                                                                             False)
-                        resp = response_framed(bytes((amv if arena else mv)[hs:he]), fa, minor, rows[k], clen,
-                                               chunked == 1)
-                        resp.ts = rts[k]
                         conn.seen_http = True
                         if aux == F_INTERIM:
                             continue
                         req = conn.pending.popleft()
-                        if aux == F_LENGTH:
-                            resp.body_bytes = resp.content_length
                         if done:  # the body ended in this packet too (or there is none)
-                            if aux != F_NONE and (resp.chunked or resp.content_length < 0):
-                                resp.body_bytes = body
                             n_tx += 1
-                            out.append(build(conn, req, resp))
+                            tx(conn, req, k, body)
                         else:
-                            conn.current = (req, resp)
+                            conn.current = (req, k)
+                            touched.append(conn)
                     elif t == R_DONE:
                         conn = f
                         req, resp = conn.current
                         conn.current = None
-                        if resp.chunked or resp.content_length < 0:
-                            resp.body_bytes = body
                         n_tx += 1
-                        out.append(build(conn, req, resp))
+                        tx(conn, req, resp, body)
                     else:  # R_END: Connection.close for a flow whose readers hold no bytes
                         f.slot = -1
                         f.dead = True
@@ -329,16 +459,13 @@ class Decoder:
                             cur = f.current
                             if cur is not None:  # a body until close, or cut short
                                 f.current = None
-                                req, resp = cur
-                                if resp.chunked or resp.content_length < 0:
-                                    resp.body_bytes = body
                                 n_tx += 1
-                                out.append(build(f, req, resp))
+                                tx(f, cur[0], cur[1], body)
                             pending = f.pending
                             while pending:
                                 n_tx += 1
                                 stats["no_response"] += 1
-                                out.append(build(f, pending.popleft(), None))
+                                tx(f, pending.popleft(), None, 0)
                 except Exception:
                     if f.slot >= 0 and self.fast.keys.get(h, -1) == f.slot:
                         self.fast.st[f.slot, fp.MODE] = fp.SLOW
@@ -358,6 +485,27 @@ class Decoder:
                 js += 1
         stats["requests"] += n_req
         stats["transactions"] += n_tx
+        for conn in touched:
+            ctx.resolve(conn)
+        self._ctx = None
+        if ctx.n_fast:
+            self._write_fast(ctx)
+
+    def _write_fast(self, ctx: "_BatchHeads") -> None:
+        """Write this batch's fast transactions (numba); the few it leaves to Python are built here."""
+        lines, ends, vis, result = self.writer.write(ctx.buf, ctx.arena, ctx.rec, ctx.rsp, ctx.rts,
+                                                     *ctx.columns())
+        self._lines = (lines.tobytes(), ends, vis)
+        python = np.flatnonzero(result).tolist()
+        if python:
+            at = {m: n for n, m in enumerate(self.out) if type(m) is int}
+            for i in python:
+                conn, req, resp, body = ctx.objects(i)
+                try:
+                    self.out[at[i]] = self.builder.build(conn, req, resp)
+                except Exception:
+                    self.out[at[i]] = None
+                    self._count_internal()
 
     def _ip(self, buf: np.ndarray, off: int, n: int) -> str:
         raw = buf[off:off + n].tobytes()
@@ -384,6 +532,8 @@ class Decoder:
 
     def _materialize(self, key: int, ff: FastFlow, in_kernel: bool = False, packet=None) -> Flow:
         """Python takes a fast flow over: a full Flow/Connection with the fast path's state (same dict slot)."""
+        if self._ctx is not None and ff.client_dir >= 0:
+            self._ctx.resolve(ff)
         if ff.client_dir < 0:
             if packet is not None:  # no head yet: the endpoints come from the packet being handed over
                 f = self._new_flow(*packet)

@@ -134,12 +134,13 @@ class EventBuilder:
                 if v:
                     extra[name] = _text(v)
         ts = req.ts
-        eid = blake2b(conn.id_prefix + b"%d|%d" % (round(ts * 1e6), req.index), digest_size=16).hexdigest()
+        us = round(ts * 1e6)
+        eid = blake2b(conn.id_prefix + b"%d|%d" % (us, req.index), digest_size=16).hexdigest()
         if resp is not None:
             status = resp.status
             ct = resp.headers.get(b"content-type")
             content_type = self._ctype[ct] if ct else ""
-            latency = round((resp.ts - ts) * 1000.0, 3)
+            latency = round((resp.ts - ts) * 1e6) / 1000  # whole microseconds, as the numba writer prints them
             resp_bytes = resp.body_bytes
         else:
             status = None
@@ -164,7 +165,7 @@ class EventBuilder:
             visitor = self._anon[(client_ip, ua)]
         return {
             "event_id": eid,
-            "ts": round(ts, 6),
+            "ts": us / 1e6,
             "client_ip": client_ip,
             "client_port": conn.client_port,
             "server_ip": conn.server_ip,
