@@ -5,8 +5,8 @@
 Every contender reads the same file (benchmarks/gen_pcap.py, cached under benchmarks/out/)
 in this run; the table shows transactions/s, packets/s, visitwire's speed-up over each and
 whether each found exactly the generator's transactions (set of (client_ip, uri)).
-visitwire is measured end to end: pcap reader -> Decoder -> Hit dicts fully built -> JSON
-lines written to /dev/null. numba compile time is reported apart: a fresh process with an
+visitwire is measured end to end: pcap reader -> Decoder -> events fully built as JSON lines
+(Decoder.feed_lines, as `visitwire capture` does) -> written to /dev/null. numba compile time is reported apart: a fresh process with an
 empty numba cache vs a second one reusing the cache.
 """
 from __future__ import annotations
@@ -40,18 +40,18 @@ def run_visitwire(path: str, packets_hint: int = 0) -> tuple[PeerResult, list[di
     tune_gc()  # as `visitwire capture` does
     t0 = time.perf_counter()
     decoder = Decoder(settings)
-    kept: list[dict] = []
+    kept: list = []
     with open(os.devnull, "wb") as devnull:
         out = JsonlOutput(devnull)
         for batch in read_pcap_batches(path):
-            events = decoder.feed(batch)
-            out.write(events)
-            kept += events
+            lines = decoder.feed_lines(batch)
+            out.write(lines)
+            kept.append(lines)
         events = decoder.close()
         out.write(events)
-        kept += events
         out.close()
     secs = time.perf_counter() - t0
+    kept = [e for lines in kept for e in lines.dicts()] + events  # checked after the clock stops
     keys = {(e["client_ip"], e["uri"]) for e in kept}
     return PeerResult("visitwire", len(kept), sum(e["status"] is not None for e in kept),
                       decoder.stats["packets"], secs, keys), kept

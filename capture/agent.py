@@ -128,17 +128,19 @@ def process(source: Iterable[FrameBatch], decoder: Decoder, outputs: list, progr
     progress = _progress(progress_total)
     try:
         for batch in source:
-            events = decoder.feed(batch)
+            lines = decoder.feed_lines(batch)
             # a live source yields empty batches when idle: its packet clock is the wall clock
             now = float(batch.ts[-1]) if len(batch) else time.time()
+            expired = []
             if next_expire is None:
                 next_expire = now + EXPIRE_EVERY_S
             elif now >= next_expire:
-                events += decoder.expire(now)
+                expired = decoder.expire(now)
                 next_expire = now + EXPIRE_EVERY_S
-            if events:
-                for out in outputs:
-                    out.write(events)
+            for events in (lines, expired):
+                if len(events):
+                    for out in outputs:
+                        out.write(events)
             if progress is not None:
                 progress[0].update(progress[1], completed=int(batch.offsets[-1]) if len(batch) else 0)
         events = decoder.close()

@@ -21,6 +21,8 @@ from typing import Iterable
 
 import orjson
 
+from capture.outputs import EventLines
+
 from config.events import TOPIC_HITS
 
 log = logging.getLogger(__name__)
@@ -109,12 +111,15 @@ class KafkaOutput:
         self._ready.wait(5)
 
     # -- called from the capture loop -----------------------------------------------------------
-    def send_many(self, events: Iterable[dict]) -> int:
+    def send_many(self, events: "Iterable[dict] | EventLines") -> int:
         """Queue events for delivery; returns how many were queued. Never blocks on the network."""
-        try:
-            items = [((e.get("visitor_id") or "").encode(), orjson.dumps(e)) for e in events]
-        except (orjson.JSONEncodeError, AttributeError, TypeError):
-            items = self._serializable(events)
+        if isinstance(events, EventLines):
+            items = list(zip(events.keys, events.lines()))  # already JSON, keyed by visitor id
+        else:
+            try:
+                items = [((e.get("visitor_id") or "").encode(), orjson.dumps(e)) for e in events]
+            except (orjson.JSONEncodeError, AttributeError, TypeError):
+                items = self._serializable(events)
         if not items:
             return 0
         with self._lock:

@@ -399,16 +399,18 @@ class Decoder:
             slow = list(zip(idx[slow_j].tolist(), d.seq[idx][slow_j].tolist(), d.flags[idx][slow_j].tolist(),
                             sp.tolist(), sl.tolist(), d.pwire[idx][slow_j].tolist()))
         mv = memoryview(buf)
+        ix = idx.tolist()
         recl = rec.tolist()
         ctx = self._ctx = _BatchHeads(buf, self.fast.arena, rec, recl, rsp, rts, self.heads, self.builder, self.out)
         ridx = ctx.index
         tx = ctx.tx
+        out, conns, req_k, resp_k, tx_body = self.out, ctx.conns, ctx.req_k, ctx.resp_k, ctx.body
         flows = self.flows
         stats = self.stats
         touched = []  # flows that queued a head of this batch
         js = 0
         R_REQ, R_RESP, R_DONE, R_NEW, R_END, R_SLOW = fp.R_REQ, fp.R_RESP, fp.R_DONE, fp.R_NEW, fp.R_END, fp.R_SLOW
-        F_INTERIM = fp.F_INTERIM
+        F_INTERIM, F_NONE, F_LENGTH = fp.F_INTERIM, fp.F_NONE, fp.F_LENGTH
         n_req = n_tx = 0
         for k, (r, h, dr) in enumerate(zip(recl, fh[rj].tolist(), dirn[rj].tolist())):
             t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked, done = r
@@ -420,7 +422,7 @@ class Decoder:
                     continue  # the flow was dropped by an internal error
                 try:
                     if t == R_REQ:
-                        conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), dr, True)
+                        conn = f if f.client_dir >= 0 else self._fast_roles(f, mv, d, ix[r[1]], dr, True)
                         ridx[k] = conn.n_requests
                         conn.n_requests += 1
                         conn.seen_http = True
@@ -428,15 +430,21 @@ class Decoder:
                         conn.pending.append(k)
                         touched.append(conn)
                     elif t == R_RESP:
-                        conn = f if f.client_dir >= 0 else self._fast_roles(f, buf, d, int(idx[r[1]]), 1 - dr,
-                                                                            False)
+                        conn = f if f.client_dir >= 0 else self._fast_roles(f, mv, d, ix[r[1]], 1 - dr, False)
                         conn.seen_http = True
                         if aux == F_INTERIM:
                             continue
                         req = conn.pending.popleft()
                         if done:  # the body ended in this packet too (or there is none)
                             n_tx += 1
-                            tx(conn, req, k, body)
+                            if type(req) is int:  # both heads in this batch: numba writes it (ctx.tx inlined)
+                                out.append(len(req_k))
+                                conns.append(conn)
+                                req_k.append(req)
+                                resp_k.append(k)
+                                tx_body.append(0 if aux == F_NONE else clen if aux == F_LENGTH else body)
+                            else:
+                                tx(conn, req, k, body)
                         else:
                             conn.current = (req, k)
                             touched.append(conn)
@@ -507,19 +515,19 @@ class Decoder:
                     self.out[at[i]] = None
                     self._count_internal()
 
-    def _ip(self, buf: np.ndarray, off: int, n: int) -> str:
-        raw = buf[off:off + n].tobytes()
+    def _ip(self, raw: bytes) -> str:
         ip = self._ips.get(raw)
         if ip is None:
             if len(self._ips) >= 100_000:
                 self._ips.clear()
-            ip = self._ips[raw] = socket.inet_ntop(socket.AF_INET if n == 4 else socket.AF_INET6, raw)
+            ip = self._ips[raw] = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
         return ip
 
-    def _fast_roles(self, ff: FastFlow, buf: np.ndarray, d, i: int, client_dir: int, client_is_src: bool) -> FastFlow:
+    def _fast_roles(self, ff: FastFlow, mv: memoryview, d, i: int, client_dir: int, client_is_src: bool) -> FastFlow:
         """The first head of a fast flow: its endpoints, taken from that packet."""
         n = int(d.alen[i])
-        src, dst = self._ip(buf, int(d.src_off[i]), n), self._ip(buf, int(d.dst_off[i]), n)
+        so, do = int(d.src_off[i]), int(d.dst_off[i])
+        src, dst = self._ip(mv[so:so + n].tobytes()), self._ip(mv[do:do + n].tobytes())
         sp, dp = int(d.sport[i]), int(d.dport[i])
         if client_is_src:
             ff.client_ip, ff.client_port, ff.server_ip, ff.server_port = src, sp, dst, dp

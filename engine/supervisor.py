@@ -179,11 +179,15 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
                          partitions=settings.kafka.partitions)
     last_report = last_expire = time.monotonic()
 
-    def publish(events: list[dict]) -> None:
-        if not events:
+    def publish(events, batch=None) -> None:
+        """Events (dicts, or EventLines of `batch`, whose packet times stand in for theirs) to Kafka."""
+        if not len(events):
             return
-        ts = [e["ts"] for e in events]
-        lo, hi = min(ts), max(ts)
+        if batch is not None:
+            lo, hi = float(batch.ts.min()), float(batch.ts.max())
+        else:
+            ts = [e["ts"] for e in events]
+            lo, hi = min(ts), max(ts)
         progress.first_ts = min(progress.first_ts, lo) if progress.first_ts else lo
         progress.last_ts = max(progress.last_ts, hi)
         progress.hits += output.send_many(events)
@@ -195,7 +199,7 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
         for batch in batches:
             if len(batch):
                 progress.packets += len(batch)
-                publish(decoder.feed(batch))
+                publish(decoder.feed_lines(batch), batch)
             now = time.monotonic()
             if now - last_expire >= 0.5:
                 # live: wall clock; pcap: the traffic's own clock
