@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, MutableMapping
+from functools import lru_cache
+from typing import Any, Iterable, Iterator, MutableMapping
 
 import faust
 import orjson
@@ -23,6 +25,10 @@ from config.settings import Settings
 
 # Modules whose `register(vw, settings)` adds agents to the app (e.g. processors.analytics.agents).
 EXTRA_AGENT_MODULES: list[str] = ["processors.analytics.agents"]
+
+# Producer batch size: the producer keeps one batch per partition in flight, so 16 KB batches (Faust's
+# default) cap output at a few hundred KB per broker round trip; brokers take up to ~1 MB per batch.
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 @dataclass
@@ -50,6 +56,44 @@ def raw_topic(app: faust.App, name: str, partitions: int) -> Any:
                      partitions=partitions)
 
 
+@lru_cache(maxsize=100_000)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF  # pure Python (~5 us); keys (visitor ids) repeat a lot
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of a keyed record, as the capture's producer and the Java client pick it."""
+    return _key_hash(key) % partitions
+
+
+def kafka_producer(app: faust.App) -> Any:
+    """The aiokafka producer under Faust's (Faust has no batch API); raises NotReady before start."""
+    return app.producer._ensure_producer()
+
+
+async def send_batched(producer: Any, topic: str, records: Iterable[tuple[int, bytes, bytes]]) -> None:
+    """Queue (partition, key, value) records as whole batches, one per partition (aiokafka create_batch /
+    send_batch): one await per batch, not per record. Like send(), this only queues them; the producer's
+    flush() waits until they are delivered."""
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for p, k, v in records:
+        by_partition[p].append((k, v))
+    for p, kvs in by_partition.items():
+        batch = producer.create_batch()
+        for k, v in kvs:
+            if batch.append(key=k, value=v, timestamp=None) is None:  # full: send it, start the next
+                await producer.send_batch(batch, topic, partition=p)
+                batch = producer.create_batch()
+                batch.append(key=k, value=v, timestamp=None)  # an empty batch takes any one record
+        await producer.send_batch(batch, topic, partition=p)
+
+
+async def send_keyed(producer: Any, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Queue (key, value) records on the partitions their keys hash to (see send_batched)."""
+    n = len(await producer.partitions_for(topic))
+    await send_batched(producer, topic, ((key_partition(k, n), k, v) for k, v in records))
+
+
 class TableStore(MutableMapping):
     """The sessions table as a plain MutableMapping visitor_id -> state.
 
@@ -69,10 +113,7 @@ class TableStore(MutableMapping):
         # Encoded as the table's JSON serializers decode them on recovery; sent in seal() straight
         # through the producer (Faust's send_changelog costs far more per record).
         k = key.encode()
-        self._pending.append((self._partition(k), orjson.dumps(key), orjson.dumps(value)))
-
-    def _partition(self, key: bytes) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        self._pending.append((key_partition(k, self.partitions), orjson.dumps(key), orjson.dumps(value)))
 
     def __getitem__(self, key: str) -> dict:
         return self.table.data[key]
@@ -107,8 +148,7 @@ class TableStore(MutableMapping):
         topic = self.table.changelog_topic.get_topic_name()
         parts = {p for p, _, _ in pending}
         try:
-            for p, k, v in pending:
-                await producer.send(topic, k, v, p, None, None)
+            await send_batched(kafka_producer(self.table.app), topic, pending)
             if not parts:
                 return 0
             await producer.flush()
@@ -162,6 +202,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
         # committed and come back to whoever owns the partition next (history dedups by event_id).
         stream_wait_empty=False,
         producer_linger=0.005,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # Faust's default (1200 s) lets one unanswered produce hold a history flush for 20 minutes;
         # fail it sooner: the flush is retried on the next tick with the same changelog records.
         producer_request_timeout=30.0,

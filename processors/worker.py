@@ -35,7 +35,7 @@ import redis
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
 from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
-from processors.app import TableStore, VisitwireApp, create_app
+from processors.app import TableStore, VisitwireApp, create_app, kafka_producer, send_keyed
 from processors.counters import warm_up
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
@@ -205,11 +205,10 @@ class WorkerRuntime:
                                 e, self.live_errors)
 
     async def _send(self, topic: str, records: list[dict]) -> None:
-        if not records:
-            return
-        producer = self.vw.app.producer
-        for r in records:
-            await producer.send(topic, r["visitor_id"].encode(), orjson.dumps(r), None, None, None)
+        """Queue the records keyed by visitor; flush() has them delivered before offsets are committed."""
+        if records:
+            await send_keyed(kafka_producer(self.vw.app), topic,
+                             [(r["visitor_id"].encode(), orjson.dumps(r)) for r in records])
 
     # -- timer ------------------------------------------------------------------------------
     async def on_tick(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from aiokafka.partitioner import DefaultPartitioner
 from hitgen import crowd
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
@@ -46,20 +47,21 @@ async def _produce(bootstrap: str, hits: list[dict]) -> None:
         await producer.stop()
 
 
-async def _consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[dict]:
+async def _consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[tuple[int, bytes, dict]]:
+    """(partition, key, decoded value) of the topic's records, once `expect` distinct ids are in."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 group_id=f"check-{uuid.uuid4().hex[:6]}", enable_auto_commit=False)
     await consumer.start()
-    records: list[dict] = []
+    records: list[tuple[int, bytes, dict]] = []
     try:
         deadline = time.monotonic() + timeout
-        while len({r.get("event_id") or r.get("session_id") for r in records}) < expect \
+        while len({r.get("event_id") or r.get("session_id") for _, _, r in records}) < expect \
                 and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for msgs in batch.values():
-                records.extend(orjson.loads(m.value) for m in msgs)
+                records.extend((m.partition, m.key, orjson.loads(m.value)) for m in msgs)
     finally:
         await consumer.stop()
     return records
@@ -118,9 +120,13 @@ def test_known_hits_give_exact_live_counters_history_rows_and_topics(broker, red
 
     # output topics carry the same records (at least once: compare distinct ids)
     pvs = asyncio.run(_consume_all(broker.url, TOPIC_PAGEVIEWS, len(traffic.pageview_ids)))
-    assert {p["event_id"] for p in pvs} == traffic.pageview_ids
+    assert {p["event_id"] for _, _, p in pvs} == traffic.pageview_ids
     out_sessions = asyncio.run(_consume_all(broker.url, TOPIC_SESSIONS, traffic.sessions))
-    assert {x["session_id"] for x in out_sessions} == by_session
+    assert {x["session_id"] for _, _, x in out_sessions} == by_session
+    # keyed by visitor, on the partition the Java client's partitioner gives that key
+    for partition, key, record in pvs + out_sessions:
+        assert key == record["visitor_id"].encode()
+        assert partition == DefaultPartitioner()(key, list(range(s.kafka.partitions)), []), record
 
 
 def _start_worker(env: dict, log_path: Path) -> subprocess.Popen:
