@@ -31,8 +31,9 @@ sys.path.insert(0, str(ROOT / "tests" / "processors"))
 
 from config.settings import load_settings  # noqa: E402
 from hitgen import crowd  # noqa: E402
-from processors.agents import HitProcessor  # noqa: E402
+from processors.agents import KIND_CODE, HitProcessor  # noqa: E402
 from processors.counters import BatchColumns, aggregate  # noqa: E402
+from processors.enrich import columns_of  # noqa: E402
 
 console = Console()
 
@@ -60,14 +61,16 @@ def bench_aggregation(values: list[bytes], batch: int) -> dict:
     p = HitProcessor(s)
     cols_list = []
     for i in range(0, len(values), batch):
+        hits = [orjson.loads(raw) for raw in values[i:i + batch]]
+        columns = columns_of(hits)
+        classes = p.enricher.classify_all(hits, columns)
         cols = BatchColumns(s.processing.feed_length)
-        for raw in values[i:i + batch]:
-            hit = orjson.loads(raw)
-            c = p.enricher.classify(hit)
-            pv = p.enricher.pageview(hit, c) if c.kind == "pageview" else None
-            if pv is not None:
+        cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
+        for row, (hit, c) in enumerate(zip(hits, classes)):
+            if c.kind == "pageview":
+                pv = p.enricher.pageview(hit, c)
                 pv["session_id"] = "s"
-            cols.add(hit, {"pageview": 0, "static": 1, "redirect": 2, "error": 3, "bot": 4, "other": 5}[c.kind], pv=pv)
+                cols.add_pageview(row, pv, session_start=False)
         cols_list.append(cols)
     out = {True: 0.0, False: 0.0}
     for use_numba in (True, False):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, MutableMapping
+from typing import Any, Iterable, MutableMapping, Sequence
 
 import numpy as np
 import orjson
@@ -19,7 +19,7 @@ from config.settings import Settings
 from processors import kernels as K
 from processors.counters import BatchColumns, aggregate
 from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
-                               Enricher, validate_hit)
+                               Classified, Enricher, columns_of, valid_columns, validate_hit)
 from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
 from sinks.redis_live import LiveDelta
 
@@ -54,49 +54,64 @@ class HitProcessor:
 
     def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None) -> BatchOutput:
         """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0)."""
+        values = values if isinstance(values, list) else list(values)
+        self.hits_in += len(values)
         out = BatchOutput()
-        max_ts: dict[int, float] = {}
-        part = 0
+        hits, parts, columns = self._valid_hits(values, partitions, out)
+        classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
-        enricher, sessions = self.enricher, self.sessions
-        for i, raw in enumerate(values):
-            self.hits_in += 1
-            if partitions is not None:
-                part = partitions[i]
-            if isinstance(raw, dict):
-                hit = raw
-            else:
-                try:
-                    hit = orjson.loads(raw)
-                except (orjson.JSONDecodeError, TypeError):
-                    self._drop("not JSON")
-                    out.dropped += 1
-                    continue
-            why = validate_hit(hit)
+        cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
+        self._sessionize(hits, classes, parts, cols, out)
+        out.hits = hits
+        if hits:
+            out.delta = aggregate(cols, self.use_numba)
+            out.ts = np.asarray(cols.ts)
+        self._observe_times(cols.ts, parts)
+        return out
+
+    def _valid_hits(self, values: list, partitions: list[int] | None,
+                    out: BatchOutput) -> tuple[list[dict], list[int], dict[str, Sequence[Any]]]:
+        """The decoded hits that pass validate_hit, their partitions and their columns (columns_of); the
+        others are counted and logged."""
+        hits = _decode_all(values)
+        columns = valid_columns(hits)
+        if columns is not None:  # the usual batch: no hit-by-hit checks
+            return hits, partitions if partitions is not None else [0] * len(hits), columns
+        valid, parts = [], []
+        for i, hit in enumerate(hits):
+            why = "not JSON" if hit is _NOT_JSON else validate_hit(hit)
             if why:
                 self._drop(why)
                 out.dropped += 1
                 continue
-            c = enricher.classify(hit)
-            pv = None
-            started = False
+            valid.append(hit)
+            parts.append(partitions[i] if partitions is not None else 0)
+        return valid, parts, columns_of(valid)
+
+    def _sessionize(self, hits: list[dict], classes: list[Classified], parts: list[int], cols: BatchColumns,
+                    out: BatchOutput) -> None:
+        """Page views and goals, in hit order, into the sessions; page views to `out` and the columns."""
+        enricher, sessions = self.enricher, self.sessions
+        for row, c in enumerate(classes):
             if c.kind == KIND_PAGEVIEW:
-                pv = enricher.pageview(hit, c)
-                pv["session_id"], started = sessions.on_pageview(pv, out.sessions, part)
+                pv = enricher.pageview(hits[row], c)
+                pv["session_id"], started = sessions.on_pageview(pv, out.sessions, parts[row])
                 out.pageviews.append(pv)
+                cols.add_pageview(row, pv, started)
             elif c.goal:
+                hit = hits[row]
                 sessions.on_goal(hit["visitor_id"], hit["event_id"], c.goal_value)
-            cols.add(hit, KIND_CODE[c.kind], session_start=started, goal=bool(c.goal), goal_value=c.goal_value,
-                     pv=pv)
-            out.hits.append(hit)
-            if hit["ts"] > max_ts.get(part, 0.0):
-                max_ts[part] = hit["ts"]
-        if len(cols):
-            out.delta = aggregate(cols, self.use_numba)
-            out.ts = np.asarray(cols.ts)
-        for p, ts in max_ts.items():
-            self.watermark(p).observe(ts)
-        return out
+            if c.goal:
+                cols.add_goal(row, c.goal_value)
+
+    def _observe_times(self, ts: list[float], parts: list[int]) -> None:
+        """Advance each partition's event-time clock to its latest hit of the batch."""
+        max_ts: dict[int, float] = {}
+        for p, t in zip(parts, ts):
+            if t > max_ts.get(p, 0.0):
+                max_ts[p] = t
+        for p, t in max_ts.items():
+            self.watermark(p).observe(t)
 
     def watermark(self, partition: int) -> Watermark:
         wm = self.watermarks.get(partition)
@@ -131,6 +146,25 @@ class HitProcessor:
 
     def end_of_input(self) -> list[dict]:
         return self.sessions.close_all(REASON_SHUTDOWN)
+
+
+_NOT_JSON = object()  # a value that did not decode
+
+
+def _decode(raw: bytes | str | dict) -> Any:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return _NOT_JSON
+
+
+def _decode_all(values: list) -> list:
+    try:  # the usual batch: all bytes, all JSON
+        return list(map(orjson.loads, values))
+    except (orjson.JSONDecodeError, TypeError):
+        return list(map(_decode, values))
 
 
 INTAKES = ("own-group", "assigned", "stream")

@@ -1,13 +1,13 @@
 """Per-batch live aggregation: columns of one batch of hits -> one LiveDelta for Redis.
 
-The batch is collected as flat columns (`BatchColumns.add` per hit, dimension values
-interned to small integer codes through per-batch dicts), then the kernels in
+The batch is collected as flat columns (`BatchColumns.add_hits` per batch, `add_pageview` per
+page view; dimension values interned to small integer codes through per-batch dicts), then the kernels in
 processors/kernels.py count everything per minute in a few passes over arrays.
 `use_numba=False` runs the numpy twins; both give identical deltas.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -21,26 +21,30 @@ _PV_FIELD = {"pages": "path", "referrers": "referrer_host", "channels": "channel
 
 
 class _Interner:
-    __slots__ = ("codes", "values")
+    """Distinct values -> small integer codes in order of first appearance."""
+    __slots__ = ("codes",)
 
     def __init__(self):
         self.codes: dict[str, int] = {}
-        self.values: list[str] = []
 
     def code(self, value: str) -> int:
-        c = self.codes.get(value)
-        if c is None:
-            c = self.codes[value] = len(self.values)
-            self.values.append(value)
-        return c
+        codes = self.codes
+        return codes.setdefault(value, len(codes))  # len() is taken before a new value goes in
+
+    def code_all(self, values: Iterable[str]) -> list[int]:
+        codes = self.codes
+        return [codes.setdefault(v, len(codes)) for v in values]
+
+    @property
+    def values(self) -> list[str]:
+        return list(self.codes)
 
 
 class BatchColumns:
-    """One batch of hits as columns (appended per hit, converted to arrays once).
+    """One batch of hits as columns (appended a batch at a time, converted to arrays once).
 
     Page-view dimensions are only kept for page views (`pv_row` = their hit rows), status
-    codes are their own codes (0..599), and visitors are one interned code per hit, so a
-    static asset costs a handful of appends."""
+    codes are their own codes (0..599), and visitors are one interned code per hit."""
 
     def __init__(self, feed_length: int = 100):
         self.feed_length = feed_length
@@ -63,36 +67,38 @@ class BatchColumns:
     def __len__(self) -> int:
         return len(self.ts)
 
-    def add(self, hit: Mapping[str, Any], kind: int, *, session_start: bool = False, goal: bool = False,
-            goal_value: float = 0.0, pv: Mapping[str, Any] | None = None) -> None:
-        row = len(self.ts)
-        status = hit.get("status")
-        lat = hit.get("latency_ms")
-        member = bool(hit.get("member_id"))
-        self.ts.append(hit["ts"])
-        self.kind.append(kind)
-        self.status.append(status if status is not None else 0)
-        self.latency.append(lat if lat is not None else _NAN)
-        self.member.append(member)
-        self.nbytes.append(hit.get("resp_bytes") or 0)
-        self.visitor.append(self.visitors.code(hit["visitor_id"]))
+    def add_hits(self, columns: Mapping[str, Sequence[Any]], kinds: Sequence[int]) -> int:
+        """Append valid hits, given as columns (processors.enrich.columns_of), and their kind codes
+        (processors/kernels.py K_*); returns the row of the first."""
+        first = len(self.ts)
+        self.ts += columns["ts"]
+        self.kind += kinds
+        self.status += [0 if s is None else s for s in columns["status"]]
+        self.latency += [_NAN if v is None else v for v in columns["latency_ms"]]
+        self.member += map(bool, columns["member_id"])
+        self.nbytes += [v or 0 for v in columns["resp_bytes"]]
+        self.visitor += self.visitors.code_all(columns["visitor_id"])
+        return first
+
+    def add_goal(self, row: int, value: float) -> None:
+        self.goal_rows.append(row)
+        self.goal_values.append(value)
+
+    def add_pageview(self, row: int, pv: Mapping[str, Any], session_start: bool) -> None:
+        """The page-view dimensions and live-feed entry of hit `row` (already added)."""
         if session_start:
             self.session_start_rows.append(row)
-        if goal:
-            self.goal_rows.append(row)
-            self.goal_values.append(goal_value)
-        if pv is not None:
-            self.pv_row.append(row)
-            dc, dims = self.dim_codes, self.dims
-            for d in PV_DIMENSIONS:
-                v = pv[_PV_FIELD[d]]
-                dc[d].append(dims[d].code(v) if v else -1)
-            self.feed.append(orjson.dumps({
-                "ts": pv["ts"], "path": pv["path"], "visitor": pv["visitor_id"][:12], "member": member,
-                "channel": pv["channel"], "referrer_host": pv["referrer_host"], "device": pv["device"],
-                "browser": pv["browser"], "session_id": pv["session_id"], "goal": pv["goal"]}))
-            if len(self.feed) > 2 * self.feed_length:
-                del self.feed[:-self.feed_length]
+        self.pv_row.append(row)
+        dc, dims = self.dim_codes, self.dims
+        for d in PV_DIMENSIONS:
+            v = pv[_PV_FIELD[d]]
+            dc[d].append(dims[d].code(v) if v else -1)
+        self.feed.append(orjson.dumps({
+            "ts": pv["ts"], "path": pv["path"], "visitor": pv["visitor_id"][:12], "member": self.member[row],
+            "channel": pv["channel"], "referrer_host": pv["referrer_host"], "device": pv["device"],
+            "browser": pv["browser"], "session_id": pv["session_id"], "goal": pv["goal"]}))
+        if len(self.feed) > 2 * self.feed_length:
+            del self.feed[:-self.feed_length]
 
 
 _NAN = float("nan")
@@ -167,5 +173,7 @@ def warm_up(use_numba: bool = True) -> None:
     hit = {"ts": 60.0, "visitor_id": "v", "member_id": "", "status": 200, "latency_ms": 1.0, "resp_bytes": 1}
     pv = {"path": "/", "referrer_host": "", "channel": "direct", "utm_campaign": "", "browser": "b", "os": "o",
           "device": "desktop", "product_id": "", "ts": 60.0, "visitor_id": "v", "session_id": "s", "goal": ""}
-    cols.add(hit, K.K_PAGEVIEW, session_start=True, goal=True, goal_value=1.0, pv=pv)
+    row = cols.add_hits({name: [value] for name, value in hit.items()}, [K.K_PAGEVIEW])
+    cols.add_pageview(row, pv, session_start=True)
+    cols.add_goal(row, 1.0)
     aggregate(cols, use_numba)

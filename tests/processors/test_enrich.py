@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from config.settings import ProcessingSettings
 from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
-                               Enricher, compile_pattern, parse_user_agent, referrer_channel, utm_fields,
-                               validate_hit)
+                               CHECKED_FIELDS, Enricher, columns_of, compile_pattern, parse_user_agent, referrer_channel,
+                               utm_fields, valid_columns, validate_hit)
 from hitgen import UAS, make_hit
 
 S = ProcessingSettings(site_hosts=["www.shop.example", "shop.example"])
@@ -117,3 +119,40 @@ def test_goals_with_values_and_methods(enricher):
 def test_bad_hits_are_named(hit, reason):
     assert validate_hit(hit) == reason
     assert validate_hit(make_hit("e", 1e9, "v")) == ""
+
+
+_values = (st.none() | st.booleans() | st.integers(-2**63, 2**70) | st.floats() | st.text(max_size=3)
+           | st.just({}) | st.just([]) | st.sampled_from([1e9, 1e11, 0, "e"]))
+_HIT_KEYS = sorted(make_hit("e", 1e9, "v"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(_HIT_KEYS), _values, max_size=2)
+                | st.sampled_from([None, "x"]), max_size=6))  # changes to good hits, or no dict at all
+@example([{}, {"ts": float("nan")}])  # NaN after a good ts: min() and max() miss it
+@example([{}, {"ts": float("inf")}])
+@example([{}, {"status": True}])  # bool is an int subclass, and not a status
+@example([{}, {"resp_bytes": False}])
+@example([{}, {"ts": 2 ** 1030}])  # too large for a float
+def test_batch_validation_agrees_with_validate_hit(changes):
+    hits = [{**make_hit(f"e{i}", 1e9 + i, "v"), **c} if isinstance(c, dict) else c for i, c in enumerate(changes)]
+    for drop_key in (None, "status", "resp_bytes"):  # missing fields too
+        if drop_key and hits and isinstance(hits[0], dict):
+            hits[0].pop(drop_key, None)
+        columns = valid_columns(hits)
+        all_good = all(validate_hit(h) == "" for h in hits)
+        if columns is not None:  # the batch is taken without hit-by-hit checks: it must be good
+            assert all_good, hits
+            assert {k: list(v) for k, v in columns.items()} == columns_of(hits)
+        elif all(isinstance(h, dict) and set(CHECKED_FIELDS) <= set(h) for h in hits):  # only a missing field may
+            assert not all_good, hits  # send good hits to the hit-by-hit checks
+
+
+def test_batch_classification_is_classify_of_each_hit(enricher):
+    hits = [make_hit("a", 1e9, "v", "/order/complete", method="POST", extra={"x-order-amount": "5"}),
+            make_hit("b", 1e9, "v", "/order/complete"), make_hit("c", 1e9, "v", "/cart/add", method="POST"),
+            make_hit("d", 1e9, "v", "/s.css", content_type="text/css"), make_hit("e", 1e9, "v", "/", status=None),
+            {**make_hit("f", 1e9, "v"), "path": None, "user_agent": None, "content_type": None}]
+    classes = enricher.classify_all(hits, columns_of(hits))
+    assert classes == [enricher.classify(h) for h in hits]
+    assert [c.goal for c in classes] == ["purchase", "", "add_to_cart", "", "", ""]
