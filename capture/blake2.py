@@ -107,16 +107,16 @@ def _keyed_start(st, block):
 @njit(cache=True)
 def blake2b_hex(data, s, n, start, out, o, scratch):
     """hashlib.blake2b(data[s:s + n], key=K, digest_size=16).hexdigest() written as 32 ASCII bytes at out[o:];
-    start = key_state(K). scratch: uint8[128 + 128] work space. Returns o + 32.
+    start = key_state(K). scratch: uint8[320] work space. Returns o + 32.
 
     Keyed with nothing left to hash (n == 0) is the one case where the key block is the last block: it is
     not served from the prepared state."""
-    h = np.empty(8, np.uint64)
+    block = scratch[:128]
+    m = scratch[128:256].view(np.uint64)
+    h = scratch[256:320].view(np.uint64)  # scratch, not np.empty: an allocation per hash costs more than a block
     for i in range(8):
         h[i] = start[i]
     t = np.int64(start[8])
-    block = scratch[:128]
-    m = scratch[128:].view(np.uint64)
     if n == 0 and t > 0:
         raise ValueError("empty keyed input")
     p = 0

@@ -20,10 +20,11 @@ import orjson
 from numba import njit
 
 from capture.blake2 import blake2b_hex, key_state
-from capture.fastpath import ARENA, FA, FB, FC, HE, HS, MINOR
+from capture.fastpath import ARENA, FA, FB, FC, HE, HS, IDX, MINOR, NOREF, TX_ALEN, TX_BODY, TX_CPORT, TX_REQ, \
+    TX_RESP, TX_SPORT
 
-# scratch: [0:256) blake2 work space, [256:) the bytes being hashed
-SCRATCH_HASH = 256
+# scratch: [0:320) blake2 work space, [320:) the bytes being hashed
+SCRATCH_HASH = 320
 
 
 def _lit(s: str) -> np.ndarray:
@@ -283,12 +284,47 @@ def _hash_pieces(domain0, domain1, src, s, e, src2, s2, e2, key, out, o, scratch
 
 
 @njit(cache=True)
-def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_off, slots, names, name_off,
+def _ipv4(out, o, a, p):
+    for q in range(4):
+        if q:
+            out[o] = 46
+            o += 1
+        o = _int(out, o, a[p + q])
+    return o
+
+
+@njit(cache=True)
+def _copy(dst, src, s, n):
+    for q in range(n):
+        dst[q] = src[s + q]
+
+
+@njit(cache=True)
+def _head(ref, dst, buf, arena, rec, cbytes, cmeta):
+    """A head's bytes into dst[0:n] (this batch's buffer or arena, or the carry store); returns n."""
+    if ref >= 0:
+        hs, n = rec[ref, HS], rec[ref, HE] - rec[ref, HS]
+        if rec[ref, ARENA]:
+            _copy(dst, arena, hs, n)
+        else:
+            _copy(dst, buf, hs, n)
+    else:
+        c = -1 - ref
+        hs, n = cmeta[c, HS], cmeta[c, HE] - cmeta[c, HS]
+        _copy(dst, cbytes, hs, n)
+    return n
+
+
+@njit(cache=True)
+def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slots, names, name_off,
                order, n_visitor, member_k, words, word_off, extras, extra_slots, flags, key, nokey, out, ends,
                vis, result):
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
-    ntx = req_k.shape[0]
+    ntx = tx.shape[0]
     scratch = np.zeros(SCRATCH_HASH + 70000, np.uint8)
+    src = np.empty(70000, np.uint8)   # the request head
+    rsrc = np.empty(70000, np.uint8)  # the response head
+    pre = np.empty(128, np.uint8)     # "client ip|client port|server ip|server port|" (the event id's prefix)
     fs = np.empty(name_off.shape[0] - 1, np.int64)
     fe = np.empty(name_off.shape[0] - 1, np.int64)
     host_k, ua_k, ref_k, cookie_k, ctype_k, setc_k, mhdr_k = slots[0], slots[1], slots[2], slots[3], slots[4], \
@@ -301,13 +337,26 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
         vis[i] = o
         if flags[0]:
             continue  # member key in the query / trusted client-IP header: Python's rules
-        kq = req_k[i]
-        src = arena if rec[kq, ARENA] else buf
-        hs = rec[kq, HS]
-        row = rsp[kq]
-        # the request line and what must be plain ASCII without scrubbing
-        us = np.int64(np.rint(rts[kq] * 1e6))
-        ps, pe = pre_off[i], pre_off[i + 1]
+        if tx[i, TX_ALEN] != 4:
+            continue  # IPv6 text is inet_ntop's (Python's)
+        kq = tx[i, TX_REQ]
+        if kq >= 0:
+            qmeta, row, qts = rec[kq], rsp[kq], rts[kq]
+        else:
+            qmeta, row, qts = cmeta[-1 - kq], crow[-1 - kq], cts[-1 - kq]
+        _head(kq, src, buf, arena, rec, cbytes, cmeta)
+        hs = 0
+        us = np.int64(np.rint(qts * 1e6))
+        ps = 0
+        b1 = _ipv4(pre, 0, txa[i], 0)
+        pre[b1] = 124
+        b2 = _int(pre, b1 + 1, tx[i, TX_CPORT])
+        pre[b2] = 124
+        b3 = _ipv4(pre, b2 + 1, txa[i], 16)
+        pre[b3] = 124
+        pe = _int(pre, b3 + 1, tx[i, TX_SPORT])
+        pre[pe] = 124
+        pe += 1
         # event id: blake2b(id_prefix + b"%d|%d" % (request start in microseconds, index in the connection))
         sb = scratch[SCRATCH_HASH:]
         n = 0
@@ -316,15 +365,11 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
             n += 1
         n = _int(sb, n, us)
         sb[n] = 124
-        n = _int(sb, n + 1, index[i])
+        n = _int(sb, n + 1, qmeta[IDX])
         o = _put(out, o, K_EVENT_ID)
         o = blake2b_hex(sb, 0, n, nokey, out, o, scratch)
         o = _put(out, o, K_TS)
         o = _fixed(out, o, us, 6)
-        # id_prefix: client ip | client port | server ip | server port |
-        b1 = _find(pre, ps, pe, 124)
-        b2 = _find(pre, b1 + 1, pe, 124)
-        b3 = _find(pre, b2 + 1, pe, 124)
         o = _put(out, o, K_CLIENT_IP)
         o = _str(out, o, pre, ps, b1)
         o = _put(out, o, K_CLIENT_PORT)
@@ -338,7 +383,7 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
             out[o] = pre[p]
             o += 1
         o = _put(out, o, K_METHOD)
-        o = _str(out, o, src, hs, hs + rec[kq, FA])
+        o = _str(out, o, src, hs, hs + qmeta[FA])
         if o < 0:
             o = start
             continue
@@ -374,7 +419,7 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
             if o < 0:
                 o = start
                 continue
-        us0, ue = hs + rec[kq, FB], hs + rec[kq, FC]
+        us0, ue = hs + qmeta[FB], hs + qmeta[FC]
         qm = _find(src, us0, ue, 63)
         pth_e = ue if qm < 0 else qm
         if src[us0] != 47:  # absolute-form (proxy) requests: Python strips the scheme and authority
@@ -429,17 +474,20 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
         else:
             ua_s = ua_e = hs
         o = _put(out, o, K_STATUS)
-        kr = resp_k[i]
-        rsrc = buf
+        kr = tx[i, TX_RESP]
         rhs = 0
         sc_s = sc_e = -1
-        if kr >= 0:
-            rsrc = arena if rec[kr, ARENA] else buf
-            rhs = rec[kr, HS]
-            rrow = rsp[kr]
-            o = _int(out, o, rec[kr, FA])
+        answered = kr != NOREF
+        rrow = row
+        if answered:
+            if kr >= 0:
+                rmeta, rrow, rts_ = rec[kr], rsp[kr], rts[kr]
+            else:
+                rmeta, rrow, rts_ = cmeta[-1 - kr], crow[-1 - kr], cts[-1 - kr]
+            _head(kr, rsrc, buf, arena, rec, cbytes, cmeta)
+            o = _int(out, o, rmeta[FA])
             o = _put(out, o, K_RESP_BYTES)
-            o = _int(out, o, body[i])
+            o = _int(out, o, tx[i, TX_BODY])
             o = _put(out, o, K_CTYPE)
             vs = rrow[2 * ctype_k]
             if vs >= 0:
@@ -461,7 +509,7 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
                     if 65 <= out[p] <= 90:
                         out[p] += 32
             o = _put(out, o, K_LATENCY)
-            o = _fixed(out, o, np.int64(np.rint((rts[kr] - rts[kq]) * 1e6)), 3)
+            o = _fixed(out, o, np.int64(np.rint((rts_ - qts) * 1e6)), 3)
             if rrow[2 * setc_k] >= 0:
                 sc_s = rhs + rrow[2 * setc_k]
                 sc_e = rhs + rrow[2 * setc_k + 1]
@@ -519,10 +567,10 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
                 o = _hash_pieces(109, 58, src, hs + vs, hs + row[2 * mhdr_k + 1], src, -1, -1, key, out, o,
                                  scratch)
         o = _put(out, o, K_VERSION)
-        out[o] = 48 + rec[kq, MINOR]
+        out[o] = 48 + qmeta[MINOR]
         o += 1
         o = _put(out, o, K_NO_RESPONSE)
-        o = _put(out, o, K_FALSE if kr >= 0 else K_TRUE)
+        o = _put(out, o, K_FALSE if answered else K_TRUE)
         o = _put(out, o, K_EXTRA)
         first = True
         for x in range(extra_slots.shape[0]):
@@ -531,8 +579,8 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
             off = hs
             if vs < 0 or ve == vs:
                 vs, ve, xs, off = -1, -1, rsrc, rhs
-                if kr >= 0:
-                    vs, ve = rsp[kr][2 * k], rsp[kr][2 * k + 1]
+                if answered:
+                    vs, ve = rrow[2 * k], rrow[2 * k + 1]
             if vs < 0 or ve == vs:
                 continue
             if not first:
@@ -558,6 +606,16 @@ def _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index, pre, pre_o
         ends[i] = o
         result[i] = WRITTEN
     return o
+
+
+def _head_lengths(refs: np.ndarray, rec: np.ndarray, cmeta: np.ndarray) -> np.ndarray:
+    n = np.zeros(len(refs), np.int64)
+    here = refs >= 0
+    n[here] = rec[refs[here], HE] - rec[refs[here], HS]
+    carried = (refs < 0) & (refs != NOREF)
+    c = -1 - refs[carried]
+    n[carried] = cmeta[c, HE] - cmeta[c, HS]
+    return n
 
 
 class EventWriter:
@@ -595,26 +653,23 @@ class EventWriter:
         self.nokey = key_state(b"")
         self._out = np.zeros(1 << 16, np.uint8)
 
-    def write(self, buf, arena, rec, rsp, rts, req_k, resp_k, body, index, prefixes: list[bytes]):
-        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON)."""
-        n = len(req_k)
-        pre = b"".join(prefixes)
-        pre_off = np.zeros(n + 1, np.int64)
-        np.cumsum([len(p) for p in prefixes], out=pre_off[1:])
-        # a line is at most ~6x its head bytes (\u00XX escapes) plus the fixed fields
-        heads = rec[req_k, HE] - rec[req_k, HS]
-        answered = resp_k[resp_k >= 0]
-        need = 6 * (int(heads.sum()) + int((rec[answered, HE] - rec[answered, HS]).sum()) + len(pre)) + 1024 * n
+    def write(self, buf, arena, rec, rsp, rts, carry, tx, txa):
+        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON) for the fast path's
+        transactions tx (heads: records of this batch, or carried ones; carry = (bytes, meta, rows, ts))."""
+        n = len(tx)
+        cbytes, cmeta, crow, cts = carry
+        # a line is at most ~6x its heads' bytes (\\u00XX escapes) plus the fixed fields
+        heads = _head_lengths(tx[:, TX_REQ], rec, cmeta) + _head_lengths(tx[:, TX_RESP], rec, cmeta)
+        need = 6 * int(heads.sum()) + 1024 * n
         if self._out.shape[0] < need:
             self._out = np.zeros(need, np.uint8)
         ends = np.empty(n, np.int64)
         vis = np.empty(n, np.int64)
         result = np.empty(n, np.int8)
-        extras = self._extras_typed()
-        end = _write_all(buf, arena, rec, rsp, rts, req_k, resp_k, body, index,
-                         np.frombuffer(pre, np.uint8), pre_off, self.slots, self.names, self.name_off, self.order,
-                         self.n_visitor, self.member_k, self.words, self.word_off, extras, self.extra_slots,
-                         self.flags, self.key, self.nokey, self._out, ends, vis, result)
+        end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
+                         self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
+                         self._extras_typed(), self.extra_slots, self.flags, self.key, self.nokey, self._out, ends,
+                         vis, result)
         return self._out[:end], ends, vis, result
 
     def _extras_typed(self):

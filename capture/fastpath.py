@@ -34,7 +34,12 @@ MODE, CLIENT, SYNFROM, CONN, NPEND, PHEAD = range(6)
 D0 = 6                # first column of direction 0; direction d starts at D0 + DW * d
 DW = 11
 NEXT, DELIV, FIN, CLOSED, RSTATE, SKIP, BODYN, MSGS, SNIFF, LLEN, PLEN = range(DW)
-NCOL = D0 + 2 * DW
+# the connection's pairing state (Connection.n_requests / seen_http / current, and the current response's
+# body bytes when its head decides them: -1 = counted until the body ends) and its endpoints: canonical
+# side a (direction 0's source) and b, address length, and the flow's hash (the Decoder's key)
+NREQ, SEEN, CURQ, CURR, CURB, APORT, BPORT, ALEN, HASH, BORN = range(D0 + 2 * DW, D0 + 2 * DW + 10)
+NCOL = D0 + 2 * DW + 10
+NOREF = -(1 << 62)    # no head: an empty CURQ / CURR
 
 LINE_MAX = 32         # chunk-size / trailer line bytes carried across packets (longer: Python's)
 PEND_MAX = 16         # pending requests followed per flow (more: Python's)
@@ -44,10 +49,17 @@ ARENA_BYTES = 1 << 20  # per batch: heads assembled from several segments, hande
 # record types
 R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 # record columns
-TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED, DONE = range(17)
-RCOL = 17
-# meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those
-M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM = range(5)
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED, DONE, IDX = range(18)
+RCOL = 18
+# meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those,
+# transactions written to tx this batch, and this batch's counts for the Decoder's stats
+M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM, M_NTX, M_REQUESTS, M_TRANSACTIONS, M_NO_RESPONSE, M_FLOWS, \
+    M_CLOSED, M_RESET = range(12)
+NMETA = 12
+# a transaction the fast path paired: heads (a record number of this batch, or -1 - carried head), response
+# body bytes, packet, endpoints (addresses in the txa row: client at 0, server at 16)
+TX_REQ, TX_RESP, TX_BODY, TX_K, TX_CPORT, TX_SPORT, TX_ALEN = range(7)
+TXCOL = 7
 # R_RESP aux: framing the Python Connection must agree with
 F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE, F_INTERIM = range(5)
 # R_END aux
@@ -182,7 +194,8 @@ def _plausible(src, s, e, is_req):
 
 
 @njit(cache=True)
-def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp):
+def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp,
+               pref, saddr, tx, txa, meta):
     """Connection.on_head + MessageReader._on_head for a head at src[p:p + hl]: one record, the body framing."""
     chunked = False
     tv = rsp[nrec, 2 * te_k]
@@ -216,8 +229,14 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
         elif fa == 7 and src[p] == 67 and src[p + 1] == 79 and src[p + 2] == 78 and src[p + 3] == 78 \
                 and src[p + 4] == 69 and src[p + 5] == 67 and src[p + 6] == 84:
             mflag = M_CONNECT
-        pring[slot, (st[slot, PHEAD] + n) % PEND_MAX] = mflag
+        q = (st[slot, PHEAD] + n) % PEND_MAX
+        pring[slot, q] = mflag
+        pref[slot, q] = nrec
         st[slot, NPEND] = n + 1
+        rec[nrec, IDX] = st[slot, NREQ]
+        st[slot, NREQ] += 1
+        st[slot, SEEN] = 1
+        meta[M_REQUESTS] += 1
         nrec += 1
         if chunked:
             st[slot, b + RSTATE] = CHUNK_SIZE
@@ -230,6 +249,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
             st[slot, b + SKIP] = 0
     else:
         status = fa
+        st[slot, SEEN] = 1
         if 100 <= status < 200 and status != 101:
             rec[nrec, AUX] = F_INTERIM
             nrec += 1
@@ -240,28 +260,36 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
             if n == 0:
                 return -1  # orphan response: Python counts it
             mflag = pring[slot, st[slot, PHEAD]]
+            st[slot, CURQ] = pref[slot, st[slot, PHEAD]]
+            st[slot, CURR] = nrec
+            st[slot, CURB] = -1  # chunked or until close: counted
             st[slot, PHEAD] = (st[slot, PHEAD] + 1) % PEND_MAX
             st[slot, NPEND] = n - 1
             if status == 101 or (mflag == M_CONNECT and 200 <= status < 300):
                 return -1
             if mflag == M_HEAD or status == 204 or status == 304:
+                st[slot, CURB] = 0
                 rec[nrec, AUX] = F_NONE
                 rec[nrec, DONE] = 1
                 st[slot, b + RSTATE] = HEAD
                 st[slot, b + SKIP] = 0
+                _emit(st, slot, saddr, 0, k, tx, txa, meta)
             elif chunked:
                 rec[nrec, AUX] = F_CHUNKED
                 st[slot, b + RSTATE] = CHUNK_SIZE
                 st[slot, b + LLEN] = 0
             elif cl > 0:
+                st[slot, CURB] = cl
                 rec[nrec, AUX] = F_LENGTH
                 st[slot, b + RSTATE] = BODY
                 st[slot, b + SKIP] = cl
             elif cl == 0:
+                st[slot, CURB] = 0
                 rec[nrec, AUX] = F_LENGTH
                 rec[nrec, DONE] = 1  # no body: complete at once
                 st[slot, b + RSTATE] = HEAD
                 st[slot, b + SKIP] = 0
+                _emit(st, slot, saddr, 0, k, tx, txa, meta)
             else:
                 rec[nrec, AUX] = F_CLOSE
                 st[slot, b + RSTATE] = UNTIL_CLOSE
@@ -271,7 +299,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
 
 @njit(cache=True)
 def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, names, name_off, cl_k, te_k, max_pend,
-            max_flow, rec, rsp, rts, arena, meta, nrec):
+            max_flow, rec, rsp, rts, arena, meta, nrec, pref, saddr, tx, txa):
     """MessageReader.feed for in-order bytes buf[s:e] of direction d. Returns the new record count, -1 = demote."""
     b = D0 + DW * d
     lim = rec.shape[0] - 2  # keep room for a DEMOTE / END record
@@ -289,7 +317,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     if not is_req:
                         if nrec >= lim:
                             return -1
-                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
+                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN], st, saddr, tx, txa, meta)
                 else:
                     st[slot, b + RSTATE] = CHUNK_CRLF
                     st[slot, b + SKIP] = 2
@@ -344,7 +372,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     if not is_req:
                         if nrec >= lim:
                             return -1
-                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
+                        nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN], st, saddr, tx, txa, meta)
         elif rs == HEAD:
             if nrec >= lim:
                 return -1
@@ -372,7 +400,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                 if kind != want:
                     return -1
                 nrec = _take_head(buf, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k,
-                                  rec, nrec, k, rsp)
+                                  rec, nrec, k, rsp, pref, saddr, tx, txa, meta)
                 if nrec < 0:
                     return -1
                 rts[nrec - 1] = tsk
@@ -404,7 +432,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     arena[ap + q] = row[q]
                 meta[M_ARENA] = ap + end
                 nrec = _take_head(arena, ap, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k,
-                                  te_k, rec, nrec, k, rsp)
+                                  te_k, rec, nrec, k, rsp, pref, saddr, tx, txa, meta)
                 if nrec < 0:
                     return -1
                 rec[nrec - 1, ARENA] = 1
@@ -419,40 +447,88 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
 
 
 @njit(cache=True)
-def _done_rec(rec, nrec, k, slot, body):
+def _emit(st, slot, saddr, body, k, tx, txa, meta):
+    """The current transaction (CURQ, CURR; CURR may be NOREF: no response) is complete: a tx row."""
+    q = st[slot, CURQ]
+    if q == NOREF:
+        return
+    r = st[slot, CURR]
+    n = meta[M_NTX]
+    tx[n, TX_REQ] = q
+    tx[n, TX_RESP] = r
+    if r == NOREF:
+        tx[n, TX_BODY] = 0
+        meta[M_NO_RESPONSE] += 1
+    else:  # the response head may be carried from an earlier batch: its framing is in CURB
+        tx[n, TX_BODY] = st[slot, CURB] if st[slot, CURB] >= 0 else body
+    tx[n, TX_K] = k
+    c = st[slot, CLIENT]
+    al = st[slot, ALEN]
+    tx[n, TX_ALEN] = al
+    tx[n, TX_CPORT] = st[slot, APORT] if c == 0 else st[slot, BPORT]
+    tx[n, TX_SPORT] = st[slot, BPORT] if c == 0 else st[slot, APORT]
+    for q in range(al):
+        txa[n, q] = saddr[slot, q + 16 * c]
+        txa[n, 16 + q] = saddr[slot, q + 16 * (1 - c)]
+    meta[M_NTX] = n + 1
+    meta[M_TRANSACTIONS] += 1
+    st[slot, CURQ] = NOREF
+    st[slot, CURR] = NOREF
+
+
+@njit(cache=True)
+def _done_rec(rec, nrec, k, slot, body, st, saddr, tx, txa, meta):
     """The current response's body is complete: a DONE record, or folded into its head's record when that
-    came in this very packet (the commonest case: small responses)."""
+    came in this very packet (the commonest case: small responses); the transaction is paired."""
     q = nrec - 1
     if q >= 0 and rec[q, TYPE] == R_RESP and rec[q, SLOT] == slot and rec[q, J] == k and rec[q, DONE] == 0 \
             and rec[q, AUX] != F_INTERIM:
         rec[q, DONE] = 1
         rec[q, RBODY] = body
+        _emit(st, slot, saddr, body, k, tx, txa, meta)
         return nrec
     _rec(rec, nrec, R_DONE, k, slot)
     rec[nrec, RBODY] = body
+    _emit(st, slot, saddr, body, k, tx, txa, meta)
     return nrec + 1
 
 
 @njit(cache=True)
-def _end_rec(rec, nrec, k, slot, st, client, aux, meta):
+def _end_rec(rec, nrec, k, slot, st, client, aux, meta, pref, saddr, tx, txa):
+    """Connection.close for a flow whose readers hold no bytes: a body until close (or cut short) is complete,
+    requests still waiting are reported without response."""
     _rec(rec, nrec, R_END, k, slot)
     rec[nrec, AUX] = aux
     held = st[slot, D0 + PLEN] + st[slot, D0 + DW + PLEN]
     rec[nrec, HELD] = held
     meta[M_HELD] -= held
+    if aux == END_CLOSED:
+        meta[M_CLOSED] += 1
+    elif aux == END_RESET:
+        meta[M_RESET] += 1
     if st[slot, CONN]:
         bs = D0 + DW * (1 - client)
         bc = D0 + DW * client
         rec[nrec, HS] = st[slot, bs + RSTATE]
         rec[nrec, RBODY] = st[slot, bs + BODYN]
         rec[nrec, RSTATE_REQ] = st[slot, bc + RSTATE]
+        _emit(st, slot, saddr, st[slot, bs + BODYN], k, tx, txa, meta)
+        while st[slot, NPEND] > 0:
+            st[slot, CURQ] = pref[slot, st[slot, PHEAD]]
+            st[slot, CURR] = NOREF
+            st[slot, PHEAD] = (st[slot, PHEAD] + 1) % PEND_MAX
+            st[slot, NPEND] -= 1
+            _emit(st, slot, saddr, 0, k, tx, txa, meta)
     return nrec + 1
 
 
 @njit(cache=True)
 def _reset(st, slot):
-    for c in range(NCOL):
+    """A new connection in the slot (its endpoints, set by _endpoints, stay)."""
+    for c in range(APORT):
         st[slot, c] = 0
+    st[slot, CURQ] = NOREF
+    st[slot, CURR] = NOREF
     st[slot, MODE] = FAST
     st[slot, CLIENT] = -1
     st[slot, SYNFROM] = -1
@@ -461,6 +537,20 @@ def _reset(st, slot):
         st[slot, b + NEXT] = -1
         st[slot, b + FIN] = -1
         st[slot, b + SNIFF] = 1
+
+
+@njit(cache=True)
+def _endpoints(st, slot, saddr, buf, src, dst, alen, sport, dport, d, h, born):
+    """The flow's canonical endpoints (a = direction 0's source) from a packet in direction d."""
+    a, b = (src, dst) if d == 0 else (dst, src)
+    for q in range(alen):
+        saddr[slot, q] = buf[a + q]
+        saddr[slot, 16 + q] = buf[b + q]
+    st[slot, APORT] = sport if d == 0 else dport
+    st[slot, BPORT] = dport if d == 0 else sport
+    st[slot, ALEN] = alen
+    st[slot, HASH] = h
+    st[slot, BORN] = born  # the packet that made h a flow (the Decoder ends flows in this order)
 
 
 @njit(cache=True)
@@ -473,15 +563,16 @@ def _in(ports, x):
 
 @njit(cache=True)
 def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
-            name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended):
+            name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended, pref, saddr, tx, txa):
     """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""
     b = D0 + DW * d
     syn = (fl & 0x02) != 0
     ack = (fl & 0x10) != 0
     if syn and not ack and st[slot, CONN] == 1 and st[slot, b + DELIV] > 0:
         # the 4-tuple is reused by a new connection: end the old one, start afresh
-        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_REUSE, meta)
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_REUSE, meta, pref, saddr, tx, txa)
         _reset(st, slot)
+        meta[M_FLOWS] += 1
         _rec(rec, nrec, R_NEW, k, slot)
         nrec += 1
     if syn:
@@ -518,7 +609,7 @@ def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pr
         if sq != ns:
             return -1
         nrec = _reader(buf, ps, ps + pw, k, tsk, slot, d, d == st[slot, CLIENT], st, lbuf, pring, hbuf, pts, names,
-                       name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec)
+                       name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, pref, saddr, tx, txa)
         if nrec < 0:
             return -1
         st[slot, b + NEXT] = (sq + pw) & MASK
@@ -537,30 +628,32 @@ def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pr
                 if d != st[slot, CLIENT]:
                     if nrec >= rec.shape[0] - 2:
                         return -1
-                    nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN])
+                    nrec = _done_rec(rec, nrec, k, slot, st[slot, b + BODYN], st, saddr, tx, txa, meta)
         else:
             return -1  # FIN ahead of missing data: Python's
         if st[slot, D0 + CLOSED] and st[slot, D0 + DW + CLOSED]:
-            nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_CLOSED, meta)
+            nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_CLOSED, meta, pref, saddr, tx, txa)
             ended[0] = 1
     elif fl & 0x04:
-        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_RESET, meta)
+        nrec = _end_rec(rec, nrec, k, slot, st, st[slot, CLIENT], END_RESET, meta, pref, saddr, tx, txa)
         ended[0] = 1
     return nrec
 
 
 @njit(cache=True)
-def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, st, last, lbuf, pring, hbuf, pts, free,
-         meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, nrec, start):
+def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, keys, st, last,
+         lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena,
+         nrec, start, pref, saddr, tx, txa):
     """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
-    next packet < n when the slot table is full (grow it and call again from there)."""
+    next packet < n when the slot table, the records or the transactions are full (grow, call again)."""
     n = fh.shape[0]
     sv = np.empty(NCOL, np.int64)
+    svm = np.empty(NMETA, np.int64)
     svl = np.empty(lbuf.shape[1], np.uint8)
     svh = np.empty((2, HEAD_MAX), np.uint8)
     ended = np.zeros(1, np.int64)
     for k in range(start, n):
-        if nrec >= rec.shape[0] - 4:
+        if nrec >= rec.shape[0] - 4 or meta[M_NTX] + 2 * PEND_MAX + 4 > tx.shape[0]:
             return nrec, k
         h = fh[k]
         d = dirn[k]
@@ -579,6 +672,8 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, s
             last[slot] = ts[k]
             if (fl & 0x17) == 0x02 and pwire[k] == 0:  # a plain SYN: the flow starts here
                 _reset(st, slot)
+                _endpoints(st, slot, saddr, buf, src_off[k], dst_off[k], alen[k], sport[k], dport[k], d, h, born[k])
+                meta[M_FLOWS] += 1
                 _rec(rec, nrec, R_NEW, k, slot)
                 nrec += 1
             else:
@@ -594,28 +689,32 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, keys, s
                 continue
         for c in range(NCOL):
             sv[c] = st[slot, c]
-        svl[:] = lbuf[slot]
+        for c in range(svl.shape[0]):  # explicit loops: numba's slice assignment costs a microsecond
+            svl[c] = lbuf[slot, c]
         sv0, sv1 = pts[slot, 0], pts[slot, 1]
         p0, p1 = st[slot, D0 + PLEN], st[slot, D0 + DW + PLEN]
         for q in range(p0):
             svh[0, q] = hbuf[slot, 0, q]
         for q in range(p1):
             svh[1, q] = hbuf[slot, 1, q]
-        ap, held, added = meta[M_ARENA], meta[M_HELD], meta[M_ADDED]
+        for c in range(NMETA):
+            svm[c] = meta[c]
         ended[0] = 0
         r = _packet(buf, k, ts[k], slot, fl, seq[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st, lbuf,
                     pring, hbuf, pts, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena,
-                    meta, nrec, ended)
+                    meta, nrec, ended, pref, saddr, tx, txa)
         if r < 0:
             for c in range(NCOL):
                 st[slot, c] = sv[c]
-            lbuf[slot] = svl
+            for c in range(svl.shape[0]):
+                lbuf[slot, c] = svl[c]
             pts[slot, 0], pts[slot, 1] = sv0, sv1
             for q in range(p0):
                 hbuf[slot, 0, q] = svh[0, q]
             for q in range(p1):
                 hbuf[slot, 1, q] = svh[1, q]
-            meta[M_ARENA], meta[M_HELD], meta[M_ADDED] = ap, held, added
+            for c in range(NMETA):
+                meta[c] = svm[c]
             meta[M_HELD] -= p0 + p1  # a held head goes to Python with the flow (still in the budget total)
             st[slot, MODE] = SLOW
             _rec(rec, nrec, R_DEMOTE, k, slot)
@@ -646,6 +745,97 @@ def _purge(keys, st, last, free, meta, now, idle):
     return len(gone)
 
 
+@njit(cache=True)
+def _carried_size(ref, rec, cmeta):
+    if ref >= 0:
+        return rec[ref, HE] - rec[ref, HS]
+    return cmeta[-1 - ref, HE] - cmeta[-1 - ref, HS]
+
+
+@njit(cache=True)
+def _carry_one(ref, n, nb, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, nbytes, nmeta, nrow, nts):
+    """Copy head `ref` into the new store at entry n, bytes from nb; returns the new byte fill."""
+    if ref >= 0:
+        hs, he = rec[ref, HS], rec[ref, HE]
+        if rec[ref, ARENA]:
+            for q in range(he - hs):
+                nbytes[nb + q] = arena[hs + q]
+        else:
+            for q in range(he - hs):
+                nbytes[nb + q] = buf[hs + q]
+        nmeta[n] = rec[ref]
+        nrow[n] = rsp[ref]
+        nts[n] = rts[ref]
+    else:
+        c = -1 - ref
+        hs, he = cmeta[c, HS], cmeta[c, HE]
+        for q in range(he - hs):
+            nbytes[nb + q] = cbytes[hs + q]
+        nmeta[n] = cmeta[c]
+        nrow[n] = crow[c]
+        nts[n] = cts[c]
+    nmeta[n, HS] = nb
+    nmeta[n, HE] = nb + he - hs
+    nmeta[n, ARENA] = 0
+    return nb + he - hs
+
+
+@njit(cache=True)
+def _carry(keys, st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
+    """The heads fast flows still wait on (pending requests, the current transaction) when a batch ends move
+    to a new carry store: the batch buffer and arena are about to be reused. Their refs become -1 - entry."""
+    nh = 0
+    nb = 0
+    for h, slot in keys.items():
+        if st[slot, MODE] != FAST:
+            continue
+        for j in range(st[slot, NPEND]):
+            nh += 1
+            nb += _carried_size(pref[slot, (st[slot, PHEAD] + j) % PEND_MAX], rec, cmeta)
+        for c in (CURQ, CURR):
+            if st[slot, c] != NOREF:
+                nh += 1
+                nb += _carried_size(st[slot, c], rec, cmeta)
+    nbytes = np.empty(max(nb, 1), np.uint8)
+    nmeta = np.empty((nh, RCOL), np.int64)
+    nrow = np.empty((nh, rsp.shape[1]), np.int32)
+    nts = np.empty(nh, np.float64)
+    n = 0
+    fill = 0
+    for h, slot in keys.items():
+        if st[slot, MODE] != FAST:
+            continue
+        for j in range(st[slot, NPEND]):
+            q = (st[slot, PHEAD] + j) % PEND_MAX
+            fill = _carry_one(pref[slot, q], n, fill, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, nbytes,
+                              nmeta, nrow, nts)
+            pref[slot, q] = -1 - n
+            n += 1
+        for c in (CURQ, CURR):
+            if st[slot, c] != NOREF:
+                fill = _carry_one(st[slot, c], n, fill, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, nbytes,
+                                  nmeta, nrow, nts)
+                st[slot, c] = -1 - n
+                n += 1
+    return nbytes, nmeta, nrow, nts
+
+
+@njit(cache=True)
+def _stale(keys, st, last, cts, pref, now, idle, tt):
+    """Fast flows the Decoder's expiry must take over: idle, or with a request unanswered for tt."""
+    out = []
+    for h, slot in keys.items():
+        if st[slot, MODE] != FAST:
+            continue
+        late = False
+        if st[slot, NPEND] > 0:
+            ref = pref[slot, st[slot, PHEAD]]
+            late = ref < 0 and cts[-1 - ref] + tt < now
+        if last[slot] + idle < now or late:
+            out.append(h)
+    return out
+
+
 class FlowTable:
     """The numba side's flow state, grown on demand."""
 
@@ -667,8 +857,14 @@ class FlowTable:
         self.last = np.zeros(0, np.float64)
         self.lbuf = np.zeros((0, 2 * LINE_MAX), np.uint8)
         self.pring = np.zeros((0, PEND_MAX), np.int8)
+        self.pref = np.zeros((0, PEND_MAX), np.int64)   # heads of the pending requests (refs, see _carry)
+        self.saddr = np.zeros((0, 32), np.uint8)         # endpoint addresses: a at 0, b at 16
         self.free = np.zeros(0, np.int64)
-        self.meta = np.zeros(5, np.int64)
+        self.meta = np.zeros(NMETA, np.int64)
+        # heads waiting across batches: bytes, their record rows (HS/HE into the bytes), scan rows, times
+        nrow = len(name_off) * 2 - 2
+        self.carry = (np.zeros(1, np.uint8), np.zeros((0, RCOL), np.int64), np.zeros((0, nrow), np.int32),
+                      np.zeros(0, np.float64))
         self._grow(capacity)
 
     def _grow(self, extra: int) -> None:
@@ -678,6 +874,8 @@ class FlowTable:
         self.last = np.concatenate([self.last, np.zeros(extra, np.float64)])
         self.lbuf = np.concatenate([self.lbuf, np.zeros((extra, 2 * LINE_MAX), np.uint8)])
         self.pring = np.concatenate([self.pring, np.zeros((extra, PEND_MAX), np.int8)])
+        self.pref = np.concatenate([self.pref, np.zeros((extra, PEND_MAX), np.int64)])
+        self.saddr = np.concatenate([self.saddr, np.zeros((extra, 32), np.uint8)])
         self.hbuf = np.concatenate([self.hbuf, np.zeros((extra, 2, HEAD_MAX), np.uint8)])
         self.pts = np.concatenate([self.pts, np.zeros((extra, 2), np.float64)])
         nfree = int(self.meta[M_FREE])
@@ -687,8 +885,10 @@ class FlowTable:
         self.free = free
         self.meta[M_FREE] = nfree + extra
 
-    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, room: int):
-        """Records (int64 [n, RCOL]), head spans (int32 [n, 2K]) and head timestamps for a batch, in packet order.
+    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born,
+            room: int):
+        """Records (int64 [n, RCOL]), head spans (int32 [n, 2K]), head timestamps, and the transactions the
+        fast path paired (int64 [t, TXCOL]) with their endpoint addresses (uint8 [t, 32]), for a batch.
 
         `room`: head bytes the fast path may start holding in this batch; the caller keeps it far enough
         from the total buffer limit that holding them cannot change any of Python's overflow decisions."""
@@ -697,28 +897,46 @@ class FlowTable:
         if self._out is None or self._out[0].shape[0] < cap:
             # kept between batches: every row the caller reads is written by the kernel first
             self._out = (np.zeros((cap, RCOL), np.int64), np.full((cap, len(self.name_off) * 2 - 2), -1, np.int32),
-                         np.zeros(cap, np.float64))
-        rec, rsp, rts = self._out
-        cap = rec.shape[0]
+                         np.zeros(cap, np.float64), np.zeros((cap, TXCOL), np.int64), np.zeros((cap, 32), np.uint8))
+        rec, rsp, rts, tx, txa = self._out
         nrec, k = 0, 0
         self.meta[M_ARENA] = 0
         self.meta[M_ADDED] = 0
         self.meta[M_ROOM] = room
+        self.meta[M_NTX:] = 0
         while True:
-            nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, self.keys, self.st,
-                           self.last, self.lbuf, self.pring, self.hbuf, self.pts, self.free, self.meta, self.ports,
-                           self.names, self.name_off, self.cl_k, self.te_k, self.max_pending, self.max_flow, rec, rsp,
-                           rts, self.arena, nrec, k)
+            nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen,
+                           born, self.keys, self.st, self.last, self.lbuf, self.pring, self.hbuf, self.pts, self.free,
+                           self.meta, self.ports, self.names, self.name_off, self.cl_k, self.te_k, self.max_pending,
+                           self.max_flow, rec, rsp, rts, self.arena, nrec, k, self.pref, self.saddr, tx, txa)
+            ntx = int(self.meta[M_NTX])
             if k >= n:
-                return rec[:nrec], rsp, rts
-            if nrec >= cap - 4:
-                cap *= 2
-                rec = np.concatenate([rec, np.zeros((cap - rec.shape[0], RCOL), np.int64)])
-                rsp = np.concatenate([rsp, np.full((cap - rsp.shape[0], rsp.shape[1]), -1, np.int32)])
-                rts = np.concatenate([rts, np.zeros(cap - rts.shape[0], np.float64)])
-                self._out = (rec, rsp, rts)
+                return rec[:nrec], rsp, rts, tx[:ntx], txa[:ntx]
+            if nrec >= rec.shape[0] - 4:
+                grow = rec.shape[0]
+                rec = np.concatenate([rec, np.zeros((grow, RCOL), np.int64)])
+                rsp = np.concatenate([rsp, np.full((grow, rsp.shape[1]), -1, np.int32)])
+                rts = np.concatenate([rts, np.zeros(grow, np.float64)])
+            elif ntx + 2 * PEND_MAX + 4 > tx.shape[0]:
+                grow = tx.shape[0]
+                tx = np.concatenate([tx, np.zeros((grow, TXCOL), np.int64)])
+                txa = np.concatenate([txa, np.zeros((grow, 32), np.uint8)])
             else:
                 self._grow(max(4096, self.st.shape[0]))
+            self._out = (rec, rsp, rts, tx, txa)
+
+    def keep_waiting_heads(self, buf, rec, rsp, rts) -> None:
+        """End of a batch (after its events are written): heads still waited on move to the carry store."""
+        self.carry = _carry(self.keys, self.st, self.pref, rec, rsp, rts, buf, self.arena, *self.carry)
+
+    def stale(self, now: float, idle: float, transaction_timeout: float) -> list[int]:
+        """Keys of fast flows idle for `idle` or with a request unanswered for `transaction_timeout`."""
+        if not len(self.keys):
+            return []
+        return list(_stale(self.keys, self.st, self.last, self.carry[3], self.pref, now, idle, transaction_timeout))
+
+    def fast_flows(self) -> list[int]:
+        return [h for h, slot in self.keys.items() if self.st[slot, MODE] == FAST]
 
     def purge(self, now: float, idle: float) -> None:
         if len(self.keys):

@@ -21,7 +21,7 @@ from capture import fastpath as fp
 from capture.fastpath import R_DEMOTE, FlowTable
 from capture.frames import FrameBatch
 from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
-    RESYNC_RESPONSE
+    RESYNC_RESPONSE, RequestHead, ResponseHead
 from capture.reassembly import MASK, Budget, Stream
 from capture.eventwriter import EventWriter
 from capture.outputs import EventLines
@@ -39,9 +39,10 @@ STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "tr
 class Flow:
     """One TCP connection: endpoints, the two directions, and (once roles are known) the Connection."""
 
-    __slots__ = ("addr", "ports", "streams", "conn", "client_dir", "last_seen", "midstream", "syn_from", "dead", "slot")
+    __slots__ = ("addr", "ports", "streams", "conn", "client_dir", "last_seen", "midstream", "syn_from", "dead", "slot",
+                 "born")
 
-    def __init__(self, addr: tuple[str, str], ports: tuple[int, int], budget: Budget, ts: float):
+    def __init__(self, addr: tuple[str, str], ports: tuple[int, int], budget: Budget, ts: float, born: int = 0):
         self.addr = addr        # addresses of canonical endpoints a (dirn 0 source) and b
         self.ports = ports
         self.streams = (Stream(budget), Stream(budget))
@@ -52,23 +53,54 @@ class Flow:
         self.syn_from: int | None = None
         self.dead = False
         self.slot = -1          # >= 0: followed by the numba fast path (capture.fastpath), state lives there
+        self.born = born        # packet number that made its key a flow: expiry and end of input go in this order
 
 
-class FastFlow:
-    """A flow the numba fast path follows: only what its events need. Its stream/HTTP state lives in the
-    FlowTable; it becomes a full Flow (Decoder._materialize) the moment Python must take it over."""
+class _Endpoints:
+    """What EventBuilder.build needs of a connection, for a transaction the fast path paired."""
 
-    __slots__ = ("slot", "client_dir", "client_ip", "client_port", "server_ip", "server_port", "id_prefix",
-                 "pending", "current", "n_requests", "seen_http", "dead")
+    __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "id_prefix")
 
-    def __init__(self, slot: int):
-        self.slot = slot
-        self.client_dir = -1    # known (with the addresses) from the first head
-        self.pending = None
-        self.current = None
-        self.n_requests = 0
-        self.seen_http = False
-        self.dead = False
+    def __init__(self, client_ip: str, client_port: int, server_ip: str, server_port: int):
+        self.client_ip, self.client_port, self.server_ip, self.server_port = client_ip, client_port, server_ip, \
+            server_port
+        self.id_prefix = f"{client_ip}|{client_port}|{server_ip}|{server_port}|".encode()
+
+
+class _HeadRefs:
+    """Heads the fast path refers to, as RequestHead / ResponseHead: records of the current batch (ref >= 0,
+    only while it is replayed) or heads it carried across batches (ref = -1 - entry)."""
+
+    def __init__(self, heads: HeadParser, carry, batch=None):
+        self.heads = heads
+        self.cbytes, self.cmeta, self.crow, self.cts = carry
+        self.batch = batch  # (buffer, arena, records, scan rows, times)
+
+    def _head(self, ref: int):
+        if ref >= 0:
+            buf, arena, rec, rsp, rts = self.batch
+            r = rec[ref].tolist()
+            data = (arena if r[fp.ARENA] else buf)[r[fp.HS]:r[fp.HE]].tobytes()
+            return r, data, rsp[ref].tolist(), float(rts[ref])
+        c = -1 - ref
+        r = self.cmeta[c].tolist()
+        return r, self.cbytes[r[fp.HS]:r[fp.HE]].tobytes(), self.crow[c].tolist(), float(self.cts[c])
+
+    def request(self, ref: int) -> RequestHead:
+        r, data, row, ts = self._head(ref)
+        req = self.heads.request_framed(data, r[fp.FA], r[fp.FB], r[fp.FC], r[fp.MINOR], row, r[fp.CLEN],
+                                        r[fp.CHUNKED] == 1)
+        req.ts = ts
+        req.index = r[fp.IDX]
+        return req
+
+    def response(self, ref: int) -> ResponseHead:
+        r, data, row, ts = self._head(ref)
+        resp = self.heads.response_framed(data, r[fp.FA], r[fp.MINOR], row, r[fp.CLEN], r[fp.CHUNKED] == 1)
+        resp.ts = ts
+        if r[fp.AUX] == fp.F_LENGTH:
+            resp.body_bytes = resp.content_length
+        return resp
 
 
 _LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)
@@ -89,97 +121,6 @@ class ScanView:
         self.spans = h.spans
 
 
-class _BatchHeads:
-    """A batch's fast-path records while Python replays them: heads by record number, and the transactions
-    whose heads are all in this batch (columns for capture.eventwriter)."""
-
-    def __init__(self, buf, arena, rec, recl, rsp, rts, heads: HeadParser, builder: EventBuilder, out: list):
-        self.buf, self.arena, self.rec, self.recl, self.rsp, self.rts = buf, arena, rec, recl, rsp, rts
-        self.heads = heads
-        self.builder = builder
-        self.out = out  # the Decoder's event list: markers (ints) hold the places of numba-written lines
-        self.index = [0] * len(recl)  # per R_REQ record: the request's index in its connection
-        self.conns: list = []
-        self.req_k: list[int] = []
-        self.resp_k: list[int] = []
-        self.body: list[int] = []
-
-    @property
-    def n_fast(self) -> int:
-        return len(self.req_k)
-
-    def tx(self, conn, req, resp, body: int) -> None:
-        """A transaction is complete: numba writes it if both heads are this batch's, else Python builds it."""
-        if type(req) is int and (resp is None or type(resp) is int):
-            self.out.append(len(self.req_k))
-            self.conns.append(conn)
-            self.req_k.append(req)
-            if resp is None:
-                self.resp_k.append(-1)
-                self.body.append(0)
-            else:
-                self.resp_k.append(resp)
-                self.body.append(self._resp_bytes(resp, body))
-            return
-        req = self.request(req) if type(req) is int else req
-        if resp is not None:
-            resp = self.response(resp) if type(resp) is int else resp
-            if resp.chunked or resp.content_length < 0:
-                resp.body_bytes = body
-        self.out.append(self.builder.build(conn, req, resp))
-
-    def _resp_bytes(self, k: int, body: int) -> int:
-        aux = self.recl[k][fp.AUX]
-        if aux == fp.F_NONE:
-            return 0
-        return self.recl[k][fp.CLEN] if aux == fp.F_LENGTH else body
-
-    def columns(self):
-        return (np.array(self.req_k, np.int64), np.array(self.resp_k, np.int64), np.array(self.body, np.int64),
-                np.array([self.index[k] for k in self.req_k], np.int64), [c.id_prefix for c in self.conns])
-
-    def objects(self, i: int):
-        """Transaction i as (conn, RequestHead, ResponseHead | None, body) for EventBuilder.build."""
-        req = self.request(self.req_k[i])
-        kr = self.resp_k[i]
-        resp = self.response(kr) if kr >= 0 else None
-        if resp is not None:
-            resp.body_bytes = self.body[i]
-        return self.conns[i], req, resp, self.body[i]
-
-    def _head(self, r) -> bytes:
-        src = self.arena if r[fp.ARENA] else self.buf
-        return src[r[fp.HS]:r[fp.HE]].tobytes()
-
-    def request(self, k: int):
-        r = self.recl[k]
-        req = self.heads.request_framed(self._head(r), r[fp.FA], r[fp.FB], r[fp.FC], r[fp.MINOR],
-                                        self.rsp[k].tolist(), r[fp.CLEN], r[fp.CHUNKED] == 1)
-        req.ts = float(self.rts[k])
-        req.index = self.index[k]
-        return req
-
-    def response(self, k: int):
-        r = self.recl[k]
-        resp = self.heads.response_framed(self._head(r), r[fp.FA], r[fp.MINOR], self.rsp[k].tolist(), r[fp.CLEN],
-                                          r[fp.CHUNKED] == 1)
-        resp.ts = float(self.rts[k])
-        if r[fp.AUX] == fp.F_LENGTH:
-            resp.body_bytes = resp.content_length
-        return resp
-
-    def resolve(self, ff) -> None:
-        """The heads a flow still waits on become objects: this batch's buffer is about to go."""
-        pending = ff.pending
-        if pending and any(type(x) is int for x in pending):
-            ff.pending = deque(self.request(x) if type(x) is int else x for x in pending)
-        cur = ff.current
-        if cur is not None and (type(cur[0]) is int or type(cur[1]) is int):
-            req, resp = cur
-            ff.current = (self.request(req) if type(req) is int else req,
-                          self.response(resp) if type(resp) is int else resp)
-
-
 class Decoder:
     def __init__(self, settings: Settings, fast_path: bool = True):
         """fast_path=False keeps every packet on the Python path (the reference the fast path must equal)."""
@@ -191,9 +132,11 @@ class Decoder:
         self.builder = EventBuilder(cfg)
         self.heads = HeadParser(self.builder.request_headers(), self.builder.response_headers())
         self.budget = Budget(cfg.max_flow_buffer_bytes, cfg.max_total_buffer_bytes, self.stats)
-        self.out: list = []     # dicts, and ints: this batch's numba-written lines (self._lines)
-        self._lines = None
-        self._ctx: _BatchHeads | None = None  # set while a batch's records are replayed
+        self.out: list[dict] = []
+        self._out_k: list[int] = []  # while a batch is replayed: the packet (fast-path numbering) of each event
+        self._lines = None  # the batch's numba-written events: (lines, ends, visitor offsets, packets, Python's)
+        self._batch = None  # while a batch is replayed: its buffers and records (fast-path heads refer to them)
+        self._packets_before = 0  # packets of earlier batches: flows are born at base + packet index
         self.writer = EventWriter(self.builder, self.heads)
         self.last_ts = 0.0
         self.scan = ScanView()
@@ -223,6 +166,7 @@ class Decoder:
             else:
                 self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
+        self._packets_before += len(kind)
 
     def feed(self, batch: FrameBatch) -> list[dict]:
         """Decode one batch; returns the transactions it completed."""
@@ -238,15 +182,12 @@ class Decoder:
         """Report requests unanswered for transaction_timeout_s and end flows idle for flow_idle_timeout_s."""
         tt = self.cfg.transaction_timeout_s
         idle = self.cfg.flow_idle_timeout_s
-        gone = []
         fast = self.fast
-        for key, f in list(self.flows.items()):
-            if f.slot >= 0:
-                last = float(fast.last[f.slot])
-                if last + idle < now or (f.pending and f.pending[0].ts + tt < now):
-                    f = self._materialize(key, f)  # its expiry is Python's business
-                else:
-                    continue
+        if fast is not None:
+            for key in fast.stale(now, idle, tt):
+                self._materialize(key)  # its expiry is Python's business
+        gone = []
+        for key, f in self._by_birth():
             if f.last_seen + idle < now:
                 gone.append(key)
             elif f.conn is not None and f.conn.pending:
@@ -263,53 +204,75 @@ class Decoder:
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
-        for key, f in list(self.flows.items()):
-            if f.slot >= 0:
-                f = self._materialize(key, f)
+        if self.fast is not None:
+            for key in self.fast.fast_flows():
+                self._materialize(key)
+        for _, f in self._by_birth():
             self._safe_end(f)
         self.flows.clear()
         if self.fast is not None:
             self.fast.reset()
         return self._take()
 
+    def _by_birth(self) -> list:
+        # the order flows came into being: the Python-only path's dict order, whoever followed them since
+        return sorted(self.flows.items(), key=lambda kv: kv[1].born)
+
     def _take(self) -> list[dict]:
-        """The events completed so far, as dicts (markers of numba-written lines are parsed)."""
-        # connections hold a reference to self.out: empty it in place, never rebind it
-        out = self.out[:]
-        self.out.clear()
-        if self._lines is None:
-            return out
-        data, ends, _ = self._lines
-        self._lines = None
+        """The events completed so far, as dicts (numba-written lines are parsed)."""
         loads = orjson.loads
-        events = []
-        for e in out:
-            if type(e) is int:
-                events.append(loads(data[ends[e - 1] if e else 0:ends[e]]))
-            elif e is not None:
-                events.append(e)
-        return events
+        return [e if line is None else loads(line) for e, line in self._in_order()]
 
     def _take_lines(self) -> EventLines:
         """The events completed so far as JSON lines with their Kafka keys (visitor ids)."""
-        out = self.out[:]
-        self.out.clear()
         lines = self._lines
-        self._lines = None
-        if lines is not None and len(out) == len(lines[1]) and all(type(e) is int for e in out):
-            data, _, vis = lines  # only numba-written events: their lines are the output as they are
+        if lines is not None and not self.out and not lines[4]:
+            self._lines = None
+            data, _, vis, _, _ = lines  # only numba-written events: their lines are the output as they are
             return EventLines(data, [data[v:v + 32] for v in vis.tolist()])
         pieces, keys = [], []
         dumps = orjson.dumps
-        for e in out:
-            if type(e) is int:
-                data, ends, vis = lines
-                pieces.append(data[ends[e - 1] if e else 0:ends[e]])
-                keys.append(data[vis[e]:vis[e] + 32])
-            elif e is not None:
+        for e, line in self._in_order():
+            if line is None:
                 pieces.append(dumps(e) + b"\n")
                 keys.append(e["visitor_id"].encode())
+            else:
+                pieces.append(line)
+                keys.append(line[line.index(b'"visitor_id":"') + 14:][:32])
         return EventLines(b"".join(pieces), keys)
+
+    def _in_order(self) -> list[tuple]:
+        """(dict, None) or (None, JSON line) per event in packet order, and forget them."""
+        # connections hold a reference to self.out: empty it in place, never rebind it
+        py = self.out[:]
+        self.out.clear()
+        py_k = self._out_k
+        self._out_k = []
+        lines = self._lines
+        self._lines = None
+        if lines is None:
+            return [(e, None) for e in py]
+        data, ends, _, fast_k, python = lines
+        starts = [0] + ends[:-1].tolist()
+        ends = ends.tolist()
+        fast = [(python[i], None) if i in python else (None, data[starts[i]:ends[i]]) for i in range(len(ends))]
+        if not py:
+            return [x for x in fast if x[0] is not None or x[1] is not None]
+        # both kinds: merge by packet (a packet is either the fast path's or Python's, never both)
+        out = []
+        i = 0
+        for e, k in zip(py, py_k):
+            while i < len(fast) and fast_k[i] <= k:
+                out.append(fast[i])
+                i += 1
+            out.append((e, None))
+        out += fast[i:]
+        return [x for x in out if x[0] is not None or x[1] is not None]
+
+    @property
+    def open_flows(self) -> int:
+        """Connections being followed (by Python or by the fast path)."""
+        return len(self.flows) + (len(self.fast.fast_flows()) if self.fast is not None else 0)
 
     @property
     def buffered_bytes(self) -> int:
@@ -336,11 +299,14 @@ class Decoder:
             f = flows.get(h)
             syn = flags & TH_SYN
             if f is None or (syn and not flags & TH_ACK and f.conn is not None and f.streams[dirn].delivered):
-                if f is not None:  # the 4-tuple is reused by a new connection
+                born = self._packets_before + i
+                if f is not None:  # the 4-tuple is reused by a new connection (same place in the dict)
                     self._end(f)
+                    born = f.born
                 if not syn and not pwire:
                     return  # FIN/RST stragglers of a connection already ended
                 f = flows[h] = self._new_flow(buf, d, i, dirn, ts)
+                f.born = born
             f.last_seen = ts
             if f.dead:
                 return
@@ -368,152 +334,93 @@ class Decoder:
             self._internal_error(h)
 
     def _walk_fast(self, batch: FrameBatch, d, idx: np.ndarray) -> None:
-        """The numba fast path routes the batch; Python replays its records in packet order.
-
-        Heads of this batch stay record numbers (ints) in the flows' queues; a transaction whose two heads
-        are both in this batch is written by the numba EventWriter at the end (a marker holds its place in
-        self.out). Heads still waiting when the batch ends become RequestHead/ResponseHead (_resolve)."""
+        """The numba fast path follows the batch's clean flows, pairs their transactions and writes their events
+        (capture.eventwriter); Python replays only the packets it hands over (R_SLOW / R_DEMOTE), in order."""
         buf = batch.buf
-        fh = d.fhash[idx]
-        dirn = d.dirn[idx]
-        poff = d.poff[idx]
-        plen = d.plen[idx]
-        ts = batch.ts[idx]
-        pwire = d.pwire[idx]
+        fast = self.fast
         budget = self.budget
+        fh = d.fhash[idx]
+        pwire = d.pwire[idx]
         # heads the fast path holds count in the buffer total; it only starts holding more while the total
         # stays below the limit even if Python buffered every payload byte of this batch
         room = budget.max_total - budget.total - int(pwire.sum())
-        rec, rsp, rts = self.fast.run(buf, fh, dirn, d.seq[idx], d.flags[idx], poff, plen, pwire, ts,
-                                      d.sport[idx], d.dport[idx], max(0, room))
-        budget.total += int(self.fast.meta[fp.M_ADDED])
-        if not len(rec):
-            return
-        types = rec[:, fp.TYPE]
-        rj = rec[:, fp.J]
-        slow_j = rj[(types == fp.R_SLOW) | (types == fp.R_DEMOTE)]
-        slow = None
-        if len(slow_j):
-            sp, sl = poff[slow_j], plen[slow_j]
-            self.scan.set(scan_heads(buf, sp, sl, self.heads.names, self.heads.name_off))
-            slow = list(zip(idx[slow_j].tolist(), d.seq[idx][slow_j].tolist(), d.flags[idx][slow_j].tolist(),
-                            sp.tolist(), sl.tolist(), d.pwire[idx][slow_j].tolist()))
-        mv = memoryview(buf)
-        ix = idx.tolist()
-        recl = rec.tolist()
-        ctx = self._ctx = _BatchHeads(buf, self.fast.arena, rec, recl, rsp, rts, self.heads, self.builder, self.out)
-        ridx = ctx.index
-        tx = ctx.tx
-        out, conns, req_k, resp_k, tx_body = self.out, ctx.conns, ctx.req_k, ctx.resp_k, ctx.body
-        flows = self.flows
-        stats = self.stats
-        touched = []  # flows that queued a head of this batch
-        js = 0
-        R_REQ, R_RESP, R_DONE, R_NEW, R_END, R_SLOW = fp.R_REQ, fp.R_RESP, fp.R_DONE, fp.R_NEW, fp.R_END, fp.R_SLOW
-        F_INTERIM, F_NONE, F_LENGTH = fp.F_INTERIM, fp.F_NONE, fp.F_LENGTH
-        n_req = n_tx = 0
-        for k, (r, h, dr) in enumerate(zip(recl, fh[rj].tolist(), dirn[rj].tolist())):
-            t, _, slot, hs, he, fa, fb, fc, minor, body, aux, _, arena, held, clen, chunked, done = r
-            if held:
-                budget.total -= held  # a held head completed or its flow ended
-            if t > R_DEMOTE:  # the flow's own records (Connection.on_head / _finish inlined, framing validated)
-                f = flows.get(h)
-                if f is None or f.slot != slot:
-                    continue  # the flow was dropped by an internal error
-                try:
-                    if t == R_REQ:
-                        conn = f if f.client_dir >= 0 else self._fast_roles(f, mv, d, ix[r[1]], dr, True)
-                        ridx[k] = conn.n_requests
-                        conn.n_requests += 1
-                        conn.seen_http = True
-                        n_req += 1
-                        conn.pending.append(k)
-                        touched.append(conn)
-                    elif t == R_RESP:
-                        conn = f if f.client_dir >= 0 else self._fast_roles(f, mv, d, ix[r[1]], 1 - dr, False)
-                        conn.seen_http = True
-                        if aux == F_INTERIM:
-                            continue
-                        req = conn.pending.popleft()
-                        if done:  # the body ended in this packet too (or there is none)
-                            n_tx += 1
-                            if type(req) is int:  # both heads in this batch: numba writes it (ctx.tx inlined)
-                                out.append(len(req_k))
-                                conns.append(conn)
-                                req_k.append(req)
-                                resp_k.append(k)
-                                tx_body.append(0 if aux == F_NONE else clen if aux == F_LENGTH else body)
-                            else:
-                                tx(conn, req, k, body)
-                        else:
-                            conn.current = (req, k)
-                            touched.append(conn)
-                    elif t == R_DONE:
-                        conn = f
-                        req, resp = conn.current
-                        conn.current = None
-                        n_tx += 1
-                        tx(conn, req, resp, body)
-                    else:  # R_END: Connection.close for a flow whose readers hold no bytes
-                        f.slot = -1
-                        f.dead = True
-                        if aux == fp.END_CLOSED:
-                            stats["flows_closed"] += 1
-                            flows.pop(h)
-                        elif aux == fp.END_RESET:
-                            stats["flows_reset"] += 1
-                            flows.pop(h)
-                        if f.client_dir >= 0:
-                            cur = f.current
-                            if cur is not None:  # a body until close, or cut short
-                                f.current = None
-                                n_tx += 1
-                                tx(f, cur[0], cur[1], body)
-                            pending = f.pending
-                            while pending:
-                                n_tx += 1
-                                stats["no_response"] += 1
-                                tx(f, pending.popleft(), None, 0)
-                except Exception:
-                    if f.slot >= 0 and self.fast.keys.get(h, -1) == f.slot:
-                        self.fast.st[f.slot, fp.MODE] = fp.SLOW
-                    self._internal_error(h)
-            elif t == R_NEW:
-                flows[h] = FastFlow(slot)
-                stats["flows"] += 1
-            else:  # R_SLOW / R_DEMOTE: this packet goes the Python way
-                i, seq, flags, po, pl, pw = slow[js]
-                if t != R_SLOW:
-                    f = flows.get(h)
-                    if f is not None and f.slot == slot:
-                        self._materialize(h, f, in_kernel=True, packet=(buf, d, i, dr, float(ts[r[1]])))
-                stats["transactions"] += n_tx
-                n_tx = 0
-                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, float(ts[r[1]]), js)
-                js += 1
-        stats["requests"] += n_req
-        stats["transactions"] += n_tx
-        for conn in touched:
-            ctx.resolve(conn)
-        self._ctx = None
-        if ctx.n_fast:
-            self._write_fast(ctx)
+        rec, rsp, rts, tx, txa = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.flags[idx], d.poff[idx], d.plen[idx],
+                                          pwire, batch.ts[idx], d.sport[idx], d.dport[idx], d.src_off[idx],
+                                          d.dst_off[idx], d.alen[idx], idx + self._packets_before, max(0, room))
+        budget.total += int(fast.meta[fp.M_ADDED])
+        self._count_fast(fast.meta)
+        self._batch = (buf, fast.arena, rec, rsp, rts)
+        try:
+            if len(rec):
+                self._replay_handed_over(batch, d, idx, rec)
+            if len(tx):
+                self._write_fast(tx, txa)
+        finally:
+            self._batch = None
+        fast.keep_waiting_heads(buf, rec, rsp, rts)
 
-    def _write_fast(self, ctx: "_BatchHeads") -> None:
-        """Write this batch's fast transactions (numba); the few it leaves to Python are built here."""
-        lines, ends, vis, result = self.writer.write(ctx.buf, ctx.arena, ctx.rec, ctx.rsp, ctx.rts,
-                                                     *ctx.columns())
-        self._lines = (lines.tobytes(), ends, vis)
-        python = np.flatnonzero(result).tolist()
-        if python:
-            at = {m: n for n, m in enumerate(self.out) if type(m) is int}
-            for i in python:
-                conn, req, resp, body = ctx.objects(i)
-                try:
-                    self.out[at[i]] = self.builder.build(conn, req, resp)
-                except Exception:
-                    self.out[at[i]] = None
-                    self._count_internal()
+    def _count_fast(self, meta: np.ndarray) -> None:
+        st = self.stats
+        st["requests"] += int(meta[fp.M_REQUESTS])
+        st["transactions"] += int(meta[fp.M_TRANSACTIONS])
+        st["no_response"] += int(meta[fp.M_NO_RESPONSE])
+        st["flows"] += int(meta[fp.M_FLOWS])
+        st["flows_closed"] += int(meta[fp.M_CLOSED])
+        st["flows_reset"] += int(meta[fp.M_RESET])
+
+    def _replay_handed_over(self, batch: FrameBatch, d, idx: np.ndarray, rec: np.ndarray) -> None:
+        """The packets the fast path handed to Python, in order, with the buffer total as it was at each."""
+        budget = self.budget
+        types = rec[:, fp.TYPE]
+        held = np.cumsum(rec[:, fp.HELD])  # head bytes the fast path released, up to each record
+        rows = np.flatnonzero((types == fp.R_SLOW) | (types == fp.R_DEMOTE))
+        released = 0
+        if len(rows):
+            buf = batch.buf
+            rj = rec[rows, fp.J]
+            sp, sl = d.poff[idx][rj], d.plen[idx][rj]
+            self.scan.set(scan_heads(buf, sp, sl, self.heads.names, self.heads.name_off))
+            mv = memoryview(buf)
+            fast = self.fast
+            for js, (q, t, slot, k, i, h, dr, seq, flags, po, pl, pw, ts) in enumerate(zip(
+                    rows.tolist(), types[rows].tolist(), rec[rows, fp.SLOT].tolist(), rj.tolist(),
+                    idx[rj].tolist(), d.fhash[idx][rj].tolist(), d.dirn[idx][rj].tolist(), d.seq[idx][rj].tolist(),
+                    d.flags[idx][rj].tolist(), sp.tolist(), sl.tolist(), d.pwire[idx][rj].tolist(),
+                    batch.ts[idx][rj].tolist())):
+                budget.total -= int(held[q]) - released
+                released = int(held[q])
+                if t == fp.R_DEMOTE and fast.keys.get(h, -1) == slot:
+                    self._materialize(h, in_kernel=True)
+                n = len(self.out)
+                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, ts, js)
+                self._out_k += [k] * (len(self.out) - n)
+        budget.total -= int(held[-1]) - released
+
+    def _write_fast(self, tx: np.ndarray, txa: np.ndarray) -> None:
+        """The fast path's transactions as JSON lines (numba); the few it leaves to Python are built here."""
+        buf, arena, rec, rsp, rts = self._batch
+        lines, ends, vis, result = self.writer.write(buf, arena, rec, rsp, rts, self.fast.carry, tx, txa)
+        python = {}
+        refs = _HeadRefs(self.heads, self.fast.carry, self._batch)
+        for i in np.flatnonzero(result).tolist():
+            try:
+                python[i] = self.builder.build(*self._paired(refs, tx[i].tolist(), txa[i]))
+            except Exception:
+                python[i] = None
+                self._count_internal()
+        self._lines = (lines.tobytes(), ends, vis, tx[:, fp.TX_K].copy(), python)
+
+    def _paired(self, refs: "_HeadRefs", t: list, addr: np.ndarray):
+        """A fast-path transaction as EventBuilder.build's (connection, request, response)."""
+        n = t[fp.TX_ALEN]
+        ep = _Endpoints(self._ip(addr[:n].tobytes()), t[fp.TX_CPORT], self._ip(addr[16:16 + n].tobytes()),
+                        t[fp.TX_SPORT])
+        req = refs.request(t[fp.TX_REQ])
+        resp = None
+        if t[fp.TX_RESP] != fp.NOREF:
+            resp = refs.response(t[fp.TX_RESP])
+            resp.body_bytes = t[fp.TX_BODY]
+        return ep, req, resp
 
     def _ip(self, raw: bytes) -> str:
         ip = self._ips.get(raw)
@@ -523,45 +430,28 @@ class Decoder:
             ip = self._ips[raw] = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
         return ip
 
-    def _fast_roles(self, ff: FastFlow, mv: memoryview, d, i: int, client_dir: int, client_is_src: bool) -> FastFlow:
-        """The first head of a fast flow: its endpoints, taken from that packet."""
-        n = int(d.alen[i])
-        so, do = int(d.src_off[i]), int(d.dst_off[i])
-        src, dst = self._ip(mv[so:so + n].tobytes()), self._ip(mv[do:do + n].tobytes())
-        sp, dp = int(d.sport[i]), int(d.dport[i])
-        if client_is_src:
-            ff.client_ip, ff.client_port, ff.server_ip, ff.server_port = src, sp, dst, dp
-        else:
-            ff.client_ip, ff.client_port, ff.server_ip, ff.server_port = dst, dp, src, sp
-        ff.client_dir = client_dir
-        ff.id_prefix = f"{ff.client_ip}|{ff.client_port}|{ff.server_ip}|{ff.server_port}|".encode()
-        ff.pending = deque()
-        return ff
-
-    def _materialize(self, key: int, ff: FastFlow, in_kernel: bool = False, packet=None) -> Flow:
-        """Python takes a fast flow over: a full Flow/Connection with the fast path's state (same dict slot)."""
-        if self._ctx is not None and ff.client_dir >= 0:
-            self._ctx.resolve(ff)
-        if ff.client_dir < 0:
-            if packet is not None:  # no head yet: the endpoints come from the packet being handed over
-                f = self._new_flow(*packet)
-                self.stats["flows"] -= 1  # counted when the fast path saw its SYN
-            else:
-                f = Flow(("", ""), (0, 0), self.budget, 0.0)  # ends now (expiry / end of input), no events
-        else:
-            c = (ff.client_ip, ff.client_port)
-            s = (ff.server_ip, ff.server_port)
-            a, b = (c, s) if ff.client_dir == 0 else (s, c)
-            f = Flow((a[0], b[0]), (a[1], b[1]), self.budget, 0.0)
-            f.midstream = False
-            conn = self._make_conn(f, ff.client_dir)
-            conn.pending = ff.pending
-            conn.current = ff.current
-            conn.n_requests = ff.n_requests
-            conn.seen_http = ff.seen_http
-        f.slot = ff.slot
+    def _materialize(self, key: int, in_kernel: bool = False) -> Flow:
+        """Python takes a fast flow over: a full Flow/Connection with the fast path's state."""
+        fast = self.fast
+        slot = fast.keys[key]
+        row = fast.st[slot].tolist()
+        n = row[fp.ALEN]
+        a = self._ip(fast.saddr[slot, :n].tobytes())
+        b = self._ip(fast.saddr[slot, 16:16 + n].tobytes())
+        f = Flow((a, b), (row[fp.APORT], row[fp.BPORT]), self.budget, 0.0, row[fp.BORN])
+        f.slot = slot
         self.flows[key] = f
         self._sync(f, in_kernel)
+        conn = f.conn
+        if conn is not None:
+            refs = _HeadRefs(self.heads, fast.carry, self._batch)
+            pend = fast.pref[slot]
+            conn.pending = deque(refs.request(int(pend[(row[fp.PHEAD] + j) % fp.PEND_MAX]))
+                                 for j in range(row[fp.NPEND]))
+            if row[fp.CURQ] != fp.NOREF:
+                conn.current = (refs.request(row[fp.CURQ]), refs.response(row[fp.CURR]))
+            conn.n_requests = row[fp.NREQ]
+            conn.seen_http = bool(row[fp.SEEN])
         return f
 
     def _sync(self, f: Flow, in_kernel: bool = False) -> None:

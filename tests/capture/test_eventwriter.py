@@ -28,7 +28,7 @@ from config.settings import Settings  # noqa: E402
 def test_blake2b_matches_hashlib(n, key):
     data = np.frombuffer(bytes((i * 7 + n) % 256 for i in range(n + 9)), np.uint8)
     out = np.zeros(32, np.uint8)
-    blake2b_hex(data, 4, n, key_state(key), out, 0, np.zeros(256, np.uint8))
+    blake2b_hex(data, 4, n, key_state(key), out, 0, np.zeros(320, np.uint8))
     assert out.tobytes().decode() == hashlib.blake2b(data[4:4 + n].tobytes(), key=key, digest_size=16).hexdigest()
 
 

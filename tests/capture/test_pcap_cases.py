@@ -269,7 +269,7 @@ def test_rst_ends_the_connection_and_reports_the_unanswered_request(tmp_path):
     for b in read_pcap_batches(str(path)):
         events += d.feed(b)
     assert brief(events) == [("GET", "/one", 200, 1, 2.0), ("GET", "/two", None, 0, None)]
-    assert d.stats["flows_reset"] == 1 and not d.flows
+    assert d.stats["flows_reset"] == 1 and d.open_flows == 0
 
 
 def test_fin_both_ways_removes_the_flow(tmp_path):
@@ -285,10 +285,10 @@ def test_idle_flow_expiry_finishes_and_forgets_the_flow(tmp_path):
     d = Decoder(Settings(capture={"flow_idle_timeout_s": 60}))
     for b in read_pcap_batches(str(path)):
         assert d.feed(b) == []
-    assert d.expire(c.t + 30) == [] and len(d.flows) == 1
+    assert d.expire(c.t + 30) == [] and d.open_flows == 1
     events = d.expire(c.t + 61)
     assert brief(events) == [("GET", "/stream", 200, 700, 1.0)]
-    assert not d.flows and d.stats["flows_expired"] == 1
+    assert d.open_flows == 0 and d.stats["flows_expired"] == 1
 
 
 def test_buffer_overflow_is_dropped_and_counted(tmp_path):
