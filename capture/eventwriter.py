@@ -114,6 +114,16 @@ def _fixed(out, o, v, decimals):
 @njit(cache=True)
 def _str(out, o, src, s, e):
     """src[s:e] as JSON string content (orjson's escapes); -1 if it is not ASCII (Python decodes that)."""
+    plain = True
+    for p in range(s, e):
+        x = src[p]
+        if x >= 128 or x < 32 or x == 34 or x == 92:
+            plain = False
+            break
+    if plain:  # the common case: a straight copy
+        for p in range(s, e):
+            out[o + p - s] = src[p]
+        return o + e - s
     for p in range(s, e):
         x = src[p]
         if x >= 128:
