@@ -43,7 +43,7 @@ def replay_once(path: str, pps: int | None, decode: bool, ring_mb: int, packets:
     def consume():
         for batch in source:
             if decoder is not None:
-                found[0] += len(decoder.feed(batch))
+                found[0] += len(decoder.feed_lines(batch))  # as the agent does: JSON lines, no dicts
         if decoder is not None:
             found[0] += len(decoder.close())
 
@@ -111,7 +111,7 @@ def main() -> int:
 
     warm = Decoder(Settings())
     for b in read_pcap_batches(str(ensure_pcap(2000, seed=7, quiet=True))):
-        warm.feed(b)
+        warm.feed_lines(b)
 
     table = Table(title="LiveSource on lo under tcpreplay")
     for col in ("mode", "requested pps", "achieved pps", "kernel packets", "kernel drops", "frames",

@@ -4,18 +4,22 @@ A flow that starts with a SYN and stays simple (in-order segments, heads whole w
 packet, Content-Length / chunked / until-close bodies) is followed here: a flow table
 (typed dict fhash -> slot), per-direction next sequence number and the same HTTP
 message-framing state machine as capture.http.MessageReader, as integer columns.
-The kernel emits records in packet order (new flow, request head, response head,
-response done, flow end) with spans into the batch buffer; the Decoder builds
-events from them with the regular Connection/EventBuilder code, so the events are
-byte-identical to the Python path's.
+The kernel also pairs requests with responses as capture.transactions.Connection does
+(pending requests and the current transaction as head refs) and emits each completed
+transaction as a tx row, which capture.eventwriter turns into the event's JSON line.
+Heads still waited on when a batch ends move to a carry store (_carry). It also emits
+records in packet order (new flow, request head, response head, response done, flow
+end) whose head spans the writer reads and whose held-byte counts keep the Decoder's
+buffer budget exact.
 
 Anything unusual (out of order, retransmission, truncated capture, a head split across
 packets, blank lines, HTTP/0.9, odd Content-Length, 101/CONNECT, orphan responses, too
 many pending requests...) "demotes" the flow: the packet's effects are rolled back and
 the record DEMOTE tells the Decoder to copy this flow's state into the Python objects
-(capture.reassembly.Stream, capture.http.MessageReader) and process the packet, and all
-later ones of that flow, the Python way. Flows first seen without a SYN are Python's
-from the start (SLOW).
+(capture.reassembly.Stream, capture.http.MessageReader, capture.transactions.Connection)
+and process the packet, and all later ones of that flow, the Python way. Flows first
+seen without a SYN are Python's from the start (SLOW). tests/capture/test_fuzz.py holds
+both ways to the same events.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""Decoder: FrameBatches in, Hit dicts out.
+"""Decoder: FrameBatches in, Hit events out (dicts, or JSON lines for outputs).
 
-numba decodes every frame's headers in one call (capture.decode); Python then
-walks only the frames with payload or SYN/FIN/RST, routes them to their flow's
-per-direction reassembler (capture.reassembly), whose MessageReaders
-(capture.http) frame HTTP messages for the Connection (capture.transactions)
-that pairs them into events.
+numba decodes every frame's headers in one call (capture.decode). Flows that start
+with a SYN and stay simple are followed, paired and written as JSON lines entirely in
+numba (capture.fastpath, capture.eventwriter). Every other frame with payload or
+SYN/FIN/RST is walked in Python: routed to its flow's per-direction reassembler
+(capture.reassembly), whose MessageReaders (capture.http) frame HTTP messages for the
+Connection (capture.transactions) that pairs them into events. Both kinds of events
+come out in packet order.
 """
 from __future__ import annotations
 
