@@ -954,3 +954,4 @@ class FlowTable:
         self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
         self.meta[:] = 0
         self.meta[M_FREE] = cap
+        self.carry = tuple(c[:0] for c in self.carry)
