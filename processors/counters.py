@@ -62,7 +62,7 @@ class BatchColumns:
         self.pv_row: list[int] = []
         self.dim_codes: dict[str, list[int]] = {d: [] for d in PV_DIMENSIONS}
         self.dims: dict[str, _Interner] = {d: _Interner() for d in PV_DIMENSIONS}
-        self.feed: list[bytes] = []
+        self._feed_rows: list[tuple[Mapping[str, Any], int]] = []  # (page view, its row), the latest last
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -93,12 +93,18 @@ class BatchColumns:
         for d in PV_DIMENSIONS:
             v = pv[_PV_FIELD[d]]
             dc[d].append(dims[d].code(v) if v else -1)
-        self.feed.append(orjson.dumps({
+        self._feed_rows.append((pv, row))
+        if len(self._feed_rows) > 2 * self.feed_length:
+            del self._feed_rows[:-self.feed_length]
+
+    def feed(self) -> list[bytes]:
+        """Live-feed entries (JSON) of the batch's last feed_length page views; only those are kept, so
+        only those are encoded."""
+        return [orjson.dumps({
             "ts": pv["ts"], "path": pv["path"], "visitor": pv["visitor_id"][:12], "member": self.member[row],
             "channel": pv["channel"], "referrer_host": pv["referrer_host"], "device": pv["device"],
-            "browser": pv["browser"], "session_id": pv["session_id"], "goal": pv["goal"]}))
-        if len(self.feed) > 2 * self.feed_length:
-            del self.feed[:-self.feed_length]
+            "browser": pv["browser"], "session_id": pv["session_id"], "goal": pv["goal"]})
+            for pv, row in self._feed_rows[-self.feed_length:]]
 
 
 _NAN = float("nan")
@@ -163,7 +169,7 @@ def aggregate(cols: BatchColumns, use_numba: bool = True) -> LiveDelta:
         seen = np.nonzero(last > 0)[0]
         if len(seen):
             d.visitors[which] = {vvalues[c]: float(last[c]) for c in seen.tolist()}
-    d.feed = cols.feed[-cols.feed_length:]
+    d.feed = cols.feed()
     return d
 
 
