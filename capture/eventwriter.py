@@ -62,7 +62,7 @@ HEXD = _lit("0123456789abcdef")
 WRITTEN, PYTHON = 0, 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _put(out, o, lit):
     for i in range(lit.shape[0]):
         out[o + i] = lit[i]
@@ -162,7 +162,7 @@ def _str(out, o, src, s, e):
     return o
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _space(x):
     return x == 32 or x == 9 or x == 10 or x == 13 or x == 11 or x == 12
 

@@ -54,3 +54,12 @@ def _no_user_config(monkeypatch):
     for k in list(os.environ):
         if k.startswith("VISITWIRE_"):
             monkeypatch.delenv(k)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _capture_kernels_compiled():
+    """A fresh clone compiles the capture's numba kernels on first use (a minute or two) and caches them.
+    Doing it once here keeps that out of the time limits of tests that start `visitwire` as a subprocess."""
+    from capture.decode import warm_up
+
+    warm_up()

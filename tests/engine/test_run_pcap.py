@@ -344,7 +344,8 @@ def test_two_workers_split_the_partitions_and_one_leaving_mid_replay_loses_and_s
         redis_server, clickhouse_server, tmp_path):
     with start_tansu() as broker:
         pcap = tmp_path / "big.pcap"
-        truth = generate_pcap(str(pcap), START_TS, visitors=1200, seed=11, port=8080)
+        # enough hits that b still has a backlog when it leaves (a worker drains ~20k hits/s)
+        truth = generate_pcap(str(pcap), START_TS, visitors=3000, seed=11, port=8080)
         url = clickhouse_server.url.rsplit("/", 1)[0] + f"/e2e_two_{uuid.uuid4().hex[:8]}"
         env = _env(tmp_path, VISITWIRE_PROCESSING__BATCH_SIZE="200", VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.2")
         logs = [tmp_path / "a.log", tmp_path / "b.log"]
@@ -365,6 +366,10 @@ def test_two_workers_split_the_partitions_and_one_leaving_mid_replay_loses_and_s
                 time.sleep(0.1)
             _stop(b)  # leaves mid-replay: its partitions move to a, which must go on where b stopped
             hits, rows, pageviews = _wait_for_history(url, truth)
+            # a takes b's partitions when the group has rebalanced, which may end after the history is complete
+            takeover = time.monotonic() + 60
+            while _partitions_read(logs[0]) != [0, 1, 2, 3] and time.monotonic() < takeover:
+                time.sleep(0.2)
         finally:
             _stop(a)
             _stop(b)
