@@ -355,9 +355,9 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
         else:
             qmeta, row, qts = cmeta[-1 - kq], crow[-1 - kq], cts[-1 - kq]
         _head(kq, src, buf, arena, rec, cbytes, cmeta)
-        hs = 0
+        hs = 0  # the request head is copied to src[0:] (header spans in row are relative to its start)
         us = np.int64(np.rint(qts * 1e6))
-        ps = 0
+        ps = 0  # the prefix in pre[ps:pe]; the client ip is pre[ps:b1]
         b1 = _ipv4(pre, 0, txa[i], 0)
         pre[b1] = 124
         b2 = _int(pre, b1 + 1, tx[i, TX_CPORT])

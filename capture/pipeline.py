@@ -20,7 +20,7 @@ import orjson
 from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
 from capture import fastpath as fp
-from capture.fastpath import R_DEMOTE, FlowTable
+from capture.fastpath import FlowTable
 from capture.frames import FrameBatch
 from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
     RESYNC_RESPONSE, RequestHead, ResponseHead

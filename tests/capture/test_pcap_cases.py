@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pcaps import T0, Conv, chunked, req, resp, udp_packet, write, write_raw_pcap  # noqa: E402
+from pcaps import T0, Conv, chunked, req, resp, udp_packet, write  # noqa: E402
 
 from scapy.layers.inet import IP  # noqa: E402
 
