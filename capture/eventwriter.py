@@ -659,6 +659,7 @@ class EventWriter:
         self.flags = np.array([bool(idn.member_param or idn.client_ip_header), not ascii_words], np.int64)
         self.extras = [np.frombuffer(orjson.dumps(name)[:-1] + b'":', np.uint8).copy() for name, _ in builder.extra]
         self.extra_slots = np.array([slot[name] for name, _ in builder.extra], np.int64)
+        self.extra_names_bytes = sum(len(e) + 4 for e in self.extras)  # name, quotes and comma
         self.key = key_state(idn.key)
         self.nokey = key_state(b"")
         self._out = np.zeros(1 << 16, np.uint8)
@@ -668,9 +669,11 @@ class EventWriter:
         transactions tx (heads: records of this batch, or carried ones; carry = (bytes, meta, rows, ts))."""
         n = len(tx)
         cbytes, cmeta, crow, cts = carry
-        # a line is at most ~6x its heads' bytes (\\u00XX escapes) plus the fixed fields
+        # numba does not check bounds: the buffer must hold the worst case. Each header value is written once
+        # (at most 6 bytes per byte: \u00XX), the uri twice (uri, path + query; its bytes escape to at most 2),
+        # plus the fixed fields and the configured extra header names.
         heads = _head_lengths(tx[:, TX_REQ], rec, cmeta) + _head_lengths(tx[:, TX_RESP], rec, cmeta)
-        need = 6 * int(heads.sum()) + 1024 * n
+        need = 6 * int(heads.sum()) + (1024 + self.extra_names_bytes) * n
         if self._out.shape[0] < need:
             self._out = np.zeros(need, np.uint8)
         ends = np.empty(n, np.int64)
