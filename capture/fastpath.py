@@ -53,8 +53,8 @@ ARENA_BYTES = 1 << 20  # per batch: heads assembled from several segments, hande
 # record types
 R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 # record columns
-TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, RBODY, AUX, RSTATE_REQ, ARENA, HELD, CLEN, CHUNKED, DONE, IDX = range(18)
-RCOL = 18
+TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, AUX, ARENA, HELD, CLEN, CHUNKED, DONE, IDX = range(16)
+RCOL = 16
 # meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those,
 # transactions written to tx this batch, and this batch's counts for the Decoder's stats
 M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM, M_NTX, M_REQUESTS, M_TRANSACTIONS, M_NO_RESPONSE, M_FLOWS, \
@@ -488,11 +488,9 @@ def _done_rec(rec, nrec, k, slot, body, st, saddr, tx, txa, meta):
     if q >= 0 and rec[q, TYPE] == R_RESP and rec[q, SLOT] == slot and rec[q, J] == k and rec[q, DONE] == 0 \
             and rec[q, AUX] != F_INTERIM:
         rec[q, DONE] = 1
-        rec[q, RBODY] = body
         _emit(st, slot, saddr, body, k, tx, txa, meta)
         return nrec
     _rec(rec, nrec, R_DONE, k, slot)
-    rec[nrec, RBODY] = body
     _emit(st, slot, saddr, body, k, tx, txa, meta)
     return nrec + 1
 
@@ -512,10 +510,6 @@ def _end_rec(rec, nrec, k, slot, st, client, aux, meta, pref, saddr, tx, txa):
         meta[M_RESET] += 1
     if st[slot, CONN]:
         bs = D0 + DW * (1 - client)
-        bc = D0 + DW * client
-        rec[nrec, HS] = st[slot, bs + RSTATE]
-        rec[nrec, RBODY] = st[slot, bs + BODYN]
-        rec[nrec, RSTATE_REQ] = st[slot, bc + RSTATE]
         _emit(st, slot, saddr, st[slot, bs + BODYN], k, tx, txa, meta)
         while st[slot, NPEND] > 0:
             st[slot, CURQ] = pref[slot, st[slot, PHEAD]]
