@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from numba import njit
+from numba import njit, types
+from numba.typed import List
 
 from capture.blake2 import blake2b_hex, key_state
 from capture.fastpath import ARENA, FA, FB, FC, HE, HS, IDX, MINOR, NOREF, TX_ALEN, TX_BODY, TX_CPORT, TX_REQ, \
@@ -57,6 +58,10 @@ K_NULL = _lit("null")
 K_TRUE = _lit("true")
 K_FALSE = _lit("false")
 HEXD = _lit("0123456789abcdef")
+# control bytes orjson escapes with a letter (the others as \u00XX): byte -> letter, 0 = none
+SHORT_ESCAPE = np.zeros(32, np.uint8)
+for _byte, _letter in ((8, "b"), (9, "t"), (10, "n"), (12, "f"), (13, "r")):
+    SHORT_ESCAPE[_byte] = ord(_letter)
 
 # per transaction result
 WRITTEN, PYTHON = 0, 1
@@ -134,20 +139,8 @@ def _str(out, o, src, s, e):
             o += 2
         elif x < 32:
             out[o] = 92
-            if x == 8:
-                out[o + 1] = 98
-                o += 2
-            elif x == 9:
-                out[o + 1] = 116
-                o += 2
-            elif x == 10:
-                out[o + 1] = 110
-                o += 2
-            elif x == 12:
-                out[o + 1] = 102
-                o += 2
-            elif x == 13:
-                out[o + 1] = 114
+            if SHORT_ESCAPE[x]:  # \b \t \n \f \r
+                out[o + 1] = SHORT_ESCAPE[x]
                 o += 2
             else:
                 out[o + 1] = 117
@@ -660,6 +653,9 @@ class EventWriter:
         self.extras = [np.frombuffer(orjson.dumps(name)[:-1] + b'":', np.uint8).copy() for name, _ in builder.extra]
         self.extra_slots = np.array([slot[name] for name, _ in builder.extra], np.int64)
         self.extra_names_bytes = sum(len(e) + 4 for e in self.extras)  # name, quotes and comma
+        self._extras = List.empty_list(types.uint8[::1])  # the names as numba sees them
+        for e in self.extras:
+            self._extras.append(e)
         self.key = key_state(idn.key)
         self.nokey = key_state(b"")
         self._out = np.zeros(1 << 16, np.uint8)
@@ -681,18 +677,6 @@ class EventWriter:
         result = np.empty(n, np.int8)
         end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
                          self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
-                         self._extras_typed(), self.extra_slots, self.flags, self.key, self.nokey, self._out, ends,
+                         self._extras, self.extra_slots, self.flags, self.key, self.nokey, self._out, ends,
                          vis, result)
         return self._out[:end], ends, vis, result
-
-    def _extras_typed(self):
-        from numba.typed import List
-        if not hasattr(self, "_typed"):
-            lst = List()
-            for e in self.extras:
-                lst.append(e)
-            if not self.extras:
-                lst.append(np.zeros(0, np.uint8))
-                lst.pop()
-            self._typed = lst
-        return self._typed
