@@ -25,6 +25,8 @@ SIGMA = np.array([
     [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
     [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
 ], np.int64)
+# the message word order of each of the 12 rounds, flat; unsigned, so indexing it needs no negative-index check
+SIG = SIGMA[[r % 10 for r in range(12)]].reshape(-1).astype(np.uint64)
 DIGEST = 16
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
@@ -48,29 +50,25 @@ def _g(a, b, c, d, x, y):
 
 
 @njit(cache=True)
-def _compress(h, block, t, last, m):
-    """One 128-byte block (uint8[128]) into the state h; t = bytes hashed so far including this block.
-    m: uint64[16] scratch. The working vector lives in scalars (registers), not an array."""
-    for i in range(16):
-        w = np.uint64(0)
-        for b in range(8):
-            w |= np.uint64(block[8 * i + b]) << np.uint64(8 * b)
-        m[i] = w
+def _compress(h, block, t, last):
+    """One 128-byte block (uint8[128], read as 16 little-endian words) into the state h; t = bytes hashed so
+    far including this block. The working vector lives in scalars (registers), not an array."""
+    m = block.view(np.uint64)
     v0, v1, v2, v3, v4, v5, v6, v7 = h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]
     v8, v9, v10, v11, v12, v13, v14, v15 = IV[0], IV[1], IV[2], IV[3], IV[4], IV[5], IV[6], IV[7]
     v12 ^= np.uint64(t)
     if last:
         v14 = ~v14
     for r in range(12):
-        s = SIGMA[r % 10]
-        v0, v4, v8, v12 = _g(v0, v4, v8, v12, m[s[0]], m[s[1]])
-        v1, v5, v9, v13 = _g(v1, v5, v9, v13, m[s[2]], m[s[3]])
-        v2, v6, v10, v14 = _g(v2, v6, v10, v14, m[s[4]], m[s[5]])
-        v3, v7, v11, v15 = _g(v3, v7, v11, v15, m[s[6]], m[s[7]])
-        v0, v5, v10, v15 = _g(v0, v5, v10, v15, m[s[8]], m[s[9]])
-        v1, v6, v11, v12 = _g(v1, v6, v11, v12, m[s[10]], m[s[11]])
-        v2, v7, v8, v13 = _g(v2, v7, v8, v13, m[s[12]], m[s[13]])
-        v3, v4, v9, v14 = _g(v3, v4, v9, v14, m[s[14]], m[s[15]])
+        b = 16 * r
+        v0, v4, v8, v12 = _g(v0, v4, v8, v12, m[SIG[b]], m[SIG[b + 1]])
+        v1, v5, v9, v13 = _g(v1, v5, v9, v13, m[SIG[b + 2]], m[SIG[b + 3]])
+        v2, v6, v10, v14 = _g(v2, v6, v10, v14, m[SIG[b + 4]], m[SIG[b + 5]])
+        v3, v7, v11, v15 = _g(v3, v7, v11, v15, m[SIG[b + 6]], m[SIG[b + 7]])
+        v0, v5, v10, v15 = _g(v0, v5, v10, v15, m[SIG[b + 8]], m[SIG[b + 9]])
+        v1, v6, v11, v12 = _g(v1, v6, v11, v12, m[SIG[b + 10]], m[SIG[b + 11]])
+        v2, v7, v8, v13 = _g(v2, v7, v8, v13, m[SIG[b + 12]], m[SIG[b + 13]])
+        v3, v4, v9, v14 = _g(v3, v4, v9, v14, m[SIG[b + 14]], m[SIG[b + 15]])
     h[0] ^= v0 ^ v8
     h[1] ^= v1 ^ v9
     h[2] ^= v2 ^ v10
@@ -99,7 +97,7 @@ def key_state(key: bytes) -> np.ndarray:
 @njit(cache=True)
 def _keyed_start(st, block):
     h = st[:8].copy()
-    _compress(h, block, 128, False, np.empty(16, np.uint64))
+    _compress(h, block, 128, False)
     st[:8] = h
     st[8] = 128
 
@@ -112,7 +110,6 @@ def blake2b_hex(data, s, n, start, out, o, scratch):
     Keyed with nothing left to hash (n == 0) is the one case where the key block is the last block: it is
     not served from the prepared state."""
     block = scratch[:128]
-    m = scratch[128:256].view(np.uint64)
     h = scratch[256:320].view(np.uint64)  # scratch, not np.empty: an allocation per hash costs more than a block
     for i in range(8):
         h[i] = start[i]
@@ -125,12 +122,14 @@ def blake2b_hex(data, s, n, start, out, o, scratch):
             block[i] = data[s + p + i]
         p += 128
         t += 128
-        _compress(h, block, t, False, m)
+        _compress(h, block, t, False)
     rest = n - p
-    for i in range(128):
-        block[i] = data[s + p + i] if i < rest else 0
+    for i in range(rest):
+        block[i] = data[s + p + i]
+    for i in range(rest, 128):
+        block[i] = 0
     t += rest
-    _compress(h, block, t, True, m)
+    _compress(h, block, t, True)
     return _hex(h, out, o)
 
 

@@ -63,6 +63,13 @@ SHORT_ESCAPE = np.zeros(32, np.uint8)
 for _byte, _letter in ((8, "b"), (9, "t"), (10, "n"), (12, "f"), (13, "r")):
     SHORT_ESCAPE[_byte] = ord(_letter)
 
+TEN = np.uint64(10)
+# the decimal text of each byte value: OCTET[b, :3] its digits, OCTET[b, 3] how many (IPv4 addresses)
+OCTET = np.zeros((256, 4), np.uint8)
+for _b in range(256):
+    OCTET[_b, :len(str(_b))] = np.frombuffer(str(_b).encode(), np.uint8)
+    OCTET[_b, 3] = len(str(_b))
+
 # per transaction result
 WRITTEN, PYTHON = 0, 1
 
@@ -80,14 +87,16 @@ def _int(out, o, v):
         out[o] = 45
         o += 1
         v = -v
+    # unsigned: division by 10 becomes a multiplication, without Python's floor-division sign fix-ups
+    u = np.uint64(v)
     n = 1
-    t = v
-    while t >= 10:
-        t //= 10
+    t = u
+    while t >= TEN:
+        t //= TEN
         n += 1
     for i in range(n - 1, -1, -1):
-        out[o + i] = 48 + v % 10
-        v //= 10
+        out[o + i] = 48 + np.int64(u % TEN)
+        u //= TEN
     return o + n
 
 
@@ -292,30 +301,22 @@ def _ipv4(out, o, a, p):
         if q:
             out[o] = 46
             o += 1
-        o = _int(out, o, a[p + q])
+        b = a[p + q]
+        for d in range(OCTET[b, 3]):
+            out[o + d] = OCTET[b, d]
+        o += OCTET[b, 3]
     return o
 
 
 @njit(cache=True)
-def _copy(dst, src, s, n):
-    for q in range(n):
-        dst[q] = src[s + q]
-
-
-@njit(cache=True)
-def _head(ref, dst, buf, arena, rec, cbytes, cmeta):
-    """A head's bytes into dst[0:n] (this batch's buffer or arena, or the carry store); returns n."""
+def _head(ref, buf, arena, rec, cbytes, cmeta):
+    """Where a head's bytes are, read in place: (this batch's buffer or arena, or the carry store; start)."""
     if ref >= 0:
-        hs, n = rec[ref, HS], rec[ref, HE] - rec[ref, HS]
         if rec[ref, ARENA]:
-            _copy(dst, arena, hs, n)
-        else:
-            _copy(dst, buf, hs, n)
-    else:
-        c = -1 - ref
-        hs, n = cmeta[c, HS], cmeta[c, HE] - cmeta[c, HS]
-        _copy(dst, cbytes, hs, n)
-    return n
+            return arena, rec[ref, HS]
+        return buf, rec[ref, HS]
+    c = -1 - ref
+    return cbytes, cmeta[c, HS]
 
 
 @njit(cache=True)
@@ -325,8 +326,6 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
     ntx = tx.shape[0]
     scratch = np.zeros(SCRATCH_HASH + 70000, np.uint8)
-    src = np.empty(70000, np.uint8)   # the request head
-    rsrc = np.empty(70000, np.uint8)  # the response head
     pre = np.empty(128, np.uint8)     # "client ip|client port|server ip|server port|" (the event id's prefix)
     fs = np.empty(name_off.shape[0] - 1, np.int64)
     fe = np.empty(name_off.shape[0] - 1, np.int64)
@@ -347,8 +346,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             qmeta, row, qts = rec[kq], rsp[kq], rts[kq]
         else:
             qmeta, row, qts = cmeta[-1 - kq], crow[-1 - kq], cts[-1 - kq]
-        _head(kq, src, buf, arena, rec, cbytes, cmeta)
-        hs = 0  # the request head is copied to src[0:] (header spans in row are relative to its start)
+        src, hs = _head(kq, buf, arena, rec, cbytes, cmeta)  # the request head is src[hs:]; row spans from hs
         us = np.int64(np.rint(qts * 1e6))
         ps = 0  # the prefix in pre[ps:pe]; the client ip is pre[ps:b1]
         b1 = _ipv4(pre, 0, txa[i], 0)
@@ -478,7 +476,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             ua_s = ua_e = hs
         o = _put(out, o, K_STATUS)
         kr = tx[i, TX_RESP]
-        rhs = 0
+        rsrc, rhs = src, hs  # the response head, once there is one
         sc_s = sc_e = -1
         answered = kr != NOREF
         rrow = row
@@ -487,7 +485,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
                 rmeta, rrow, rts_ = rec[kr], rsp[kr], rts[kr]
             else:
                 rmeta, rrow, rts_ = cmeta[-1 - kr], crow[-1 - kr], cts[-1 - kr]
-            _head(kr, rsrc, buf, arena, rec, cbytes, cmeta)
+            rsrc, rhs = _head(kr, buf, arena, rec, cbytes, cmeta)
             o = _int(out, o, rmeta[FA])
             o = _put(out, o, K_RESP_BYTES)
             o = _int(out, o, tx[i, TX_BODY])
