@@ -88,6 +88,9 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(4, gt=0)
     app_id: str = "visitwire"
     session_timeout_s: float = Field(30.0, gt=0)
+    # How long a produced batch may wait for the broker before it counts as not delivered (the flush
+    # then fails, offsets stay uncommitted and the records are sent again).
+    producer_request_timeout_s: float = Field(30.0, gt=0)
 
 
 class RedisSettings(BaseModel):

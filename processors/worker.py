@@ -36,7 +36,7 @@ import redis
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
 from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
-from processors.app import TableStore, VisitwireApp, create_app, kafka_producer, send_keyed
+from processors.app import DeliveryFailed, Outbox, TableStore, VisitwireApp, create_app
 from processors.counters import warm_up
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
@@ -92,7 +92,8 @@ class WorkerRuntime:
         self.settings = vw.settings
         self.history = history
         self.live = live
-        self.table_store = TableStore(vw.sessions_table, vw.settings.kafka.partitions)
+        self.outbox = Outbox(vw.app)  # page views, sessions and changelog records until delivered
+        self.table_store = TableStore(vw.sessions_table, vw.settings.kafka.partitions, self.outbox)
         self.processor = HitProcessor(vw.settings, self.table_store)
         # batches processed, not yet durable: (hits, their ts, Faust release callback, bulk offsets)
         self._held: list[tuple[int, np.ndarray, Any, dict | None]] = []
@@ -216,10 +217,9 @@ class WorkerRuntime:
                                 e, self.live_errors)
 
     async def _send(self, topic: str, records: list[dict]) -> None:
-        """Queue the records keyed by visitor; flush() has them delivered before offsets are committed."""
+        """Queue the records keyed by visitor; flush() confirms their delivery before offsets are committed."""
         if records:
-            await send_keyed(kafka_producer(self.vw.app), topic,
-                             [(r["visitor_id"].encode(), orjson.dumps(r)) for r in records])
+            await self.outbox.send_keyed(topic, [(r["visitor_id"].encode(), orjson.dumps(r)) for r in records])
 
     # -- timer ------------------------------------------------------------------------------
     async def on_tick(self) -> None:
@@ -245,11 +245,12 @@ class WorkerRuntime:
                 self.processor.sessions.commit_flush()
                 # changelog durable and recoverable before offsets move; bounded, so a broker that
                 # stops answering fails this flush (retried next tick) instead of holding the lock forever
-                await asyncio.wait_for(self._seal_and_flush_producer(), KAFKA_FLUSH_TIMEOUT_S)
+                await asyncio.wait_for(self._seal_and_confirm_delivery(), KAFKA_FLUSH_TIMEOUT_S)
             except (Exception, asyncio.TimeoutError) as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1
-                log.warning("flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next "
-                            "second", type(e).__name__, e, sum(h[0] for h in held))
+                log.log(logging.ERROR if isinstance(e, DeliveryFailed) else logging.WARNING,
+                        "flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next second",
+                        type(e).__name__, e, sum(h[0] for h in held))
                 self._held = held + self._held
                 self._held_n = sum(h[0] for h in self._held)
                 return False
@@ -296,9 +297,9 @@ class WorkerRuntime:
         if n:
             log.info("rebalance: %d open session(s) of partitions now owned by another worker forgotten here", n)
 
-    async def _seal_and_flush_producer(self) -> None:
+    async def _seal_and_confirm_delivery(self) -> None:
         await self.table_store.seal()
-        await self.vw.app.producer.flush()
+        await self.outbox.confirm()
 
     async def end_of_input(self) -> int:
         """pcap mode: close every open session (close_reason 'shutdown') and flush; returns how many."""

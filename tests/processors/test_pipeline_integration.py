@@ -7,6 +7,7 @@ loses nothing and counts nothing twice in the history store.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from hitgen import crowd
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import load_settings
-from processors.agents import ensure_topic
+from processors.agents import BatchOutput, ensure_topic
 from sinks.base import ListSink
 from sinks.redis_live import LiveKeys, LiveStateReader
 
@@ -279,3 +280,56 @@ def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path)
     written = asyncio.run(run_app(True))
     restored = asyncio.run(run_app(False))
     assert restored == written and len(restored) == 49 and "v7" not in restored
+
+
+def test_records_the_broker_did_not_take_fail_the_flush_and_go_out_with_the_next_one(broker, caplog):
+    """The producer's flush() does not report a batch that expired while the broker was away: the
+    sessions it carried were lost while the hits' offsets were committed. The broker stops answering
+    (SIGSTOP) while sessions are sent: that flush must fail and commit nothing; once the broker is
+    back, the next flush delivers those sessions before it commits."""
+    from processors.app import kafka_producer
+    from processors.worker import InProcessWorker
+
+    traffic = crowd(40, time.time() - 200, seed=13)
+    s = load_settings(kafka={"bootstrap": broker.url, "session_timeout_s": 6, "partitions": PARTITIONS,
+                             "app_id": f"vw-lost-{uuid.uuid4().hex[:6]}", "producer_request_timeout_s": 2.0},
+                      processing={"batch_size": 500, "batch_timeout_s": 0.05})
+    sink = ListSink(flush_interval_s=3600)  # flushes only when the test says so
+
+    async def scenario() -> tuple[bool, int, bool, int]:
+        await _produce(broker.url, traffic.hits)
+        worker = InProcessWorker(s, history=sink, with_extra_agents=False)
+        await worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while worker.processed < len(traffic.hits) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            producer = kafka_producer(worker.app)  # both topics known, as after earlier closed sessions
+            for topic in (TOPIC_SESSIONS, worker.vw.sessions_table.changelog_topic.get_topic_name()):
+                await producer.partitions_for(topic)
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            try:
+                closed = worker.rt.processor.end_of_input()  # the sessions go out while nobody answers
+                await worker.rt._emit(BatchOutput(sessions=closed))
+                flushed_while_away = await worker.flush()
+                committed_while_away = worker.rt.committed
+            finally:
+                os.kill(broker.proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 60
+            flushed = await worker.flush()
+            while not flushed and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                flushed = await worker.flush()
+            return flushed_while_away, committed_while_away, flushed, worker.rt.committed
+        finally:
+            await worker.stop()
+
+    with caplog.at_level(logging.ERROR, logger="processors.worker"):
+        flushed_while_away, committed_while_away, flushed, committed = asyncio.run(scenario())
+    assert not flushed_while_away and committed_while_away == 0
+    assert any("not delivered" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert flushed and committed == len(traffic.hits)
+    closed_ids = {x["session_id"] for x in sink.tables["sessions"]}
+    assert len(closed_ids) == traffic.sessions
+    out_sessions = asyncio.run(_consume_all(broker.url, TOPIC_SESSIONS, traffic.sessions))
+    assert {x["session_id"] for _, _, x in out_sessions} == closed_ids
