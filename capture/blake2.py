@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from capture.jit import inline_kernel, kernel
+
 IV = np.array([0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
                0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179], np.uint64)
 SIGMA = np.array([
@@ -31,12 +33,12 @@ DIGEST = 16
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _rotr(x, n):
     return (x >> np.uint64(n)) | (x << np.uint64(64 - n))
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _g(a, b, c, d, x, y):
     a = a + b + x
     d = _rotr(d ^ a, 32)
@@ -49,7 +51,7 @@ def _g(a, b, c, d, x, y):
     return a, b, c, d
 
 
-@njit(cache=True)
+@kernel
 def _compress(h, block, t, last):
     """One 128-byte block (uint8[128], read as 16 little-endian words) into the state h; t = bytes hashed so
     far including this block. The working vector lives in scalars (registers), not an array."""
@@ -102,7 +104,7 @@ def _keyed_start(st, block):
     st[8] = 128
 
 
-@njit(cache=True)
+@kernel
 def blake2b_hex(data, s, n, start, out, o, scratch):
     """hashlib.blake2b(data[s:s + n], key=K, digest_size=16).hexdigest() written as 32 ASCII bytes at out[o:];
     start = key_state(K). scratch: uint8[320] work space. Returns o + 32.
@@ -133,7 +135,7 @@ def blake2b_hex(data, s, n, start, out, o, scratch):
     return _hex(h, out, o)
 
 
-@njit(cache=True)
+@kernel
 def _hex(h, out, o):
     for i in range(DIGEST):
         byte = (h[i // 8] >> np.uint64(8 * (i % 8))) & np.uint64(0xFF)

@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit
 
 from capture.frames import FrameBatch
+from capture.jit import inline_kernel, kernel
 
 KIND_TCP = 0
 KIND_NON_TCP = 1       # not IP, not TCP, or a fragment
@@ -277,12 +278,12 @@ class Heads(NamedTuple):
     spans: np.ndarray    # int32 [n, 2K], value start/end of each tracked name, -1 when absent
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _lower(x):
     return x + 32 if 65 <= x <= 90 else x
 
 
-@njit(cache=True)
+@kernel
 def scan_one_head(buf, s, e, names, name_off, spans, r):
     """One HTTP head starting at s, complete before e, with every rule of the one-packet fast path.
 

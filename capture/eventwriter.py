@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from numba import njit, types
-from numba.typed import List
 
 from capture.blake2 import blake2b_hex, key_state
 from capture.fastpath import ARENA, FA, FB, FC, HE, HS, IDX, MINOR, NOREF, TX_ALEN, TX_BODY, TX_CPORT, TX_REQ, \
     TX_RESP, TX_SPORT
+from capture.jit import inline_kernel, kernel
 
 # scratch: [0:320) blake2 work space, [320:) the bytes being hashed
 SCRATCH_HASH = 320
@@ -74,14 +73,14 @@ for _b in range(256):
 WRITTEN, PYTHON = 0, 1
 
 
-@njit(cache=True)
+@inline_kernel  # ~20 fixed keys per event: a call each cost more than the copy
 def _put(out, o, lit):
     for i in range(lit.shape[0]):
         out[o + i] = lit[i]
     return o + lit.shape[0]
 
 
-@njit(cache=True)
+@kernel
 def _int(out, o, v):
     if v < 0:
         out[o] = 45
@@ -100,7 +99,7 @@ def _int(out, o, v):
     return o + n
 
 
-@njit(cache=True)
+@kernel
 def _fixed(out, o, v, decimals):
     """v / 10**decimals as the shortest float text (what orjson prints for that float): 12.5, 3.0."""
     if v < 0:
@@ -125,7 +124,7 @@ def _fixed(out, o, v, decimals):
     return o + n
 
 
-@njit(cache=True)
+@kernel
 def _str(out, o, src, s, e):
     """src[s:e] as JSON string content (orjson's escapes); -1 if it is not ASCII (Python decodes that)."""
     plain = True
@@ -164,12 +163,12 @@ def _str(out, o, src, s, e):
     return o
 
 
-@njit(cache=True)
+@kernel
 def _space(x):
     return x == 32 or x == 9 or x == 10 or x == 13 or x == 11 or x == 12
 
 
-@njit(cache=True)
+@kernel
 def _find(src, s, e, x):
     for p in range(s, e):
         if src[p] == x:
@@ -177,7 +176,7 @@ def _find(src, s, e, x):
     return -1
 
 
-@njit(cache=True)
+@kernel
 def _has_sensitive(src, s, e, words, word_off):
     """Any of the (lower-case) words in src[s:e], ignoring ASCII case: the query may need scrubbing."""
     for w in range(word_off.shape[0] - 1):
@@ -197,7 +196,7 @@ def _has_sensitive(src, s, e, words, word_off):
     return False
 
 
-@njit(cache=True)
+@kernel
 def _cookies(src, s, e, names, name_off, order, fs, fe):
     """Identity.cookies: the first non-empty value of each wanted cookie name (stripped) into fs/fe (-1 = none).
 
@@ -247,7 +246,7 @@ def _cookies(src, s, e, names, name_off, order, fs, fe):
     return 0
 
 
-@njit(cache=True)
+@kernel
 def _set_cookie_value(src, s, e, names, ns, ne):
     """identity._set_cookie_value for one Set-Cookie value src[s:e]: (start, end) of the value, or (-1, -1)."""
     n = ne - ns
@@ -276,7 +275,7 @@ def _set_cookie_value(src, s, e, names, ns, ne):
     return v, ve
 
 
-@njit(cache=True)
+@kernel
 def _hash_pieces(domain0, domain1, src, s, e, src2, s2, e2, key, out, o, scratch):
     """Identity.hash: keyed blake2b of domain + src[s:e] (+ b"\\0" + src2[s2:e2] when s2 >= 0)."""
     buf = scratch[SCRATCH_HASH:]
@@ -295,7 +294,7 @@ def _hash_pieces(domain0, domain1, src, s, e, src2, s2, e2, key, out, o, scratch
     return blake2b_hex(buf, 0, n, key, out, o, scratch)
 
 
-@njit(cache=True)
+@kernel
 def _ipv4(out, o, a, p):
     for q in range(4):
         if q:
@@ -308,7 +307,7 @@ def _ipv4(out, o, a, p):
     return o
 
 
-@njit(cache=True)
+@kernel
 def _head(ref, buf, arena, rec, cbytes, cmeta):
     """Where a head's bytes are, read in place: (this batch's buffer or arena, or the carry store; start)."""
     if ref >= 0:
@@ -319,16 +318,12 @@ def _head(ref, buf, arena, rec, cbytes, cmeta):
     return cbytes, cmeta[c, HS]
 
 
-@njit(cache=True)
+@kernel
 def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slots, names, name_off,
-               order, n_visitor, member_k, words, word_off, extras, extra_slots, flags, key, nokey, out, ends,
-               vis, result):
+               order, n_visitor, member_k, words, word_off, extra_names, extra_off, extra_slots, flags, key, nokey,
+               scratch, pre, fs, fe, out, ends, vis, result):
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
     ntx = tx.shape[0]
-    scratch = np.zeros(SCRATCH_HASH + 70000, np.uint8)
-    pre = np.empty(128, np.uint8)     # "client ip|client port|server ip|server port|" (the event id's prefix)
-    fs = np.empty(name_off.shape[0] - 1, np.int64)
-    fe = np.empty(name_off.shape[0] - 1, np.int64)
     host_k, ua_k, ref_k, cookie_k, ctype_k, setc_k, mhdr_k = slots[0], slots[1], slots[2], slots[3], slots[4], \
         slots[5], slots[6]
     o = 0
@@ -588,8 +583,8 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
                 out[o] = 44
                 o += 1
             first = False
-            for p in range(extras[x].shape[0]):
-                out[o] = extras[x][p]
+            for p in range(extra_off[x], extra_off[x + 1]):
+                out[o] = extra_names[p]
                 o += 1
             out[o] = 34
             o = _str(out, o + 1, xs, off + vs, off + ve)
@@ -648,15 +643,20 @@ class EventWriter:
         self.word_off = np.cumsum([0] + [len(w.encode()) for w in words]).astype(np.int64)
         # flags[0]: every event Python's (member parameter / forwarded-for rules); [1]: a query is Python's
         self.flags = np.array([bool(idn.member_param or idn.client_ip_header), not ascii_words], np.int64)
-        self.extras = [np.frombuffer(orjson.dumps(name)[:-1] + b'":', np.uint8).copy() for name, _ in builder.extra]
+        extras = [orjson.dumps(name)[:-1] + b'":' for name, _ in builder.extra]  # '"name":' as JSON text
+        self.extra_names = np.frombuffer(b"".join(extras) or b"\0", np.uint8).copy()
+        self.extra_off = np.cumsum([0] + [len(e) for e in extras]).astype(np.int64)
         self.extra_slots = np.array([slot[name] for name, _ in builder.extra], np.int64)
-        self.extra_names_bytes = sum(len(e) + 4 for e in self.extras)  # name, quotes and comma
-        self._extras = List.empty_list(types.uint8[::1])  # the names as numba sees them
-        for e in self.extras:
-            self._extras.append(e)
+        self.extra_names_bytes = sum(len(e) + 4 for e in extras)  # name, quotes and comma
         self.key = key_state(idn.key)
         self.nokey = key_state(b"")
         self._out = np.zeros(1 << 16, np.uint8)
+        # the kernel's work space (it allocates nothing): hashing, the event id prefix
+        # ("client ip|client port|server ip|server port|"), each wanted cookie's value span
+        self._scratch = np.zeros(SCRATCH_HASH + 70000, np.uint8)
+        self._pre = np.zeros(128, np.uint8)
+        self._fs = np.zeros(len(self.name_off) - 1, np.int64)
+        self._fe = np.zeros(len(self.name_off) - 1, np.int64)
 
     def write(self, buf, arena, rec, rsp, rts, carry, tx, txa):
         """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON) for the fast path's
@@ -675,6 +675,7 @@ class EventWriter:
         result = np.empty(n, np.int8)
         end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
                          self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
-                         self._extras, self.extra_slots, self.flags, self.key, self.nokey, self._out, ends,
+                         self.extra_names, self.extra_off, self.extra_slots, self.flags, self.key, self.nokey,
+                         self._scratch, self._pre, self._fs, self._fe, self._out, ends,
                          vis, result)
         return self._out[:end], ends, vis, result

@@ -29,6 +29,7 @@ from numba.typed import Dict
 
 from capture.decode import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
+from capture.jit import kernel
 
 # slot modes
 FREE, FAST, SLOW = 0, 1, 2
@@ -74,7 +75,7 @@ MAX_BODY = 1 << 40
 M_HEAD, M_CONNECT = 1, 2
 
 
-@njit(cache=True)
+@kernel
 def _has_chunked(buf, vs, ve):
     # b"chunked" in value.lower()
     for p in range(vs, ve - 6):
@@ -85,7 +86,7 @@ def _has_chunked(buf, vs, ve):
     return False
 
 
-@njit(cache=True)
+@kernel
 def _digits(buf, vs, ve):
     """A plain decimal Content-Length (what the Python parser surely accepts); -1 otherwise."""
     if ve - vs < 1 or ve - vs > 16:
@@ -101,12 +102,12 @@ def _digits(buf, vs, ve):
     return v
 
 
-@njit(cache=True)
+@kernel
 def _is_ws(x):
     return x == 32 or x == 9 or x == 10 or x == 13 or x == 11 or x == 12
 
 
-@njit(cache=True)
+@kernel
 def _chunk_size_of(line, n):
     """int(line.split(b';')[0].strip(), 16) with the Python reader's checks; -1 = invalid."""
     e = 0
@@ -133,7 +134,7 @@ def _chunk_size_of(line, n):
     return v
 
 
-@njit(cache=True)
+@kernel
 def _rec(rec, nrec, typ, k, slot):
     for c in range(RCOL):
         rec[nrec, c] = 0
@@ -142,7 +143,7 @@ def _rec(rec, nrec, typ, k, slot):
     rec[nrec, SLOT] = slot
 
 
-@njit(cache=True)
+@kernel
 def _head_end(src, s, e, scan, is_req):
     """MessageReader._head_end over src[s:e]: end of the head, -1 = not complete yet."""
     nl = s
@@ -172,7 +173,7 @@ def _head_end(src, s, e, scan, is_req):
     return -1
 
 
-@njit(cache=True)
+@kernel
 def _plausible(src, s, e, is_req):
     """MessageReader._plausible: could src[s:e] be the start of the connection's first message?"""
     n = e - s
@@ -197,7 +198,7 @@ def _plausible(src, s, e, is_req):
     return True
 
 
-@njit(cache=True)
+@kernel
 def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp,
                pref, saddr, tx, txa, meta):
     """Connection.on_head + MessageReader._on_head for a head at src[p:p + hl]: one record, the body framing."""
@@ -301,7 +302,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
     return nrec
 
 
-@njit(cache=True)
+@kernel
 def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, names, name_off, cl_k, te_k, max_pend,
             max_flow, rec, rsp, rts, arena, meta, nrec, pref, saddr, tx, txa):
     """MessageReader.feed for in-order bytes buf[s:e] of direction d. Returns the new record count, -1 = demote."""
@@ -450,7 +451,7 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
     return nrec
 
 
-@njit(cache=True)
+@kernel
 def _emit(st, slot, saddr, body, k, tx, txa, meta):
     """The current transaction (CURQ, CURR; CURR may be NOREF: no response) is complete: a tx row."""
     q = st[slot, CURQ]
@@ -480,7 +481,7 @@ def _emit(st, slot, saddr, body, k, tx, txa, meta):
     st[slot, CURR] = NOREF
 
 
-@njit(cache=True)
+@kernel
 def _done_rec(rec, nrec, k, slot, body, st, saddr, tx, txa, meta):
     """The current response's body is complete: a DONE record, or folded into its head's record when that
     came in this very packet (the commonest case: small responses); the transaction is paired."""
@@ -495,7 +496,7 @@ def _done_rec(rec, nrec, k, slot, body, st, saddr, tx, txa, meta):
     return nrec + 1
 
 
-@njit(cache=True)
+@kernel
 def _end_rec(rec, nrec, k, slot, st, client, aux, meta, pref, saddr, tx, txa):
     """Connection.close for a flow whose readers hold no bytes: a body until close (or cut short) is complete,
     requests still waiting are reported without response."""
@@ -520,7 +521,7 @@ def _end_rec(rec, nrec, k, slot, st, client, aux, meta, pref, saddr, tx, txa):
     return nrec + 1
 
 
-@njit(cache=True)
+@kernel
 def _reset(st, slot):
     """A new connection in the slot (its endpoints, set by _endpoints, stay)."""
     for c in range(APORT):
@@ -537,7 +538,7 @@ def _reset(st, slot):
         st[slot, b + SNIFF] = 1
 
 
-@njit(cache=True)
+@kernel
 def _endpoints(st, slot, saddr, buf, src, dst, alen, sport, dport, d, h, born):
     """The flow's canonical endpoints (a = direction 0's source) from a packet in direction d."""
     a, b = (src, dst) if d == 0 else (dst, src)
@@ -551,7 +552,7 @@ def _endpoints(st, slot, saddr, buf, src, dst, alen, sport, dport, d, h, born):
     st[slot, BORN] = born  # the packet that made h a flow (the Decoder ends flows in this order)
 
 
-@njit(cache=True)
+@kernel
 def _in(ports, x):
     for q in range(ports.shape[0]):
         if ports[q] == x:
@@ -559,7 +560,7 @@ def _in(ports, x):
     return False
 
 
-@njit(cache=True)
+@kernel
 def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
             name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended, pref, saddr, tx, txa):
     """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""

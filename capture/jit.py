@@ -1,0 +1,14 @@
+"""How capture's numba kernels are compiled.
+
+`kernel` is njit with the on-disk cache and without numba's reference counting (NRT).
+With NRT, every call of one kernel from another increfs and decrefs each array it
+passes (atomic operations, plus a decref on every return path): the flow table's
+per-packet helpers take some thirty arrays, and that traffic cost more than their
+own work. A `kernel` must therefore not allocate arrays, use typed containers, or
+return an array to a caller that counts references (an njit function); it may read,
+write and slice the arrays it is given.
+"""
+from numba import njit
+
+kernel = njit(cache=True, _nrt=False)
+inline_kernel = njit(cache=True, _nrt=False, inline="always")
