@@ -127,13 +127,11 @@ def _fixed(out, o, v, decimals):
 @kernel
 def _str(out, o, src, s, e):
     """src[s:e] as JSON string content (orjson's escapes); -1 if it is not ASCII (Python decodes that)."""
-    plain = True
-    for p in range(s, e):
+    special = 0
+    for p in range(s, e):  # no early exit: the loop vectorizes, and nearly every string is plain
         x = src[p]
-        if x >= 128 or x < 32 or x == 34 or x == 92:
-            plain = False
-            break
-    if plain:  # the common case: a straight copy
+        special |= (x >= 128) | (x < 32) | (x == 34) | (x == 92)
+    if not special:  # the common case: a straight copy
         for p in range(s, e):
             out[o + p - s] = src[p]
         return o + e - s
@@ -177,12 +175,17 @@ def _find(src, s, e, x):
 
 
 @kernel
-def _has_sensitive(src, s, e, words, word_off):
-    """Any of the (lower-case) words in src[s:e], ignoring ASCII case: the query may need scrubbing."""
-    for w in range(word_off.shape[0] - 1):
-        ws, we = word_off[w], word_off[w + 1]
-        n = we - ws
-        for p in range(s, e - n + 1):
+def _has_sensitive(src, s, e, words, word_off, starts):
+    """Any of the (lower-case) words in src[s:e], ignoring ASCII case: the query may need scrubbing.
+    starts[x] != 0: some word starts with byte x (either case); only there are words compared."""
+    for p in range(s, e):
+        if not starts[src[p]]:
+            continue
+        for w in range(word_off.shape[0] - 1):
+            ws, we = word_off[w], word_off[w + 1]
+            n = we - ws
+            if p + n > e:
+                continue
             same = True
             for q in range(n):
                 x = src[p + q]
@@ -320,8 +323,8 @@ def _head(ref, buf, arena, rec, cbytes, cmeta):
 
 @kernel
 def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slots, names, name_off,
-               order, n_visitor, member_k, words, word_off, extra_names, extra_off, extra_slots, flags, key, nokey,
-               scratch, pre, fs, fe, out, ends, vis, result):
+               order, n_visitor, member_k, words, word_off, word_starts, extra_names, extra_off, extra_slots, flags,
+               key, nokey, scratch, pre, fs, fe, out, ends, vis, result):
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
     ntx = tx.shape[0]
     host_k, ua_k, ref_k, cookie_k, ctype_k, setc_k, mhdr_k = slots[0], slots[1], slots[2], slots[3], slots[4], \
@@ -428,7 +431,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
                 o = start
                 continue
         if qm >= 0 and qm + 1 < ue:
-            if _find(src, qm + 1, ue, 35) >= 0 or flags[1] or _has_sensitive(src, qm + 1, ue, words, word_off):
+            if _find(src, qm + 1, ue, 35) >= 0 or flags[1] or _has_sensitive(src, qm + 1, ue, words, word_off, word_starts):
                 o = start
                 continue
         o = _put(out, o, K_URI)
@@ -450,7 +453,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             if qm2 >= 0:
                 fr = _find(src, qm2 + 1, ve, 35)
                 qe = ve if fr < 0 else fr
-                if qe == qm2 + 1 or flags[1] or _has_sensitive(src, qm2 + 1, qe, words, word_off):
+                if qe == qm2 + 1 or flags[1] or _has_sensitive(src, qm2 + 1, qe, words, word_off, word_starts):
                     o = start
                     continue
             o = _str(out, o, src, vs, ve)
@@ -641,6 +644,11 @@ class EventWriter:
         ascii_words = all(w.isascii() for w in words)
         self.words = np.frombuffer("".join(words).encode() or b"\0", np.uint8).copy()
         self.word_off = np.cumsum([0] + [len(w.encode()) for w in words]).astype(np.int64)
+        self.word_starts = np.zeros(256, np.uint8)
+        for w in words:
+            first = w.encode()[0]
+            self.word_starts[first] = 1
+            self.word_starts[ord(chr(first).upper()) if first < 128 else first] = 1
         # flags[0]: every event Python's (member parameter / forwarded-for rules); [1]: a query is Python's
         self.flags = np.array([bool(idn.member_param or idn.client_ip_header), not ascii_words], np.int64)
         extras = [orjson.dumps(name)[:-1] + b'":' for name, _ in builder.extra]  # '"name":' as JSON text
@@ -675,7 +683,6 @@ class EventWriter:
         result = np.empty(n, np.int8)
         end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
                          self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
-                         self.extra_names, self.extra_off, self.extra_slots, self.flags, self.key, self.nokey,
-                         self._scratch, self._pre, self._fs, self._fe, self._out, ends,
-                         vis, result)
+                         self.word_starts, self.extra_names, self.extra_off, self.extra_slots, self.flags, self.key,
+                         self.nokey, self._scratch, self._pre, self._fs, self._fe, self._out, ends, vis, result)
         return self._out[:end], ends, vis, result
