@@ -283,6 +283,34 @@ def _lower(x):
     return x + 32 if 65 <= x <= 90 else x
 
 
+# SWAR constants: a word has a zero byte when (w - ONES) & ~w & HIGHS is not 0
+ONES = np.uint64(0x0101010101010101)
+HIGHS = np.uint64(0x8080808080808080)
+CRS = np.uint64(0x0D0D0D0D0D0D0D0D)
+LFS = np.uint64(0x0A0A0A0A0A0A0A0A)
+
+
+@inline_kernel
+def _line_end(buf, words, p, e):
+    """The first CR or LF in buf[p:e] (e when none). words: buf as little-endian uint64 words; eight bytes are
+    tested at once (header values such as User-Agent and Cookie run to a hundred bytes or more)."""
+    while p < e and p & 7:
+        x = buf[p]
+        if x == 13 or x == 10:
+            return p
+        p += 1
+    while p + 8 <= e:
+        w = words[p >> 3]
+        a = w ^ CRS
+        b = w ^ LFS
+        if ((a - ONES) & ~a & HIGHS) | ((b - ONES) & ~b & HIGHS):
+            break
+        p += 8
+    while p < e and buf[p] != 13 and buf[p] != 10:
+        p += 1
+    return p
+
+
 @kernel
 def scan_one_head(buf, s, e, names, name_off, spans, r):
     """One HTTP head starting at s, complete before e, with every rule of the one-packet fast path.
@@ -293,6 +321,7 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
     k_names = name_off.shape[0] - 1
     for q in range(2 * k_names):
         spans[r, q] = -1
+    words = buf[:buf.shape[0] - buf.shape[0] % 8].view(np.uint64)
     fa = 0
     fb = 0
     fc = 0
@@ -344,8 +373,7 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
     done = False
     while p < e:
         ls = p
-        while p < e and buf[p] != 13 and buf[p] != 10:
-            p += 1
+        p = _line_end(buf, words, p, e)
         if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
             return 0, 0, 0, 0, 0, 0
         le = p

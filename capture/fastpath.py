@@ -29,7 +29,7 @@ from numba.typed import Dict
 
 from capture.decode import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
-from capture.jit import kernel
+from capture.jit import hot_kernel, kernel
 
 # slot modes
 FREE, FAST, SLOW = 0, 1, 2
@@ -198,7 +198,7 @@ def _plausible(src, s, e, is_req):
     return True
 
 
-@kernel
+@hot_kernel
 def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp,
                pref, saddr, tx, txa, meta):
     """Connection.on_head + MessageReader._on_head for a head at src[p:p + hl]: one record, the body framing."""
@@ -302,7 +302,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
     return nrec
 
 
-@kernel
+@hot_kernel
 def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, names, name_off, cl_k, te_k, max_pend,
             max_flow, rec, rsp, rts, arena, meta, nrec, pref, saddr, tx, txa):
     """MessageReader.feed for in-order bytes buf[s:e] of direction d. Returns the new record count, -1 = demote."""
@@ -560,7 +560,7 @@ def _in(ports, x):
     return False
 
 
-@kernel
+@hot_kernel
 def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
             name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended, pref, saddr, tx, txa):
     """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""

@@ -12,3 +12,6 @@ from numba import njit
 
 kernel = njit(cache=True, _nrt=False)
 inline_kernel = njit(cache=True, _nrt=False, inline="always")
+# called once or more per packet with some thirty array arguments: LLVM inlines it into its caller, as
+# passing that many arrays (seven to nine words each) cost more than the call's work
+hot_kernel = njit(cache=True, _nrt=False, forceinline=True)
