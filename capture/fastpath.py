@@ -24,8 +24,7 @@ both ways to the same events.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
 
 from capture.decode import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
@@ -57,10 +56,11 @@ R_SLOW, R_NEW, R_DEMOTE, R_REQ, R_RESP, R_DONE, R_END = range(1, 8)
 TYPE, J, SLOT, HS, HE, FA, FB, FC, MINOR, AUX, ARENA, HELD, CLEN, CHUNKED, DONE, IDX = range(16)
 RCOL = 16
 # meta: free slots, arena fill, head bytes held (all fast flows), held bytes added this batch, limit for those,
-# transactions written to tx this batch, and this batch's counts for the Decoder's stats
+# transactions written to tx this batch, this batch's counts for the Decoder's stats, and the flow index's
+# keys and deleted entries
 M_FREE, M_ARENA, M_HELD, M_ADDED, M_ROOM, M_NTX, M_REQUESTS, M_TRANSACTIONS, M_NO_RESPONSE, M_FLOWS, \
-    M_CLOSED, M_RESET = range(12)
-NMETA = 12
+    M_CLOSED, M_RESET, M_KEYS, M_DELETED = range(14)
+NMETA = 14
 # a transaction the fast path paired: heads (a record number of this batch, or -1 - carried head), response
 # body bytes, packet, endpoints (addresses in the txa row: client at 0, server at 16)
 TX_REQ, TX_RESP, TX_BODY, TX_K, TX_CPORT, TX_SPORT, TX_ALEN = range(7)
@@ -639,27 +639,86 @@ def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pr
     return nrec
 
 
-@njit(cache=True)
-def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, keys, st, last,
-         lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena,
-         nrec, start, pref, saddr, tx, txa):
+# The flow index: open addressing over an int64 array (a power of two long, at least twice the slots):
+# entry = slot + 1, EMPTY, or DELETED; a slot's key is st[slot, HASH]. A numba typed dict did the same job, but
+# each of its operations counted references, which cost more than the lookup.
+EMPTY, DELETED = 0, -1
+MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+@kernel
+def _home(index, h):
+    return np.int64((np.uint64(h) * MIX) >> np.uint64(40)) & (index.shape[0] - 1)
+
+
+@kernel
+def slot_of(index, st, h):
+    """The slot of flow key h, or -1."""
+    mask = index.shape[0] - 1
+    i = _home(index, h)
+    while True:
+        e = index[i]
+        if e == EMPTY:
+            return np.int64(-1)
+        if e > 0 and st[e - 1, HASH] == h:
+            return e - 1
+        i = (i + 1) & mask
+
+
+@kernel
+def _add_key(index, st, meta, h, slot):
+    """Index slot under key h (not indexed yet)."""
+    mask = index.shape[0] - 1
+    i = _home(index, h)
+    while index[i] > 0:
+        i = (i + 1) & mask
+    if index[i] == DELETED:
+        meta[M_DELETED] -= 1
+    index[i] = slot + 1
+    st[slot, HASH] = h
+    meta[M_KEYS] += 1
+
+
+@kernel
+def _drop_key(index, st, meta, h):
+    mask = index.shape[0] - 1
+    i = _home(index, h)
+    while index[i] != EMPTY:
+        e = index[i]
+        if e > 0 and st[e - 1, HASH] == h:
+            index[i] = DELETED
+            meta[M_KEYS] -= 1
+            meta[M_DELETED] += 1
+            return
+        i = (i + 1) & mask
+
+
+@kernel
+def _reindex(index, st, meta):
+    """index (all EMPTY) filled again from the slots in use: after the table grew, or when deleted entries
+    pile up (they lengthen every search)."""
+    meta[M_KEYS] = 0
+    meta[M_DELETED] = 0
+    for slot in range(st.shape[0]):
+        if st[slot, MODE] != FREE:
+            _add_key(index, st, meta, st[slot, HASH], slot)
+
+
+@kernel
+def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, index, st,
+         last, lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts,
+         arena, nrec, start, pref, saddr, tx, txa, sv, svm, svl, svh, ended):
     """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
-    next packet < n when the slot table, the records or the transactions are full (grow, call again)."""
+    next packet < n when the slot table, the records or the transactions are full (grow, call again).
+    sv, svm, svl, svh, ended: work space (a packet's state before it, to undo a demotion)."""
     n = fh.shape[0]
-    sv = np.empty(NCOL, np.int64)
-    svm = np.empty(NMETA, np.int64)
-    svl = np.empty(lbuf.shape[1], np.uint8)
-    svh = np.empty((2, HEAD_MAX), np.uint8)
-    ended = np.zeros(1, np.int64)
     for k in range(start, n):
         if nrec >= rec.shape[0] - 4 or meta[M_NTX] + 2 * PEND_MAX + 4 > tx.shape[0]:
             return nrec, k
         h = fh[k]
         d = dirn[k]
         fl = flags[k]
-        slot = np.int64(-1)
-        if h in keys:
-            slot = keys[h]
+        slot = slot_of(index, st, h)
         if slot < 0:
             if (fl & 0x02) == 0 and pwire[k] == 0:
                 continue  # FIN/RST straggler of a flow already ended: Python ignores it too
@@ -667,7 +726,7 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off
                 return nrec, k
             meta[M_FREE] -= 1
             slot = free[meta[M_FREE]]
-            keys[h] = slot
+            _add_key(index, st, meta, h, slot)
             last[slot] = ts[k]
             if (fl & 0x17) == 0x02 and pwire[k] == 0:  # a plain SYN: the flow starts here
                 _reset(st, slot)
@@ -721,27 +780,25 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off
         else:
             nrec = r
             if ended[0]:
-                keys.pop(h)
+                _drop_key(index, st, meta, h)
                 st[slot, MODE] = FREE
                 free[meta[M_FREE]] = slot
                 meta[M_FREE] += 1
     return nrec, n
 
 
-@njit(cache=True)
-def _purge(keys, st, last, free, meta, now, idle):
+@kernel
+def _purge(index, st, last, free, meta, now, idle):
     """Forget Python-owned (SLOW) flows idle like the Decoder's expiry rule (it ended them too)."""
-    gone = []
-    for h, slot in keys.items():
+    gone = 0
+    for slot in range(st.shape[0]):
         if st[slot, MODE] == SLOW and last[slot] + idle < now:
-            gone.append(h)
-    for h in gone:
-        slot = keys[h]
-        keys.pop(h)
-        st[slot, MODE] = FREE
-        free[meta[M_FREE]] = slot
-        meta[M_FREE] += 1
-    return len(gone)
+            _drop_key(index, st, meta, st[slot, HASH])
+            st[slot, MODE] = FREE
+            free[meta[M_FREE]] = slot
+            meta[M_FREE] += 1
+            gone += 1
+    return gone
 
 
 @njit(cache=True)
@@ -780,12 +837,12 @@ def _carry_one(ref, n, nb, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, 
 
 
 @njit(cache=True)
-def _carry(keys, st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
+def _carry(st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
     """The heads fast flows still wait on (pending requests, the current transaction) when a batch ends move
     to a new carry store: the batch buffer and arena are about to be reused. Their refs become -1 - entry."""
     nh = 0
     nb = 0
-    for h, slot in keys.items():
+    for slot in range(st.shape[0]):
         if st[slot, MODE] != FAST:
             continue
         for j in range(st[slot, NPEND]):
@@ -801,7 +858,7 @@ def _carry(keys, st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
     nts = np.empty(nh, np.float64)
     n = 0
     fill = 0
-    for h, slot in keys.items():
+    for slot in range(st.shape[0]):
         if st[slot, MODE] != FAST:
             continue
         for j in range(st[slot, NPEND]):
@@ -820,10 +877,10 @@ def _carry(keys, st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
 
 
 @njit(cache=True)
-def _stale(keys, st, last, cts, pref, now, idle, tt):
-    """Fast flows the Decoder's expiry must take over: idle, or with a request unanswered for tt."""
+def _stale(st, last, cts, pref, now, idle, tt):
+    """Slots of fast flows the Decoder's expiry must take over: idle, or with a request unanswered for tt."""
     out = []
-    for h, slot in keys.items():
+    for slot in range(st.shape[0]):
         if st[slot, MODE] != FAST:
             continue
         late = False
@@ -831,7 +888,7 @@ def _stale(keys, st, last, cts, pref, now, idle, tt):
             ref = pref[slot, st[slot, PHEAD]]
             late = ref < 0 and cts[-1 - ref] + tt < now
         if last[slot] + idle < now or late:
-            out.append(h)
+            out.append(slot)
     return out
 
 
@@ -840,7 +897,7 @@ class FlowTable:
 
     def __init__(self, ports, names: np.ndarray, name_off: np.ndarray, cl_k: int, te_k: int, max_pending: int,
                  max_flow_bytes: int, capacity: int = 1024):
-        self.keys = Dict.empty(types.int64, types.int64)
+        self.index = np.zeros(0, np.int64)  # flow key -> slot (see slot_of)
         self.ports = np.array(sorted(ports), np.int64)
         self.names = names
         self.name_off = name_off
@@ -860,6 +917,9 @@ class FlowTable:
         self.saddr = np.zeros((0, 32), np.uint8)         # endpoint addresses: a at 0, b at 16
         self.free = np.zeros(0, np.int64)
         self.meta = np.zeros(NMETA, np.int64)
+        # _run's work space: a packet's flow state before it (undone when the packet demotes the flow)
+        self._undo = (np.zeros(NCOL, np.int64), np.zeros(NMETA, np.int64), np.zeros(2 * LINE_MAX, np.uint8),
+                      np.zeros((2, HEAD_MAX), np.uint8), np.zeros(1, np.int64))
         # heads waiting across batches: bytes, their record rows (HS/HE into the bytes), scan rows, times
         nrow = len(name_off) * 2 - 2
         self.carry = (np.zeros(1, np.uint8), np.zeros((0, RCOL), np.int64), np.zeros((0, nrow), np.int32),
@@ -883,6 +943,8 @@ class FlowTable:
         free[nfree:nfree + extra] = np.arange(new - 1, old - 1, -1)  # low slots handed out first
         self.free = free
         self.meta[M_FREE] = nfree + extra
+        self.index = np.zeros(1 << (2 * new - 1).bit_length(), np.int64)  # a power of two, >= twice the slots
+        _reindex(self.index, self.st, self.meta)
 
     def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born,
             room: int):
@@ -902,12 +964,16 @@ class FlowTable:
         self.meta[M_ARENA] = 0
         self.meta[M_ADDED] = 0
         self.meta[M_ROOM] = room
-        self.meta[M_NTX:] = 0
+        self.meta[M_NTX:M_KEYS] = 0
+        if self.meta[M_DELETED] > len(self.index) // 4:
+            self.index[:] = EMPTY
+            _reindex(self.index, self.st, self.meta)
         while True:
             nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen,
-                           born, self.keys, self.st, self.last, self.lbuf, self.pring, self.hbuf, self.pts, self.free,
-                           self.meta, self.ports, self.names, self.name_off, self.cl_k, self.te_k, self.max_pending,
-                           self.max_flow, rec, rsp, rts, self.arena, nrec, k, self.pref, self.saddr, tx, txa)
+                           born, self.index, self.st, self.last, self.lbuf, self.pring, self.hbuf, self.pts,
+                           self.free, self.meta, self.ports, self.names, self.name_off, self.cl_k, self.te_k,
+                           self.max_pending, self.max_flow, rec, rsp, rts, self.arena, nrec, k, self.pref, self.saddr,
+                           tx, txa, *self._undo)
             ntx = int(self.meta[M_NTX])
             if k >= n:
                 return rec[:nrec], rsp, rts, tx[:ntx], txa[:ntx]
@@ -926,25 +992,36 @@ class FlowTable:
 
     def keep_waiting_heads(self, buf, rec, rsp, rts) -> None:
         """End of a batch (after its events are written): heads still waited on move to the carry store."""
-        self.carry = _carry(self.keys, self.st, self.pref, rec, rsp, rts, buf, self.arena, *self.carry)
+        self.carry = _carry(self.st, self.pref, rec, rsp, rts, buf, self.arena, *self.carry)
 
     def stale(self, now: float, idle: float, transaction_timeout: float) -> list[int]:
         """Keys of fast flows idle for `idle` or with a request unanswered for `transaction_timeout`."""
-        if not len(self.keys):
+        if not self.meta[M_KEYS]:
             return []
-        return list(_stale(self.keys, self.st, self.last, self.carry[3], self.pref, now, idle, transaction_timeout))
+        slots = np.array(_stale(self.st, self.last, self.carry[3], self.pref, now, idle, transaction_timeout),
+                         np.int64)
+        return self._keys_by_birth(slots)
+
+    def slot(self, key: int) -> int:
+        """The slot of flow key `key`, -1 when the table does not know it."""
+        return int(slot_of(self.index, self.st, key))
 
     def fast_flows(self) -> list[int]:
-        return [h for h, slot in self.keys.items() if self.st[slot, MODE] == FAST]
+        """Keys of the flows the fast path follows, in the order they were born."""
+        return self._keys_by_birth(np.flatnonzero(self.st[:, MODE] == FAST))
+
+    def _keys_by_birth(self, slots: np.ndarray) -> list[int]:
+        st = self.st
+        return st[slots[np.argsort(st[slots, BORN], kind="stable")], HASH].tolist()
 
     def purge(self, now: float, idle: float) -> None:
-        if len(self.keys):
-            _purge(self.keys, self.st, self.last, self.free, self.meta, now, idle)
+        if self.meta[M_KEYS]:
+            _purge(self.index, self.st, self.last, self.free, self.meta, now, idle)
 
     def reset(self) -> None:
         """Forget every flow (end of input)."""
         cap = self.st.shape[0]
-        self.keys = Dict.empty(types.int64, types.int64)
+        self.index[:] = EMPTY
         self.st[:] = 0
         self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
         self.meta[:] = 0

@@ -391,7 +391,7 @@ class Decoder:
                     batch.ts[idx][rj].tolist())):
                 budget.total -= int(held[q]) - released
                 released = int(held[q])
-                if t == fp.R_DEMOTE and fast.keys.get(h, -1) == slot:
+                if t == fp.R_DEMOTE and fast.slot(h) == slot:
                     self._materialize(h, in_kernel=True)
                 n = len(self.out)
                 self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, ts, js)
@@ -435,7 +435,7 @@ class Decoder:
     def _materialize(self, key: int, in_kernel: bool = False) -> Flow:
         """Python takes a fast flow over: a full Flow/Connection with the fast path's state."""
         fast = self.fast
-        slot = fast.keys[key]
+        slot = fast.slot(key)
         row = fast.st[slot].tolist()
         n = row[fp.ALEN]
         a = self._ip(fast.saddr[slot, :n].tobytes())
