@@ -21,6 +21,7 @@ from processors.counters import BatchColumns, aggregate
 from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
                                Classified, Enricher, columns_of, valid_columns, validate_hit)
 from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
+from sinks.base import Columns
 from sinks.redis_live import LiveDelta
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ KIND_CODE = {KIND_PAGEVIEW: K.K_PAGEVIEW, KIND_STATIC: K.K_STATIC, KIND_REDIRECT
 
 @dataclass
 class BatchOutput:
-    hits: list[dict] = field(default_factory=list)        # valid hits, for the history "hits" table
+    hits: Sequence[dict] = field(default_factory=list)    # valid hits (sinks.base.Columns), for the history "hits" table
     pageviews: list[dict] = field(default_factory=list)   # PageView records
     sessions: list[dict] = field(default_factory=list)    # Session records closed by this batch
     delta: LiveDelta = field(default_factory=LiveDelta)
@@ -62,7 +63,7 @@ class HitProcessor:
         cols = BatchColumns(self.settings.processing.feed_length)
         cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
         self._sessionize(hits, classes, parts, cols, out)
-        out.hits = hits
+        out.hits = Columns(columns, len(hits))
         if hits:
             out.delta = aggregate(cols, self.use_numba)
             out.ts = np.asarray(cols.ts)

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ua_parser import parse as _ua_parse
 
+from config.events import HIT_FIELDS
 from config.settings import GoalRule, ProcessingSettings, UrlRule
 
 # Substrings (lower-case) of User-Agents that are automated clients even when
@@ -174,6 +175,7 @@ class Enricher:
         self._utm = lru_cache(maxsize=20_000)(utm_fields)
         # hits repeat the same (User-Agent, status, path, content type, method) over and over
         self._plain_class = lru_cache(maxsize=50_000)(self._class_of)
+        self.derived = lru_cache(maxsize=50_000)(self._derived)
 
     # -- per hit ----------------------------------------------------------------------------
     def classify(self, hit: Mapping[str, Any]) -> Classified:
@@ -262,23 +264,31 @@ class Enricher:
 
     def pageview(self, hit: Mapping[str, Any], c: Classified, session_id: str = "") -> dict[str, Any]:
         """The PageView record (config/events.py PAGEVIEW_FIELDS) of a hit classified as a page view."""
-        agent = parse_user_agent(hit.get("user_agent") or "")
         referrer = hit.get("referrer") or ""
-        channel, ref_host = self._channel(referrer, hit.get("host") or "")
+        host = hit.get("host") or ""
+        path = hit.get("path") or "/"
         query = hit.get("query") or ""
         pv = {
             "event_id": hit["event_id"], "ts": float(hit["ts"]), "visitor_id": hit.get("visitor_id") or "",
             "member_id": hit.get("member_id") or "", "session_id": session_id,
-            "host": hit.get("host") or "", "path": hit.get("path") or "/", "query": query,
+            "host": host, "path": path, "query": query,
             "method": hit.get("method") or "", "status": int(hit.get("status") or 0),
-            "latency_ms": hit.get("latency_ms"), "referrer": referrer, "referrer_host": ref_host,
-            "channel": channel,
+            "latency_ms": hit.get("latency_ms"), "referrer": referrer,
         }
-        pv.update(self._utm(query) if query else _NO_UTM)
-        pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
-        pv.update(self.page_meta(pv["path"]))
+        pv.update(self.derived(hit.get("user_agent") or "", referrer, host, query, path))
         pv.update(goal=c.goal, goal_value=c.goal_value)
         return pv
+
+    def _derived(self, user_agent: str, referrer: str, host: str, query: str, path: str) -> dict[str, Any]:
+        """The page-view fields that follow from User-Agent, referrer, host, query and path (cached per
+        combination by `derived`, which page views repeat; callers copy, never mutate)."""
+        agent = parse_user_agent(user_agent)
+        channel, ref_host = self._channel(referrer, host)
+        out: dict[str, Any] = {"referrer_host": ref_host, "channel": channel}
+        out.update(self._utm(query) if query else _NO_UTM)
+        out.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
+        out.update(self.page_meta(path))
+        return out
 
 
 _STR_FIELDS = ("method", "host", "path", "query", "referrer", "user_agent", "content_type", "member_id")
@@ -288,7 +298,10 @@ _COLUMN_TYPES = (("event_id", {str}), ("ts", {int, float}), ("visitor_id", {str}
                  ("latency_ms", {_NONE, int, float}), ("resp_bytes", {int, float}),
                  *((name, {_NONE, str}) for name in _STR_FIELDS), ("extra", {_NONE, dict}))
 CHECKED_FIELDS = tuple(name for name, _ in _COLUMN_TYPES)
-_checked_values = itemgetter(*CHECKED_FIELDS)
+# Every field of a hit, checked ones first: the batch's columns serve the checks, the processors and the
+# history "hits" table alike.
+HIT_COLUMNS = CHECKED_FIELDS + tuple(f.name for f in HIT_FIELDS if f.name not in CHECKED_FIELDS)
+_hit_values = itemgetter(*HIT_COLUMNS)
 
 def validate_hit(hit: Any) -> str:
     """'' when the hit has what processing needs, else why it is dropped."""
@@ -323,8 +336,8 @@ def validate_hit(hit: Any) -> str:
 
 
 def columns_of(hits: Sequence[Mapping[str, Any]]) -> dict[str, Sequence[Any]]:
-    """CHECKED_FIELDS of the hits as columns (None where a hit lacks the field)."""
-    return {name: [h.get(name) for h in hits] for name in CHECKED_FIELDS}
+    """HIT_COLUMNS of the hits as columns (None where a hit lacks the field)."""
+    return {name: [h.get(name) for h in hits] for name in HIT_COLUMNS}
 
 
 def valid_columns(hits: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
@@ -333,10 +346,10 @@ def valid_columns(hits: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
     if not all(type(h) is dict for h in hits):
         return None
     try:
-        rows = list(map(_checked_values, hits))
+        rows = list(map(_hit_values, hits))
     except KeyError:  # a field is missing (allowed for most): left to validate_hit
         return None
-    columns = dict(zip(CHECKED_FIELDS, zip(*rows))) if rows else columns_of(())
+    columns = dict(zip(HIT_COLUMNS, zip(*rows))) if rows else columns_of(())
     for name, types in _COLUMN_TYPES:
         if not {*map(type, columns[name])} <= types:
             return None

@@ -17,11 +17,60 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from itertools import chain
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
+
+
+class Columns(Sequence):
+    """Rows kept as columns (field -> values, all of one length), as the processors already have them:
+    a columnar store inserts them without turning every row into a dict and back. Reads as a
+    sequence of dict rows where a caller wants rows."""
+
+    __slots__ = ("_n", "columns")
+
+    def __init__(self, columns: Mapping[str, Sequence[Any]], n: int):
+        self.columns = dict(columns)
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return Columns({f: v[i] for f, v in self.columns.items()}, len(range(*i.indices(self._n))))
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return {f: v[i] for f, v in self.columns.items()}
+
+    def __iter__(self) -> Iterator[dict]:
+        names = list(self.columns)
+        return (dict(zip(names, values)) for values in zip(*self.columns.values()))
+
+    def column(self, field: str) -> list:
+        """The field's values (None for every row when the field is absent)."""
+        values = self.columns.get(field)
+        return [None] * self._n if values is None else values if type(values) is list else list(values)
+
+    @staticmethod
+    def concat(parts: Sequence[Columns]) -> Columns:
+        """One Columns of parts with the same fields, in order."""
+        names = list(parts[0].columns)
+        return Columns({f: list(chain.from_iterable(p.columns[f] for p in parts)) for f in names},
+                       sum(len(p) for p in parts))
+
+
+def merge_rows(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
+    """The rows of several added parts as one sequence: columns stay columns when every part has the same fields."""
+    if parts and all(type(p) is Columns for p in parts) and \
+            all(p.columns.keys() == parts[0].columns.keys() for p in parts):
+        return Columns.concat(parts)
+    return list(chain.from_iterable(parts))
 
 
 class SinkUnavailable(Exception):
@@ -34,7 +83,7 @@ class BatchingSink(ABC):
         self.flush_interval_s = flush_interval_s
         self.max_batch_rows = max_batch_rows
         self.retry_backoff_s = tuple(retry_backoff_s)
-        self._buffers: dict[str, list[Row]] = defaultdict(list)
+        self._buffers: dict[str, list[Sequence[Row]]] = defaultdict(list)  # table -> parts as added
         self._last_flush: dict[str, float] = defaultdict(time.monotonic)
         self._lock = threading.Lock()
         self.rows_written = 0
@@ -45,43 +94,50 @@ class BatchingSink(ABC):
     def write(self, table: str, rows: Sequence[Row]) -> None:
         """Write one batch to `table`; raise SinkUnavailable when the backend is away."""
 
+    def prepare(self) -> None:
+        """Get ready to write before the first rows arrive (e.g. start a helper process); optional."""
+
     def close(self) -> None:
         """Flush everything; subclasses release connections after calling super().close()."""
         self.flush()
 
     # -- buffering --------------------------------------------------------------------------
     def add(self, table: str, rows: Iterable[Row]) -> None:
-        with self._lock:
-            self._buffers[table].extend(rows)
+        part = rows if isinstance(rows, (list, Columns)) else list(rows)
+        if part:
+            with self._lock:
+                self._buffers[table].append(part)
 
     def pending(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._buffers.values())
+            return sum(len(p) for parts in self._buffers.values() for p in parts)
 
     def due(self) -> bool:
         """True when some table's buffer is old or big enough to write now."""
         now = time.monotonic()
         with self._lock:
-            return any(rows and (len(rows) >= self.max_batch_rows or now - self._last_flush[t] >= self.flush_interval_s)
-                       for t, rows in self._buffers.items())
+            return any(parts and (sum(map(len, parts)) >= self.max_batch_rows
+                                  or now - self._last_flush[t] >= self.flush_interval_s)
+                       for t, parts in self._buffers.items())
 
     def flush(self, retry: bool = True) -> int:
         """Write all buffered rows. Retries with backoff; raises SinkUnavailable if it still fails
         (the rows stay buffered). Returns the number of rows written."""
         written = 0
         with self._lock:
-            tables = [t for t, rows in self._buffers.items() if rows]
+            tables = [t for t, parts in self._buffers.items() if parts]
         for table in tables:
             with self._lock:
-                rows = self._buffers[table]
+                parts = self._buffers[table]
                 self._buffers[table] = []
+            rows = merge_rows(parts)
             try:
                 self._write_with_retry(table, rows, retry)
             except Exception:
                 # Any failure (backend away or a permanent error) keeps the rows: the caller
                 # has not committed their offsets, and nothing accepted may be dropped silently.
                 with self._lock:  # put them back in front, order kept
-                    self._buffers[table] = rows + self._buffers[table]
+                    self._buffers[table] = [rows] + self._buffers[table]
                 raise
             self._last_flush[table] = time.monotonic()
             written += len(rows)
@@ -92,6 +148,9 @@ class BatchingSink(ABC):
         delays = self.retry_backoff_s if retry else ()
         for attempt in range(len(delays) + 1):
             try:
+                if len(rows) <= self.max_batch_rows:  # the usual flush: no slice (a copy of every column)
+                    self.write(table, rows)
+                    return
                 for start in range(0, len(rows), self.max_batch_rows):
                     self.write(table, rows[start:start + self.max_batch_rows])
                 return

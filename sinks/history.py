@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 from config.events import HIT_FIELDS, PAGEVIEW_FIELDS, SEGMENT_FIELDS, SESSION_FIELDS, Field
-from sinks.base import BatchingSink, Row, SinkUnavailable
+from sinks.base import BatchingSink, Columns, Row, SinkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _fast_column(kind: str, vals: list, max_int: int) -> list | None:
     if kind == STR:
         return vals if types <= {str} else None
     if kind == BOOL:
-        return [1 if v else 0 for v in vals]
+        return list(map(int, vals)) if types <= {bool} else [1 if v else 0 for v in vals]
     if kind in (INT, OPT_INT):
         if not types <= ({int} if kind == INT else {int, _NONE}):
             return None
@@ -189,12 +189,13 @@ def _fast_column(kind: str, vals: list, max_int: int) -> list | None:
         if kind == TIME:
             if present and (min(present) < 0 or max(present) >= 4294967296):
                 return None
-            return [int(v) for v in vals]
+            return list(map(int, vals))
         return vals
     if kind in ("keys", "values") and types <= {_NONE, dict}:
+        none: list = []  # one shared empty array for the rows without extras (most of them); never mutated
         if kind == "keys":
-            return [list(v) if v else [] for v in vals]
-        out = [list(v.values()) if v else [] for v in vals]
+            return [list(v) if v else none for v in vals]
+        out = [list(v.values()) if v else none for v in vals]
         return out if all(type(x) is str for lst in out for x in lst) else None
     return None
 
@@ -221,10 +222,14 @@ def to_columns(table: str, rows: Sequence[Row]) -> tuple[tuple[Column, ...], lis
         raise HistoryError(f"unknown history table {table!r}; tables are {', '.join(TABLES)}") from None
     id_field = ID_FIELD[table]
     reasons: dict[int, str] = {}  # row index -> why it is dropped
-    if not all(type(r) is dict for r in rows) and not all(isinstance(r, Mapping) for r in rows):
-        reasons.update((i, "not an object") for i, r in enumerate(rows) if not isinstance(r, Mapping))
-        rows = [r if isinstance(r, Mapping) else {} for r in rows]
-    values = _field_values(rows, tuple(dict.fromkeys(c.field for c in cols)))
+    fields = tuple(dict.fromkeys(c.field for c in cols))
+    if type(rows) is Columns:  # already columns: no rows to take apart
+        values = {f: rows.column(f) for f in fields}
+    else:
+        if not all(type(r) is dict for r in rows) and not all(isinstance(r, Mapping) for r in rows):
+            reasons.update((i, "not an object") for i, r in enumerate(rows) if not isinstance(r, Mapping))
+            rows = [r if isinstance(r, Mapping) else {} for r in rows]
+        values = _field_values(rows, fields)
     ids = values[id_field]
     if not all(ids):
         reasons.update((i, f"{id_field} is missing") for i, v in enumerate(ids) if not v and i not in reasons)
@@ -341,11 +346,16 @@ class HistoryStore(BatchingSink):
         return self._select(bind(sql, params))
 
     def write(self, table: str, rows: Sequence[Row]) -> None:
+        dropped = self.write_here(table, rows)
+        self.rows_dropped += dropped  # only once the batch is through: a retried batch is not counted twice
+
+    def write_here(self, table: str, rows: Sequence[Row]) -> int:
+        """Convert and insert the rows in this process; returns how many were dropped as bad input."""
         cols, data, dropped = to_columns(table, rows)
         if data[0]:
             self._ensure_schema()
             self._insert(table, cols, data)
-        self.rows_dropped += dropped  # only once the batch is through: a retried batch is not counted twice
+        return dropped
 
     def init_schema(self) -> list[str]:
         """Apply pending migrations; returns the names applied (none the second time)."""

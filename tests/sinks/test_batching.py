@@ -1,6 +1,6 @@
 import pytest
 
-from sinks.base import ListSink, SinkUnavailable
+from sinks.base import Columns, ListSink, SinkUnavailable
 
 
 class FlakySink(ListSink):
@@ -42,3 +42,28 @@ def test_large_buffers_are_written_in_bounded_batches():
     sink.flush()
     assert sizes == [4, 4, 2]
     assert len(sink.tables["pageviews"]) == 10
+
+
+def test_rows_added_as_columns_are_written_as_the_same_rows_in_order():
+    sizes = []
+
+    class Recording(ListSink):
+        def write(self, table, rows):
+            sizes.append(len(rows))
+            super().write(table, rows)
+
+    sink = Recording(max_batch_rows=4)
+    sink.add("hits", Columns({"i": (0, 1, 2), "s": ("a", "b", "c")}, 3))
+    sink.add("hits", Columns({"i": [3, 4, 5], "s": ["d", "e", "f"]}, 3))
+    assert sink.pending() == 6
+    sink.flush()
+    assert sizes == [4, 2]
+    assert sink.tables["hits"] == [{"i": i, "s": s} for i, s in enumerate("abcdef")]
+
+
+def test_columns_mixed_with_dict_rows_keep_the_order():
+    sink = ListSink()
+    sink.add("hits", [{"i": 0}])
+    sink.add("hits", Columns({"i": [1, 2]}, 2))
+    sink.flush()
+    assert [r["i"] for r in sink.tables["hits"]] == [0, 1, 2]

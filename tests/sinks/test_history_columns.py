@@ -34,7 +34,7 @@ def _by_value(table: str, rows: list) -> tuple[list[tuple], int]:
 
 def _same(a: object, b: object) -> bool:
     if {type(a), type(b)} <= {int, float}:  # an int left as is in a Float64 column: the driver packs it alike
-        return a == b or (math.isnan(a) and math.isnan(b))
+        return float(a) == float(b) or (math.isnan(a) and math.isnan(b))
     return type(a) is type(b) and a == b
 
 
