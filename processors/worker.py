@@ -27,6 +27,8 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -105,6 +107,8 @@ class WorkerRuntime:
         self._held_n = 0
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task | None = None
+        self._live_thread = ThreadPoolExecutor(1, thread_name_prefix="visitwire-redis")  # one: deltas in order
+        self._live_write: asyncio.Future | None = None  # the latest batch's Redis write
         self._last_flush = time.monotonic()
         self.flush_interval_s = getattr(history, "flush_interval_s", 1.0)
         self.backpressure_rows = BACKPRESSURE_FACTOR * getattr(history, "max_batch_rows", 100_000)
@@ -207,14 +211,33 @@ class WorkerRuntime:
         await self._send(TOPIC_PAGEVIEWS, out.pageviews)
         await self._send(TOPIC_SESSIONS, out.sessions)
         if self.live is not None and out.delta.events:
-            try:
-                self.live.apply(out.delta)
-                self.redis_delay.record(out.ts)
-            except redis.RedisError as e:
-                self.live_errors += 1
-                if self.live_errors & (self.live_errors - 1) == 0:
-                    log.warning("redis live state: %s (%d batch(es) not counted live so far); check redis.url",
-                                e, self.live_errors)
+            await self._write_live(out)
+
+    async def _write_live(self, out: BatchOutput) -> None:
+        """Apply the batch's delta in the Redis thread while the next batch is processed (Redis works on
+        the pipeline meanwhile instead of this loop waiting for it); one write at a time, in batch order."""
+        await self.live_written()
+        fut = asyncio.get_running_loop().run_in_executor(self._live_thread, self.live.apply, out.delta)
+        fut.add_done_callback(partial(self._count_live_write, out.ts))
+        self._live_write = fut
+
+    async def live_written(self) -> None:
+        """Wait for the Redis writes handed over so far (their outcome is counted by _count_live_write)."""
+        fut = self._live_write
+        if fut is not None:
+            await asyncio.wait({fut})  # the thread takes them in order: the latest done means all are
+            if self._live_write is fut:
+                self._live_write = None
+
+    def _count_live_write(self, ts: np.ndarray, fut: asyncio.Future) -> None:
+        error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if error is None:
+            self.redis_delay.record(ts)
+            return
+        self.live_errors += 1
+        if self.live_errors & (self.live_errors - 1) == 0:
+            log.warning("redis live state: %s (%d batch(es) not counted live so far); check redis.url",
+                        error, self.live_errors, exc_info=None if isinstance(error, redis.RedisError) else error)
 
     async def _send(self, topic: str, records: list[dict]) -> None:
         """Queue the records keyed by visitor; flush() confirms their delivery before offsets are committed."""
@@ -254,6 +277,7 @@ class WorkerRuntime:
                 self._held = held + self._held
                 self._held_n = sum(h[0] for h in self._held)
                 return False
+            await self.live_written()  # every sink has the batches before their offsets move
             now = time.time()
             offsets: dict[Any, int] = {}
             for n, ts, release, batch_offsets in held:
@@ -312,6 +336,11 @@ class WorkerRuntime:
     def held(self) -> int:
         return self._held_n
 
+    async def close(self) -> None:
+        """After the last batch: let the Redis write in progress finish, then end its thread."""
+        await self.live_written()
+        self._live_thread.shutdown()
+
 
 class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
@@ -359,6 +388,7 @@ class InProcessWorker:
 
     async def start(self) -> None:
         relax_gc()
+        self.history.prepare()
         await asyncio.to_thread(warm_up, self.settings.processing.use_numba)
         await self.vw.app.start()
         self._started = True
@@ -451,6 +481,7 @@ class InProcessWorker:
                     log.warning("stop: the Faust app did not stop within %.0f s; exiting anyway (what was "
                                 "flushed is committed, the rest is redelivered)", budget_s)
                 self._started = False
+        await self.rt.close()
         if self.live is not None:
             self.live.close()
         if self._own_history:

@@ -19,6 +19,7 @@ from clickhouse_driver import errors as ch_errors
 
 from sinks.base import SinkUnavailable
 from sinks.history import Column, HistoryError, HistoryStore
+from sinks.insert_process import InsertProcess, SchemaMaybeGone
 
 log = logging.getLogger(__name__)
 # The driver logs every failed connect with a traceback; our SinkUnavailable says it in one line.
@@ -58,6 +59,7 @@ class ClickHouseHistory(HistoryStore):
         self._password = password
         self._client: Client | None = None
         self._db_lock = threading.RLock()  # one client, used from the loop and a flush thread
+        self._writer: InsertProcess | None = None  # event batches, written by a child process
 
     def __repr__(self) -> str:  # never show the password
         return f"ClickHouseHistory({self.host}:{self.port}/{self.database})"
@@ -112,6 +114,31 @@ class ClickHouseHistory(HistoryStore):
         self._run(lambda c: c.execute(f"INSERT INTO {table} ({names}) VALUES", data, columnar=True,
                                       types_check=False), writing=True)
 
+    def prepare(self) -> None:
+        """Start the writer process now: it takes a second or two to start, which the first flush
+        of a worker should not wait for."""
+        self._writer_process().start()
+
+    def _writer_process(self) -> InsertProcess:
+        if self._writer is None:
+            self._writer = InsertProcess({"url": self.url, "host": self.host, "port": self.port, "user": self.user,
+                                          "password": self._password, "database": self.database})
+        return self._writer
+
+    def write(self, table: str, rows: Sequence[Any]) -> None:
+        """Event batches are converted, encoded and sent by a child process (sinks/insert_process.py):
+        that CPU work then runs on another core than the processors."""
+        if not rows:
+            return
+        self._ensure_schema()
+        try:
+            self.rows_dropped += self._writer_process().write(table, rows)
+        except SchemaMaybeGone:
+            with self._db_lock:  # as after an in-process failure: reconnect (creating the database) and
+                self._drop_client()  # apply the schema again before the retry
+                self._schema_ready = False
+            raise
+
     def _select(self, sql: str) -> list[dict]:
         rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True))
         names = [n for n, _ in cols]
@@ -121,6 +148,8 @@ class ClickHouseHistory(HistoryStore):
         try:
             super().close()
         finally:
+            if self._writer is not None:
+                self._writer.close()
             with self._db_lock:
                 self._drop_client()
 

@@ -241,8 +241,12 @@ def test_sigterm_with_a_backlog_stops_promptly_and_a_restart_finishes_the_rest(b
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     assert stopped_after < 25
+    started = log_path.read_text().count("worker started")
     second = _start_worker(env, log_path)
     try:
+        # up and handling signals first: the first worker may have flushed every hit already
+        _wait(lambda: log_path.read_text().count("worker started") > started, 90, "the second worker to start",
+              second, log_path)
         _wait(lambda: n("SELECT uniqExact(event_id) AS n FROM hits") == len(traffic.hits), 120,
               "every hit in history after the restart", second, log_path)
     finally:

@@ -1,0 +1,149 @@
+"""ClickHouse event writes in a child process.
+
+Turning event rows into insert columns and encoding them for the native protocol (clickhouse-driver)
+is CPU work that holds the GIL: in the worker's process it took the core the processors need, while
+the machine's other core sat mostly idle. `InsertProcess` hands each batch of rows (a list of dicts
+or sinks.base.Columns) to a child Python process (`python -m sinks.insert_process`) through its
+stdin/stdout as length-prefixed pickles; the worker's flush thread just waits for the answer. The
+child writes with its own `ClickHouseHistory.write_here`, so bad rows are dropped and errors are
+classified and worded exactly as in-process (SinkUnavailable when the server is away, the schema
+flagged for re-creation when it came back empty, HistoryError otherwise).
+
+The child exits when its stdin closes (the parent closed it or died); a child that died is started
+again by the next insert.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence
+
+from sinks.base import SinkUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+_LENGTH = struct.Struct("<Q")
+
+OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
+
+
+class SchemaMaybeGone(SinkUnavailable):
+    """The server went away or lost the database: create the schema again before the next insert."""
+
+
+def _send(stream: BinaryIO, obj: Any) -> None:
+    buf = io.BytesIO()
+    buf.write(_LENGTH.pack(0))
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True  # no memo: rows hold no cycles, and memoizing every value was half the cost
+    pickler.dump(obj)
+    view = buf.getbuffer()
+    view[:_LENGTH.size] = _LENGTH.pack(len(view) - _LENGTH.size)
+    stream.write(view)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        raise EOFError("the other side closed the pipe")
+    (n,) = _LENGTH.unpack(head)
+    data = stream.read(n)
+    if len(data) < n:
+        raise EOFError("the other side closed the pipe mid-message")
+    return pickle.loads(data)
+
+
+class InsertProcess:
+    """Event batches written by a child process; `write` blocks (GIL released) until it answers."""
+
+    def __init__(self, connection: dict[str, Any]):
+        self._connection = connection  # ClickHouseHistory arguments; sent over the pipe, never on a command line
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one insert at a time (the flush thread, or a direct write)
+
+    def write(self, table: str, rows: Sequence[Any]) -> int:
+        """Write in the child; returns the rows dropped as bad input. Raises SinkUnavailable
+        (SchemaMaybeGone when the schema must be created again) or HistoryError, as in-process."""
+        from sinks.history import HistoryError
+
+        with self._lock:
+            try:
+                proc = self._child()
+                _send(proc.stdin, (table, rows))
+                kind, message, schema_lost, dropped = _receive(proc.stdout)
+            except (OSError, EOFError, pickle.PickleError) as e:
+                self._stop_child()
+                raise SinkUnavailable(f"the ClickHouse writer process failed ({type(e).__name__}: {e}); "
+                                      "starting a new one on the next try") from e
+        if kind == UNAVAILABLE:
+            raise (SchemaMaybeGone if schema_lost else SinkUnavailable)(message)
+        if kind == ERROR:
+            raise HistoryError(message)
+        return dropped
+
+    def start(self) -> None:
+        """Start the child now rather than at the first write."""
+        with self._lock:
+            self._child()
+
+    def _child(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+            self._proc = subprocess.Popen([sys.executable, "-m", "sinks.insert_process"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
+            _send(self._proc.stdin, self._connection)
+        return self._proc
+
+    def _stop_child(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()  # the child's cue to exit
+            proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(5)
+        finally:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_child()
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The child: write what arrives until stdin closes; answer each batch with
+    (kind, message, schema_lost, rows dropped)."""
+    from sinks.clickhouse import ClickHouseHistory
+    from sinks.history import HistoryError
+
+    store = ClickHouseHistory(**_receive(stdin))
+    try:
+        while True:
+            try:
+                table, rows = _receive(stdin)
+            except EOFError:
+                return
+            store._schema_ready = True  # the parent keeps the schema; this only notices when it is gone
+            try:
+                answer = (OK, "", False, store.write_here(table, rows))
+            except SinkUnavailable as e:
+                answer = (UNAVAILABLE, str(e), not store._schema_ready, 0)
+            except HistoryError as e:
+                answer = (ERROR, str(e), False, 0)
+            _send(stdout, answer)
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
