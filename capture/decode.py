@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from capture.frames import FrameBatch
-from capture.jit import inline_kernel, kernel
+from capture.jit import hot_kernel, inline_kernel, kernel
 
 KIND_TCP = 0
 KIND_NON_TCP = 1       # not IP, not TCP, or a fragment
@@ -278,6 +278,12 @@ class Heads(NamedTuple):
     spans: np.ndarray    # int32 [n, 2K], value start/end of each tracked name, -1 when absent
 
 
+@hot_kernel
+def _at(buf, p):
+    """buf[p] for p >= 0, indexed unsigned: no wrap-around check per byte (see capture.jit)."""
+    return buf[np.uint64(p)]
+
+
 @inline_kernel
 def _lower(x):
     return x + 32 if 65 <= x <= 90 else x
@@ -330,66 +336,66 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
         return 0, 0, 0, 0, 0, 0
     p = s
     is_resp = False
-    if buf[s] == 72 and buf[s + 1] == 84 and buf[s + 2] == 84 and buf[s + 3] == 80 and buf[s + 4] == 47:
-        if buf[s + 5] != 49 or buf[s + 6] != 46 or (buf[s + 7] != 48 and buf[s + 7] != 49) or buf[s + 8] != 32:
+    if _at(buf, s) == 72 and _at(buf, s + 1) == 84 and _at(buf, s + 2) == 84 and _at(buf, s + 3) == 80 and _at(buf, s + 4) == 47:
+        if _at(buf, s + 5) != 49 or _at(buf, s + 6) != 46 or (_at(buf, s + 7) != 48 and _at(buf, s + 7) != 49) or _at(buf, s + 8) != 32:
             return 0, 0, 0, 0, 0, 0
         code = 0
         for q in range(s + 9, s + 12):
-            dg = buf[q]
+            dg = _at(buf, q)
             if dg < 48 or dg > 57:
                 return 0, 0, 0, 0, 0, 0
             code = code * 10 + (dg - 48)
-        if buf[s + 12] != 32 and buf[s + 12] != 13:
+        if _at(buf, s + 12) != 32 and _at(buf, s + 12) != 13:
             return 0, 0, 0, 0, 0, 0
         is_resp = True
         fa = code
-        minor = buf[s + 7] - 48
+        minor = _at(buf, s + 7) - 48
         p = s + 12
     else:
-        while p < e and 65 <= buf[p] <= 90:
+        while p < e and 65 <= _at(buf, p) <= 90:
             p += 1
-        if p == s or p - s > 20 or p >= e or buf[p] != 32:
+        if p == s or p - s > 20 or p >= e or _at(buf, p) != 32:
             return 0, 0, 0, 0, 0, 0
         fa = p - s
         p += 1
         fb = p - s
-        while p < e and buf[p] > 32 and buf[p] != 127:
+        while p < e and _at(buf, p) > 32 and _at(buf, p) != 127:
             p += 1
-        if p == fb + s or p + 10 > e or buf[p] != 32:
+        if p == fb + s or p + 10 > e or _at(buf, p) != 32:
             return 0, 0, 0, 0, 0, 0
         fc = p - s
-        if not (buf[p + 1] == 72 and buf[p + 2] == 84 and buf[p + 3] == 84 and buf[p + 4] == 80
-                and buf[p + 5] == 47 and buf[p + 6] == 49 and buf[p + 7] == 46
-                and (buf[p + 8] == 48 or buf[p + 8] == 49)):
+        if not (_at(buf, p + 1) == 72 and _at(buf, p + 2) == 84 and _at(buf, p + 3) == 84 and _at(buf, p + 4) == 80
+                and _at(buf, p + 5) == 47 and _at(buf, p + 6) == 49 and _at(buf, p + 7) == 46
+                and (_at(buf, p + 8) == 48 or _at(buf, p + 8) == 49)):
             return 0, 0, 0, 0, 0, 0
-        minor = buf[p + 8] - 48
+        minor = _at(buf, p + 8) - 48
         p += 9
     if is_resp:
-        while p < e and buf[p] != 13 and buf[p] != 10:
+        while p < e and _at(buf, p) != 13 and _at(buf, p) != 10:
             p += 1
-    if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+    if p + 1 >= e or _at(buf, p) != 13 or _at(buf, p + 1) != 10:
         return 0, 0, 0, 0, 0, 0
     p += 2
     done = False
     while p < e:
         ls = p
         p = _line_end(buf, words, p, e)
-        if p + 1 >= e or buf[p] != 13 or buf[p + 1] != 10:
+        if p + 1 >= e or _at(buf, p) != 13 or _at(buf, p + 1) != 10:
             return 0, 0, 0, 0, 0, 0
         le = p
         p += 2
         if le == ls:
             done = True
             break
-        if buf[ls] == 32 or buf[ls] == 9:
+        if _at(buf, ls) == 32 or _at(buf, ls) == 9:
             return 0, 0, 0, 0, 0, 0
         colon = ls
-        while colon < le and buf[colon] != 58:
+        while colon < le and _at(buf, colon) != 58:
             colon += 1
         if colon == le:
             continue
         ne = colon
-        while ne > ls and (buf[ne - 1] == 32 or buf[ne - 1] == 9):
+        while ne > ls and (_at(buf, ne - 1) == 32 or _at(buf, ne - 1) == 9):
             ne -= 1
         nlen = ne - ls
         match = -1
@@ -398,7 +404,7 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
                 continue
             same = True
             for q in range(nlen):
-                if _lower(buf[ls + q]) != names[name_off[k] + q]:
+                if _lower(_at(buf, ls + q)) != names[name_off[k] + q]:
                     same = False
                     break
             if same:
@@ -409,10 +415,10 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
         if spans[r, 2 * match] >= 0:
             return 0, 0, 0, 0, 0, 0
         vs = colon + 1
-        while vs < le and (buf[vs] == 32 or buf[vs] == 9):
+        while vs < le and (_at(buf, vs) == 32 or _at(buf, vs) == 9):
             vs += 1
         ve = le
-        while ve > vs and (buf[ve - 1] == 32 or buf[ve - 1] == 9):
+        while ve > vs and (_at(buf, ve - 1) == 32 or _at(buf, ve - 1) == 9):
             ve -= 1
         spans[r, 2 * match] = vs - s
         spans[r, 2 * match + 1] = ve - s

@@ -75,8 +75,9 @@ WRITTEN, PYTHON = 0, 1
 
 @inline_kernel  # ~20 fixed keys per event: a call each cost more than the copy
 def _put(out, o, lit):
-    for i in range(lit.shape[0]):
-        out[o + i] = lit[i]
+    base = np.uint64(o)
+    for i in range(np.uint64(lit.shape[0])):
+        out[base + i] = lit[i]
     return o + lit.shape[0]
 
 
@@ -127,13 +128,18 @@ def _fixed(out, o, v, decimals):
 @kernel
 def _str(out, o, src, s, e):
     """src[s:e] as JSON string content (orjson's escapes); -1 if it is not ASCII (Python decodes that)."""
-    special = 0
-    for p in range(s, e):  # no early exit: the loop vectorizes, and nearly every string is plain
-        x = src[p]
+    if e <= s:
+        return o
+    # unsigned offsets (see capture.jit) and no early exit: both loops vectorize; nearly every string is plain
+    n = np.uint64(e - s)
+    us, uo = np.uint64(s), np.uint64(o)
+    special = False
+    for q in range(n):
+        x = src[us + q]
         special |= (x >= 128) | (x < 32) | (x == 34) | (x == 92)
     if not special:  # the common case: a straight copy
-        for p in range(s, e):
-            out[o + p - s] = src[p]
+        for q in range(n):
+            out[uo + q] = src[us + q]
         return o + e - s
     for p in range(s, e):
         x = src[p]
@@ -168,9 +174,12 @@ def _space(x):
 
 @kernel
 def _find(src, s, e, x):
-    for p in range(s, e):
-        if src[p] == x:
-            return p
+    if e <= s:
+        return -1
+    us = np.uint64(s)
+    for q in range(np.uint64(e - s)):  # unsigned: no wrap-around check per byte (capture.jit)
+        if src[us + q] == x:
+            return s + np.int64(q)
     return -1
 
 

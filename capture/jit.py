@@ -7,6 +7,11 @@ per-packet helpers take some thirty arrays, and that traffic cost more than thei
 own work. A `kernel` must therefore not allocate arrays, use typed containers, or
 return an array to a caller that counts references (an njit function); it may read,
 write and slice the arrays it is given.
+
+numba also checks every signed array index for a negative value (Python's
+wrap-around), and that check stops LLVM from vectorizing a loop. Byte loops on the hot
+path index with unsigned offsets (np.uint64) for that reason: copying a 140-byte
+header value went from 260 to 30 ns.
 """
 from numba import njit
 
