@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from capture.jit import hot_kernel, kernel
+from capture.jit import copy_bytes, hot_kernel, kernel
 
 IV = np.array([0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
                0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179], np.uint64)
@@ -219,15 +219,13 @@ def blake2b_hex(data, s, n, start, out, o, scratch):
         raise ValueError("empty keyed input")
     p = 0
     while n - p > 128:
-        for i in range(128):
-            block[i] = data[s + p + i]
+        copy_bytes(block, 0, data, s + p, s + p + 128)
         p += 128
         t += 128
         _compress(h, block, t, False)
     rest = n - p
-    for i in range(rest):
-        block[i] = data[s + p + i]
-    for i in range(rest, 128):
+    copy_bytes(block, 0, data, s + p, s + n)
+    for i in range(np.uint64(rest), np.uint64(128)):
         block[i] = 0
     t += rest
     _compress(h, block, t, True)

@@ -21,7 +21,7 @@ import orjson
 from capture.blake2 import blake2b_hex, key_state
 from capture.fastpath import ARENA, FA, FB, FC, HE, HS, IDX, MINOR, NOREF, TX_ALEN, TX_BODY, TX_CPORT, TX_REQ, \
     TX_RESP, TX_SPORT
-from capture.jit import inline_kernel, kernel
+from capture.jit import copy_bytes, inline_kernel, kernel
 
 # scratch: [0:320) blake2 work space, [320:) the bytes being hashed
 SCRATCH_HASH = 320
@@ -132,15 +132,13 @@ def _str(out, o, src, s, e):
         return o
     # unsigned offsets (see capture.jit) and no early exit: both loops vectorize; nearly every string is plain
     n = np.uint64(e - s)
-    us, uo = np.uint64(s), np.uint64(o)
+    us = np.uint64(s)
     special = False
     for q in range(n):
         x = src[us + q]
         special |= (x >= 128) | (x < 32) | (x == 34) | (x == 92)
     if not special:  # the common case: a straight copy
-        for q in range(n):
-            out[uo + q] = src[us + q]
-        return o + e - s
+        return copy_bytes(out, o, src, s, e)
     for p in range(s, e):
         x = src[p]
         if x >= 128:
@@ -293,16 +291,10 @@ def _hash_pieces(domain0, domain1, src, s, e, src2, s2, e2, key, out, o, scratch
     buf = scratch[SCRATCH_HASH:]
     buf[0] = domain0
     buf[1] = domain1
-    n = 2
-    for p in range(s, e):
-        buf[n] = src[p]
-        n += 1
+    n = copy_bytes(buf, 2, src, s, e)
     if s2 >= 0:
         buf[n] = 0
-        n += 1
-        for p in range(s2, e2):
-            buf[n] = src2[p]
-            n += 1
+        n = copy_bytes(buf, n + 1, src2, s2, e2)
     return blake2b_hex(buf, 0, n, key, out, o, scratch)
 
 
@@ -367,10 +359,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
         pe += 1
         # event id: blake2b(id_prefix + b"%d|%d" % (request start in microseconds, index in the connection))
         sb = scratch[SCRATCH_HASH:]
-        n = 0
-        for p in range(ps, pe):
-            sb[n] = pre[p]
-            n += 1
+        n = copy_bytes(sb, 0, pre, ps, pe)
         n = _int(sb, n, us)
         sb[n] = 124
         n = _int(sb, n + 1, qmeta[IDX])
