@@ -2,7 +2,7 @@
 
 A flow that starts with a SYN and stays simple (in-order segments, heads whole within a
 packet, Content-Length / chunked / until-close bodies) is followed here: a flow table
-(typed dict fhash -> slot), per-direction next sequence number and the same HTTP
+(fhash -> slot, an open-addressing index), per-direction next sequence number and the same HTTP
 message-framing state machine as capture.http.MessageReader, as integer columns.
 The kernel also pairs requests with responses as capture.transactions.Connection does
 (pending requests and the current transaction as head refs) and emits each completed
