@@ -161,6 +161,16 @@ def start_tcpdump(port: int, path: str) -> subprocess.Popen:
     return proc
 
 
+def wait_until_written(path: str, quiet_s: float = 1.0, limit_s: float = 30.0) -> None:
+    """Until the file has not grown for quiet_s (a loaded machine can leave tcpdump seconds behind)."""
+    size, since, start = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() - start < limit_s:
+        now = os.path.getsize(path) if os.path.exists(path) else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        time.sleep(0.1)
+
+
 def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp_path):
     port = server
     Decoder, read_pcap_batches = _decoder_parts()
@@ -182,7 +192,8 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
     dump = start_tcpdump(port, pcap)
     try:
         expected = drive_traffic(port)
-        time.sleep(0.5)  # last packets reach the ring and tcpdump
+        time.sleep(0.5)  # last packets reach the ring
+        wait_until_written(pcap)  # tcpdump (-U) has written the last packets: SIGINT drops what it has not read
     finally:
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
