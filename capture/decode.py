@@ -336,8 +336,10 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
         return 0, 0, 0, 0, 0, 0
     p = s
     is_resp = False
-    if _at(buf, s) == 72 and _at(buf, s + 1) == 84 and _at(buf, s + 2) == 84 and _at(buf, s + 3) == 80 and _at(buf, s + 4) == 47:
-        if _at(buf, s + 5) != 49 or _at(buf, s + 6) != 46 or (_at(buf, s + 7) != 48 and _at(buf, s + 7) != 49) or _at(buf, s + 8) != 32:
+    if _at(buf, s) == 72 and _at(buf, s + 1) == 84 and _at(buf, s + 2) == 84 and _at(buf, s + 3) == 80 \
+            and _at(buf, s + 4) == 47:
+        if _at(buf, s + 5) != 49 or _at(buf, s + 6) != 46 or (_at(buf, s + 7) != 48 and _at(buf, s + 7) != 49) \
+                or _at(buf, s + 8) != 32:
             return 0, 0, 0, 0, 0, 0
         code = 0
         for q in range(s + 9, s + 12):

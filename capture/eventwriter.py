@@ -429,7 +429,8 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
                 o = start
                 continue
         if qm >= 0 and qm + 1 < ue:
-            if _find(src, qm + 1, ue, 35) >= 0 or flags[1] or _has_sensitive(src, qm + 1, ue, words, word_off, word_starts):
+            if _find(src, qm + 1, ue, 35) >= 0 or flags[1] \
+                    or _has_sensitive(src, qm + 1, ue, words, word_off, word_starts):
                 o = start
                 continue
         o = _put(out, o, K_URI)

@@ -706,8 +706,8 @@ def _reindex(index, st, meta):
 
 @kernel
 def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, index, st,
-         last, lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts,
-         arena, nrec, start, pref, saddr, tx, txa, sv, svm, svl, svh, ended):
+         last, lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp,
+         rts, arena, nrec, start, pref, saddr, tx, txa, sv, svm, svl, svh, ended):
     """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
     next packet < n when the slot table, the records or the transactions are full (grow, call again).
     sv, svm, svl, svh, ended: work space (a packet's state before it, to undo a demotion)."""
