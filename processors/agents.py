@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, MutableMapping, Sequence
+from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 
 import numpy as np
 import orjson
@@ -19,7 +19,8 @@ from config.settings import Settings
 from processors import kernels as K
 from processors.counters import BatchColumns, aggregate
 from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
-                               Classified, Enricher, columns_of, valid_columns, validate_hit)
+                               Classified, Enricher, column_decoder, columns_of, ts_in_range, valid_columns,
+                               validate_hit)
 from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
 from sinks.base import Columns
 from sinks.redis_live import LiveDelta
@@ -46,6 +47,7 @@ class HitProcessor:
     def __init__(self, settings: Settings, store: MutableMapping[str, dict] | None = None):
         self.settings = settings
         self.enricher = Enricher(settings.processing)
+        self.decoder = column_decoder()
         self.sessions = Sessionizer(settings.processing, {} if store is None else store)
         self.watermarks: dict[int, Watermark] = {}  # per Kafka partition
         self._seeded = False
@@ -62,18 +64,21 @@ class HitProcessor:
         classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
         cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
-        self._sessionize(hits, classes, parts, cols, out)
+        self._sessionize(columns, classes, parts, cols, out)
         out.hits = Columns(columns, len(hits))
-        if hits:
+        if len(hits):
             out.delta = aggregate(cols, self.use_numba)
             out.ts = np.asarray(cols.ts)
         self._observe_times(cols.ts, parts)
         return out
 
     def _valid_hits(self, values: list, partitions: list[int] | None,
-                    out: BatchOutput) -> tuple[list[dict], list[int], dict[str, Sequence[Any]]]:
-        """The decoded hits that pass validate_hit, their partitions and their columns (columns_of); the
-        others are counted and logged."""
+                    out: BatchOutput) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
+        """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
+        (columns_of); the others are counted and logged."""
+        columns = self.decoder.decode(values)  # the usual batch: raw JSON straight into columns
+        if columns is not None and ts_in_range(columns["ts"]):
+            return Columns(columns, len(values)), partitions if partitions is not None else [0] * len(values), columns
         hits = _decode_all(values)
         columns = valid_columns(hits)
         if columns is not None:  # the usual batch: no hit-by-hit checks
@@ -89,19 +94,18 @@ class HitProcessor:
             parts.append(partitions[i] if partitions is not None else 0)
         return valid, parts, columns_of(valid)
 
-    def _sessionize(self, hits: list[dict], classes: list[Classified], parts: list[int], cols: BatchColumns,
-                    out: BatchOutput) -> None:
+    def _sessionize(self, columns: Mapping[str, Sequence[Any]], classes: list[Classified], parts: list[int],
+                    cols: BatchColumns, out: BatchOutput) -> None:
         """Page views and goals, in hit order, into the sessions; page views to `out` and the columns."""
         enricher, sessions = self.enricher, self.sessions
         for row, c in enumerate(classes):
             if c.kind == KIND_PAGEVIEW:
-                pv = enricher.pageview(hits[row], c)
+                pv = enricher.pageview_at(columns, row, c)
                 pv["session_id"], started = sessions.on_pageview(pv, out.sessions, parts[row])
                 out.pageviews.append(pv)
                 cols.add_pageview(row, pv, started)
             elif c.goal:
-                hit = hits[row]
-                sessions.on_goal(hit["visitor_id"], hit["event_id"], c.goal_value)
+                sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
             if c.goal:
                 cols.add_goal(row, c.goal_value)
 

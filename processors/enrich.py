@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from operator import itemgetter
+from functools import lru_cache, reduce
+from operator import itemgetter, or_
 from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,6 +25,7 @@ from ua_parser import parse as _ua_parse
 
 from config.events import HIT_FIELDS
 from config.settings import GoalRule, ProcessingSettings, UrlRule
+from processors.hit_columns import INTEGER, NON_EMPTY, NULL, NUMBER, OBJECT, PRESENT, STRING, ColumnDecoder
 
 # Substrings (lower-case) of User-Agents that are automated clients even when
 # ua-parser does not call them 'Spider'.
@@ -185,7 +186,7 @@ class Enricher:
 
     def classify_all(self, hits: Sequence[Mapping[str, Any]], columns: Mapping[str, Sequence[Any]]) -> list[Classified]:
         """classify() of each hit, from the batch's columns (columns_of): one cached lookup per hit, and the
-        goal rules only for hits whose path may match one."""
+        goal rules only for hits whose path may match one (`hits[row]` is only read for those)."""
         classes = list(map(self._plain_class, columns["user_agent"], columns["status"], columns["path"],
                            columns["content_type"], columns["method"]))
         if self._goals:
@@ -264,18 +265,23 @@ class Enricher:
 
     def pageview(self, hit: Mapping[str, Any], c: Classified, session_id: str = "") -> dict[str, Any]:
         """The PageView record (config/events.py PAGEVIEW_FIELDS) of a hit classified as a page view."""
-        referrer = hit.get("referrer") or ""
-        host = hit.get("host") or ""
-        path = hit.get("path") or "/"
-        query = hit.get("query") or ""
+        return self.pageview_at({name: (hit.get(name),) for name in _PAGEVIEW_SOURCES}, 0, c, session_id)
+
+    def pageview_at(self, columns: Mapping[str, Sequence[Any]], row: int, c: Classified,
+                    session_id: str = "") -> dict[str, Any]:
+        """pageview() of the hit at `row` of a batch's columns (columns_of), without a dict for the hit."""
+        referrer = columns["referrer"][row] or ""
+        host = columns["host"][row] or ""
+        path = columns["path"][row] or "/"
+        query = columns["query"][row] or ""
         pv = {
-            "event_id": hit["event_id"], "ts": float(hit["ts"]), "visitor_id": hit.get("visitor_id") or "",
-            "member_id": hit.get("member_id") or "", "session_id": session_id,
-            "host": host, "path": path, "query": query,
-            "method": hit.get("method") or "", "status": int(hit.get("status") or 0),
-            "latency_ms": hit.get("latency_ms"), "referrer": referrer,
+            "event_id": columns["event_id"][row], "ts": float(columns["ts"][row]),
+            "visitor_id": columns["visitor_id"][row] or "", "member_id": columns["member_id"][row] or "",
+            "session_id": session_id, "host": host, "path": path, "query": query,
+            "method": columns["method"][row] or "", "status": int(columns["status"][row] or 0),
+            "latency_ms": columns["latency_ms"][row], "referrer": referrer,
         }
-        pv.update(self.derived(hit.get("user_agent") or "", referrer, host, query, path))
+        pv.update(self.derived(columns["user_agent"][row] or "", referrer, host, query, path))
         pv.update(goal=c.goal, goal_value=c.goal_value)
         return pv
 
@@ -291,6 +297,9 @@ class Enricher:
         return out
 
 
+# the hit fields a page view is made of
+_PAGEVIEW_SOURCES = ("event_id", "ts", "visitor_id", "member_id", "host", "path", "query", "method", "status",
+                     "latency_ms", "referrer", "user_agent")
 _STR_FIELDS = ("method", "host", "path", "query", "referrer", "user_agent", "content_type", "member_id")
 _NONE = type(None)
 # The exact types validate_hit accepts for each field it checks (resp_bytes must be present here).
@@ -353,12 +362,23 @@ def valid_columns(hits: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
     for name, types in _COLUMN_TYPES:
         if not {*map(type, columns[name])} <= types:
             return None
-    ts = columns["ts"]
+    return columns if ts_in_range(columns["ts"]) and all(columns["event_id"]) else None
+
+
+def ts_in_range(ts: Sequence[int | float]) -> bool:
+    """Every ts is a finite epoch time (the ts rule of validate_hit, for a column of numbers)."""
     try:  # a finite sum: no NaN / inf among them, so min and max are exact
-        ts_ok = not ts or (math.isfinite(sum(ts)) and min(ts) > 0 and max(ts) < 1e11)
+        return not ts or (math.isfinite(sum(ts)) and min(ts) > 0 and max(ts) < 1e11)
     except OverflowError:  # an int too large for a float
-        return None
-    return columns if ts_ok and all(columns["event_id"]) else None
+        return False
+
+
+def column_decoder() -> ColumnDecoder:
+    """Raw hit JSON straight into HIT_COLUMNS, with the type rules of validate_hit checked on the wire
+    (processors/hit_columns.py); the ts range is left to ts_in_range."""
+    kinds = {str: STRING, int: INTEGER, float: NUMBER, _NONE: NULL, dict: OBJECT}
+    accept = {name: reduce(or_, (kinds[t] for t in types)) for name, types in _COLUMN_TYPES}
+    return ColumnDecoder(HIT_COLUMNS, accept, required={"event_id": NON_EMPTY, "ts": PRESENT, "visitor_id": PRESENT})
 
 
 __all__: Sequence[str] = ("Enricher", "Classified", "parse_user_agent", "referrer_channel", "utm_fields",

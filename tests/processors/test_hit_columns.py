@@ -1,0 +1,86 @@
+"""Raw hit JSON straight into columns (processors/hit_columns.py): the same columns as decoding each hit,
+for every batch it takes; every batch with a bad hit is left to the hit-by-hit checks."""
+import orjson
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from hitgen import crowd, make_hit
+from processors.enrich import HIT_COLUMNS, column_decoder, columns_of, ts_in_range, validate_hit
+
+decoder = column_decoder()
+
+
+def _decoded_the_slow_way(values):
+    """(columns, True) when every value is a good hit, else (None, False)."""
+    try:
+        hits = [orjson.loads(v) for v in values]
+    except orjson.JSONDecodeError:
+        return None, False
+    if any(validate_hit(h) for h in hits):
+        return None, False
+    return columns_of(hits), True
+
+
+def test_a_batch_of_capture_hits_is_taken_whole_and_matches_hit_by_hit_decoding():
+    values = [orjson.dumps(h) for h in crowd(300, 1.7e9, seed=3).hits]
+    columns = decoder.decode(values)
+    assert columns is not None, "a clean batch must take the columnar path"
+    expected, good = _decoded_the_slow_way(values)
+    assert good and columns == expected
+    assert set(columns) == set(HIT_COLUMNS) and all(len(c) == len(values) for c in columns.values())
+
+
+def test_spacing_key_order_unknown_keys_escapes_and_unicode_are_decoded_like_orjson():
+    hit = make_hit("e1", 1e9, "v1", "/caf\u00e9", ua='Mozilla "quoted" \\ back', extra={"k": [1, {"x": "}"}]})
+    hit["unknown"] = {"nested": ["]", "\\\""]}
+    reordered = dict(reversed(list(hit.items())))
+    values = [orjson.dumps(hit), orjson.dumps(reordered, option=orjson.OPT_INDENT_2),
+              b' { "event_id" : "e2" , "ts" : 1000000001 , "visitor_id" : "v\\u00e9" } ']
+    columns = decoder.decode(values)
+    assert columns == _decoded_the_slow_way(values)[0]
+    assert columns["visitor_id"][2] == "v\u00e9" and columns["path"][2] is None and columns["path"][0] == "/caf\u00e9"
+
+
+_values = (st.none() | st.booleans() | st.integers(-2**63, 2**70) | st.floats() | st.text(max_size=3)
+           | st.just({}) | st.just([]) | st.just({"a": "}"}) | st.sampled_from([1e9, 1e11, 0, "e", ""]))
+_HIT_KEYS = sorted(make_hit("e", 1e9, "v"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(_HIT_KEYS), _values, max_size=2)
+                | st.sampled_from([None, "x", 1]), max_size=5),
+       st.lists(st.integers(0, 700), max_size=2), st.binary(max_size=3))
+@example([{}, {"status": True}], [], b"")      # bool is not a status
+@example([{}, {"status": 200.0}], [], b"")     # nor is a float
+@example([{}, {"event_id": ""}], [], b"")      # an empty id
+@example([{}, {}], [5], b"")                   # a cut hit
+@example([{}, {}], [], b" \n")                 # trailing white space: still a good hit
+def test_a_batch_is_taken_only_when_every_hit_is_good_and_then_exactly(changes, cuts, junk):
+    hits = [{**make_hit(f"e{i}", 1e9 + i, "v"), **c} if isinstance(c, dict) else c for i, c in enumerate(changes)]
+    values = []
+    for h in hits:
+        try:
+            values.append(orjson.dumps(h))
+        except TypeError:  # e.g. an int too large for JSON
+            values.append(b"{}")
+    for cut in cuts:  # truncated messages
+        if values:
+            values[cut % len(values)] = values[cut % len(values)][:cut]
+    if values and junk:  # bytes after a hit
+        values[-1] += junk
+    columns = decoder.decode(values)
+    expected, good = _decoded_the_slow_way(values)
+    if columns is not None and ts_in_range(columns["ts"]):
+        assert good, values
+        assert columns == expected
+    else:  # declined: it must have had a reason (a bad hit, or a ts out of range)
+        assert not good or not ts_in_range(expected["ts"]), values
+
+
+def test_a_repeated_or_escaped_key_sends_the_batch_to_the_hit_by_hit_path():
+    good = orjson.dumps(make_hit("e1", 1e9, "v1"))
+    repeated = b'{"event_id":"a","ts":1e9,"visitor_id":"v","event_id":"b"}'  # orjson keeps the last one
+    escaped = b'{"event_id":"a","ts":1e9,"visitor_id":"v","p\\u0061th":"/x"}'  # "path", spelled with an escape
+    assert decoder.decode([good]) is not None
+    assert decoder.decode([good, repeated]) is None
+    assert decoder.decode([good, escaped]) is None
