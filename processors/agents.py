@@ -47,7 +47,8 @@ class HitProcessor:
     def __init__(self, settings: Settings, store: MutableMapping[str, dict] | None = None):
         self.settings = settings
         self.enricher = Enricher(settings.processing)
-        self.decoder = column_decoder()
+        # the numba path reads raw JSON straight into columns; the numpy twin decodes hit by hit
+        self.decoder = column_decoder() if settings.processing.use_numba else None
         self.sessions = Sessionizer(settings.processing, {} if store is None else store)
         self.watermarks: dict[int, Watermark] = {}  # per Kafka partition
         self._seeded = False
@@ -76,7 +77,7 @@ class HitProcessor:
                     out: BatchOutput) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
         """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
         (columns_of); the others are counted and logged."""
-        columns = self.decoder.decode(values)  # the usual batch: raw JSON straight into columns
+        columns = self.decoder.decode(values) if self.decoder is not None else None  # the usual batch
         if columns is not None and ts_in_range(columns["ts"]):
             return Columns(columns, len(values)), partitions if partitions is not None else [0] * len(values), columns
         hits = _decode_all(values)
