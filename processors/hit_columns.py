@@ -147,7 +147,8 @@ def _value(buf, words, p, end):
 
 @_inlined
 def _field_of(buf, ks, ke, names, name_off, guess):
-    """Index of the field named buf[ks:ke], trying `guess` first (hits keep one key order); -1 if none."""
+    """Index of the field named buf[ks:ke], trying `guess` first (the field the previous hit had at this
+    position: a producer writes its keys in one order); -1 if none."""
     n = name_off.shape[0] - 1
     for t in range(n):
         f = guess + t
@@ -167,10 +168,13 @@ def _field_of(buf, ks, ke, names, name_off, guess):
 
 
 @_kernel
-def _scan(buf, starts, ends, names, name_off, accept, required, spans):
+def _scan(buf, starts, ends, names, name_off, accept, required, spans, order):
     """Value span of each field of each hit into spans[hit, field] = (start, end); -1 when absent.
-    Returns the first hit that is not a plain object with acceptable fields, or -1 when all are."""
+    Returns the first hit that is not a plain object with acceptable fields, or -1 when all are.
+    order[j]: the field of the j-th key of the previous hit (work space, n_fields long)."""
     n_fields = name_off.shape[0] - 1
+    for j in range(n_fields):
+        order[j] = j
     words = buf[:buf.shape[0] - buf.shape[0] % 8].view(np.uint64)
     for i in range(starts.shape[0]):
         for f in range(n_fields):
@@ -180,7 +184,7 @@ def _scan(buf, starts, ends, names, name_off, accept, required, spans):
         if p >= end or buf[p] != 123:
             return i
         p = _skip_ws(buf, p + 1, end)
-        guess = 0
+        j = 0  # position of the key in this hit
         if p < end and buf[p] == 125:
             p += 1
         else:
@@ -203,13 +207,15 @@ def _scan(buf, starts, ends, names, name_off, accept, required, spans):
                 ve, kind = _value(buf, words, p, end)
                 if ve < 0:
                     return i
-                f = _field_of(buf, ks, ke - 1, names, name_off, guess)
+                f = _field_of(buf, ks, ke - 1, names, name_off, order[j] if j < n_fields else 0)
                 if f >= 0:
                     if spans[i, f, 0] != _NOT_SEEN or (accept[f] & kind) == 0:
                         return i  # a duplicate key (orjson keeps the last) or a type processing rejects
                     spans[i, f, 0] = p
                     spans[i, f, 1] = ve
-                    guess = f + 1
+                    if j < n_fields:
+                        order[j] = f
+                j += 1
                 p = _skip_ws(buf, ve, end)
                 if p < end and buf[p] == 44:
                     p = _skip_ws(buf, p + 1, end)
@@ -292,7 +298,8 @@ class ColumnDecoder:
         ends = np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n))
         starts = ends - np.fromiter(map(len, values), dtype=np.int64, count=n)
         spans = np.empty((n, len(self.fields), 2), dtype=np.int64)
-        if _scan(buf, starts, ends, self._names, self._name_off, self._accept, self._required, spans) >= 0:
+        order = np.empty(len(self.fields), dtype=np.int64)
+        if _scan(buf, starts, ends, self._names, self._name_off, self._accept, self._required, spans, order) >= 0:
             return None
         out = np.empty(len(buf) + n * len(self.fields) * 5 + 4 * len(self.fields) + 8, dtype=np.uint8)
         size = _transpose(buf, spans, out, np.empty(len(self.fields), dtype=np.int64))

@@ -4,7 +4,7 @@
   the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
   `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
   `figures()`. The intakes (processors.agents.register_agents): "own-group" and "assigned" read
-  the hits with an aiokafka getmany loop, in their own group (one worker) or on the partitions
+  the hits in bulk with librdkafka (processors/hits_intake.py), in their own group (one worker) or on the partitions
   Faust's group assigns this worker, co-partitioned with the sessions table; "stream" through the
   Faust agent (`stream.take_events`), also co-partitioned.
 - `run_worker(settings) -> int`: `visitwire worker` ("assigned", or "stream" when
@@ -37,9 +37,10 @@ import redis
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
-from processors.agents import BatchOutput, BulkHitsConsumer, HitProcessor, register_agents
+from processors.agents import BatchOutput, HitProcessor, register_agents
 from processors.app import DeliveryFailed, Outbox, TableStore, VisitwireApp, create_app
 from processors.counters import warm_up
+from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
 from sinks.base import BatchingSink, SinkUnavailable
@@ -358,7 +359,7 @@ class InProcessWorker:
         self.live = RedisLiveSink(url, settings) if url else None
         self.vw = create_app(settings, app_id=app_id)
         self.rt = WorkerRuntime(self.vw, history, self.live)
-        # "own-group" / "assigned": hits read in bulk by an aiokafka getmany loop; "stream": the Faust agent
+        # "own-group" / "assigned": hits read in bulk (librdkafka); "stream": the Faust agent
         self.bulk = BulkHitsConsumer(settings, self.rt, follow=intake == "assigned") if intake != "stream" else None
         if intake == "assigned":
             self.rt.bulk_reader = self.bulk
