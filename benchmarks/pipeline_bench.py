@@ -5,7 +5,7 @@
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
-2. through Kafka on real servers, hits read in bulk (own group / Faust-assigned partitions) or by the Faust agent (tansu, redis-server, ClickHouse or an in-memory sink):
+2. through Kafka on real servers, hits read in bulk with librdkafka (own group / Faust-assigned partitions) or by the Faust agent (tansu, redis-server, ClickHouse or an in-memory sink):
    a backlog of --hits drained by one worker (events/s), then live traffic at --rate/s
    stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99).
 Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to history.
@@ -208,7 +208,7 @@ def main() -> int:
     for col in ("hits read by", "numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
                 "Redis p50/p99 ms", "history p50/p99 ms"):
         t.add_column(col, justify="right")
-    names = {"own-group": "bulk getmany, own group (run)", "assigned": "bulk getmany, Faust-assigned (worker)",
+    names = {"own-group": "bulk librdkafka, own group (run)", "assigned": "bulk librdkafka, Faust-assigned (worker)",
              "stream": "Faust agent stream"}
     for intake, use_numba in (("own-group", True), ("own-group", False), ("assigned", True), ("stream", True)):
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake))

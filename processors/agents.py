@@ -22,7 +22,7 @@ from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, 
                                Classified, Enricher, column_decoder, columns_of, ts_in_range, valid_columns,
                                validate_hit)
 from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
-from sinks.base import Columns
+from sinks.base import Columns, JsonColumns
 from sinks.redis_live import LiveDelta
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ class HitProcessor:
         self.hits_in += len(values)
         out = BatchOutput()
         hits, parts, columns = self._valid_hits(values, partitions, out)
+        out.hits = hits if isinstance(hits, JsonColumns) else Columns(columns, len(hits))
         classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
         cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
         self._sessionize(columns, classes, parts, cols, out)
-        out.hits = Columns(columns, len(hits))
         if len(hits):
             out.delta = aggregate(cols, self.use_numba)
             out.ts = np.asarray(cols.ts)
@@ -77,9 +77,11 @@ class HitProcessor:
                     out: BatchOutput) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
         """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
         (columns_of); the others are counted and logged."""
-        columns = self.decoder.decode(values) if self.decoder is not None else None  # the usual batch
-        if columns is not None and ts_in_range(columns["ts"]):
-            return Columns(columns, len(values)), partitions if partitions is not None else [0] * len(values), columns
+        decoded = self.decoder.decode(values) if self.decoder is not None else None  # the usual batch
+        if decoded is not None and ts_in_range(decoded[0]["ts"]):
+            columns, text = decoded
+            parts = partitions if partitions is not None else [0] * len(values)
+            return JsonColumns(columns, len(values), [text]), parts, columns
         hits = _decode_all(values)
         columns = valid_columns(hits)
         if columns is not None:  # the usual batch: no hit-by-hit checks

@@ -286,11 +286,12 @@ class ColumnDecoder:
         self._accept = np.array([_kinds(accept.get(f, ANY)) for f in self.fields], dtype=np.int64)
         self._required = np.array([required.get(f, 0) for f in self.fields], dtype=np.int64)
 
-    def decode(self, values: Sequence[Any]) -> dict[str, list] | None:
-        """The batch's columns, or None when some value is not bytes of a hit the kernel vouches for."""
+    def decode(self, values: Sequence[Any]) -> tuple[dict[str, list], bytes] | None:
+        """(the batch's columns, the JSON text they were read from: `[[field 0 of each hit], ...]` in the
+        order of `fields`), or None when some value is not bytes of a hit the kernel vouches for."""
         n = len(values)
         if not n:
-            return {f: [] for f in self.fields}
+            return {f: [] for f in self.fields}, b"[" + b",".join([b"[]"] * len(self.fields)) + b"]"
         try:
             buf = np.frombuffer(b"".join(values), dtype=np.uint8)
         except TypeError:  # str or dict values (tests, the Faust agent path): the slow path reads them
@@ -303,11 +304,12 @@ class ColumnDecoder:
             return None
         out = np.empty(len(buf) + n * len(self.fields) * 5 + 4 * len(self.fields) + 8, dtype=np.uint8)
         size = _transpose(buf, spans, out, np.empty(len(self.fields), dtype=np.int64))
+        text = out[:size].tobytes()
         try:
-            cols = orjson.loads(out[:size].tobytes())
+            cols = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
-        return dict(zip(self.fields, cols))
+        return dict(zip(self.fields, cols)), text
 
 
 def _kinds(accept: int) -> int:

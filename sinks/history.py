@@ -223,7 +223,7 @@ def to_columns(table: str, rows: Sequence[Row]) -> tuple[tuple[Column, ...], lis
     id_field = ID_FIELD[table]
     reasons: dict[int, str] = {}  # row index -> why it is dropped
     fields = tuple(dict.fromkeys(c.field for c in cols))
-    if type(rows) is Columns:  # already columns: no rows to take apart
+    if isinstance(rows, Columns):  # already columns: no rows to take apart
         values = {f: rows.column(f) for f in fields}
     else:
         if not all(type(r) is dict for r in rows) and not all(isinstance(r, Mapping) for r in rows):

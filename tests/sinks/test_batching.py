@@ -1,6 +1,6 @@
 import pytest
 
-from sinks.base import Columns, ListSink, SinkUnavailable
+from sinks.base import Columns, JsonColumns, ListSink, SinkUnavailable, merge_rows
 
 
 class FlakySink(ListSink):
@@ -67,3 +67,16 @@ def test_columns_mixed_with_dict_rows_keep_the_order():
     sink.add("hits", Columns({"i": [1, 2]}, 2))
     sink.flush()
     assert [r["i"] for r in sink.tables["hits"]] == [0, 1, 2]
+
+
+def test_json_columns_cross_a_process_boundary_as_their_text_and_arrive_whole():
+    import pickle
+
+    first = JsonColumns({"i": [0, 1], "s": ["a", "\u00e9"]}, 2, [b'[[0,1],["a","\\u00e9"]]'])
+    second = JsonColumns({"i": [2], "s": ["c"]}, 1, [b'[[2],["c"]]'])
+    merged = merge_rows([first, second])
+    data = pickle.dumps(merged, protocol=pickle.HIGHEST_PROTOCOL)
+    assert b'"a"' in data and b"\\u00e9" in data  # the text went, not an object per value
+    arrived = pickle.loads(data)
+    assert list(arrived) == list(merged) == [{"i": 0, "s": "a"}, {"i": 1, "s": "\u00e9"}, {"i": 2, "s": "c"}]
+    assert list(merge_rows([first, Columns({"i": [3], "s": ["d"]}, 1)]))[-1] == {"i": 3, "s": "d"}
