@@ -14,6 +14,7 @@ again by the next insert.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -35,6 +36,19 @@ OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 
 class SchemaMaybeGone(SinkUnavailable):
     """The server went away or lost the database: create the schema again before the next insert."""
+
+
+PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
+
+
+def _widen(stream: BinaryIO) -> None:
+    """Give the pipe 1 MiB instead of 64 KiB. A batch is megabytes, and the flush thread writing it had to
+    win the GIL back from the processing thread after every 64 KiB (each time up to the 5 ms switch
+    interval): fewer, larger writes."""
+    try:
+        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError):  # not Linux, or a lower limit: the default pipe still works
+        pass
 
 
 def _send(stream: BinaryIO, obj: Any) -> None:
@@ -98,6 +112,7 @@ class InsertProcess:
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
             self._proc = subprocess.Popen([sys.executable, "-m", "sinks.insert_process"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
+            _widen(self._proc.stdin)
             _send(self._proc.stdin, self._connection)
         return self._proc
 

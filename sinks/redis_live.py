@@ -69,6 +69,29 @@ class LiveKeys:
         return f"{self.p}updates"
 
 
+# A batch's visitors (thousands) go to a visitors-now set in one argument, as a JSON object visitor -> last
+# ts: redis-py encodes every argument of a ZADD in Python (two per visitor), and that was most of a
+# worker's Redis cost. The script keeps each visitor's latest ts (ZADD GT), drops visitors older than
+# the window (ARGV[2]) and sets the TTL (ARGV[3]).
+VISITORS_NOW_LUA = """
+local seen = cjson.decode(ARGV[1])
+local args, n = {}, 0
+for member, ts in pairs(seen) do
+  args[n + 1] = ts
+  args[n + 2] = member
+  n = n + 2
+  if n >= 1000 then
+    redis.call('ZADD', KEYS[1], 'GT', unpack(args, 1, n))
+    n = 0
+  end
+end
+if n > 0 then redis.call('ZADD', KEYS[1], 'GT', unpack(args, 1, n)) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+
+
 class RedisLiveSink:
     """Applies LiveDeltas to Redis in one pipeline per batch (sync client, hiredis parser)."""
 
@@ -80,6 +103,7 @@ class RedisLiveSink:
         self.ttl_s = ttl_s
         self.batches = 0
         self.commands = 0
+        self._visitors_now = self.client.register_script(VISITORS_NOW_LUA)
 
     def apply(self, d: LiveDelta) -> int:
         """Write one delta; returns the number of commands sent. Raises redis.RedisError when away."""
@@ -114,12 +138,11 @@ class RedisLiveSink:
             touched.add(m)
         for which, last_seen in d.visitors.items():
             if last_seen:
-                key = k.visitors(which)
-                pipe.zadd(key, last_seen, gt=True)  # keeps each visitor's latest ts
-                # forget visitors older than the window (kept one extra minute for readers running late)
-                pipe.zremrangebyscore(key, "-inf", d.max_ts - self.window_s - 60)
-                pipe.expire(key, ttl)
-                n += 3
+                # each visitor's latest ts; visitors older than the window are forgotten (kept one extra
+                # minute for readers running late)
+                self._visitors_now(keys=[k.visitors(which)], client=pipe,
+                                   args=[orjson.dumps(last_seen), repr(d.max_ts - self.window_s - 60), ttl])
+                n += 1
         if d.feed:
             pipe.lpush(k.feed, *d.feed[-self.feed_length:])
             pipe.ltrim(k.feed, 0, self.feed_length - 1)

@@ -116,3 +116,14 @@ def test_redis_away_raises_a_redis_error(live):
     sink = RedisLiveSink("redis://127.0.0.1:1/0", s)
     with pytest.raises(redis.RedisError):
         sink.apply(LiveDelta(counters={1: {"hits": 1}}, max_ts=60.0, events=1))
+
+
+def test_visitors_now_keeps_each_visitors_latest_time_across_thousands_and_late_batches(live):
+    _, sink, reader = live
+    t = 1_700_000_000.0
+    crowd = {f"v{i}": t - (i % 200) for i in range(2500)}  # more visitors than one ZADD of the script takes
+    sink.apply(LiveDelta(visitors={"all": crowd}, max_ts=t, events=len(crowd)))
+    assert reader.snapshot(minutes=1, now=t)["visitors_now"] == 2500
+    # a late batch with an older time for v1 must not move v1 out of the window
+    sink.apply(LiveDelta(visitors={"all": {"v1": t - 3000}}, max_ts=t, events=1))
+    assert reader.snapshot(minutes=1, now=t)["visitors_now"] == 2500
