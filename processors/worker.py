@@ -43,7 +43,7 @@ from processors.counters import warm_up
 from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
-from sinks.base import BatchingSink, SinkUnavailable
+from sinks.base import BatchingSink, EncodedRows, SinkUnavailable
 from sinks.redis_live import RedisLiveSink, quantiles_from_hist
 
 log = logging.getLogger(__name__)
@@ -203,14 +203,17 @@ class WorkerRuntime:
         h = self.history
         if out.hits:
             h.add("hits", out.hits)
-        if out.pageviews:
-            h.add("pageviews", out.pageviews)
-            self.pageviews_out += len(out.pageviews)
-        if out.sessions:
-            h.add("sessions", out.sessions)
-            self.sessions_out += len(out.sessions)
-        await self._send(TOPIC_PAGEVIEWS, out.pageviews)
-        await self._send(TOPIC_SESSIONS, out.sessions)
+        # page views and sessions are encoded once, for their topics and for the history writer alike
+        pageviews = EncodedRows(out.pageviews, list(map(orjson.dumps, out.pageviews)))
+        sessions = EncodedRows(out.sessions, list(map(orjson.dumps, out.sessions)))
+        if pageviews:
+            h.add("pageviews", pageviews)
+            self.pageviews_out += len(pageviews)
+        if sessions:
+            h.add("sessions", sessions)
+            self.sessions_out += len(sessions)
+        await self._send(TOPIC_PAGEVIEWS, pageviews)
+        await self._send(TOPIC_SESSIONS, sessions)
         if self.live is not None and out.delta.events:
             await self._write_live(out)
 
@@ -240,10 +243,11 @@ class WorkerRuntime:
             log.warning("redis live state: %s (%d batch(es) not counted live so far); check redis.url",
                         error, self.live_errors, exc_info=None if isinstance(error, redis.RedisError) else error)
 
-    async def _send(self, topic: str, records: list[dict]) -> None:
+    async def _send(self, topic: str, records: EncodedRows) -> None:
         """Queue the records keyed by visitor; flush() confirms their delivery before offsets are committed."""
         if records:
-            await self.outbox.send_keyed(topic, [(r["visitor_id"].encode(), orjson.dumps(r)) for r in records])
+            await self.outbox.send_keyed(topic, [(r["visitor_id"].encode(), text)
+                                                 for r, text in zip(records, records.texts)])
 
     # -- timer ------------------------------------------------------------------------------
     async def on_tick(self) -> None:

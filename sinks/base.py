@@ -93,11 +93,34 @@ def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> 
     return Columns({f: list(chain.from_iterable(p[i] for p in parts)) for i, f in enumerate(names)}, n)
 
 
+class EncodedRows(list):
+    """Dict rows together with each row's JSON (`texts`, e.g. as already encoded for a Kafka topic).
+    Pickled, they travel as that JSON and are decoded again by the receiving process (as JsonColumns)."""
+
+    __slots__ = ("texts",)
+
+    def __init__(self, rows: Iterable[Row], texts: list[bytes]):
+        super().__init__(rows)
+        self.texts = texts
+
+    def __reduce__(self) -> tuple:
+        return _rows_from_json, (self.texts,)
+
+
+def _rows_from_json(texts: Sequence[bytes]) -> list[dict]:
+    import orjson
+
+    return list(map(orjson.loads, texts))
+
+
 def merge_rows(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
-    """The rows of several added parts as one sequence: columns stay columns when every part has the same fields."""
+    """The rows of several added parts as one sequence: columns stay columns when every part has the same fields,
+    encoded rows stay encoded rows."""
     if parts and all(isinstance(p, Columns) for p in parts) and \
             all(p.columns.keys() == parts[0].columns.keys() for p in parts):
         return Columns.concat(parts)
+    if parts and all(type(p) is EncodedRows for p in parts):
+        return EncodedRows(chain.from_iterable(parts), [t for p in parts for t in p.texts])
     return list(chain.from_iterable(parts))
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from sinks.base import Columns, JsonColumns, ListSink, SinkUnavailable, merge_rows
+from sinks.base import Columns, EncodedRows, JsonColumns, ListSink, SinkUnavailable, merge_rows
 
 
 class FlakySink(ListSink):
@@ -80,3 +80,16 @@ def test_json_columns_cross_a_process_boundary_as_their_text_and_arrive_whole():
     arrived = pickle.loads(data)
     assert list(arrived) == list(merged) == [{"i": 0, "s": "a"}, {"i": 1, "s": "\u00e9"}, {"i": 2, "s": "c"}]
     assert list(merge_rows([first, Columns({"i": [3], "s": ["d"]}, 1)]))[-1] == {"i": 3, "s": "d"}
+
+
+def test_encoded_rows_cross_a_process_boundary_as_their_json():
+    import pickle
+
+    import orjson
+
+    rows = [{"event_id": "a", "ts": 1.5}, {"event_id": "b", "ts": 2.5}]
+    first, second = EncodedRows(rows[:1], [orjson.dumps(rows[0])]), EncodedRows(rows[1:], [orjson.dumps(rows[1])])
+    merged = merge_rows([first, second])
+    assert merged == rows and merged.texts == [orjson.dumps(r) for r in rows]
+    assert pickle.loads(pickle.dumps(merged, protocol=pickle.HIGHEST_PROTOCOL)) == rows
+    assert merge_rows([first, [{"event_id": "c"}]]) == rows[:1] + [{"event_id": "c"}]
