@@ -146,9 +146,20 @@ def _value(buf, words, p, end):
 
 
 @_inlined
+def _key_is(buf, ks, end, names, name_off, f):
+    """f when the key starting at ks (after its quote) is field f's name, closed by a quote; else -1."""
+    a, b = name_off[f], name_off[f + 1]
+    if ks + (b - a) >= end or buf[ks + (b - a)] != 34:
+        return -1
+    for q in range(b - a):
+        if buf[ks + q] != names[a + q]:
+            return -1
+    return f
+
+
+@_inlined
 def _field_of(buf, ks, ke, names, name_off, guess):
-    """Index of the field named buf[ks:ke], trying `guess` first (the field the previous hit had at this
-    position: a producer writes its keys in one order); -1 if none."""
+    """Index of the field named buf[ks:ke], trying `guess` first; -1 if none."""
     n = name_off.shape[0] - 1
     for t in range(n):
         f = guess + t
@@ -171,7 +182,8 @@ def _field_of(buf, ks, ke, names, name_off, guess):
 def _scan(buf, starts, ends, names, name_off, accept, required, spans, order):
     """Value span of each field of each hit into spans[hit, field] = (start, end); -1 when absent.
     Returns the first hit that is not a plain object with acceptable fields, or -1 when all are.
-    order[j]: the field of the j-th key of the previous hit (work space, n_fields long)."""
+    order[j]: the field of the j-th key of the previous hit (work space, n_fields long): a producer writes
+    its keys in one order, so each key is first compared with the name expected there."""
     n_fields = name_off.shape[0] - 1
     for j in range(n_fields):
         order[j] = j
@@ -191,13 +203,18 @@ def _scan(buf, starts, ends, names, name_off, accept, required, spans, order):
             while True:
                 if p >= end or buf[p] != 34:
                     return i
-                ke = _string_end(buf, words, p, end)
-                if ke < 0:
-                    return i
                 ks = p + 1
-                for q in range(ks, ke - 1):
-                    if buf[q] == 92:  # an escaped key: let orjson read this hit
+                f = _key_is(buf, ks, end, names, name_off, order[j] if j < n_fields else 0)
+                if f >= 0:  # the usual case: the key the previous hit had here, no need to scan it
+                    ke = ks + name_off[f + 1] - name_off[f] + 1
+                else:
+                    ke = _string_end(buf, words, p, end)
+                    if ke < 0:
                         return i
+                    for q in range(ks, ke - 1):
+                        if buf[q] == 92:  # an escaped key: let orjson read this hit
+                            return i
+                    f = _field_of(buf, ks, ke - 1, names, name_off, 0)
                 p = _skip_ws(buf, ke, end)
                 if p >= end or buf[p] != 58:
                     return i
@@ -207,7 +224,6 @@ def _scan(buf, starts, ends, names, name_off, accept, required, spans, order):
                 ve, kind = _value(buf, words, p, end)
                 if ve < 0:
                     return i
-                f = _field_of(buf, ks, ke - 1, names, name_off, order[j] if j < n_fields else 0)
                 if f >= 0:
                     if spans[i, f, 0] != _NOT_SEEN or (accept[f] & kind) == 0:
                         return i  # a duplicate key (orjson keeps the last) or a type processing rejects
