@@ -114,12 +114,12 @@ class HitProcessor:
 
     def _observe_times(self, ts: list[float], parts: list[int]) -> None:
         """Advance each partition's event-time clock to its latest hit of the batch."""
-        max_ts: dict[int, float] = {}
-        for p, t in zip(parts, ts):
-            if t > max_ts.get(p, 0.0):
-                max_ts[p] = t
-        for p, t in max_ts.items():
-            self.watermark(p).observe(t)
+        if not ts:
+            return
+        part = np.asarray(parts, dtype=np.int64)
+        stamps = np.asarray(ts, dtype=np.float64)
+        for p in np.unique(part).tolist():
+            self.watermark(p).observe(float(stamps[part == p].max()))
 
     def watermark(self, partition: int) -> Watermark:
         wm = self.watermarks.get(partition)

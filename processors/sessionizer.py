@@ -223,9 +223,11 @@ class Sessionizer:
             if st.get("closed"):
                 prev, st = st, None
             else:
-                due, reason = deadline(st, self.s)
+                due = self._deadlines.get(visitor)  # kept by _put for the state it wrote
+                if due is None:  # e.g. restored from the changelog, not indexed yet
+                    due = deadline(st, self.s)[0]
                 if pv["ts"] >= due:
-                    closed.append(close_row(st, reason))
+                    closed.append(close_row(st, deadline(st, self.s)[1]))
                     prev, st = st, None
         started = st is None
         st = open_session(pv, partition, prev) if started else \
