@@ -56,12 +56,15 @@ class HitProcessor:
         self.drops: Counter[str] = Counter()
         self.hits_in = 0
 
-    def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None) -> BatchOutput:
-        """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0)."""
+    def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None,
+                transposed: bytes | None = None) -> BatchOutput:
+        """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0). `transposed`:
+        `self.decoder.transpose(values)`, when the caller made it already (the bulk reader does, in its
+        thread, while the previous batch is processed)."""
         values = values if isinstance(values, list) else list(values)
         self.hits_in += len(values)
         out = BatchOutput()
-        hits, parts, columns = self._valid_hits(values, partitions, out)
+        hits, parts, columns = self._valid_hits(values, partitions, out, transposed)
         out.hits = hits if isinstance(hits, JsonColumns) else Columns(columns, len(hits))
         classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
@@ -73,11 +76,11 @@ class HitProcessor:
         self._observe_times(cols.ts, parts)
         return out
 
-    def _valid_hits(self, values: list, partitions: list[int] | None,
-                    out: BatchOutput) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
+    def _valid_hits(self, values: list, partitions: list[int] | None, out: BatchOutput,
+                    transposed: bytes | None) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
         """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
         (columns_of); the others are counted and logged."""
-        decoded = self.decoder.decode(values) if self.decoder is not None else None  # the usual batch
+        decoded = self.decoder.decode(values, transposed) if self.decoder is not None else None  # the usual batch
         if decoded is not None and ts_in_range(decoded[0]["ts"]):
             columns, text = decoded
             parts = partitions if partitions is not None else [0] * len(values)

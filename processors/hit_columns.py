@@ -33,9 +33,9 @@ _NOT_SEEN = -1
 
 # Without numba's reference counting: with it, each call of a helper increfs and decrefs every array it
 # is passed (atomic operations), which cost more than scanning the value itself. These kernels therefore
-# allocate nothing. The helpers are inlined by LLVM into the scan loop.
-_kernel = njit(cache=True, _nrt=False)
-_inlined = njit(cache=True, _nrt=False, forceinline=True)
+# allocate nothing. The helpers are inlined by LLVM into the scan loop. They run without the GIL.
+_kernel = njit(cache=True, _nrt=False, nogil=True)
+_inlined = njit(cache=True, _nrt=False, forceinline=True, nogil=True)
 
 
 def _compile_names(names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -302,12 +302,25 @@ class ColumnDecoder:
         self._accept = np.array([_kinds(accept.get(f, ANY)) for f in self.fields], dtype=np.int64)
         self._required = np.array([required.get(f, 0) for f in self.fields], dtype=np.int64)
 
-    def decode(self, values: Sequence[Any]) -> tuple[dict[str, list], bytes] | None:
+    def decode(self, values: Sequence[Any], text: bytes | None = None) -> tuple[dict[str, list], bytes] | None:
         """(the batch's columns, the JSON text they were read from: `[[field 0 of each hit], ...]` in the
-        order of `fields`), or None when some value is not bytes of a hit the kernel vouches for."""
+        order of `fields`), or None when some value is not bytes of a hit the kernel vouches for.
+        `text`: transpose(values), when it was already made (e.g. by the thread that read the values)."""
+        text = self.transpose(values) if text is None else text
+        if text is None:
+            return None
+        try:
+            cols = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return None
+        return dict(zip(self.fields, cols)), text
+
+    def transpose(self, values: Sequence[Any]) -> bytes | None:
+        """The batch as `[[field 0 of each hit], ...]` JSON text, or None when the kernel cannot vouch for
+        some hit. The kernels release the GIL: a reading thread can do this while a batch is processed."""
         n = len(values)
         if not n:
-            return {f: [] for f in self.fields}, b"[" + b",".join([b"[]"] * len(self.fields)) + b"]"
+            return b"[" + b",".join([b"[]"] * len(self.fields)) + b"]"
         try:
             buf = np.frombuffer(b"".join(values), dtype=np.uint8)
         except TypeError:  # str or dict values (tests, the Faust agent path): the slow path reads them
@@ -320,12 +333,7 @@ class ColumnDecoder:
             return None
         out = np.empty(len(buf) + n * len(self.fields) * 5 + 4 * len(self.fields) + 8, dtype=np.uint8)
         size = _transpose(buf, spans, out, np.empty(len(self.fields), dtype=np.int64))
-        text = out[:size].tobytes()
-        try:
-            cols = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return None
-        return dict(zip(self.fields, cols)), text
+        return out[:size].tobytes()
 
 
 def _kinds(accept: int) -> int:

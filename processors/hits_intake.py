@@ -41,6 +41,8 @@ class BulkHitsConsumer:
         self._applied: set[int] | None = None
         self._holding = follow                 # follow: nothing to read before the first assignment
         self._batch_lock: asyncio.Lock | None = None
+        self._errors = 0
+        self._generation = 0  # changes with every assignment: batches read before it are dropped
         # consume() blocks (GIL released) in its own thread; commits and assignments go through another,
         # so a commit never waits for a consume call to time out
         self._reading = ThreadPoolExecutor(1, thread_name_prefix="visitwire-hits-read")
@@ -103,50 +105,69 @@ class BulkHitsConsumer:
         await asyncio.get_running_loop().run_in_executor(
             self._control, self.consumer.assign, [TopicPartition(TOPIC_HITS, p) for p in sorted(wanted)])
         self._applied = set(wanted)
+        self._generation += 1
         log.info("reading hits partitions %s", sorted(wanted) or "none (all owned by other workers)")
 
+    def _read(self, n: int, timeout_s: float) -> tuple[list[bytes], list[int], dict[int, int], bytes | None]:
+        """In the reading thread: up to n hits (values, partitions, next offset per partition), and the
+        values transposed for the processor (its numba scan runs without the GIL, beside the processing
+        of the previous batch)."""
+        values: list[bytes] = []
+        partitions: list[int] = []
+        offsets: dict[int, int] = {}
+        for m in self.consumer.consume(n, timeout_s):
+            if m.error() is not None:  # e.g. a broker away for a moment; librdkafka retries by itself
+                self._errors += 1
+                if self._errors & (self._errors - 1) == 0:
+                    log.warning("reading hits: %s (%d such errors so far)", m.error(), self._errors)
+                continue
+            values.append(m.value())
+            partition = m.partition()
+            partitions.append(partition)
+            offsets[partition] = m.offset() + 1
+        return values, partitions, offsets, self.rt.transpose(values) if values else None
+
     async def _run(self) -> None:
+        """Read the next batch while this one is processed. A batch read under an assignment that has changed
+        since (a rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
         loop = asyncio.get_running_loop()
         p = self.settings.processing
-        errors = 0
-        while True:
-            if self.following:
-                if self._holding or self._wanted is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                if self._wanted != self._applied:
-                    await self._apply_assignment()
-                if not self._applied:
-                    await asyncio.sleep(0.2)
-                    continue
-            messages = await loop.run_in_executor(self._reading, self.consumer.consume, p.batch_size,
-                                                  p.batch_timeout_s)
-            if not messages:
-                continue
-            async with self._batch_lock:
-                if self._holding:
-                    continue  # fetched before a rebalance: not processed, not committed, read again
-                values: list[bytes] = []
-                partitions: list[int] = []
-                offsets: dict[int, int] = {}
-                for m in messages:
-                    if m.error() is not None:  # e.g. a broker away for a moment; librdkafka retries by itself
-                        errors += 1
-                        if errors & (errors - 1) == 0:
-                            log.warning("reading hits: %s (%d such errors so far)", m.error(), errors)
+        reading: tuple[int, asyncio.Future] | None = None  # (assignment generation, read in progress)
+        try:
+            while True:
+                if self.following:
+                    if self._holding or self._wanted is None:
+                        await asyncio.sleep(0.05)
                         continue
-                    values.append(m.value())
-                    partition = m.partition()
-                    partitions.append(partition)
-                    offsets[partition] = m.offset() + 1
+                    if self._wanted != self._applied:
+                        await self._apply_assignment()
+                    if not self._applied:
+                        await asyncio.sleep(0.2)
+                        continue
+                if reading is None:
+                    reading = (self._generation, loop.run_in_executor(self._reading, self._read, p.batch_size,
+                                                                      p.batch_timeout_s))
+                generation, future = reading
+                values, partitions, offsets, transposed = await future
+                reading = None
+                if generation != self._generation or self._holding:
+                    continue  # read before a rebalance moved partitions
+                reading = (generation, loop.run_in_executor(self._reading, self._read, p.batch_size,
+                                                            p.batch_timeout_s))
                 if not values:
                     continue
-                try:
-                    await self.rt.on_records(values, partitions, offsets)
-                except Exception:
-                    log.exception("processing a batch of %d hits failed; they will be replayed after a restart",
-                                  len(values))
-                    raise
+                async with self._batch_lock:
+                    if self._holding:
+                        continue  # a rebalance began meanwhile: not processed, not committed, read again
+                    try:
+                        await self.rt.on_records(values, partitions, offsets, transposed)
+                    except Exception:
+                        log.exception("processing a batch of %d hits failed; they will be replayed after a "
+                                      "restart", len(values))
+                        raise
+        finally:
+            if reading is not None:
+                reading[1].cancel()  # a read already running ends by itself within batch_timeout_s
 
     async def stop_reading(self) -> None:
         if self._task is not None:

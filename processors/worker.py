@@ -182,13 +182,22 @@ class WorkerRuntime:
                 self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
         self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
 
-    async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int]) -> None:
-        """A batch from the bulk consumer; `offsets` = next offset to commit per TopicPartition."""
-        await self.on_batch(values, partitions, None, offsets)
+    def transpose(self, values: list[bytes]) -> bytes | None:
+        """The batch's values transposed for the processor's column decoder (None without one); thread-safe,
+        and without the GIL for most of its work: the bulk reader calls it in its own thread."""
+        decoder = self.processor.decoder
+        return decoder.transpose(values) if decoder is not None else None
 
-    async def on_batch(self, values: list[Any], partitions: list[int], release: Any, offsets: dict | None) -> None:
+    async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int],
+                         transposed: bytes | None = None) -> None:
+        """A batch from the bulk consumer; `offsets` = next offset to commit per partition; `transposed`: the
+        values already transposed by the processor's decoder (in the reader's thread)."""
+        await self.on_batch(values, partitions, None, offsets, transposed)
+
+    async def on_batch(self, values: list[Any], partitions: list[int], release: Any, offsets: dict | None,
+                       transposed: bytes | None = None) -> None:
         t0 = time.perf_counter()
-        out = self.processor.process(values, partitions)
+        out = self.processor.process(values, partitions, transposed)
         self.processing_s += time.perf_counter() - t0
         self.processed += len(values)
         await self._emit(out)
