@@ -10,7 +10,7 @@ orjson still does all the decoding (escapes, UTF-8, numbers) and rejects anythin
 not JSON.
 
 Any hit the kernel cannot vouch for (not an object, a field of the wrong type, a duplicate
-or escaped key, a value it cannot delimit) makes `decode_columns` answer None, and the
+or escaped key, a value it cannot delimit) makes `ColumnDecoder.decode` answer None, and the
 caller takes the batch the slow way, hit by hit, to count and log what is wrong.
 """
 from __future__ import annotations
@@ -158,13 +158,9 @@ def _key_is(buf, ks, end, names, name_off, f):
 
 
 @_inlined
-def _field_of(buf, ks, ke, names, name_off, guess):
-    """Index of the field named buf[ks:ke], trying `guess` first; -1 if none."""
-    n = name_off.shape[0] - 1
-    for t in range(n):
-        f = guess + t
-        if f >= n:
-            f -= n
+def _field_of(buf, ks, ke, names, name_off):
+    """Index of the field named buf[ks:ke]; -1 if none."""
+    for f in range(name_off.shape[0] - 1):
         a, b = name_off[f], name_off[f + 1]
         if b - a != ke - ks:
             continue
@@ -214,7 +210,7 @@ def _scan(buf, starts, ends, names, name_off, accept, required, spans, order):
                     for q in range(ks, ke - 1):
                         if buf[q] == 92:  # an escaped key: let orjson read this hit
                             return i
-                    f = _field_of(buf, ks, ke - 1, names, name_off, 0)
+                    f = _field_of(buf, ks, ke - 1, names, name_off)
                 p = _skip_ws(buf, ke, end)
                 if p >= end or buf[p] != 58:
                     return i
