@@ -176,7 +176,7 @@ class Enricher:
         self._utm = lru_cache(maxsize=20_000)(utm_fields)
         # hits repeat the same (User-Agent, status, path, content type, method) over and over
         self._plain_class = lru_cache(maxsize=50_000)(self._class_of)
-        self.derived = lru_cache(maxsize=50_000)(self._derived)
+        self.template = lru_cache(maxsize=50_000)(self._template)
 
     # -- per hit ----------------------------------------------------------------------------
     def classify(self, hit: Mapping[str, Any]) -> Classified:
@@ -269,32 +269,40 @@ class Enricher:
 
     def pageview_at(self, columns: Mapping[str, Sequence[Any]], row: int, c: Classified,
                     session_id: str = "") -> dict[str, Any]:
-        """pageview() of the hit at `row` of a batch's columns (columns_of), without a dict for the hit."""
-        referrer = columns["referrer"][row] or ""
-        host = columns["host"][row] or ""
-        path = columns["path"][row] or "/"
-        query = columns["query"][row] or ""
-        pv = {
-            "event_id": columns["event_id"][row], "ts": float(columns["ts"][row]),
-            "visitor_id": columns["visitor_id"][row] or "", "member_id": columns["member_id"][row] or "",
-            "session_id": session_id, "host": host, "path": path, "query": query,
-            "method": columns["method"][row] or "", "status": int(columns["status"][row] or 0),
-            "latency_ms": columns["latency_ms"][row], "referrer": referrer,
-        }
-        pv.update(self.derived(columns["user_agent"][row] or "", referrer, host, query, path))
-        pv.update(goal=c.goal, goal_value=c.goal_value)
+        """pageview() of the hit at `row` of a batch's columns (columns_of), without a dict for the hit:
+        a copy of the cached template of its (User-Agent, referrer, host, query, path), with the fields
+        of this hit set in place (a dict copy keeps the template's key order and costs far less than
+        building the record key by key)."""
+        pv = self.template(columns["user_agent"][row] or "", columns["referrer"][row] or "",
+                           columns["host"][row] or "", columns["query"][row] or "", columns["path"][row] or "/").copy()
+        pv["event_id"] = columns["event_id"][row]
+        pv["ts"] = float(columns["ts"][row])
+        pv["visitor_id"] = columns["visitor_id"][row] or ""
+        pv["member_id"] = columns["member_id"][row] or ""
+        pv["session_id"] = session_id
+        pv["method"] = columns["method"][row] or ""
+        pv["status"] = int(columns["status"][row] or 0)
+        pv["latency_ms"] = columns["latency_ms"][row]
+        if c.goal:
+            pv["goal"] = c.goal
+            pv["goal_value"] = c.goal_value
         return pv
 
-    def _derived(self, user_agent: str, referrer: str, host: str, query: str, path: str) -> dict[str, Any]:
-        """The page-view fields that follow from User-Agent, referrer, host, query and path (cached per
-        combination by `derived`, which page views repeat; callers copy, never mutate)."""
+    def _template(self, user_agent: str, referrer: str, host: str, query: str, path: str) -> dict[str, Any]:
+        """A PageView record with every field that follows from User-Agent, referrer, host, query and path
+        filled, the hit's own fields empty (cached per combination by `template`, which page views repeat;
+        callers copy, never mutate)."""
         agent = parse_user_agent(user_agent)
         channel, ref_host = self._channel(referrer, host)
-        out: dict[str, Any] = {"referrer_host": ref_host, "channel": channel}
-        out.update(self._utm(query) if query else _NO_UTM)
-        out.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
-        out.update(self.page_meta(path))
-        return out
+        pv: dict[str, Any] = {
+            "event_id": "", "ts": 0.0, "visitor_id": "", "member_id": "", "session_id": "",
+            "host": host, "path": path, "query": query, "method": "", "status": 0, "latency_ms": None,
+            "referrer": referrer, "referrer_host": ref_host, "channel": channel}
+        pv.update(self._utm(query) if query else _NO_UTM)
+        pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
+        pv.update(self.page_meta(path))
+        pv.update(goal="", goal_value=0.0)
+        return pv
 
 
 # the hit fields a page view is made of
