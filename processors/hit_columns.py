@@ -321,8 +321,9 @@ class ColumnDecoder:
             buf = np.frombuffer(b"".join(values), dtype=np.uint8)
         except TypeError:  # str or dict values (tests, the Faust agent path): the slow path reads them
             return None
-        ends = np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n))
-        starts = ends - np.fromiter(map(len, values), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
         spans = np.empty((n, len(self.fields), 2), dtype=np.int64)
         order = np.empty(len(self.fields), dtype=np.int64)
         if _scan(buf, starts, ends, self._names, self._name_off, self._accept, self._required, spans, order) >= 0:

@@ -42,6 +42,7 @@ class BulkHitsConsumer:
         self._holding = follow                 # follow: nothing to read before the first assignment
         self._batch_lock: asyncio.Lock | None = None
         self._errors = 0
+        self._next_error_log = 1
         self._generation = 0  # changes with every assignment: batches read before it are dropped
         # consume() blocks (GIL released) in its own thread; commits and assignments go through another,
         # so a commit never waits for a consume call to time out
@@ -112,19 +113,24 @@ class BulkHitsConsumer:
         """In the reading thread: up to n hits (values, partitions, next offset per partition), and the
         values transposed for the processor (its numba scan runs without the GIL, beside the processing
         of the previous batch)."""
-        values: list[bytes] = []
-        partitions: list[int] = []
+        messages = self.consumer.consume(n, timeout_s)
+        failed = [m for m in messages if m.error() is not None]
+        if failed:  # e.g. a broker away for a moment; librdkafka retries by itself
+            self._errors += len(failed)
+            if self._errors >= self._next_error_log:  # the 1st, 2nd, 4th, 8th ... error: an outage stays readable
+                self._next_error_log = 2 * self._errors
+                log.warning("reading hits: %s (%d such errors so far)", failed[0].error(), self._errors)
+            messages = [m for m in messages if m.error() is None]
+        # a column at a time (list comprehensions), and each partition's next offset from its last message
+        values = [m.value() for m in messages]
+        partitions = [m.partition() for m in messages]
         offsets: dict[int, int] = {}
-        for m in self.consumer.consume(n, timeout_s):
-            if m.error() is not None:  # e.g. a broker away for a moment; librdkafka retries by itself
-                self._errors += 1
-                if self._errors & (self._errors - 1) == 0:
-                    log.warning("reading hits: %s (%d such errors so far)", m.error(), self._errors)
-                continue
-            values.append(m.value())
-            partition = m.partition()
-            partitions.append(partition)
-            offsets[partition] = m.offset() + 1
+        todo = len(set(partitions))
+        for m in reversed(messages):
+            if m.partition() not in offsets:
+                offsets[m.partition()] = m.offset() + 1
+                if len(offsets) == todo:
+                    break
         return values, partitions, offsets, self.rt.transpose(values) if values else None
 
     async def _run(self) -> None:
