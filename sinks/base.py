@@ -95,7 +95,7 @@ def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> 
 
 class EncodedRows(list):
     """Dict rows together with each row's JSON (`texts`, e.g. as already encoded for a Kafka topic).
-    Pickled, they travel as that JSON and are decoded again by the receiving process (as JsonColumns)."""
+    Pickled, they travel as that JSON, and the receiving process decodes it into dict rows again."""
 
     __slots__ = ("texts",)
 
