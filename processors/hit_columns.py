@@ -64,30 +64,44 @@ SPACES = np.uint64(0x2020202020202020)
 
 
 @_inlined
+def _word_at(words, p):
+    """buf[p:p+8] as a little-endian word, from the aligned words around it (words[p // 8 + 1] must exist
+    unless p is a multiple of 8)."""
+    k = np.uint64(p) >> np.uint64(3)
+    r = (np.uint64(p) & np.uint64(7)) << np.uint64(3)
+    if r == 0:
+        return words[k]
+    return (words[k] >> r) | (words[k + np.uint64(1)] << (np.uint64(64) - r))
+
+
+@_inlined
 def _string_end(buf, words, p, end):
     """p at the opening quote: the index after the closing quote, or -1 (unterminated / control byte).
-    Eight bytes are tested at once (User-Agents and referrers run to a hundred bytes and more)."""
+    Eight bytes are tested at once (User-Agents and referrers run to a hundred bytes and more); only the
+    eight that hold a quote, a backslash or a control byte are read one by one."""
     p += 1
+    last = (words.shape[0] - 1) * 8  # below it, a word read never passes the end of words
     while p < end:
-        if (p & 7) == 0:
-            while p + 8 <= end:
-                w = words[np.uint64(p) >> np.uint64(3)]
-                a = w ^ QUOTES
-                b = w ^ BACKSLASHES
-                if ((a - ONES) & ~a & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - SPACES) & ~w & HIGHS):
-                    break
+        if p + 8 <= end and p < last:
+            w = _word_at(words, p)
+            a = w ^ QUOTES
+            b = w ^ BACKSLASHES
+            if not (((a - ONES) & ~a & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - SPACES) & ~w & HIGHS)):
                 p += 8
-            if p >= end:
+                continue
+            stop = p + 8
+        else:
+            stop = end
+        while p < stop:
+            c = buf[np.uint64(p)]
+            if c == 34:
+                return p + 1
+            if c == 92:
+                p += 2
                 break
-        c = buf[np.uint64(p)]
-        if c == 34:
-            return p + 1
-        if c == 92:
-            p += 2
-            continue
-        if c < 32:
-            return -1
-        p += 1
+            if c < 32:
+                return -1
+            p += 1
     return -1
 
 

@@ -93,3 +93,16 @@ def test_a_repeated_or_escaped_key_sends_the_batch_to_the_hit_by_hit_path():
     assert _columns(decoder.decode([good])) is not None
     assert decoder.decode([good, repeated]) is None
     assert decoder.decode([good, escaped]) is None
+
+
+_TRICKY = st.text(alphabet=st.sampled_from('ab"\\\x01\n/ \u00e9\u20ac\U0001f600'), max_size=40)  # escapes, multi-byte
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_TRICKY | st.text(max_size=40), min_size=1, max_size=8), st.integers(0, 7))
+def test_strings_of_any_length_and_content_at_any_offset_read_back_exactly(texts, pad):
+    # quotes, backslashes, control characters (escaped by the encoder) and non-ASCII, wherever they fall
+    # relative to the scanner's 8-byte words: the padding shifts every byte of the batch
+    hits = [make_hit(f"e{i}", 1e9 + i, "v", "/" + t, ua=t, referrer=t[::-1], query=t) for i, t in enumerate(texts)]
+    values = [b" " * pad + orjson.dumps(h) for h in hits]
+    assert _columns(decoder.decode(values)) == columns_of(hits)
