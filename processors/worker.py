@@ -4,9 +4,9 @@
   the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
   `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
   `figures()`. The intakes (processors.agents.register_agents): "own-group" and "assigned" read
-  the hits in bulk with librdkafka (processors/hits_intake.py), in their own group (one worker) or on the partitions
-  Faust's group assigns this worker, co-partitioned with the sessions table; "stream" through the
-  Faust agent (`stream.take_events`), also co-partitioned.
+  the hits in bulk with librdkafka (processors/hits_intake.py), in their own group (one worker)
+  or on the partitions Faust's group assigns this worker, co-partitioned with the sessions table;
+  "stream" through the Faust agent (`stream.take_events`), also co-partitioned.
 - `run_worker(settings) -> int`: `visitwire worker` ("assigned", or "stream" when
   processing.intake says so), blocking until SIGINT/SIGTERM.
 
