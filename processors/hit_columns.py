@@ -160,14 +160,21 @@ def _value(buf, words, p, end):
 
 
 @_inlined
-def _key_is(buf, ks, end, names, name_off, f):
-    """f when the key starting at ks (after its quote) is field f's name, closed by a quote; else -1."""
+def _is_name(buf, ks, names, name_off, f):
+    """Whether the bytes at ks start with field f's name."""
     a, b = name_off[f], name_off[f + 1]
-    if ks + (b - a) >= end or buf[ks + (b - a)] != 34:
-        return -1
     for q in range(b - a):
         if buf[ks + q] != names[a + q]:
-            return -1
+            return False
+    return True
+
+
+@_inlined
+def _key_is(buf, ks, end, names, name_off, f):
+    """f when the key starting at ks (after its quote) is field f's name, closed by a quote; else -1."""
+    size = name_off[f + 1] - name_off[f]
+    if ks + size >= end or buf[ks + size] != 34 or not _is_name(buf, ks, names, name_off, f):
+        return -1
     return f
 
 
@@ -175,15 +182,7 @@ def _key_is(buf, ks, end, names, name_off, f):
 def _field_of(buf, ks, ke, names, name_off):
     """Index of the field named buf[ks:ke]; -1 if none."""
     for f in range(name_off.shape[0] - 1):
-        a, b = name_off[f], name_off[f + 1]
-        if b - a != ke - ks:
-            continue
-        same = True
-        for q in range(b - a):
-            if buf[ks + q] != names[a + q]:
-                same = False
-                break
-        if same:
+        if name_off[f + 1] - name_off[f] == ke - ks and _is_name(buf, ks, names, name_off, f):
             return f
     return -1
 
