@@ -138,6 +138,9 @@ class BulkHitsConsumer:
         since (a rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
         loop = asyncio.get_running_loop()
         p = self.settings.processing
+
+        def start_reading() -> tuple[int, asyncio.Future]:
+            return self._generation, loop.run_in_executor(self._reading, self._read, p.batch_size, p.batch_timeout_s)
         reading: tuple[int, asyncio.Future] | None = None  # (assignment generation, read in progress)
         try:
             while True:
@@ -151,15 +154,13 @@ class BulkHitsConsumer:
                         await asyncio.sleep(0.2)
                         continue
                 if reading is None:
-                    reading = (self._generation, loop.run_in_executor(self._reading, self._read, p.batch_size,
-                                                                      p.batch_timeout_s))
+                    reading = start_reading()
                 generation, future = reading
                 values, partitions, offsets, transposed = await future
                 reading = None
                 if generation != self._generation or self._holding:
                     continue  # read before a rebalance moved partitions
-                reading = (generation, loop.run_in_executor(self._reading, self._read, p.batch_size,
-                                                            p.batch_timeout_s))
+                reading = start_reading()  # the next batch, while this one is processed
                 if not values:
                     continue
                 async with self._batch_lock:
