@@ -18,6 +18,7 @@ import orjson
 from config.settings import Settings
 from processors import kernels as K
 from processors.counters import BatchColumns, aggregate
+from processors.counters import warm_up as warm_up_aggregation
 from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
                                Classified, Enricher, column_decoder, columns_of, ts_in_range, valid_columns,
                                validate_hit)
@@ -54,6 +55,16 @@ class HitProcessor:
         self._seeded = False
         self.use_numba = settings.processing.use_numba
         self.drops: Counter[str] = Counter()
+        self.hits_in = 0
+
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) the kernels and load the User-Agent rules before the first
+        batch, instead of in it (the rules alone take ~0.3 s)."""
+        warm_up_aggregation(self.use_numba)
+        self.process([orjson.dumps({"event_id": "warm-up", "ts": 60.0, "visitor_id": "visitwire-warm-up", "status": 200,
+                                    "method": "GET", "path": "/", "user_agent": "Mozilla/5.0", "resp_bytes": 1})])
+        self.sessions = Sessionizer(self.settings.processing, self.sessions.store)  # forget the warm-up visit
+        self.watermarks.clear()
         self.hits_in = 0
 
     def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None,

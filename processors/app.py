@@ -9,30 +9,29 @@ Faust's per-event codecs are too slow for the hot path.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, MutableMapping
+from typing import Any, Iterator, MutableMapping
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
 from config.settings import Settings
+from processors.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 # Modules whose `register(vw, settings)` adds agents to the app (e.g. processors.analytics.agents).
 EXTRA_AGENT_MODULES: list[str] = ["processors.analytics.agents"]
 
-# Producer batch size: the producer keeps one batch per partition in flight, so 16 KB batches (Faust's
-# default) cap output at a few hundred KB per broker round trip; brokers take up to ~1 MB per batch.
+# Faust's own producer (add-on agents' output; the core's records go through processors/outbox.py) keeps
+# one batch per partition in flight, so 16 KB batches (Faust's default) cap output at a few hundred KB
+# per broker round trip; brokers take up to ~1 MB per batch.
 PRODUCER_BATCH_BYTES = 512 * 1024
 
 
@@ -71,129 +70,7 @@ def key_partition(key: bytes, partitions: int) -> int:
     return _key_hash(key) % partitions
 
 
-def kafka_producer(app: faust.App) -> Any:
-    """The aiokafka producer under Faust's (Faust has no batch API); raises NotReady before start."""
-    return app.producer._ensure_producer()
-
-
-class DeliveryFailed(Exception):
-    """Records queued on the producer were not delivered; they are kept and sent again by the next flush."""
-
-
 Record = tuple[int, bytes, bytes]  # (partition, key, value)
-
-
-class Outbox:
-    """Records on their way to Kafka, sent as whole batches (aiokafka create_batch / send_batch, one per
-    partition: one await per batch, not per record) and tracked until delivered.
-
-    The producer's flush() waits for delivery but does not say when a batch failed (e.g. it expired
-    while the broker was away): those records would be lost while the hits that made them are committed.
-    `confirm()` waits for every batch's own delivery future and raises DeliveryFailed if one failed,
-    keeping its records; the next send or confirm sends them again, before anything newer, so each
-    partition keeps its order. `send` never fails for a broker that is away: what the producer does not
-    take stays queued, and confirm() reports it."""
-
-    def __init__(self, app: faust.App):
-        self.app = app
-        self._in_flight: list[tuple[str, int, list[tuple[bytes, bytes]], Any]] = []  # (topic, partition, records, future)
-        # (topic, records, keyed) not yet handed to the producer: new, or back from a failed delivery; oldest
-        # first. keyed: records are (key, value), their partition still to be found; else (partition, key, value).
-        self._queued: list[tuple[str, list, bool]] = []
-
-    @property
-    def undelivered(self) -> int:
-        """Records not yet handed to the producer (e.g. kept after a failed delivery)."""
-        return sum(len(records) for _, records, _ in self._queued)
-
-    async def send(self, topic: str, records: Iterable[Record]) -> None:
-        """Queue (partition, key, value) records behind any kept from a failed delivery."""
-        self._queued.append((topic, list(records), False))
-        await self._hand_over()
-
-    async def send_keyed(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
-        """Queue (key, value) records for the partitions their keys hash to."""
-        self._queued.append((topic, list(records), True))
-        await self._hand_over()
-
-    async def confirm(self) -> None:
-        """Wait until everything sent so far is delivered; DeliveryFailed (records kept) if some was not."""
-        try:
-            await self._send_queued()
-        except KafkaError as e:
-            raise DeliveryFailed(f"{self.undelivered} record(s) not delivered: the producer did not take them "
-                                 f"({type(e).__name__}: {e}); kept to be sent again by the next flush") from e
-        await self.app.producer.flush()
-        in_flight, self._in_flight = self._in_flight, []
-        errors: list[BaseException] = []
-        for i, (topic, partition, kvs, future) in enumerate(in_flight):
-            try:
-                await future
-            except asyncio.CancelledError:  # confirm() itself timed out: these are still on their way
-                self._in_flight = in_flight[i:] + self._in_flight
-                raise
-            except Exception as e:
-                errors.append(e)
-                self._queued.append((topic, [(partition, k, v) for k, v in kvs], False))
-        if errors:
-            topics = ", ".join(sorted({t for t, _, _ in self._queued}))
-            raise DeliveryFailed(f"{self.undelivered} record(s) to {topics} not delivered "
-                                 f"({type(errors[0]).__name__}: {errors[0]}); kept to be sent again by the next flush")
-
-    async def _hand_over(self) -> None:
-        try:
-            await self._send_queued()
-        except KafkaError as e:  # broker away or topic unknown for now: confirm() tries again and reports it
-            log.debug("records kept queued for the next flush: %s: %s", type(e).__name__, e)
-
-    async def _send_queued(self) -> None:
-        queued, self._queued = self._queued, []
-        for i, (topic, records, keyed) in enumerate(queued):
-            try:
-                await self._send_now(topic, records, keyed)
-            except BaseException:
-                self._queued += queued[i + 1:]  # behind what _send_now put back of item i
-                raise
-
-    async def _send_now(self, topic: str, records: list, keyed: bool) -> None:
-        """Hand the records to the producer, batch by batch; what send_batch did not take goes back to
-        the queue (in order), so nothing is dropped if the producer refuses midway."""
-        producer = kafka_producer(self.app)
-        if keyed:
-            try:
-                n = len(await producer.partitions_for(topic))
-            except BaseException:
-                self._queued.append((topic, records, True))
-                raise
-            records = [(key_partition(k, n), k, v) for k, v in records]
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for p, k, v in records:
-            by_partition[p].append((k, v))
-        pending = list(by_partition.items())
-        while pending:
-            p, kvs = pending[0]
-            taken, batch = self._fill_batch(producer, kvs)
-            try:
-                future = await producer.send_batch(batch, topic, partition=p)
-            except BaseException:
-                self._queued.append((topic, [(q, k, v) for q, rest in pending for k, v in rest], False))
-                raise
-            self._in_flight.append((topic, p, kvs[:taken], future))
-            if taken < len(kvs):
-                pending[0] = (p, kvs[taken:])
-            else:
-                pending.pop(0)
-
-    @staticmethod
-    def _fill_batch(producer: Any, kvs: list[tuple[bytes, bytes]]) -> tuple[int, Any]:
-        """(how many of kvs went in, the batch): as many as fit; an empty batch takes any one record."""
-        batch = producer.create_batch()
-        for i, (k, v) in enumerate(kvs):
-            if batch.append(key=k, value=v, timestamp=None) is None:
-                if i == 0:
-                    raise ValueError(f"a record of {len(v)} bytes does not fit in an empty producer batch")
-                return i, batch
-        return len(kvs), batch
 
 
 class TableStore(MutableMapping):
@@ -206,16 +83,16 @@ class TableStore(MutableMapping):
 
     END_KEY = b'"__end__"'
 
-    def __init__(self, table: Any, partitions: int, outbox: Outbox | None = None):
+    def __init__(self, table: Any, partitions: int, outbox: Outbox):
         self.table = table
         self.partitions = partitions
-        self.outbox = outbox or Outbox(table.app)
+        self.outbox = outbox
         self._pending: list[Record] = []  # changelog records not yet sent
         self._unsealed: set[int] = set()  # partitions whose changes still need their end marker
 
     def _record(self, key: str, value: Any) -> None:
-        # Encoded as the table's JSON serializers decode them on recovery; sent in seal() straight
-        # through the producer (Faust's send_changelog costs far more per record).
+        # Encoded as the table's JSON serializers decode them on recovery; sent in seal() through the
+        # outbox (Faust's send_changelog costs far more per record).
         k = key.encode()
         self._pending.append((key_partition(k, self.partitions), orjson.dumps(key), orjson.dumps(value)))
 
@@ -254,12 +131,11 @@ class TableStore(MutableMapping):
         if not self._unsealed:
             return 0
         await self.outbox.confirm()
-        producer = self.table.app.producer
         parts = sorted(self._unsealed)
-        for p in parts:
-            fut = await producer.send(topic, self.END_KEY, b"null", p, None, None)
-            await fut  # one at a time: each marker its own batch
-            self._unsealed.discard(p)
+        # every change is delivered: each partition's batch now holds its marker alone
+        await self.outbox.send(topic, [(p, self.END_KEY, b"null") for p in parts])
+        await self.outbox.confirm()
+        self._unsealed.difference_update(parts)
         return len(parts)
 
     def purge_deleted(self) -> int:
@@ -305,8 +181,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
         stream_wait_empty=False,
         producer_linger=0.005,
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
-        # Faust's default (1200 s) lets one unanswered produce hold a history flush for 20 minutes;
-        # fail it sooner: the flush is retried on the next tick with the same records (Outbox).
+        # Faust's default (1200 s) lets one unanswered produce hang an add-on agent for 20 minutes.
         producer_request_timeout=k.producer_request_timeout_s,
         logging_config=None,
     )

@@ -38,10 +38,10 @@ import redis
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import Settings
 from processors.agents import BatchOutput, HitProcessor, register_agents
-from processors.app import DeliveryFailed, Outbox, TableStore, VisitwireApp, create_app
-from processors.counters import warm_up
+from processors.app import TableStore, VisitwireApp, create_app
 from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
+from processors.outbox import DeliveryFailed, Outbox
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
 from sinks.base import BatchingSink, EncodedRows, SinkUnavailable
 from sinks.redis_live import RedisLiveSink, quantiles_from_hist
@@ -95,7 +95,7 @@ class WorkerRuntime:
         self.settings = vw.settings
         self.history = history
         self.live = live
-        self.outbox = Outbox(vw.app)  # page views, sessions and changelog records until delivered
+        self.outbox = Outbox(vw.settings.kafka)  # page views, sessions and changelog records until delivered
         self.table_store = TableStore(vw.sessions_table, vw.settings.kafka.partitions, self.outbox)
         self.processor = HitProcessor(vw.settings, self.table_store)
         # batches processed, not yet durable: (hits, their ts, Faust release callback, bulk offsets)
@@ -351,9 +351,11 @@ class WorkerRuntime:
         return self._held_n
 
     async def close(self) -> None:
-        """After the last batch: let the Redis write in progress finish, then end its thread."""
+        """After the last batch: let the Redis write in progress finish, then end its thread; deliver what
+        the outbox still has in flight."""
         await self.live_written()
         self._live_thread.shutdown()
+        await asyncio.to_thread(self.outbox.close)
 
 
 class InProcessWorker:
@@ -403,7 +405,7 @@ class InProcessWorker:
     async def start(self) -> None:
         relax_gc()
         self.history.prepare()
-        await asyncio.to_thread(warm_up, self.settings.processing.use_numba)
+        await asyncio.to_thread(self.rt.processor.warm_up)
         await self.vw.app.start()
         self._started = True
         if self.bulk is not None:

@@ -32,6 +32,17 @@ def test_numba_and_numpy_paths_give_identical_deltas():
         assert a.pageviews == b.pageviews and a.sessions == b.sessions
 
 
+def test_a_warmed_up_processor_gives_the_same_output_and_keeps_no_warm_up_visit():
+    tr = crowd(60, T0, seed=4)
+    values = [orjson.dumps(h) for h in tr.hits]
+    cold, warm = HitProcessor(load_settings()), HitProcessor(load_settings())
+    warm.warm_up()
+    a, b = cold.process(values), warm.process(values)
+    assert b.pageviews == a.pageviews and b.sessions == a.sessions and b.delta == a.delta
+    assert warm.end_of_input() == cold.end_of_input()  # no session of the warm-up hit is left open
+    assert warm.hits_in == len(values)
+
+
 def test_counts_match_ground_truth():
     tr = crowd(200, T0, seed=5)
     outs = _run(True, [orjson.dumps(h) for h in tr.hits])

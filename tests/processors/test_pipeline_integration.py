@@ -261,6 +261,7 @@ def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path)
     """tansu reports a partition's end as the last record batch's base offset + 1; without the
     end markers TableStore.seal() writes, a restarted worker restored only part of the table."""
     from processors.app import TableStore, create_app
+    from processors.outbox import Outbox
 
     s = load_settings(kafka={"bootstrap": broker.url, "session_timeout_s": 3, "partitions": PARTITIONS,
                              "app_id": f"vw-table-{uuid.uuid4().hex[:6]}"})
@@ -270,7 +271,8 @@ def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path)
         await vw.app.start()
         try:
             await asyncio.wait_for(vw.app.tables.recovery.completed.wait(), 60)
-            store = TableStore(vw.sessions_table, PARTITIONS)
+            outbox = Outbox(s.kafka)
+            store = TableStore(vw.sessions_table, PARTITIONS, outbox)
             if write:
                 for i in range(50):  # many changes per partition, sent together: multi-record batches
                     store[f"v{i}"] = {"n": i}
@@ -279,6 +281,7 @@ def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path)
             store.purge_deleted()
             return dict(store.items())
         finally:
+            outbox.close()
             await vw.app.stop()
 
     written = asyncio.run(run_app(True))
@@ -287,11 +290,10 @@ def test_sessions_table_is_restored_completely_after_a_restart(broker, tmp_path)
 
 
 def test_records_the_broker_did_not_take_fail_the_flush_and_go_out_with_the_next_one(broker, caplog):
-    """The producer's flush() does not report a batch that expired while the broker was away: the
-    sessions it carried were lost while the hits' offsets were committed. The broker stops answering
+    """Records the producer gives up on while the broker is away must not be lost while the hits that
+    made them are committed (aiokafka's flush() did not report them). The broker stops answering
     (SIGSTOP) while sessions are sent: that flush must fail and commit nothing; once the broker is
     back, the next flush delivers those sessions before it commits."""
-    from processors.app import kafka_producer
     from processors.worker import InProcessWorker
 
     traffic = crowd(40, time.time() - 200, seed=13)
@@ -308,9 +310,8 @@ def test_records_the_broker_did_not_take_fail_the_flush_and_go_out_with_the_next
             deadline = time.monotonic() + 60
             while worker.processed < len(traffic.hits) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            producer = kafka_producer(worker.app)  # both topics known, as after earlier closed sessions
-            for topic in (TOPIC_SESSIONS, worker.vw.sessions_table.changelog_topic.get_topic_name()):
-                await producer.partitions_for(topic)
+            # both topics known, as after earlier closed sessions
+            await worker.rt.outbox.prepare([TOPIC_SESSIONS, worker.vw.sessions_table.changelog_topic.get_topic_name()])
             os.kill(broker.proc.pid, signal.SIGSTOP)
             try:
                 closed = worker.rt.processor.end_of_input()  # the sessions go out while nobody answers
