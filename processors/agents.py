@@ -59,13 +59,18 @@ class HitProcessor:
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) the kernels and load the User-Agent rules before the first
-        batch, instead of in it (the rules alone take ~0.3 s)."""
+        batch, instead of in it (the rules alone take ~0.3 s). The warm-up hit goes to a throwaway
+        sessionizer: the real store (a Faust table) must not be touched before the app starts."""
         warm_up_aggregation(self.use_numba)
-        self.process([orjson.dumps({"event_id": "warm-up", "ts": 60.0, "visitor_id": "visitwire-warm-up", "status": 200,
-                                    "method": "GET", "path": "/", "user_agent": "Mozilla/5.0", "resp_bytes": 1})])
-        self.sessions = Sessionizer(self.settings.processing, self.sessions.store)  # forget the warm-up visit
-        self.watermarks.clear()
-        self.hits_in = 0
+        sessions, self.sessions = self.sessions, Sessionizer(self.settings.processing, {})
+        try:
+            self.process([orjson.dumps({"event_id": "warm-up", "ts": 60.0, "visitor_id": "visitwire-warm-up",
+                                        "status": 200, "method": "GET", "path": "/", "user_agent": "Mozilla/5.0",
+                                        "resp_bytes": 1})])
+        finally:
+            self.sessions = sessions
+            self.watermarks.clear()
+            self.hits_in = 0
 
     def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None,
                 transposed: bytes | None = None) -> BatchOutput:
@@ -114,15 +119,19 @@ class HitProcessor:
     def _sessionize(self, columns: Mapping[str, Sequence[Any]], classes: list[Classified], parts: list[int],
                     cols: BatchColumns, out: BatchOutput) -> None:
         """Page views and goals, in hit order, into the sessions; page views to `out` and the columns."""
-        enricher, sessions = self.enricher, self.sessions
-        for row, c in enumerate(classes):
+        rows = [row for row, c in enumerate(classes) if c.kind == KIND_PAGEVIEW or c.goal]
+        pageviews = iter(self.enricher.pageviews_at(columns, [r for r in rows if classes[r].kind == KIND_PAGEVIEW],
+                                                    classes))
+        on_pageview, closed, add_pageview = self.sessions.on_pageview, out.sessions, cols.add_pageview
+        for row in rows:
+            c = classes[row]
             if c.kind == KIND_PAGEVIEW:
-                pv = enricher.pageview_at(columns, row, c)
-                pv["session_id"], started = sessions.on_pageview(pv, out.sessions, parts[row])
+                pv = next(pageviews)
+                pv["session_id"], started = on_pageview(pv, closed, parts[row])
                 out.pageviews.append(pv)
-                cols.add_pageview(row, pv, started)
+                add_pageview(row, pv, started)
             elif c.goal:
-                sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
+                self.sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
             if c.goal:
                 cols.add_goal(row, c.goal_value)
 

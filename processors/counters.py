@@ -34,7 +34,11 @@ class _Interner:
 
     def code_all(self, values: Iterable[str]) -> list[int]:
         codes = self.codes
-        return [codes.setdefault(v, len(codes)) for v in values]
+        values = values if isinstance(values, (list, tuple)) else list(values)
+        # C loops over every value; Python touches only the distinct new ones (a batch repeats values a lot)
+        fresh = [v for v in dict.fromkeys(values) if v not in codes]
+        codes.update(zip(fresh, range(len(codes), len(codes) + len(fresh))))
+        return list(map(codes.__getitem__, values))
 
     @property
     def values(self) -> list[str]:

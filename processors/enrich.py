@@ -269,24 +269,39 @@ class Enricher:
 
     def pageview_at(self, columns: Mapping[str, Sequence[Any]], row: int, c: Classified,
                     session_id: str = "") -> dict[str, Any]:
-        """pageview() of the hit at `row` of a batch's columns (columns_of), without a dict for the hit:
-        a copy of the cached template of its (User-Agent, referrer, host, query, path), with the fields
-        of this hit set in place (a dict copy keeps the template's key order and costs far less than
-        building the record key by key)."""
-        pv = self.template(columns["user_agent"][row] or "", columns["referrer"][row] or "",
-                           columns["host"][row] or "", columns["query"][row] or "", columns["path"][row] or "/").copy()
-        pv["event_id"] = columns["event_id"][row]
-        pv["ts"] = float(columns["ts"][row])
-        pv["visitor_id"] = columns["visitor_id"][row] or ""
-        pv["member_id"] = columns["member_id"][row] or ""
+        """pageview() of the hit at `row` of a batch's columns (columns_of), without a dict for the hit."""
+        pv = self.pageviews_at(columns, [row], {row: c})[0]
         pv["session_id"] = session_id
-        pv["method"] = columns["method"][row] or ""
-        pv["status"] = int(columns["status"][row] or 0)
-        pv["latency_ms"] = columns["latency_ms"][row]
-        if c.goal:
-            pv["goal"] = c.goal
-            pv["goal_value"] = c.goal_value
         return pv
+
+    def pageviews_at(self, columns: Mapping[str, Sequence[Any]], rows: Sequence[int],
+                     classes: Sequence[Classified] | Mapping[int, Classified]) -> list[dict[str, Any]]:
+        """The PageView records of the hits at `rows` (page views; `classes[row]` their classification), with
+        session_id empty: each a copy of the cached template of its (User-Agent, referrer, host, query, path)
+        with the fields of its hit set in place (a dict copy keeps the template's key order and costs far
+        less than building the record key by key)."""
+        template = self.template
+        user_agent, referrer, host, query, path = (columns[name] for name in ("user_agent", "referrer", "host",
+                                                                              "query", "path"))
+        event_id, ts, visitor_id, member_id, method, status, latency_ms = (
+            columns[name] for name in ("event_id", "ts", "visitor_id", "member_id", "method", "status", "latency_ms"))
+        out = []
+        for row in rows:
+            pv = template(user_agent[row] or "", referrer[row] or "", host[row] or "", query[row] or "",
+                          path[row] or "/").copy()
+            pv["event_id"] = event_id[row]
+            pv["ts"] = float(ts[row])
+            pv["visitor_id"] = visitor_id[row] or ""
+            pv["member_id"] = member_id[row] or ""
+            pv["method"] = method[row] or ""
+            pv["status"] = int(status[row] or 0)
+            pv["latency_ms"] = latency_ms[row]
+            c = classes[row]
+            if c.goal:
+                pv["goal"] = c.goal
+                pv["goal_value"] = c.goal_value
+            out.append(pv)
+        return out
 
     def _template(self, user_agent: str, referrer: str, host: str, query: str, path: str) -> dict[str, Any]:
         """A PageView record with every field that follows from User-Agent, referrer, host, query and path

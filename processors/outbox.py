@@ -86,12 +86,15 @@ class Outbox:
                                  f"(broker away or slow? check kafka.bootstrap); kept to be sent again by the next flush")
 
     def close(self, timeout_s: float = 5.0) -> int:
-        """Deliver what is in flight (up to timeout_s); returns how many records were left undelivered."""
+        """Deliver what is in flight (up to timeout_s), then disconnect (a broker shutting down waits for its
+        clients); returns how many records were left undelivered."""
         left = self._producer.flush(timeout_s) + self.undelivered
         self._flusher.shutdown()
         if left:
             log.warning("%d record(s) for Kafka not delivered at shutdown; their hits are not committed either "
                         "and are processed again by the next worker", left)
+            self._producer.purge()  # close() would wait for them without end
+        self._producer.close()
         return left
 
     def _on_delivery_failed(self, error: Any, message: Any) -> None:
