@@ -124,6 +124,22 @@ def merge_rows(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
     return list(chain.from_iterable(parts))
 
 
+def _chunks(parts: Sequence[Sequence[Row]], max_rows: int) -> Iterator[Sequence[Row]]:
+    """The parts merged into writes of at most about max_rows rows, cut between parts: a slice of merged
+    rows would lose the compact form of JsonColumns / EncodedRows (they pickle as their JSON text, a
+    slice as a Python object per value). A single part larger than max_rows is sliced by the writer."""
+    chunk: list[Sequence[Row]] = []
+    n = 0
+    for part in parts:
+        if chunk and n + len(part) > max_rows:
+            yield merge_rows(chunk)
+            chunk, n = [], 0
+        chunk.append(part)
+        n += len(part)
+    if chunk:
+        yield merge_rows(chunk)
+
+
 class SinkUnavailable(Exception):
     """The backend cannot take writes right now; retry later (rows stay buffered)."""
 
@@ -181,17 +197,18 @@ class BatchingSink(ABC):
             with self._lock:
                 parts = self._buffers[table]
                 self._buffers[table] = []
-            rows = merge_rows(parts)
             try:
-                self._write_with_retry(table, rows, retry)
+                for rows in _chunks(parts, self.max_batch_rows):
+                    self._write_with_retry(table, rows, retry)
             except Exception:
                 # Any failure (backend away or a permanent error) keeps the rows: the caller
                 # has not committed their offsets, and nothing accepted may be dropped silently.
+                # (Chunks already written are written again: the history store dedups by id.)
                 with self._lock:  # put them back in front, order kept
-                    self._buffers[table] = [rows] + self._buffers[table]
+                    self._buffers[table] = parts + self._buffers[table]
                 raise
             self._last_flush[table] = time.monotonic()
-            written += len(rows)
+            written += sum(map(len, parts))
         self.rows_written += written
         return written
 

@@ -55,10 +55,11 @@ def test_rows_added_as_columns_are_written_as_the_same_rows_in_order():
     sink = Recording(max_batch_rows=4)
     sink.add("hits", Columns({"i": (0, 1, 2), "s": ("a", "b", "c")}, 3))
     sink.add("hits", Columns({"i": [3, 4, 5], "s": ["d", "e", "f"]}, 3))
-    assert sink.pending() == 6
+    sink.add("hits", Columns({"i": [6, 7, 8, 9, 10], "s": list("ghijk")}, 5))
+    assert sink.pending() == 11
     sink.flush()
-    assert sizes == [4, 2]
-    assert sink.tables["hits"] == [{"i": i, "s": s} for i, s in enumerate("abcdef")]
+    assert sizes == [3, 3, 4, 1]  # at most max_batch_rows a write, cut between the parts added where it can
+    assert sink.tables["hits"] == [{"i": i, "s": s} for i, s in enumerate("abcdefghijk")]
 
 
 def test_columns_mixed_with_dict_rows_keep_the_order():
@@ -93,3 +94,26 @@ def test_encoded_rows_cross_a_process_boundary_as_their_json():
     assert merged == rows and merged.texts == [orjson.dumps(r) for r in rows]
     assert pickle.loads(pickle.dumps(merged, protocol=pickle.HIGHEST_PROTOCOL)) == rows
     assert merge_rows([first, [{"event_id": "c"}]]) == rows[:1] + [{"event_id": "c"}]
+
+
+def test_a_flush_larger_than_one_write_keeps_each_write_in_its_compact_form():
+    """A flush above max_batch_rows is cut between the parts added, not sliced: a slice of encoded rows
+    would cross to the ClickHouse writer child as a Python object per value, several times the work."""
+    import orjson
+
+    written = []
+
+    class Recording(ListSink):
+        def write(self, table, rows):
+            written.append((table, type(rows)))
+            super().write(table, rows)
+
+    sink = Recording(max_batch_rows=2)
+    for i in range(3):
+        sink.add("hits", JsonColumns({"i": [i]}, 1, [orjson.dumps([[i]])]))
+        row = {"event_id": str(i)}
+        sink.add("pageviews", EncodedRows([row], [orjson.dumps(row)]))
+    sink.flush()
+    assert written == [("hits", JsonColumns)] * 2 + [("pageviews", EncodedRows)] * 2
+    assert [r["i"] for r in sink.tables["hits"]] == [0, 1, 2]
+    assert [r["event_id"] for r in sink.tables["pageviews"]] == ["0", "1", "2"]
