@@ -156,8 +156,6 @@ class Sessionizer:
         self._flushing: dict[str, Any] = {}    # changes being made durable elsewhere, written to store next
         self._heap: list[tuple[float, str]] = []
         self._deadlines: dict[str, float] = {}  # visitor -> deadline currently valid in the heap
-        self._idle_s, self._max_s, self._at_midnight = settings.session_idle_s, settings.session_max_s, \
-            settings.split_at_midnight
         self.duplicates = 0
 
     # -- state access ---------------------------------------------------------------------
@@ -174,25 +172,10 @@ class Sessionizer:
         if state is None:
             self._deadlines.pop(visitor, None)
         else:
-            d = self._due(state)
+            d = deadline(state, self.s)[0]
             if self._deadlines.get(visitor) != d:
                 self._deadlines[visitor] = d
                 heapq.heappush(self._heap, (d, visitor))
-
-    def _due(self, state: dict) -> float:
-        """deadline(state)[0] without its reason: once per page view, so the settings are read once in
-        __init__ rather than per call."""
-        if "closed" in state:
-            return state["forget_at"]
-        due = state["end"] + self._idle_s
-        cap = state["start"] + self._max_s
-        if cap < due:
-            due = cap
-        if self._at_midnight:
-            midnight = (state["start"] // DAY + 1) * DAY
-            if midnight < due:
-                due = midnight
-        return due
 
     def begin_flush(self) -> int:
         """Freeze the changes so far; `commit_flush` writes them once the rows they produced are stored
@@ -230,14 +213,7 @@ class Sessionizer:
     def on_pageview(self, pv: dict, closed: list[dict], partition: int = 0) -> tuple[str, bool]:
         """Add a page view; appends sessions it closes to `closed`; returns (its session_id, new session?)."""
         visitor = pv["visitor_id"]
-        st = self._work.get(visitor)
-        owned = st is not None and st is not _GONE  # written since the last flush froze them: change in place
-        if st is None:
-            st = self._flushing.get(visitor)
-            if st is None:
-                st = self.store.get(visitor)
-        if st is _GONE:
-            st = None
+        st = self.get(visitor)
         prev = None
         if st is not None:
             dup = duplicate_of(st, pv["event_id"])
@@ -249,13 +225,13 @@ class Sessionizer:
             else:
                 due = self._deadlines.get(visitor)  # kept by _put for the state it wrote
                 if due is None:  # e.g. restored from the changelog, not indexed yet
-                    due = self._due(st)
+                    due = deadline(st, self.s)[0]
                 if pv["ts"] >= due:
                     closed.append(close_row(st, deadline(st, self.s)[1]))
                     prev, st = st, None
         started = st is None
         st = open_session(pv, partition, prev) if started else \
-            add_pageview(st, pv, in_place=owned)
+            add_pageview(st, pv, in_place=self._work.get(visitor) is st)
         self._put(visitor, st)
         return st["session_id"], started
 
