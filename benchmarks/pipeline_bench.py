@@ -1,7 +1,7 @@
 """Processor throughput and end-to-end latency, with and without the numba batch path.
 
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
-                                                  [--history clickhouse|chdb|list] [--skip-faust]
+                                                  [--history clickhouse|chdb|list] [--skip-faust] [--intake own-group|assigned|stream ...]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
@@ -63,9 +63,22 @@ def bench_processors(values: list[bytes], batch: int) -> dict:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+_CHILDREN = {"sinks.insert_process": "history writer", "processors.hits_reader": "hits reader"}
+
+
+def _module_of(pid: int) -> str:
+    """The module a `python -m module` process runs ("" when unknown)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return ""
+    return args[args.index(b"-m") + 1].decode() if b"-m" in args[:-1] else ""
+
+
 def cpu_by_process() -> dict[str, float]:
     """CPU seconds so far of this process ("worker") and of each program among its descendants (the
-    servers, the history writer child), from /proc; "machine" = every core's busy time."""
+    servers, the hits reader and history writer children), from /proc; "machine" = every core's busy time."""
     stats: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -83,7 +96,7 @@ def cpu_by_process() -> dict[str, float]:
         if not kids:
             break
         for pid in kids:
-            name = "history writer" if stats[pid][1].startswith("python") else stats[pid][1]
+            name = _CHILDREN.get(_module_of(pid), stats[pid][1]) if stats[pid][1].startswith("python") else stats[pid][1]
             out[name] = out.get(name, 0.0) + stats[pid][2]
         parents |= kids
     with open("/proc/stat") as f:
@@ -226,7 +239,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=5000, help="hits per batch (processing.batch_size), on every path")
     ap.add_argument("--history", choices=("clickhouse", "chdb", "list"), default="clickhouse")
-    ap.add_argument("--skip-faust", action="store_true")
+    ap.add_argument("--skip-faust", action="store_true", help="the processors alone: no Kafka runs")
+    ap.add_argument("--intake", action="append", choices=("own-group", "assigned", "stream"),
+                    help="only these Kafka runs (repeatable; default all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -247,22 +262,26 @@ def main() -> int:
         return 0
     t = Table(title=f"through Kafka: tansu + redis-server + {args.history} history, one worker")
     for col in ("hits read by", "numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
-                "worker CPU us/ev", "Redis p50/p99 ms", "history p50/p99 ms"):
+                "worker CPU us/ev", "its hits reader us/ev", "Redis p50/p99 ms", "history p50/p99 ms"):
         t.add_column(col, justify="right")
     names = {"own-group": "bulk librdkafka, own group (run)", "assigned": "bulk librdkafka, Faust-assigned (worker)",
              "stream": "Faust agent stream"}
     runs = []
     for intake, use_numba in (("own-group", True), ("own-group", False), ("assigned", True), ("stream", True)):
+        if args.intake and intake not in args.intake:
+            continue
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch))
         runs.append((f"{intake}, {'numba' if use_numba else 'numpy'}", r))
         t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
                   f"{r['processing_share']:.0%}", f"{r['cpu_us_per_event']['worker']:.1f}",
+                  f"{r['cpu_us_per_event'].get('hits reader', 0.0):.1f}",
                   f"{r['redis_p50_ms']} / {r['redis_p99_ms']}",
                   f"{r['history_p50_ms']} / {r['history_p99_ms']}")
     console.print(t)
     console.print("targets: >= 100,000 ev/s per worker; p99 < 1,000 ms to Redis, < 5,000 ms to history")
     console.print("worker CPU us/ev: CPU time of the worker's process (all its threads) per event of the backlog, "
-                  "from its first batch until every event is flushed; 100k ev/s on one core needs <= 10")
+                  "from its first batch until every event is flushed; 100k ev/s on one core needs <= 10. "
+                  "The hits reader is the worker's child process that reads and transposes the hits, on another core")
     programs = [name for name in runs[0][1]["cpu_us_per_event"] if name not in ("worker", "machine")]
     t = Table(title=f"CPU per event of the backlog until flushed, by program, us (all share the machine's "
                     f"{os.cpu_count()} cores)")

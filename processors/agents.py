@@ -75,8 +75,8 @@ class HitProcessor:
     def process(self, values: Iterable[bytes | str | dict], partitions: list[int] | None = None,
                 transposed: bytes | None = None) -> BatchOutput:
         """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0). `transposed`:
-        `self.decoder.transpose(values)`, when the caller made it already (the bulk reader does, in its
-        thread, while the previous batch is processed)."""
+        `self.decoder.transpose(values)`, when the caller made it already (the hits reader process does,
+        while the previous batch is processed)."""
         values = values if isinstance(values, list) else list(values)
         self.hits_in += len(values)
         out = BatchOutput()

@@ -182,16 +182,10 @@ class WorkerRuntime:
                 self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
         self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
 
-    def transpose(self, values: list[bytes]) -> bytes | None:
-        """The batch's values transposed for the processor's column decoder (None without one); thread-safe,
-        and without the GIL for most of its work: the bulk reader calls it in its own thread."""
-        decoder = self.processor.decoder
-        return decoder.transpose(values) if decoder is not None else None
-
     async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int],
                          transposed: bytes | None = None) -> None:
         """A batch from the bulk consumer; `offsets` = next offset to commit per partition; `transposed`: the
-        values already transposed by the processor's decoder (in the reader's thread)."""
+        values already transposed by the processor's decoder (in the hits reader process)."""
         await self.on_batch(values, partitions, None, offsets, transposed)
 
     async def on_batch(self, values: list[Any], partitions: list[int], release: Any, offsets: dict | None,
@@ -442,7 +436,7 @@ class InProcessWorker:
         return {"processed": rt.processed, "committed": rt.committed, "last_event_ts": max(marks, default=None), "pageviews": rt.pageviews_out,
                 "sessions": rt.sessions_out, "dropped": dict(rt.processor.drops),
                 "open_sessions": rt.processor.sessions.open_count(), "live_errors": rt.live_errors,
-                "faust_leaked": rt.faust_leaked,
+                "faust_leaked": rt.faust_leaked, "reader_restarts": self.bulk.reader_restarts if self.bulk else 0,
                 "history_errors": rt.history_errors, "processing_s": round(rt.processing_s, 3),
                 "redis_delay_ms": {"p50": r50, "p99": r99}, "history_delay_ms": {"p50": h50, "p99": h99}}
 

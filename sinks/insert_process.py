@@ -4,8 +4,8 @@ Turning event rows into insert columns and encoding them for the native protocol
 is CPU work that holds the GIL: in the worker's process it took the core the processors need, while
 the machine's other core sat mostly idle. `InsertProcess` hands each batch of rows (a list of dicts
 or sinks.base.Columns) to a child Python process (`python -m sinks.insert_process`) through its
-stdin/stdout as length-prefixed pickles; the worker's flush thread just waits for the answer. The
-child writes with its own `ClickHouseHistory.write_here`, so bad rows are dropped and errors are
+stdin/stdout as length-prefixed pickles (sinks/child_pipe.py); the worker's flush thread just waits
+for the answer. The child writes with its own `ClickHouseHistory.write_here`, so bad rows are dropped and errors are
 classified and worded exactly as in-process (SinkUnavailable when the server is away, the schema
 flagged for re-creation when it came back empty, HistoryError otherwise).
 
@@ -14,65 +14,22 @@ again by the next insert.
 """
 from __future__ import annotations
 
-import fcntl
 import gc
-import io
 import logging
-import os
 import pickle
-import struct
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 from sinks.base import SinkUnavailable
-
-ROOT = Path(__file__).resolve().parent.parent
-_LENGTH = struct.Struct("<Q")
+from sinks.child_pipe import receive, send, start_child
 
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 
 
 class SchemaMaybeGone(SinkUnavailable):
     """The server went away or lost the database: create the schema again before the next insert."""
-
-
-PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
-
-
-def _widen(stream: BinaryIO) -> None:
-    """Give the pipe 1 MiB instead of 64 KiB. A batch is megabytes, and the flush thread writing it had to
-    win the GIL back from the processing thread after every 64 KiB (each time up to the 5 ms switch
-    interval): fewer, larger writes."""
-    try:
-        fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (OSError, AttributeError):  # not Linux, or a lower limit: the default pipe still works
-        pass
-
-
-def _send(stream: BinaryIO, obj: Any) -> None:
-    buf = io.BytesIO()
-    buf.write(_LENGTH.pack(0))
-    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo: rows hold no cycles, and memoizing every value was half the cost
-    pickler.dump(obj)
-    view = buf.getbuffer()
-    view[:_LENGTH.size] = _LENGTH.pack(len(view) - _LENGTH.size)
-    stream.write(view)
-    stream.flush()
-
-
-def _receive(stream: BinaryIO) -> Any:
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        raise EOFError("the other side closed the pipe")
-    (n,) = _LENGTH.unpack(head)
-    data = stream.read(n)
-    if len(data) < n:
-        raise EOFError("the other side closed the pipe mid-message")
-    return pickle.loads(data)
 
 
 class InsertProcess:
@@ -91,8 +48,8 @@ class InsertProcess:
         with self._lock:
             try:
                 proc = self._child()
-                _send(proc.stdin, (table, rows))
-                kind, message, schema_lost, dropped = _receive(proc.stdout)
+                send(proc.stdin, (table, rows))
+                kind, message, schema_lost, dropped = receive(proc.stdout)
             except (OSError, EOFError, pickle.PickleError) as e:
                 self._stop_child()
                 raise SinkUnavailable(f"the ClickHouse writer process failed ({type(e).__name__}: {e}); "
@@ -110,11 +67,8 @@ class InsertProcess:
 
     def _child(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-            self._proc = subprocess.Popen([sys.executable, "-m", "sinks.insert_process"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, cwd=str(ROOT), env=env)
-            _widen(self._proc.stdin)
-            _send(self._proc.stdin, self._connection)
+            self._proc = start_child("sinks.insert_process")
+            send(self._proc.stdin, self._connection)
         return self._proc
 
     def _stop_child(self) -> None:
@@ -144,11 +98,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     # A batch unpickles into hundreds of thousands of objects (page view dicts among them); with CPython's
     # default threshold the collector rescanned them every 700 allocations, ~10% of this process's time.
     gc.set_threshold(max(gc.get_threshold()[0], 50_000))
-    store = ClickHouseHistory(**_receive(stdin))
+    store = ClickHouseHistory(**receive(stdin))
     try:
         while True:
             try:
-                table, rows = _receive(stdin)
+                table, rows = receive(stdin)
             except EOFError:
                 return
             store._schema_ready = True  # the parent keeps the schema; this only notices when it is gone
@@ -158,7 +112,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
                 answer = (UNAVAILABLE, str(e), not store._schema_ready, 0)
             except HistoryError as e:
                 answer = (ERROR, str(e), False, 0)
-            _send(stdout, answer)
+            send(stdout, answer)
     finally:
         store.close()
 

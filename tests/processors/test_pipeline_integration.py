@@ -338,3 +338,60 @@ def test_records_the_broker_did_not_take_fail_the_flush_and_go_out_with_the_next
     assert len(closed_ids) == traffic.sessions
     out_sessions = asyncio.run(_consume_all(broker.url, TOPIC_SESSIONS, traffic.sessions))
     assert {x["session_id"] for _, _, x in out_sessions} == closed_ids
+
+
+def _hits_reader_pid() -> int | None:
+    """The hits reader process under this test's process (processors/hits_reader.py), if one runs."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if b"processors.hits_reader" in cmdline and ppid == os.getpid():
+                return int(entry)
+    return None
+
+
+def test_a_hits_reader_process_that_dies_is_replaced_and_nothing_is_lost_or_counted_twice(broker, caplog):
+    """The librdkafka consumer lives in a child process: killed mid-stream, a new one reads on from the
+    committed offsets; history keeps every hit and page view once, and sessions count each page view once."""
+    traffic = crowd(200, time.time() - 300, seed=31)
+    half = len(traffic.hits) // 2
+    s = load_settings(kafka={"bootstrap": broker.url, "session_timeout_s": 6, "partitions": PARTITIONS,
+                             "app_id": f"vw-reader-{uuid.uuid4().hex[:6]}"},
+                      processing={"batch_size": 100, "batch_timeout_s": 0.05})
+    sink = ListSink(flush_interval_s=0.2)
+
+    async def scenario():
+        from processors.worker import InProcessWorker
+
+        await _produce(broker.url, traffic.hits[:half])
+        worker = InProcessWorker(s, history=sink)
+        await worker.start()
+        try:
+            await worker.wait_processed(100, timeout=60)
+            pid = _hits_reader_pid()
+            assert pid is not None, "no hits reader process"
+            os.kill(pid, signal.SIGKILL)
+            await _produce(broker.url, traffic.hits[half:])
+            deadline = time.monotonic() + 90
+            while len({h["event_id"] for h in sink.tables["hits"]}) < len(traffic.hits):
+                assert time.monotonic() < deadline, "not every hit reached history after the reader died"
+                await asyncio.sleep(0.2)
+            assert _hits_reader_pid() not in (None, pid)
+            closed = await worker.end_of_input()
+            return worker.figures(), closed
+        finally:
+            await worker.stop()
+
+    with caplog.at_level(logging.WARNING, logger="processors.hits_intake"):
+        figures, closed = asyncio.run(scenario())
+    assert figures["reader_restarts"] == 1
+    assert any("hits reader process exited" in r.getMessage() for r in caplog.records)
+    assert {h["event_id"] for h in sink.tables["hits"]} == {h["event_id"] for h in traffic.hits}
+    assert {p["event_id"] for p in sink.tables["pageviews"]} == traffic.pageview_ids
+    sessions = sink.tables["sessions"]
+    assert closed == len(sessions) == traffic.sessions
+    assert sum(x["pageviews"] for x in sessions) == len(traffic.pageview_ids)

@@ -1,0 +1,242 @@
+"""The hits reader: a child process that owns the worker's librdkafka consumer of visitwire.hits.
+
+In the worker's own process, reading cost the processing thread more than its CPU: confluent-kafka
+builds a Message object per hit under the GIL (~2 µs), and the reading thread's GIL turns kept the
+processing thread waiting about a sixth of the time. This child does the reading on the other core:
+it consumes a batch, drops the failed messages (counted and logged), transposes the values for the
+processor's column decoder (processors/hit_columns.py), and sends the batch as one bytes object with
+its partitions and next offsets. The worker only processes it.
+
+Requests (parent -> child, stdin), each `(request id, verb, argument)`, each answered on stdout with
+`(request id, error text or None, result)`:
+- ("read", None)          -> ReadBatch
+- ("assign", [partition]) -> None: read exactly these partitions, from their committed offsets
+- ("commit", {partition: next offset}) -> None, for the partitions still assigned to this consumer
+The first message is the setup: {"config": librdkafka settings, "subscribe": topic or None,
+"batch_size", "timeout_s", "transpose": whether to transpose}. Reads run in one thread, assignments
+and commits in another, so a commit never waits for a consume call to time out. The child closes its
+consumer (leaving the group at once) and exits when its stdin closes: the worker stopped or died.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from config.events import TOPIC_HITS
+from sinks.child_pipe import receive, send, start_child
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReadBatch:
+    """Hits as read: their raw values, and `transposed`, the batch as the column decoder's JSON text (None
+    when the decoder cannot vouch for some hit). The values go along even so: the processor falls back
+    on them for a batch with a hit its checks on the text do not pass (e.g. a timestamp out of range)."""
+    values: list[bytes]
+    transposed: bytes | None
+    partitions: list[int]
+    offsets: dict[int, int]  # partition -> next offset
+
+
+class ReaderGone(ConnectionError):
+    """The hits reader process exited; a new one reads from the committed offsets."""
+
+
+class HitsReaderProcess:
+    """The worker's side: requests to the child, awaited on the worker's event loop."""
+
+    def __init__(self, setup: dict[str, Any]):
+        self._setup = setup
+        self._proc: subprocess.Popen | None = None
+        self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()  # requests are written whole, and the pending map changes under it
+
+    def start(self) -> None:
+        """Start the child (blocking: run it in an executor)."""
+        proc = start_child("processors.hits_reader")
+        send(proc.stdin, self._setup)
+        with self._lock:
+            self._proc = proc
+        threading.Thread(target=self._take_answers, args=(proc,), daemon=True,
+                         name="visitwire-hits-answers").start()
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    async def read(self) -> ReadBatch:
+        return await self._ask("read", None)
+
+    async def assign(self, partitions: list[int]) -> None:
+        await self._ask("assign", partitions)
+
+    async def commit(self, offsets: dict[int, int]) -> None:
+        await self._ask("commit", offsets)
+
+    async def _ask(self, verb: str, argument: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        rid = next(self._ids)
+        with self._lock:
+            if self._proc is None:
+                raise ReaderGone("the hits reader process is not running")
+            self._pending[rid] = (loop, answer)
+            try:
+                send(self._proc.stdin, (rid, verb, argument))
+            except (OSError, ValueError) as e:  # its stdin closed: it died, or close() ran
+                del self._pending[rid]
+                raise ReaderGone(f"the hits reader process is gone ({e})") from e
+        return await answer
+
+    def _take_answers(self, proc: subprocess.Popen) -> None:
+        """In its own thread: settle each request's future with the child's answer; all of them fail
+        with ReaderGone when the child exits."""
+        try:
+            while True:
+                rid, error, result = receive(proc.stdout)
+                with self._lock:
+                    loop, answer = self._pending.pop(rid)
+                loop.call_soon_threadsafe(_settle, answer, error, result)
+        except (EOFError, OSError, ValueError):
+            pass
+        except Exception:  # an answer that does not unpickle: a defect; a new child starts over
+            log.exception("the hits reader process sent an answer that cannot be read; stopping it")
+            proc.kill()
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+            pending, self._pending = self._pending, {}
+        gone = f"the hits reader process exited (code {proc.poll()})"
+        for loop, answer in pending.values():
+            loop.call_soon_threadsafe(_settle, answer, gone, None, ReaderGone)
+
+    def close(self, timeout_s: float = 15.0) -> None:
+        """Close the child's stdin (its cue to close the consumer and exit) and wait for it (blocking)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(5)
+
+
+class ReadError(RuntimeError):
+    """A request the hits reader process could not carry out (its message says why)."""
+
+
+def _settle(answer: asyncio.Future, error: str | None, result: Any, kind: type[Exception] = ReadError) -> None:
+    if answer.done():  # cancelled: e.g. the read in flight when the worker stopped
+        return
+    if error is None:
+        answer.set_result(result)
+    else:
+        answer.set_exception(kind(error))
+
+
+# -- the child ---------------------------------------------------------------------------------------
+class _Reader:
+    def __init__(self, setup: dict[str, Any]):
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer({**setup["config"], "logger": log})
+        if setup["subscribe"]:
+            self.consumer.subscribe([setup["subscribe"]])
+        self.batch_size = setup["batch_size"]
+        self.timeout_s = setup["timeout_s"]
+        self.decoder = None
+        if setup["transpose"]:
+            from processors.enrich import column_decoder
+            self.decoder = column_decoder()
+        self._errors = 0
+        self._next_error_log = 1
+
+    def read(self, _: Any) -> ReadBatch:
+        messages = self.consumer.consume(self.batch_size, self.timeout_s)
+        failed = [m for m in messages if m.error() is not None]
+        if failed:  # e.g. a broker away for a moment; librdkafka retries by itself
+            self._errors += len(failed)
+            if self._errors >= self._next_error_log:  # the 1st, 2nd, 4th, 8th ... error: an outage stays readable
+                self._next_error_log = 2 * self._errors
+                log.warning("reading hits: %s (%d such errors so far)", failed[0].error(), self._errors)
+            messages = [m for m in messages if m.error() is None]
+        # a column at a time (list comprehensions), and each partition's next offset from its last message
+        values = [m.value() for m in messages]
+        partitions = [m.partition() for m in messages]
+        offsets: dict[int, int] = {}
+        todo = len(set(partitions))
+        for m in reversed(messages):
+            if m.partition() not in offsets:
+                offsets[m.partition()] = m.offset() + 1
+                if len(offsets) == todo:
+                    break
+        transposed = self.decoder.transpose(values) if self.decoder is not None and values else None
+        return ReadBatch(values, transposed, partitions, offsets)
+
+    def assign(self, partitions: list[int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        # no offset given: each partition starts at its committed offset, or the earliest
+        self.consumer.assign([TopicPartition(TOPIC_HITS, p) for p in sorted(partitions)])
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit partition -> next offset, for the partitions this consumer still reads (the others moved:
+        their new owner re-reads from the last commit, and history deduplicates)."""
+        from confluent_kafka import TopicPartition
+
+        mine = {tp.partition for tp in self.consumer.assignment()}
+        wanted = [TopicPartition(TOPIC_HITS, p, off) for p, off in sorted(offsets.items()) if p in mine]
+        if wanted:
+            self.consumer.commit(offsets=wanted, asynchronous=False)
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    reader = _Reader(receive(stdin))
+    answering = threading.Lock()
+    reading = ThreadPoolExecutor(1, thread_name_prefix="hits-read")
+    control = ThreadPoolExecutor(1, thread_name_prefix="hits-control")
+    gone = threading.Event()  # the worker stopped listening
+
+    def carry_out(rid: int, work: Any, argument: Any) -> None:
+        try:
+            answer = (rid, None, work(argument))
+        except Exception as e:  # noqa: BLE001 - the worker decides; the message says what failed
+            answer = (rid, f"{type(e).__name__}: {e}", None)
+        with answering:
+            try:
+                send(stdout, answer)
+            except (OSError, ValueError):
+                gone.set()
+
+    verbs = {"read": (reading, reader.read), "assign": (control, reader.assign), "commit": (control, reader.commit)}
+    try:
+        while not gone.is_set():
+            try:
+                rid, verb, argument = receive(stdin)
+            except EOFError:
+                return
+            pool, work = verbs[verb]
+            pool.submit(carry_out, rid, work, argument)
+    finally:
+        reading.shutdown()  # the consume call in flight returns within timeout_s
+        control.shutdown()
+        reader.consumer.close()  # leaves the group now, instead of after the session timeout
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s hits-reader %(levelname)s %(name)s: %(message)s")
+    from processors.hits_reader import serve as serve_here  # answers pickle by module name, not as __main__
+
+    serve_here(sys.stdin.buffer, sys.stdout.buffer)
