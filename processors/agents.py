@@ -77,7 +77,7 @@ class HitProcessor:
         """One batch; `partitions[i]` is the Kafka partition of values[i] (default all 0). `transposed`:
         `self.decoder.transpose(values)`, when the caller made it already (the hits reader process does,
         while the previous batch is processed)."""
-        values = values if isinstance(values, list) else list(values)
+        values = values if isinstance(values, Sequence) else list(values)  # JoinedValues stay joined
         self.hits_in += len(values)
         out = BatchOutput()
         hits, parts, columns = self._valid_hits(values, partitions, out, transposed)

@@ -298,6 +298,40 @@ def _transpose(buf, spans, out, cursor):
     return cursor[n_fields - 1] + 1
 
 
+class JoinedValues(Sequence[bytes]):
+    """Raw values as one bytes object and the offset where each ends: a batch that crosses a pipe as two
+    objects instead of one per value, and that the column decoder scans as it is. A value is cut out
+    only when asked for (the hit-by-hit path)."""
+
+    def __init__(self, data: bytes, ends: np.ndarray):
+        self.data = data
+        self.ends = ends
+
+    @classmethod
+    def of(cls, values: Sequence[bytes]) -> "JoinedValues":
+        """TypeError when some value is not bytes."""
+        data = b"".join(values)
+        return cls(data, np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values))))
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self.ends)
+        if not -n <= i < n:
+            raise IndexError("value index out of range")
+        i %= n
+        return self.data[int(self.ends[i - 1]) if i else 0:int(self.ends[i])]
+
+    def __iter__(self) -> Any:
+        start = 0
+        for end in self.ends.tolist():
+            yield self.data[start:end]
+            start = end
+
+
 class ColumnDecoder:
     """Decodes batches of hit JSON into {field: list of values} for the given fields.
 
@@ -330,13 +364,16 @@ class ColumnDecoder:
         n = len(values)
         if not n:
             return b"[" + b",".join([b"[]"] * len(self.fields)) + b"]"
-        try:
-            buf = np.frombuffer(b"".join(values), dtype=np.uint8)
-        except TypeError:  # str or dict values (tests, the Faust agent path): the slow path reads them
-            return None
-        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
+        if not isinstance(values, JoinedValues):
+            try:
+                values = JoinedValues.of(values)
+            except TypeError:  # str or dict values (tests, the Faust agent path): the slow path reads them
+                return None
+        buf = np.frombuffer(values.data, dtype=np.uint8)
+        ends = values.ends
+        starts = np.empty_like(ends)
+        starts[0] = 0
+        starts[1:] = ends[:-1]
         spans = np.empty((n, len(self.fields), 2), dtype=np.int64)
         order = np.empty(len(self.fields), dtype=np.int64)
         if _scan(buf, starts, ends, self._names, self._name_off, self._accept, self._required, spans, order) >= 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from config.events import TOPIC_HITS
@@ -26,6 +27,14 @@ from config.settings import Settings
 from processors.hits_reader import HitsReaderProcess, ReaderGone
 
 log = logging.getLogger(__name__)
+
+
+READ_AHEAD = 2  # batches asked of the reader process ahead of the one being processed
+
+
+def _cancel(reads: deque[tuple[int, asyncio.Future]]) -> None:
+    while reads:
+        reads.popleft()[1].cancel()
 
 
 class BulkHitsConsumer:
@@ -107,9 +116,10 @@ class BulkHitsConsumer:
         await asyncio.get_running_loop().run_in_executor(None, self.reader.start)
 
     async def _run(self) -> None:
-        """Read the next batch while this one is processed. A batch read under an assignment that has changed
-        since (a rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
-        reading: tuple[int, asyncio.Future] | None = None  # (assignment generation, read in progress)
+        """Keep READ_AHEAD reads asked of the reader process while a batch is processed, so the next batch has
+        crossed the pipe by the time it is wanted. A batch read under an assignment that has changed since (a
+        rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
+        reads: deque[tuple[int, asyncio.Future]] = deque()  # (assignment generation, read asked for), in order
         try:
             while True:
                 try:
@@ -122,19 +132,16 @@ class BulkHitsConsumer:
                         if not self._applied:
                             await asyncio.sleep(0.2)
                             continue
-                    if reading is None:
-                        reading = self._generation, asyncio.ensure_future(self.reader.read())
-                    generation, future = reading
-                    reading = None
+                    while len(reads) < READ_AHEAD:
+                        reads.append((self._generation, asyncio.ensure_future(self.reader.read())))
+                    generation, future = reads.popleft()
                     batch = await future
                 except ReaderGone as e:
+                    _cancel(reads)
                     await self._restart_reader(e)
                     continue
-                if generation != self._generation or self._holding:
-                    continue  # read before a rebalance moved partitions
-                reading = self._generation, asyncio.ensure_future(self.reader.read())  # the next, meanwhile
-                if not batch.values:
-                    continue
+                if generation != self._generation or self._holding or not batch.values:
+                    continue  # empty, or read before a rebalance moved partitions
                 async with self._batch_lock:
                     if self._holding:
                         continue  # a rebalance began meanwhile: not processed, not committed, read again
@@ -145,8 +152,7 @@ class BulkHitsConsumer:
                                       "restart", len(batch.values))
                         raise
         finally:
-            if reading is not None:
-                reading[1].cancel()  # a read already running ends by itself within batch_timeout_s
+            _cancel(reads)  # reads already running end by themselves within batch_timeout_s
 
     async def stop_reading(self) -> None:
         if self._task is not None:

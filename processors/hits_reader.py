@@ -5,7 +5,8 @@ builds a Message object per hit under the GIL (~2 µs), and the reading thread's
 processing thread waiting about a sixth of the time. This child does the reading on the other core:
 it consumes a batch, drops the failed messages (counted and logged), transposes the values for the
 processor's column decoder (processors/hit_columns.py), and sends the batch as one bytes object with
-its partitions and next offsets. The worker only processes it.
+its partitions and next offsets, the raw values joined into one more bytes object (JoinedValues). The
+worker only processes it.
 
 Requests (parent -> child, stdin), each `(request id, verb, argument)`, each answered on stdout with
 `(request id, error text or None, result)`:
@@ -13,8 +14,8 @@ Requests (parent -> child, stdin), each `(request id, verb, argument)`, each ans
 - ("assign", [partition]) -> None: read exactly these partitions, from their committed offsets
 - ("commit", {partition: next offset}) -> None, for the partitions still assigned to this consumer
 The first message is the setup: {"config": librdkafka settings, "subscribe": topic or None,
-"batch_size", "timeout_s", "transpose": whether to transpose}. Reads run in one thread, assignments
-and commits in another, so a commit never waits for a consume call to time out. The child closes its
+"batch_size", "timeout_s", "transpose": whether to transpose}. Reads and assignments run in order in one
+thread, commits in another, so a commit never waits for a consume call to time out. The child closes its
 consumer (leaving the group at once) and exits when its stdin closes: the worker stopped or died.
 """
 from __future__ import annotations
@@ -27,9 +28,10 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 from config.events import TOPIC_HITS
+from processors.hit_columns import JoinedValues
 from sinks.child_pipe import receive, send, start_child
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ class ReadBatch:
     """Hits as read: their raw values, and `transposed`, the batch as the column decoder's JSON text (None
     when the decoder cannot vouch for some hit). The values go along even so: the processor falls back
     on them for a batch with a hit its checks on the text do not pass (e.g. a timestamp out of range)."""
-    values: list[bytes]
+    values: Sequence[bytes]  # a JoinedValues when every value is bytes
     transposed: bytes | None
     partitions: list[int]
     offsets: dict[int, int]  # partition -> next offset
@@ -173,7 +175,7 @@ class _Reader:
                 log.warning("reading hits: %s (%d such errors so far)", failed[0].error(), self._errors)
             messages = [m for m in messages if m.error() is None]
         # a column at a time (list comprehensions), and each partition's next offset from its last message
-        values = [m.value() for m in messages]
+        values: Sequence[bytes] = [m.value() for m in messages]
         partitions = [m.partition() for m in messages]
         offsets: dict[int, int] = {}
         todo = len(set(partitions))
@@ -182,6 +184,10 @@ class _Reader:
                 offsets[m.partition()] = m.offset() + 1
                 if len(offsets) == todo:
                     break
+        try:  # two objects to pickle instead of one per value; the decoder scans them as they are
+            values = JoinedValues.of(values)
+        except TypeError:  # a value that is not bytes (e.g. a null record): the processor counts it as a drop
+            pass
         transposed = self.decoder.transpose(values) if self.decoder is not None and values else None
         return ReadBatch(values, transposed, partitions, offsets)
 
@@ -220,7 +226,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             except (OSError, ValueError):
                 gone.set()
 
-    verbs = {"read": (reading, reader.read), "assign": (control, reader.assign), "commit": (control, reader.commit)}
+    # An assignment waits for the reads asked before it: a read that ran after it would be dropped by the
+    # worker (read under the old assignment) with the consumer's position already past its hits.
+    verbs = {"read": (reading, reader.read), "assign": (reading, reader.assign), "commit": (control, reader.commit)}
     try:
         while not gone.is_set():
             try:

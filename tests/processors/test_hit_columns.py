@@ -1,6 +1,7 @@
 """Raw hit JSON straight into columns (processors/hit_columns.py): the same columns as decoding each hit,
 for every batch it takes; every batch with a bad hit is left to the hit-by-hit checks."""
 import orjson
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +107,39 @@ def test_strings_of_any_length_and_content_at_any_offset_read_back_exactly(texts
     hits = [make_hit(f"e{i}", 1e9 + i, "v", "/" + t, ua=t, referrer=t[::-1], query=t) for i, t in enumerate(texts)]
     values = [b" " * pad + orjson.dumps(h) for h in hits]
     assert _columns(decoder.decode(values)) == columns_of(hits)
+
+
+def test_joined_values_cross_a_pipe_and_read_back_as_the_values_they_were_made_of():
+    """How the hits reader process hands a batch over: one bytes object and the offsets where values end."""
+    import pickle
+
+    from processors.hit_columns import JoinedValues
+
+    values = [orjson.dumps(h) for h in crowd(40, 1.7e9, seed=4).hits] + [b"", b"not json"]
+    joined = pickle.loads(pickle.dumps(JoinedValues.of(values), protocol=pickle.HIGHEST_PROTOCOL))
+    assert len(joined) == len(values) and list(joined) == values
+    assert [joined[i] for i in range(-len(values), len(values))] == values + values
+    assert joined[3:7] == values[3:7]
+    with pytest.raises(IndexError):
+        joined[len(values)]
+    clean = JoinedValues.of(values[:-2])
+    assert decoder.transpose(clean) == decoder.transpose(values[:-2]) is not None
+
+
+def test_a_joined_batch_with_a_hit_out_of_range_is_taken_hit_by_hit_like_a_list():
+    from config.settings import load_settings
+    from processors.agents import HitProcessor
+    from processors.hit_columns import JoinedValues
+
+    hits = crowd(40, 1.7e9, seed=5).hits
+    hits[7] = {**hits[7], "ts": 1e12}  # beyond the accepted range: the columnar path declines the batch
+    values = [orjson.dumps(h) for h in hits]
+
+    def processed(batch):
+        p = HitProcessor(load_settings())
+        out = p.process(batch, None, p.decoder.transpose(batch))
+        return [h["event_id"] for h in out.hits], out.dropped, [v["event_id"] for v in out.pageviews]
+
+    as_list, joined = processed(values), processed(JoinedValues.of(values))
+    assert joined == as_list
+    assert joined[1] == 1 and len(joined[0]) == len(hits) - 1
