@@ -88,7 +88,7 @@ class BulkHitsConsumer:
                 "session.timeout.ms": session_ms, "heartbeat.interval.ms": max(300, session_ms // 5),
                 "max.partition.fetch.bytes": 8 << 20, "fetch.max.bytes": 64 << 20,
                 "topic.metadata.refresh.interval.ms": 10_000},
-            "subscribe": None if self.following else TOPIC_HITS,
+            "topic": TOPIC_HITS, "subscribe": not self.following,
             "batch_size": p.batch_size, "timeout_s": p.batch_timeout_s,
             "transpose": self.rt.processor.decoder is not None})
         await asyncio.get_running_loop().run_in_executor(None, self.reader.start)

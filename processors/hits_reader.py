@@ -13,10 +13,11 @@ Requests (parent -> child, stdin), each `(request id, verb, argument)`, each ans
 - ("read", None)          -> ReadBatch
 - ("assign", [partition]) -> None: read exactly these partitions, from their committed offsets
 - ("commit", {partition: next offset}) -> None, for the partitions still assigned to this consumer
-The first message is the setup: {"config": librdkafka settings, "subscribe": topic or None,
-"batch_size", "timeout_s", "transpose": whether to transpose}. Reads and assignments run in order in one
-thread, commits in another, so a commit never waits for a consume call to time out. The child closes its
-consumer (leaving the group at once) and exits when its stdin closes: the worker stopped or died.
+The first message is the setup: {"config": librdkafka settings, "topic", "subscribe": whether to join
+the group's subscription (else only "assign" gives partitions), "batch_size", "timeout_s", "transpose":
+whether to transpose}. Reads and assignments run in order in one thread, commits in another, so a
+commit never waits for a consume call to time out. The child closes its consumer (leaving the group at
+once) and exits when its stdin closes: the worker stopped or died.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Sequence
 
-from config.events import TOPIC_HITS
 from processors.hit_columns import JoinedValues
 from sinks.child_pipe import receive, send, start_child
 
@@ -154,8 +154,9 @@ class _Reader:
         from confluent_kafka import Consumer
 
         self.consumer = Consumer({**setup["config"], "logger": log})
+        self.topic = setup["topic"]
         if setup["subscribe"]:
-            self.consumer.subscribe([setup["subscribe"]])
+            self.consumer.subscribe([self.topic])
         self.batch_size = setup["batch_size"]
         self.timeout_s = setup["timeout_s"]
         self.decoder = None
@@ -195,7 +196,7 @@ class _Reader:
         from confluent_kafka import TopicPartition
 
         # no offset given: each partition starts at its committed offset, or the earliest
-        self.consumer.assign([TopicPartition(TOPIC_HITS, p) for p in sorted(partitions)])
+        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Commit partition -> next offset, for the partitions this consumer still reads (the others moved:
@@ -203,7 +204,7 @@ class _Reader:
         from confluent_kafka import TopicPartition
 
         mine = {tp.partition for tp in self.consumer.assignment()}
-        wanted = [TopicPartition(TOPIC_HITS, p, off) for p, off in sorted(offsets.items()) if p in mine]
+        wanted = [TopicPartition(self.topic, p, off) for p, off in sorted(offsets.items()) if p in mine]
         if wanted:
             self.consumer.commit(offsets=wanted, asynchronous=False)
 

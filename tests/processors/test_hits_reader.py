@@ -1,0 +1,121 @@
+"""The hits reader process (processors/hits_reader.py) against a real Kafka-protocol broker (tansu):
+what it hands over, where it starts reading, and that an assignment never skips hits."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import orjson
+import pytest
+from hitgen import crowd
+
+from processors.enrich import column_decoder
+from processors.hits_reader import HitsReaderProcess
+
+pytestmark = pytest.mark.integration
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for v in values:
+        producer.produce(topic, v, partition=0)
+    assert producer.flush(30) == 0
+
+
+def _reader(bootstrap: str, topic: str, group: str, batch: int) -> HitsReaderProcess:
+    reader = HitsReaderProcess({
+        "config": {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                   "auto.offset.reset": "earliest"},
+        "topic": topic, "subscribe": False, "batch_size": batch, "timeout_s": 0.2, "transpose": True})
+    reader.start()
+    return reader
+
+
+async def _read_until(reader: HitsReaderProcess, n: int) -> list:
+    batches, got = [], 0
+    for _ in range(200):
+        batch = await reader.read()
+        if batch.values:
+            batches.append(batch)
+            got += len(batch.values)
+        if got >= n:
+            break
+    return batches
+
+
+def test_batches_carry_the_raw_hits_in_order_transposed_and_with_their_next_offsets(broker):
+    topic = f"hits-{uuid.uuid4().hex[:6]}"
+    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=41).hits[:300]]
+    _produce(broker.url, topic, values)
+    reader = _reader(broker.url, topic, f"g-{uuid.uuid4().hex[:6]}", batch=100)
+
+    async def scenario():
+        await reader.assign([0])
+        return await _read_until(reader, len(values))
+
+    try:
+        batches = asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert [v for b in batches for v in b.values] == values
+    decoder = column_decoder()
+    for b in batches:
+        assert b.transposed == decoder.transpose(list(b.values)) is not None
+        assert b.partitions == [0] * len(b.values)
+    assert [b.offsets[0] for b in batches] == [sum(len(x.values) for x in batches[:i + 1]) for i in range(len(batches))]
+
+
+def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(broker):
+    """The worker drops a batch read under an assignment it has since replaced, and reads again from the
+    committed offsets; a read that ran after the new assignment would have moved the position past hits
+    that nobody then processes."""
+    topic = f"hits-{uuid.uuid4().hex[:6]}"
+    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=42).hits[:400]]
+    _produce(broker.url, topic, values)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    reader = _reader(broker.url, topic, group, batch=50)
+
+    async def scenario():
+        await reader.assign([0])
+        first = await _read_until(reader, 100)
+        await reader.commit({0: first[-1].offsets[0]})
+        # two reads still asked under the old assignment, then the new one, all in the same moment
+        stale = [asyncio.ensure_future(reader.read()) for _ in range(2)]
+        await asyncio.sleep(0)  # the two reads are asked
+        await reader.assign([0])
+        await asyncio.gather(*stale)
+        return first, await _read_until(reader, 1)
+
+    try:
+        first, after = asyncio.run(scenario())
+    finally:
+        reader.close()
+    committed = first[-1].offsets[0]
+    assert after[0].values[0] == values[committed], "the first read after the assignment must start at the commit"
+
+
+def test_a_new_reader_in_the_same_group_starts_at_the_committed_offset(broker):
+    topic = f"hits-{uuid.uuid4().hex[:6]}"
+    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=43).hits[:200]]
+    _produce(broker.url, topic, values)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+
+    async def read_some(n: int, commit: bool) -> list:
+        reader = _reader(broker.url, topic, group, batch=60)
+        try:
+            await reader.assign([0])
+            batches = await _read_until(reader, n)
+            if commit:
+                await reader.commit({0: batches[0].offsets[0]})
+            return batches
+        finally:
+            reader.close()
+
+    first = asyncio.run(read_some(60, commit=True))
+    again = asyncio.run(read_some(1, commit=False))
+    assert again[0].values[0] == values[first[0].offsets[0]]
