@@ -24,7 +24,7 @@ from typing import Any
 
 from config.events import TOPIC_HITS
 from config.settings import Settings
-from processors.hits_reader import HitsReaderProcess, ReaderGone
+from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,10 @@ class BulkHitsConsumer:
                 except ReaderGone as e:
                     _cancel(reads)
                     await self._restart_reader(e)
+                    continue
+                except ReadError as e:  # e.g. librdkafka refused a call; the reader itself is still there
+                    log.warning("reading hits: %s; trying again in a second", e)
+                    await asyncio.sleep(1.0)
                     continue
                 if generation != self._generation or self._holding or not batch.values:
                     continue  # empty, or read before a rebalance moved partitions

@@ -71,10 +71,6 @@ class HitsReaderProcess:
         threading.Thread(target=self._take_answers, args=(proc,), daemon=True,
                          name="visitwire-hits-answers").start()
 
-    @property
-    def exit_code(self) -> int | None:
-        return self._proc.poll() if self._proc is not None else None
-
     async def read(self) -> ReadBatch:
         return await self._ask("read", None)
 
@@ -117,7 +113,8 @@ class HitsReaderProcess:
             if self._proc is proc:
                 self._proc = None
             pending, self._pending = self._pending, {}
-        gone = f"the hits reader process exited (code {proc.poll()})"
+        code = proc.poll()  # None while it is still closing its consumer
+        gone = "the hits reader process exited" + (f" (code {code})" if code is not None else "")
         for loop, answer in pending.values():
             loop.call_soon_threadsafe(_settle, answer, gone, None, ReaderGone)
 
