@@ -29,7 +29,10 @@ from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone
 log = logging.getLogger(__name__)
 
 
-READ_AHEAD = 2  # batches asked of the reader process ahead of the one being processed
+# Reads asked of the reader process ahead of the batch being processed. With 2, its consumer was always
+# inside consume(), and librdkafka's synchronous offset commits took up to 20 s instead of milliseconds
+# (measured on tansu), holding the flush and, through back-pressure, the processing.
+READ_AHEAD = 1
 
 
 def _cancel(reads: deque[tuple[int, asyncio.Future]]) -> None:
@@ -116,8 +119,8 @@ class BulkHitsConsumer:
         await asyncio.get_running_loop().run_in_executor(None, self.reader.start)
 
     async def _run(self) -> None:
-        """Keep READ_AHEAD reads asked of the reader process while a batch is processed, so the next batch has
-        crossed the pipe by the time it is wanted. A batch read under an assignment that has changed since (a
+        """Keep READ_AHEAD reads asked of the reader process while a batch is processed, so the next batch is
+        read meanwhile. A batch read under an assignment that has changed since (a
         rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
         reads: deque[tuple[int, asyncio.Future]] = deque()  # (assignment generation, read asked for), in order
         try:

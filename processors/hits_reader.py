@@ -27,6 +27,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Sequence
@@ -203,7 +204,11 @@ class _Reader:
         mine = {tp.partition for tp in self.consumer.assignment()}
         wanted = [TopicPartition(self.topic, p, off) for p, off in sorted(offsets.items()) if p in mine]
         if wanted:
+            t0 = time.monotonic()
             self.consumer.commit(offsets=wanted, asynchronous=False)
+            took = time.monotonic() - t0
+            if took > 1.0:
+                log.warning("committing hits offsets took %.1f s", took)
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
