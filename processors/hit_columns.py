@@ -15,7 +15,7 @@ caller takes the batch the slow way, hit by hit, to count and log what is wrong.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -325,7 +325,7 @@ class JoinedValues(Sequence[bytes]):
         i %= n
         return self.data[int(self.ends[i - 1]) if i else 0:int(self.ends[i])]
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[bytes]:
         start = 0
         for end in self.ends.tolist():
             yield self.data[start:end]
