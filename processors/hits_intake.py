@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import Any
 
 from config.events import TOPIC_HITS
@@ -27,17 +26,6 @@ from config.settings import Settings
 from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone
 
 log = logging.getLogger(__name__)
-
-
-# Reads asked of the reader process ahead of the batch being processed. With 2, its consumer was always
-# inside consume(), and librdkafka's synchronous offset commits took up to 20 s instead of milliseconds
-# (measured on tansu), holding the flush and, through back-pressure, the processing.
-READ_AHEAD = 1
-
-
-def _cancel(reads: deque[tuple[int, asyncio.Future]]) -> None:
-    while reads:
-        reads.popleft()[1].cancel()
 
 
 class BulkHitsConsumer:
@@ -119,10 +107,13 @@ class BulkHitsConsumer:
         await asyncio.get_running_loop().run_in_executor(None, self.reader.start)
 
     async def _run(self) -> None:
-        """Keep READ_AHEAD reads asked of the reader process while a batch is processed, so the next batch is
-        read meanwhile. A batch read under an assignment that has changed since (a
-        rebalance) is dropped: not processed, not committed, read again from the committed offsets."""
-        reads: deque[tuple[int, asyncio.Future]] = deque()  # (assignment generation, read asked for), in order
+        """Ask for the next batch as soon as this one arrives, so it is read while this one is processed.
+        One read at a time: with a second one waiting, the reader's consumer was always inside consume(), and
+        librdkafka's synchronous offset commits took up to 20 s instead of milliseconds (measured on tansu),
+        holding the flush and, through back-pressure, the processing. A batch read under an assignment that
+        has changed since (a rebalance) is dropped: not processed, not committed, read again from the
+        committed offsets."""
+        reading: tuple[int, asyncio.Future] | None = None  # (assignment generation, read asked for)
         try:
             while True:
                 try:
@@ -135,20 +126,25 @@ class BulkHitsConsumer:
                         if not self._applied:
                             await asyncio.sleep(0.2)
                             continue
-                    while len(reads) < READ_AHEAD:
-                        reads.append((self._generation, asyncio.ensure_future(self.reader.read())))
-                    generation, future = reads.popleft()
+                    if reading is None:
+                        reading = self._generation, asyncio.ensure_future(self.reader.read())
+                    (generation, future), reading = reading, None
                     batch = await future
                 except ReaderGone as e:
-                    _cancel(reads)
+                    if reading is not None:
+                        reading[1].cancel()
+                        reading = None
                     await self._restart_reader(e)
                     continue
                 except ReadError as e:  # e.g. librdkafka refused a call; the reader itself is still there
                     log.warning("reading hits: %s; trying again in a second", e)
                     await asyncio.sleep(1.0)
                     continue
-                if generation != self._generation or self._holding or not batch.values:
-                    continue  # empty, or read before a rebalance moved partitions
+                if generation != self._generation or self._holding:
+                    continue  # read before a rebalance moved partitions
+                reading = self._generation, asyncio.ensure_future(self.reader.read())  # the next, meanwhile
+                if not batch.values:
+                    continue
                 async with self._batch_lock:
                     if self._holding:
                         continue  # a rebalance began meanwhile: not processed, not committed, read again
@@ -159,7 +155,8 @@ class BulkHitsConsumer:
                                       "restart", len(batch.values))
                         raise
         finally:
-            _cancel(reads)  # reads already running end by themselves within batch_timeout_s
+            if reading is not None:
+                reading[1].cancel()  # a read already running ends by itself within batch_timeout_s
 
     async def stop_reading(self) -> None:
         if self._task is not None:
