@@ -127,12 +127,12 @@ class BulkHitsConsumer:
                             await asyncio.sleep(0.2)
                             continue
                     if reading is None:
-                        reading = self._generation, asyncio.ensure_future(self.reader.read())
+                        reading = self._generation, self.reader.read()
                     (generation, future), reading = reading, None
                     batch = await future
                 except ReaderGone as e:
                     if reading is not None:
-                        reading[1].cancel()
+                        _discard(reading[1])
                         reading = None
                     await self._restart_reader(e)
                     continue
@@ -142,7 +142,7 @@ class BulkHitsConsumer:
                     continue
                 if generation != self._generation or self._holding:
                     continue  # read before a rebalance moved partitions
-                reading = self._generation, asyncio.ensure_future(self.reader.read())  # the next, meanwhile
+                reading = self._generation, self.reader.read()  # the next, read while this one is processed
                 if not batch.values:
                     continue
                 async with self._batch_lock:
@@ -156,7 +156,7 @@ class BulkHitsConsumer:
                         raise
         finally:
             if reading is not None:
-                reading[1].cancel()  # a read already running ends by itself within batch_timeout_s
+                _discard(reading[1])  # a read already running ends by itself within batch_timeout_s
 
     async def stop_reading(self) -> None:
         if self._task is not None:
@@ -172,3 +172,10 @@ class BulkHitsConsumer:
         if self.reader is not None:
             # the child finishes the consume call in flight (within batch_timeout_s), then leaves the group
             await asyncio.get_running_loop().run_in_executor(None, self.reader.close)
+
+
+def _discard(read: asyncio.Future) -> None:
+    """Drop a read asked for: cancelled if still waiting, its failure (if any) taken so asyncio does not
+    log it as never retrieved."""
+    if not read.cancel() and not read.cancelled():
+        read.exception()

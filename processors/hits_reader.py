@@ -72,8 +72,11 @@ class HitsReaderProcess:
         threading.Thread(target=self._take_answers, args=(proc,), daemon=True,
                          name="visitwire-hits-answers").start()
 
-    async def read(self) -> ReadBatch:
-        return await self._ask("read", None)
+    def read(self) -> asyncio.Future:
+        """Ask for the next batch; the future gets the ReadBatch. The request is sent before this returns,
+        so the child reads while the caller goes on processing (a coroutine would send it only once the
+        event loop next ran it: after the processing)."""
+        return self._ask("read", None)
 
     async def assign(self, partitions: list[int]) -> None:
         await self._ask("assign", partitions)
@@ -81,20 +84,22 @@ class HitsReaderProcess:
     async def commit(self, offsets: dict[int, int]) -> None:
         await self._ask("commit", offsets)
 
-    async def _ask(self, verb: str, argument: Any) -> Any:
+    def _ask(self, verb: str, argument: Any) -> asyncio.Future:
+        """Send the request now; the future fails with ReaderGone when the child is not there."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         rid = next(self._ids)
         with self._lock:
             if self._proc is None:
-                raise ReaderGone("the hits reader process is not running")
+                answer.set_exception(ReaderGone("the hits reader process is not running"))
+                return answer
             self._pending[rid] = (loop, answer)
             try:
                 send(self._proc.stdin, (rid, verb, argument))
             except (OSError, ValueError) as e:  # its stdin closed: it died, or close() ran
                 del self._pending[rid]
-                raise ReaderGone(f"the hits reader process is gone ({e})") from e
-        return await answer
+                answer.set_exception(ReaderGone(f"the hits reader process is gone ({e})"))
+        return answer
 
     def _take_answers(self, proc: subprocess.Popen) -> None:
         """In its own thread: settle each request's future with the child's answer; all of them fail

@@ -3,6 +3,7 @@ what it hands over, where it starts reading, and that an assignment never skips 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import orjson
@@ -68,6 +69,30 @@ def test_batches_carry_the_raw_hits_in_order_transposed_and_with_their_next_offs
         assert b.transposed == decoder.transpose(list(b.values)) is not None
         assert b.partitions == [0] * len(b.values)
     assert [b.offsets[0] for b in batches] == [sum(len(x.values) for x in batches[:i + 1]) for i in range(len(batches))]
+
+
+def test_a_read_runs_while_the_worker_is_busy_processing(broker):
+    """The worker asks for the next batch, then processes the current one without yielding to its event
+    loop: the request must reach the reader at once, so the batch is read meanwhile, not afterwards."""
+    topic = f"hits-{uuid.uuid4().hex[:6]}"
+    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=44).hits[:50]]
+    _produce(broker.url, topic, values)
+    reader = _reader(broker.url, topic, f"g-{uuid.uuid4().hex[:6]}", batch=50)
+
+    async def scenario():
+        await reader.assign([0])
+        asked = asyncio.ensure_future(reader.read())
+        time.sleep(2.0)  # processing a batch: the event loop does not run meanwhile
+        await asyncio.sleep(0)  # one turn of the loop, as between two batches
+        answered_meanwhile = asked.done()
+        return answered_meanwhile, await asked
+
+    try:
+        answered_meanwhile, batch = asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert answered_meanwhile, "the read was asked only once the processing was done"
+    assert list(batch.values) == values
 
 
 def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(broker):
