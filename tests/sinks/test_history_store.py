@@ -68,6 +68,18 @@ def test_written_rows_read_back_exactly(store):
     assert row["client_ip"] == no_resp["client_ip"] and row["path"] == no_resp["path"]
 
 
+def test_hits_without_extras_read_back_with_empty_extras_beside_hits_with_them(store):
+    """A batch where no hit has extras leaves those columns out of its insert; the store fills them in."""
+    plain = [dict(h, extra={}) for h in make_hits(40)[:20]]
+    with_extras = make_hits(40)[20:]
+    _write(store, "hits", plain)
+    _write(store, "hits", with_extras)
+    rows = store.query("SELECT event_id, extra_keys, extra_values FROM hits ORDER BY event_id")
+    want = {h["event_id"]: h["extra"] for h in plain + with_extras}
+    assert {r["event_id"]: dict(zip(r["extra_keys"], r["extra_values"])) for r in rows} == want
+    assert sum(1 for r in rows if r["extra_keys"] == [] and r["extra_values"] == []) == len(plain)
+
+
 def test_same_batch_twice_changes_no_count_rollup_or_query(store):
     hits, pvs, sessions = make_hits(500), make_pageviews(300), make_sessions(80)
     _write(store, "hits", hits)
