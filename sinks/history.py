@@ -163,6 +163,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 
 _NONE = type(None)
 _NUMBER = {int, float}
+_ARRAY_KINDS = ("keys", "values")  # the two array columns of a PAIRS field
 
 
 def _fast_column(kind: str, vals: list, max_int: int) -> list | None:
@@ -191,7 +192,7 @@ def _fast_column(kind: str, vals: list, max_int: int) -> list | None:
                 return None
             return list(map(int, vals))
         return vals
-    if kind in ("keys", "values") and types <= {_NONE, dict}:
+    if kind in _ARRAY_KINDS and types <= {_NONE, dict}:
         none: list = []  # one shared empty array for the rows without extras (most of them); never mutated
         if kind == "keys":
             return [list(v) if v else none for v in vals]
@@ -257,9 +258,6 @@ def to_columns(table: str, rows: Sequence[Row]) -> tuple[tuple[Column, ...], lis
         keep = [i for i in range(len(rows)) if i not in reasons]
         data = [[col[i] for i in keep] for col in data]
     return cols, data, len(reasons)
-
-
-_ARRAY_KINDS = ("keys", "values")
 
 
 def without_empty_arrays(cols: Sequence[Column], data: list[list[Any]]) -> tuple[Sequence[Column], list[list[Any]]]:
