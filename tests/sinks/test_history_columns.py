@@ -7,7 +7,7 @@ from history_data import make_hits, make_pageviews
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sinks.history import CONVERTERS, ID_FIELD, TABLES, to_columns
+from sinks.history import CONVERTERS, ID_FIELD, TABLES, to_columns, without_empty_arrays
 
 _values = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats() | st.text(max_size=3)
            | st.just({}) | st.just({"k": "v"}) | st.just({"k": 1}) | st.just([]))
@@ -63,3 +63,15 @@ def test_columns_equal_value_by_value_conversion(table, changes):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert all(_same(x, y) for x, y in zip(g, e)), (g, e)
+
+
+def test_an_insert_leaves_out_array_columns_only_when_every_row_has_them_empty():
+    hits = make_hits(4)
+    plain = [dict(h, extra={}) for h in hits[:3]] + [dict(hits[3], extra=None)]
+    names = [c.name for c in without_empty_arrays(*to_columns("hits", plain)[:2])[0]]
+    assert "extra_keys" not in names and "extra_values" not in names
+    assert names == [c.name for c in TABLES["hits"] if c.kind not in ("keys", "values")]
+    cols, data = without_empty_arrays(*to_columns("hits", plain[:3] + [hits[3]])[:2])  # one row with extras
+    assert [c.name for c in cols] == [c.name for c in TABLES["hits"]]
+    assert dict(zip(data[[c.name for c in cols].index("extra_keys")][3],
+                    data[[c.name for c in cols].index("extra_values")][3])) == hits[3]["extra"]
