@@ -16,6 +16,14 @@ from processors.hits_reader import HitsReaderProcess
 pytestmark = pytest.mark.integration
 
 
+def _topic_with_hits(broker, n: int, seed: int) -> tuple[str, list[bytes]]:
+    """A new one-partition topic holding n generated hits; (its name, the hits as produced)."""
+    topic = f"hits-{uuid.uuid4().hex[:6]}"
+    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=seed).hits[:n]]
+    _produce(broker.url, topic, values)
+    return topic, values
+
+
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -50,9 +58,7 @@ async def _read_until(reader: HitsReaderProcess, n: int) -> list:
 
 
 def test_batches_carry_the_raw_hits_in_order_transposed_and_with_their_next_offsets(broker):
-    topic = f"hits-{uuid.uuid4().hex[:6]}"
-    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=41).hits[:300]]
-    _produce(broker.url, topic, values)
+    topic, values = _topic_with_hits(broker, 300, seed=41)
     reader = _reader(broker.url, topic, f"g-{uuid.uuid4().hex[:6]}", batch=100)
 
     async def scenario():
@@ -74,9 +80,7 @@ def test_batches_carry_the_raw_hits_in_order_transposed_and_with_their_next_offs
 def test_a_read_runs_while_the_worker_is_busy_processing(broker):
     """The worker asks for the next batch, then processes the current one without yielding to its event
     loop: the request must reach the reader at once, so the batch is read meanwhile, not afterwards."""
-    topic = f"hits-{uuid.uuid4().hex[:6]}"
-    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=44).hits[:50]]
-    _produce(broker.url, topic, values)
+    topic, values = _topic_with_hits(broker, 50, seed=44)
     reader = _reader(broker.url, topic, f"g-{uuid.uuid4().hex[:6]}", batch=50)
 
     async def scenario():
@@ -99,9 +103,7 @@ def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(
     """The worker drops a batch read under an assignment it has since replaced, and reads again from the
     committed offsets; a read that ran after the new assignment would have moved the position past hits
     that nobody then processes."""
-    topic = f"hits-{uuid.uuid4().hex[:6]}"
-    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=42).hits[:400]]
-    _produce(broker.url, topic, values)
+    topic, values = _topic_with_hits(broker, 400, seed=42)
     group = f"g-{uuid.uuid4().hex[:6]}"
     reader = _reader(broker.url, topic, group, batch=50)
 
@@ -125,9 +127,7 @@ def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(
 
 
 def test_a_new_reader_in_the_same_group_starts_at_the_committed_offset(broker):
-    topic = f"hits-{uuid.uuid4().hex[:6]}"
-    values = [orjson.dumps(h) for h in crowd(30, 1.7e9, seed=43).hits[:200]]
-    _produce(broker.url, topic, values)
+    topic, values = _topic_with_hits(broker, 200, seed=43)
     group = f"g-{uuid.uuid4().hex[:6]}"
 
     async def read_some(n: int, commit: bool) -> list:
