@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 import numpy as np
 import orjson
 
+from config.live_layout import LiveDelta
+from config.rows import Columns, JsonColumns
 from config.settings import Settings
 from processors import kernels as K
 from processors.counters import BatchColumns, aggregate
@@ -23,8 +25,6 @@ from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, 
                                Classified, Enricher, column_decoder, columns_of, ts_in_range, valid_columns,
                                validate_hit)
 from processors.sessionizer import REASON_SHUTDOWN, Sessionizer, Watermark
-from sinks.base import Columns, JsonColumns
-from sinks.redis_live import LiveDelta
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ KIND_CODE = {KIND_PAGEVIEW: K.K_PAGEVIEW, KIND_STATIC: K.K_STATIC, KIND_REDIRECT
 
 @dataclass
 class BatchOutput:
-    hits: Sequence[dict] = field(default_factory=list)    # valid hits (sinks.base.Columns), for the history "hits" table
+    hits: Sequence[dict] = field(default_factory=list)    # valid hits (config.rows.Columns), for the history "hits" table
     pageviews: list[dict] = field(default_factory=list)   # PageView records
     sessions: list[dict] = field(default_factory=list)    # Session records closed by this batch
     delta: LiveDelta = field(default_factory=LiveDelta)

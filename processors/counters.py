@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from processors import kernels as K
-from sinks.redis_live import LiveDelta
+from config.live_layout import LiveDelta
 
 PV_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "browsers", "os", "devices", "products")
 _PV_FIELD = {"pages": "path", "referrers": "referrer_host", "channels": "channel", "campaigns": "utm_campaign",

@@ -36,6 +36,8 @@ import orjson
 import redis
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
+from config.live_layout import quantiles_from_hist
+from config.rows import EncodedRows
 from config.settings import Settings
 from processors.agents import BatchOutput, HitProcessor, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
@@ -43,8 +45,8 @@ from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.outbox import DeliveryFailed, Outbox
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
-from sinks.base import BatchingSink, EncodedRows, SinkUnavailable
-from sinks.redis_live import RedisLiveSink, quantiles_from_hist
+from sinks.base import BatchingSink, SinkUnavailable
+from sinks.redis_live import RedisLiveSink
 
 log = logging.getLogger(__name__)
 

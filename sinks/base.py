@@ -17,111 +17,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from itertools import chain
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
+
+from config.rows import Columns, Row, merge_rows
 
 log = logging.getLogger(__name__)
-
-Row = Mapping[str, Any]
-
-
-class Columns(Sequence):
-    """Rows kept as columns (field -> values, all of one length), as the processors already have them:
-    a columnar store inserts them without turning every row into a dict and back. Reads as a
-    sequence of dict rows where a caller wants rows."""
-
-    __slots__ = ("_n", "columns")
-
-    def __init__(self, columns: Mapping[str, Sequence[Any]], n: int):
-        self.columns = dict(columns)
-        self._n = n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return Columns({f: v[i] for f, v in self.columns.items()}, len(range(*i.indices(self._n))))
-        if i < 0:
-            i += self._n
-        if not 0 <= i < self._n:
-            raise IndexError(i)
-        return {f: v[i] for f, v in self.columns.items()}
-
-    def __iter__(self) -> Iterator[dict]:
-        names = list(self.columns)
-        return (dict(zip(names, values)) for values in zip(*self.columns.values()))
-
-    def column(self, field: str) -> list:
-        """The field's values (None for every row when the field is absent)."""
-        values = self.columns.get(field)
-        return [None] * self._n if values is None else values if type(values) is list else list(values)
-
-    @staticmethod
-    def concat(parts: Sequence[Columns]) -> Columns:
-        """One Columns of parts with the same fields, in order (a JsonColumns when every part is one)."""
-        names = list(parts[0].columns)
-        columns = {f: list(chain.from_iterable(p.columns[f] for p in parts)) for f in names}
-        n = sum(len(p) for p in parts)
-        if all(type(p) is JsonColumns for p in parts):
-            return JsonColumns(columns, n, [text for p in parts for text in p.texts])
-        return Columns(columns, n)
-
-
-class JsonColumns(Columns):
-    """Columns that keep the JSON text they were decoded from: `texts`, each a JSON array of columns
-    `[[field 0 of each row], [field 1 ...], ...]` in the order of `columns`, for consecutive rows.
-
-    Pickled, they travel as that text (a few bytes objects) instead of a Python object per value, and
-    the receiving process decodes it again: for the ClickHouse writer child, that moves most of the
-    cost of handing over a batch out of the worker's process."""
-
-    __slots__ = ("texts",)
-
-    def __init__(self, columns: Mapping[str, Sequence[Any]], n: int, texts: list[bytes]):
-        super().__init__(columns, n)
-        self.texts = texts
-
-    def __reduce__(self) -> tuple:
-        return _columns_from_json, (tuple(self.columns), self.texts, self._n)
-
-
-def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> Columns:
-    import orjson
-
-    parts = [orjson.loads(text) for text in texts]
-    return Columns({f: list(chain.from_iterable(p[i] for p in parts)) for i, f in enumerate(names)}, n)
-
-
-class EncodedRows(list):
-    """Dict rows together with each row's JSON (`texts`, e.g. as already encoded for a Kafka topic).
-    Pickled, they travel as that JSON, and the receiving process decodes it into dict rows again."""
-
-    __slots__ = ("texts",)
-
-    def __init__(self, rows: Iterable[Row], texts: list[bytes]):
-        super().__init__(rows)
-        self.texts = texts
-
-    def __reduce__(self) -> tuple:
-        return _rows_from_json, (self.texts,)
-
-
-def _rows_from_json(texts: Sequence[bytes]) -> list[dict]:
-    import orjson
-
-    return list(map(orjson.loads, texts))
-
-
-def merge_rows(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
-    """The rows of several added parts as one sequence: columns stay columns when every part has the same fields,
-    encoded rows stay encoded rows."""
-    if parts and all(isinstance(p, Columns) for p in parts) and \
-            all(p.columns.keys() == parts[0].columns.keys() for p in parts):
-        return Columns.concat(parts)
-    if parts and all(type(p) is EncodedRows for p in parts):
-        return EncodedRows(chain.from_iterable(parts), [t for p in parts for t in p.texts])
-    return list(chain.from_iterable(parts))
 
 
 def _chunks(parts: Sequence[Sequence[Row]], max_rows: int) -> Iterator[Sequence[Row]]:

@@ -38,7 +38,8 @@ from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 from config.events import HIT_FIELDS, PAGEVIEW_FIELDS, SEGMENT_FIELDS, SESSION_FIELDS, Field
-from sinks.base import BatchingSink, Columns, Row, SinkUnavailable
+from config.rows import Columns, Row
+from sinks.base import BatchingSink, SinkUnavailable
 
 log = logging.getLogger(__name__)
 

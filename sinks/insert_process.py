@@ -3,7 +3,7 @@
 Turning event rows into insert columns and encoding them for the native protocol (clickhouse-driver)
 is CPU work that holds the GIL: in the worker's process it took the core the processors need, while
 the machine's other core sat mostly idle. `InsertProcess` hands each batch of rows (a list of dicts
-or sinks.base.Columns) to a child Python process (`python -m sinks.insert_process`) through its
+or config.rows.Columns) to a child Python process (`python -m sinks.insert_process`) through its
 stdin/stdout as length-prefixed pickles (sinks/child_pipe.py); the worker's flush thread just waits
 for the answer. The child writes with its own `ClickHouseHistory.write_here`, so bad rows are dropped
 and errors are classified and worded exactly as in-process (SinkUnavailable when the server is away,

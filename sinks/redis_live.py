@@ -11,33 +11,19 @@ exact numbers live in the history store.
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import redis
 
 from config.settings import Settings
-from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, bucket_mid_ms
+from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, LiveDelta, quantiles_from_hist
 
 LIVE_TTL_S = 2 * 3600          # per-minute keys, feed and meta
 TOP_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "status", "browsers", "os", "devices", "products")
 VISITOR_SETS = ("all", "member", "anon", "bot")
 FLOAT_FIELDS = ("revenue",)
-
-
-@dataclass
-class LiveDelta:
-    """What one batch changes in the live state; minute = epoch seconds // 60."""
-    counters: dict[int, dict[str, float]] = field(default_factory=dict)
-    tops: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
-    latency: dict[int, dict[int, int]] = field(default_factory=dict)
-    visitors: dict[str, dict[str, float]] = field(default_factory=dict)  # set -> visitor -> last ts
-    feed: list[bytes] = field(default_factory=list)  # page view JSON, oldest first
-    max_ts: float = 0.0
-    events: int = 0
 
 
 class LiveKeys:
@@ -164,25 +150,6 @@ class RedisLiveSink:
 
     def close(self) -> None:
         self.client.close()
-
-
-def quantiles_from_hist(hist: dict[int, int], qs: Iterable[float]) -> list[float | None]:
-    """Quantiles (ms) of a bucketed latency histogram; None when empty."""
-    total = sum(hist.values())
-    qs = list(qs)
-    if total == 0:
-        return [None] * len(qs)
-    items = sorted(hist.items())
-    out = []
-    for q in qs:
-        rank = max(1, math.ceil(q * total))
-        acc = 0
-        for b, c in items:
-            acc += c
-            if acc >= rank:
-                out.append(round(bucket_mid_ms(b), 2))
-                break
-    return out
 
 
 class LiveStateReader:

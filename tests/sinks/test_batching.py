@@ -1,6 +1,7 @@
 import pytest
 
-from sinks.base import Columns, EncodedRows, JsonColumns, ListSink, SinkUnavailable, merge_rows
+from config.rows import Columns, EncodedRows, JsonColumns, merge_rows
+from sinks.base import ListSink, SinkUnavailable
 
 
 class FlakySink(ListSink):

@@ -7,9 +7,10 @@ import orjson
 import pytest
 import redis
 
+from config.live_layout import LiveDelta, quantiles_from_hist
 from config.settings import load_settings
 from processors.agents import HitProcessor
-from sinks.redis_live import LIVE_TTL_S, LiveDelta, LiveStateReader, RedisLiveSink, quantiles_from_hist
+from sinks.redis_live import LIVE_TTL_S, LiveStateReader, RedisLiveSink
 
 
 @pytest.fixture
