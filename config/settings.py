@@ -13,15 +13,48 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 
 class SettingsError(Exception):
     """Configuration is invalid; the message says which key and how to fix it."""
 
 
-class UrlRule(BaseModel):
+class _Section(BaseModel):
+    """A config section: a misspelt key (`processing.url_rulez`) is an error, not silently ignored."""
+    model_config = ConfigDict(extra="forbid")
+
+
+# Methods a goal may name: an allowlist, so a typo ("FETCH") stops the start instead of never matching.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# A URL pattern: literal path characters and {name} placeholders (and `*` in funnel steps); no query,
+# fragment, space or stray brace: a pattern is matched against the path alone, so '?' never matches.
+_PATTERN_PART = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()+,;=:@%/-]+")
+
+
+def check_pattern(pattern: str, wildcard: bool = False) -> str:
+    """The pattern itself when it is a valid URL path pattern, else ValueError saying how to fix it."""
+    if not pattern.startswith("/"):
+        raise ValueError(f"pattern {pattern!r} must start with '/', e.g. '/product/{{product_id}}'")
+    rest = pattern.replace("*", "") if wildcard else pattern
+    pos = 0
+    for m in _PATTERN_PART.finditer(rest):
+        if m.start() != pos:
+            break
+        pos = m.end()
+    if pos != len(rest):
+        bad = rest[pos]
+        hint = (" (the query string is not part of the path: match query parameters with value_param / "
+                "product rules instead)" if bad == "?" else "")
+        raise ValueError(f"pattern {pattern!r} has {bad!r} at a place a URL path pattern cannot{hint}; use "
+                         "literal path characters and {name} placeholders for one path segment"
+                         + (" ('*' for anything)" if wildcard else ""))
+    return pattern
+
+
+class UrlRule(_Section):
     """Maps a URL path pattern to page metadata, e.g. '/product/{product_id}' -> product page.
 
     `{name}` captures one path segment; captured names product_id/category/section/menu
@@ -35,13 +68,11 @@ class UrlRule(BaseModel):
 
     @field_validator("pattern")
     @classmethod
-    def _starts_with_slash(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("URL rule pattern must start with '/', e.g. '/product/{product_id}'")
-        return v
+    def _valid_pattern(cls, v: str) -> str:
+        return check_pattern(v)
 
 
-class GoalRule(BaseModel):
+class GoalRule(_Section):
     """A request that counts as a conversion, e.g. POST /order/complete -> purchase."""
     name: str
     pattern: str  # same syntax as UrlRule.pattern
@@ -50,8 +81,28 @@ class GoalRule(BaseModel):
     value_param: str = ""  # query parameter with the goal value
     value_header: str = ""  # or a captured response/request header (see capture.extra_headers)
 
+    @field_validator("name")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError(f"goal name {v!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return v
 
-class CaptureSettings(BaseModel):
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, v: str) -> str:
+        return check_pattern(v)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v and v.upper() not in HTTP_METHODS:
+            raise ValueError(f"method {v!r} is not an HTTP method; use one of {', '.join(HTTP_METHODS)} "
+                             "or leave it empty for any")
+        return v.upper()
+
+
+class CaptureSettings(_Section):
     iface: str = ""
     ports: list[int] = Field(default_factory=lambda: [80, 8080])
     visitor_cookies: list[str] = Field(default_factory=lambda: ["_vw_id", "_ga", "visitor_id"])
@@ -82,7 +133,7 @@ class CaptureSettings(BaseModel):
         return v
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     # Empty = start the embedded tansu broker.
     bootstrap: str = ""
     partitions: int = Field(4, gt=0)
@@ -93,13 +144,13 @@ class KafkaSettings(BaseModel):
     producer_request_timeout_s: float = Field(30.0, gt=0)
 
 
-class RedisSettings(BaseModel):
+class RedisSettings(_Section):
     # Empty = start an embedded redis-server child process.
     url: str = ""
     key_prefix: str = "vw:"
 
 
-class HistorySettings(BaseModel):
+class HistorySettings(_Section):
     # clickhouse://user:pass@host:9000/db or chdb:///path (embedded, default)
     url: str = "chdb:///var/lib/visitwire/chdb"
     flush_interval_s: float = Field(1.0, gt=0)
@@ -114,7 +165,7 @@ class HistorySettings(BaseModel):
         return v
 
 
-class ProcessingSettings(BaseModel):
+class ProcessingSettings(_Section):
     session_idle_s: float = Field(1800.0, gt=0)
     session_max_s: float = Field(4 * 3600.0, gt=0)
     split_at_midnight: bool = True
@@ -154,7 +205,7 @@ class ProcessingSettings(BaseModel):
     ])
 
 
-class AnalyticsSettings(BaseModel):
+class AnalyticsSettings(_Section):
     funnels: dict[str, list[str]] = Field(default_factory=lambda: {
         "purchase": ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]})
     recommendation_min_support: int = Field(3, gt=0)
@@ -171,8 +222,21 @@ class AnalyticsSettings(BaseModel):
     # every rfm_interval_s / recommendation_refresh_s (a fresh start does not wait an interval).
     first_run_after_s: float = Field(60.0, ge=0)
 
+    @field_validator("funnels")
+    @classmethod
+    def _valid_funnels(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, steps in v.items():
+            if not steps:
+                raise ValueError(f"funnel {name!r} has no steps; list URL patterns, e.g. {name} = ['/cart', '/checkout']")
+            for step in steps:
+                try:
+                    check_pattern(step, wildcard=True)
+                except ValueError as e:
+                    raise ValueError(f"funnel {name!r}: {e}") from None
+        return v
 
-class WebSettings(BaseModel):
+
+class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8787, gt=0, lt=65536)
     # Required when host is not loopback; `visitwire demo` generates one.
@@ -193,6 +257,21 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="after")
+    def _goals_defined(self) -> "Settings":
+        names = [g.name for g in self.processing.goals]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"processing.goals: goal name(s) {', '.join(twice)} defined twice; give each goal "
+                             "its own name")
+        for key in ("purchase_goal", "cart_goal"):
+            ref = getattr(self.analytics, key)
+            if ref and ref not in names:
+                raise ValueError(f"analytics.{key}: {ref!r} names no goal in processing.goals (defined: "
+                                 f"{', '.join(names) or 'none'}); add a [[processing.goals]] entry with "
+                                 f"name = {ref!r} or set analytics.{key} to one of those")
+        return self
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "Settings":
@@ -221,6 +300,12 @@ class _TomlSource(PydanticBaseSettingsSource):
             return tomllib.loads(Path(path).read_text())
         except FileNotFoundError:
             raise SettingsError(f"config file {path} not found: fix --config / VISITWIRE_CONFIG") from None
+        except IsADirectoryError:
+            raise SettingsError(f"config file {path} is a directory: give --config / VISITWIRE_CONFIG "
+                                "the path of a TOML file") from None
+        except (PermissionError, UnicodeDecodeError) as e:
+            raise SettingsError(f"config file {path} cannot be read ({e.__class__.__name__}): "
+                                "fix its permissions or encoding (UTF-8 TOML)") from None
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
 
@@ -231,10 +316,39 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         os.environ["VISITWIRE_CONFIG"] = config_file
     try:
         return Settings(**overrides)
+    except _SourceError as e:  # pydantic-settings: an environment value that should be JSON is not
+        field = str(e).split('"')[1] if str(e).count('"') >= 2 else "?"
+        raise SettingsError(f"environment variable VISITWIRE_{field.upper()}: {e.__cause__ or e}; a section "
+                            f"set as a whole must be JSON, e.g. VISITWIRE_{field.upper()}='{{\"key\": 1}}', or "
+                            f"set one key with VISITWIRE_{field.upper()}__KEY") from None
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        lines = [_error_line(err) for err in e.errors()]
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)
                             + "\nfix the config file or the VISITWIRE_* environment variable named above") from None
+
+
+def _error_line(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(err["loc"][:-1])
+        return (f"  {key}: unknown key; known keys here: {', '.join(known)} "
+                "(check the spelling, or remove it)")
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:  # a rule across sections: the message names its keys
+        return f"  {msg}"
+    return f"  {key}: {msg} (got {err.get('input')!r})"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """The field names of the (sub)section at `loc` (list indexes skipped)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        model = inner[0] if inner and isinstance(inner[0], type) else ann
+    return sorted(getattr(model, "model_fields", {}))

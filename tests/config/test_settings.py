@@ -56,3 +56,50 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
 def test_committed_json_schemas_match_event_types(topic):
     committed = orjson.loads((ROOT / "config" / "schema" / f"{topic}.json").read_bytes())
     assert committed == json_schema(topic)
+
+
+@pytest.mark.parametrize("overrides, named, fix", [
+    ({"processing": {"url_rulez": []}}, "processing.url_rulez: unknown key", "url_rules"),
+    ({"processing": {"url_rules": [{"pattern": "/p/{id}", "group": "p", "grup": "x"}]}},
+     "processing.url_rules.0.grup: unknown key", "group"),
+    ({"capture": {"salt": "s", "portz": [80]}}, "capture.portz: unknown key", "ports"),
+    ({"analytics": {"purchase_goal": "buy"}}, "analytics.purchase_goal: 'buy' names no goal", "name = 'buy'"),
+    ({"analytics": {"cart_goal": "basket"}}, "analytics.cart_goal: 'basket' names no goal", "add_to_cart"),
+    ({"processing": {"goals": [{"name": "purchase", "pattern": "/buy", "method": "FETCH"},
+                               {"name": "add_to_cart", "pattern": "/cart/add"}]}},
+     "processing.goals.0.method: method 'FETCH'", "GET, HEAD, POST"),
+    ({"processing": {"goals": [{"name": "purchase", "pattern": "/goods/order.do?step=done"},
+                               {"name": "add_to_cart", "pattern": "/cart/add"}]}},
+     "processing.goals.0.pattern: pattern '/goods/order.do?step=done' has '?'", "query string is not part of the path"),
+    ({"processing": {"url_rules": [{"pattern": "product/{id}", "group": "p"}]}},
+     "processing.url_rules.0.pattern", "must start with '/'"),
+    ({"analytics": {"funnels": {"buy": ["/product/{id", "/cart"]}}}, "analytics.funnels: funnel 'buy'", "{name}"),
+    ({"analytics": {"funnels": {"buy": []}}}, "analytics.funnels: funnel 'buy' has no steps", "list URL patterns"),
+])
+def test_each_config_mistake_is_named_with_its_fix(overrides, named, fix):
+    with pytest.raises(SettingsError) as e:
+        load_settings(**overrides)
+    assert named in str(e.value) and fix in str(e.value)
+
+
+def test_goal_methods_are_checked_not_guessed():
+    s = load_settings(processing={"goals": [{"name": "purchase", "pattern": "/order/complete", "method": "post"},
+                                            {"name": "add_to_cart", "pattern": "/cart/add"}]})
+    assert [g.method for g in s.processing.goals] == ["POST", ""]
+
+
+@pytest.mark.parametrize("setup, expected", [
+    (lambda tmp, env: env.update(VISITWIRE_CONFIG=str(tmp)), "is a directory"),
+    (lambda tmp, env: env.update(VISITWIRE_PROCESSING="{not json"), "VISITWIRE_PROCESSING"),
+    (lambda tmp, env: [(tmp / "c.toml").write_text("[processing]\nurl_rulez = []\n"),
+                       env.update(VISITWIRE_CONFIG=str(tmp / "c.toml"))], "processing.url_rulez: unknown key"),
+])
+def test_cli_config_errors_are_one_clear_message(tmp_path, setup, expected):
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("VISITWIRE_")}
+    env["VISITWIRE_HISTORY__URL"] = f"chdb://{tmp_path}/chdb"  # should the check miss, no default store is touched
+    setup(tmp_path, env)
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "db", "init"], capture_output=True, text=True,
+                       cwd=ROOT, env=env)
+    assert r.returncode == 2
+    assert expected in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 4
