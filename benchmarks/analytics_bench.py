@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from processors.analytics import funnels, profiles, recommendations, usage  # noqa: E402
+from sinks.reads import funnels, profiles, recommendations, usage  # noqa: E402
 from processors.analytics.sample import generate  # noqa: E402
 from sinks.history import open_history  # noqa: E402
 

@@ -24,9 +24,9 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from engine.web.history_stats import compute_stats, parse_stats_request  # noqa: E402
+from sinks.reads.stats import compute_stats, parse_stats_request  # noqa: E402
 from sinks.history import open_history  # noqa: E402
-from sinks.history_queries import pageviews_per_interval  # noqa: E402
+from sinks.reads.queries import pageviews_per_interval  # noqa: E402
 
 DAY = 86400
 START = 1767225600  # 2026-01-01T00:00:00Z

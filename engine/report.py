@@ -1,6 +1,6 @@
 """`visitwire report KIND`: visitor relationship reports as rich tables, JSON or CSV.
 
-The reports themselves are built in processors/analytics/reports.py. Like `visitwire
+The reports themselves are built in sinks/reads/reports.py. Like `visitwire
 query`, a chdb store held by a running engine is read through its `POST /api/query`
 (chdb serves a data directory to one process only); ClickHouse is read directly.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 
 from engine.query import QueryError, engine_info, query_engine
-from processors.analytics.common import AnalyticsError, TimeRange
-from processors.analytics.reports import Report, build_report
+from sinks.reads.common import AnalyticsError, TimeRange
+from sinks.reads.reports import Report, build_report
 from sinks.base import SinkUnavailable
 from sinks.history import HistoryError, bind, open_history
 

@@ -212,15 +212,12 @@ class EmbeddedRuntime:
 
     def _count_history(self, cp: CaptureProgress) -> None:
         """This run's page views / sessions / visitors, from the history store (exact queries)."""
-        lo, hi = cp.first_ts, cp.last_ts + 1
-        q = self.history.query
+        from sinks.reads.queries import range_totals
+
         try:
-            self.summary.pageviews = int(q("SELECT uniqExact(event_id) AS n FROM pageviews WHERE ts_epoch >= %(lo)s "
-                                           "AND ts_epoch < %(hi)s", {"lo": lo, "hi": hi})[0]["n"])
-            self.summary.visitors = int(q("SELECT uniqExact(visitor_id) AS n FROM pageviews WHERE ts_epoch >= %(lo)s "
-                                          "AND ts_epoch < %(hi)s AND is_bot = 0", {"lo": lo, "hi": hi})[0]["n"])
-            self.summary.sessions = int(q("SELECT uniqExact(session_id) AS n FROM sessions WHERE start_epoch >= %(lo)s "
-                                          "AND start_epoch < %(hi)s", {"lo": lo, "hi": hi})[0]["n"])
+            totals = range_totals(self.history, cp.first_ts, cp.last_ts + 1)
+            self.summary.pageviews, self.summary.visitors, self.summary.sessions = \
+                totals["pageviews"], totals["visitors"], totals["sessions"]
         except Exception as e:
             self.summary.errors.append(f"history summary: {e}")
 

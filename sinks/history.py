@@ -18,7 +18,7 @@ duplicates when it merges parts, some time later):
   * read sessions with FINAL (or argMax(col, end) GROUP BY session_id), so the latest version wins;
   * read rollups with uniqExactMerge(pageviews) / uniqExactMerge(visitors) / uniqExactMerge(hits):
     they hold sets of ids, so a replayed batch adds nothing.
-sinks/history_queries.py has ready-made queries written this way.
+sinks/reads/queries.py has ready-made queries written this way.
 
 Query parameters: `%(name)s` placeholders, filled in as SQL literals by `bind()` on both
 backends (numbers as numbers, strings quoted and escaped; nothing else accepted).

@@ -29,11 +29,11 @@ import orjson
 import redis
 from aiohttp import web
 
-from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
-from processors.analytics.common import AnalyticsError, TimeRange
-from processors.analytics.goal_events import GoalConfig
+from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from sinks.reads.common import AnalyticsError, TimeRange
+from sinks.reads.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
-from processors.analytics.reports import build_report
+from sinks.reads.reports import build_report
 
 routes = web.RouteTableDef()
 

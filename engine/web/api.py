@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.web import history_stats as hs
+from engine.web.history_stats import check_read_only
 from engine.web.live_stream import call_maybe_async
+from sinks.reads import stats as hs
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -145,7 +146,7 @@ async def post_query(request: web.Request) -> web.Response:
         return error(400, 'body must be JSON {"sql": "SELECT ..."}')
     if not isinstance(body, dict):
         return error(400, 'body must be a JSON object {"sql": "SELECT ..."}')
-    sql = hs.check_read_only(body.get("sql"))
+    sql = check_read_only(body.get("sql"))
     store = _history(request)
     try:
         rows = await _in_thread(store.query, sql)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from engine.web import api
 from engine.web.auth import token_middleware
-from engine.web.history_stats import StatsError
+from sinks.reads.stats import StatsError
 from engine.web.live_stream import LiveHub
 
 log = logging.getLogger(__name__)

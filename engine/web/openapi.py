@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.web.history_stats import DEFAULT_METRICS, DIMENSIONS, INTERVALS, METRICS
+from sinks.reads.stats import DEFAULT_METRICS, DIMENSIONS, INTERVALS, METRICS
 
 ERROR = {"$ref": "#/components/responses/Error"}
 UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}

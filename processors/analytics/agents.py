@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import redis
 
-from processors.analytics import recommendations, rfm
-from processors.analytics.goal_events import GoalConfig
+from sinks.reads import recommendations, rfm
+from sinks.reads.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
 
 log = logging.getLogger(__name__)

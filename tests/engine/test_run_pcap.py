@@ -462,7 +462,7 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
     # Redelivered batches may store a row twice; exact queries (uniqExact / FINAL) count it once.
     assert rows >= hits
     from sinks.history import open_history
-    from sinks.history_queries import pageviews_per_interval
+    from sinks.reads.queries import pageviews_per_interval
 
     store = open_history(url)
     try:

@@ -5,7 +5,7 @@ import pytest
 
 from engine.services import free_port, start_clickhouse
 from history_data import make_hits
-from sinks import history_queries as hq
+from sinks.reads import queries as hq
 from sinks.base import SinkUnavailable
 from sinks.history import open_history
 

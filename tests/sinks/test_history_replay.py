@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from history_data import T0, make_pageviews
-from sinks import history_queries as hq
+from sinks.reads import queries as hq
 from sinks.history import open_history
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from history_data import T0, make_hits, make_pageviews, make_sessions
-from sinks import history_queries as hq
+from sinks.reads import queries as hq
 from sinks.history import TABLES, HistoryError, migration_files, open_history
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from processors.analytics.common import ALL_TIME, TS, History, TimeRange, num, pageviews_source
+from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num, pageviews_source
 
 
 def _product_sessions(rng: TimeRange, where: str = "1") -> str:

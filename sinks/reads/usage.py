@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.analytics.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num, pageviews_source
+from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num, pageviews_source
 
 # Dimensions a usage report can group by (all page view fields filled by URL rules or the request).
 DIMENSIONS = ("path", "product_id", "category", "section", "menu", "page_group")

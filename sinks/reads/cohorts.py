@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from processors.analytics.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, links_source, num, \
+from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, links_source, num, \
     pageviews_source
 
 WEEK = f"toMonday(toDateTime(toUInt32({TS}), 'UTC'))"

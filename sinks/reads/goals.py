@@ -1,6 +1,6 @@
 """Goals and commerce: conversions per channel / campaign, revenue per visitor, cart abandonment.
 
-Goal conversions come from processors/analytics/goal_events.py (goal rules applied to the
+Goal conversions come from sinks/reads/goal_events.py (goal rules applied to the
 `hits` table, each goal attributed to the human session it happened in). A session
 converts for a goal when it holds at least one conversion of it; the session's channel /
 campaign are those of its first page view. Revenue = values of the purchase goal
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.analytics.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num, pageviews_source
-from processors.analytics.goal_events import GoalConfig, attributed_goals, default_config
+from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num, pageviews_source
+from sinks.reads.goal_events import GoalConfig, attributed_goals, default_config
 
 BREAKDOWNS = ("channel", "utm_campaign", "utm_source", "utm_medium", "referrer_host", "device")
 

@@ -27,8 +27,8 @@ import bisect
 import time
 from typing import Any, Iterable, Sequence
 
-from processors.analytics.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
-from processors.analytics.goal_events import GoalConfig, default_config, goal_hits
+from sinks.reads.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
+from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
 
 SEGMENTS = ("vip", "loyal", "at_risk", "lost", "new", "regular")
 DAY_S = 86400.0

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.analytics.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
-from processors.analytics.goal_events import GoalConfig, default_config, goal_hits
+from sinks.reads.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
+from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
 
 WEEK_S = 7 * 86400.0
 DAY_S = 86400.0

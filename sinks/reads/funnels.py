@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from processors.analytics.common import (ALL_TIME, TS, AnalyticsError, History, TimeRange, pageviews_source,
+from sinks.reads.common import (ALL_TIME, TS, AnalyticsError, History, TimeRange, pageviews_source,
                                          pattern_regex)
-from processors.analytics.goal_events import GoalConfig, attributed_goals, default_config
+from sinks.reads.goal_events import GoalConfig, attributed_goals, default_config
 
 
 def funnel_steps(funnels: Mapping[str, Sequence[str]], name: str) -> list[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
-from processors.analytics.common import AnalyticsError, History, TimeRange
-from processors.analytics.goal_events import GoalConfig
+from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from sinks.reads.common import AnalyticsError, History, TimeRange
+from sinks.reads.goal_events import GoalConfig
 
 KINDS = ("visitors", "products", "funnels", "segments", "recommendations", "cohorts")
 

@@ -14,9 +14,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from processors.analytics import cohorts, funnels, goals, profiles, recommendations, rfm, usage
-from processors.analytics.common import TimeRange, pattern_regex
-from processors.analytics.goal_events import GoalConfig
+from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from sinks.reads.common import TimeRange, pattern_regex
+from sinks.reads.goal_events import GoalConfig
 from processors.analytics.sample import generate
 from sinks.history import open_history
 

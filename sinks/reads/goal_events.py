@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from processors.analytics.common import TS, TimeRange, pattern_regex
+from sinks.reads.common import TS, TimeRange, pattern_regex
 
 
 @dataclass(frozen=True)
