@@ -116,12 +116,14 @@ def demo(
     visitors: int = typer.Option(60, help="Simulated visitors in the crowd."),
     seed: int = typer.Option(7, help="Random seed of the crowd."),
     web_port: Optional[int] = typer.Option(None, help="Dashboard port."),
+    truth: Optional[str] = typer.Option(None, help="Append the shop's own log of every request (JSON lines: "
+                                                   "visitor cookie, member, order items, bot) to this file."),
 ):
     """A local web shop, a crowd of simulated visitors, live capture on loopback and the whole pipeline."""
     s = settings(web=_section(port=web_port))
     from engine.demo import run_demo
 
-    raise typer.Exit(run_demo(s, duration=duration, visitors=visitors, seed=seed))
+    raise typer.Exit(run_demo(s, duration=duration, visitors=visitors, seed=seed, truth=truth))
 
 
 @db_app.command("init")

@@ -4,7 +4,9 @@
 browser, referrer / UTM entry, the order of pages and products, think times), so the
 same seed always gives the same plan. `Crowd(base_url, plan)` plays it against the demo
 shop with one thread per visitor, each with its own cookie jar (the shop's `_vw_id`
-cookie and, after POST /login, `member=<key>`); bots keep no cookies.
+cookie and, after POST /login, `member=<key>`); bots keep no cookies. A jar outlives its
+round: the next round's visitor of that index (another member key) uses the same device,
+still logged in as the previous one unless that one logged out (GET /logout).
 """
 from __future__ import annotations
 
@@ -131,6 +133,9 @@ def _human_visit(rng: random.Random, start_s: float, member_key: str, logged_in:
         if rng.random() < buy_p / (buy_p + 0.2):  # the rest abandon their cart
             steps.append(Step("GET", "/checkout", _think(rng, scale), assets=True))
             steps.append(Step("POST", "/order/complete", _think(rng, scale)))
+    if logged_in and rng.random() < 0.25:  # a shared device: the next one to use it starts anonymous
+        steps.append(Step("GET", "/logout", _think(rng, scale)))
+        logged_in = False
     return Visit(round(start_s, 3), source, tuple(steps)), logged_in
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
-from engine.crowd import Crowd
+from engine.crowd import BOTS, Crowd
 from engine.demo_shop import DemoShop
 from engine.runtime import (RuntimeFailure, exit_code, new_token, print_summary, quiet_library_logs, run_loop,
                             run_runtime)
@@ -93,13 +93,14 @@ def _play(shop: DemoShop, seed: int, visitors: int, duration: float, console: Co
     return side
 
 
-def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: int = 7) -> int:
+def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: int = 7,
+             truth: str | None = None) -> int:
     console = Console(stderr=True)
     quiet_library_logs(settings)
     if visitors < 1:
         console.print("[red]--visitors must be at least 1")
         return 2
-    with DemoShop() as shop:
+    with DemoShop(truth=truth, bot_agents=BOTS) as shop:
         s = demo_settings(settings, shop.port)
         try:
             with Supervisor(s) as sup:

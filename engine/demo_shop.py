@@ -2,15 +2,20 @@
 the default settings (url_rules, goals, `_vw_id` visitor cookie, `member` cookie,
 `X-Order-Amount` header), so the captured traffic lights up every panel.
 
-Routes: / , /category/{c}, /product/{id}, /static/* (css/js/png), GET+POST /login,
-POST /cart/add (303 -> /cart), /cart, /checkout, POST /order/complete (200 + X-Order-Amount),
-/robots.txt, /sitemap.xml; anything else 404; product FLAKY_PRODUCT answers 500.
+Routes: / , /category/{c}, /product/{id}, /static/* (css/js/png), GET+POST /login, GET /logout
+(clears the member cookie, 303 -> /), POST /cart/add (303 -> /cart), /cart, /checkout,
+POST /order/complete (200 + X-Order-Amount), /robots.txt, /sitemap.xml; anything else 404;
+product FLAKY_PRODUCT answers 500.
+
+With `truth=` a path, the shop writes its own log of every request as JSON lines (the truth
+the CRM figures are checked against, see `TRUTH_FIELDS`).
 Category and product pages are deliberately slow by a fixed amount per page so the
 latency charts have a spread.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 import uuid
@@ -44,6 +49,20 @@ def _catalog() -> tuple[Product, ...]:
 PRODUCTS = _catalog()
 PRODUCTS_BY_ID = {p.id: p for p in PRODUCTS}
 STATIC_ASSETS = ("/static/app.css", "/static/app.js", "/static/logo.png")
+
+# One JSON object per request, written when the response is sent:
+TRUTH_FIELDS = {
+    "ts": "epoch seconds when the request arrived",
+    "client_ip": "the client's address", "user_agent": "its User-Agent",
+    "method": "GET / POST / HEAD", "path": "path without query", "query": "query string as sent",
+    "visitor": "the _vw_id cookie the request carried ('' if none)",
+    "visitor_set": "the _vw_id value this response assigned ('' if none)",
+    "member": "the member logged in at this request: the member cookie it carried, or the one a login sets",
+    "status": "HTTP status",
+    "cart_add": "product id added to the cart ('' if none)",
+    "order": "for a completed order: {'items': [[product_id, qty, unit_price], ...], 'amount': total}, else null",
+    "bot": "the User-Agent is one of the shop's known crawlers",
+}
 
 _PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                      "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
@@ -111,10 +130,12 @@ class ShopHandler(BaseHTTPRequestHandler):
         self._route("POST", self._form())
 
     def _route(self, method: str, form: dict[str, str]) -> None:
-        path = urlsplit(self.path).path
+        arrived = time.time()
+        url = urlsplit(self.path)
+        path = url.path
         cookies = self._cookies()
         set_cookies = []
-        visitor = cookies.get("_vw_id")
+        sent_visitor = visitor = cookies.get("_vw_id", "")
         if not visitor:
             visitor = uuid.uuid4().hex
             with self.server.lock:  # type: ignore[attr-defined]
@@ -123,11 +144,20 @@ class ShopHandler(BaseHTTPRequestHandler):
         delay = _page_delay_s(path)
         if delay:
             time.sleep(delay)
+        self.fact = {"member": cookies.get("member", ""), "cart_add": "", "order": None}
         status, body, ctype, headers = self._dispatch(method, path, form, visitor, cookies, set_cookies)
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.counters[f"status_{status}"] += 1  # type: ignore[attr-defined]
             if "X-Order-Amount" in headers:
                 self.server.counters["orders"] += 1  # type: ignore[attr-defined]
+            truth = self.server.truth  # type: ignore[attr-defined]
+            if truth is not None:
+                ua = self.headers.get("User-Agent", "")
+                truth.write(json.dumps({
+                    "ts": round(arrived, 6), "client_ip": self.client_address[0], "user_agent": ua,
+                    "method": method, "path": path, "query": url.query, "visitor": sent_visitor,
+                    "visitor_set": visitor if not sent_visitor else "", **self.fact, "status": status,
+                    "bot": ua in self.server.bot_agents}) + "\n")  # type: ignore[attr-defined]
         self._send(status, body, ctype, headers, set_cookies)
 
     def _dispatch(self, method, path, form, visitor, cookies, set_cookies):
@@ -163,12 +193,17 @@ class ShopHandler(BaseHTTPRequestHandler):
             if method == "POST" and form.get("user"):
                 # The member key travels in the `member` cookie, the login signal the capture hashes.
                 set_cookies.append(f"member={form['user']}; Path=/; HttpOnly; SameSite=Lax")
+                self.fact["member"] = form["user"]
                 return 303, b"", html, {"Location": "/"}
             return 200, _html("Log in", "<form method=post><input name=user><input name=password type=password></form>"), html, {}
+        if method == "GET" and path == "/logout":
+            set_cookies.append("member=; Path=/; Max-Age=0")
+            return 303, b"", html, {"Location": "/"}
         if method == "POST" and path == "/cart/add":
             pid = form.get("product", "")
             if pid not in PRODUCTS_BY_ID:
                 return 400, _html("Bad request", "unknown product"), html, {}
+            self.fact["cart_add"] = pid
             with self.server.lock:  # type: ignore[attr-defined]
                 self.carts.setdefault(visitor, []).append(pid)
             return 303, b"", html, {"Location": "/cart"}
@@ -183,6 +218,9 @@ class ShopHandler(BaseHTTPRequestHandler):
             if not items:
                 return 400, _html("Empty cart", "nothing to order"), html, {}
             amount = sum(PRODUCTS_BY_ID[i].price for i in items)
+            units = Counter(items)
+            self.fact["order"] = {"items": [[i, n, PRODUCTS_BY_ID[i].price] for i, n in sorted(units.items())],
+                                  "amount": round(amount, 2)}
             return 200, _html("Thank you", f"<p>Order total {amount:.2f}</p>"), html, {"X-Order-Amount": f"{amount:.2f}"}
         if method == "GET" and path == "/robots.txt":
             return 200, b"User-agent: *\nAllow: /\n", "text/plain", {}
@@ -195,12 +233,16 @@ class ShopHandler(BaseHTTPRequestHandler):
 class DemoShop:
     """The shop server on 127.0.0.1:<port> (0 = a free port), served from a background thread."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1"):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", truth: str | None = None,
+                 bot_agents: tuple[str, ...] = ()):
         handler = type("BoundShopHandler", (ShopHandler,), {"carts": {}})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.httpd.lock = threading.Lock()  # type: ignore[attr-defined]
         self.httpd.counters = Counter()  # type: ignore[attr-defined]  # what the shop served, for checks
+        # line-buffered: a reader of the truth log sees every request answered so far
+        self.httpd.truth = open(truth, "a", buffering=1) if truth else None  # type: ignore[attr-defined]
+        self.httpd.bot_agents = frozenset(bot_agents)  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="demo-shop", daemon=True)
@@ -217,6 +259,10 @@ class DemoShop:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self.httpd.lock:  # type: ignore[attr-defined]
+            if self.httpd.truth is not None:  # type: ignore[attr-defined]
+                self.httpd.truth.close()  # type: ignore[attr-defined]
+                self.httpd.truth = None  # type: ignore[attr-defined]
 
     def __enter__(self) -> "DemoShop":
         return self.start()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from engine.crowd import Crowd, plan_crowd
-from engine.demo_shop import DemoShop
+import json
+
+from engine.crowd import BOTS, Crowd, plan_crowd
+from engine.demo_shop import PRODUCTS_BY_ID, TRUTH_FIELDS, DemoShop
 
 
 def test_same_seed_gives_the_same_visit_plan():
@@ -27,8 +29,8 @@ def test_plan_has_the_mix_the_dashboard_needs():
         assert starts == sorted(starts) and all(0 <= t < 60 for t in starts)
 
 
-def test_crowd_visits_the_shop_with_cookies_logins_and_orders():
-    with DemoShop() as shop:
+def test_crowd_visits_the_shop_with_cookies_logins_and_orders(tmp_path):
+    with DemoShop(truth=str(tmp_path / "truth.jsonl"), bot_agents=BOTS) as shop:
         crowd = Crowd(shop.url, seed=3, visitors=25, round_s=4, repeat=False, think_scale=0.02)
         crowd.start()
         assert crowd.wait(60)
@@ -44,3 +46,17 @@ def test_crowd_visits_the_shop_with_cookies_logins_and_orders():
     bot_requests = sum(len(v.steps) for vp in crowd.plan(0) if vp.is_bot for v in vp.visits)
     # Humans keep their cookie jar: one new _vw_id per human; bots never send it back.
     assert served["new_visitor_cookies"] == len(humans) + bot_requests
+
+    # The shop's truth log: one line per request served, with who made it and what was bought.
+    truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines()]
+    assert len(truth) == sum(v for k, v in served.items() if k.startswith("status_"))
+    assert all(set(t) == set(TRUTH_FIELDS) for t in truth)
+    assert sum(t["bot"] for t in truth) == bot_requests and all(not t["visitor"] for t in truth if t["bot"])
+    orders = [t for t in truth if t["order"]]
+    assert len(orders) == served["orders"]
+    for t in orders:
+        assert round(sum(n * PRODUCTS_BY_ID[p].price for p, n, _ in t["order"]["items"]), 2) == t["order"]["amount"]
+    members = {vp.member_key for vp in humans if vp.member_key}
+    logins = [t for t in truth if t["path"] == "/login" and t["method"] == "POST"]
+    assert len(logins) == stats.logins and {t["member"] for t in logins} <= members
+    assert {t["member"] for t in truth} - {""} == {t["member"] for t in logins}  # a member only after a login
