@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "sinks
 from history_data import make_hits  # noqa: E402
 
 from engine.services import start_clickhouse  # noqa: E402
-from sinks.history import TABLES, open_history, to_columns  # noqa: E402
+from sinks.history import open_history  # noqa: E402
+from sinks.history_columns import TABLES, to_columns  # noqa: E402
 
 
 console = Console(stderr=True)

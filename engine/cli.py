@@ -130,9 +130,18 @@ def demo(
 def db_init(clickhouse: Optional[str] = typer.Option(None, help="History store URL.")):
     """Create / migrate the history schema (idempotent)."""
     s = settings(history=_section(url=clickhouse))
-    from sinks.history import init_history
+    from sinks.base import HistoryError, SinkUnavailable
+    from sinks.history import open_history
 
-    applied = init_history(s.history.url)
+    try:
+        store = open_history(s.history.url)
+        try:
+            applied = store.init_schema()
+        finally:
+            store.close()
+    except (HistoryError, SinkUnavailable) as e:
+        typer.secho(f"visitwire db init: {e}", fg="red", err=True)
+        raise typer.Exit(2)
     typer.echo(f"schema up to date ({len(applied)} migration(s) applied: {', '.join(applied) or 'none'})")
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from engine.state_file import read_state
-from sinks.base import SinkUnavailable
-from sinks.history import HistoryError, open_history
+from sinks.base import HistoryError, SinkUnavailable
+from sinks.history import open_history
 
 
 class QueryError(Exception):

@@ -16,8 +16,9 @@ import orjson
 from engine.query import QueryError, engine_info, query_engine
 from sinks.reads.common import AnalyticsError, TimeRange
 from sinks.reads.reports import Report, build_report
-from sinks.base import SinkUnavailable
-from sinks.history import HistoryError, bind, open_history
+from sinks.base import HistoryError, SinkUnavailable
+from sinks.history import open_history
+from sinks.sql_bind import bind
 
 # Columns holding epoch seconds are shown as UTC date-times in tables.
 TIME_COLUMNS = {"first_seen", "last_seen", "since", "ts", "at"}

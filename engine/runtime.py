@@ -87,8 +87,8 @@ class EmbeddedRuntime:
         from aiokafka.errors import KafkaError
 
         from processors.worker import InProcessWorker
-        from sinks.base import SinkUnavailable
-        from sinks.history import HistoryError, open_history
+        from sinks.base import HistoryError, SinkUnavailable
+        from sinks.history import open_history
         from sinks.redis_live import LiveStateReader
 
         s = self.settings

@@ -44,6 +44,10 @@ class SinkUnavailable(Exception):
     """The backend cannot take writes right now; retry later (rows stay buffered)."""
 
 
+class HistoryError(Exception):
+    """A history store problem the caller cannot retry away (bad URL, bad SQL); message says what to do."""
+
+
 class BatchingSink(ABC):
     def __init__(self, flush_interval_s: float = 1.0, max_batch_rows: int = 100_000,
                  retry_backoff_s: Sequence[float] = (0.2, 0.5, 1, 2, 5)):

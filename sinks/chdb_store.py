@@ -16,7 +16,9 @@ from typing import Any, Sequence
 import orjson
 import pyarrow as pa
 
-from sinks.history import BOOL, FLOAT, INT, OPT_FLOAT, OPT_INT, STR, TIME, Column, HistoryError, HistoryStore
+from sinks.base import HistoryError
+from sinks.history_columns import BOOL, FLOAT, INT, OPT_FLOAT, OPT_INT, STR, TIME, Column
+from sinks.history_store import HistoryStore
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from typing import Any, Sequence
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from sinks.base import SinkUnavailable
-from sinks.history import Column, HistoryError, HistoryStore
+from sinks.base import HistoryError, SinkUnavailable
+from sinks.history_columns import Column
+from sinks.history_store import HistoryStore
 from sinks.insert_process import InsertProcess, SchemaMaybeGone
 
 log = logging.getLogger(__name__)

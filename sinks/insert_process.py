@@ -22,7 +22,7 @@ import sys
 import threading
 from typing import Any, BinaryIO, Sequence
 
-from sinks.base import SinkUnavailable
+from sinks.base import HistoryError, SinkUnavailable
 from sinks.child_pipe import receive, send, start_child
 
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
@@ -43,7 +43,6 @@ class InsertProcess:
     def write(self, table: str, rows: Sequence[Any]) -> int:
         """Write in the child; returns the rows dropped as bad input. Raises SinkUnavailable
         (SchemaMaybeGone when the schema must be created again) or HistoryError, as in-process."""
-        from sinks.history import HistoryError
 
         with self._lock:
             try:
@@ -93,7 +92,6 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child: write what arrives until stdin closes; answer each batch with
     (kind, message, schema_lost, rows dropped)."""
     from sinks.clickhouse import ClickHouseHistory
-    from sinks.history import HistoryError
 
     # A batch unpickles into hundreds of thousands of objects (page view dicts among them); with CPython's
     # default threshold the collector rescanned them every 700 allocations, ~10% of this process's time.

@@ -23,7 +23,7 @@ class AnalyticsError(ValueError):
 
 
 class History(Protocol):
-    """The part of sinks.history.HistoryStore the analytics use."""
+    """The part of sinks.history_store.HistoryStore the analytics use."""
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]: ...
 

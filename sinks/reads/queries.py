@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from sinks.history import HistoryError, HistoryStore
+from sinks.base import HistoryError
+from sinks.history_store import HistoryStore
 
 # Page view columns `top` may group by (a whitelist: the name goes into the SQL text).
 TOP_DIMENSIONS = ("path", "host", "page_group", "section", "product_id", "category", "menu", "referrer_host",

@@ -14,7 +14,8 @@ import pytest
 
 from engine.state_file import write_state
 from history_data import make_hits, make_pageviews
-from sinks.history import migration_files, open_history
+from sinks.history import open_history
+from sinks.migrations import migration_files
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

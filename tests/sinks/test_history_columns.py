@@ -1,4 +1,4 @@
-"""Event rows -> insert columns (sinks.history.to_columns) agree with converting value by value."""
+"""Event rows -> insert columns (sinks.history_columns.to_columns) agree with converting value by value."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from history_data import make_hits, make_pageviews
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sinks.history import CONVERTERS, ID_FIELD, TABLES, to_columns, without_empty_arrays
+from sinks.history_columns import CONVERTERS, ID_FIELD, TABLES, to_columns, without_empty_arrays
 
 _values = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats() | st.text(max_size=3)
            | st.just({}) | st.just({"k": "v"}) | st.just({"k": 1}) | st.just([]))

@@ -8,7 +8,10 @@ import pytest
 
 from history_data import T0, make_hits, make_pageviews, make_sessions
 from sinks.reads import queries as hq
-from sinks.history import TABLES, HistoryError, migration_files, open_history
+from sinks.base import HistoryError
+from sinks.history import open_history
+from sinks.history_columns import TABLES
+from sinks.migrations import migration_files
 
 pytestmark = pytest.mark.integration
 

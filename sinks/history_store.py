@@ -1,0 +1,83 @@
+"""The base of both history backends: a BatchingSink that converts event rows to columns and inserts
+them, `query` for readers, and the schema migrated on first use. Backends implement three primitives
+(`_execute`, `_insert`, `_select`); see sinks/history.py for the tables and how to query them exactly."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import abstractmethod
+from typing import Any, Sequence
+
+from config.rows import Row
+from sinks.base import BatchingSink
+from sinks.history_columns import Column, to_columns, without_empty_arrays
+from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL, migration_files
+from sinks.sql_bind import bind
+
+log = logging.getLogger(__name__)
+
+class HistoryStore(BatchingSink):
+    """A BatchingSink writing event rows to the history tables, plus `query` for readers."""
+
+    url: str
+
+    def __init__(self, url: str, **batching: Any):
+        super().__init__(**batching)
+        self.url = url
+        self.rows_dropped = 0
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()  # the loop and a query thread may both trigger it
+
+    # backend primitives
+    @abstractmethod
+    def _execute(self, sql: str) -> None:
+        """Run one statement; raise SinkUnavailable when the backend is away."""
+
+    @abstractmethod
+    def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
+        """Columnar insert of len(data[0]) rows."""
+
+    @abstractmethod
+    def _select(self, sql: str) -> list[dict]:
+        """Rows of a bound query as JSON-friendly dicts."""
+
+    # public API
+    def query(self, sql: str, params: dict | None = None) -> list[dict]:
+        self._ensure_schema()
+        return self._select(bind(sql, params))
+
+    def write(self, table: str, rows: Sequence[Row]) -> None:
+        dropped = self.write_here(table, rows)
+        self.rows_dropped += dropped  # only once the batch is through: a retried batch is not counted twice
+
+    def write_here(self, table: str, rows: Sequence[Row]) -> int:
+        """Convert and insert the rows in this process; returns how many were dropped as bad input."""
+        cols, data, dropped = to_columns(table, rows)
+        if data[0]:
+            self._ensure_schema()
+            self._insert(table, *without_empty_arrays(cols, data))
+        return dropped
+
+    def init_schema(self) -> list[str]:
+        """Apply pending migrations; returns the names applied (none the second time)."""
+        self._execute(MIGRATIONS_TABLE_DDL)
+        done = {r["version"] for r in self._select("SELECT DISTINCT version FROM schema_migrations")}
+        applied = []
+        for version, name, statements in migration_files():
+            if version in done:
+                continue
+            for stmt in statements:
+                self._execute(stmt)
+            self._insert("schema_migrations", MIGRATION_COLUMNS, [[version], [name], [int(time.time())]])
+            log.info("history: applied migration %s", name)
+            applied.append(name)
+        self._schema_ready = True
+        return applied
+
+    def _ensure_schema(self) -> None:
+        # Lazily, so a store opened while the server is away starts working once it is back.
+        if not self._schema_ready:
+            with self._schema_lock:
+                if not self._schema_ready:
+                    self.init_schema()
