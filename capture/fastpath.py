@@ -13,7 +13,7 @@ end) whose head spans the writer reads and whose held-byte counts keep the Decod
 buffer budget exact.
 
 Anything unusual (out of order, retransmission, truncated capture, a head split across
-packets, blank lines, HTTP/0.9, odd Content-Length, 101/CONNECT, orphan responses, too
+packets, blank lines, HTTP/0.9, odd Content-Length or beside chunked, 101, CONNECT, orphan responses, too
 many pending requests...) "demotes" the flow: the packet's effects are rolled back and
 the record DEMOTE tells the Decoder to copy this flow's state into the Python objects
 (capture.reassembly.Stream, capture.http.MessageReader, capture.transactions.Connection)
@@ -208,6 +208,8 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
         chunked = _has_chunked(src, p + tv, p + rsp[nrec, 2 * te_k + 1])
     cl = np.int64(-1)
     cv = rsp[nrec, 2 * cl_k]
+    if chunked and cv >= 0 and is_req:
+        return -1  # Content-Length beside chunked: Python counts the smuggling attempt
     if not chunked and cv >= 0:
         cl = _digits(src, p + cv, p + rsp[nrec, 2 * cl_k + 1])
         if cl < 0:
@@ -233,7 +235,7 @@ def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pe
             mflag = M_HEAD
         elif fa == 7 and src[p] == 67 and src[p + 1] == 79 and src[p + 2] == 78 and src[p + 3] == 78 \
                 and src[p + 4] == 69 and src[p + 5] == 67 and src[p + 6] == 84:
-            mflag = M_CONNECT
+            return -1  # CONNECT: Python holds the client's bytes until the answer says tunnel or not
         q = (st[slot, PHEAD] + n) % PEND_MAX
         pring[slot, q] = mflag
         pref[slot, q] = nrec

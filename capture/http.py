@@ -23,19 +23,44 @@ MAX_BODY_BYTES = 1 << 40  # a declared length beyond 1 TiB is hostile, not a bod
 # reader states
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DEAD = range(9)
 
-_TOKEN = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}\Z")
 RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
 RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 _REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{0,19}(?: |\Z)")  # any prefix of "METHOD "
+# a request line is a method, whitespace, then the target; the version is the last word when it is one
+_METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
+_VERSION_TAIL = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])(?:[ \t][^\r\n]*)?\Z")
+# the start of a header field line ("Name:" or the beginning of one still arriving)
+_FIELD_START = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*:|\Z)")
+_FIELD_LINE = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+[ \t]*:")
 
 
 class HttpError(ValueError):
     """A head or body framing we refuse to trust (counted, then resync)."""
 
 
+def split_request_line(line: bytes) -> tuple[bytes, bytes, str]:
+    """(method, target, version) of a request line, the target exactly as on the wire.
+
+    Liberal like the reference analysers: the target runs from after the method to the
+    last word when that word is HTTP/d.d (it may hold spaces and quotes); an empty target
+    ("GET HTTP/1.1") is kept empty; a line without a version word is HTTP/0.9, whose
+    target is all the rest ("GET /indexHTTP/1.1" included)."""
+    m = _METHOD_SP.match(line)
+    if m is None:
+        raise HttpError(f"not a request line: {line[:60]!r}")
+    rest = line[m.end():].rstrip(b" \t")
+    v = _VERSION_TAIL.search(rest)
+    if v is not None:
+        return m.group(1), rest[:v.start()], f"{v.group(1).decode()}.{v.group(2).decode()}"
+    if not rest:
+        raise HttpError(f"not a request line: {line[:60]!r}")
+    return m.group(1), rest, "0.9"
+
+
 class RequestHead:
-    __slots__ = ("method", "uri", "version", "headers", "content_length", "chunked", "ts", "index", "expect_continue")
+    __slots__ = ("method", "uri", "version", "headers", "content_length", "chunked", "ts", "index", "expect_continue",
+                 "bare", "bad_framing")
 
     def __init__(self, method: bytes, uri: bytes, version: str, headers: dict, content_length: int, chunked: bool):
         self.method = method
@@ -46,6 +71,8 @@ class RequestHead:
         self.chunked = chunked
         self.ts = 0.0
         self.index = 0
+        self.bare = False         # a request line alone (HTTP/0.9): header lines may still follow it
+        self.bad_framing = False  # Content-Length invalid or beside chunked: a smuggling attempt, counted
 
 
 class ResponseHead:
@@ -100,6 +127,25 @@ def _slot_headers(data: bytes, row: list, slots) -> dict[bytes, bytes]:
     return headers
 
 
+def _has_version(line: bytes) -> bool:
+    """Whether split_request_line finds a version word (False too when it is no request line at all)."""
+    m = _METHOD_SP.match(line)
+    return m is not None and _VERSION_TAIL.search(line.rstrip(b"\r \t"), m.end(1)) is not None
+
+
+def _fields_end(buf, start: int, scan: int) -> int:
+    """End of header lines starting at buf[start] (after their blank line), -1 = not complete yet."""
+    if buf[start:start + 2] == b"\r\n":
+        return start + 2
+    if buf[start:start + 1] == b"\n":
+        return start + 1
+    i = buf.find(b"\n\r\n", max(start, scan - 1))
+    j = buf.find(b"\n\n", max(start, scan - 1))
+    if i < 0:
+        return -1 if j < 0 else j + 2
+    return i + 3 if j < 0 or i < j else j + 2
+
+
 class HeadParser:
     """Parses complete heads; only the configured header names are extracted."""
 
@@ -130,7 +176,9 @@ class HeadParser:
         headers = _slot_headers(data, row, self._req_slots)
         s = row[self._te]
         if s >= 0 and b"chunked" in data[s:row[self._te + 1]].lower():
-            return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, -1, True)
+            req = RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, -1, True)
+            req.bad_framing = row[self._cl] >= 0  # CL beside TE
+            return req
         s = row[self._cl]
         n = _content_length([data[s:row[self._cl + 1]]]) if s >= 0 else 0
         return RequestHead(data[:a], data[b:c], "1.1" if minor else "1.0", headers, n, False)
@@ -165,37 +213,52 @@ class HeadParser:
     def request(self, head: bytes) -> RequestHead:
         nl = head.find(b"\n")
         line = (head[:nl] if nl >= 0 else head).rstrip(b"\r")
-        parts = line.split(b" ")
-        if len(parts) == 3 and parts[2].startswith(b"HTTP/"):
-            version = parts[2][5:].decode("latin-1")
-        elif len(parts) == 2:
-            version = "0.9"
-        else:
-            raise HttpError(f"not a request line: {line[:60]!r}")
-        method, uri = parts[0], parts[1]
-        if not _TOKEN.match(method) or not uri:
-            raise HttpError(f"not a request line: {line[:60]!r}")
-        headers: dict[bytes, bytes] = {}
-        lengths = None
-        chunked = False
-        if nl >= 0 and version != "0.9":
-            for name, value in self._req.findall(head, nl):
-                name = name.lower()
-                value = _clean(value)
-                if name == b"content-length":
-                    lengths = [value] if lengths is None else lengths + [value]
-                elif name == b"transfer-encoding":
-                    chunked = chunked or b"chunked" in value.lower()
-                elif name == b"cookie" and name in headers:
-                    headers[name] += b"; " + value
-                elif name not in headers:
-                    headers[name] = value
+        method, uri, version = split_request_line(line)
+        has_fields = nl >= 0 and bool(head[nl + 1:].strip(b"\r\n"))
+        headers, lengths, chunked = self._fields(head, nl) if has_fields else ({}, None, False)
+        bad = False
         content_length = 0
         if chunked:
             content_length = -1
+            bad = lengths is not None  # CL beside TE: the classic smuggling pair; TE frames (RFC 9112 6.3)
         elif lengths is not None:
-            content_length = _content_length(lengths)
-        return RequestHead(method, uri, version, headers, content_length, chunked)
+            try:
+                content_length = _content_length(lengths)
+            except HttpError:
+                bad = True  # e.g. "Content-Length: -1": the body cannot be framed; resync on the next request
+        req = RequestHead(method, uri, version, headers, content_length, chunked)
+        req.bare = version == "0.9" and not has_fields
+        req.bad_framing = bad
+        return req
+
+    def more_request_fields(self, block: bytes) -> tuple[dict, int, bool, bool]:
+        """Header lines that followed a bare HTTP/0.9 request line: (headers, length, chunked, bad framing)."""
+        headers, lengths, chunked = self._fields(b"\n" + block, 0)
+        if chunked:
+            return headers, -1, True, lengths is not None
+        if lengths is None:
+            return headers, 0, False, False
+        try:
+            return headers, _content_length(lengths), False, False
+        except HttpError:
+            return headers, 0, False, True
+
+    def _fields(self, head: bytes, nl: int) -> tuple[dict, list | None, bool]:
+        headers: dict[bytes, bytes] = {}
+        lengths = None
+        chunked = False
+        for name, value in self._req.findall(head, nl):
+            name = name.lower()
+            value = _clean(value)
+            if name == b"content-length":
+                lengths = [value] if lengths is None else lengths + [value]
+            elif name == b"transfer-encoding":
+                chunked = chunked or b"chunked" in value.lower()
+            elif name == b"cookie" and name in headers:
+                headers[name] += b"; " + value
+            elif name not in headers:
+                headers[name] = value
+        return headers, lengths, chunked
 
     def response(self, head: bytes) -> ResponseHead:
         nl = head.find(b"\n")
@@ -238,7 +301,7 @@ class MessageReader:
     """
 
     __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
-                 "messages", "sniff", "max_head", "budget")
+                 "messages", "sniff", "max_head", "budget", "fields_may_follow")
 
     def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES, budget=None):
         self.owner = owner
@@ -253,6 +316,7 @@ class MessageReader:
         self.sniff = not resync  # first bytes of a connection seen from its start: must look like HTTP
         self.max_head = max_head
         self.budget = budget     # capture.reassembly.Budget: incomplete heads count against the total limit
+        self.fields_may_follow = False  # after a bare HTTP/0.9 request line: its header lines may come next
 
     @property
     def buffered(self) -> int:
@@ -363,6 +427,10 @@ class MessageReader:
                 self._on_head(None, ts, parsed)
                 return parsed[1]
         if self.partial is None:
+            if self.fields_may_follow:
+                if _FIELD_START.match(data, p):
+                    return self._more_fields(data, p, ts)
+                self.fields_may_follow = False
             # blank lines between messages are allowed (RFC 9112 2.2)
             while p < n and data[p] in (0x0D, 0x0A):
                 p += 1
@@ -391,7 +459,14 @@ class MessageReader:
         old = len(buf)
         buf += data[p:]
         self._grow(n - p)
-        end = self._head_end(buf, 0, max(0, old - 3))
+        scan = max(0, old - 3)
+        if self.fields_may_follow:
+            nl = buf.find(b"\n")
+            if nl < 0 or _FIELD_LINE.match(buf, 0, nl):
+                return self._more_fields_end(buf, old, p, n)
+            self.fields_may_follow = False  # not header lines after all: a message of its own
+            scan = 0
+        end = self._head_end(buf, 0, scan)
         if end < 0:
             if self.sniff and not self._plausible(buf):
                 return self._not_http()
@@ -403,6 +478,37 @@ class MessageReader:
         self._forget()
         self._on_head(head, self.partial_ts)
         return p + (end - old)
+
+    def _more_fields(self, data: bytes, p: int, ts: float) -> int:
+        """Header lines after a bare request line, up to the blank line ending them."""
+        end = _fields_end(data, p, p)
+        if end < 0:
+            if len(data) - p > self.max_head:
+                self.fields_may_follow = False
+                raise HttpError("head larger than 64 KiB")
+            self.partial = bytearray(data[p:])
+            self.partial_ts = ts
+            self._grow(len(data) - p)
+            return len(data)
+        self._on_fields(data[p:end])
+        return end
+
+    def _more_fields_end(self, buf: bytearray, old: int, p: int, n: int) -> int:
+        end = _fields_end(buf, 0, max(0, old - 2))
+        if end < 0:
+            if len(buf) > self.max_head:
+                self._forget()
+                self.fields_may_follow = False
+                raise HttpError("head larger than 64 KiB")
+            return n
+        block = bytes(buf[:end])
+        self._forget()
+        self._on_fields(block)
+        return p + (end - old)
+
+    def _on_fields(self, block: bytes) -> None:
+        self.fields_may_follow = False
+        self._framing(*self.owner.on_more_fields(self, block))
 
     def _grow(self, k: int) -> None:
         b = self.budget
@@ -425,8 +531,12 @@ class MessageReader:
         nl = buf.find(b"\n", start)
         if nl < 0:
             return -1
-        if self.is_request and buf.rfind(b" HTTP/", start, nl) < 0:
-            return nl + 1  # HTTP/0.9 request: the line is the whole head
+        if self.is_request and not _has_version(bytes(buf[start:nl])):
+            # no version: the line is the whole head (HTTP/0.9) unless header lines follow it at once
+            nl2 = buf.find(b"\n", nl + 1)
+            if nl2 < 0 or not _FIELD_LINE.match(buf, nl + 1, nl2):
+                return nl + 1
+            return _fields_end(buf, nl + 1, max(nl + 1, scan))
         i = buf.find(b"\r\n\r\n", max(nl - 1, scan))
         if i >= 0:
             return i + 4
@@ -440,6 +550,7 @@ class MessageReader:
         return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
 
     def _on_head(self, head: bytes | None, ts: float, scanned=None) -> None:
+        self.fields_may_follow = False
         try:
             kind, length = self.owner.on_head(self, head, ts, scanned[0] if scanned else None)
         except HttpError:
@@ -449,6 +560,9 @@ class MessageReader:
             raise
         self.sniff = False
         self.messages += 1
+        self._framing(kind, length)
+
+    def _framing(self, kind: str, length: int) -> None:
         self.body = 0
         if kind == "length":
             if length == 0:
@@ -463,6 +577,9 @@ class MessageReader:
             self.state = UNTIL_CLOSE
         elif kind == "dead":
             self.state = DEAD
+        elif kind == "resync":  # the body cannot be framed: hunt for the next message line
+            self.state = RESYNC
+            self.skip = 0
         else:
             self._done()
 

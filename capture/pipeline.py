@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "truncated_frames", "flows",
              "requests", "transactions", "no_response", "parse_errors", "gaps", "non_http", "orphan_responses",
              "late_responses", "dropped_pending", "dropped_overflow_bytes", "dropped_overflow_segments",
-             "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors")
+             "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors",
+             "framing_anomalies")
 
 
 class Flow:

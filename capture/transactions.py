@@ -11,7 +11,7 @@ import logging
 from hashlib import blake2b
 from collections import deque
 
-from capture.http import DEAD, HeadParser, MessageReader, RequestHead, ResponseHead
+from capture.http import DEAD, RESYNC, HeadParser, MessageReader, RequestHead, ResponseHead
 from capture.identity import Identity
 from config.settings import CaptureSettings
 
@@ -114,6 +114,9 @@ class EventBuilder:
         idn = self.identity
         uri, path, query = self._uri[req.uri]
         host = get(b"host")
+        if req.method == b"CONNECT":  # authority-form target: no path, and the host it names
+            path = query = ""
+            host = host or req.uri
         host = self._host[host] if host else ""
         ua = get(b"user-agent") or b""
         ref = get(b"referer")
@@ -203,7 +206,7 @@ class Connection:
 
     __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "pending", "current", "unanswered",
                  "n_requests", "req_reader", "resp_reader", "out", "builder", "heads", "stats", "max_pending",
-                 "seen_http", "id_prefix", "scan")
+                 "seen_http", "id_prefix", "scan", "last_req", "tunnel")
 
     def __init__(self, client: tuple[str, int], server: tuple[str, int], midstream: bool,
                  builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int, scan=None,
@@ -220,6 +223,8 @@ class Connection:
         self.stats = stats
         self.max_pending = max_pending
         self.seen_http = False
+        self.last_req: RequestHead | None = None  # a bare HTTP/0.9 line's header lines may follow it
+        self.tunnel = False  # a CONNECT waits for its answer: the client's bytes meanwhile are the tunnel's
         self.scan = scan  # the decoder's per-batch head scan (capture.decode.scan_heads), shared
         # event_id = hash(client ip/port, server ip/port, request start, index in the connection)
         self.id_prefix = f"{self.client_ip}|{self.client_port}|{self.server_ip}|{self.server_port}|".encode()
@@ -250,15 +255,18 @@ class Connection:
             self.seen_http = True
             self.stats["requests"] += 1
             self.pending.append(req)
+            self.last_req = req
             if len(self.pending) > self.max_pending:
                 self.stats["dropped_pending"] += 1
                 self._emit(self.pending.popleft(), None)
                 self.unanswered += 1
-            if req.chunked:
-                return "chunked", 0
-            if req.version == "0.9":
-                return "none", 0
-            return "length", req.content_length
+            if req.bare:
+                reader.fields_may_follow = True
+            if req.method == b"CONNECT":
+                # whatever the client sends before the answer belongs to the tunnel (or is dropped with it)
+                self.tunnel = True
+                return "dead", 0
+            return self._request_framing(req)
         resp = parsed if parsed is not None else self.heads.response(head)
         resp.ts = ts
         status = resp.status
@@ -277,6 +285,10 @@ class Connection:
         method = req.method if req is not None else b"GET"
         if req is not None:
             self.current = (req, resp)
+        if self.tunnel and method == b"CONNECT" and not 200 <= status < 300:
+            self.tunnel = False  # refused: the client goes on speaking HTTP
+            if self.req_reader.state == DEAD:
+                self.req_reader.state = RESYNC
         if status == 101 or (method == b"CONNECT" and 200 <= status < 300):
             # the connection stops speaking HTTP (websocket, tunnel)
             self._finish()
@@ -291,12 +303,35 @@ class Connection:
             return "length", resp.content_length
         return "close", 0
 
+    def _request_framing(self, req: RequestHead) -> tuple[str, int]:
+        if req.bad_framing:
+            # Content-Length: -1, conflicting lengths, CL beside chunked: a smuggling attempt or a broken
+            # client. Counted; the request is still reported, and unless chunked frames it the stream
+            # resynchronises on the next request line, so the valid requests after it are reported too
+            self.stats["framing_anomalies"] += 1
+            if not req.chunked:
+                return "resync", 0
+        if req.chunked:
+            return "chunked", 0
+        return "length", req.content_length
+
+    def on_more_fields(self, reader: MessageReader, block: bytes) -> tuple[str, int]:
+        """Header lines that came after a bare HTTP/0.9 request line belong to that request."""
+        req = self.last_req
+        headers, n, chunked, bad = self.heads.more_request_fields(block)
+        if req is None:
+            return "none", 0
+        for k, v in headers.items():
+            req.headers.setdefault(k, v)
+        req.content_length, req.chunked, req.bad_framing, req.bare = n, chunked, bad, False
+        return self._request_framing(req)
+
     def raw_response_expected(self) -> bool:
         return bool(self.pending) and self.pending[0].version == "0.9" and not self.unanswered
 
     def on_raw_response(self, ts: float) -> None:
-        # an HTTP/0.9 answer has no status line; the bare body means success
-        resp = ResponseHead(200, "0.9", {}, [], -1, False)
+        # an HTTP/0.9 answer has no status line: the status is unknown, not 200
+        resp = ResponseHead(None, "0.9", {}, [], -1, False)
         resp.ts = ts
         self.current = (self.pending.popleft(), resp)
 

@@ -388,16 +388,6 @@ def test_folded_headers_and_odd_case_names(tmp_path):
     assert (e["status"], e["resp_bytes"], e["content_type"]) == (200, 2, "text/plain")
 
 
-def test_http09_request(tmp_path):
-    c = Conv().handshake()
-    c.request(b"GET /ancient\r\n")
-    c.tick(0.002).response(b"<html>plain old body</html>")
-    c.tick().fin(False)
-    events, _, _ = run(tmp_path, c)
-    assert brief(events) == [("GET", "/ancient", 200, 27, 2.0)]
-    assert events[0]["http_version"] == "0.9"
-
-
 def test_non_http_traffic_on_the_port_is_counted_and_ignored(tmp_path):
     c = Conv().handshake()
     c.request(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(200)))  # a TLS ClientHello
