@@ -151,7 +151,7 @@ class RedisSettings(_Section):
 
 
 class HistorySettings(_Section):
-    # clickhouse://user:pass@host:9000/db or chdb:///path (embedded, default)
+    # clickhouse://user:pass@host:9000/db or chdb:///path (embedded; unset: chdb://{data_dir}/chdb)
     url: str = "chdb:///var/lib/visitwire/chdb"
     flush_interval_s: float = Field(1.0, gt=0)
     max_batch_rows: int = Field(100_000, gt=0)
@@ -271,6 +271,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"analytics.{key}: {ref!r} names no goal in processing.goals (defined: "
                                  f"{', '.join(names) or 'none'}); add a [[processing.goals]] entry with "
                                  f"name = {ref!r} or set analytics.{key} to one of those")
+        return self
+
+    @model_validator(mode="after")
+    def _one_data_dir(self) -> "Settings":
+        # every command (run, query, report, db init...) resolves its paths here, the same way: the data
+        # directory is absolute, and the embedded history lives inside it unless history.url is set
+        self.data_dir = os.path.abspath(self.data_dir)
+        if "url" not in self.history.model_fields_set:
+            self.history.url = f"chdb://{os.path.join(self.data_dir, 'chdb')}"
         return self
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from config.settings import HistorySettings, Settings
+from config.settings import Settings
 from engine.services import Service, ServiceError, die_with_parent, start_redis, start_tansu
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,6 @@ class Supervisor:
     def prepare(self) -> Settings:
         s = self.settings.model_copy(deep=True)
         _make_dir(s.data_dir, "data_dir", "VISITWIRE_DATA_DIR")
-        if s.history.url == HistorySettings().url and s.data_dir != Settings.model_fields["data_dir"].default:
-            # Only data_dir was moved: keep the embedded history inside it too.
-            s.history.url = f"chdb://{os.path.join(os.path.abspath(s.data_dir), 'chdb')}"
         path = chdb_path(s.history.url)
         if path:
             _make_dir(str(Path(path).parent), "history.url", "--clickhouse chdb:///PATH")

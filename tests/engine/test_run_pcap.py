@@ -190,6 +190,24 @@ def test_second_replay_of_the_same_pcap_changes_no_history_result(site, broker, 
     assert history_view(env, history_url) == view
 
 
+def test_every_command_uses_the_one_data_directory(site, broker, redis_server, tmp_path):
+    # as a user types it: only VISITWIRE_DATA_DIR, no history URL anywhere
+    pcap, truth = site
+    env = _env(tmp_path)
+    run = _cli(["run", "--pcap", pcap, "--kafka", broker.url, "--redis", redis_server.url], env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "data" / "chdb").is_dir()
+    q = _cli(["query", "SELECT uniqExact(event_id) AS n FROM hits"], env, timeout=120)
+    assert q.returncode == 0, q.stderr
+    assert [orjson.loads(line) for line in q.stdout.splitlines()] == [{"n": truth.hits}]
+    rep = _cli(["report", "visitors", "--json", "--limit", "1000", "--from", str(int(START_TS) - 60)], env,
+               timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert len(orjson.loads(rep.stdout)["visitors"]) == truth.visitors
+    init = _cli(["db", "init"], env, timeout=120)  # the store run made is already migrated
+    assert init.returncode == 0 and "0 migration(s) applied" in init.stdout, init.stderr
+
+
 def test_run_pcap_reports_a_missing_file_clearly(tmp_path, broker, redis_server):
     env = _env(tmp_path)
     r = _cli(["run", "--pcap", str(tmp_path / "nope.pcap"), "--kafka", broker.url, "--redis", redis_server.url,
