@@ -69,7 +69,7 @@ def capture(
     if not iface and not pcap:
         raise typer.BadParameter("give --pcap FILE or --iface IFACE")
     s = settings(capture=_section(iface=iface, ports=_ports(ports)), kafka=_section(bootstrap=kafka))
-    from capture.agent import run_capture
+    from engine.capture_cmd import run_capture
 
     raise typer.Exit(run_capture(s, pcap=pcap, iface=iface, jsonl=(format == OutputFormat.jsonl and not kafka),
                                  kafka=bool(kafka)))

@@ -3,7 +3,7 @@
 - `Supervisor.prepare()` creates the data dir, starts tansu / redis-server children unless
   the settings point at existing ones, and returns settings with their addresses filled in.
 - `CaptureChild` runs capture in its own process (the numba hot path gets its own core):
-  packets (pcap file or live interface) -> capture.pipeline.Decoder -> capture.kafka_out.KafkaOutput.
+  packets (pcap file or live interface) -> the capture agent's loop (capture/agent.py) -> Kafka.
   It reports progress and final counts over a queue, so the runtime knows exactly how many
   hits reached Kafka (tansu's end offsets were seen to under-report) and can wait for the
   worker to process all of them.
@@ -157,26 +157,21 @@ def _exit_when_orphaned(stop) -> None:  # pragma: no cover - runs in the child p
 
 def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,
                   progress: CaptureProgress) -> None:  # pragma: no cover - runs in the child process
-    from capture.kafka_out import KafkaOutput
+    from capture.agent import open_outputs, open_source, run_loop
     from capture.pipeline import Decoder
 
     decoder = Decoder(settings)
-    if pcap:
-        from capture.pcapfile import read_pcap_batches
-        source = None
-        batches = read_pcap_batches(pcap)
-    else:
+    if not pcap:
         from capture.decode import warm_up
-        from capture.live import LiveSource
 
         warm_up()  # compile/load the numba kernels before packets start filling the kernel ring
-        source = LiveSource(iface or settings.capture.iface, settings.capture.ports, settings)
-        batches = iter(source)
-    output = KafkaOutput(settings.kafka.bootstrap, max_buffered=settings.capture.max_buffered_events,
-                         partitions=settings.kafka.partitions)
-    last_report = last_expire = time.monotonic()
+    source = open_source(settings, pcap, iface, {})
+    live = None if pcap else source  # a live source has stats() and close()
+    output = open_outputs(settings, jsonl=False, kafka=True)[0]
+    last_report = time.monotonic()
+    stop_seen = 0.0
 
-    def publish(events, batch=None) -> None:
+    def publish(events, batch) -> None:
         """Events (dicts, or EventLines of `batch`, whose packet times stand in for theirs) to Kafka."""
         if not len(events):
             return
@@ -189,40 +184,34 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
         progress.last_ts = max(progress.last_ts, hi)
         progress.hits += output.send_many(events)
 
+    def after_batch(batch) -> bool:
+        """Report every 0.25 s; True (stop reading) once asked to stop: a pcap at once, live at an idle
+        tick (the ring is drained) or 2 s later."""
+        nonlocal last_report, stop_seen
+        progress.packets += len(batch)
+        now = time.monotonic()
+        if now - last_report >= 0.25:
+            _report(out, progress, output, decoder, live)
+            last_report = now
+        if not stop.is_set():
+            return False
+        stop_seen = stop_seen or now
+        return live is None or not len(batch) or now - stop_seen > 2.0
+
     progress.started = True
-    _report(out, progress, output, decoder, source)
-    stop_seen = 0.0
+    _report(out, progress, output, decoder, live)
     try:
-        for batch in batches:
-            if len(batch):
-                progress.packets += len(batch)
-                publish(decoder.feed_lines(batch), batch)
-            now = time.monotonic()
-            if now - last_expire >= 0.5:
-                # live: wall clock; pcap: the traffic's own clock
-                clock = time.time() if source is not None else (float(batch.ts[-1]) if len(batch) else None)
-                if clock is not None:
-                    publish(decoder.expire(clock))
-                last_expire = now
-            if now - last_report >= 0.25:
-                _report(out, progress, output, decoder, source)
-                last_report = now
-            if stop.is_set():
-                # live: keep reading until an idle tick (the ring is drained) or 2 s; pcap: stop now
-                stop_seen = stop_seen or now
-                if source is None or not len(batch) or now - stop_seen > 2.0:
-                    break
-        publish(decoder.close())  # end of input: pending requests too
-        _report(out, progress, output, decoder, source)
+        run_loop(source, decoder, publish, after_batch)  # end of input: pending requests too
+        _report(out, progress, output, decoder, live)
         # orphaned (the run was killed): its embedded broker most likely died with it; do not wait long
         deliver_s = 5.0 if _orphaned() else 60.0
         if not output.flush(timeout=deliver_s):
             log.warning("Kafka did not acknowledge %d event(s) within %.0f s", output.buffered, deliver_s)
     finally:
         output.close(timeout=2 if _orphaned() else 10)
-        if source is not None:
-            progress.source = source.stats()
-            source.close()
+        if live is not None:
+            progress.source = live.stats()
+            live.close()
     st = output.stats
     progress.sent, progress.dropped = st["sent"], st["dropped_while_broker_away"]
     progress.decoder = dict(decoder.stats)
@@ -284,9 +273,6 @@ class CaptureChild:
                 self.progress.done = True
                 self.progress.error = f"capture process exited with code {self.process.exitcode}"
         return self.progress
-
-    def request_stop(self) -> None:
-        self._stop.set()
 
     def stop(self, timeout: float = 90.0) -> CaptureProgress:
         """Ask capture to stop, flush and report; wait for its final counts."""

@@ -1,0 +1,131 @@
+"""`visitwire capture`: the capture agent (capture/agent.py) run from the command line: a pcap file or a
+live interface -> JSON lines and/or Kafka, a progress bar for a big file at a terminal, and a summary
+on stderr.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, open_source, run_loop, tune_gc
+from capture.pcapfile import PcapFormatError
+from capture.pipeline import Decoder
+from config.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: bool, kafka: bool) -> int:
+    """Run capture to the end of the file (or until interrupted); returns the process exit code."""
+    reader_stats: dict = {}
+    try:
+        source = open_source(settings, pcap, iface, reader_stats)
+        outputs = open_outputs(settings, jsonl, kafka)
+    except PcapFormatError as e:
+        _say(f"error: {e}")
+        return EXIT_USAGE
+    except SourceError as e:
+        _say(f"error: {e}")
+        return EXIT_USAGE
+    decoder = Decoder(settings)
+    if not pcap:
+        # compile/load the numba kernels now, not while the kernel ring fills with the first packets
+        from capture.decode import warm_up
+
+        warm_up()
+    tune_gc()
+    if not pcap:
+        _flush_on_sigterm()  # from here on a SIGTERM flushes what was captured
+    try:
+        process(source, decoder, outputs, progress_total=_size(pcap))
+    except PcapFormatError as e:
+        _say(f"error: {e}")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. `| head`): not an error, and nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        _say("interrupted; flushing what was captured")
+        for out in outputs:
+            out.write(decoder.close())
+    finally:
+        for out in outputs:
+            out.close()
+    print_summary(decoder.stats, reader_stats)
+    if callable(getattr(source, "stats", None)):
+        live = source.stats()
+        _say(f"kernel: {live['kernel_packets']} packets seen, {live['kernel_drops']} dropped "
+             f"({live['mode']} mode on {live['iface']})")
+    return EXIT_OK
+
+
+def _flush_on_sigterm() -> None:
+    """A service manager stops live capture with SIGTERM: flush and summarize as for Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def process(source: PacketSource, decoder: Decoder, outputs: list[EventOutput], progress_total: int = 0) -> None:
+    """The capture loop to every output, with a progress bar for a big file read at a terminal."""
+    progress = _progress(progress_total)
+
+    def publish(events, batch) -> None:
+        if len(events):
+            for out in outputs:
+                out.write(events)
+
+    def show(batch) -> bool:
+        if progress is not None and len(batch):
+            progress[0].update(progress[1], completed=int(batch.offsets[-1]))
+        return False
+
+    try:
+        run_loop(source, decoder, publish, show)
+    finally:
+        if progress is not None:
+            progress[0].stop()
+
+
+def _progress(total: int):
+    # a bar only for a person watching a big file; never mixed into piped output
+    if total < (64 << 20) or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    p = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                 TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    task = p.add_task("reading capture", total=total)
+    p.start()
+    return p, task
+
+
+def _size(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
+def print_summary(stats: dict, reader_stats: dict) -> None:
+    s = stats
+    lines = [
+        f"packets {s['packets']}  bytes {s['bytes']}  flows {s['flows']}  transactions {s['transactions']}",
+        f"no response {s['no_response']}  parse errors {s['parse_errors']}  framing anomalies "
+        f"{s['framing_anomalies']}  non-http flows {s['non_http']}  non-tcp packets {s['non_tcp']}",
+        f"drops: overflow {s['dropped_overflow_bytes']} bytes ({s['dropped_overflow_segments']} segments), "
+        f"truncated frames {s['truncated_frames']}, malformed frames {s['malformed']}, gaps {s['gaps']}",
+    ]
+    if reader_stats.get("truncated_file"):
+        lines.append(f"capture file ends mid-record at byte {reader_stats.get('stopped_at')}: read up to there")
+    _say("\n".join(lines))
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
