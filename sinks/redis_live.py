@@ -244,7 +244,9 @@ class LiveStateReader:
                 continue
         return {
             "now": now, "minute": cur * 60, "window_s": self.window_s,
-            "visitors_now": uv["all"], "members_now": uv["member"], "anonymous_now": uv["anon"],
+            # a visitor who logged in within the window is a member, whatever it did before: anonymous is
+            # the rest, so members + anonymous = visitors (the :anon set also holds members' earlier hits)
+            "visitors_now": uv["all"], "members_now": uv["member"], "anonymous_now": max(0, uv["all"] - uv["member"]),
             "bots_now": uv["bot"],
             "series": series,
             "totals": {name: sum(series[name]) for name in COUNTER_FIELDS},

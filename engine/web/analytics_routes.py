@@ -7,7 +7,7 @@ Common query parameters: `from` / `to` (ISO date/time or epoch seconds), `limit`
 Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {"error": ...}.
 
   GET /api/profiles/visitor/{visitor_id}          profile of one visitor id (+ "live": its Redis profile)
-  GET /api/profiles/member/{member_id}            profile over all visitor ids linked to the member
+  GET /api/profiles/member/{member_id}            profile over the requests that belong to the member
   GET /api/products?by=product_id|category|section|menu|path|page_group
   GET /api/transitions?page=/cart                 previous / next pages of a page
   GET /api/funnels/{name}                         steps of a funnel from analytics.funnels
@@ -131,7 +131,7 @@ def visitor_profile(request: web.Request):
 @routes.get("/api/profiles/member/{member_id}")
 @_handler
 def member_profile(request: web.Request):
-    """Profile of a member over all linked visitor ids, pre-login history included; ?from=&to=."""
+    """Profile of a member over the requests that belong to it (pre-login start of its visits included); ?from=&to=."""
     store, rng, mid = _store(request), _range(request), request.match_info["member_id"]
     cfg = GoalConfig.from_settings(request.app["settings"])
     live = _live_profiles(request)
@@ -139,7 +139,7 @@ def member_profile(request: web.Request):
     def work():
         prof = profiles.member_profile(store, mid, rng, cfg=cfg)
         if prof is None:
-            return _not_found(f"member {mid!r} never logged in (no linked visitor ids)")
+            return _not_found(f"member {mid!r} has no page views in the history (never logged in, or not in this range)")
         if live is not None:
             try:  # visitor ids linked live (Redis), e.g. a login seconds ago not yet in the history
                 prof["live_visitor_ids"] = live.member_visitors(mid)

@@ -1,8 +1,9 @@
 """A deterministic synthetic shop history (hits, page views, sessions) for tests, demos and benchmarks.
 
 Visitors browse categories and products, some add to cart and buy; members log in
-part-way through their history (earlier page views are anonymous), some members use
-a second device; a few bots crawl products. As in the real pipeline (processors/enrich.py),
+part-way through their history (earlier visits are anonymous, and so are their orders;
+the pages before the login in the visit of the login are the member's), some members
+use a second device; a few bots crawl products. As in the real pipeline (processors/enrich.py),
 every request is a hit, GET pages are also page views, and goal requests (POST /cart/add,
 POST /login, POST /order/complete with its amount in the captured x-order-amount header)
 are hits only; session rows count the goals and revenue of their visit. Rows have exactly
@@ -102,6 +103,8 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
         n_sessions = 1 + int(rnd.paretovariate(1.5)) if v != 0 else 12
         first_week = rnd.randrange(weeks)
         login_at = rnd.randrange(n_sessions) if member else None
+        if v == 0:
+            login_at = 0  # the VIP logs in on its first visit: its orders are its own from the start
         people.append((v, member, ids, n_sessions, first_week, login_at))
 
     for v, member, ids, n_sessions, first_week, login_at in people:
@@ -127,6 +130,8 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
                 goal = GOALS.get((method, path), "")
                 value = (float(rnd.randint(10, 200)) if v != 0 else 500.0) if goal == "purchase" else 0.0
                 extra = {"x-order-amount": f"{value:.2f}"} if goal == "purchase" else {}
+                if goal == "login":
+                    logged_in = True  # the login response sets the member cookie: capture reads it there
                 mid = member if logged_in else ""
                 ds.hits.append(_hit(eid, ts, vid, mid, path, method, ref, device, False, extra))
                 if goal:
@@ -137,8 +142,6 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
                     if f["product_id"]:
                         f["category"] = catalog[f["product_id"]]
                     ds.pageviews.append(_pageview(eid, ts, vid, mid, sid, path, ch, ref, campaign, device, False, f))
-                if goal == "login":
-                    logged_in = True  # the login response sets the member cookie
     for b in range(bots):
         vid = _hex("bot", seed, b)
         for s_idx in range(6):

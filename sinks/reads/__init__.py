@@ -7,8 +7,9 @@ Where to find what
   queries          ready-made figures (per-interval rollups, latency quantiles, top, sessions summary,
                    segment and event counts, one run's totals)
   common           shared pieces of the analytics queries: time ranges, URL patterns, deduplicated sources
-  profiles         visitor / member profiles; members include the anonymous history of every
-                   visitor id that ever logged in as them (table visitor_member)
+  members          identity over time: which member each request belongs to (the one logged in at
+                   that moment; a visit's anonymous start joins its first member)
+  profiles         visitor / member profiles; a member's over the requests that belong to it
   usage            page / product / category / menu usage, time on page, entry / exit, transitions
   goal_events      goal requests from `hits` with the goal rules, attributed to human sessions
   goals            conversions per channel / campaign, revenue per visitor, cart abandonment

@@ -1,16 +1,18 @@
 """Weekly retention cohorts: first-visit week x weeks since, for visitors or members.
 
 A visitor's cohort is the (UTC, Monday-based) week of its first human page view ever;
-it is "retained" in week N when it has a page view N weeks after that. Members use all
-their linked visitor ids, so a member's cohort starts with its anonymous first visit.
+it is "retained" in week N when it has a page view N weeks after that. Members use the
+page views that belong to them (sinks/reads/members.py), so a member's cohort starts with
+the visit in which it first logged in, its anonymous start included.
 """
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
 
-from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, links_source, num, \
+from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num, \
     pageviews_source
+from sinks.reads.members import member_pageviews
 
 WEEK = f"toMonday(toDateTime(toUInt32({TS}), 'UTC'))"
 
@@ -20,8 +22,8 @@ def _activity(who: str) -> str:
     src = pageviews_source([TS, "visitor_id"], "1")
     if who == "visitors":
         return f"(SELECT DISTINCT visitor_id AS id, {WEEK} AS week FROM {src})"
-    return (f"(SELECT DISTINCT member_id AS id, week FROM (SELECT DISTINCT visitor_id, {WEEK} AS week FROM {src}) AS a "
-            f"ALL INNER JOIN {links_source()} AS l USING visitor_id)")
+    pvs, _ = member_pageviews(ALL_TIME)
+    return f"(SELECT DISTINCT a_member AS id, {WEEK.replace(TS, 't')} AS week FROM {pvs})"
 
 
 def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME,

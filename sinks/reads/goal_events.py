@@ -68,9 +68,9 @@ def _rule_sql(cfg: GoalConfig) -> tuple[str, str, dict]:
 
 
 def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
-    """Subquery (event_id, visitor_id, t, path, goal, goal_value): one row per goal request."""
+    """Subquery (event_id, visitor_id, member_id, t, path, goal, goal_value): one row per goal request."""
     name, value, params = _rule_sql(cfg)
-    sql = (f"(SELECT * FROM (SELECT DISTINCT event_id, visitor_id, {TS} AS t, path, {name} AS goal, "
+    sql = (f"(SELECT * FROM (SELECT DISTINCT event_id, visitor_id, member_id, {TS} AS t, path, {name} AS goal, "
            f"{value} AS goal_value FROM hits WHERE ({rng.sql()}) AND ({where})) WHERE goal != '')")
     return sql, {**params, **rng.params()}
 

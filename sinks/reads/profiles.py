@@ -5,10 +5,10 @@ views, total time (sum of session spans), visit frequency (visits per week over 
 span between first and last visit, at least one week), recency (days since last
 seen), favourite sections and devices, goals and revenue.
 
-A member's profile covers every visitor id that was ever logged in as that member
-(table `visitor_member`, filled from page views whose member_id is set), including
-the page views those visitor ids made *before* logging in: the anonymous history
-joins the member.
+A member's profile covers the requests that belong to the member (sinks/reads/members.py):
+those made while logged in as it, and the anonymous start of a visit in which it logged
+in. Earlier visits of the same visitor id, and what another member did on it, are not
+the member's.
 """
 from __future__ import annotations
 
@@ -16,18 +16,14 @@ from typing import Any
 
 from sinks.reads.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
 from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
+from sinks.reads.members import member_goals, member_pageviews
 
 WEEK_S = 7 * 86400.0
 DAY_S = 86400.0
 
 
-def linked_visitors(store: History, member_id: str) -> list[str]:
-    rows = store.query(f"SELECT visitor_id FROM {links_source('member_id = %(m)s')} ORDER BY visitor_id",
-                       {"m": member_id})
-    return [r["visitor_id"] for r in rows]
-
-
 def linked_members(store: History, visitor_id: str) -> list[str]:
+    """Members that ever logged in on this visitor id (a shared device has several)."""
     rows = store.query(f"SELECT member_id FROM {links_source('visitor_id = %(v)s')} ORDER BY member_id",
                        {"v": visitor_id})
     return [r["member_id"] for r in rows]
@@ -36,7 +32,10 @@ def linked_members(store: History, visitor_id: str) -> list[str]:
 def visitor_profile(store: History, visitor_id: str, rng: TimeRange = ALL_TIME, now: float | None = None,
                     cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of one visitor id, or None when it was never seen."""
-    prof = _profile(store, [visitor_id], rng, now if now is not None else rng.now(), cfg or default_config())
+    cfg = cfg or default_config()
+    goals_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(v)s")
+    prof = _profile(store, "visitor_id = %(v)s", goals_sql, {"v": visitor_id, **gparams}, rng,
+                    now if now is not None else rng.now(), cfg, humans_only=False)
     if prof is not None:
         prof = {"visitor_id": visitor_id, "members": linked_members(store, visitor_id), **prof}
     return prof
@@ -44,21 +43,27 @@ def visitor_profile(store: History, visitor_id: str, rng: TimeRange = ALL_TIME, 
 
 def member_profile(store: History, member_id: str, rng: TimeRange = ALL_TIME, now: float | None = None,
                    cfg: GoalConfig | None = None) -> dict[str, Any] | None:
-    """Profile of a member across all its linked visitor ids (pre-login history included)."""
-    visitors = linked_visitors(store, member_id)
-    if not visitors:
+    """Profile of a member over the requests that belong to it, pre-login start of its visits included."""
+    cfg = cfg or default_config()
+    pvs, params = member_pageviews(rng)
+    mgoals, gparams = member_goals(cfg, rng)
+    rows = store.query(f"SELECT DISTINCT visitor_id FROM {pvs} WHERE a_member = %(m)s ORDER BY visitor_id",
+                       {**params, "m": member_id})
+    if not rows:
         return None
-    prof = _profile(store, visitors, rng, now if now is not None else rng.now(), cfg or default_config())
+    goals_sql = f"(SELECT * FROM {mgoals} WHERE a_member = %(m)s)"
+    prof = _profile(store, f"event_id IN (SELECT event_id FROM {pvs} WHERE a_member = %(m)s)", goals_sql,
+                    {**params, **gparams, "m": member_id}, rng, now if now is not None else rng.now(), cfg)
     if prof is None:
         return None
-    return {"member_id": member_id, "visitor_ids": visitors, **prof}
+    return {"member_id": member_id, "visitor_ids": [r["visitor_id"] for r in rows], **prof}
 
 
-def _profile(store: History, visitor_ids: list[str], rng: TimeRange, now: float,
-             cfg: GoalConfig) -> dict[str, Any] | None:
-    where = f"has(%(ids)s, visitor_id) AND {rng.sql()}"
-    params = {"ids": list(visitor_ids), **rng.params()}
-    src = pageviews_source([TS, "session_id"], where, humans_only=False)
+def _profile(store: History, pv_where: str, goals_sql: str, params: dict, rng: TimeRange, now: float,
+             cfg: GoalConfig, humans_only: bool = True) -> dict[str, Any] | None:
+    where = f"({pv_where}) AND {rng.sql()}"
+    params = {**params, **rng.params()}
+    src = pageviews_source([TS, "session_id"], where, humans_only=humans_only)
     # Per session first, then over sessions: total time is the sum of session spans.
     rows = store.query(
         "SELECT min(s_first) AS first_seen, max(s_last) AS last_seen, count() AS visits, sum(s_pv) AS pageviews, "
@@ -67,10 +72,9 @@ def _profile(store: History, visitor_ids: list[str], rng: TimeRange, now: float,
         f"FROM {src} GROUP BY session_id)", params)
     if not rows or not int(num(rows[0]["visits"])):
         return None
-    goals_sql, gparams = goal_hits(cfg, rng, "has(%(ids)s, visitor_id)")
     g = store.query("SELECT count() AS goals, countIf(goal = %(purchase)s) AS purchases, "
                     f"sumIf(goal_value, goal = %(purchase)s) AS revenue FROM {goals_sql}",
-                    {**params, **gparams, "purchase": cfg.purchase})
+                    {**params, "purchase": cfg.purchase})
     g = g[0] if g else {}
     r = rows[0]
     first, last, visits = num(r["first_seen"]), num(r["last_seen"]), int(num(r["visits"]))
@@ -86,8 +90,8 @@ def _profile(store: History, visitor_ids: list[str], rng: TimeRange, now: float,
         "goals": int(num(g.get("goals"))),
         "purchases": int(num(g.get("purchases"))),
         "revenue": round(num(g.get("revenue")), 2),
-        "favourite_sections": _top(store, "section", where, params, humans_only=False),
-        "devices": _top(store, "device", where, params, humans_only=False, per="session_id"),
+        "favourite_sections": _top(store, "section", where, params, humans_only=humans_only),
+        "devices": _top(store, "device", where, params, humans_only=humans_only, per="session_id"),
     }
 
 

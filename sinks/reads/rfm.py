@@ -1,6 +1,6 @@
 """RFM scoring of members and named segments.
 
-Per member (all linked visitor ids, human page views only):
+Per member, over the requests that belong to it (sinks/reads/members.py; human page views only):
 - R(ecency): time of the last visit; F(requency): number of visits (sessions);
   M(onetary): sum of the purchase goal's values (analytics.purchase_goal; goal requests
   are read from `hits` with the goal rules, see goal_events.py).
@@ -27,8 +27,9 @@ import bisect
 import time
 from typing import Any, Iterable, Sequence
 
-from sinks.reads.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
-from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
+from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num
+from sinks.reads.goal_events import GoalConfig, default_config
+from sinks.reads.members import member_goals, member_pageviews
 
 SEGMENTS = ("vip", "loyal", "at_risk", "lost", "new", "regular")
 DAY_S = 86400.0
@@ -56,25 +57,25 @@ def segment_of(r: int, f: int, m: int, first_seen: float, visits: int, now: floa
 
 
 def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None) -> list[dict]:
-    """first / last visit, visits, orders and revenue per member over all its linked visitor ids."""
+    """first / last visit, visits, orders and revenue per member, from the requests that belong to it
+    (members.py: the member logged in at that moment, plus the pre-login part of its visits)."""
     cfg = cfg or default_config()
-    src = pageviews_source([TS, "visitor_id", "session_id"], rng.sql())
-    rows = store.query(
-        "SELECT member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits FROM ("
-        f"SELECT visitor_id, session_id, {TS} AS t FROM {src}) AS p "
-        f"ALL INNER JOIN {links_source()} AS l USING visitor_id GROUP BY member_id ORDER BY member_id",
-        rng.params())
-    goals_sql, params = goal_hits(cfg, rng, "visitor_id != ''")
+    pvs, params = member_pageviews(rng)
+    rows = {r["member_id"]: r for r in store.query(
+        "SELECT a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits "
+        f"FROM {pvs} GROUP BY a_member", params)}
+    goals_sql, gparams = member_goals(cfg, rng)
     money = {r["member_id"]: r for r in store.query(
-        "SELECT member_id, countIf(goal = %(purchase)s) AS orders, sumIf(goal_value, goal = %(purchase)s) AS revenue "
-        f"FROM (SELECT event_id, visitor_id, goal, goal_value FROM {goals_sql}) AS g "
-        f"ALL INNER JOIN {links_source()} AS l USING visitor_id GROUP BY member_id",
-        {**params, "purchase": cfg.purchase})}
+        "SELECT a_member AS member_id, min(t) AS first_t, max(t) AS last_t, countIf(goal = %(purchase)s) AS orders, "
+        f"sumIf(goal_value, goal = %(purchase)s) AS revenue FROM {goals_sql} GROUP BY a_member",
+        {**gparams, "purchase": cfg.purchase})}
     out = []
-    for r in rows:
-        m = money.get(r["member_id"], {})
-        out.append({"member_id": r["member_id"], "first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
-                    "visits": int(num(r["visits"])), "orders": int(num(m.get("orders"))),
+    for mid in sorted(set(rows) | set(money)):
+        r, m = rows.get(mid, {}), money.get(mid, {})
+        first = min(num(x, float("inf")) for x in (r.get("first_seen"), m.get("first_t")))
+        last = max(num(x, float("-inf")) for x in (r.get("last_seen"), m.get("last_t")))
+        out.append({"member_id": mid, "first_seen": first, "last_seen": last,
+                    "visits": int(num(r.get("visits"))), "orders": int(num(m.get("orders"))),
                     "revenue": round(num(m.get("revenue")), 2)})
     return out
 

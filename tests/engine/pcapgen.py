@@ -245,3 +245,48 @@ if __name__ == "__main__":
     a = ap.parse_args()
     json.dump(asdict(generate_pcap(a.out, a.start, a.visitors, a.seed, a.port)), sys.stdout, indent=1)
     print()
+
+
+def generate_shared_device_pcap(path: str, start_ts: float, port: int = 8080) -> dict:
+    """Two members in turn on one device, another device of the first member, an anonymous device.
+
+    Device 1 (cookie dev1), visit 1: two anonymous pages, alice logs in, buys 100.00, logs out, an anonymous
+    page, bob logs in and buys 40.00; visit 2 (2 h later, still bob's cookie): a page, 25.00; visit 3 (4 h
+    later, logged out): a page and an anonymous order of 7.00. Device 2 (alice's cookie): a page, 60.00.
+    Device 3: two anonymous pages. Returns the truth per raw member key."""
+    ua = UAS[0]
+    def tx(t, method, p, cookie, status=200, extra=None, body=b""):
+        return (t, method, p, cookie, status, extra, body)
+
+    d1, d1a, d1b = "_vw_id=dev1", "_vw_id=dev1; member=alice", "_vw_id=dev1; member=bob"
+    t = start_ts
+    visits = [
+        ("10.1.0.1", [
+            tx(t, "GET", "/", d1), tx(t + 20, "GET", "/product/1", d1),
+            tx(t + 40, "POST", "/login", d1, 303, {"Set-Cookie": "member=alice; Path=/"}, b"user=alice"),
+            tx(t + 41, "GET", "/", d1a), tx(t + 60, "POST", "/cart/add", d1a, 303, None, b"product=1"),
+            tx(t + 80, "POST", "/order/complete", d1a, 200, {"X-Order-Amount": "100.00"}),
+            tx(t + 100, "GET", "/logout", d1a, 303, {"Set-Cookie": "member=; Max-Age=0; Path=/"}),
+            tx(t + 120, "GET", "/product/2", d1),
+            tx(t + 140, "POST", "/login", d1, 303, {"Set-Cookie": "member=bob; Path=/"}, b"user=bob"),
+            tx(t + 141, "GET", "/cart", d1b), tx(t + 160, "POST", "/order/complete", d1b, 200, {"X-Order-Amount": "40.00"})]),
+        ("10.1.0.1", [tx(t + 7200, "GET", "/product/3", d1b),
+                      tx(t + 7220, "POST", "/order/complete", d1b, 200, {"X-Order-Amount": "25.00"})]),
+        ("10.1.0.1", [tx(t + 14400, "GET", "/", d1),
+                      tx(t + 14420, "POST", "/order/complete", d1, 200, {"X-Order-Amount": "7.00"})]),
+        ("10.1.0.2", [tx(t + 600, "GET", "/", "_vw_id=dev2; member=alice"),
+                      tx(t + 620, "POST", "/order/complete", "_vw_id=dev2; member=alice", 200,
+                         {"X-Order-Amount": "60.00"})]),
+        ("10.1.0.3", [tx(t + 300, "GET", "/", "_vw_id=dev3"), tx(t + 330, "GET", "/product/1", "_vw_id=dev3")]),
+    ]
+    with open(path, "wb") as fh:
+        w = _PcapWriter(fh)
+        for n, (client, txs) in enumerate(sorted(visits, key=lambda v: v[1][0][0])):
+            conn = _Connection(w, txs[0][0] - 0.01, client, 30000 + n, "10.9.0.1", port)
+            for ts, method, p, cookie, status, extra, body in txs:
+                req = _request(method, p, ua, cookie, "", body)
+                conn.exchange(ts, req, _response(status, HTML, 0 if status == 303 else 500, extra), 0.01)
+            conn.close(txs[-1][0] + 1.0)
+    return {"members": {"alice": {"orders": 2, "revenue": 160.0, "visits": 2, "pageviews": 4},
+                        "bob": {"orders": 2, "revenue": 65.0, "visits": 2, "pageviews": 2}},
+            "revenue": 232.0, "orders": 5, "visitors": 3, "member_visitors": 2, "end_ts": start_ts + 14421}

@@ -86,7 +86,7 @@ def test_funnel_segments_cohorts(get):
     assert status == 404 and "purchase" in body["error"]
     status, body = get(f"/api/segments?to={DS.now}")
     assert status == 200
-    assert sum(s["members"] for s in body["sizes"]) == len({p["member_id"] for p in DS.pageviews if p["member_id"]})
+    assert sum(s["members"] for s in body["sizes"]) == len({h["member_id"] for h in DS.hits if h["member_id"]})
     status, body = get("/api/cohorts?who=members&weeks=4")
     assert status == 200 and all(len(c["retained"]) == 5 for c in body["cohorts"])
 

@@ -77,6 +77,7 @@ def known_data():
         _hit("h-404", 75, "va", "/missing", 404, 5.0),
         _hit("h-500", 135, "vc", "/checkout", 500, 1500.0),
         _hit("h-none", 140, "vc", "/slow", None, None),
+        _hit("h-vb-anon", 66, "vb", "/login-form", 200, 3.0),  # vb without its member cookie: still one member visitor
     ]
     sessions = [
         _session("sa", "va", 5, 70, 3, "/", channel="search", ref="www.google.com", campaign="spring"),
@@ -232,9 +233,13 @@ def test_stats_breakdown_by_status_and_member(history):
     status, body = run(_get(make_settings(), first_hour(metrics="hits", by="status"), history=history))
     assert status == 200, body
     assert {r["key"]: r["hits"] for r in body["rows"]} == dict(Counter(str(h["status"] or 0) for h in hour))
-    status, body = run(_get(make_settings(), first_hour(metrics="hits,pageviews", by="member"), history=history))
+    status, body = run(_get(make_settings(), first_hour(metrics="hits,pageviews,visitors", by="member"),
+                            history=history))
+    # a visitor logged in during the range is a member, with all its hits: members + anonymous = visitors
+    members = {h["visitor_id"] for h in hour if h["member_id"]}
     assert {r["key"]: r["hits"] for r in body["rows"]} == dict(
-        Counter("member" if h["member_id"] else "anonymous" for h in hour))
+        Counter("member" if h["visitor_id"] in members else "anonymous" for h in hour))
+    assert {r["key"]: r["visitors"] for r in body["rows"]} == {"member": 1, "anonymous": 2}
 
 
 def test_sessions_use_the_latest_version(history):

@@ -43,6 +43,8 @@ def test_snapshot_shows_what_was_written(live):
              _hit("b", now - 4, "v2", "/product/p1"), _hit("c", now - 3, "v2", "/cart"),
              _hit("d", now - 2, "v3", "/gone", status=404, latency_ms=400.0),
              _hit("e", now - 1, "bot", "/", ua="Googlebot/2.1 (+http://www.google.com/bot.html)"),
+             # v4 browses anonymously, then logs in: one visitor, a member (not also an anonymous one)
+             _hit("g", now - 9, "v4", "/"), _hit("h", now - 8, "v4", "/cart", member="m4"),
              _hit("f", now - 120, "v9", "/old")]
     out = p.process(batch)
     assert sink.apply(out.delta) > 0
@@ -50,17 +52,17 @@ def test_snapshot_shows_what_was_written(live):
     cur = int(snap["now"] // 60)
     assert snap["minute"] == cur * 60 and len(snap["series"]["minutes"]) == 60
     assert snap["series"]["minutes"][-1] == cur * 60
-    assert (snap["visitors_now"], snap["members_now"], snap["anonymous_now"], snap["bots_now"]) == (4, 1, 3, 1)
-    assert snap["totals"]["pageviews"] == 4 and snap["totals"]["hits"] == 6
+    assert (snap["visitors_now"], snap["members_now"], snap["anonymous_now"], snap["bots_now"]) == (5, 2, 3, 1)
+    assert snap["totals"]["pageviews"] == 6 and snap["totals"]["hits"] == 8
     assert snap["totals"]["errors_4xx"] == 1 and snap["totals"]["bot_hits"] == 1
-    assert snap["totals"]["sessions"] == 3
+    assert snap["totals"]["sessions"] == 4
     cur_top = dict(map(tuple, snap["top"]["current"]["pages"]))
     prev_top = dict(map(tuple, snap["top"]["previous"]["pages"]))
     assert cur_top.get("/product/p1", 0) + prev_top.get("/product/p1", 0) == 2
     assert {r[0] for r in snap["top"]["current"]["status"] + snap["top"]["previous"]["status"]} >= {"200", "404"}
     # most recently processed first (arrival order: "/old" came last)
-    assert [f["path"] for f in snap["feed"]] == ["/old", "/cart", "/product/p1", "/product/p1"]
-    assert snap["feed"][1]["visitor"] == "v2" and snap["feed"][0]["session_id"]
+    assert [f["path"] for f in snap["feed"]] == ["/old", "/cart", "/", "/cart", "/product/p1"]  # feed_length 5
+    assert snap["feed"][1]["visitor"] == "v4" and snap["feed"][3]["visitor"] == "v2" and snap["feed"][0]["session_id"]
     assert all(v is None or v > 0 for v in snap["series"]["p99_ms"])
 
 

@@ -1,0 +1,82 @@
+"""Who a request belongs to: the member logged in on that visitor id at that moment.
+
+Identity over time, one rule for every member figure (profiles, RFM, cohorts, orders, revenue):
+- a request whose member_id is set (the member cookie it carried, or the one its login
+  response set) belongs to that member;
+- an anonymous request belongs to the first member who logs in later in the same visit
+  (session), so the pages viewed before logging in join that member: the visit's anonymous
+  requests *before its first member request*. Anonymous requests after a member request of
+  the visit (after a logout, before another member's login) stay anonymous: a device shared
+  by two members never credits one with the other's pages or orders;
+- everything else is anonymous. A visitor id is never linked to a member as a whole, so
+  earlier visits on a shared device stay with whoever made them.
+Each request belongs to at most one member, so the sum of any member figure over members is
+at most its total. Bots are left out.
+"""
+from __future__ import annotations
+
+from sinks.reads.common import TS, TimeRange
+from sinks.reads.goal_events import GoalConfig, attributed_goals, goal_hits
+
+# A visit lasts at most a day (processing.session_max_s and the split at midnight): the first login of
+# a visit that has a page view in the range is within a day of it.
+VISIT_SPAN_S = 86400.0
+
+
+def _widened(rng: TimeRange) -> tuple[str, dict]:
+    """WHERE fragment (params l_since / l_until) of the range widened by a visit's span on both sides."""
+    parts, params = [], {}
+    if rng.since is not None:
+        parts.append(f"{TS} >= %(l_since)s")
+        params["l_since"] = float(rng.since) - VISIT_SPAN_S
+    if rng.until is not None:
+        parts.append(f"{TS} < %(l_until)s")
+        params["l_until"] = float(rng.until) + VISIT_SPAN_S
+    return " AND ".join(parts) or "1", params
+
+
+def visit_logins(rng: TimeRange) -> tuple[str, dict]:
+    """Subquery (session_id, s_member, s_member_ts): each visit's first member and when it first appeared."""
+    where, params = _widened(rng)
+    return ("(SELECT session_id, argMin(member_id, t) AS s_member, min(t) AS s_member_ts FROM "
+            f"(SELECT DISTINCT event_id, session_id, member_id, {TS} AS t FROM pageviews "
+            f"WHERE member_id != '' AND NOT is_bot AND ({where})) GROUP BY session_id)"), params
+
+
+def member_pageviews(rng: TimeRange, columns: tuple[str, ...] = ()) -> tuple[str, dict]:
+    """Subquery of the human page views in the range that belong to a member:
+    (event_id, a_member, visitor_id, session_id, t, *columns)."""
+    extra = [c for c in columns if c not in ("event_id", "visitor_id", "session_id", "member_id")]
+    cols = ", ".join(["event_id", "visitor_id", "session_id", "member_id", f"{TS} AS t", *extra])
+    logins, params = visit_logins(rng)
+    picked = ", ".join(["event_id", "visitor_id", "session_id", "t", *extra])
+    sql = (f"(SELECT {picked}, a_member FROM (SELECT {picked}, "
+           "if(member_id != '', member_id, if(t < s_member_ts, s_member, '')) AS a_member FROM "
+           f"(SELECT DISTINCT {cols} FROM pageviews WHERE ({rng.sql()}) AND NOT is_bot) AS p "
+           f"ALL LEFT JOIN {logins} AS l USING session_id) WHERE a_member != '')")
+    return sql, {**params, **rng.params()}
+
+
+def member_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
+    """Subquery of the goal requests in the range that belong to a member:
+    (event_id, a_member, visitor_id, t, goal, goal_value).
+
+    A goal request carrying a member is that member's; an anonymous one joins the first member of
+    its visit (goal_events.attributed_goals) when it came before that member's first request."""
+    carried, params = goal_hits(cfg, rng, "member_id != ''")
+    anon, aparams = attributed_goals(cfg, rng)
+    logins, lparams = visit_logins(rng)
+    sql = (f"(SELECT event_id, member_id AS a_member, visitor_id, t, goal, goal_value FROM {carried} "
+           "UNION ALL "
+           "SELECT event_id, s_member AS a_member, visitor_id, t, goal, goal_value FROM "
+           f"(SELECT event_id, visitor_id, t, goal, goal_value, g_session AS session_id FROM {anon} "
+           f"WHERE event_id NOT IN (SELECT event_id FROM hits WHERE member_id != '' AND ({rng.sql()}))) AS g "
+           f"ALL INNER JOIN {logins} AS l USING session_id WHERE t < s_member_ts)")
+    return sql, {**params, **aparams, **lparams}
+
+
+def member_visitors_sql(rng: TimeRange) -> tuple[str, dict]:
+    """Subquery (visitor_id) of the human visitor ids logged in as some member during the range: the
+    'members' of a members / anonymous split (every other visitor id of the range is anonymous)."""
+    return (f"(SELECT DISTINCT visitor_id FROM pageviews WHERE member_id != '' AND NOT is_bot AND ({rng.sql()}))",
+            rng.params())
