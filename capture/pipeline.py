@@ -25,10 +25,11 @@ from capture.frames import FrameBatch
 from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
     RESYNC_RESPONSE, RequestHead, ResponseHead
 from capture.reassembly import MASK, Budget, Stream
-from capture.eventwriter import EventWriter
+from capture.cookie_learning import CookieLearner, load_state, save_state
+from capture.eventwriter import WRITTEN, EventWriter
 from capture.outputs import EventLines
 from capture.transactions import Connection, EventBuilder
-from config.settings import Settings
+from config.settings import CaptureSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,10 @@ class ScanView:
 
 
 class Decoder:
-    def __init__(self, settings: Settings, fast_path: bool = True):
-        """fast_path=False keeps every packet on the Python path (the reference the fast path must equal)."""
+    def __init__(self, settings: Settings, fast_path: bool = True, state_dir: str | None = None):
+        """fast_path=False keeps every packet on the Python path (the reference the fast path must equal).
+
+        state_dir: where the learned visitor cookie is kept (capture-state.json); None = nowhere."""
         cfg = settings.capture
         self.cfg = cfg
         self.ports = frozenset(cfg.ports)
@@ -147,6 +150,12 @@ class Decoder:
         h = self.heads
         self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
                               cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
+        self.state_dir = state_dir
+        self.learner: CookieLearner | None = None
+        # a visitor_cookies list of one's own overrides learning (the settings travel to child processes as
+        # JSON, where every field counts as set: compare with the default instead)
+        if cfg.learn_visitor_cookie and cfg.visitor_cookies == CaptureSettings().visitor_cookies:
+            self._start_learning()
 
     # -- public ------------------------------------------------------------------------
     def _feed(self, batch: FrameBatch) -> None:
@@ -170,6 +179,8 @@ class Decoder:
                 self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
         self._packets_before += len(kind)
+        if self.learner is not None and self.learner.learned:
+            self._adopt_learned()
 
     def feed(self, batch: FrameBatch) -> list[dict]:
         """Decode one batch; returns the transactions it completed."""
@@ -271,6 +282,59 @@ class Decoder:
             out.append((e, None))
         out += fast[i:]
         return [x for x in out if x[0] is not None or x[1] is not None]
+
+    # -- the learned visitor cookie (capture.cookie_learning) ------------------------
+    def _start_learning(self) -> None:
+        state = load_state(self.state_dir)
+        name = state.get("visitor_cookie")
+        aliases = state.get("aliases")
+        if isinstance(name, str) and name and isinstance(aliases, dict):
+            self._use_cookie(name, {k: v for k, v in aliases.items() if isinstance(k, str) and isinstance(v, str)})
+            log.info("visitor cookie: %s (learned earlier, kept in %s)", name, self.state_dir)
+            return
+        idn = self.builder.identity
+        self.learner = CookieLearner(idn.visitor_cookies, [idn.member_cookie])
+        self.builder.learner = self.learner
+
+    def _adopt_learned(self) -> None:
+        lr = self.learner
+        self.learner = None
+        name = lr.learned.decode("latin-1")
+        old = self.builder
+        aliases = lr.aliases(lambda v: old.identity.hash(v, b"v:"), lambda c: old._anon[c])
+        self._use_cookie(name, aliases)
+        log.warning("visitor cookie learned: %s (%s); visitor ids now follow it, and capture.visitor_cookies "
+                    "overrides it", name, lr.evidence)
+        save_state(self.state_dir, {"visitor_cookie": name, "evidence": lr.evidence, "aliases": aliases})
+
+    def _use_cookie(self, name: str, aliases: dict[str, str]) -> None:
+        """Visitor ids from now on also follow cookie `name` (after the configured ones)."""
+        cfg = self.cfg.model_copy(update={"visitor_cookies": list(self.cfg.visitor_cookies) + [name]})
+        self.builder = EventBuilder(cfg)
+        self.builder.aliases = aliases
+        self.writer = EventWriter(self.builder, self.heads)
+        for f in self.flows.values():
+            if f.conn is not None:
+                f.conn.builder = self.builder
+
+    def _observe_written(self, refs: "_HeadRefs", tx: np.ndarray, txa: np.ndarray, result: np.ndarray) -> None:
+        """While learning: the cookies of the transactions the numba writer wrote (Python-built ones are
+        observed by EventBuilder.build)."""
+        observe = self.learner.observe
+        for i in np.flatnonzero(result == WRITTEN).tolist():
+            ep, req, resp = self._paired(refs, tx[i].tolist(), txa[i])
+            h = req.headers
+            observe((ep.client_ip, h.get(b"user-agent") or b""), h.get(b"cookie"),
+                    resp.set_cookies if resp is not None else None, req.ts)
+
+    def _alias_written(self, lines: np.ndarray, vis: np.ndarray, result: np.ndarray) -> None:
+        """Visitor ids the numba writer wrote for a cookie whose client had an IP+UA id before it was learned."""
+        al = self.builder.aliases
+        for i, o in enumerate(vis.tolist()):
+            if result[i] == WRITTEN:
+                a = al.get(lines[o:o + 32].tobytes().decode())
+                if a is not None:
+                    lines[o:o + 32] = np.frombuffer(a.encode(), np.uint8)
 
     @property
     def open_flows(self) -> int:
@@ -405,6 +469,10 @@ class Decoder:
         lines, ends, vis, result = self.writer.write(buf, arena, rec, rsp, rts, self.fast.carry, tx, txa)
         python = {}
         refs = _HeadRefs(self.heads, self.fast.carry, self._batch)
+        if self.learner is not None:
+            self._observe_written(refs, tx, txa, result)
+        if self.builder.aliases:
+            self._alias_written(lines, vis, result)
         for i in np.flatnonzero(result).tolist():
             try:
                 python[i] = self.builder.build(*self._paired(refs, tx[i].tolist(), txa[i]))

@@ -71,6 +71,8 @@ class EventBuilder:
         self._member_param = idn.member_param
         self._member_header = idn.member_header
         self._member_cookie = idn.member_cookie
+        self.learner = None  # capture.cookie_learning.CookieLearner while the visitor cookie is being learned
+        self.aliases: dict[str, str] = {}  # cookie id -> the IP+UA id its client had before it was learned
 
     def request_headers(self) -> list[str]:
         i = self.identity
@@ -124,6 +126,8 @@ class EventBuilder:
         cookies = self._cookies[cookie] if cookie else {}
         client_ip = idn.client_ip(h, conn.client_ip) if self._client_ip_header else conn.client_ip
         set_cookies = resp.set_cookies if resp is not None else None
+        if self.learner is not None:
+            self.learner.observe((client_ip, ua), cookie, set_cookies, req.ts)
         if set_cookies or self._member_param or self._member_header in h or self._member_cookie in cookies:
             member = idn.member_key(cookies, query if self._member_param else "", h, set_cookies)
             member_id = self._member[member] if member else ""
@@ -166,6 +170,8 @@ class EventBuilder:
                 visitor = self._visitor[v]
         if visitor is None:
             visitor = self._anon[(client_ip, ua)]
+        elif self.aliases:
+            visitor = self.aliases.get(visitor, visitor)
         return {
             "event_id": eid,
             "ts": us / 1e6,

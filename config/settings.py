@@ -106,6 +106,9 @@ class CaptureSettings(_Section):
     iface: str = ""
     ports: list[int] = Field(default_factory=lambda: [80, 8080])
     visitor_cookies: list[str] = Field(default_factory=lambda: ["_vw_id", "_ga", "visitor_id"])
+    # Unless visitor_cookies is set: learn the site's own visitor cookie from the traffic (long-lived, set by
+    # the server, sent back unchanged per client) and keep it in {data_dir}/capture-state.json.
+    learn_visitor_cookie: bool = True
     member_cookie: str = "member"
     member_param: str = ""
     member_header: str = "x-member-id"

@@ -29,7 +29,7 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     except SourceError as e:
         _say(f"error: {e}")
         return EXIT_USAGE
-    decoder = Decoder(settings)
+    decoder = Decoder(settings, state_dir=settings.data_dir)
     if not pcap:
         # compile/load the numba kernels now, not while the kernel ring fills with the first packets
         from capture.decode import warm_up

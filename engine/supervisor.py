@@ -160,7 +160,7 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
     from capture.agent import open_outputs, open_source, run_loop
     from capture.pipeline import Decoder
 
-    decoder = Decoder(settings)
+    decoder = Decoder(settings, state_dir=settings.data_dir)
     if not pcap:
         from capture.decode import warm_up
 
