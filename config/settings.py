@@ -246,6 +246,10 @@ class WebSettings(_Section):
     token: str = ""
     alert_error_rate: float = Field(0.05, ge=0, le=1)
     alert_p95_ms: float = Field(1000.0, gt=0)
+    # Limits of POST /api/query and `visitwire query`, applied by the server; callers cannot change them.
+    query_timeout_s: int = Field(30, ge=1, le=3600)
+    query_max_rows: int = Field(100_000, ge=1)
+    query_max_memory_mb: int = Field(2048, ge=64)
 
 
 class Settings(BaseSettings):

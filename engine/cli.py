@@ -147,12 +147,14 @@ def db_init(clickhouse: Optional[str] = typer.Option(None, help="History store U
 
 @app.command()
 def query(sql: str = typer.Argument(..., help="SQL to run on the history store."),
-          clickhouse: Optional[str] = typer.Option(None, help="History store URL.")):
-    """Run SQL on the history store (through the running engine when one holds chdb) and print JSON rows."""
+          clickhouse: Optional[str] = typer.Option(None, help="History store URL."),
+          unsafe: bool = typer.Option(False, "--unsafe", help="Run any statement (DDL, writes, table functions) "
+                                      "directly on the store, without the read-only rules and limits of the API.")):
+    """Run one SELECT over visitwire's tables (through the running engine when one holds chdb); print JSON rows."""
     s = settings(history=_section(url=clickhouse))
     from engine.query import run_query
 
-    raise typer.Exit(run_query(s, sql))
+    raise typer.Exit(run_query(s, sql, unsafe=unsafe))
 
 
 class ReportKind(str, Enum):

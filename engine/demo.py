@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
+from engine.api_token import new_token
 from engine.crowd import BOTS, Crowd
 from engine.demo_shop import DemoShop
-from engine.runtime import (RuntimeFailure, exit_code, new_token, print_summary, quiet_library_logs, run_loop,
+from engine.runtime import (RuntimeFailure, exit_code, print_summary, quiet_library_logs, run_loop,
                             run_runtime)
 from engine.supervisor import Supervisor
 

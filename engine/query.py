@@ -4,6 +4,9 @@ chdb serves its data directory to the one process that opened it, so when a runn
 holds the chdb store ({data_dir}/engine.json names it and its pid is alive) the query goes to
 its `POST /api/query` ({"sql": ...} -> {"rows": [...]}, `Authorization: Bearer <token>`).
 A ClickHouse server is always queried directly.
+
+The same rules as the API apply (engine/sql_policy.py: one SELECT over visitwire's tables, with
+limits), unless `--unsafe` is given, which runs any statement directly on the store.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from engine.sql_policy import QueryRefused, police, query_limits, run_policed, store_database
 from engine.state_file import read_state
 from sinks.base import HistoryError, SinkUnavailable
 from sinks.history import open_history
@@ -56,27 +60,35 @@ def query_engine(info: dict, sql: str, timeout: float = 60.0) -> list[dict]:
     return body["rows"]
 
 
-def query_direct(url: str, sql: str) -> list[dict]:
-    store = open_history(url)
+def query_direct(settings: Any, sql: str, unsafe: bool = False) -> list[dict]:
+    store = open_history(settings.history.url)
     try:
-        return store.query(sql)
+        if unsafe:
+            return store.query(sql)
+        return run_policed(store, police(sql, database=store_database(store)), query_limits(settings))
     finally:
         store.close()
 
 
-def fetch_rows(settings: Any, sql: str) -> list[dict]:
+def fetch_rows(settings: Any, sql: str, unsafe: bool = False) -> list[dict]:
     url = settings.history.url
     info = engine_info(settings.data_dir, url) if url.startswith("chdb://") else None
-    return query_engine(info, sql) if info else query_direct(url, sql)
+    if info and unsafe:
+        raise QueryError(f"--unsafe runs on the store directly, but the running engine (pid {info['pid']}) holds "
+                         f"{url}: stop it first, or leave out --unsafe to read through its API")
+    return query_engine(info, sql) if info else query_direct(settings, sql, unsafe)
 
 
-def run_query(settings: Any, sql: str) -> int:
+def run_query(settings: Any, sql: str, unsafe: bool = False) -> int:
     """Print the rows as JSON lines (one object per row); exit code 0, or 2 with a message on stderr."""
     if not sql.strip():
         print("visitwire query: give the SQL to run, e.g. visitwire query \"SELECT count() FROM hits\"", file=sys.stderr)
         return 2
     try:
-        rows = fetch_rows(settings, sql)
+        rows = fetch_rows(settings, sql, unsafe)
+    except QueryRefused as e:
+        print(f"visitwire query: refused: {e} (--unsafe runs any statement directly on the store)", file=sys.stderr)
+        return 2
     except (QueryError, HistoryError, SinkUnavailable) as e:
         print(f"visitwire query: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import sys
 import time
@@ -115,7 +114,13 @@ class EmbeddedRuntime:
         self._t0 = time.monotonic()
 
     async def _start_web(self) -> str:
+        from engine.api_token import TokenFileError, engine_token
         from engine.web.app import start_web
+
+        try:  # every engine's API has a token (engine/api_token.py)
+            self.settings.web.token = engine_token(self.settings.web.token, self.settings.data_dir)
+        except TokenFileError as e:
+            raise RuntimeFailure(str(e)) from None
 
         try:
             self.web_runner, url = await start_web(self.settings, self.live_reader, self.history)
@@ -292,10 +297,6 @@ def install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, c
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig.name)
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(24)
 
 
 async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str | None, console: Console,

@@ -75,6 +75,12 @@ def _release(path: str) -> None:
             entry[0].close()
 
 
+def _setting_literal(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
+
+
 class ChdbHistory(HistoryStore):
     def __init__(self, url: str, path: str, **batching: Any):
         super().__init__(url, **batching)
@@ -103,7 +109,9 @@ class ChdbHistory(HistoryStore):
         names = ", ".join(f"`{c.name}`" for c in columns)
         self._query(f"INSERT INTO {table} ({names}) SELECT * FROM Python(arrow_rows)")
 
-    def _select(self, sql: str) -> list[dict]:
+    def _select(self, sql: str, settings: dict | None = None) -> list[dict]:
+        if settings:  # on a line of its own: a trailing "-- comment" cannot swallow it
+            sql = sql + "\nSETTINGS " + ", ".join(f"{k} = {_setting_literal(v)}" for k, v in settings.items())
         res = self._query(sql, "JSONEachRow")
         raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
         return [orjson.loads(line) for line in raw.splitlines() if line.strip()]

@@ -140,8 +140,8 @@ class ClickHouseHistory(HistoryStore):
                 self._schema_ready = False
             raise
 
-    def _select(self, sql: str) -> list[dict]:
-        rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True))
+    def _select(self, sql: str, settings: dict | None = None) -> list[dict]:
+        rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True, settings=settings))
         names = [n for n, _ in cols]
         return [{n: json_value(v) for n, v in zip(names, row)} for row in rows]
 

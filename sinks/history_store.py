@@ -39,13 +39,13 @@ class HistoryStore(BatchingSink):
         """Columnar insert of len(data[0]) rows."""
 
     @abstractmethod
-    def _select(self, sql: str) -> list[dict]:
-        """Rows of a bound query as JSON-friendly dicts."""
+    def _select(self, sql: str, settings: dict | None = None) -> list[dict]:
+        """Rows of a bound query as JSON-friendly dicts; `settings` are server settings for this query."""
 
     # public API
-    def query(self, sql: str, params: dict | None = None) -> list[dict]:
+    def query(self, sql: str, params: dict | None = None, settings: dict | None = None) -> list[dict]:
         self._ensure_schema()
-        return self._select(bind(sql, params))
+        return self._select(bind(sql, params), settings)
 
     def write(self, table: str, rows: Sequence[Row]) -> None:
         dropped = self.write_here(table, rows)

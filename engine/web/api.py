@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.web.history_stats import check_read_only
+from engine.sql_policy import QueryRefused, police, query_limits, run_policed, store_database
 from engine.web.live_stream import call_maybe_async
+from sinks.base import SinkUnavailable
 from sinks.reads import stats as hs
 
 log = logging.getLogger(__name__)
@@ -142,17 +143,22 @@ async def get_visitor(request: web.Request) -> web.Response:
 async def post_query(request: web.Request) -> web.Response:
     try:
         body = await request.json(loads=orjson.loads)
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "request body too large (the limit is 1 MiB): send the SQL alone")
     except Exception:
         return error(400, 'body must be JSON {"sql": "SELECT ..."}')
     if not isinstance(body, dict):
         return error(400, 'body must be a JSON object {"sql": "SELECT ..."}')
-    sql = check_read_only(body.get("sql"))
     store = _history(request)
     try:
-        rows = await _in_thread(store.query, sql)
+        sql = police(body.get("sql"), database=store_database(store))
+    except QueryRefused as e:
+        return error(400, str(e))
+    try:
+        rows = await _in_thread(run_policed, store, sql, query_limits(request.app["settings"]))
+    except SinkUnavailable:
+        raise
     except Exception as e:
-        if type(e).__name__ == "SinkUnavailable":
-            raise
         # A bad query is the caller's mistake: say what the store said.
         return error(400, f"query failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
     return json_response({"rows": rows})

@@ -3,8 +3,9 @@
 When a token is configured every request except the static files (no data in
 them) must carry it, as `Authorization: Bearer <token>`, or - for the page and
 the Server-Sent-Events stream, which a browser opens without custom headers -
-as `?token=<token>` once, after which a cookie carries it. Settings already
-refuse to listen beyond loopback without a token.
+as `?token=<token>` once, after which a cookie carries it. A `?token=` is taken on GET
+only: a POST (/api/query) must send the header, so the token never sits in a URL that proxies
+log beside a request body. Every engine has a token (engine/api_token.py).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def token_middleware(token: str):
             return await handler(request)
         if _same(_bearer(request), token) or _same(request.cookies.get(COOKIE_NAME, ""), token):
             return await handler(request)
-        from_query = request.query.get("token", "")
+        from_query = request.query.get("token", "") if request.method in ("GET", "HEAD") else ""
         if not from_query or not _same(from_query, token):
             return unauthorized()
         if request.method == "GET" and not request.path.startswith("/api/"):

@@ -80,14 +80,14 @@ PATHS: dict[str, dict] = {
         "responses": {"200": _json({"$ref": "#/components/schemas/Visitor"}, "the profile"),
                       "400": ERROR, "401": UNAUTHORIZED, "404": ERROR, "503": ERROR}}},
     "/api/query": {"post": {
-        "summary": "Run one read-only statement (SELECT/WITH/SHOW/DESCRIBE) on the history store "
-                   "(used by `visitwire query` while the engine holds the embedded chdb)",
+        "summary": "Run one SELECT over visitwire's tables on the history store, under server-side limits "
+                   "(used by `visitwire query` and `report` while the engine holds the embedded chdb)",
         "operationId": "postQuery", "tags": ["history"],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}}}}},
         "responses": {"200": _json({"type": "object", "required": ["rows"], "properties": {
             "rows": {"type": "array", "items": {"type": "object"}}}}, "result rows"),
-            "400": ERROR, "401": UNAUTHORIZED, "503": ERROR}}},
+            "400": ERROR, "401": UNAUTHORIZED, "413": ERROR, "503": ERROR}}},
     "/api/health": {"get": {
         "summary": "Liveness and which backends are attached", "operationId": "getHealth", "tags": ["meta"],
         "responses": {"200": _json({"type": "object"}, "status"), "401": UNAUTHORIZED}}},
@@ -100,7 +100,7 @@ _NUM = {"type": "number"}
 _NUM_OR_NULL = {"type": "number", "nullable": True}
 COMPONENTS = {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                   "description": "settings.web.token (only when configured)"}},
+                                   "description": "settings.web.token, or the engine's own {data_dir}/api_token"}},
     "responses": {
         "Error": _json({"$ref": "#/components/schemas/Error"}, "what went wrong and what to do"),
         "Unauthorized": _json({"$ref": "#/components/schemas/Error"}, "missing or wrong token"),

@@ -170,6 +170,10 @@ def test_run_pcap_counts_exactly_in_redis_and_history(backend, site, broker, red
     assert summary["sessions"] == f"{truth.sessions:,}"
     assert summary["visitors"] == f"{truth.visitors:,}"
     assert not (tmp_path / "data" / "engine.json").exists()  # removed on exit
+    # No web.token configured: the engine made one, owner-only, and printed the URL with it.
+    token_file = tmp_path / "data" / "api_token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert f"?token={token_file.read_text().strip()}" in first.stdout + first.stderr
 
     assert_redis_matches(redis_snapshot(env, redis_server.url, truth), truth)
     assert_history_matches(history_view(env, history_url), truth)

@@ -311,8 +311,8 @@ def test_query_runs_read_only_sql(history):
 
 
 @pytest.mark.parametrize("payload,fragment", [
-    ({"sql": "DROP TABLE pageviews"}, "read-only"),
-    ({"sql": "INSERT INTO pageviews SELECT * FROM pageviews"}, "read-only"),
+    ({"sql": "DROP TABLE pageviews"}, "only SELECT"),
+    ({"sql": "INSERT INTO pageviews SELECT * FROM pageviews"}, "only SELECT"),
     ({"sql": "SELECT 1; DROP TABLE hits"}, "one statement"),
     ({"sql": "SELECT * FROM file('/etc/passwd')"}, "not allowed"),
     ({"sql": "SELECT nonsense_column FROM pageviews"}, "query failed"),
@@ -327,6 +327,129 @@ def test_query_refuses_writes_and_reports_bad_sql_as_400(history, payload, fragm
     status, body = run(_post(make_settings(), "/api/query", history,
                              json={"sql": "SELECT count() > 0 AS ok FROM pageviews"}))
     assert body["rows"][0]["ok"] in (1, True)
+
+
+SECRET_MARKER = "visitwire-secret-marker-7c1e"
+
+# Ways around a read-only check, each of which must get 400 (the {secret} file holds SECRET_MARKER).
+BYPASS_ATTEMPTS = [
+    "SELECT * FROM `file`('{secret}', 'LineAsString')",
+    'SELECT * FROM "file"(\'{secret}\', \'LineAsString\')',
+    "SELECT * FROM FiLe('{secret}', 'LineAsString')",
+    "SELECT * FROM /* x */ file /* y */ ('{secret}', 'LineAsString')",
+    "SELECT * FROM file\n('{secret}', 'LineAsString')",
+    "SELECT file('{secret}')",
+    "SELECT * FROM hits WHERE visitor_id IN (SELECT * FROM `file`('{secret}', 'LineAsString'))",
+    "SELECT (SELECT any(line) FROM (SELECT * FROM `url`('http://127.0.0.1:9/', 'LineAsString')))",
+    "WITH t AS (SELECT * FROM file('{secret}', 'LineAsString')) SELECT * FROM t",
+    "SELECT * FROM hits UNION ALL SELECT * FROM file('{secret}', 'LineAsString')",
+    "SELECT 'a\\'', file('{secret}') -- '",
+    "SELECT /* /* */ 1 */ file('{secret}')",
+    "SELECT $$x$$, file('{secret}')",
+    "SELECT \uff46ile('{secret}')",
+    "SELECT\u00a0file('{secret}')",
+    "SELECT * FROM system.settings",
+    "SELECT * FROM system.tables",
+    "SELECT * FROM INFORMATION_SCHEMA.TABLES",
+    "SELECT * FROM default.nope",
+    "SELECT getSetting('readonly')",
+    "SELECT sleepEachRow(1) FROM hits",
+    "SELECT * FROM hits SETTINGS readonly = 0",
+    "SELECT * FROM (SELECT * FROM hits SETTINGS max_execution_time = 0)",
+    "SELECT * FROM hits FORMAT TabSeparated",
+    "SELECT * FROM hits INTO OUTFILE '/tmp/visitwire-out'",
+    "SELECT 1; SELECT * FROM file('{secret}')",
+    "SELECT 1;\nDROP TABLE hits",
+    "SET readonly = 0",
+    "SHOW TABLES",
+    "DESCRIBE TABLE hits",
+    "EXPLAIN SELECT 1",
+    "CREATE TABLE x (a UInt8) ENGINE = Memory",
+    "ALTER TABLE hits DELETE WHERE 1",
+    "OPTIMIZE TABLE hits FINAL",
+    "INSERT INTO FUNCTION file('/tmp/visitwire-out', 'CSV') SELECT 1",
+    "SELECT * FROM executable('cat {secret}', 'LineAsString', 'x String')",
+    "SELECT joinGet('hits', 'path', 'x')",
+    "SELECT dictGetString('d', 'a', toUInt64(1))",
+]
+
+
+def _bypass_attempts(secret: str) -> list[str]:
+    return [sql.replace("{secret}", secret) for sql in BYPASS_ATTEMPTS]
+
+
+def _table_function_attempts(history) -> list[str]:
+    """Every table function the store's ClickHouse version has, called plainly, quoted and in a subquery."""
+    names = [r["name"] for r in history.query("SELECT name FROM system.table_functions")]
+    assert len(names) > 5  # file, url, remote, numbers, ... are there in every version
+    out = []
+    for name in names:
+        out += [f"SELECT * FROM {name}('x')", f"SELECT * FROM `{name}`('x', 'CSV', 'a String')",
+                f"SELECT count() FROM hits WHERE path IN (SELECT * FROM {name.upper()}('x'))"]
+    return out
+
+
+async def _post_all(history, sqls):
+    client = await _client(make_settings(), None, history)
+    try:
+        out = []
+        for sql in sqls:
+            resp = await client.post("/api/query", json={"sql": sql})
+            out.append((sql, resp.status, await resp.text()))
+        return out
+    finally:
+        await client.close()
+
+
+def test_query_bypass_corpus_gets_400_and_never_reads_a_file(history, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET_MARKER + "\n")
+    results = run(_post_all(history, _bypass_attempts(str(secret)) + _table_function_attempts(history)))
+    let_through = [(sql, status) for sql, status, _ in results if status != 400]
+    assert not let_through, let_through
+    assert not [sql for sql, _, text in results if SECRET_MARKER in text]
+    assert not Path("/tmp/visitwire-out").exists()
+    # the store is still whole and writable after all of it
+    status, body = run(_post(make_settings(), "/api/query", history, json={"sql": "SELECT count() AS n FROM hits"}))
+    assert status == 200 and body["rows"][0]["n"] > 0
+
+
+def test_query_runs_the_sql_an_analyst_writes(history):
+    pvs, _, _, _ = known_data()
+    sql = ("SELECT p.visitor_id AS v, uniqExactIf(p.event_id, p.path LIKE '/product/%') AS products, any(f.first) AS first, "
+           "uniqExact(p.session_id) AS sessions, toStartOfHour(toDateTime(min(p.ts))) AS hour "
+           "FROM pageviews AS p INNER JOIN (SELECT visitor_id, min(ts) AS first FROM pageviews GROUP BY visitor_id) "
+           "AS f ON p.visitor_id = f.visitor_id "
+           "WHERE p.visitor_id IN (SELECT visitor_id FROM sessions) "
+           "GROUP BY v ORDER BY v -- the visitors\n")
+    status, body = run(_post(make_settings(), "/api/query", history, json={"sql": sql}))
+    assert status == 200, body
+    by_visitor = defaultdict(list)
+    for p in pvs:
+        by_visitor[p["visitor_id"]].append(p)
+    assert [r["v"] for r in body["rows"]] == sorted(by_visitor)
+    for row in body["rows"]:
+        mine = by_visitor[row["v"]]
+        assert row["products"] == sum(p["path"].startswith("/product/") for p in mine)
+        assert row["sessions"] == len({p["session_id"] for p in mine})
+
+
+def test_query_limits_apply_and_cannot_be_lifted(history):
+    settings = make_settings(query_max_rows=3)
+    status, body = run(_post(settings, "/api/query", history, json={"sql": "SELECT event_id FROM hits"}))
+    assert status == 400 and "query failed" in body["error"], body
+    status, body = run(_post(settings, "/api/query", history,
+                             json={"sql": "SELECT event_id FROM hits LIMIT 3"}))
+    assert status == 200 and len(body["rows"]) == 3
+    status, body = run(_post(settings, "/api/query", history,
+                             json={"sql": "SELECT event_id FROM hits SETTINGS max_result_rows = 0"}))
+    assert status == 400 and "SETTINGS" in body["error"]
+
+
+def test_query_body_over_the_limit_is_413(history):
+    sql = "SELECT 1 AS x" + " " * (5 << 20)
+    status, body = run(_post(make_settings(), "/api/query", history, json={"sql": sql}))
+    assert status == 413 and "too large" in body["error"]
 
 
 def test_query_body_that_is_not_json_is_400(history):
@@ -358,6 +481,15 @@ async def _auth_session(history):
         out["after_cookie"] = resp.status
     finally:
         await client.close()
+    client = await _client(make_settings(token=TOKEN), None, history)  # a fresh one: no cookie
+    try:
+        resp = await client.post(f"/api/query?token={TOKEN}", json={"sql": "SELECT 1 AS x"})
+        out["post_with_query_token"] = resp.status
+        resp = await client.post("/api/query", json={"sql": "SELECT 1 AS x"},
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+        out["post_with_header"] = resp.status
+    finally:
+        await client.close()
     return out
 
 
@@ -370,6 +502,9 @@ def test_token_guards_screen_and_api(history):
     assert out["static"] == 200  # no data in the static files
     assert out["page_with_token"] == (302, "/?wall=1")
     assert out["after_cookie"] == 200
+    # A POST takes the token from the header only: never from the URL, which proxies log.
+    assert out["post_with_query_token"] == 401
+    assert out["post_with_header"] == 200
 
 
 def test_without_token_everything_is_open_on_loopback(history):

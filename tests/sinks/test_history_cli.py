@@ -52,6 +52,18 @@ def test_db_init_twice_then_query_prints_json_rows(clickhouse_server):
     bad = visitwire("query", "SELECT nope FROM hits", "--clickhouse", url)
     assert bad.returncode == 2 and "ClickHouse error" in bad.stderr and "Traceback" not in bad.stderr
 
+    # The CLI follows the API's rules: a DROP is refused (exit 2, table intact) unless --unsafe is given.
+    drop = visitwire("query", "DROP TABLE hits", "--clickhouse", url)
+    assert drop.returncode == 2 and "refused" in drop.stderr and "--unsafe" in drop.stderr
+    read = visitwire("query", f"SELECT count() AS n FROM {url.rsplit('/', 1)[1]}.hits", "--clickhouse", url)
+    assert read.returncode == 0 and orjson.loads(read.stdout) == {"n": len(hits)}, read.stderr
+    outside = visitwire("query", "SELECT * FROM system.tables", "--clickhouse", url)
+    assert outside.returncode == 2 and "outside the visitwire database" in outside.stderr
+    unsafe = visitwire("query", "DROP TABLE hits", "--unsafe", "--clickhouse", url)
+    assert unsafe.returncode == 0, unsafe.stderr
+    gone = visitwire("query", "SELECT count() FROM hits", "--clickhouse", url)
+    assert gone.returncode == 2 and "hits" in gone.stderr
+
 
 @pytest.mark.parametrize("url, message", [
     ("clickhouse://default:@127.0.0.1:1/visitwire", "start the server or fix history.url"),
