@@ -1,7 +1,7 @@
 """Processor throughput and end-to-end latency, with and without the numba batch path.
 
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
-                                                  [--history clickhouse|chdb|list] [--skip-faust] [--intake own-group|assigned|stream ...]
+                                                  [--history clickhouse|chdb|list] [--skip-faust] [--intake bulk|bulk-assigned|stream ...]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
@@ -155,12 +155,17 @@ async def _produce(bootstrap: str, hits: list[dict], stamp_now: bool = False) ->
         await producer.stop()
 
 
+# --intake name -> processors.agents.Intake(mode, partitions)
+INTAKES = {"bulk": ("bulk", "all"), "bulk-assigned": ("bulk", "assigned"), "stream": ("stream", "assigned")}
+
+
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
-                      intake: str = "own-group", batch_size: int = 5000) -> dict:
-    """intake: "own-group" (embedded runtime), "assigned" (`visitwire worker`), "stream" (Faust agent)."""
+                      intake: str = "bulk", batch_size: int = 5000) -> dict:
+    """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from engine.services import start_clickhouse, start_redis, start_tansu
+    from processors.agents import Intake
     from processors.worker import InProcessWorker
     from sinks.base import ListSink
 
@@ -185,7 +190,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         traffic = crowd(max(1, n_hits // 13), time.time() - 600, seed=9)
         backlog = traffic.hits[:n_hits]
         await _produce(tansu.url, backlog)
-        worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=intake)
+        worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=Intake(*INTAKES[intake]))
         await worker.start()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
@@ -245,7 +250,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=5000, help="hits per batch (processing.batch_size), on every path")
     ap.add_argument("--history", choices=("clickhouse", "chdb", "list"), default="clickhouse")
     ap.add_argument("--skip-faust", action="store_true", help="the processors alone: no Kafka runs")
-    ap.add_argument("--intake", action="append", choices=("own-group", "assigned", "stream"),
+    ap.add_argument("--intake", action="append", choices=tuple(INTAKES),
                     help="only these Kafka runs (repeatable; default all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -269,10 +274,10 @@ def main() -> int:
     for col in ("hits read by", "numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
                 "worker CPU us/ev", "its hits reader us/ev", "Redis p50/p99 ms", "history p50/p99 ms"):
         t.add_column(col, justify="right")
-    names = {"own-group": "bulk librdkafka, own group (run)", "assigned": "bulk librdkafka, Faust-assigned (worker)",
+    names = {"bulk": "bulk librdkafka, own group (run)", "bulk-assigned": "bulk librdkafka, Faust-assigned (worker)",
              "stream": "Faust agent stream"}
     runs = []
-    for intake, use_numba in (("own-group", True), ("own-group", False), ("assigned", True), ("stream", True)):
+    for intake, use_numba in (("bulk", True), ("bulk", False), ("bulk-assigned", True), ("stream", True)):
         if args.intake and intake not in args.intake:
             continue
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch))
@@ -284,7 +289,7 @@ def main() -> int:
                   f"{r['history_p50_ms']} / {r['history_p99_ms']}")
     console.print(t)
     console.print("targets: >= 100,000 ev/s per worker; p99 < 1,000 ms to Redis, < 5,000 ms to history")
-    default = dict(runs).get("own-group, numba")  # the embedded runtime's path
+    default = dict(runs).get("bulk, numba")  # the embedded runtime's path
     if default is not None:
         redis_p99, history_p99 = default["redis_p99_ms"], default["history_p99_ms"]  # None: nothing measured
         console.print("; ".join([

@@ -105,7 +105,7 @@ def worker(
         typer.secho("visitwire worker needs --kafka and --redis (or kafka.bootstrap / redis.url in the config)",
                     fg="red", err=True)
         raise typer.Exit(2)
-    from processors.worker import run_worker
+    from engine.worker_cmd import run_worker
 
     raise typer.Exit(run_worker(s))
 

@@ -198,27 +198,45 @@ def _decode_all(values: list) -> list:
         return list(map(_decode, values))
 
 
-INTAKES = ("own-group", "assigned", "stream")
+INTAKE_MODES = ("bulk", "stream")  # the values of processing.intake
 
 
-def register_agents(vw: Any, runtime: Any, intake: str = "stream") -> None:
-    """How the hits come in, plus the 1 s session timer, wired to a processors.worker.WorkerRuntime.
+@dataclass(frozen=True)
+class Intake:
+    """How a worker takes the hits, in one vocabulary.
 
-    - "own-group": a BulkHitsConsumer in its own group reads them; Faust does not subscribe to them.
-    - "assigned": a BulkHitsConsumer reads exactly the hits partitions Faust's group gives this worker
-      (co-partitioned with the sessions table, so workers scale out); Faust's own intake of them is
-      paused and a placeholder agent keeps the subscription.
-    - "stream": the Faust agent takes them in batches (`stream.take_events`)."""
-    if intake not in INTAKES:
-        raise ValueError(f"intake must be one of {INTAKES}, not {intake!r}")
-    app, p = vw.app, vw.settings.processing
+    mode: processing.intake: "bulk" (librdkafka batches from a reader process, processors/hits_intake.py)
+      or "stream" (the Faust agent, `stream.take_events`; about ten times slower).
+    partitions: for bulk, "all" (its own consumer group: the embedded runtime's only worker; Faust does
+      not subscribe to the hits) or "assigned" (exactly the hits partitions Faust's group gives this
+      worker, co-partitioned with the sessions table, so workers scale out; Faust's own intake of them is
+      paused and a placeholder agent keeps the subscription). The stream mode always reads those."""
+    mode: str = "bulk"
+    partitions: str = "all"
 
-    if intake == "stream":
+    def __post_init__(self) -> None:
+        if self.mode not in INTAKE_MODES:
+            raise ValueError(f"intake mode must be one of {INTAKE_MODES}, not {self.mode!r}")
+        if self.partitions not in ("all", "assigned"):
+            raise ValueError(f"intake partitions must be 'all' or 'assigned', not {self.partitions!r}")
+
+    @property
+    def follows_group(self) -> bool:
+        """Reads the partitions Faust's group assigns (and takes part in its rebalances)."""
+        return self.mode == "stream" or self.partitions == "assigned"
+
+
+def register_agents(vw: Any, runtime: Any) -> None:
+    """How the hits come in (runtime.intake, see Intake), plus the 1 s session timer, wired to a
+    processors.worker.WorkerRuntime."""
+    app, p, intake = vw.app, vw.settings.processing, runtime.intake
+
+    if intake.mode == "stream":
         @app.agent(vw.hits_topic, name="visitwire.processors.hits")
         async def hits(stream):
             async for events in stream.take_events(p.batch_size, within=p.batch_timeout_s):
                 await runtime.on_events(events)
-    elif intake == "assigned":
+    elif intake.follows_group:
         @app.agent(vw.hits_topic, name="visitwire.processors.hits")
         async def hits(stream):
             async for event in stream.events():
@@ -227,7 +245,7 @@ def register_agents(vw: Any, runtime: Any, intake: str = "stream") -> None:
                 event.message.incref()
                 runtime.faust_leaked += 1
 
-    if intake != "own-group":
+    if intake.follows_group:
         # Faust no longer waits for held messages on a rebalance (stream_wait_empty=False, see app.py):
         # flush and commit them here, so the next owner of a partition starts from sealed session state
         # and committed offsets instead of replaying them.
@@ -238,7 +256,7 @@ def register_agents(vw: Any, runtime: Any, intake: str = "stream") -> None:
         async def on_partitions_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
             runtime.on_assigned(assigned)
         app.on_partitions_assigned.connect(on_partitions_assigned)
-        if intake == "assigned":
+        if intake.mode == "bulk":
             runtime.follow_assignments()
 
     @app.timer(1.0, name="visitwire.processors.session_timer")

@@ -83,7 +83,6 @@ class BulkHitsConsumer:
             "batch_size": p.batch_size, "timeout_s": p.batch_timeout_s,
             "transpose": self.rt.processor.decoder is not None})
         await asyncio.get_running_loop().run_in_executor(None, self.reader.start)
-        self.rt.commit_offsets = self.commit
         self._task = asyncio.ensure_future(self._run())
 
     async def commit(self, offsets: dict[int, int]) -> None:

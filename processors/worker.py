@@ -1,14 +1,12 @@
 """Running the processors: the Faust app + agents + sinks, with offsets acked only after history flush.
 
-- `InProcessWorker(settings, history=None, redis_url=None, intake="own-group")`: runs inside
-  the caller's asyncio loop (the embedded runtime, tests, the benchmark): `await start()`,
-  `processed`, `await drained()`, `await end_of_input()`, `await flush()`, `await stop()`,
-  `figures()`. The intakes (processors.agents.register_agents): "own-group" and "assigned" read
-  the hits in bulk with librdkafka (processors/hits_intake.py), in their own group (one worker)
-  or on the partitions Faust's group assigns this worker, co-partitioned with the sessions table;
+- `InProcessWorker(settings, history=None, redis_url=None, intake=Intake())`: runs inside
+  the caller's asyncio loop (the embedded runtime, `visitwire worker`, tests, the benchmark):
+  `await start()`, `processed`, `await drained()`, `await end_of_input()`, `await flush()`,
+  `await stop()`, `figures()`. The intake (processors.agents.Intake): "bulk" reads the hits with
+  librdkafka (processors/hits_intake.py), on every partition in its own group (one worker) or on
+  the partitions Faust's group assigns this worker, co-partitioned with the sessions table;
   "stream" through the Faust agent (`stream.take_events`), also co-partitioned.
-- `run_worker(settings) -> int`: `visitwire worker` ("assigned", or "stream" when
-  processing.intake says so), blocking until SIGINT/SIGTERM.
 
 Exactly-once history from at-least-once Kafka: every consumed message gets an extra
 reference (`message.incref()`) so Faust cannot commit its offset when the batch is
@@ -24,8 +22,6 @@ import asyncio
 import gc
 import importlib
 import logging
-import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -39,13 +35,13 @@ from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
-from processors.agents import BatchOutput, HitProcessor, register_agents
+from processors.agents import BatchOutput, HitProcessor, Intake, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
 from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
 from processors.outbox import DeliveryFailed, Outbox
 from processors.kernels import LAT_BUCKETS, latency_bucket_np
-from sinks.base import BatchingSink, SinkUnavailable
+from sinks.base import BatchingSink
 from sinks.redis_live import RedisLiveSink
 
 log = logging.getLogger(__name__)
@@ -92,8 +88,9 @@ class DelayStats:
 class WorkerRuntime:
     """What the agent and the timer call: process, emit, flush, ack."""
 
-    def __init__(self, vw: VisitwireApp, history: BatchingSink, live: RedisLiveSink | None):
+    def __init__(self, vw: VisitwireApp, history: BatchingSink, live: RedisLiveSink | None, intake: Intake):
         self.vw = vw
+        self.intake = intake
         self.settings = vw.settings
         self.history = history
         self.live = live
@@ -102,9 +99,10 @@ class WorkerRuntime:
         self.processor = HitProcessor(vw.settings, self.table_store)
         # batches processed, not yet durable: (hits, their ts, Faust release callback, bulk offsets)
         self._held: list[tuple[int, np.ndarray, Any, dict | None]] = []
-        self.commit_offsets: Any = None  # async callable(offsets) of the bulk consumer
         self.offsets = OffsetGuard()  # Faust agent path only
-        self.bulk_reader: Any = None    # a BulkHitsConsumer following Faust's assignment
+        # bulk: the reader of the hits, on every partition or following Faust's assignment (it commits offsets)
+        self.bulk = BulkHitsConsumer(vw.settings, self, follow=intake.follows_group) \
+            if intake.mode == "bulk" else None
         self.faust_leaked = 0           # hits Faust delivered although its intake is paused (ignored)
         self._between_assignments = False
         self._held_n = 0
@@ -180,8 +178,8 @@ class WorkerRuntime:
         consumer.seek_to_committed = seek_and_pause
 
         async def on_rebalance_complete(sender: Any = None, **kwargs: Any) -> None:
-            if self.bulk_reader is not None and not self._between_assignments:
-                self.bulk_reader.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
+            if self.bulk is not None and not self._between_assignments:
+                self.bulk.follow({tp.partition for tp in consumer.assignment() if tp.topic == TOPIC_HITS})
         self.vw.app.on_rebalance_complete.connect(on_rebalance_complete)
 
     async def on_records(self, values: list[bytes], partitions: list[int], offsets: dict[Any, int],
@@ -296,9 +294,9 @@ class WorkerRuntime:
                 if batch_offsets:
                     offsets.update(batch_offsets)  # batches are in order: later offsets win
                 self.history_delay.record(ts, now)
-            if offsets and self.commit_offsets is not None:
+            if offsets and self.bulk is not None:
                 try:
-                    await self.commit_offsets(offsets)
+                    await self.bulk.commit(offsets)
                 except Exception as e:  # the rows are stored: a lost commit only means a deduplicated replay
                     log.warning("offset commit failed (%s); those hits will be replayed and deduplicated", e)
             self.committed += sum(h[0] for h in held)
@@ -308,16 +306,16 @@ class WorkerRuntime:
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
         """Rebalance: make what was processed durable and commit it before the partitions move."""
         self.offsets.forget(revoked or ())
-        if self.bulk_reader is not None and revoked:
+        if self.bulk is not None and revoked:
             self._between_assignments = True
             try:
-                await asyncio.wait_for(self.bulk_reader.hold(), timeout)
+                await asyncio.wait_for(self.bulk.hold(), timeout)
             except asyncio.TimeoutError:  # a batch that outlasts this is committed late: replayed, deduplicated
                 log.warning("rebalance: the batch in progress did not finish within %.0f s", timeout)
         if not revoked or not self._held:
             return
         try:
-            if await asyncio.wait_for(self.flush(), timeout) and self.bulk_reader is None:
+            if await asyncio.wait_for(self.flush(), timeout) and self.bulk is None:
                 await asyncio.wait_for(self.vw.app.consumer.commit(), timeout)
         except Exception as e:  # the next owner replays those hits; history and sessions dedup them
             log.warning("flush before a rebalance failed (%s: %s); the next owner replays those hits",
@@ -358,7 +356,7 @@ class InProcessWorker:
     """The processors inside the caller's event loop (embedded runtime, tests, benchmark)."""
 
     def __init__(self, settings: Settings, history: BatchingSink | None = None, redis_url: str | None = None,
-                 app_id: str | None = None, with_extra_agents: bool = True, intake: str = "own-group"):
+                 app_id: str | None = None, with_extra_agents: bool = True, intake: Intake = Intake()):
         self.settings = settings
         self._own_history = history is None
         if history is None:
@@ -369,12 +367,9 @@ class InProcessWorker:
         url = redis_url if redis_url is not None else settings.redis.url
         self.live = RedisLiveSink(url, settings) if url else None
         self.vw = create_app(settings, app_id=app_id)
-        self.rt = WorkerRuntime(self.vw, history, self.live)
-        # "own-group" / "assigned": hits read in bulk (librdkafka); "stream": the Faust agent
-        self.bulk = BulkHitsConsumer(settings, self.rt, follow=intake == "assigned") if intake != "stream" else None
-        if intake == "assigned":
-            self.rt.bulk_reader = self.bulk
-        register_agents(self.vw, self.rt, intake=intake)
+        self.rt = WorkerRuntime(self.vw, history, self.live, intake)
+        self.bulk = self.rt.bulk
+        register_agents(self.vw, self.rt)
         self.extras: dict[str, Any] = {}
         if with_extra_agents:
             for name in self.vw.extra_agent_modules:
@@ -498,56 +493,3 @@ class InProcessWorker:
             self.live.close()
         if self._own_history:
             self.history.close()
-
-
-def run_worker(settings: Settings) -> int:
-    """`visitwire worker`: run until SIGINT / SIGTERM; 0 on a clean stop."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-
-    async def main() -> int:
-        # bulk reads of the partitions Faust's group gives this worker (co-partitioned with the sessions
-        # table), so workers scale out; processing.intake = "stream" reads them through a Faust agent
-        worker = InProcessWorker(settings, intake="assigned" if settings.processing.intake == "bulk" else "stream")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal() -> None:
-            if stop.is_set():  # a second signal: do not wait for the flush
-                console.print("[red]second signal: exiting now; unflushed hits are redelivered to the next worker")
-                os._exit(130)
-            stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        await worker.start()
-        console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} redis={settings.redis.url} "
-                      f"history={settings.history.url}")
-        last = 0
-        try:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), 10.0)
-                except asyncio.TimeoutError:
-                    pass
-                f = worker.figures()
-                if f["processed"] != last:
-                    console.print(f"processed {f['processed']:,} hits, {f['pageviews']:,} page views, "
-                                  f"{f['sessions']:,} sessions closed, {f['open_sessions']:,} open")
-                    last = f["processed"]
-        finally:
-            console.print("[yellow]stopping: flushing processed hits (open sessions stay in the table)")
-            await worker.stop()
-            f = worker.figures()
-            console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
-                          f"{f['sessions']:,} sessions closed; {f['committed']:,} hits committed")
-        return 0
-
-    try:
-        return asyncio.run(main())
-    except SinkUnavailable as e:
-        console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
-        return 1
-    except (OSError, redis.RedisError) as e:
-        console.print(f"[red]cannot reach a service: {e}; check --kafka / --redis")
-        return 1

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from engine.web import api
 from engine.web.auth import token_middleware
+from sinks.base import SinkUnavailable
 from sinks.reads.stats import StatsError
 from engine.web.live_stream import LiveHub
 
@@ -50,8 +51,7 @@ async def json_errors(request: web.Request, handler):
 def _is_backend_down(e: Exception) -> bool:
     import redis
 
-    return (type(e).__name__ == "SinkUnavailable" or isinstance(e, (ConnectionError, TimeoutError))
-            or isinstance(e, (redis.ConnectionError, redis.TimeoutError)))
+    return isinstance(e, (SinkUnavailable, ConnectionError, TimeoutError, redis.ConnectionError, redis.TimeoutError))
 
 
 async def index(request: web.Request) -> web.FileResponse:

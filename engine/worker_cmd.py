@@ -1,0 +1,66 @@
+"""`visitwire worker`: the processors (processors/worker.py) on the partitions Faust's group gives this
+worker, until SIGINT / SIGTERM, with what they did on the console (stderr)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import redis
+from rich.console import Console
+
+from config.settings import Settings
+from processors.agents import Intake
+from processors.worker import InProcessWorker
+from sinks.base import SinkUnavailable
+
+
+def run_worker(settings: Settings) -> int:
+    """`visitwire worker`: run until SIGINT / SIGTERM; 0 on a clean stop."""
+    console = Console(stderr=True)
+
+    async def main() -> int:
+        # the partitions Faust's group gives this worker (co-partitioned with the sessions table), so
+        # workers scale out; in bulk, or through a Faust agent when processing.intake = "stream"
+        worker = InProcessWorker(settings, intake=Intake(settings.processing.intake, "assigned"))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():  # a second signal: do not wait for the flush
+                console.print("[red]second signal: exiting now; unflushed hits are redelivered to the next worker")
+                os._exit(130)
+            stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.start()
+        console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} redis={settings.redis.url} "
+                      f"history={settings.history.url}")
+        last = 0
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), 10.0)
+                except asyncio.TimeoutError:
+                    pass
+                f = worker.figures()
+                if f["processed"] != last:
+                    console.print(f"processed {f['processed']:,} hits, {f['pageviews']:,} page views, "
+                                  f"{f['sessions']:,} sessions closed, {f['open_sessions']:,} open")
+                    last = f["processed"]
+        finally:
+            console.print("[yellow]stopping: flushing processed hits (open sessions stay in the table)")
+            await worker.stop()
+            f = worker.figures()
+            console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
+                          f"{f['sessions']:,} sessions closed; {f['committed']:,} hits committed")
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except SinkUnavailable as e:
+        console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
+        return 1
+    except (OSError, redis.RedisError) as e:
+        console.print(f"[red]cannot reach a service: {e}; check --kafka / --redis")
+        return 1
