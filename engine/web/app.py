@@ -17,9 +17,9 @@ from aiohttp import web
 
 from engine.web import api
 from engine.web.auth import token_middleware
+from engine.web.live_stream import LiveHub
 from sinks.base import SinkUnavailable
 from sinks.reads.stats import StatsError
-from engine.web.live_stream import LiveHub
 
 log = logging.getLogger(__name__)
 
