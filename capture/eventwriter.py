@@ -325,7 +325,7 @@ def _head(ref, buf, arena, rec, cbytes, cmeta):
 @kernel
 def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slots, names, name_off,
                order, n_visitor, member_k, words, word_off, word_starts, extra_names, extra_off, extra_slots, flags,
-               key, nokey, scratch, pre, fs, fe, out, ends, vis, result):
+               py_slots, key, nokey, scratch, pre, fs, fe, out, ends, vis, result):
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
     ntx = tx.shape[0]
     host_k, ua_k, ref_k, cookie_k, ctype_k, setc_k, mhdr_k = slots[0], slots[1], slots[2], slots[3], slots[4], \
@@ -337,7 +337,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
         ends[i] = o
         vis[i] = o
         if flags[0]:
-            continue  # member key in the query / trusted client-IP header: Python's rules
+            continue  # member key in the query: Python's rules
         if tx[i, TX_ALEN] != 4:
             continue  # IPv6 text is inet_ntop's (Python's)
         kq = tx[i, TX_REQ]
@@ -345,6 +345,12 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             qmeta, row, qts = rec[kq], rsp[kq], rts[kq]
         else:
             qmeta, row, qts = cmeta[-1 - kq], crow[-1 - kq], cts[-1 - kq]
+        fwd = False
+        for k in py_slots:
+            if k >= 0 and row[2 * k] >= 0:
+                fwd = True
+        if fwd:
+            continue
         src, hs = _head(kq, buf, arena, rec, cbytes, cmeta)  # the request head is src[hs:]; row spans from hs
         us = np.int64(np.rint(qts * 1e6))
         ps = 0  # the prefix in pre[ps:pe]; the client ip is pre[ps:b1]
@@ -648,8 +654,10 @@ class EventWriter:
             first = w.encode()[0]
             self.word_starts[first] = 1
             self.word_starts[ord(chr(first).upper()) if first < 128 else first] = 1
-        # flags[0]: every event Python's (member parameter / forwarded-for rules); [1]: a query is Python's
-        self.flags = np.array([bool(idn.member_param or idn.client_ip_header), not ascii_words], np.int64)
+        # flags[0]: every event Python's (member parameter rules); [1]: a query is Python's
+        self.flags = np.array([bool(idn.member_param), not ascii_words], np.int64)
+        # a request carrying a forwarded-for header is Python's (trusted-proxy rules)
+        self.py_slots = np.array([slot[h.decode("latin-1")] for h in idn.client_ip_headers] or [-1], np.int64)
         extras = [orjson.dumps(name)[:-1] + b'":' for name, _ in builder.extra]  # '"name":' as JSON text
         self.extra_names = np.frombuffer(b"".join(extras) or b"\0", np.uint8).copy()
         self.extra_off = np.cumsum([0] + [len(e) for e in extras]).astype(np.int64)
@@ -682,6 +690,7 @@ class EventWriter:
         result = np.empty(n, np.int8)
         end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
                          self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
-                         self.word_starts, self.extra_names, self.extra_off, self.extra_slots, self.flags, self.key,
+                         self.word_starts, self.extra_names, self.extra_off, self.extra_slots, self.flags,
+                         self.py_slots, self.key,
                          self.nokey, self._scratch, self._pre, self._fs, self._fe, self._out, ends, vis, result)
         return self._out[:end], ends, vis, result

@@ -32,6 +32,7 @@ _METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
 _VERSION_TAIL = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])(?:[ \t][^\r\n]*)?\Z")
 # the start of a header field line ("Name:" or the beginning of one still arriving)
 _FIELD_START = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*:|\Z)")
+_LISTS = (b"x-forwarded-for", b"forwarded")
 _FIELD_LINE = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+[ \t]*:")
 
 
@@ -256,6 +257,8 @@ class HeadParser:
                 chunked = chunked or b"chunked" in value.lower()
             elif name == b"cookie" and name in headers:
                 headers[name] += b"; " + value
+            elif name in _LISTS and name in headers:  # one list across header lines: proxies append the last
+                headers[name] += b", " + value
             elif name not in headers:
                 headers[name] = value
         return headers, lengths, chunked
@@ -446,7 +449,7 @@ class MessageReader:
             end = self._head_end(data, p, p)
             if end < 0:
                 if self.sniff and not self._plausible(data[p:]):
-                    return self._not_http()
+                    return self._not_http(bytes(data[p:p + 24]))
                 if n - p > self.max_head:
                     raise HttpError("head larger than 64 KiB")
                 self.partial = bytearray(data[p:])
@@ -469,7 +472,7 @@ class MessageReader:
         end = self._head_end(buf, 0, scan)
         if end < 0:
             if self.sniff and not self._plausible(buf):
-                return self._not_http()
+                return self._not_http(bytes(buf[:24]))
             if len(buf) > self.max_head:
                 self._forget()
                 raise HttpError("head larger than 64 KiB")
@@ -555,7 +558,7 @@ class MessageReader:
             kind, length = self.owner.on_head(self, head, ts, scanned[0] if scanned else None)
         except HttpError:
             if self.sniff and self.messages == 0:
-                self._not_http()
+                self._not_http(head[:24] if head else b"")
                 return
             raise
         self.sniff = False
@@ -634,10 +637,10 @@ class MessageReader:
         self.line = None
         self.owner.on_body_done(self)
 
-    def _not_http(self) -> int:
+    def _not_http(self, first: bytes = b"") -> int:
         self.state = DEAD
         self._forget()
-        self.owner.on_not_http(self)
+        self.owner.on_not_http(self, first)
         return 1 << 62
 
     def _lost_sync(self) -> None:

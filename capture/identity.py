@@ -29,7 +29,10 @@ class Identity:
         self.member_cookie = cfg.member_cookie.encode("latin-1") if cfg.member_cookie else b""
         self.member_param = cfg.member_param.lower()
         self.member_header = cfg.member_header.lower().encode("latin-1") if cfg.member_header else b""
-        self.client_ip_header = cfg.client_ip_header.lower().encode("latin-1") if cfg.client_ip_header else b""
+        self.trusted = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_proxies]
+        # forwarded-for headers are only read when some proxy is trusted
+        self.client_ip_headers = tuple(h.encode("latin-1") for h in cfg.client_ip_headers) if self.trusted else ()
+        self._trusted_memo: dict[str, bool] = {}
         names = sorted({c for c in self.visitor_cookies + [self.member_cookie] if c}, key=len, reverse=True)
         # one pass over the Cookie header finds every cookie we care about
         self._cookie_rx = re.compile(rb"(?:^|;)[ \t]*(" + b"|".join(re.escape(n) for n in names) + rb")=[ \t]*\"?([^;\"]*)")
@@ -92,22 +95,42 @@ class Identity:
     def member_id(self, key) -> str:
         return self.hash(key, b"m:") if key else ""
 
+    def is_trusted(self, ip: str) -> bool:
+        t = self._trusted_memo.get(ip)
+        if t is None:
+            if len(self._trusted_memo) >= 100_000:
+                self._trusted_memo.clear()
+            try:
+                a = ipaddress.ip_address(ip)
+                t = any(a in n for n in self.trusted)
+            except ValueError:
+                t = False
+            self._trusted_memo[ip] = t
+        return t
+
     def client_ip(self, headers: dict[bytes, bytes], packet_ip: str) -> str:
-        """The first address of the trusted forwarded-for header, else the packet's source."""
-        if not self.client_ip_header:
+        """The client behind trusted proxies: walking the first configured forwarded-for header from the right
+        (each proxy appends the address it saw), the first address that is not a trusted proxy. Addresses to
+        its left are what the client wrote and prove nothing; a request not from a trusted proxy keeps its
+        packet address, whatever headers it carries. An unreadable hop stops the walk at the last trusted one."""
+        if not self.client_ip_headers or not self.is_trusted(packet_ip):
             return packet_ip
-        v = headers.get(self.client_ip_header)
-        if not v:
+        for name in self.client_ip_headers:
+            v = headers.get(name)
+            if v:
+                hops = _forwarded_for(v) if name == b"forwarded" else v.split(b",")
+                break
+        else:
             return packet_ip
-        first = v.split(b",", 1)[0].strip().decode("latin-1")
-        if first.startswith("["):  # [v6]:port
-            first = first[1:].split("]", 1)[0]
-        elif first.count(":") == 1:  # v4:port
-            first = first.split(":", 1)[0]
-        try:
-            return str(ipaddress.ip_address(first))
-        except ValueError:
-            return packet_ip
+        ip = packet_ip
+        for hop in reversed(hops):
+            a = _address(hop)
+            if a is None:
+                return ip
+            ip = a
+            if not self.is_trusted(a):
+                return a
+        return ip  # every hop a trusted proxy: the left-most one
 
     def scrub_query(self, query: str) -> str:
         if not query or self._scrub_rx is None:
@@ -120,6 +143,32 @@ class Identity:
             return query
         keep = [kv for kv in query.split("&") if unquote_plus(kv.split("=", 1)[0]).strip().lower() not in self._scrub]
         return "&".join(keep)
+
+
+_FOR = re.compile(rb"(?:^|;)[ \t]*for[ \t]*=[ \t]*(\"[^\"]*\"|[^;,]*)", re.IGNORECASE)
+
+
+def _forwarded_for(value: bytes) -> list[bytes]:
+    """The for= address of each element of an RFC 7239 Forwarded header, left to right."""
+    out = []
+    for element in value.split(b","):
+        m = _FOR.search(element)
+        out.append(m.group(1).strip(b'" \t') if m else b"")
+    return out
+
+
+def _address(hop: bytes) -> str | None:
+    """An address as forwarded headers write it (v4, v4:port, v6, [v6]:port) in canonical text; else None
+    ("unknown", obfuscated "_names", garbage)."""
+    text = hop.strip().decode("latin-1")
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def _set_cookie_value(set_cookies: list[bytes], name: bytes) -> bytes | None:

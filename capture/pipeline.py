@@ -37,7 +37,7 @@ STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "tr
              "requests", "transactions", "no_response", "parse_errors", "gaps", "non_http", "orphan_responses",
              "late_responses", "dropped_pending", "dropped_overflow_bytes", "dropped_overflow_segments",
              "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors",
-             "framing_anomalies")
+             "framing_anomalies", "tls_flows", "http2_flows")
 
 
 class Flow:
@@ -151,6 +151,7 @@ class Decoder:
         self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
                               cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
         self.state_dir = state_dir
+        self.told: set = set()  # wrong-leg notices already given (TLS / HTTP/2 per port)
         self.learner: CookieLearner | None = None
         # a visitor_cookies list of one's own overrides learning (the settings travel to child processes as
         # JSON, where every field counts as set: compare with the default instead)
@@ -622,7 +623,7 @@ class Decoder:
         srv = 1 - client
         conn = Connection((f.addr[client], f.ports[client]), (f.addr[srv], f.ports[srv]), f.midstream,
                           self.builder, self.heads, self.out, self.stats, self.cfg.max_pending_requests, self.scan,
-                          self.budget)
+                          self.budget, self.told)
         f.conn = conn
         f.streams[client].reader = conn.req_reader
         f.streams[srv].reader = conn.resp_reader

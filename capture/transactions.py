@@ -67,7 +67,7 @@ class EventBuilder:
         self._referrer = _Memo(self._scrub_url)
         self._ctype = _Memo(lambda ct: _text(ct.split(b";", 1)[0].strip().lower()))
         self._visitor_cookies = tuple(idn.visitor_cookies)
-        self._client_ip_header = idn.client_ip_header
+        self._client_ip_headers = idn.client_ip_headers
         self._member_param = idn.member_param
         self._member_header = idn.member_header
         self._member_cookie = idn.member_cookie
@@ -77,7 +77,7 @@ class EventBuilder:
     def request_headers(self) -> list[str]:
         i = self.identity
         names = [n for n, _ in self.extra]
-        for b in (i.member_header, i.client_ip_header):
+        for b in (i.member_header, *i.client_ip_headers):
             if b:
                 names.append(b.decode("latin-1"))
         return names
@@ -124,7 +124,11 @@ class EventBuilder:
         ref = get(b"referer")
         cookie = get(b"cookie")
         cookies = self._cookies[cookie] if cookie else {}
-        client_ip = idn.client_ip(h, conn.client_ip) if self._client_ip_header else conn.client_ip
+        client_ip = conn.client_ip
+        for name in self._client_ip_headers:
+            if name in h:
+                client_ip = idn.client_ip(h, client_ip)
+                break
         set_cookies = resp.set_cookies if resp is not None else None
         if self.learner is not None:
             self.learner.observe((client_ip, ua), cookie, set_cookies, req.ts)
@@ -212,11 +216,11 @@ class Connection:
 
     __slots__ = ("client_ip", "client_port", "server_ip", "server_port", "pending", "current", "unanswered",
                  "n_requests", "req_reader", "resp_reader", "out", "builder", "heads", "stats", "max_pending",
-                 "seen_http", "id_prefix", "scan", "last_req", "tunnel")
+                 "seen_http", "id_prefix", "scan", "last_req", "tunnel", "told")
 
     def __init__(self, client: tuple[str, int], server: tuple[str, int], midstream: bool,
                  builder: EventBuilder, heads: HeadParser, out: list, stats: dict, max_pending: int, scan=None,
-                 budget=None):
+                 budget=None, told: set | None = None):
         self.client_ip, self.client_port = client
         self.server_ip, self.server_port = server
         self.pending: deque[RequestHead] = deque()
@@ -231,6 +235,7 @@ class Connection:
         self.seen_http = False
         self.last_req: RequestHead | None = None  # a bare HTTP/0.9 line's header lines may follow it
         self.tunnel = False  # a CONNECT waits for its answer: the client's bytes meanwhile are the tunnel's
+        self.told = told  # (what, port) already said: TLS / HTTP/2 on a captured port
         self.scan = scan  # the decoder's per-batch head scan (capture.decode.scan_heads), shared
         # event_id = hash(client ip/port, server ip/port, request start, index in the connection)
         self.id_prefix = f"{self.client_ip}|{self.client_port}|{self.server_ip}|{self.server_port}|".encode()
@@ -255,6 +260,11 @@ class Connection:
     def on_head(self, reader: MessageReader, head: bytes | None, ts: float, parsed=None):
         if reader.is_request:
             req = parsed if parsed is not None else self.heads.request(head)
+            if req.method == b"PRI" and req.uri == b"*" and req.version == "2.0" and not self.seen_http:
+                self.stats["non_http"] += 1  # the HTTP/2 connection preface
+                self._wrong_leg("http2_flows", "HTTP/2")
+                self.resp_reader.state = DEAD
+                return "dead", 0
             req.ts = ts
             req.index = self.n_requests
             self.n_requests += 1
@@ -356,10 +366,23 @@ class Connection:
             while self.pending:
                 self._emit(self.pending.popleft(), None)
 
-    def on_not_http(self, reader: MessageReader) -> None:
+    def on_not_http(self, reader: MessageReader, first: bytes = b"") -> None:
         if not self.seen_http:
             self.stats["non_http"] += 1
+            # a TLS record header: handshake (22), version 3.x
+            if reader.is_request and first[:1] == b"\x16" and first[1:2] == b"\x03" and first[2:3] <= b"\x04":
+                self._wrong_leg("tls_flows", "TLS")
         self.req_reader.state = self.resp_reader.state = DEAD
+
+    def _wrong_leg(self, stat: str, what: str) -> None:
+        """A flow on a captured port that is encrypted / HTTP/2: counted, and said once per port."""
+        self.stats[stat] += 1
+        key = (what, self.server_port)
+        if self.told is not None and key not in self.told:
+            self.told.add(key)
+            log.warning("port %d carries %s: visitwire reads plain HTTP/1.x, so capture behind the TLS terminator "
+                        "(the HTTP between it and the app servers, with capture.trusted_proxies naming it for the "
+                        "real client address)", self.server_port, what)
 
     # -- helpers -----------------------------------------------------------------------
     def _finish(self) -> None:

@@ -26,7 +26,7 @@ class Field:
 HIT_FIELDS: tuple[Field, ...] = (
     Field("event_id", "string", "Deterministic id of the transaction (hex); same packets -> same id, so sinks are idempotent."),
     Field("ts", "number", "Request start, epoch seconds UTC (float, microsecond precision)."),
-    Field("client_ip", "string", "Client address (the trusted forwarded-for header's value when configured and present)."),
+    Field("client_ip", "string", "Client address: the packet's source, or, for a request from a trusted proxy (capture.trusted_proxies), the right-most address of its Forwarded / X-Forwarded-For / X-Real-IP header that is not a trusted proxy."),
     Field("client_port", "integer", "Client TCP port."),
     Field("server_ip", "string", "Server address."),
     Field("server_port", "integer", "Server TCP port."),

@@ -7,6 +7,7 @@ Bad values fail at start with a message naming the key and what to do.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -112,8 +113,12 @@ class CaptureSettings(_Section):
     member_cookie: str = "member"
     member_param: str = ""
     member_header: str = "x-member-id"
-    # Real client IP behind a proxy; empty = trust nothing, use the packet's source address.
-    client_ip_header: str = ""
+    # Real client IP behind a proxy (e.g. the TLS terminator in front of the captured app servers): when the
+    # packet comes from a trusted proxy, the right-most address of the first of these headers that is not a
+    # trusted proxy itself (the left-most ones are whatever the client wrote). Empty trusted_proxies = trust
+    # nothing: always the packet's source address.
+    client_ip_headers: list[str] = Field(default_factory=lambda: ["forwarded", "x-forwarded-for", "x-real-ip"])
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     salt: str = "change-me-visitwire-salt"
     # Query parameters removed from `query` before it leaves the agent.
     sensitive_params: list[str] = Field(default_factory=lambda: ["password", "passwd", "pwd", "token", "secret", "session", "sessionid"])
@@ -126,6 +131,24 @@ class CaptureSettings(_Section):
     max_pending_requests: int = Field(64, gt=0)
     # While Kafka is away, at most this many events wait in memory; the oldest beyond are dropped and counted.
     max_buffered_events: int = Field(200_000, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or network, e.g. 10.0.0.5 or 10.0.0.0/8") from None
+        return v
+
+    @field_validator("client_ip_headers")
+    @classmethod
+    def _header_names(cls, v: list[str]) -> list[str]:
+        bad = [h for h in v if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", h)]
+        if bad:
+            raise ValueError(f"header names are letters, digits and '-', got {bad}")
+        return [h.lower() for h in v]
 
     @field_validator("ports")
     @classmethod

@@ -118,7 +118,8 @@ def print_summary(stats: dict, reader_stats: dict) -> None:
     lines = [
         f"packets {s['packets']}  bytes {s['bytes']}  flows {s['flows']}  transactions {s['transactions']}",
         f"no response {s['no_response']}  parse errors {s['parse_errors']}  framing anomalies "
-        f"{s['framing_anomalies']}  non-http flows {s['non_http']}  non-tcp packets {s['non_tcp']}",
+        f"{s['framing_anomalies']}  non-http flows {s['non_http']} (TLS {s['tls_flows']}, HTTP/2 {s['http2_flows']})  "
+        f"non-tcp packets {s['non_tcp']}",
         f"drops: overflow {s['dropped_overflow_bytes']} bytes ({s['dropped_overflow_segments']} segments), "
         f"truncated frames {s['truncated_frames']}, malformed frames {s['malformed']}, gaps {s['gaps']}",
     ]

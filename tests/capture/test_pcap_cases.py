@@ -488,17 +488,6 @@ def test_first_visit_takes_the_visitor_cookie_the_response_assigns(tmp_path):
     assert b"NEW-VISITOR-42" not in b"".join(orjson.dumps(e) for e in events)
 
 
-def test_forwarded_for_header_gives_the_client_ip_when_configured(tmp_path):
-    c = Conv().handshake()
-    c.request(req("/xff", headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}))
-    c.tick(0.001).response(resp(200, b"x"))
-    events, _, _ = run(tmp_path, c, client_ip_header="x-forwarded-for")
-    assert events[0]["client_ip"] == "203.0.113.7"
-    plain, _, _ = run(tmp_path, c)
-    assert plain[0]["client_ip"] == "10.0.0.1"  # not trusted unless configured
-    assert plain[0]["visitor_id"] != events[0]["visitor_id"]
-
-
 def test_event_ids_are_deterministic_and_distinct(tmp_path):
     c = Conv().handshake()
     for k in range(5):
