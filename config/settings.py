@@ -231,6 +231,53 @@ class ProcessingSettings(_Section):
     ])
 
 
+class SegmentRule(_Section):
+    """A member segment the shop defines: absolute thresholds, first matching rule wins.
+
+    Orders, revenue and visits count over the last analytics.segment_window_days whole UTC days
+    (today included); days since a visit are whole UTC days. Both move only at UTC midnight or with
+    the member's own activity, so a re-score every few seconds never flips a member back and forth.
+    `match = "all"` needs every condition set, `"any"` one of them."""
+    name: str
+    match: Literal["all", "any"] = "all"
+    min_orders: int | None = Field(None, ge=0)
+    min_revenue: float | None = Field(None, ge=0)
+    min_visits: int | None = Field(None, ge=0)
+    min_lifetime_orders: int | None = Field(None, ge=0)
+    min_days_since_visit: int | None = Field(None, ge=0)
+    max_days_since_visit: int | None = Field(None, ge=0)
+    max_days_since_first_seen: int | None = Field(None, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9_]{1,32}", v):
+            raise ValueError(f"segment name {v!r} must be 1-32 lowercase letters, digits or '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> "SegmentRule":
+        if not self.conditions():
+            raise ValueError(f"segment {self.name!r} has no condition; set e.g. min_orders = 3 or "
+                             "min_days_since_visit = 30 (members no rule matches get analytics.default_segment)")
+        return self
+
+    def conditions(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump(exclude={"name", "match"}).items() if v is not None}
+
+
+def default_segments() -> list[SegmentRule]:
+    """Sensible on a new install: a buyer is a customer at once, a big or frequent buyer a VIP."""
+    return [
+        SegmentRule(name="vip", match="any", min_revenue=500.0, min_orders=3),
+        SegmentRule(name="at_risk", min_lifetime_orders=1, min_days_since_visit=30),
+        SegmentRule(name="lost", min_days_since_visit=90),
+        SegmentRule(name="loyal", min_visits=4),
+        SegmentRule(name="customer", min_orders=1),
+        SegmentRule(name="new", max_days_since_first_seen=30),
+    ]
+
+
 class AnalyticsSettings(_Section):
     funnels: dict[str, list[str]] = Field(default_factory=lambda: {
         "purchase": ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]})
@@ -241,12 +288,24 @@ class AnalyticsSettings(_Section):
     # Goal names (processing.goals) that mean "bought" (its goal_value is revenue) and "added to cart".
     purchase_goal: str = "purchase"
     cart_goal: str = "add_to_cart"
-    # RFM: members first seen less than this many days ago with at most 2 visits are 'new'.
-    rfm_new_days: float = Field(30.0, gt=0)
+    # Member segments, first matching rule wins (see SegmentRule); members no rule matches get
+    # default_segment. Quintile R, F, M scores are computed beside them.
+    segments: list[SegmentRule] = Field(default_factory=default_segments)
+    default_segment: str = "regular"
+    segment_window_days: int = Field(90, gt=0)
     recommendation_refresh_s: float = Field(3600.0, gt=0)
     # The first RFM scoring and recommendation refresh run this long after a worker starts, then
     # every rfm_interval_s / recommendation_refresh_s (a fresh start does not wait an interval).
     first_run_after_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _segment_names_unique(self) -> "AnalyticsSettings":
+        names = [r.name for r in self.segments] + [self.default_segment]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"analytics.segments: segment name(s) {', '.join(twice)} used twice (default_segment "
+                             "included); give each segment its own name")
+        return self
 
     @field_validator("funnels")
     @classmethod

@@ -40,6 +40,7 @@ class BatchOutput:
     delta: LiveDelta = field(default_factory=LiveDelta)
     ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # event ts of the valid hits
     dropped: int = 0
+    purchases: list[tuple[str, float]] = field(default_factory=list)  # (member_id, ts) of human purchase goals
 
 
 class HitProcessor:
@@ -123,6 +124,7 @@ class HitProcessor:
         pageviews = iter(self.enricher.pageviews_at(columns, [r for r in rows if classes[r].kind == KIND_PAGEVIEW],
                                                     classes))
         on_pageview, closed, add_pageview = self.sessions.on_pageview, out.sessions, cols.add_pageview
+        purchase = self.settings.analytics.purchase_goal
         for row in rows:
             c = classes[row]
             if c.kind == KIND_PAGEVIEW:
@@ -134,6 +136,8 @@ class HitProcessor:
                 self.sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
             if c.goal:
                 cols.add_goal(row, c.goal_value)
+                if c.goal == purchase and not c.is_bot and columns["member_id"][row]:
+                    out.purchases.append((columns["member_id"][row], float(columns["ts"][row])))
 
     def _observe_times(self, ts: list[float], parts: list[int]) -> None:
         """Advance each partition's event-time clock to its latest hit of the batch."""

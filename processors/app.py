@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator, MutableMapping
+from typing import Any, Callable, Iterator, MutableMapping
 
 import faust
 import orjson
@@ -45,6 +45,9 @@ class VisitwireApp:
     segments_topic: Any
     sessions_table: Any
     extra_agent_modules: list[str] = field(default_factory=lambda: list(EXTRA_AGENT_MODULES))
+    # Called with [(member_id, ts), ...] once the purchases of a batch are in the history store (the
+    # analytics agents re-score those members at once instead of at the next scheduled run).
+    purchase_listeners: list[Callable[[list[tuple[str, float]]], None]] = field(default_factory=list)
 
     def raw_topic(self, name: str, partitions: int | None = None) -> Any:
         """A topic of raw-bytes keys and values (decode values with orjson)."""

@@ -106,6 +106,7 @@ class WorkerRuntime:
         self.faust_leaked = 0           # hits Faust delivered although its intake is paused (ignored)
         self._between_assignments = False
         self._held_n = 0
+        self._purchases: list[tuple[str, float]] = []  # of the held batches, for vw.purchase_listeners
         self._flush_lock = asyncio.Lock()
         self._flush_task: asyncio.Task | None = None
         self._live_thread = ThreadPoolExecutor(1, thread_name_prefix="visitwire-redis")  # one: deltas in order
@@ -197,6 +198,8 @@ class WorkerRuntime:
         await self._emit(out)
         self._held.append((len(values), out.ts, release, offsets))
         self._held_n += len(values)
+        if out.purchases:
+            self._purchases += out.purchases
         if self._held_n >= self.backpressure_rows:
             await self.flush()  # history slow or away: stop consuming until it catches up
         elif self.history.due() or time.monotonic() - self._last_flush >= self.flush_interval_s:
@@ -270,6 +273,7 @@ class WorkerRuntime:
         history store is away (everything stays held and is retried on the next tick)."""
         async with self._flush_lock:
             held, self._held, self._held_n = self._held, [], 0
+            purchases, self._purchases = self._purchases, []
             self.processor.sessions.begin_flush()
             try:
                 await asyncio.to_thread(self.history.flush)
@@ -284,7 +288,13 @@ class WorkerRuntime:
                         type(e).__name__, e, sum(h[0] for h in held))
                 self._held = held + self._held
                 self._held_n = sum(h[0] for h in self._held)
+                self._purchases = purchases + self._purchases
                 return False
+            for listener in self.vw.purchase_listeners if purchases else ():
+                try:
+                    listener(purchases)  # stored now: the listener can read them back
+                except Exception:  # an add-on's failure must not stop the flush
+                    log.exception("purchase listener failed")
             await self.live_written()  # every sink has the batches before their offsets move
             now = time.time()
             offsets: dict[Any, int] = {}

@@ -212,7 +212,7 @@ def segments(request: web.Request):
 
     def work():
         report = build_report(store, settings, "segments", rng, limit).as_json()
-        report["stored_sizes"] = rfm.segment_sizes(store, rng.until)
+        report["stored_sizes"] = rfm.segment_sizes(store, rng.until, rfm.SegmentConfig.from_settings(settings).names)
         return report
     return work
 

@@ -6,7 +6,9 @@ VisitwireApp.extra_agent_modules) and calls `register(vw, settings)`:
   profiles and member links in Redis (processors/analytics/live.py);
 - every analytics.rfm_interval_s (leader only; the first time analytics.first_run_after_s
   after start) it re-scores members (RFM), stores segment changes in the history `segments`
-  table and announces each on visitwire.segments;
+  table and announces each on visitwire.segments; and right after the worker stored a batch
+  with a member's purchase (VisitwireApp.purchase_listeners), so the buyer's change is out in
+  seconds;
 - on the same schedule with analytics.recommendation_refresh_s it recomputes the
   co-visitation table `recommendations` in the history store.
 Blocking Redis / history calls run in the default executor; the loop keeps consuming.
@@ -41,6 +43,9 @@ class AnalyticsAgents:
         self.segment_changes = 0
         self.rfm_runs = 0
         self.recommendation_pairs = 0
+        self.purchase_rescores = 0
+        self._rescore: asyncio.Task | None = None  # the re-score a purchase started
+        self._rescore_again = False  # purchases stored while it ran: score once more after it
 
     # -- live profiles ----------------------------------------------------------------------------
     def decode(self, values: list) -> list[dict]:
@@ -94,7 +99,8 @@ class AnalyticsAgents:
         a = self.settings.analytics
         _, changes = self._with_history(
             lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),
-                                             GoalConfig.from_settings(self.settings), a.rfm_new_days))
+                                             GoalConfig.from_settings(self.settings),
+                                             rfm.SegmentConfig.from_settings(self.settings)))
         self.rfm_runs += 1
         self.segment_changes += len(changes)
         return changes
@@ -105,6 +111,28 @@ class AnalyticsAgents:
         self.recommendation_pairs = n
         return n
 
+    def on_purchases(self, purchases: list[tuple[str, float]]) -> None:
+        """Purchases are in the history store (the worker calls this after its flush): re-score now, so the
+        buyer's segment change is on visitwire.segments within seconds, not at the next scheduled run.
+        One re-score at a time; purchases stored meanwhile get one more run right after it."""
+        if self._rescore is not None and not self._rescore.done():
+            self._rescore_again = True
+            return
+        self._rescore = asyncio.ensure_future(self._rescore_now())
+
+    async def _rescore_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._rescore_again = False
+            try:
+                changes = await loop.run_in_executor(None, self.recompute_segments)
+                await self.announce(changes)
+                self.purchase_rescores += 1
+            except Exception as e:  # the store away: the scheduled run catches up
+                log.warning("analytics: re-score after a purchase failed (%s); the scheduled run will catch up", e)
+            if not self._rescore_again:
+                return
+
     async def announce(self, changes: list[dict]) -> None:
         for c in changes:
             await self.vw.segments_topic.send(key=c["member_id"].encode(), value=orjson.dumps(c))
@@ -112,6 +140,7 @@ class AnalyticsAgents:
     # -- wiring -----------------------------------------------------------------------------------
     def install(self) -> None:
         app, a = self.vw.app, self.settings.analytics
+        self.vw.purchase_listeners.append(self.on_purchases)
 
         @app.agent(self.vw.pageviews_topic, name="analytics-live-profiles")
         async def live_profiles(stream):

@@ -22,7 +22,7 @@ Where to find what
 The analytics are driven by configuration, so they work on any site without code changes:
 processing.url_rules (sections, products, categories, menus of page views),
 processing.goals (goal requests, read from `hits`), analytics.funnels (URL patterns),
-analytics.purchase_goal / cart_goal / rfm_new_days / recommendation_min_support.
+analytics.purchase_goal / cart_goal / segments / recommendation_min_support.
 Tables and views: config/migrations/0100_analytics.sql. API: engine/web/analytics_routes.py.
 
 Every query is exact under at-least-once delivery: events are read once per event_id / session_id

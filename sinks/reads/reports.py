@@ -61,12 +61,13 @@ def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit
         return Report(kind, rng, [Section("steps", "Funnel steps", rows), Section("funnels", "Funnels", overview)])
     if kind == "segments":
         now = rng.now()
-        scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, a.rfm_new_days)
+        seg = rfm.SegmentConfig.from_settings(settings)
+        scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, seg)
         counts: dict[str, int] = {}
         for m in scored:
             counts[m["segment"]] = counts.get(m["segment"], 0) + 1
         sizes = [{"segment": s, "members": counts.get(s, 0),
-                  "share": round(counts.get(s, 0) / len(scored), 4) if scored else 0.0} for s in rfm.SEGMENTS]
+                  "share": round(counts.get(s, 0) / len(scored), 4) if scored else 0.0} for s in seg.names]
         top = sorted(scored, key=lambda m: (-(m["r"] + m["f"] + m["m"]), -m["revenue"], m["member_id"]))[:limit]
         members = [{k: m[k] for k in ("member_id", "segment", "r", "f", "m", "recency_days", "visits", "orders",
                                       "revenue")} for m in top]

@@ -8,13 +8,20 @@ Each becomes a quintile score 1..5 among all members (5 = most recent / most vis
 most spent): score = 1 + floor(5 * (#members with a strictly smaller value) / #members),
 so equal values always get equal scores and the smallest value scores 1.
 
-Named segments, first rule that matches wins:
-  vip      r >= 4 and f >= 4 and m >= 4      best customers
-  new      first visit less than analytics.rfm_new_days ago and at most 2 visits
-  loyal    r >= 3 and f >= 4                 come back often
-  lost     r == 1 and f <= 2 and m <= 2      gone, little history
-  at_risk  r <= 2                            used to come / buy, not lately
-  regular  everything else
+Named segments are the shop's rules (analytics.segments, config/settings.py SegmentRule):
+absolute thresholds on orders / revenue / visits over the last analytics.segment_window_days
+whole UTC days, lifetime orders, and whole UTC days since the last / first visit; the first
+rule that matches wins, else analytics.default_segment. With the defaults:
+  vip       revenue >= 500 or orders >= 3 in the window
+  at_risk   bought once or more, no visit for 30 days
+  lost      no visit for 90 days
+  loyal     4 visits or more in the window
+  customer  an order in the window
+  new       first seen less than 30 days ago
+  regular   everything else
+The inputs change only with the member's own activity or at UTC midnight, so scoring again
+(every rfm_interval_s, and right after a purchase) never moves a member back and forth; the
+quintiles r, f, m are recorded beside the segment but do not decide it.
 
 `recompute_segments` stores only changes in the `segments` history table (member_id,
 ts, segment, previous_segment, r, f, m), so that table is the segment history:
@@ -25,14 +32,39 @@ from __future__ import annotations
 
 import bisect
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig, default_config
 from sinks.reads.members import member_goals, member_pageviews
 
-SEGMENTS = ("vip", "loyal", "at_risk", "lost", "new", "regular")
 DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    rules: tuple = ()  # config.settings.SegmentRule, in order
+    default: str = "regular"
+    window_days: int = 90
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> "SegmentConfig":
+        if settings is None:
+            from config.settings import AnalyticsSettings
+
+            a = AnalyticsSettings()
+        else:
+            a = settings.analytics
+        return cls(tuple(a.segments), a.default_segment, a.segment_window_days)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.rules) + (self.default,)
+
+    def window_since(self, now: float) -> float:
+        """Start of the window: UTC midnight window_days - 1 days before today's."""
+        return (int(now // DAY_S) - self.window_days + 1) * DAY_S
 
 
 def quintiles(values: Sequence[float]) -> list[int]:
@@ -42,33 +74,38 @@ def quintiles(values: Sequence[float]) -> list[int]:
     return [min(5, 1 + (5 * bisect.bisect_left(ordered, v)) // n) for v in values] if n else []
 
 
-def segment_of(r: int, f: int, m: int, first_seen: float, visits: int, now: float, new_days: float) -> str:
-    if r >= 4 and f >= 4 and m >= 4:
-        return "vip"
-    if now - first_seen < new_days * DAY_S and visits <= 2:
-        return "new"
-    if r >= 3 and f >= 4:
-        return "loyal"
-    if r == 1 and f <= 2 and m <= 2:
-        return "lost"
-    if r <= 2:
-        return "at_risk"
-    return "regular"
+def segment_of(stats: dict, seg: SegmentConfig, now: float) -> str:
+    """The first rule whose conditions hold for the member's stats (member_stats), else the default."""
+    today = int(now // DAY_S)
+    since_visit = today - int(stats["last_seen"] // DAY_S)
+    values = {"min_orders": stats["window_orders"], "min_revenue": stats["window_revenue"],
+              "min_visits": stats["window_visits"], "min_lifetime_orders": stats["orders"],
+              "min_days_since_visit": since_visit, "max_days_since_visit": since_visit,
+              "max_days_since_first_seen": today - int(stats["first_seen"] // DAY_S)}
+    for rule in seg.rules:
+        checks = [values[k] >= v if k.startswith("min_") else values[k] <= v for k, v in rule.conditions().items()]
+        if all(checks) if rule.match == "all" else any(checks):
+            return rule.name
+    return seg.default
 
 
-def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None) -> list[dict]:
+def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
+                 window_since: float | None = None) -> list[dict]:
     """first / last visit, visits, orders and revenue per member, from the requests that belong to it
-    (members.py: the member logged in at that moment, plus the pre-login part of its visits)."""
+    (members.py: the member logged in at that moment, plus the pre-login part of its visits); the
+    same since `window_since` as window_visits / window_orders / window_revenue."""
     cfg = cfg or default_config()
+    w = float(window_since) if window_since is not None else float("-inf")
     pvs, params = member_pageviews(rng)
     rows = {r["member_id"]: r for r in store.query(
-        "SELECT a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits "
-        f"FROM {pvs} GROUP BY a_member", params)}
+        "SELECT a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits, "
+        f"uniqExactIf(session_id, t >= %(w)s) AS window_visits FROM {pvs} GROUP BY a_member", {**params, "w": w})}
     goals_sql, gparams = member_goals(cfg, rng)
     money = {r["member_id"]: r for r in store.query(
         "SELECT a_member AS member_id, min(t) AS first_t, max(t) AS last_t, countIf(goal = %(purchase)s) AS orders, "
-        f"sumIf(goal_value, goal = %(purchase)s) AS revenue FROM {goals_sql} GROUP BY a_member",
-        {**gparams, "purchase": cfg.purchase})}
+        "sumIf(goal_value, goal = %(purchase)s) AS revenue, countIf(goal = %(purchase)s AND t >= %(w)s) AS w_orders, "
+        f"sumIf(goal_value, goal = %(purchase)s AND t >= %(w)s) AS w_revenue FROM {goals_sql} GROUP BY a_member",
+        {**gparams, "purchase": cfg.purchase, "w": w})}
     out = []
     for mid in sorted(set(rows) | set(money)):
         r, m = rows.get(mid, {}), money.get(mid, {})
@@ -76,26 +113,29 @@ def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | No
         last = max(num(x, float("-inf")) for x in (r.get("last_seen"), m.get("last_t")))
         out.append({"member_id": mid, "first_seen": first, "last_seen": last,
                     "visits": int(num(r.get("visits"))), "orders": int(num(m.get("orders"))),
-                    "revenue": round(num(m.get("revenue")), 2)})
+                    "revenue": round(num(m.get("revenue")), 2), "window_visits": int(num(r.get("window_visits"))),
+                    "window_orders": int(num(m.get("w_orders"))), "window_revenue": round(num(m.get("w_revenue")), 2)})
     return out
 
 
-def score_members(stats: Sequence[dict], now: float, new_days: float = 30.0) -> list[dict]:
-    """Adds r, f, m, recency_days and segment to each member's stats."""
+def score_members(stats: Sequence[dict], now: float, seg: SegmentConfig | None = None) -> list[dict]:
+    """Adds r, f, m (quintiles), recency_days and the rule-based segment to each member's stats."""
+    seg = seg or SegmentConfig.from_settings()
     rs = quintiles([s["last_seen"] for s in stats])
     fs = quintiles([s["visits"] for s in stats])
     ms = quintiles([s["revenue"] for s in stats])
     out = []
     for s, r, f, m in zip(stats, rs, fs, ms):
         out.append({**s, "recency_days": round(max(0.0, now - s["last_seen"]) / DAY_S, 3), "r": r, "f": f, "m": m,
-                    "segment": segment_of(r, f, m, s["first_seen"], s["visits"], now, new_days)})
+                    "segment": segment_of(s, seg, now)})
     return out
 
 
 def compute_rfm(store: History, now: float | None = None, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
-                new_days: float = 30.0) -> list[dict]:
+                seg: SegmentConfig | None = None) -> list[dict]:
     now = now if now is not None else rng.now()
-    return score_members(member_stats(store, rng, cfg), now, new_days)
+    seg = seg or SegmentConfig.from_settings()
+    return score_members(member_stats(store, rng, cfg, seg.window_since(now)), now, seg)
 
 
 def current_segments(store: History, at: float | None = None) -> dict[str, str]:
@@ -114,22 +154,24 @@ def segment_changes(scored: Iterable[dict], previous: dict[str, str], now: float
 
 
 def recompute_segments(store: History, now: float | None = None, cfg: GoalConfig | None = None,
-                       new_days: float = 30.0) -> tuple[list[dict], list[dict]]:
+                       seg: SegmentConfig | None = None) -> tuple[list[dict], list[dict]]:
     """Scores all members, stores the changes in `segments`; returns (scored members, change rows)."""
     now = now if now is not None else time.time()
-    scored = compute_rfm(store, now, TimeRange(None, now), cfg, new_days)
+    scored = compute_rfm(store, now, TimeRange(None, now), cfg, seg)
     changes = segment_changes(scored, current_segments(store), now)
     if changes:
         store.write("segments", changes)
     return scored, changes
 
 
-def segment_sizes(store: History, at: float | None = None) -> list[dict[str, Any]]:
-    """Members per segment as of `at` (default: now), from the stored segment history."""
+def segment_sizes(store: History, at: float | None = None, names: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Members per segment as of `at` (default: now), from the stored segment history: the configured
+    segments (`names`, default the default rules) first, then any other name stored earlier."""
     counts: dict[str, int] = {}
     for seg in current_segments(store, at).values():
         counts[seg] = counts.get(seg, 0) + 1
-    return [{"segment": s, "members": counts.get(s, 0)} for s in SEGMENTS]
+    names = tuple(names) or SegmentConfig.from_settings().names
+    return [{"segment": s, "members": counts.get(s, 0)} for s in (*names, *sorted(set(counts) - set(names)))]
 
 
 def segment_timeline(store: History, rng: TimeRange = ALL_TIME, points: int = 8) -> list[dict[str, Any]]:
