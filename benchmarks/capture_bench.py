@@ -33,7 +33,7 @@ def run_visitwire(path: str, packets_hint: int = 0) -> tuple[PeerResult, list[di
     from capture.agent import tune_gc
     from capture.outputs import JsonlOutput
     from capture.pcapfile import read_pcap_batches
-    from capture.pipeline import Decoder
+    from capture.decoder import Decoder
     from config.settings import Settings
 
     settings = Settings(capture={"ports": [SERVER_PORT]})

@@ -32,7 +32,7 @@ from gen_pcap import SERVER_PORT, ensure_pcap, load_truth  # noqa: E402
 
 def replay_once(path: str, pps: int | None, decode: bool, ring_mb: int, packets: int) -> dict:
     from capture.live import LiveSource
-    from capture.pipeline import Decoder
+    from capture.decoder import Decoder
     from config.settings import Settings
 
     settings = Settings()
@@ -106,7 +106,7 @@ def main() -> int:
                   f"replayed on lo, ring {args.ring_mb} MiB")
     # compile the numba kernels before the clock matters
     from capture.pcapfile import read_pcap_batches
-    from capture.pipeline import Decoder
+    from capture.decoder import Decoder
     from config.settings import Settings
 
     warm = Decoder(Settings())

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from capture.frames import FrameBatch
 from capture.pcapfile import read_pcap_batches
-from capture.pipeline import Decoder
+from capture.decoder import Decoder
 from config.settings import Settings
 
 EXPIRE_EVERY_S = 1.0  # capture-clock seconds between expiry sweeps

@@ -23,10 +23,12 @@ both ways to the same events.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
-from capture.decode import _lower, scan_one_head
+from capture.frame_kernels import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
 from capture.jit import hot_kernel, kernel
 
@@ -894,6 +896,44 @@ def _stale(st, last, cts, pref, now, idle, tt):
     return out
 
 
+_LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)  # reader states that carry a partial line
+
+
+@dataclass
+class DirectionState:
+    """One direction of a flow as the fast path held it: capture.reassembly.Stream's sequence state and
+    capture.http.MessageReader's framing state."""
+    next_seq: int | None
+    delivered: int
+    fin_seq: int | None
+    closed: bool
+    reader_state: int
+    skip: int
+    body: int
+    messages: int
+    sniff: bool
+    partial: bytes | None  # a head split across segments, held by the fast path
+    partial_ts: float
+    line: bytes | None     # the chunk-size / trailer line read so far (in a line state)
+
+
+@dataclass
+class FlowState:
+    """One flow handed over to Python (FlowTable.hand_over): endpoints, the two directions and the pairing
+    state of its connection, with heads as refs (a record number of this batch, or -1 - a carried head)."""
+    addr: tuple[bytes, bytes]  # raw addresses of canonical sides a (direction 0's source) and b
+    ports: tuple[int, int]
+    born: int
+    last_seen: float
+    syn_from: int | None
+    client: int | None         # the client's direction, once the connection exists
+    directions: tuple[DirectionState, DirectionState]
+    pending: list[int]         # heads of requests waiting for their responses, oldest first
+    current: tuple[int, int] | None  # request and response heads of the transaction in progress
+    n_requests: int
+    seen_http: bool
+
+
 class FlowTable:
     """The numba side's flow state, grown on demand."""
 
@@ -1007,6 +1047,48 @@ class FlowTable:
     def slot(self, key: int) -> int:
         """The slot of flow key `key`, -1 when the table does not know it."""
         return int(slot_of(self.index, self.st, key))
+
+    def batch_counts(self) -> dict[str, int]:
+        """What the last run() did, by the Decoder's stats names, plus the head bytes it began holding
+        (`held_added`: they count in the Decoder's buffer budget)."""
+        m = self.meta
+        return {"held_added": int(m[M_ADDED]), "requests": int(m[M_REQUESTS]),
+                "transactions": int(m[M_TRANSACTIONS]), "no_response": int(m[M_NO_RESPONSE]),
+                "flows": int(m[M_FLOWS]), "flows_closed": int(m[M_CLOSED]), "flows_reset": int(m[M_RESET])}
+
+    def hand_over(self, slot: int, in_kernel: bool = False) -> FlowState:
+        """The flow in `slot`, from now on Python's: its state, and the slot marked SLOW.
+
+        in_kernel: the kernel demoted it (and already moved its held head bytes to Python's side);
+        otherwise the head bytes it held leave the fast path's count (Python's budget still has them)."""
+        row = self.st[slot].tolist()
+        n = row[ALEN]
+        conn = bool(row[CONN])
+        dirs = []
+        for dd in (0, 1):
+            b = D0 + DW * dd
+            st, held = row[b + RSTATE], row[b + PLEN] if conn else 0
+            if held and not in_kernel:
+                self.meta[M_HELD] -= held
+            lo = dd * LINE_MAX
+            dirs.append(DirectionState(
+                next_seq=None if row[b + NEXT] < 0 else row[b + NEXT], delivered=row[b + DELIV],
+                fin_seq=None if row[b + FIN] < 0 else row[b + FIN], closed=bool(row[b + CLOSED]),
+                reader_state=st, skip=row[b + SKIP], body=row[b + BODYN], messages=row[b + MSGS],
+                sniff=bool(row[b + SNIFF]), partial=self.hbuf[slot, dd, :held].tobytes() if held else None,
+                partial_ts=float(self.pts[slot, dd]),
+                line=self.lbuf[slot, lo:lo + row[b + LLEN]].tobytes() if st in _LINE_STATES else None))
+        pend = self.pref[slot]
+        state = FlowState(
+            addr=(self.saddr[slot, :n].tobytes(), self.saddr[slot, 16:16 + n].tobytes()),
+            ports=(row[APORT], row[BPORT]), born=row[BORN], last_seen=float(self.last[slot]),
+            syn_from=None if row[SYNFROM] < 0 else row[SYNFROM], client=row[CLIENT] if conn else None,
+            directions=(dirs[0], dirs[1]),
+            pending=[int(pend[(row[PHEAD] + j) % PEND_MAX]) for j in range(row[NPEND])],
+            current=(row[CURQ], row[CURR]) if row[CURQ] != NOREF else None,
+            n_requests=row[NREQ], seen_http=bool(row[SEEN]))
+        self.st[slot, MODE] = SLOW
+        return state
 
     def fast_flows(self) -> list[int]:
         """Keys of the flows the fast path follows, in the order they were born."""

@@ -156,7 +156,7 @@ class HeadParser:
         resp_names = base + ["content-type", "set-cookie", "connection"] + [h.lower() for h in response_headers]
         self._req = _header_regex(req_names)
         self._resp = _header_regex(resp_names)
-        # the table the numba head scanner matches (capture.decode.scan_heads)
+        # the table the numba head scanner matches (capture.frame_kernels.scan_heads)
         track = sorted(set(req_names) | set(resp_names))
         enc = [t.encode("latin-1") for t in track]
         self.names = np.frombuffer(b"".join(enc) or b"\0", dtype=np.uint8).copy()

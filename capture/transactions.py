@@ -236,7 +236,7 @@ class Connection:
         self.last_req: RequestHead | None = None  # a bare HTTP/0.9 line's header lines may follow it
         self.tunnel = False  # a CONNECT waits for its answer: the client's bytes meanwhile are the tunnel's
         self.told = told  # (what, port) already said: TLS / HTTP/2 on a captured port
-        self.scan = scan  # the decoder's per-batch head scan (capture.decode.scan_heads), shared
+        self.scan = scan  # the decoder's per-batch head scan (capture.frame_kernels.scan_heads), shared
         # event_id = hash(client ip/port, server ip/port, request start, index in the connection)
         self.id_prefix = f"{self.client_ip}|{self.client_port}|{self.server_ip}|{self.server_port}|".encode()
         self.req_reader = MessageReader(self, True, midstream, budget=budget)

@@ -9,7 +9,7 @@ import sys
 
 from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, open_source, run_loop, tune_gc
 from capture.pcapfile import PcapFormatError
-from capture.pipeline import Decoder
+from capture.decoder import Decoder, warm_up
 from config.settings import Settings
 
 EXIT_OK = 0
@@ -32,8 +32,6 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     decoder = Decoder(settings, state_dir=settings.data_dir)
     if not pcap:
         # compile/load the numba kernels now, not while the kernel ring fills with the first packets
-        from capture.decode import warm_up
-
         warm_up()
     tune_gc()
     if not pcap:

@@ -158,12 +158,10 @@ def _exit_when_orphaned(stop) -> None:  # pragma: no cover - runs in the child p
 def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,
                   progress: CaptureProgress) -> None:  # pragma: no cover - runs in the child process
     from capture.agent import open_outputs, open_source, run_loop
-    from capture.pipeline import Decoder
+    from capture.decoder import Decoder, warm_up
 
     decoder = Decoder(settings, state_dir=settings.data_dir)
     if not pcap:
-        from capture.decode import warm_up
-
         warm_up()  # compile/load the numba kernels before packets start filling the kernel ring
     source = open_source(settings, pcap, iface, {})
     live = None if pcap else source  # a live source has stats() and close()

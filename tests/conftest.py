@@ -60,6 +60,6 @@ def _no_user_config(monkeypatch):
 def _capture_kernels_compiled():
     """A fresh clone compiles the capture's numba kernels on first use (a minute or two) and caches them.
     Doing it once here keeps that out of the time limits of tests that start `visitwire` as a subprocess."""
-    from capture.decode import warm_up
+    from capture.decoder import warm_up
 
     warm_up()

@@ -19,7 +19,7 @@ from pcaps import T0, Conv, req, resp, write  # noqa: E402
 
 from capture.cookie_learning import STATE_FILE  # noqa: E402
 from capture.pcapfile import read_pcap_batches  # noqa: E402
-from capture.pipeline import Decoder  # noqa: E402
+from capture.decoder import Decoder  # noqa: E402
 from config.settings import Settings  # noqa: E402
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"
@@ -66,7 +66,7 @@ def by_client(events) -> dict[tuple, list[str]]:
 def test_cookie_learned_once_ids_stable_and_kept_across_restarts(tmp_path, caplog):
     path = site_pcap(tmp_path)
     state = tmp_path / "data"
-    with caplog.at_level(logging.INFO, logger="capture.pipeline"):
+    with caplog.at_level(logging.INFO, logger="capture.decoder"):
         events = decode(path, state)
     learned = [r.getMessage() for r in caplog.records if "visitor cookie learned" in r.getMessage()]
     assert len(learned) == 1 and learned[0].startswith("visitor cookie learned: _vid (")
@@ -85,7 +85,7 @@ def test_cookie_learned_once_ids_stable_and_kept_across_restarts(tmp_path, caplo
 
     # a restart reads the state: the same ids, from the first request on, with no learning
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="capture.pipeline"):
+    with caplog.at_level(logging.INFO, logger="capture.decoder"):
         again = decode(path, state)
     assert not [r for r in caplog.records if "visitor cookie learned" in r.getMessage()]
     later = by_client(again)
@@ -100,7 +100,7 @@ def test_cookie_learned_once_ids_stable_and_kept_across_restarts(tmp_path, caplo
 
 def test_configured_visitor_cookies_override_learning(tmp_path, caplog):
     path = site_pcap(tmp_path)
-    with caplog.at_level(logging.INFO, logger="capture.pipeline"):
+    with caplog.at_level(logging.INFO, logger="capture.decoder"):
         events = decode(path, tmp_path / "data", visitor_cookies=["_ga"])
     assert not [r for r in caplog.records if "visitor cookie" in r.getMessage()]
     assert not (tmp_path / "data" / STATE_FILE).exists()

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_fuzz import FUZZ, _with_client_port, batch, conversation_frames  # noqa: E402
 
 from capture.blake2 import blake2b_hex, key_state  # noqa: E402
-from capture.pipeline import Decoder  # noqa: E402
+from capture.decoder import Decoder  # noqa: E402
 from config.settings import Settings  # noqa: E402
 
 

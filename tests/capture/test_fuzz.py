@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from capture.frames import FrameBatch
-from capture.pipeline import Decoder
+from capture.decoder import Decoder
 from config.settings import Settings
 
 T0 = 1_700_000_000.0
@@ -215,7 +215,7 @@ def _fields(h):
 @FUZZ
 @given(transaction(), st.binary(max_size=40))
 def test_head_scanner_matches_the_slow_parser(tx, tail):
-    from capture.decode import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
+    from capture.frame_kernels import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
     from capture.http import HeadParser, HttpError
 
     parser = HeadParser(["x-member-id", "x-forwarded-for", "x-order-amount"], ["x-order-amount"])
@@ -245,7 +245,7 @@ def test_head_scanner_matches_the_slow_parser(tx, tail):
 
 
 def test_head_scanner_takes_the_common_heads():
-    from capture.decode import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
+    from capture.frame_kernels import HEAD_REQUEST, HEAD_RESPONSE, scan_heads
     from capture.http import HeadParser
 
     parser = HeadParser([], [])

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs ro
 
 
 def _decoder_parts():
-    pipeline = pytest.importorskip("capture.pipeline")
+    pipeline = pytest.importorskip("capture.decoder")
     return pipeline.Decoder, pytest.importorskip("capture.pcapfile").read_pcap_batches
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pcaps import Conv, req, resp, write  # noqa: E402
 
 from capture.pcapfile import read_pcap_batches  # noqa: E402
-from capture.pipeline import Decoder  # noqa: E402
+from capture.decoder import Decoder  # noqa: E402
 from config.settings import Settings  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pcaps import T0, Conv, chunked, req, resp, udp_packet, write  # noqa: E402
 from scapy.layers.inet import IP  # noqa: E402
 
 from capture.pcapfile import PcapFormatError, read_pcap_batches  # noqa: E402
-from capture.pipeline import Decoder  # noqa: E402
+from capture.decoder import Decoder  # noqa: E402
 from config.events import HIT_FIELD_NAMES  # noqa: E402
 from config.settings import Settings  # noqa: E402
 

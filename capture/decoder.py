@@ -1,6 +1,6 @@
 """Decoder: FrameBatches in, Hit events out (dicts, or JSON lines for outputs).
 
-numba decodes every frame's headers in one call (capture.decode). Flows that start
+numba decodes every frame's headers in one call (capture.frame_kernels). Flows that start
 with a SYN and stay simple are followed, paired and written as JSON lines entirely in
 numba (capture.fastpath, capture.eventwriter). Every other frame with payload or
 SYN/FIN/RST is walked in Python: routed to its flow's per-direction reassembler
@@ -17,13 +17,12 @@ from collections import deque
 import numpy as np
 import orjson
 
-from capture.decode import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
+from capture.frame_kernels import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
 from capture import fastpath as fp
 from capture.fastpath import FlowTable
 from capture.frames import FrameBatch
-from capture.http import CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, DEAD, TRAILER, HeadParser, RESYNC_REQUEST, \
-    RESYNC_RESPONSE, RequestHead, ResponseHead
+from capture.http import DEAD, RESYNC_REQUEST, RESYNC_RESPONSE, HeadParser, RequestHead, ResponseHead
 from capture.reassembly import MASK, Budget, Stream
 from capture.cookie_learning import CookieLearner, load_state, save_state
 from capture.eventwriter import WRITTEN, EventWriter
@@ -105,9 +104,6 @@ class _HeadRefs:
         if r[fp.AUX] == fp.F_LENGTH:
             resp.body_bytes = resp.content_length
         return resp
-
-
-_LINE_STATES = (CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER)
 
 
 class ScanView:
@@ -415,8 +411,10 @@ class Decoder:
         rec, rsp, rts, tx, txa = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.flags[idx], d.poff[idx], d.plen[idx],
                                           pwire, batch.ts[idx], d.sport[idx], d.dport[idx], d.src_off[idx],
                                           d.dst_off[idx], d.alen[idx], idx + self._packets_before, max(0, room))
-        budget.total += int(fast.meta[fp.M_ADDED])
-        self._count_fast(fast.meta)
+        counts = fast.batch_counts()
+        budget.total += counts.pop("held_added")
+        for name, n in counts.items():
+            self.stats[name] += n
         self._batch = (buf, fast.arena, rec, rsp, rts)
         try:
             if len(rec):
@@ -426,15 +424,6 @@ class Decoder:
         finally:
             self._batch = None
         fast.keep_waiting_heads(buf, rec, rsp, rts)
-
-    def _count_fast(self, meta: np.ndarray) -> None:
-        st = self.stats
-        st["requests"] += int(meta[fp.M_REQUESTS])
-        st["transactions"] += int(meta[fp.M_TRANSACTIONS])
-        st["no_response"] += int(meta[fp.M_NO_RESPONSE])
-        st["flows"] += int(meta[fp.M_FLOWS])
-        st["flows_closed"] += int(meta[fp.M_CLOSED])
-        st["flows_reset"] += int(meta[fp.M_RESET])
 
     def _replay_handed_over(self, batch: FrameBatch, d, idx: np.ndarray, rec: np.ndarray) -> None:
         """The packets the fast path handed to Python, in order, with the buffer total as it was at each."""
@@ -503,68 +492,32 @@ class Decoder:
         return ip
 
     def _materialize(self, key: int, in_kernel: bool = False) -> Flow:
-        """Python takes a fast flow over: a full Flow/Connection with the fast path's state."""
-        fast = self.fast
-        slot = fast.slot(key)
-        row = fast.st[slot].tolist()
-        n = row[fp.ALEN]
-        a = self._ip(fast.saddr[slot, :n].tobytes())
-        b = self._ip(fast.saddr[slot, 16:16 + n].tobytes())
-        f = Flow((a, b), (row[fp.APORT], row[fp.BPORT]), self.budget, 0.0, row[fp.BORN])
-        f.slot = slot
-        self.flows[key] = f
-        self._sync(f, in_kernel)
-        conn = f.conn
-        if conn is not None:
-            refs = _HeadRefs(self.heads, fast.carry, self._batch)
-            pend = fast.pref[slot]
-            conn.pending = deque(refs.request(int(pend[(row[fp.PHEAD] + j) % fp.PEND_MAX]))
-                                 for j in range(row[fp.NPEND]))
-            if row[fp.CURQ] != fp.NOREF:
-                conn.current = (refs.request(row[fp.CURQ]), refs.response(row[fp.CURR]))
-            conn.n_requests = row[fp.NREQ]
-            conn.seen_http = bool(row[fp.SEEN])
-        return f
-
-    def _sync(self, f: Flow, in_kernel: bool = False) -> None:
-        """Hand a fast-path flow to Python: copy its numba state into the Python objects.
+        """Python takes a fast flow over: a full Flow/Connection with the fast path's state.
 
         in_kernel: the kernel demoted it (and already moved its held head bytes to Python's side)."""
-        fast = self.fast
-        slot = f.slot
-        row = fast.st[slot].tolist()
-        f.last_seen = float(fast.last[slot])
+        h = self.fast.hand_over(self.fast.slot(key), in_kernel)
+        f = Flow((self._ip(h.addr[0]), self._ip(h.addr[1])), h.ports, self.budget, h.last_seen, h.born)
+        self.flows[key] = f
         f.midstream = False
-        f.syn_from = None if row[fp.SYNFROM] < 0 else row[fp.SYNFROM]
-        if row[fp.CONN] and f.conn is None:
-            self._make_conn(f, row[fp.CLIENT])
-        for dd in (0, 1):
-            b = fp.D0 + fp.DW * dd
-            s = f.streams[dd]
-            s.next_seq = None if row[b + fp.NEXT] < 0 else row[b + fp.NEXT]
-            s.delivered = row[b + fp.DELIV]
-            s.fin_seq = None if row[b + fp.FIN] < 0 else row[b + fp.FIN]
-            s.closed = bool(row[b + fp.CLOSED])
+        f.syn_from = h.syn_from
+        conn = self._make_conn(f, h.client) if h.client is not None else None
+        for s, d in zip(f.streams, h.directions):
+            s.next_seq, s.delivered, s.fin_seq, s.closed = d.next_seq, d.delivered, d.fin_seq, d.closed
             r = s.reader
             if r is not None:
-                r.state = st = row[b + fp.RSTATE]
-                r.skip = row[b + fp.SKIP]
-                r.body = row[b + fp.BODYN]
-                r.messages = row[b + fp.MSGS]
-                r.sniff = bool(row[b + fp.SNIFF])
-                n = row[b + fp.PLEN]
-                if n:  # a head split across segments, held by the fast path
-                    r.partial = bytearray(fast.hbuf[slot, dd, :n].tobytes())
-                    r.partial_ts = float(fast.pts[slot, dd])
-                    if not in_kernel:
-                        fast.meta[fp.M_HELD] -= n  # still counted in budget.total, now as Python's
-                else:
-                    r.partial = None
-                lo = dd * fp.LINE_MAX
-                r.line = bytearray(fast.lbuf[slot, lo:lo + row[b + fp.LLEN]].tobytes()) if st in _LINE_STATES \
-                    else None
-        f.slot = -1
-        fast.st[slot, fp.MODE] = fp.SLOW
+                r.state, r.skip, r.body, r.messages, r.sniff = d.reader_state, d.skip, d.body, d.messages, d.sniff
+                r.partial = bytearray(d.partial) if d.partial is not None else None
+                if d.partial is not None:
+                    r.partial_ts = d.partial_ts
+                r.line = bytearray(d.line) if d.line is not None else None
+        if conn is not None:
+            refs = _HeadRefs(self.heads, self.fast.carry, self._batch)
+            conn.pending = deque(refs.request(ref) for ref in h.pending)
+            if h.current is not None:
+                conn.current = (refs.request(h.current[0]), refs.response(h.current[1]))
+            conn.n_requests = h.n_requests
+            conn.seen_http = h.seen_http
+        return f
 
     def _count_internal(self) -> None:
         self.stats["internal_errors"] += 1
@@ -642,3 +595,35 @@ class Decoder:
         conn.close()
         f.conn = None
         f.dead = True
+
+
+def warm_up() -> None:
+    """Load (or compile, first time ~30 s) every kernel of the Decoder for both buffer kinds sources hand us:
+    read-only (mmap'd files) and writable (live ring copies) are separate numba specialisations. Runs a short
+    HTTP conversation through a Decoder, so the flow fast path, the pairing and the event writer are ready."""
+    import struct
+
+    def frame(from_client: bool, seq: int, payload: bytes, flags: int) -> bytes:
+        c, s = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        src, dst, sp, dp = (c, s, 40000, 80) if from_client else (s, c, 80, 40000)
+        tcp = struct.pack("!HHIIBBHHH", sp, dp, seq, 0, 5 << 4, flags, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
+        return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp + payload
+
+    req = b"GET / HTTP/1.1\r\nHost: warm.up\r\nCookie: a=b\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    frames = [frame(True, 1, b"", 0x02), frame(False, 5, b"", 0x12), frame(True, 2, req, 0x18),
+              frame(False, 6, resp, 0x18), frame(True, 2 + len(req), b"", 0x11),
+              frame(False, 6 + len(resp), b"", 0x11)]
+    data = b"".join(frames)
+    lens = np.array([len(f) for f in frames], np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
+    for writable in (False, True):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if writable:
+            buf = buf.copy()
+        batch = FrameBatch(buf, offsets, lens, lens.copy(), np.arange(len(frames), dtype=np.float64),
+                    np.ones(len(frames), np.int32))
+        decoder = Decoder(Settings(capture={"ports": [80]}))
+        decoder.feed_lines(batch)
+        decoder.close()
