@@ -154,7 +154,9 @@ def visitwire_figures(history_url: str, settings: Settings, start: float, end: f
         purchase = {g["goal"]: g for g in goals.goal_counts(store, rng, cfg)}.get(cfg.purchase, {})
         members = {m["member_id"]: m for m in rfm.member_stats(store, rng, cfg)}
         views = {r["product_id"]: r["views"] for r in usage.usage(store, "product_id", rng, limit=100_000)}
-        return {"requests": int(one["requests"]), "pageviews": int(one["pageviews"]),
+        changes = store.query("SELECT DISTINCT member_id, ts_epoch, segment, previous_segment FROM segments "
+                              "ORDER BY member_id, ts_epoch")
+        return {"segment_changes": changes, "requests": int(one["requests"]), "pageviews": int(one["pageviews"]),
                 "visitors": int(one["visitors"]), "member_visitors": split.get("member", 0),
                 "anonymous_visitors": split.get("anonymous", 0), "bot_visitors": int(one["bot_visitors"]),
                 "orders": int(purchase.get("conversions", 0)), "revenue": round(float(purchase.get("value", 0)), 2),
@@ -184,6 +186,35 @@ def compare(got: dict, want: dict, idn: Identity) -> list[tuple[str, str, str, i
     rows.append(("product views (per product)", f"{len(got['product_views'])} products",
                  f"{len(want['product_views'])} products", bad))
     return rows
+
+
+def segment_latency(changes: list[dict], rows: list[dict], idn: Identity) -> tuple[list[float], int]:
+    """Seconds from each member's order to the segment change it caused (the first change of that member
+    after the order, with no other change in between), and the number of flaps (A -> B -> A)."""
+    orders: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["order"] and r["member"]:
+            orders[idn.member_id(r["member"].encode())].append(r["ts"])
+    by_member: dict[str, list[dict]] = defaultdict(list)
+    for c in changes:
+        by_member[c["member_id"]].append(c)
+    latencies, flaps = [], 0
+    for mid, cs in by_member.items():
+        prev_t = float("-inf")
+        for i, c in enumerate(cs):
+            t = float(c["ts_epoch"])
+            caused = [o for o in orders.get(mid, []) if prev_t < o <= t]
+            if caused:
+                latencies.append(t - max(caused))
+            if i >= 2 and cs[i - 2]["segment"] == c["segment"]:
+                flaps += 1
+            prev_t = t
+    return latencies, flaps
+
+
+def _pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
 
 
 def main() -> int:
@@ -225,6 +256,12 @@ def main() -> int:
     for name, g, w, bad in rows:
         t.add_row(name, g, w, f"[red]{bad}" if bad else "0")
     console.print(t)
+    lat, flaps = segment_latency(got["segment_changes"], load_truth(truth_path), Identity(settings.capture))
+    console.print(f"segment changes: {len(got['segment_changes'])}, caused by an order: {len(lat)}, "
+                  f"order -> change p50 {_pct(lat, 0.5):.2f} s, p99 {_pct(lat, 0.99):.2f} s "
+                  f"(goal p99 < 5 s); flaps (A -> B -> A): {flaps}")
+    rows.append(("segment change p99 < 5 s", f"{_pct(lat, 0.99):.2f} s", "< 5 s", int(bool(lat) and _pct(lat, 0.99) >= 5)))
+    rows.append(("segment flaps", str(flaps), "0", int(flaps > 0)))
     total = sum(bad for *_, bad in rows)
     console.print(f"mismatches: {total} (goal 0)")
     if not a.keep:

@@ -268,19 +268,26 @@ def register_agents(vw: Any, runtime: Any) -> None:
         await runtime.on_tick()
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    """Create the topic with `partitions` partitions unless it exists (the Faust agent would declare it;
-    the bulk consumer must not wait for the capture agent to create it)."""
+async def ensure_topic(bootstrap: str, topic: str, *more: str, partitions: int | None = None) -> None:
+    """Create the topics with `partitions` partitions unless they exist (the Faust agent would declare them;
+    the bulk consumer must not wait for the capture agent to create the hits topic, and a subscriber that
+    starts before the first page view, session or segment change must find its topic). Called as
+    ensure_topic(bootstrap, topic, partitions) or ensure_topic(bootstrap, *topics, partitions=n)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
+    names = [topic, *more]
+    if partitions is None:  # the two-argument form: the last positional is the partition count
+        partitions = int(names.pop())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    except TopicAlreadyExistsError:
-        pass
-    except Exception as e:  # e.g. a broker that forbids topic creation: the topic must then exist already
-        log.warning("could not create topic %s (%s); expecting it to exist", topic, e)
+        for name in names:  # one at a time: an existing one must not keep the others from being created
+            try:
+                await admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+            except Exception as e:  # e.g. a broker that forbids topic creation: the topic must then exist already
+                log.warning("could not create topic %s (%s); expecting it to exist", name, e)
     finally:
         await admin.close()

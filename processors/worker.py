@@ -31,11 +31,11 @@ import numpy as np
 import orjson
 import redis
 
-from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
+from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
-from processors.agents import BatchOutput, HitProcessor, Intake, register_agents
+from processors.agents import BatchOutput, HitProcessor, Intake, ensure_topic, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
 from processors.hits_intake import BulkHitsConsumer
 from processors.offsets import SEEK, TAKE, OffsetGuard
@@ -405,6 +405,10 @@ class InProcessWorker:
 
     async def start(self) -> None:
         relax_gc()
+        k = self.settings.kafka
+        # every topic visitwire publishes exists from the start, with the configured partitions
+        await ensure_topic(k.bootstrap, TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS, TOPIC_SEGMENTS,
+                           partitions=k.partitions)
         self.history.prepare()
         await asyncio.to_thread(self.rt.processor.warm_up)
         await self.vw.app.start()

@@ -95,7 +95,7 @@ def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | No
     (members.py: the member logged in at that moment, plus the pre-login part of its visits); the
     same since `window_since` as window_visits / window_orders / window_revenue."""
     cfg = cfg or default_config()
-    w = float(window_since) if window_since is not None else float("-inf")
+    w = float(window_since) if window_since is not None else -1.0  # before any event
     pvs, params = member_pageviews(rng)
     rows = {r["member_id"]: r for r in store.query(
         "SELECT a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits, "
