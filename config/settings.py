@@ -47,11 +47,30 @@ def check_pattern(pattern: str, wildcard: bool = False) -> str:
         pos = m.end()
     if pos != len(rest):
         bad = rest[pos]
-        hint = (" (the query string is not part of the path: match query parameters with value_param / "
-                "product rules instead)" if bad == "?" else "")
+        hint = (" (a goal or funnel step matches the path only: take a value from the query with value_param; "
+                "URL rules may end in ?param={name})" if bad == "?" else "")
         raise ValueError(f"pattern {pattern!r} has {bad!r} at a place a URL path pattern cannot{hint}; use "
                          "literal path characters and {name} placeholders for one path segment"
                          + (" ('*' for anything)" if wildcard else ""))
+    return pattern
+
+
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
+_QUERY_VALUE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9_.~+\-]{1,128}")
+
+
+def check_rule_pattern(pattern: str) -> str:
+    """A URL rule pattern: a path pattern, then optionally `?name={capture}` / `?name=value` pairs joined
+    by '&' (e.g. '/goods/view.do?goodsNo={product_id}'); ValueError saying how to fix it."""
+    path, q, query = pattern.partition("?")
+    check_pattern(path)
+    if not q:
+        return pattern
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
+        if not eq or not _QUERY_NAME.fullmatch(name) or not _QUERY_VALUE.fullmatch(value):
+            raise ValueError(f"pattern {pattern!r}: query part {part!r} must be name={{capture}} or name=value, "
+                             "joined by '&', e.g. '/goods/view.do?goodsNo={product_id}'")
     return pattern
 
 
@@ -59,7 +78,9 @@ class UrlRule(_Section):
     """Maps a URL path pattern to page metadata, e.g. '/product/{product_id}' -> product page.
 
     `{name}` captures one path segment; captured names product_id/category/section/menu
-    fill the page view fields of the same name.
+    fill the page view fields of the same name. After '?', `param={name}` captures a query
+    parameter (the rule needs it present) and `param=value` needs that value:
+    '/goods/view.do?goodsNo={product_id}'.
     """
     pattern: str
     group: str
@@ -70,7 +91,7 @@ class UrlRule(_Section):
     @field_validator("pattern")
     @classmethod
     def _valid_pattern(cls, v: str) -> str:
-        return check_pattern(v)
+        return check_rule_pattern(v)
 
 
 class GoalRule(_Section):

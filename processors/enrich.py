@@ -143,6 +143,20 @@ def compile_pattern(pattern: str) -> re.Pattern:
     return re.compile("^" + body + "/?$")
 
 
+def compile_rule(pattern: str) -> tuple[re.Pattern, tuple[tuple[str, str, bool], ...]]:
+    """A URL rule pattern -> (path regex, query specs (param, capture name or required value, is_capture))."""
+    path, _, query = pattern.partition("?")
+    specs = []
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        cap = re.fullmatch(r"\{(\w+)\}", value)
+        specs.append((name, cap.group(1) if cap else value, bool(cap)))
+    return compile_pattern(path), tuple(specs)
+
+
+MAX_CAPTURED = 128  # a value taken from a query parameter is an id, not a text
+
+
 def is_static(path: str, content_type: str, settings: ProcessingSettings) -> bool:
     low = path.lower()
     dot = low.rfind(".")
@@ -166,7 +180,9 @@ class Enricher:
         self.settings = settings
         self._static_ext = frozenset(e.lower() for e in settings.static_extensions)
         self._static_ct = tuple(settings.static_content_types)
-        self._rules: list[tuple[re.Pattern, UrlRule]] = [(compile_pattern(r.pattern), r) for r in settings.url_rules]
+        self._rules: list[tuple[re.Pattern, tuple, UrlRule]] = [(*compile_rule(r.pattern), r)
+                                                                for r in settings.url_rules]
+        self._rules_read_query = any(specs for _, specs, _ in self._rules)
         self._goals: list[tuple[re.Pattern, GoalRule]] = [(compile_pattern(g.pattern), g) for g in settings.goals]
         # literal part of each goal pattern before its first '{': most hits match none of them
         self._goal_prefixes = tuple(g.pattern.split("{", 1)[0].rstrip("/") or "/" for g in settings.goals)
@@ -248,13 +264,21 @@ class Enricher:
             return g.name, value if value == value and abs(value) < 1e12 else 0.0
         return "", 0.0
 
-    def _page_meta(self, path: str) -> dict[str, str]:
-        """URL-rule fields of a path (cached per path by `page_meta`; callers copy, never mutate)."""
+    def _page_meta(self, path: str, query: str = "") -> dict[str, str]:
+        """URL-rule fields of a path and query (cached by `page_meta`; callers copy, never mutate)."""
         meta = {"page_group": "", "section": "", "product_id": "", "category": "", "menu": ""}
-        for rx, rule in self._rules:
+        params: dict[str, str] | None = None
+        for rx, specs, rule in self._rules:
             m = rx.match(path)
             if m:
                 caps = m.groupdict()
+                if specs:
+                    if params is None:
+                        params = {}
+                        for k, v in parse_qsl(query, keep_blank_values=True):
+                            params.setdefault(k, v)  # the first occurrence, as query_param
+                    if not _query_matches(specs, params, caps):
+                        continue
                 meta["page_group"] = rule.group
                 meta["section"] = caps.get("section") or rule.section
                 meta["category"] = caps.get("category") or rule.category
@@ -315,9 +339,22 @@ class Enricher:
             "referrer": referrer, "referrer_host": ref_host, "channel": channel}
         pv.update(self._utm(query) if query else _NO_UTM)
         pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
-        pv.update(self.page_meta(path))
+        pv.update(self.page_meta(path, query if self._rules_read_query else ""))
         pv.update(goal="", goal_value=0.0)
         return pv
+
+
+def _query_matches(specs: tuple, params: dict[str, str], caps: dict[str, str]) -> bool:
+    """Whether the query has what a rule's query part asks; captured values go into `caps`."""
+    for name, value, is_capture in specs:
+        got = params.get(name, "")
+        if is_capture:
+            if not got or len(got) > MAX_CAPTURED:
+                return False
+            caps[value] = got
+        elif got != value:
+            return False
+    return True
 
 
 # the hit fields a page view is made of

@@ -70,7 +70,7 @@ def test_committed_json_schemas_match_event_types(topic):
      "processing.goals.0.method: method 'FETCH'", "GET, HEAD, POST"),
     ({"processing": {"goals": [{"name": "purchase", "pattern": "/goods/order.do?step=done"},
                                {"name": "add_to_cart", "pattern": "/cart/add"}]}},
-     "processing.goals.0.pattern: pattern '/goods/order.do?step=done' has '?'", "query string is not part of the path"),
+     "processing.goals.0.pattern: pattern '/goods/order.do?step=done' has '?'", "matches the path only"),
     ({"processing": {"url_rules": [{"pattern": "product/{id}", "group": "p"}]}},
      "processing.url_rules.0.pattern", "must start with '/'"),
     ({"analytics": {"funnels": {"buy": ["/product/{id", "/cart"]}}}, "analytics.funnels: funnel 'buy'", "{name}"),

@@ -156,3 +156,36 @@ def test_batch_classification_is_classify_of_each_hit(enricher):
     classes = enricher.classify_all(hits, columns_of(hits))
     assert classes == [enricher.classify(h) for h in hits]
     assert [c.goal for c in classes] == ["purchase", "", "add_to_cart", "", "", ""]
+
+
+def test_product_ids_and_categories_from_query_parameters():
+    rules = ProcessingSettings(url_rules=[
+        {"pattern": "/goods/view.do?goodsNo={product_id}&cate={category}", "group": "product", "section": "shop"},
+        {"pattern": "/goods/view.do?goodsNo={product_id}", "group": "product", "section": "shop"},
+        {"pattern": "/goods/list.do?mode=sale", "group": "sale", "category": "sale"},
+        {"pattern": "/product/{product_id}", "group": "product"}])
+    e = Enricher(rules)
+
+    def page(path, query=""):
+        hit = make_hit("e", 1e9, "v", path, query=query)
+        return e.pageview(hit, e.classify(hit))
+
+    pv = page("/goods/view.do", "goodsNo=777&cate=shoes&utm_source=x")
+    assert (pv["page_group"], pv["product_id"], pv["category"]) == ("product", "777", "shoes")
+    assert (page("/goods/view.do", "goodsNo=778")["product_id"], page("/goods/view.do", "goodsNo=778")["category"]) \
+        == ("778", "")
+    assert page("/goods/view.do")["product_id"] == ""  # no goodsNo: not a product page, never 'view.do'
+    assert page("/goods/view.do", "goodsNo=")["page_group"] == ""
+    assert page("/goods/list.do", "mode=sale")["category"] == "sale"
+    assert page("/goods/list.do", "mode=new")["page_group"] == ""  # a required value must be there
+    assert page("/product/p9")["product_id"] == "p9"
+    assert page("/goods/view.do", "goodsNo=" + "9" * 200)["product_id"] == ""  # an id, not a text
+
+
+@pytest.mark.parametrize("pattern", ["/goods/view.do?goodsNo", "/goods/view.do?goodsNo={id", "/a?x=<script>",
+                                     "/a?=1"])
+def test_bad_query_parts_of_url_rules_are_named(pattern):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="name=\\{capture\\} or name=value"):
+        ProcessingSettings(url_rules=[{"pattern": pattern, "group": "g"}])
