@@ -10,6 +10,7 @@ come out in packet order.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import socket
 from collections import deque
@@ -36,7 +37,7 @@ STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "tr
              "requests", "transactions", "no_response", "parse_errors", "gaps", "non_http", "orphan_responses",
              "late_responses", "dropped_pending", "dropped_overflow_bytes", "dropped_overflow_segments",
              "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors",
-             "framing_anomalies", "tls_flows", "http2_flows")
+             "framing_anomalies", "tls_flows", "http2_flows", "flows_evicted")
 
 
 class Flow:
@@ -146,6 +147,8 @@ class Decoder:
         h = self.heads
         self.fast = FlowTable(self.ports, h.names, h.name_off, h.cl_slot // 2, h.te_slot // 2,
                               cfg.max_pending_requests, cfg.max_flow_buffer_bytes) if fast_path else None
+        if self.fast is not None:
+            self.fast.max_grow = max(4096, cfg.max_flows // 4)  # no doubling far past the bound on open flows
         self.state_dir = state_dir
         self.told: set = set()  # wrong-leg notices already given (TLS / HTTP/2 per port)
         self.learner: CookieLearner | None = None
@@ -178,6 +181,9 @@ class Decoder:
         self._packets_before += len(kind)
         if self.learner is not None and self.learner.learned:
             self._adopt_learned()
+        n = len(self.out)
+        self._bound_flows()
+        self._out_k += [1 << 62] * (len(self.out) - n)  # evicted flows' events come after the batch's
 
     def feed(self, batch: FrameBatch) -> list[dict]:
         """Decode one batch; returns the transactions it completed."""
@@ -279,6 +285,36 @@ class Decoder:
             out.append((e, None))
         out += fast[i:]
         return [x for x in out if x[0] is not None or x[1] is not None]
+
+    # -- bounded memory -------------------------------------------------------------
+    def _bound_flows(self) -> None:
+        """Above capture.max_flows open flows, end the least recently seen ones down to 90% of it (like idle
+        expiry: unanswered requests are reported) and count them; a flood of half-open flows then costs
+        max_flows flows of memory, not one per spoofed source."""
+        limit = self.cfg.max_flows
+        fast = self.fast
+        n = fast.in_use() if fast is not None else len(self.flows)
+        if n <= limit:
+            return
+        k = n - limit * 9 // 10
+        if fast is not None:
+            slots = fast.least_recent(k)
+            for key, mode in zip(fast.st[slots, fp.HASH].tolist(), fast.st[slots, fp.MODE].tolist()):
+                if mode == fp.FAST:
+                    self._materialize(key)
+                f = self.flows.pop(key, None)
+                if f is not None:
+                    self._safe_end(f)
+            fast.forget(slots)
+            k = len(slots)
+        else:
+            for key, f in heapq.nsmallest(k, self.flows.items(), key=lambda kv: kv[1].last_seen):
+                del self.flows[key]
+                self._safe_end(f)
+        self.stats["flows_evicted"] += k
+        if self.stats["flows_evicted"] == k:
+            log.warning("more than capture.max_flows = %d open flows: the least recently seen are ended early "
+                        "and counted (flows_evicted); raise it if this is not a flood", limit)
 
     # -- the learned visitor cookie (capture.cookie_learning) ------------------------
     def _start_learning(self) -> None:
@@ -593,6 +629,9 @@ class Decoder:
                 conn.req_reader.state != DEAD and f.midstream:
             self.stats["non_http"] += 1  # picked up mid-stream and never found an HTTP message
         conn.close()
+        # readers and their connection refer to each other: untie them, or the flow waits for a full garbage
+        # collection (tune_gc makes those rare), and ended flows piled up (1 GB after 400k half-open flows)
+        conn.req_reader.owner = conn.resp_reader.owner = None
         f.conn = None
         f.dead = True
 

@@ -792,6 +792,17 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off
 
 
 @kernel
+def _forget(index, st, free, meta, slots):
+    """Free the given slots (flows evicted by the Decoder's bound on open flows)."""
+    for slot in slots:
+        if st[slot, MODE] != FREE:
+            _drop_key(index, st, meta, st[slot, HASH])
+            st[slot, MODE] = FREE
+            free[meta[M_FREE]] = slot
+            meta[M_FREE] += 1
+
+
+@kernel
 def _purge(index, st, last, free, meta, now, idle):
     """Forget Python-owned (SLOW) flows idle like the Decoder's expiry rule (it ended them too)."""
     gone = 0
@@ -966,6 +977,7 @@ class FlowTable:
         nrow = len(name_off) * 2 - 2
         self.carry = (np.zeros(1, np.uint8), np.zeros((0, RCOL), np.int64), np.zeros((0, nrow), np.int32),
                       np.zeros(0, np.float64))
+        self.max_grow = 1 << 62  # slots added at most at once (the Decoder bounds open flows; see in_use)
         self._grow(capacity)
 
     def _grow(self, extra: int) -> None:
@@ -1029,7 +1041,7 @@ class FlowTable:
                 tx = np.concatenate([tx, np.zeros((grow, TXCOL), np.int64)])
                 txa = np.concatenate([txa, np.zeros((grow, 32), np.uint8)])
             else:
-                self._grow(max(4096, self.st.shape[0]))
+                self._grow(max(4096, min(self.st.shape[0], self.max_grow)))
             self._out = (rec, rsp, rts, tx, txa)
 
     def keep_waiting_heads(self, buf, rec, rsp, rts) -> None:
@@ -1043,6 +1055,20 @@ class FlowTable:
         slots = np.array(_stale(self.st, self.last, self.carry[3], self.pref, now, idle, transaction_timeout),
                          np.int64)
         return self._keys_by_birth(slots)
+
+    def in_use(self) -> int:
+        """Flows the table knows (followed here, or Python's)."""
+        return int(self.meta[M_KEYS])
+
+    def least_recent(self, n: int) -> np.ndarray:
+        """The n slots in use whose last packet is oldest."""
+        used = np.flatnonzero(self.st[:, MODE] != FREE)
+        if n >= len(used):
+            return used
+        return used[np.argpartition(self.last[used], n)[:n]]
+
+    def forget(self, slots: np.ndarray) -> None:
+        _forget(self.index, self.st, self.free, self.meta, slots.astype(np.int64))
 
     def slot(self, key: int) -> int:
         """The slot of flow key `key`, -1 when the table does not know it."""

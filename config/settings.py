@@ -150,6 +150,9 @@ class CaptureSettings(_Section):
     max_flow_buffer_bytes: int = Field(1 << 20, gt=0)
     max_total_buffer_bytes: int = Field(256 << 20, gt=0)
     max_pending_requests: int = Field(64, gt=0)
+    # Open TCP flows followed at once; beyond, the least recently seen are ended early (counted, flows_evicted).
+    # Each costs about 6 KB (benchmarks/flow_table_bench.py), so the default bounds flow state near 600 MB.
+    max_flows: int = Field(50_000, gt=0)
     # While Kafka is away, at most this many events wait in memory; the oldest beyond are dropped and counted.
     max_buffered_events: int = Field(200_000, gt=0)
 
