@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from capture.frames import FrameBatch  # noqa: E402
-from capture.pipeline import Decoder  # noqa: E402
+from capture.decoder import Decoder  # noqa: E402
 from config.settings import Settings  # noqa: E402
 
 T0 = 1_700_000_000.0
@@ -140,7 +140,7 @@ def main() -> int:
                  for kind in ("half-open", "short")]
         return max(codes)
     from capture.agent import tune_gc
-    from capture.decode import warm_up
+    from capture.decoder import warm_up
 
     warm_up()  # load the kernels before the baseline
     tune_gc()  # as visitwire capture does

@@ -298,9 +298,9 @@ class Decoder:
             return
         k = n - limit * 9 // 10
         if fast is not None:
-            slots = fast.least_recent(k)
-            for key, mode in zip(fast.st[slots, fp.HASH].tolist(), fast.st[slots, fp.MODE].tolist()):
-                if mode == fp.FAST:
+            slots, keys, followed = fast.least_recent(k)
+            for key, here in zip(keys, followed):
+                if here:
                     self._materialize(key)
                 f = self.flows.pop(key, None)
                 if f is not None:

@@ -1060,14 +1060,15 @@ class FlowTable:
         """Flows the table knows (followed here, or Python's)."""
         return int(self.meta[M_KEYS])
 
-    def least_recent(self, n: int) -> np.ndarray:
-        """The n slots in use whose last packet is oldest."""
+    def least_recent(self, n: int) -> tuple[np.ndarray, list[int], list[bool]]:
+        """The n slots in use whose last packet is oldest: (slots, their flow keys, followed here or not)."""
         used = np.flatnonzero(self.st[:, MODE] != FREE)
-        if n >= len(used):
-            return used
-        return used[np.argpartition(self.last[used], n)[:n]]
+        if n < len(used):
+            used = used[np.argpartition(self.last[used], n)[:n]]
+        return used, self.st[used, HASH].tolist(), (self.st[used, MODE] == FAST).tolist()
 
     def forget(self, slots: np.ndarray) -> None:
+        """Free these slots (flows the Decoder evicted and ended)."""
         _forget(self.index, self.st, self.free, self.meta, slots.astype(np.int64))
 
     def slot(self, key: int) -> int:

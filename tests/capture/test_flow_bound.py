@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from capture.frames import FrameBatch
-from capture.pipeline import Decoder
+from capture.decoder import Decoder
 from config.settings import Settings
 
 T0 = 1_700_000_000.0
