@@ -358,11 +358,23 @@ class WebSettings(_Section):
     query_max_memory_mb: int = Field(2048, ge=64)
 
 
+class MetricsSettings(_Section):
+    """The /metrics and /health listener of `visitwire worker` and `visitwire capture` (the web server
+    serves both on its own port). Port 0 = no listener."""
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, lt=65536)
+    # What `visitwire status` asks besides Kafka, Redis, the history store and a running engine:
+    # the metrics listeners of workers and capture agents, e.g. ["http://10.0.0.7:9187"].
+    targets: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISITWIRE_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: str = "/var/lib/visitwire"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per log line (time, level, logger, message) for a log shipper
+    log_format: Literal["text", "json"] = "text"
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -370,6 +382,7 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = Field(default_factory=ProcessingSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @model_validator(mode="after")
     def _goals_defined(self) -> "Settings":
@@ -397,9 +410,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "Settings":
-        if self.web.host not in ("127.0.0.1", "localhost", "::1") and not self.web.token:
-            raise ValueError("web.token is required when web.host listens beyond loopback "
-                             f"({self.web.host}); set VISITWIRE_WEB__TOKEN or web.token in the config file")
+        metrics_host = self.metrics.host if self.metrics.port else "127.0.0.1"  # port 0: no listener
+        for key, host in (("web.host", self.web.host), ("metrics.host", metrics_host)):
+            if host not in ("127.0.0.1", "localhost", "::1") and not self.web.token:
+                raise ValueError(f"web.token is required when {key} listens beyond loopback "
+                                 f"({host}); set VISITWIRE_WEB__TOKEN or web.token in the config file")
         return self
 
     @classmethod

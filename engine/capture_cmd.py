@@ -30,6 +30,17 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         _say(f"error: {e}")
         return EXIT_USAGE
     decoder = Decoder(settings, state_dir=settings.data_dir)
+    counts = {"events": 0}
+    from engine.metrics import CaptureCollector
+    from engine.metrics_server import ListenerError, start_listener
+
+    try:
+        listener = start_listener(settings, CaptureCollector(lambda: _figures(decoder, source, outputs, counts)))
+    except ListenerError as e:
+        _say(f"error: {e}")
+        return EXIT_USAGE
+    if listener is not None:
+        _say(f"metrics at {listener.url}/metrics and /health (Authorization: Bearer <token>)")
     if not pcap:
         # compile/load the numba kernels now, not while the kernel ring fills with the first packets
         warm_up()
@@ -37,7 +48,7 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     if not pcap:
         _flush_on_sigterm()  # from here on a SIGTERM flushes what was captured
     try:
-        process(source, decoder, outputs, progress_total=_size(pcap))
+        process(source, decoder, outputs, progress_total=_size(pcap), counts=counts)
     except PcapFormatError as e:
         _say(f"error: {e}")
         return EXIT_USAGE
@@ -52,12 +63,21 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     finally:
         for out in outputs:
             out.close()
+        if listener is not None:
+            listener.stop()
     print_summary(decoder.stats, reader_stats)
     if callable(getattr(source, "stats", None)):
         live = source.stats()
         _say(f"kernel: {live['kernel_packets']} packets seen, {live['kernel_drops']} dropped "
              f"({live['mode']} mode on {live['iface']})")
     return EXIT_OK
+
+
+def _figures(decoder: Decoder, source, outputs: list, counts: dict) -> dict:
+    """What the metrics listener exports, read from the capture thread's own counters."""
+    live = source.stats() if callable(getattr(source, "stats", None)) else None
+    kafka = next((o.stats for o in outputs if isinstance(getattr(o, "stats", None), dict)), None)
+    return {"decoder": decoder.stats, "source": live, "output": kafka, "events": counts["events"]}
 
 
 def _flush_on_sigterm() -> None:
@@ -69,12 +89,16 @@ def _flush_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-def process(source: PacketSource, decoder: Decoder, outputs: list[EventOutput], progress_total: int = 0) -> None:
-    """The capture loop to every output, with a progress bar for a big file read at a terminal."""
+def process(source: PacketSource, decoder: Decoder, outputs: list[EventOutput], progress_total: int = 0,
+            counts: dict | None = None) -> None:
+    """The capture loop to every output, with a progress bar for a big file read at a terminal;
+    counts["events"] adds up the events handed over (the metrics listener reads it)."""
     progress = _progress(progress_total)
+    counts = counts if counts is not None else {"events": 0}
 
     def publish(events, batch) -> None:
         if len(events):
+            counts["events"] += len(events)
             for out in outputs:
                 out.write(events)
 

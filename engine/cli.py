@@ -5,8 +5,6 @@ the room that does the work (imported lazily so `visitwire --help` is instant).
 """
 from __future__ import annotations
 
-import logging
-import sys
 from enum import Enum
 from typing import Optional
 
@@ -29,8 +27,9 @@ def settings(**overrides):
     except SettingsError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(level=s.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from engine.logs import configure_logging
+
+    configure_logging(s.log_level, s.log_format)
     return s
 
 
@@ -64,11 +63,13 @@ def capture(
     pcap: Optional[str] = typer.Option(None, help="Read a pcap / pcapng file instead of a live interface."),
     format: OutputFormat = typer.Option(OutputFormat.jsonl, "--format", help="Events to stdout as JSON lines."),
     kafka: Optional[str] = typer.Option(None, help="Publish events to visitwire.hits on this bootstrap server."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port (metrics.port)."),
 ):
     """Packets -> HTTP visit events (JSON lines on stdout and/or Kafka)."""
     if not iface and not pcap:
         raise typer.BadParameter("give --pcap FILE or --iface IFACE")
-    s = settings(capture=_section(iface=iface, ports=_ports(ports)), kafka=_section(bootstrap=kafka))
+    s = settings(capture=_section(iface=iface, ports=_ports(ports)), kafka=_section(bootstrap=kafka),
+                 metrics=_section(port=metrics_port))
     from engine.capture_cmd import run_capture
 
     raise typer.Exit(run_capture(s, pcap=pcap, iface=iface, jsonl=(format == OutputFormat.jsonl and not kafka),
@@ -98,9 +99,11 @@ def worker(
     kafka: Optional[str] = typer.Option(None, help="Kafka bootstrap servers (required: workers scale out on a shared broker)."),
     redis: Optional[str] = typer.Option(None, help="Redis URL."),
     clickhouse: Optional[str] = typer.Option(None, help="History store URL."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port (metrics.port)."),
 ):
     """A Faust worker alone; several in one consumer group split the partitions."""
-    s = settings(kafka=_section(bootstrap=kafka), redis=_section(url=redis), history=_section(url=clickhouse))
+    s = settings(kafka=_section(bootstrap=kafka), redis=_section(url=redis), history=_section(url=clickhouse),
+                 metrics=_section(port=metrics_port))
     if not s.kafka.bootstrap or not s.redis.url:
         typer.secho("visitwire worker needs --kafka and --redis (or kafka.bootstrap / redis.url in the config)",
                     fg="red", err=True)
@@ -143,6 +146,23 @@ def db_init(clickhouse: Optional[str] = typer.Option(None, help="History store U
         typer.secho(f"visitwire db init: {e}", fg="red", err=True)
         raise typer.Exit(2)
     typer.echo(f"schema up to date ({len(applied)} migration(s) applied: {', '.join(applied) or 'none'})")
+
+
+@app.command()
+def status(target: Optional[list[str]] = typer.Option(None, "--target", help="A worker's or capture agent's "
+                                                      "metrics listener, e.g. http://10.0.0.7:9187 (repeatable; "
+                                                      "adds to metrics.targets)."),
+           kafka: Optional[str] = typer.Option(None, help="Kafka bootstrap servers."),
+           redis: Optional[str] = typer.Option(None, help="Redis URL."),
+           clickhouse: Optional[str] = typer.Option(None, help="History store URL."),
+           max_lag: int = typer.Option(0, help="Unhealthy when a hits partition lags more (0 = lag is only shown)."),
+           json_out: bool = typer.Option(False, "--json", help="JSON output.")):
+    """Health of every component (reachable, lag, last flush, last error); exits 1 when one is unhealthy."""
+    s = settings(kafka=_section(bootstrap=kafka), redis=_section(url=redis), history=_section(url=clickhouse))
+    from engine.status import run_status
+
+    raise typer.Exit(run_status(s, targets=[*s.metrics.targets, *(target or [])], max_lag=max_lag,
+                                as_json=json_out))
 
 
 @app.command()

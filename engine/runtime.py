@@ -123,7 +123,7 @@ class EmbeddedRuntime:
             raise RuntimeFailure(str(e)) from None
 
         try:
-            self.web_runner, url = await start_web(self.settings, self.live_reader, self.history)
+            self.web_runner, url = await start_web(self.settings, self.live_reader, self.history, self._metrics())
         except OSError as e:
             raise RuntimeFailure(f"the dashboard cannot listen on {self.settings.web.host}:{self.settings.web.port} "
                                  f"({e.strerror}); choose another port with --web-port") from None
@@ -131,6 +131,19 @@ class EmbeddedRuntime:
         shown = f"{url}/?token={token}" if token else url
         self.console.print(f"[bold green]dashboard:[/] {shown}", soft_wrap=True)  # one line, copyable
         return url
+
+    def _metrics(self):
+        """What the dashboard's /metrics and /health report: this engine's worker and capture child."""
+        from engine.metrics import CaptureCollector, Metrics
+        from engine.worker_cmd import worker_metrics
+
+        def capture_figures() -> dict:
+            p = self.capture.progress if self.capture is not None else None
+            if p is None:
+                return {}
+            return {"decoder": p.decoder, "source": p.source, "events": p.hits, "error": p.error,
+                    "output": {"sent": p.sent, "dropped_while_broker_away": p.dropped}}
+        return Metrics(worker_metrics(self.settings, self.worker), CaptureCollector(capture_figures))
 
     # -- run --------------------------------------------------------------------------------
     async def run_until(self, stop: asyncio.Event) -> None:

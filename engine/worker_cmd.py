@@ -9,7 +9,9 @@ import signal
 import redis
 from rich.console import Console
 
+from config.redact import redact_url
 from config.settings import Settings
+from engine.metrics_server import ListenerError, start_listener
 from processors.agents import Intake
 from processors.worker import InProcessWorker
 from sinks.base import SinkUnavailable
@@ -33,9 +35,12 @@ def run_worker(settings: Settings) -> int:
             stop.set()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        listener = start_listener(settings, worker_metrics(settings, worker))
+        if listener is not None:
+            console.print(f"metrics at {listener.url}/metrics and /health (Authorization: Bearer <token>)")
         await worker.start()
-        console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} redis={settings.redis.url} "
-                      f"history={settings.history.url}")
+        console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} "
+                      f"redis={redact_url(settings.redis.url)} history={redact_url(settings.history.url)}")
         last = 0
         try:
             while not stop.is_set():
@@ -50,6 +55,8 @@ def run_worker(settings: Settings) -> int:
                     last = f["processed"]
         finally:
             console.print("[yellow]stopping: flushing processed hits (open sessions stay in the table)")
+            if listener is not None:
+                listener.stop()
             await worker.stop()
             f = worker.figures()
             console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
@@ -58,9 +65,23 @@ def run_worker(settings: Settings) -> int:
 
     try:
         return asyncio.run(main())
+    except ListenerError as e:
+        console.print(f"[red]{e}")
+        return 2
     except SinkUnavailable as e:
         console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
         return 1
     except (OSError, redis.RedisError) as e:
         console.print(f"[red]cannot reach a service: {e}; check --kafka / --redis")
         return 1
+
+
+def worker_metrics(settings: Settings, worker: InProcessWorker):
+    """The worker's metrics: its stages and sinks, and its group's lag on the hits topic."""
+    from config.events import TOPIC_HITS
+    from engine.kafka_lag import group_lag
+    from engine.metrics import LagCache, WorkerCollector
+
+    k = settings.kafka
+    lag = LagCache(lambda: group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS))
+    return WorkerCollector(worker, lag)

@@ -35,6 +35,7 @@ from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SES
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
+from config.stats import LastError
 from processors.agents import BatchOutput, HitProcessor, Intake, ensure_topic, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
 from processors.hits_intake import BulkHitsConsumer
@@ -124,6 +125,9 @@ class WorkerRuntime:
         self.redis_delay = DelayStats()
         self.history_delay = DelayStats()
         self.processing_s = 0.0
+        self.last_error = LastError()  # the latest failed flush (visitwire status, metrics)
+        self.last_flush_at = 0.0       # wall time of the latest complete flush, 0 = none yet
+        self.started_at = time.time()
 
     # -- input ------------------------------------------------------------------------------
     async def on_events(self, events: list[Any]) -> None:
@@ -245,6 +249,7 @@ class WorkerRuntime:
             self.redis_delay.record(ts)
             return
         self.live_errors += 1
+        self.last_error.record(error)
         if self.live_errors & (self.live_errors - 1) == 0:
             log.warning("redis live state: %s (%d batch(es) not counted live so far); check redis.url",
                         error, self.live_errors, exc_info=None if isinstance(error, redis.RedisError) else error)
@@ -283,6 +288,7 @@ class WorkerRuntime:
                 await asyncio.wait_for(self._seal_and_confirm_delivery(), KAFKA_FLUSH_TIMEOUT_S)
             except (Exception, asyncio.TimeoutError) as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1
+                self.last_error.record(e)
                 log.log(logging.ERROR if isinstance(e, DeliveryFailed) else logging.WARNING,
                         "flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next second",
                         type(e).__name__, e, sum(h[0] for h in held))
@@ -311,6 +317,7 @@ class WorkerRuntime:
                     log.warning("offset commit failed (%s); those hits will be replayed and deduplicated", e)
             self.committed += sum(h[0] for h in held)
             self._last_flush = time.monotonic()
+            self.last_flush_at = now
             return True
 
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:

@@ -20,6 +20,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Iterator, Sequence
 
 from config.rows import Columns, Row, merge_rows
+from config.stats import ROW_BOUNDS, SECOND_BOUNDS, LastError, Tally
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ class BatchingSink(ABC):
         self._lock = threading.Lock()
         self.rows_written = 0
         self.write_failures = 0
+        # per table: rows per write and seconds per write (engine/metrics.py exports them)
+        self.batch_rows: dict[str, Tally] = defaultdict(lambda: Tally(ROW_BOUNDS))
+        self.write_seconds: dict[str, Tally] = defaultdict(lambda: Tally(SECOND_BOUNDS))
+        self.last_error = LastError()
+        self.last_flush_at = 0.0  # wall time of the last flush that wrote everything, 0 = never
 
     # -- what a concrete sink implements -------------------------------------------------
     @abstractmethod
@@ -114,6 +120,7 @@ class BatchingSink(ABC):
             self._last_flush[table] = time.monotonic()
             written += sum(map(len, parts))
         self.rows_written += written
+        self.last_flush_at = time.time()
         return written
 
     def _write_with_retry(self, table: str, rows: Sequence[Row], retry: bool) -> None:
@@ -121,18 +128,28 @@ class BatchingSink(ABC):
         for attempt in range(len(delays) + 1):
             try:
                 if len(rows) <= self.max_batch_rows:  # the usual flush: no slice (a copy of every column)
-                    self.write(table, rows)
+                    self._timed_write(table, rows)
                     return
                 for start in range(0, len(rows), self.max_batch_rows):
-                    self.write(table, rows[start:start + self.max_batch_rows])
+                    self._timed_write(table, rows[start:start + self.max_batch_rows])
                 return
-            except SinkUnavailable as e:
+            except Exception as e:
+                self.last_error.record(e)
+                if not isinstance(e, SinkUnavailable):
+                    raise
                 self.write_failures += 1
                 if attempt == len(delays):
                     raise
                 log.warning("sink %s: %s unavailable (%s); retrying in %.1fs",
                             type(self).__name__, table, e, delays[attempt])
                 time.sleep(delays[attempt])
+
+
+    def _timed_write(self, table: str, rows: Sequence[Row]) -> None:
+        t0 = time.perf_counter()
+        self.write(table, rows)
+        self.write_seconds[table].observe(time.perf_counter() - t0)
+        self.batch_rows[table].observe(len(rows))
 
 
 class ListSink(BatchingSink):

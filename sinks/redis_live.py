@@ -19,6 +19,7 @@ import redis
 
 from config.settings import Settings
 from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, LiveDelta, quantiles_from_hist
+from config.stats import ROW_BOUNDS, SECOND_BOUNDS, LastError, Tally
 
 LIVE_TTL_S = 2 * 3600          # per-minute keys, feed and meta
 TOP_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "status", "browsers", "os", "devices", "products")
@@ -89,10 +90,24 @@ class RedisLiveSink:
         self.ttl_s = ttl_s
         self.batches = 0
         self.commands = 0
+        self.batch_events = Tally(ROW_BOUNDS)  # hits per pipeline, and its round trip (engine/metrics.py)
+        self.write_seconds = Tally(SECOND_BOUNDS)
+        self.last_error = LastError()
         self._visitors_now = self.client.register_script(VISITORS_NOW_LUA)
 
     def apply(self, d: LiveDelta) -> int:
         """Write one delta; returns the number of commands sent. Raises redis.RedisError when away."""
+        t0 = time.perf_counter()
+        try:
+            n = self._apply(d)
+        except Exception as e:
+            self.last_error.record(e)
+            raise
+        self.write_seconds.observe(time.perf_counter() - t0)
+        self.batch_events.observe(d.events)
+        return n
+
+    def _apply(self, d: LiveDelta) -> int:
         k, ttl = self.keys, self.ttl_s
         pipe = self.client.pipeline(transaction=False)
         n = 0

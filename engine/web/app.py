@@ -7,6 +7,7 @@ the asyncio loop that also runs the Faust worker; tests build the app with
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import warnings
@@ -58,6 +59,23 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text format; collected in a thread (the broker lag probe may wait on the network)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    metrics = request.app["metrics"]
+    body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition) if metrics else b""
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def health_endpoint(request: web.Request) -> web.Response:
+    """The health of what this engine runs (worker, capture); 503 when one is unhealthy."""
+    metrics = request.app["metrics"]
+    h = await asyncio.get_running_loop().run_in_executor(None, metrics.health) if metrics else \
+        {"healthy": True, "components": []}
+    return web.json_response(h, status=200 if h["healthy"] else 503)
+
+
 def _analytics_routes():
     """The analytics room's routes, when that module exists (a broken module still fails loudly)."""
     if importlib.util.find_spec(ANALYTICS_ROUTES_MODULE) is None:
@@ -81,7 +99,8 @@ def _redis_url_of(live_reader) -> str:
     return ""
 
 
-def create_web_app(settings, live_reader, history_store) -> web.Application:
+def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Application:
+    """`metrics`: an engine.metrics.Metrics whose collectors /metrics and /health serve (none: empty)."""
     app = web.Application(middlewares=[json_errors, token_middleware(settings.web.token)],
                           client_max_size=1 << 20)
     # Plain string keys (agreed with the analytics routes: request.app["history"]), so aiohttp's
@@ -92,6 +111,7 @@ def create_web_app(settings, live_reader, history_store) -> web.Application:
         app["live"] = live_reader
         app["history"] = history_store
         app["hub"] = None
+        app["metrics"] = metrics
     redis_url = _redis_url_of(live_reader) or settings.redis.url
     keys = getattr(live_reader, "keys", None)
     channel = getattr(keys, "updates", None) or f"{settings.redis.key_prefix}updates"
@@ -108,6 +128,8 @@ def create_web_app(settings, live_reader, history_store) -> web.Application:
 
     app.on_shutdown.append(close_hub)
     app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/health", health_endpoint)
     app.router.add_routes(api.routes)
     extra = _analytics_routes()
     if extra is not None:
@@ -116,9 +138,9 @@ def create_web_app(settings, live_reader, history_store) -> web.Application:
     return app
 
 
-async def start_web(settings, live_reader, history_store) -> tuple[web.AppRunner, str]:
+async def start_web(settings, live_reader, history_store, metrics=None) -> tuple[web.AppRunner, str]:
     """Serve on settings.web.host:port (port 0 = any free one); returns the runner and the dashboard URL."""
-    app = create_web_app(settings, live_reader, history_store)
+    app = create_web_app(settings, live_reader, history_store, metrics)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.web.host, settings.web.port)

@@ -72,6 +72,18 @@ PATHS: dict[str, dict] = {
         ],
         "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}, "totals, series or rows"),
                       "400": ERROR, "401": UNAUTHORIZED, "503": ERROR}}},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics of this engine's worker and capture (text exposition format)",
+        "operationId": "getMetrics", "tags": ["operations"],
+        "responses": {"200": {"description": "Prometheus text format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                      "401": UNAUTHORIZED}}},
+    "/health": {"get": {
+        "summary": "Health of this engine's components: last flush, held hits, last error, lag per partition",
+        "operationId": "getComponentHealth", "tags": ["operations"],
+        "responses": {"200": _json({"type": "object"}, "every component healthy"),
+                      "503": _json({"type": "object"}, "a component is unhealthy (see components)"),
+                      "401": UNAUTHORIZED}}},
     "/api/visitors/{visitor_id}": {"get": {
         "summary": "One visitor's profile from the history store",
         "operationId": "getVisitor", "tags": ["history"],

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import redis
 
+from config.stats import SECOND_BOUNDS, Tally
 from sinks.reads import recommendations, rfm
 from sinks.reads.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
@@ -42,6 +43,7 @@ class AnalyticsAgents:
         self.redis_errors = 0
         self.segment_changes = 0
         self.rfm_runs = 0
+        self.rescore_seconds = Tally(SECOND_BOUNDS)  # RFM re-score durations (engine/metrics.py)
         self.recommendation_pairs = 0
         self.purchase_rescores = 0
         self._rescore: asyncio.Task | None = None  # the re-score a purchase started
@@ -97,11 +99,13 @@ class AnalyticsAgents:
 
     def recompute_segments(self, now: float | None = None) -> list[dict]:
         a = self.settings.analytics
+        t0 = time.perf_counter()
         _, changes = self._with_history(
             lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),
                                              GoalConfig.from_settings(self.settings),
                                              rfm.SegmentConfig.from_settings(self.settings)))
         self.rfm_runs += 1
+        self.rescore_seconds.observe(time.perf_counter() - t0)
         self.segment_changes += len(changes)
         return changes
 

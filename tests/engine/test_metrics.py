@@ -1,0 +1,190 @@
+"""Metrics and health: the Prometheus listeners of `visitwire capture` / `visitwire worker`, the web
+server's /metrics and /health, `visitwire status`, and JSON logs. Figures are checked against the
+ground truth of a generated pcap, on the real servers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.services import free_port
+from pcapgen import generate_pcap
+
+REPO = Path(__file__).resolve().parents[2]
+START_TS = 1_772_445_600.0
+TOKEN = "metrics-test-token"
+
+
+def _env(tmp_path: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")}
+    env.update({"VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_WEB__TOKEN": TOKEN,
+                "VISITWIRE_CAPTURE__PORTS": "[8080]", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def _cli(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _get(url: str, token: str | None = TOKEN) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted label items): value} of a Prometheus exposition."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_capture_metrics_count_what_the_pcap_holds(tmp_path):
+    """The capture agent's figures equal the pcap's truth; the listener wants the token."""
+    from capture.pcapfile import read_pcap_batches
+    from capture.decoder import Decoder
+    from config.settings import load_settings
+    from engine.capture_cmd import _figures, process
+    from engine.metrics import CaptureCollector, Metrics
+    from engine.metrics_server import MetricsServer
+
+    pcap = tmp_path / "site.pcap"
+    truth = generate_pcap(str(pcap), START_TS, visitors=30, seed=3, port=8080)
+    s = load_settings(capture={"ports": [8080]}, data_dir=str(tmp_path / "data"))
+    decoder, counts, source = Decoder(s, state_dir=s.data_dir), {"events": 0}, read_pcap_batches(str(pcap))
+    server = MetricsServer(Metrics(CaptureCollector(lambda: _figures(decoder, source, [], counts))), "127.0.0.1",
+                           0, TOKEN).start()
+    try:
+        process(source, decoder, [], counts=counts)
+        status, text = _get(f"{server.url}/metrics")
+        assert status == 200
+        m = _samples(text)
+        assert m[("visitwire_capture_packets_total", ())] == truth.packets
+        assert m[("visitwire_capture_transactions_total", ())] == truth.hits
+        assert m[("visitwire_capture_events_total", ())] == truth.hits
+        assert m[("visitwire_capture_parse_errors_total", (("kind", "parse_errors"),))] == 0
+        assert ("visitwire_capture_parse_errors_total", (("kind", "framing_anomalies"),)) in m
+        status, body = _get(f"{server.url}/health")
+        assert status == 200 and json.loads(body)["components"][0]["component"] == "capture"
+        assert _get(f"{server.url}/metrics", token=None)[0] == 401
+        assert _get(f"{server.url}/metrics", token="wrong")[0] == 401
+    finally:
+        server.stop()
+
+
+def test_metrics_port_taken_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        pcap = tmp_path / "site.pcap"
+        generate_pcap(str(pcap), START_TS, visitors=2, seed=3, port=8080)
+        r = _cli(["capture", "--pcap", str(pcap), "--format", "none", "--metrics-port", str(port)], _env(tmp_path))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert f"metrics cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
+def test_status_names_what_is_unreachable_and_exits_1(tmp_path):
+    dead = free_port()
+    r = _cli(["status", "--kafka", f"127.0.0.1:{dead}", "--redis", f"redis://127.0.0.1:{dead}/0",
+              "--target", f"http://127.0.0.1:{dead}"], _env(tmp_path), timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()}
+    assert "UNHEALTHY" in lines["kafka"] and "does not answer" in lines["kafka"]
+    assert "UNHEALTHY" in lines["redis"]
+    assert "UNHEALTHY" in lines[f"http://127.0.0.1:{dead}"] and "unreachable" in lines[f"http://127.0.0.1:{dead}"]
+
+
+@pytest.mark.integration
+def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tmp_path):
+    """A worker with --metrics-port: its stage counters and sink rows equal the pcap's truth, every hits
+    partition's lag falls to 0, `visitwire status` says every component is healthy, and its log lines
+    are JSON objects."""
+    from engine.kafka_lag import group_lag
+
+    pcap = tmp_path / "site.pcap"
+    truth = generate_pcap(str(pcap), START_TS, visitors=40, seed=8, port=8080)
+    url = clickhouse_server.url.rsplit("/", 1)[0] + f"/metrics_{uuid.uuid4().hex[:8]}"
+    app_id = f"vw-metrics-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    # a topic of its own on the shared broker: the app id names the groups, the partitions are new
+    env = _env(tmp_path, VISITWIRE_KAFKA__APP_ID=app_id, VISITWIRE_REDIS__KEY_PREFIX=f"m{uuid.uuid4().hex[:6]}:",
+               VISITWIRE_LOG_FORMAT="json", VISITWIRE_LOG_LEVEL="INFO", VISITWIRE_KAFKA__SESSION_TIMEOUT_S="6",
+               VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.3")
+    from engine.services import start_tansu
+
+    with start_tansu() as broker:
+        cap = _cli(["capture", "--pcap", str(pcap), "--kafka", broker.url], env)
+        assert cap.returncode == 0, cap.stderr[-2000:]
+        before = group_lag(broker.url, f"{app_id}-hits", "visitwire.hits")
+        assert len(before) == 4 and all(v["lag"] > 0 for v in before.values()), before
+        log = tmp_path / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--kafka", broker.url, "--redis",
+                                   redis_server.url, "--clickhouse", url, "--metrics-port", str(port)], env=env,
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
+        try:
+            m: dict = {}
+            deadline = time.monotonic() + 120
+            while m.get(("visitwire_events_total", (("stage", "hits_committed"),))) != truth.hits:
+                assert worker.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"committed {m.get(('visitwire_events_total', (('stage', 'hits_committed'),)))} of {truth.hits}"
+                time.sleep(0.5)
+                try:
+                    m = _samples(_get(f"http://127.0.0.1:{port}/metrics")[1])
+                except (urllib.error.URLError, OSError, ValueError):
+                    m = {}
+            assert m[("visitwire_events_total", (("stage", "hits_in"),))] == truth.hits
+            assert m[("visitwire_events_total", (("stage", "pageviews_out"),))] == truth.pageviews
+            assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "hits")))] == truth.hits
+            assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "pageviews")))] == truth.pageviews
+            assert m[("visitwire_sink_batch_rows_sum", (("sink", "redis"), ("table", "live")))] == truth.hits
+            assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 0
+            assert m[("visitwire_redis_errors_total", ())] == 0
+            assert m[("visitwire_sink_write_seconds_count", (("sink", "history"), ("table", "hits")))] >= 1
+            # the lag is asked of the broker every 10 s: wait for a look after the last commit
+            deadline = time.monotonic() + 30
+            while True:
+                lag = {k[1]: v for k, v in _samples(_get(f"http://127.0.0.1:{port}/metrics")[1]).items()
+                       if k[0] == "visitwire_kafka_lag"}
+                if len(lag) == 4 and not any(lag.values()):
+                    break
+                assert time.monotonic() < deadline, lag
+                time.sleep(1)
+            r = _cli(["status", "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", url,
+                      "--target", f"http://127.0.0.1:{port}"], env, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+            lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()}
+            assert set(lines) >= {"kafka", "redis", "history", f"http://127.0.0.1:{port}"}, r.stdout
+            assert "lag p0=0 p1=0 p2=0 p3=0" in lines["kafka"]
+            assert all(" ok " in ln for ln in lines.values()), r.stdout
+            assert "last flush" in lines[f"http://127.0.0.1:{port}"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+    records = [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
+    assert any("reading hits partitions" in r["message"] for r in records), log.read_text()[-2000:]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
