@@ -149,8 +149,13 @@ def _response(status: int, ctype: str, body_len: int, extra: dict | None = None)
 
 
 def generate_pcap(path: str, start_ts: float, visitors: int = 30, seed: int = 1, port: int = 8080,
-                  two_session_share: float = 0.3, idle_gap_s: float = 35 * 60) -> GroundTruth:
-    """Write the pcap to `path`; returns what a correct pipeline must count."""
+                  two_session_share: float = 0.3, idle_gap_s: float = 35 * 60,
+                  second_path: str | None = None) -> GroundTruth:
+    """Write the pcap to `path`; returns what a correct pipeline must count.
+
+    With `second_path`, the site has two web servers behind a balancer: each visit's page views (a
+    page with its assets and what follows it) alternate between server 10.9.0.1 (`path`) and
+    10.9.0.2 (`second_path`), on a connection to each; the truth covers both files together."""
     rng = random.Random(seed)
     truth = GroundTruth(server_port=port, start_ts=start_ts, end_ts=start_ts)
     pv_paths: Counter = Counter()
@@ -207,23 +212,37 @@ def generate_pcap(path: str, start_ts: float, visitors: int = 30, seed: int = 1,
     conns.append((bot_txs, "66.249.66.1", BOT_UA, ""))
     truth.bot_hits = len(bot_txs)
 
-    with open(path, "wb") as fh:
-        w = _PcapWriter(fh)
-        # Connections are written in start order; each stays on its own 4-tuple so interleaving
-        # in file order does not matter to a per-flow decoder.
-        for txs, client, ua, cookie in sorted(conns, key=lambda c: c[0][0][0]):
-            cport += 1
-            conn = _Connection(w, txs[0][0] - 0.01, client, cport, server, port)
-            for ts, method, path_, status, ctype, size, extra, ref in txs:
-                body = b"product=1" if method == "POST" else b""
-                conn.exchange(ts, _request(method, path_, ua, cookie, ref, body),
-                              _response(status, ctype, size, extra), rng.uniform(0.003, 0.08))
-                statuses[status] += 1
-                hit_minute[minute(ts)] += 1
-                truth.hits += 1
-                truth.end_ts = max(truth.end_ts, ts)
-            conn.close(txs[-1][0] + 1.0)
-        truth.packets = w.packets
+    files = [(path, server, conns)]
+    if second_path:
+        files = [(path, server, []), (second_path, "10.9.0.2", [])]
+        for txs, client, ua, cookie in conns:
+            groups: list[list] = []
+            for tx in txs:  # a page view opens a group; assets, 404s and POSTs follow their page
+                if not groups or (tx[1] == "GET" and tx[4] == HTML and tx[3] == 200):
+                    groups.append([])
+                groups[-1].append(tx)
+            for i in (0, 1):
+                part = [tx for g in groups[i::2] for tx in g]
+                if part:
+                    files[i][2].append((part, client, ua, cookie))
+    for out_path, server_ip, file_conns in files:
+        with open(out_path, "wb") as fh:
+            w = _PcapWriter(fh)
+            # Connections are written in start order; each stays on its own 4-tuple so interleaving
+            # in file order does not matter to a per-flow decoder.
+            for txs, client, ua, cookie in sorted(file_conns, key=lambda c: c[0][0][0]):
+                cport += 1
+                conn = _Connection(w, txs[0][0] - 0.01, client, cport, server_ip, port)
+                for ts, method, path_, status, ctype, size, extra, ref in txs:
+                    body = b"product=1" if method == "POST" else b""
+                    conn.exchange(ts, _request(method, path_, ua, cookie, ref, body),
+                                  _response(status, ctype, size, extra), rng.uniform(0.003, 0.08))
+                    statuses[status] += 1
+                    hit_minute[minute(ts)] += 1
+                    truth.hits += 1
+                    truth.end_ts = max(truth.end_ts, ts)
+                conn.close(txs[-1][0] + 1.0)
+            truth.packets += w.packets
     truth.pageview_log.sort()
     truth.pageviews = sum(pv_paths.values())
     truth.top_pages = sorted(pv_paths.items(), key=lambda kv: (-kv[1], kv[0]))
