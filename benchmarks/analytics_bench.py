@@ -2,7 +2,7 @@
 
     python benchmarks/analytics_bench.py [--visitors 4000] [--backends chdb,clickhouse]
 
-Data: processors/analytics/sample.py (deterministic shop history) scaled by --visitors,
+Data: sinks/testing/shop.py (deterministic shop history) scaled by --visitors,
 written through the HistoryStore. visitwire path: the analytics functions (SQL in the
 store: ClickHouse 18.16 server started here, or embedded chdb). Peer: the same figures
 computed with pandas on the same rows already in memory (no I/O: a generous peer).
@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sinks.reads import funnels, profiles, recommendations, usage  # noqa: E402
-from processors.analytics.sample import generate  # noqa: E402
-from sinks.history import open_history  # noqa: E402
+from sinks.history import open_history
+from sinks.reads import funnels, profiles, recommendations, usage
+from sinks.testing.shop import generate
 
 FUNNEL = ["/product/{product_id}", "/cart", "/checkout"]
 

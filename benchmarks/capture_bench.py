@@ -19,21 +19,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from gen_pcap import SERVER_PORT, ensure_pcap, load_truth
+from peers import PeerResult, run_dpkt, run_pure_python, run_scapy, run_tshark
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(HERE)]
-
-from gen_pcap import SERVER_PORT, ensure_pcap, load_truth  # noqa: E402
-from peers import PeerResult, run_dpkt, run_pure_python, run_scapy, run_tshark  # noqa: E402
 
 TARGETS = {"tx_per_s": 100_000, "tshark": 20, "dpkt": 8, "scapy+layers.http": 100}
 
 
 def run_visitwire(path: str, packets_hint: int = 0) -> tuple[PeerResult, list[dict]]:
     from capture.agent import tune_gc
+    from capture.decoder import Decoder
     from capture.outputs import JsonlOutput
     from capture.pcapfile import read_pcap_batches
-    from capture.decoder import Decoder
     from config.settings import Settings
 
     settings = Settings(capture={"ports": [SERVER_PORT]})
@@ -67,7 +66,6 @@ def warm_up() -> float:
 _STARTUP = """
 import sys, time
 t0 = time.perf_counter()
-sys.path[:0] = [{root!r}, {here!r}]
 from gen_pcap import ensure_pcap
 from capture_bench import run_visitwire
 run_visitwire(str(ensure_pcap(2000, seed=7, quiet=True)))
@@ -78,12 +76,13 @@ print(time.perf_counter() - t0)
 def startup_times() -> tuple[float, float]:
     """Import + first small file in a fresh process: empty numba cache, then the cache it left."""
     ensure_pcap(2000, seed=7, quiet=True)
-    code = _STARTUP.format(root=str(ROOT), here=str(HERE))
+    code = _STARTUP  # run in HERE: gen_pcap and capture_bench import from there
     with tempfile.TemporaryDirectory(prefix="vw-numba-cache-") as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         times = []
         for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600,
+                                 cwd=HERE)
             if out.returncode != 0:
                 raise RuntimeError(f"start-up probe failed:\n{out.stderr[-2000:]}")
             times.append(float(out.stdout.strip().splitlines()[-1]))

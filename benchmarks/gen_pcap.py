@@ -26,6 +26,8 @@ from pathlib import Path
 
 import orjson
 
+from capture.testing import CLIENT_MAC, SERVER_MAC, tcp_frame
+
 OUT_DIR = Path(__file__).resolve().parent / "out"
 SERVER_IP = bytes([192, 168, 10, 5])
 SERVER_PORT = 80
@@ -33,11 +35,8 @@ MSS = 1448
 ACTIVE_CONNECTIONS = 256
 
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
-_ETH_C2S = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
-_ETH_S2C = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+_MACS_C2S, _MACS_S2C = (SERVER_MAC, CLIENT_MAC), (CLIENT_MAC, SERVER_MAC)  # (source, destination)
 _REC = struct.Struct("<IIII")
-_IP = struct.Struct("!BBHHHBBH4s4s")
-_TCP = struct.Struct("!HHIIBBHHH")
 
 PATHS = ["/", "/product/{}", "/category/{}", "/cart", "/checkout", "/search", "/static/app.{}.js",
          "/static/site.{}.css", "/img/p{}.jpg", "/api/recs", "/login", "/order/complete", "/blog/{}"]
@@ -53,14 +52,6 @@ UAS = [
 REFS = ["", "https://www.google.com/", "https://shop.example/", "https://t.co/abc", "https://news.example.org/x"]
 CTYPES = {".js": "application/javascript", ".css": "text/css", ".jpg": "image/jpeg", "api": "application/json"}
 _OPAQUE = random.Random(99).randbytes(1 << 17)  # body bytes are opaque; slices of this block
-
-
-def _ip_csum_base(src: bytes, dst: bytes) -> int:
-    # the sum of the header words that never change; total length and id are added per packet
-    s = 0x4500 + 0x4000 + (64 << 8 | 6)
-    for b in (src, dst):
-        s += (b[0] << 8 | b[1]) + (b[2] << 8 | b[3])
-    return s
 
 
 def _body_size(rng: random.Random) -> int:
@@ -223,7 +214,6 @@ class Generator:
         packets = 0
         planned = 0
         active: list[_Conn] = []
-        csum_cache: dict[bytes, int] = {}
         ip_id = 0
         with open(path, "wb") as fh:
             while True:
@@ -242,24 +232,15 @@ class Generator:
                     active.pop()
                     continue
                 if c2s:
-                    src, dst, sport, dport, eth = conn.cip, SERVER_IP, conn.cport, SERVER_PORT, _ETH_C2S
+                    src, dst, sport, dport, macs = conn.cip, SERVER_IP, conn.cport, SERVER_PORT, _MACS_C2S
                 else:
-                    src, dst, sport, dport, eth = SERVER_IP, conn.cip, SERVER_PORT, conn.cport, _ETH_S2C
-                base = csum_cache.get(src + dst)
-                if base is None:
-                    base = csum_cache[src + dst] = _ip_csum_base(src, dst)
-                total = 40 + len(payload)
+                    src, dst, sport, dport, macs = SERVER_IP, conn.cip, SERVER_PORT, conn.cport, _MACS_S2C
                 ip_id = (ip_id + 1) & 0xFFFF
-                s = base + total + ip_id
-                s = (s & 0xFFFF) + (s >> 16)
-                s = (s & 0xFFFF) + (s >> 16)
                 ts_us += rng.randint(1, 12)
-                frame_len = 14 + total
-                out += _REC.pack(ts_us // 1_000_000, ts_us % 1_000_000, frame_len, frame_len)
-                out += eth
-                out += _IP.pack(0x45, 0, total, ip_id, 0x4000, 64, 6, ~s & 0xFFFF, src, dst)
-                out += _TCP.pack(sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 0x50, flags, 65535, 0, 0)
-                out += payload
+                frame = tcp_frame(src, dst, sport, dport, seq, flags, payload, ack=ack, ip_id=ip_id, ip_checksum=True,
+                                  macs=macs)
+                out += _REC.pack(ts_us // 1_000_000, ts_us % 1_000_000, len(frame), len(frame))
+                out += frame
                 packets += 1
                 if len(out) > 32 << 20:
                     fh.write(out)

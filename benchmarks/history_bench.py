@@ -14,24 +14,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import orjson
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "sinks"))
-from history_data import make_hits  # noqa: E402
-
-from engine.services import start_clickhouse  # noqa: E402
-from sinks.history import open_history  # noqa: E402
-from sinks.history_columns import TABLES, to_columns  # noqa: E402
-
+from engine.services import start_clickhouse
+from sinks.history import open_history
+from sinks.history_columns import TABLES, to_columns
+from sinks.testing.rows import make_hits
 
 console = Console(stderr=True)
 

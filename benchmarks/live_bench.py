@@ -23,16 +23,12 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(HERE)]
-
-from gen_pcap import SERVER_PORT, ensure_pcap, load_truth  # noqa: E402
+from gen_pcap import SERVER_PORT, ensure_pcap, load_truth
 
 
 def replay_once(path: str, pps: int | None, decode: bool, ring_mb: int, packets: int) -> dict:
-    from capture.live import LiveSource
     from capture.decoder import Decoder
+    from capture.live import LiveSource
     from config.settings import Settings
 
     settings = Settings()
@@ -105,8 +101,8 @@ def main() -> int:
     console.print(f"[bold]live capture benchmark[/]: {path} ({packets} packets, {truth} transactions) "
                   f"replayed on lo, ring {args.ring_mb} MiB")
     # compile the numba kernels before the clock matters
-    from capture.pcapfile import read_pcap_batches
     from capture.decoder import Decoder
+    from capture.pcapfile import read_pcap_batches
     from config.settings import Settings
 
     warm = Decoder(Settings())

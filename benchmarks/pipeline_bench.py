@@ -21,23 +21,18 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import orjson
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "processors"))
-
-from config.settings import load_settings  # noqa: E402
-from hitgen import crowd  # noqa: E402
-from processors.agents import KIND_CODE, HitProcessor  # noqa: E402
-from processors.counters import BatchColumns, aggregate  # noqa: E402
-from processors.enrich import columns_of  # noqa: E402
-from processors.worker import relax_gc  # noqa: E402
+from config.settings import load_settings
+from processors.agents import KIND_CODE, HitProcessor
+from processors.counters import BatchColumns, aggregate
+from processors.enrich import columns_of
+from processors.testing import crowd
+from processors.worker import relax_gc
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables stay readable in a log
 
@@ -167,7 +162,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
     from engine.services import start_clickhouse, start_redis, start_tansu
     from processors.agents import Intake
     from processors.worker import InProcessWorker
-    from sinks.base import ListSink
+    from sinks.testing import ListSink
 
     tansu, redis_svc = start_tansu(), start_redis()
     ch = start_clickhouse() if history_kind == "clickhouse" else None

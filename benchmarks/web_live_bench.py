@@ -13,23 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import aiohttp
+import orjson
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from config.settings import Settings  # noqa: E402
-from engine.services import free_port, start_redis  # noqa: E402
-from engine.web import start_web  # noqa: E402
-from processors.agents import HitProcessor  # noqa: E402
-from sinks.redis_live import LiveStateReader, RedisLiveSink  # noqa: E402
+from config.settings import Settings
+from engine.services import free_port, start_redis
+from engine.web import start_web
+from processors.agents import HitProcessor
+from sinks.redis_live import LiveStateReader, RedisLiveSink
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
 
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import Progress  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from sinks.reads.stats import compute_stats, parse_stats_request  # noqa: E402
-from sinks.history import open_history  # noqa: E402
-from sinks.reads.queries import pageviews_per_interval  # noqa: E402
+from sinks.history import open_history
+from sinks.reads.queries import pageviews_per_interval
+from sinks.reads.stats import compute_stats, parse_stats_request
 
 DAY = 86400
 START = 1767225600  # 2026-01-01T00:00:00Z

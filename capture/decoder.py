@@ -640,29 +640,19 @@ def warm_up() -> None:
     """Load (or compile, first time ~30 s) every kernel of the Decoder for both buffer kinds sources hand us:
     read-only (mmap'd files) and writable (live ring copies) are separate numba specialisations. Runs a short
     HTTP conversation through a Decoder, so the flow fast path, the pairing and the event writer are ready."""
-    import struct
+    from capture.testing import ACK, FIN, PSH, SYN, frame_batch, tcp_frame
 
     def frame(from_client: bool, seq: int, payload: bytes, flags: int) -> bytes:
         c, s = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-        src, dst, sp, dp = (c, s, 40000, 80) if from_client else (s, c, 80, 40000)
-        tcp = struct.pack("!HHIIBBHHH", sp, dp, seq, 0, 5 << 4, flags, 65535, 0, 0)
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
-        return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp + payload
+        return tcp_frame(c, s, 40000, 80, seq, flags, payload) if from_client else \
+            tcp_frame(s, c, 80, 40000, seq, flags, payload)
 
     req = b"GET / HTTP/1.1\r\nHost: warm.up\r\nCookie: a=b\r\n\r\n"
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    frames = [frame(True, 1, b"", 0x02), frame(False, 5, b"", 0x12), frame(True, 2, req, 0x18),
-              frame(False, 6, resp, 0x18), frame(True, 2 + len(req), b"", 0x11),
-              frame(False, 6 + len(resp), b"", 0x11)]
-    data = b"".join(frames)
-    lens = np.array([len(f) for f in frames], np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
+    frames = [frame(True, 1, b"", SYN), frame(False, 5, b"", SYN | ACK), frame(True, 2, req, PSH | ACK),
+              frame(False, 6, resp, PSH | ACK), frame(True, 2 + len(req), b"", FIN | ACK),
+              frame(False, 6 + len(resp), b"", FIN | ACK)]
     for writable in (False, True):
-        buf = np.frombuffer(data, dtype=np.uint8)
-        if writable:
-            buf = buf.copy()
-        batch = FrameBatch(buf, offsets, lens, lens.copy(), np.arange(len(frames), dtype=np.float64),
-                    np.ones(len(frames), np.int32))
         decoder = Decoder(Settings(capture={"ports": [80]}))
-        decoder.feed_lines(batch)
+        decoder.feed_lines(frame_batch(list(enumerate(frames)), writable=writable))
         decoder.close()

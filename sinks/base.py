@@ -17,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from config.rows import Columns, Row, merge_rows
 from config.stats import ROW_BOUNDS, SECOND_BOUNDS, LastError, Tally
@@ -144,20 +144,8 @@ class BatchingSink(ABC):
                             type(self).__name__, table, e, delays[attempt])
                 time.sleep(delays[attempt])
 
-
     def _timed_write(self, table: str, rows: Sequence[Row]) -> None:
         t0 = time.perf_counter()
         self.write(table, rows)
         self.write_seconds[table].observe(time.perf_counter() - t0)
         self.batch_rows[table].observe(len(rows))
-
-
-class ListSink(BatchingSink):
-    """A testing sink: keeps what was written, per table (mirrors a testing source)."""
-
-    def __init__(self, **kw: Any):
-        super().__init__(**kw)
-        self.tables: dict[str, list[Row]] = defaultdict(list)
-
-    def write(self, table: str, rows: Sequence[Row]) -> None:
-        self.tables[table].extend(rows)

@@ -40,6 +40,15 @@ def clickhouse_server():
     svc.stop()
 
 
+@pytest.fixture(scope="module", params=["chdb", "clickhouse"])
+def history_place(request, tmp_path_factory) -> str:
+    """Where a module's history stores go (sinks.testing.fresh_history), once per backend: a new directory for
+    chdb, or the session's ClickHouse server."""
+    if request.param == "chdb":
+        return str(tmp_path_factory.mktemp("chdb"))
+    return request.getfixturevalue("clickhouse_server").url
+
+
 @pytest.fixture
 def output_dir(request) -> Path:
     """Where a test leaves files for a person to look at (screenshots, reports)."""

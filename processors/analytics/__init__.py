@@ -3,7 +3,6 @@
   live             live visitor profiles + member links in Redis
   agents           Faust agents: live profiles, RFM timer -> `segments` + visitwire.segments,
                    recommendation refresh -> `recommendations`
-  sample           a synthetic shop history with known ground truth (tests, benchmarks)
 
 The SQL read models they and the API use (profiles, usage, goals, funnels, RFM,
 recommendations, cohorts, reports) live in sinks/reads/. Settings: analytics.rfm_interval_s /

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_fuzz import FUZZ, _with_client_port, batch, conversation_frames  # noqa: E402
+from capture.testing import frame_batch  # noqa: E402
+from test_fuzz import FUZZ, _with_client_port, conversation_frames  # noqa: E402
 
 from capture.blake2 import blake2b_hex, key_state  # noqa: E402
 from capture.decoder import Decoder  # noqa: E402
@@ -84,9 +85,9 @@ def rich_transaction(draw):
 def decode(frames, fast: bool, lines: bool = False, **capture):
     d = Decoder(Settings(capture=capture) if capture else Settings(), fast_path=fast)
     if lines:
-        out = d.feed_lines(batch(frames))
+        out = d.feed_lines(frame_batch(frames))
         return out.dicts(), out.keys, d
-    return d.feed(batch(frames)) + d.close(), None, d
+    return d.feed(frame_batch(frames)) + d.close(), None, d
 
 
 @FUZZ
@@ -130,7 +131,7 @@ def test_plain_transactions_are_written_by_numba_and_unusual_ones_by_python():
     built = []
     build = d.builder.build
     d.builder.build = lambda conn, req, resp: built.append(req.uri) or build(conn, req, resp)
-    events = d.feed(batch(conversation_frames([plain, secret, plain], [], [], False))) + d.close()
+    events = d.feed(frame_batch(conversation_frames([plain, secret, plain], [], [], False))) + d.close()
     assert [e["uri"] for e in events] == ["/p/1?q=shoes", "/login", "/p/1?q=shoes"]
     assert built == [b"/login?password=hunter2"]  # only the one that needed scrubbing went the Python way
     assert events[0]["host"] == "shop.example" and events[0]["member_id"] and events[0]["latency_ms"] == 1.0

@@ -10,8 +10,10 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from capture.frames import FrameBatch
+from capture import testing
 from capture.decoder import Decoder
+from capture.testing import ACK, PSH
+from capture.testing import frame_batch
 from config.settings import Settings
 
 T0 = 1_700_000_000.0
@@ -20,22 +22,11 @@ C_PORT, S_PORT = 40000, 80
 FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def tcp_frame(from_client: bool, seq: int, payload: bytes, flags: int = 0x18) -> bytes:
-    src, dst = (C_IP, S_IP) if from_client else (S_IP, C_IP)
-    sp, dp = (C_PORT, S_PORT) if from_client else (S_PORT, C_PORT)
-    tcp = struct.pack("!HHIIBBHHH", sp, dp, seq & 0xFFFFFFFF, 0, 5 << 4, flags, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
-    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp + payload
-
-
-def batch(frames: list[tuple[float, bytes]], linktypes: list[int] | None = None) -> FrameBatch:
-    buf = np.frombuffer(b"".join(f for _, f in frames) or b"\0", dtype=np.uint8)
-    lens = np.array([len(f) for _, f in frames], np.int32)
-    offsets = np.zeros(len(frames), np.int64)
-    if len(frames) > 1:
-        offsets[1:] = np.cumsum(lens[:-1])
-    lt = np.array(linktypes if linktypes is not None else [1] * len(frames), np.int32)
-    return FrameBatch(buf, offsets, lens, lens.copy(), np.array([t for t, _ in frames], np.float64), lt)
+def tcp_frame(from_client: bool, seq: int, payload: bytes, flags: int = PSH | ACK) -> bytes:
+    """A frame of the one conversation these tests decode."""
+    if from_client:
+        return testing.tcp_frame(C_IP, S_IP, C_PORT, S_PORT, seq, flags, payload)
+    return testing.tcp_frame(S_IP, C_IP, S_PORT, C_PORT, seq, flags, payload)
 
 
 def decode_all(frames, linktypes=None, chunk: int = 0) -> tuple[list[dict], dict]:
@@ -44,7 +35,7 @@ def decode_all(frames, linktypes=None, chunk: int = 0) -> tuple[list[dict], dict
     step = chunk or max(1, len(frames))
     for i in range(0, len(frames), step):
         part = frames[i:i + step]
-        events += d.feed(batch(part, None if linktypes is None else linktypes[i:i + step]))
+        events += d.feed(frame_batch(part, None if linktypes is None else linktypes[i:i + step]))
     events += d.close()
     return events, d.stats
 
@@ -269,7 +260,7 @@ def decode_both(frames, chunk: int = 0, expire_every: float = 0.0, **capture) ->
         step = chunk or max(1, len(frames))
         for i in range(0, len(frames), step):
             part = frames[i:i + step]
-            events += d.feed(batch(part))
+            events += d.feed(frame_batch(part))
             if expire_every:
                 events += d.expire(part[-1][0] + expire_every)
         events += d.close()
@@ -358,7 +349,7 @@ def test_fast_path_takes_the_common_case():
     python_packets = []
     orig = d._one
     d._one = lambda *a: (python_packets.append(a), orig(*a))
-    events = d.feed(batch(frames)) + d.close()
+    events = d.feed(frame_batch(frames)) + d.close()
     assert [(e["uri"], e["status"], e["resp_bytes"]) for e in events] == [("/a", 200, 3000), ("/b", 200, 5000)]
     assert python_packets == []
     assert d.stats["flows_closed"] == 1 and d.stats["transactions"] == 2 and d.buffered_bytes == 0

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import struct
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+
+from capture.testing import tcp_frame
 
 HTML = "text/html; charset=utf-8"
 UAS = (
@@ -60,19 +63,6 @@ class GroundTruth:
     pageview_log: list = field(default_factory=list)          # [(ts, cookie value, session no., path)] in ts order
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _ip(a: str) -> bytes:
-    return bytes(int(x) for x in a.split("."))
-
-
 class _PcapWriter:
     SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
     MSS = 1400
@@ -84,15 +74,8 @@ class _PcapWriter:
 
     def tcp(self, ts: float, src: str, dst: str, sport: int, dport: int, seq: int, ack: int,
             flags: int, payload: bytes = b"") -> None:
-        s, d = _ip(src), _ip(dst)
-        tcp_hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags,
-                              65535, 0, 0)
-        csum = _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp_hdr) + len(payload)) + tcp_hdr + payload)
-        tcp_hdr = tcp_hdr[:16] + struct.pack("!H", csum) + tcp_hdr[18:]
-        total = 20 + len(tcp_hdr) + len(payload)
-        ip_hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, self.packets & 0xFFFF, 0x4000, 64, 6, 0, s, d)
-        ip_hdr = ip_hdr[:10] + struct.pack("!H", _checksum(ip_hdr)) + ip_hdr[12:]
-        frame = b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00" + ip_hdr + tcp_hdr + payload
+        frame = tcp_frame(socket.inet_aton(src), socket.inet_aton(dst), sport, dport, seq, flags, payload, ack=ack,
+                          ip_id=self.packets, ip_checksum=True, tcp_checksum=True)
         sec = int(ts)
         self.fh.write(struct.pack("<IIII", sec, int(round((ts - sec) * 1e6)) % 1000000, len(frame), len(frame)))
         self.fh.write(frame)

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import load_settings
 from engine.web.app import create_web_app
-from processors.analytics.sample import generate
-from sinks.history import open_history
+from sinks.testing import fresh_history
+from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,11 @@ HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    st = open_history(f"chdb://{tmp_path_factory.mktemp('api-chdb')}")
-    st.init_schema()
-    st.write("hits", DS.hits)
-    st.write("pageviews", DS.pageviews)
-    st.write("sessions", DS.sessions)
-    yield st
-    st.close()
+    with fresh_history(str(tmp_path_factory.mktemp("api-chdb"))) as st:
+        st.write("hits", DS.hits)
+        st.write("pageviews", DS.pageviews)
+        st.write("sessions", DS.sessions)
+        yield st
 
 
 @pytest.fixture(scope="module")

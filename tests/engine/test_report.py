@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from processors.analytics.sample import generate
 from sinks.history import open_history
+from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
 

@@ -93,27 +93,19 @@ def known_data():
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", params=["chdb", "clickhouse"])
-def history(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def history(history_place):
     """The same known rows in embedded chdb and in a real ClickHouse 18.16: the SQL must be portable."""
-    import uuid
+    from sinks.testing import fresh_history
 
-    from sinks.history import open_history
-
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path_factory.mktemp('chdb')}/data"
-    else:
-        server = request.getfixturevalue("clickhouse_server")
-        url = server.url.rsplit("/", 1)[0] + f"/web_{uuid.uuid4().hex[:10]}"
-    store = open_history(url)
-    pvs, hits, sessions, stale_sb = known_data()
-    store.write("sessions", [stale_sb])
-    for _ in range(2):  # at-least-once: every batch arrives twice
-        store.write("pageviews", pvs)
-        store.write("hits", hits)
-        store.write("sessions", sessions)
-    yield store
-    store.close()
+    with fresh_history(history_place, "web") as store:
+        pvs, hits, sessions, stale_sb = known_data()
+        store.write("sessions", [stale_sb])
+        for _ in range(2):  # at-least-once: every batch arrives twice
+            store.write("pageviews", pvs)
+            store.write("hits", hits)
+            store.write("sessions", sessions)
+        yield store
 
 
 def make_settings(**web) -> Settings:

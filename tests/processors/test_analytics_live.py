@@ -13,8 +13,8 @@ import redis
 from config.events import TOPIC_PAGEVIEWS, TOPIC_SEGMENTS
 from config.settings import load_settings
 from processors.analytics.live import LiveProfiles
-from processors.analytics.sample import generate
 from sinks.history import open_history
+from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,24 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from config.settings import ProcessingSettings
-from processors.enrich import (KIND_BOT, KIND_ERROR, KIND_OTHER, KIND_PAGEVIEW, KIND_REDIRECT, KIND_STATIC,
-                               CHECKED_FIELDS, Enricher, columns_of, compile_pattern, parse_user_agent, referrer_channel,
-                               utm_fields, valid_columns, validate_hit)
-from hitgen import UAS, make_hit
+from processors.enrich import (
+    CHECKED_FIELDS,
+    KIND_BOT,
+    KIND_ERROR,
+    KIND_OTHER,
+    KIND_PAGEVIEW,
+    KIND_REDIRECT,
+    KIND_STATIC,
+    Enricher,
+    columns_of,
+    compile_pattern,
+    parse_user_agent,
+    referrer_channel,
+    utm_fields,
+    valid_columns,
+    validate_hit,
+)
+from processors.testing import UAS, make_hit
 
 S = ProcessingSettings(site_hosts=["www.shop.example", "shop.example"])
 

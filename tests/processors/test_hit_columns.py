@@ -5,8 +5,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hitgen import crowd, make_hit
 from processors.enrich import HIT_COLUMNS, column_decoder, columns_of, ts_in_range, validate_hit
+from processors.testing import crowd, make_hit
 
 decoder = column_decoder()
 

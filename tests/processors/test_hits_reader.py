@@ -8,10 +8,10 @@ import uuid
 
 import orjson
 import pytest
-from hitgen import crowd
 
 from processors.enrich import column_decoder
 from processors.hits_reader import HitsReaderProcess
+from processors.testing import crowd
 
 pytestmark = pytest.mark.integration
 

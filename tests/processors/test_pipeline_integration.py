@@ -20,13 +20,13 @@ import orjson
 import pytest
 import redis
 from aiokafka.partitioner import DefaultPartitioner
-from hitgen import crowd
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import load_settings
 from processors.agents import BatchOutput, ensure_topic
-from sinks.base import ListSink
+from processors.testing import crowd
 from sinks.redis_live import LiveKeys, LiveStateReader
+from sinks.testing import ListSink
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

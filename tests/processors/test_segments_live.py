@@ -12,7 +12,7 @@ import pytest
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
 from config.settings import load_settings
-from processors.analytics.sample import _hit
+from sinks.testing.shop import _hit
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,8 @@
 import pytest
 
 from config.rows import Columns, EncodedRows, JsonColumns, merge_rows
-from sinks.base import ListSink, SinkUnavailable
+from sinks.base import SinkUnavailable
+from sinks.testing import ListSink
 
 
 class FlakySink(ListSink):

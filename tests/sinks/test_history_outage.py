@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 
 from engine.services import free_port, start_clickhouse
-from history_data import make_hits
-from sinks.reads import queries as hq
 from sinks.base import SinkUnavailable
 from sinks.history import open_history
+from sinks.reads import queries as hq
+from sinks.testing.rows import make_hits
 
 pytestmark = pytest.mark.integration
 

@@ -2,30 +2,23 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from history_data import T0, make_pageviews
 from sinks.reads import queries as hq
-from sinks.history import open_history
+from sinks.testing import fresh_history
+from sinks.testing.rows import T0, make_pageviews
 
 pytestmark = pytest.mark.integration
 _example = itertools.count()
 
 
-@pytest.fixture(scope="module", params=["clickhouse", "chdb"])
-def shared_store(request, tmp_path_factory):
-    if request.param == "clickhouse":
-        url = request.getfixturevalue("clickhouse_server").url.rsplit("/", 1)[0] + f"/replay_{uuid.uuid4().hex[:8]}"
-    else:
-        url = f"chdb://{tmp_path_factory.mktemp('replay')}/chdb"
-    store = open_history(url)
-    store.init_schema()
-    yield store
-    store.close()
+@pytest.fixture(scope="module")
+def shared_store(history_place):
+    with fresh_history(history_place, "replay") as store:
+        yield store
 
 
 deliveries = st.lists(st.tuples(st.integers(0, 59), st.integers(1, 60), st.booleans()), min_size=1, max_size=6)

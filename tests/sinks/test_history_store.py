@@ -2,29 +2,24 @@
 from __future__ import annotations
 
 import math
-import uuid
 
 import pytest
 
-from history_data import T0, make_hits, make_pageviews, make_sessions
-from sinks.reads import queries as hq
 from sinks.base import HistoryError
 from sinks.history import open_history
 from sinks.history_columns import TABLES
 from sinks.migrations import migration_files
+from sinks.reads import queries as hq
+from sinks.testing import fresh_history_url
+from sinks.testing.rows import T0, make_hits, make_pageviews, make_sessions
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["clickhouse", "chdb"])
-def store(request, tmp_path):
-    if request.param == "clickhouse":
-        server = request.getfixturevalue("clickhouse_server")
-        # A database of its own per test: tests do not see each other's rows.
-        url = server.url.rsplit("/", 1)[0] + f"/t_{uuid.uuid4().hex[:12]}"
-    else:
-        url = f"chdb://{tmp_path}/chdb"
-    s = open_history(url, flush_interval_s=0.05)
+@pytest.fixture
+def store(history_place):
+    # A store of its own per test (not yet migrated): tests do not see each other's rows.
+    s = open_history(fresh_history_url(history_place), flush_interval_s=0.05)
     yield s
     s.close()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections import Counter, defaultdict
 
 import pytest
@@ -17,8 +16,8 @@ import pytest
 from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
-from processors.analytics.sample import generate
-from sinks.history import open_history
+from sinks.testing import fresh_history
+from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +27,13 @@ HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
 GOALS = [g for g in DS.goals if not g["is_bot"]]  # goal requests (hits only) with their true session
 
 
-@pytest.fixture(scope="module", params=["chdb", "clickhouse"])
-def store(request, tmp_path_factory):
-    if request.param == "chdb":
-        url = f"chdb://{tmp_path_factory.mktemp('chdb')}"
-    else:
-        server = request.getfixturevalue("clickhouse_server")
-        url = server.url.rsplit("/", 1)[0] + f"/an_{uuid.uuid4().hex[:8]}"
-    st = open_history(url)
-    st.init_schema()
-    st.write("hits", DS.hits)
-    st.write("pageviews", DS.pageviews)
-    st.write("sessions", DS.sessions)
-    yield st
-    st.close()
+@pytest.fixture(scope="module")
+def store(history_place):
+    with fresh_history(history_place, "an") as st:
+        st.write("hits", DS.hits)
+        st.write("pageviews", DS.pageviews)
+        st.write("sessions", DS.sessions)
+        yield st
 
 
 # -- ground truth ---------------------------------------------------------------------------------
