@@ -30,15 +30,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from capture.identity import Identity
+from config.settings import Settings
+from sinks.history import open_history
+from sinks.reads import goals, rfm, usage
+from sinks.reads.common import TimeRange
+from sinks.reads.goal_events import GoalConfig
+from sinks.reads.stats import compute_stats, parse_stats_request
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from capture.identity import Identity  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from sinks.history import open_history  # noqa: E402
-from sinks.reads import goals, rfm, usage  # noqa: E402
-from sinks.reads.common import TimeRange  # noqa: E402
-from sinks.reads.goal_events import GoalConfig  # noqa: E402
-from sinks.reads.stats import compute_stats, parse_stats_request  # noqa: E402
 
 STATIC = ("/static/",)
 NOT_PAGES = ("/robots.txt", "/sitemap.xml")

@@ -17,23 +17,18 @@ and whether peak RSS stayed under the ceiling (exit code 1 when not).
 from __future__ import annotations
 
 import argparse
-import os
-import struct
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from capture.frames import FrameBatch  # noqa: E402
-from capture.decoder import Decoder  # noqa: E402
-from config.settings import Settings  # noqa: E402
+from capture.decoder import Decoder
+from capture.frames import FrameBatch
+from capture.testing import tcp_frame
+from config.settings import Settings
 
 T0 = 1_700_000_000.0
 SERVER = bytes([10, 9, 0, 1])
-ETH = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00"
 HEAD = b"GET /flood HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: flood/1\r\n"  # never completed
 REQ = b"GET /p HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: b/1\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -49,9 +44,7 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 def frame(client: bytes, cport: int, from_client: bool, seq: int, flags: int, payload: bytes = b"") -> bytes:
     src, dst, sp, dp = (client, SERVER, cport, 80) if from_client else (SERVER, client, 80, cport)
-    tcp = struct.pack("!HHIIBBHHH", sp, dp, seq & 0xFFFFFFFF, 0, 5 << 4, flags, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
-    return ETH + ip + tcp + payload
+    return tcp_frame(src, dst, sp, dp, seq, flags, payload)
 
 
 def client_of(i: int) -> tuple[bytes, int]:
