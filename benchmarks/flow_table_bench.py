@@ -122,7 +122,7 @@ def main() -> int:
     ap.add_argument("--kind", choices=["half-open", "short", "both"], default="both")
     ap.add_argument("--max-flows", type=int, default=Settings().capture.max_flows)
     ap.add_argument("--window", type=int, default=50_000, help="short flows open at once")
-    ap.add_argument("--ceiling-mb", type=float, default=1200.0,
+    ap.add_argument("--ceiling-mb", type=float, default=800.0,
                     help="documented RSS ceiling with the default max_flows (README, capture.max_flows)")
     a = ap.parse_args()
     if a.kind == "both":  # each flood in a fresh process: RSS never shrinks back, so one would hide the other

@@ -26,6 +26,7 @@ from capture.frames import FrameBatch
 from capture.http import DEAD, RESYNC_REQUEST, RESYNC_RESPONSE, HeadParser, RequestHead, ResponseHead
 from capture.reassembly import MASK, Budget, Stream
 from capture.cookie_learning import CookieLearner, load_state, save_state
+from capture.install_salt import install_salt, rotation_due
 from capture.eventwriter import WRITTEN, EventWriter
 from capture.outputs import EventLines
 from capture.transactions import Connection, EventBuilder
@@ -128,6 +129,10 @@ class Decoder:
 
         state_dir: where the learned visitor cookie is kept (capture-state.json); None = nowhere."""
         cfg = settings.capture
+        self.salt_made = 0.0
+        if not cfg.salt:  # the install's random salt (never a known default)
+            salt, self.salt_made = install_salt(state_dir, cfg.salt_rotation_days)
+            cfg = cfg.model_copy(update={"salt": salt})
         self.cfg = cfg
         self.ports = frozenset(cfg.ports)
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
@@ -197,6 +202,8 @@ class Decoder:
 
     def expire(self, now: float) -> list[dict]:
         """Report requests unanswered for transaction_timeout_s and end flows idle for flow_idle_timeout_s."""
+        if self.salt_made and rotation_due(self.salt_made, self.cfg.salt_rotation_days):
+            self._rotate_salt()
         tt = self.cfg.transaction_timeout_s
         idle = self.cfg.flow_idle_timeout_s
         fast = self.fast
@@ -342,9 +349,20 @@ class Decoder:
 
     def _use_cookie(self, name: str, aliases: dict[str, str]) -> None:
         """Visitor ids from now on also follow cookie `name` (after the configured ones)."""
-        cfg = self.cfg.model_copy(update={"visitor_cookies": list(self.cfg.visitor_cookies) + [name]})
+        self.cfg = self.cfg.model_copy(update={"visitor_cookies": list(self.cfg.visitor_cookies) + [name]})
+        self._rebuild(aliases)
+
+    def _rotate_salt(self) -> None:
+        salt, self.salt_made = install_salt(self.state_dir, self.cfg.salt_rotation_days)
+        self.cfg = self.cfg.model_copy(update={"salt": salt})
+        self._rebuild({})  # aliases are ids under the old salt
+
+    def _rebuild(self, aliases: dict[str, str]) -> None:
+        """The event builder and writer again from self.cfg (a learned cookie, a new salt)."""
+        cfg = self.cfg
         self.builder = EventBuilder(cfg)
         self.builder.aliases = aliases
+        self.builder.learner = self.learner
         self.writer = EventWriter(self.builder, self.heads)
         for f in self.flows.values():
             if f.conn is not None:

@@ -654,8 +654,8 @@ class EventWriter:
             first = w.encode()[0]
             self.word_starts[first] = 1
             self.word_starts[ord(chr(first).upper()) if first < 128 else first] = 1
-        # flags[0]: every event Python's (member parameter rules); [1]: a query is Python's
-        self.flags = np.array([bool(idn.member_param), not ascii_words], np.int64)
+        # flags[0]: every event Python's (member parameter / IP anonymisation rules); [1]: a query is Python's
+        self.flags = np.array([bool(idn.member_param or builder.anonymizes_ip), not ascii_words], np.int64)
         # a request carrying a forwarded-for header is Python's (trusted-proxy rules)
         self.py_slots = np.array([slot[h.decode("latin-1")] for h in idn.client_ip_headers] or [-1], np.int64)
         extras = [orjson.dumps(name)[:-1] + b'":' for name, _ in builder.extra]  # '"name":' as JSON text

@@ -12,6 +12,7 @@ import ipaddress
 import re
 from urllib.parse import unquote_plus
 
+from capture.sensitive import SensitiveNames
 from config.settings import CaptureSettings
 
 
@@ -36,14 +37,16 @@ class Identity:
         names = sorted({c for c in self.visitor_cookies + [self.member_cookie] if c}, key=len, reverse=True)
         # one pass over the Cookie header finds every cookie we care about
         self._cookie_rx = re.compile(rb"(?:^|;)[ \t]*(" + b"|".join(re.escape(n) for n in names) + rb")=[ \t]*\"?([^;\"]*)")
-        scrub = {p.lower() for p in cfg.sensitive_params if p}
+        extra = [p.lower() for p in cfg.sensitive_params if p]
         if self.member_param:
-            scrub.add(self.member_param)  # the raw member key must not travel in the query either
-        self._scrub = scrub
-        self.scrub_words = frozenset(scrub)  # query parameter names removed from queries and referrers
-        self._scrub_rx = re.compile("|".join(re.escape(p) for p in sorted(scrub)), re.IGNORECASE) if scrub else None
+            extra.append(self.member_param)  # the raw member key must not travel in the query either
+        self.sensitive = SensitiveNames(extra, cfg.allowed_params)
+        # substrings (any case) a query must hold before its names are matched one by one (the numba writer
+        # hands such queries to Python)
+        self.scrub_words = frozenset(self.sensitive.triggers)
+        self._scrub_rx = re.compile("|".join(re.escape(p) for p in sorted(self.scrub_words)), re.IGNORECASE)
         # for an ASCII query and ASCII names, lower() + `in` finds exactly what the IGNORECASE regex finds (faster)
-        self._scrub_ascii = tuple(sorted(scrub)) if all(p.isascii() for p in scrub) else None
+        self._scrub_ascii = tuple(sorted(self.scrub_words)) if all(p.isascii() for p in self.scrub_words) else None
 
     @property
     def key(self) -> bytes:
@@ -133,7 +136,7 @@ class Identity:
         return ip  # every hop a trusted proxy: the left-most one
 
     def scrub_query(self, query: str) -> str:
-        if not query or self._scrub_rx is None:
+        if not query:
             return query
         if self._scrub_ascii is not None and query.isascii():
             low = query.lower()
@@ -141,8 +144,7 @@ class Identity:
                 return query
         elif not self._scrub_rx.search(query):
             return query
-        keep = [kv for kv in query.split("&") if unquote_plus(kv.split("=", 1)[0]).strip().lower() not in self._scrub]
-        return "&".join(keep)
+        return self.sensitive.scrub(query)
 
 
 _FOR = re.compile(rb"(?:^|;)[ \t]*for[ \t]*=[ \t]*(\"[^\"]*\"|[^;,]*)", re.IGNORECASE)

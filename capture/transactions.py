@@ -7,6 +7,7 @@ request times out, or when the connection ends without an answer.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 from hashlib import blake2b
 from collections import deque
@@ -71,8 +72,14 @@ class EventBuilder:
         self._member_param = idn.member_param
         self._member_header = idn.member_header
         self._member_cookie = idn.member_cookie
+        self._shown_ip = _Memo(lambda ip: anonymize_ip(ip, cfg.client_ip_anonymization, idn)) \
+            if cfg.client_ip_anonymization != "off" else None
         self.learner = None  # capture.cookie_learning.CookieLearner while the visitor cookie is being learned
         self.aliases: dict[str, str] = {}  # cookie id -> the IP+UA id its client had before it was learned
+
+    @property
+    def anonymizes_ip(self) -> bool:
+        return self._shown_ip is not None
 
     def request_headers(self) -> list[str]:
         i = self.identity
@@ -179,7 +186,7 @@ class EventBuilder:
         return {
             "event_id": eid,
             "ts": us / 1e6,
-            "client_ip": client_ip,
+            "client_ip": client_ip if self._shown_ip is None else self._shown_ip[client_ip],
             "client_port": conn.client_port,
             "server_ip": conn.server_ip,
             "server_port": conn.server_port,
@@ -200,6 +207,17 @@ class EventBuilder:
             "no_response": resp is None,
             "extra": extra,
         }
+
+
+def anonymize_ip(ip: str, how: str, idn: Identity) -> str:
+    """client_ip as events show it: IPv4 /24 or IPv6 /48 network address, or a salted hash."""
+    if how == "hash":
+        return idn.hash(ip, b"ip:")
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    return str(ipaddress.ip_network(f"{a}/{24 if a.version == 4 else 48}", strict=False).network_address)
 
 
 def _host(raw: bytes) -> str:

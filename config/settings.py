@@ -140,9 +140,19 @@ class CaptureSettings(_Section):
     # nothing: always the packet's source address.
     client_ip_headers: list[str] = Field(default_factory=lambda: ["forwarded", "x-forwarded-for", "x-real-ip"])
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    salt: str = "change-me-visitwire-salt"
-    # Query parameters removed from `query` before it leaves the agent.
-    sensitive_params: list[str] = Field(default_factory=lambda: ["password", "passwd", "pwd", "token", "secret", "session", "sessionid"])
+    # Key of the visitor/member id hashes. Empty: a random salt per install, kept 0600 in {data_dir}/salt.json
+    # (capture/install_salt.py), replaced every salt_rotation_days when that is > 0 (ids change then).
+    salt: str = ""
+    salt_rotation_days: float = Field(0.0, ge=0)
+    # client_ip in events: "off" (as seen), "truncate" (IPv4 /24: last octet 0; IPv6 /48), "hash" (salted hash,
+    # hex). Visitor ids still tell clients apart (they hash the full address). Costs the numba event writer:
+    # every event is built in Python.
+    client_ip_anonymization: Literal["off", "truncate", "hash"] = "off"
+    # Query parameters are removed from uri, query and referrer when their names look like secrets (token, key,
+    # secret, pass, auth, session, sig... see capture/sensitive.py); these names are removed too, and
+    # allowed_params never are.
+    sensitive_params: list[str] = Field(default_factory=list)
+    allowed_params: list[str] = Field(default_factory=list)
     # Header names (request or response) whose values are copied into event.extra.
     extra_headers: list[str] = Field(default_factory=lambda: ["x-order-amount"])
     transaction_timeout_s: float = Field(30.0, gt=0)

@@ -49,7 +49,7 @@ def site_pcap(tmp_path) -> str:
 
 
 def decode(path, state_dir, fast=True, **capture):
-    d = Decoder(Settings(capture=capture), fast_path=fast, state_dir=str(state_dir))
+    d = Decoder(Settings(capture={"salt": "one-install", **capture}), fast_path=fast, state_dir=str(state_dir))
     events = []
     for b in read_pcap_batches(path, batch_size=24):
         events += d.feed(b)
