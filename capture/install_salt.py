@@ -4,6 +4,8 @@ Unless capture.salt is set, the capture keeps a random 32-byte salt in {data_dir
 (0600), made on first start, so ids agree across restarts and processes of one install but
 cannot be recomputed by anyone who knows the code. With capture.salt_rotation_days, a new
 salt replaces it once that old (ids change then: unlinkable across periods, by design).
+Several capture agents of one site (one per web server) must share the salt, or one visitor
+gets one id per agent: copy the file, or set one capture.salt for all of them.
 Without a data directory (a library user, tests), one random salt per process.
 """
 from __future__ import annotations
@@ -69,6 +71,8 @@ def install_salt(data_dir: str | None, rotation_days: float = 0.0, now: float | 
             if state is not None:
                 return state["salt"], float(state["created"])
             _write(path, new, exclusive=False)
+        log.info("made a random salt for visitor ids in %s; capture agents of one site must share it (copy the "
+                 "file to their data directories, or set one capture.salt for all)", path)
     else:
         _write(path, new, exclusive=False)
         log.warning("salt rotated (capture.salt_rotation_days = %g): visitor and member ids change from now on",

@@ -148,6 +148,8 @@ def test_two_agents_two_workers_equal_one_worker_and_a_killed_worker_loses_nothi
                        "VISITWIRE_CAPTURE__PORTS": "[8080]", "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6",
                        "VISITWIRE_PROCESSING__BATCH_SIZE": "200", "VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "0.2",
                        "VISITWIRE_LOG_LEVEL": "INFO", "VISITWIRE_DATA_DIR": str(tmp_path / "data"),
+                       # agents of one site share the salt (each data directory would make its own)
+                       "VISITWIRE_CAPTURE__SALT": "one-site-salt",
                        "PYTHONUNBUFFERED": "1"})
         pair = {**common, "VISITWIRE_KAFKA__APP_ID": f"vw-pair-{run}", "VISITWIRE_REDIS__KEY_PREFIX": f"pair{run}:",
                 "VISITWIRE_HISTORY__URL": f"{base}/scale_pair_{run}"}
