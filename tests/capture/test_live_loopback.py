@@ -374,3 +374,89 @@ def test_capture_command_live_on_loopback_to_kafka(server, tansu):
     assert "kernel:" in err and " 0 dropped" in err
     got = sorted((e["method"], e["uri"], e["status"], e["resp_bytes"]) for e in records)
     assert got == sorted(expected)
+
+
+class TlsTerminator:
+    """A TLS-terminating proxy on loopback: one request per connection to the app, X-Forwarded-For appended."""
+
+    def __init__(self, app_port: int, tmp_path):
+        import ssl
+
+        if not shutil.which("openssl"):
+            pytest.skip("openssl not installed")
+        key, cert = str(tmp_path / "k.pem"), str(tmp_path / "c.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.app_port = app_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                raw, (peer, _) = self.sock.accept()
+            except OSError:
+                return
+            with self.ctx.wrap_socket(raw, server_side=True) as tls:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += tls.recv(65536)
+                lines = head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+                fwd = [ln for ln in lines[1:] if ln.lower().startswith(b"x-forwarded-for:")]
+                chain = (fwd[0].split(b":", 1)[1].strip() + b", " if fwd else b"") + peer.encode()
+                out = [lines[0]] + [ln for ln in lines[1:] if ln not in fwd and not ln.lower().startswith(b"connection:")]
+                out += [b"X-Forwarded-For: " + chain, b"Connection: close"]
+                with socket.create_connection(("127.0.0.1", self.app_port), timeout=5) as app:
+                    app.sendall(b"\r\n".join(out) + b"\r\n\r\n")
+                    while True:
+                        data = app.recv(65536)
+                        if not data:
+                            break
+                        tls.sendall(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_behind_a_tls_terminator_the_app_leg_gives_the_real_client_and_the_tls_leg_is_said_once(
+        server, tmp_path, caplog):
+    import logging
+    import ssl
+
+    Decoder, _ = _decoder_parts()
+    proxy = TlsTerminator(server, tmp_path)
+    ports = [server, proxy.port]
+    source = LiveSource("lo", ports, Settings())
+    decoder = Decoder(Settings(capture={"ports": ports, "trusted_proxies": ["127.0.0.1/32"]}))
+    events: list[dict] = []
+
+    def consume():
+        for batch in source:
+            events.extend(decoder.feed(batch))
+        events.extend(decoder.close())
+
+    t = threading.Thread(target=consume, daemon=True)
+    with caplog.at_level(logging.WARNING, logger="capture.transactions"):
+        t.start()
+        try:
+            ctx = ssl._create_unverified_context()
+            for forged in (None, "6.6.6.6"):  # the client at 127.0.0.2, once writing its own entry
+                c = http.client.HTTPSConnection("127.0.0.1", proxy.port, timeout=5, context=ctx,
+                                                source_address=("127.0.0.2", 0))
+                c.request("GET", "/bytes/10?via=tls", headers={"X-Forwarded-For": forged} if forged else {})
+                assert c.getresponse().read() == b"x" * 10
+                c.close()
+            time.sleep(0.5)
+        finally:
+            source.close()
+            proxy.close()
+        t.join(120)
+    assert not t.is_alive()
+    assert [(e["uri"], e["status"], e["client_ip"], e["server_port"]) for e in events] == \
+        [("/bytes/10?via=tls", 200, "127.0.0.2", server)] * 2
+    assert decoder.stats["tls_flows"] == 2
+    said = [r.getMessage() for r in caplog.records if "carries TLS" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"port {proxy.port} carries TLS")
