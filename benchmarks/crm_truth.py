@@ -33,7 +33,7 @@ from rich.table import Table
 from capture.identity import Identity
 from config.settings import Settings
 from sinks.history import open_history
-from sinks.reads import goals, rfm, usage
+from sinks.reads import goals, products, rfm, usage
 from sinks.reads.common import TimeRange
 from sinks.reads.goal_events import GoalConfig
 from sinks.reads.stats import compute_stats, parse_stats_request
@@ -118,11 +118,13 @@ def truth_figures(rows: list[dict], idle_s: float) -> dict:
     visitors = {visitor_of(r) for r in pvs}
     member_visitors = {visitor_of(r) for r in pvs if r["member"]}
     product_views = Counter(r["path"].split("/")[2] for r in pvs if r["path"].startswith("/product/"))
-    units, revenue_by_product = Counter(), Counter()
+    units, revenue_by_product, orders_by_product = Counter(), Counter(), Counter()
     for r in orders:
         for pid, n, price in r["order"]["items"]:
             units[pid] += n
+            orders_by_product[pid] += 1
             revenue_by_product[pid] = round(revenue_by_product[pid] + n * price, 2)
+    carts = Counter(r["cart_add"] for r in humans if r["cart_add"])
     return {
         "requests": len(rows), "pageviews": len(pvs), "visitors": len(visitors),
         "member_visitors": len(member_visitors), "anonymous_visitors": len(visitors - member_visitors),
@@ -130,7 +132,8 @@ def truth_figures(rows: list[dict], idle_s: float) -> dict:
         "orders": len(orders), "revenue": round(sum(r["order"]["amount"] for r in orders), 2),
         "members": {m: {"orders": d["orders"], "revenue": d["revenue"], "visits": len(d["visits"])}
                     for m, d in members.items()},
-        "product_views": dict(product_views), "units": dict(units), "product_revenue": dict(revenue_by_product),
+        "product_views": dict(product_views), "product_units": dict(units), "product_revenue": dict(revenue_by_product),
+        "product_orders": dict(orders_by_product), "product_carts": dict(carts),
         "start": rows[0]["ts"] if rows else 0.0, "end": rows[-1]["ts"] if rows else 0.0,
     }
 
@@ -154,13 +157,16 @@ def visitwire_figures(history_url: str, settings: Settings, start: float, end: f
         purchase = {g["goal"]: g for g in goals.goal_counts(store, rng, cfg)}.get(cfg.purchase, {})
         members = {m["member_id"]: m for m in rfm.member_stats(store, rng, cfg)}
         views = {r["product_id"]: r["views"] for r in usage.usage(store, "product_id", rng, limit=100_000)}
+        sales = products.product_sales(store, rng, cfg, limit=100_000)
         changes = store.query("SELECT DISTINCT member_id, ts_epoch, segment, previous_segment FROM segments "
                               "ORDER BY member_id, ts_epoch")
         return {"segment_changes": changes, "requests": int(one["requests"]), "pageviews": int(one["pageviews"]),
                 "visitors": int(one["visitors"]), "member_visitors": split.get("member", 0),
                 "anonymous_visitors": split.get("anonymous", 0), "bot_visitors": int(one["bot_visitors"]),
                 "orders": int(purchase.get("conversions", 0)), "revenue": round(float(purchase.get("value", 0)), 2),
-                "members": members, "product_views": views}
+                "members": members, "product_views": views,
+                **{f"product_{k}": {r["product_id"]: r[k] for r in sales if r[k]}
+                   for k in ("units", "revenue", "orders", "carts")}}
     finally:
         store.close()
 
@@ -181,10 +187,10 @@ def compare(got: dict, want: dict, idn: Identity) -> list[tuple[str, str, str, i
     total = round(sum(m["revenue"] for m in got["members"].values()), 2)
     rows.append(("sum of members' revenue <= revenue", f"{total:,}", f"<= {want['revenue']:,}",
                  int(total > want["revenue"] + 1e-6)))
-    pids = set(got["product_views"]) | set(want["product_views"])
-    bad = sum(1 for p in pids if got["product_views"].get(p, 0) != want["product_views"].get(p, 0))
-    rows.append(("product views (per product)", f"{len(got['product_views'])} products",
-                 f"{len(want['product_views'])} products", bad))
+    for key in ("views", "carts", "orders", "units", "revenue"):
+        g, w = got[f"product_{key}"], want[f"product_{key}"]
+        bad = sum(1 for p in set(g) | set(w) if round(g.get(p, 0), 2) != round(w.get(p, 0), 2))
+        rows.append((f"product {key} (per product)", f"{len(g)} products", f"{len(w)} products", bad))
     return rows
 
 

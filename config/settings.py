@@ -102,6 +102,13 @@ class GoalRule(_Section):
     status: list[int] = Field(default_factory=lambda: [200, 201, 302, 303])
     value_param: str = ""  # query parameter with the goal value
     value_header: str = ""  # or a captured response/request header (see capture.extra_headers)
+    # What the request is about (products): a query parameter naming one product and its quantity
+    # (POST /cart/add?product=3&qty=2), or an order's items "id:qty:unit_price,..." (qty and price
+    # optional) from a query parameter or a captured header (X-Order-Items: 3:2:45.95,7:1:12.95).
+    product_param: str = ""
+    qty_param: str = ""
+    items_param: str = ""
+    items_header: str = ""
 
     @field_validator("name")
     @classmethod
@@ -154,7 +161,7 @@ class CaptureSettings(_Section):
     sensitive_params: list[str] = Field(default_factory=list)
     allowed_params: list[str] = Field(default_factory=list)
     # Header names (request or response) whose values are copied into event.extra.
-    extra_headers: list[str] = Field(default_factory=lambda: ["x-order-amount"])
+    extra_headers: list[str] = Field(default_factory=lambda: ["x-order-amount", "x-order-items"])
     transaction_timeout_s: float = Field(30.0, gt=0)
     flow_idle_timeout_s: float = Field(120.0, gt=0)
     max_flow_buffer_bytes: int = Field(1 << 20, gt=0)
@@ -259,8 +266,9 @@ class ProcessingSettings(_Section):
         UrlRule(pattern="/", group="home", section="home"),
     ])
     goals: list[GoalRule] = Field(default_factory=lambda: [
-        GoalRule(name="purchase", pattern="/order/complete", method="POST", value_header="x-order-amount"),
-        GoalRule(name="add_to_cart", pattern="/cart/add", method="POST"),
+        GoalRule(name="purchase", pattern="/order/complete", method="POST", value_header="x-order-amount",
+                 items_header="x-order-items"),
+        GoalRule(name="add_to_cart", pattern="/cart/add", method="POST", product_param="product", qty_param="qty"),
         GoalRule(name="login", pattern="/login", method="POST"),
     ])
 

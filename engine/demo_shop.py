@@ -4,7 +4,8 @@ the default settings (url_rules, goals, `_vw_id` visitor cookie, `member` cookie
 
 Routes: / , /category/{c}, /product/{id}, /static/* (css/js/png), GET+POST /login, GET /logout
 (clears the member cookie, 303 -> /), POST /cart/add (303 -> /cart), /cart, /checkout,
-POST /order/complete (200 + X-Order-Amount), /robots.txt, /sitemap.xml; anything else 404;
+POST /cart/add?product=ID&qty=1 (the product in the query, as the default add_to_cart rule reads it),
+POST /order/complete (200 + X-Order-Amount and X-Order-Items "id:qty:price,..."), /robots.txt, /sitemap.xml; anything else 404;
 product FLAKY_PRODUCT answers 500.
 
 With `truth=` a path, the shop writes its own log of every request as JSON lines (the truth
@@ -179,7 +180,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             p = PRODUCTS_BY_ID.get(pid)
             if p is None:
                 return 404, _html("Not found", "no such product"), html, {}
-            form_html = f"<form method=post action=/cart/add><input name=product value={p.id}><button>Add</button></form>"
+            form_html = (f"<form method=post action='/cart/add?product={p.id}&amp;qty=1'>"
+                         f"<input name=product value={p.id}><button>Add</button></form>")
             return 200, _html(p.name, f"<p>{p.price}</p>{form_html}"), html, {}
         if method == "GET" and path.startswith("/static/"):
             if path.endswith(".css"):
@@ -200,7 +202,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             set_cookies.append("member=; Path=/; Max-Age=0")
             return 303, b"", html, {"Location": "/"}
         if method == "POST" and path == "/cart/add":
-            pid = form.get("product", "")
+            query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+            pid = query.get("product") or form.get("product", "")
             if pid not in PRODUCTS_BY_ID:
                 return 400, _html("Bad request", "unknown product"), html, {}
             self.fact["cart_add"] = pid
@@ -221,7 +224,9 @@ class ShopHandler(BaseHTTPRequestHandler):
             units = Counter(items)
             self.fact["order"] = {"items": [[i, n, PRODUCTS_BY_ID[i].price] for i, n in sorted(units.items())],
                                   "amount": round(amount, 2)}
-            return 200, _html("Thank you", f"<p>Order total {amount:.2f}</p>"), html, {"X-Order-Amount": f"{amount:.2f}"}
+            lines = ",".join(f"{i}:{n}:{PRODUCTS_BY_ID[i].price:.2f}" for i, n in sorted(units.items()))
+            return 200, _html("Thank you", f"<p>Order total {amount:.2f}</p>"), html, {
+                "X-Order-Amount": f"{amount:.2f}", "X-Order-Items": lines}
         if method == "GET" and path == "/robots.txt":
             return 200, b"User-agent: *\nAllow: /\n", "text/plain", {}
         if method == "GET" and path == "/sitemap.xml":

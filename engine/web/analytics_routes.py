@@ -17,6 +17,9 @@ Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {
                                                   timer stores; computed now before the first refresh
                                                   or with from / to)
   GET /api/recommendations/visitor/{visitor_id}   from the visitor's recent product views
+  GET /api/products/sales                         per product views, carts, orders, units, revenue, conversion
+  GET /api/recommendations/bought/{product_id}    "bought together" products
+  GET /api/recommendations/member/{member_id}     what the member bought, and what to offer it next
   GET /api/cohorts?who=visitors|members&weeks=12  weekly retention
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ import redis
 from aiohttp import web
 
 from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from sinks.reads import products as sales
 from sinks.reads.common import AnalyticsError, TimeRange
 from sinks.reads.goal_events import GoalConfig
 from processors.analytics.live import LiveProfiles
@@ -215,6 +219,36 @@ def segments(request: web.Request):
         report["stored_sizes"] = rfm.segment_sizes(store, rng.until, rfm.SegmentConfig.from_settings(settings).names)
         return report
     return work
+
+
+@routes.get("/api/products/sales")
+@_handler
+def product_sales(request: web.Request):
+    """Per product: views, viewers, cart adds, orders, units, revenue, view -> buy conversion."""
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 50)
+    cfg = GoalConfig.from_settings(request.app["settings"])
+    return lambda: {"rows": sales.product_sales(store, rng, cfg, limit)}
+
+
+@routes.get("/api/recommendations/bought/{product_id}")
+@_handler
+def bought_together(request: web.Request):
+    """Products bought in the same orders as a product (support = orders holding both)."""
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
+    cfg, pid = GoalConfig.from_settings(request.app["settings"]), request.match_info["product_id"]
+    support = request.app["settings"].analytics.recommendation_min_support
+    return lambda: {"product_id": pid, "bought_together": sales.bought_together(store, rng, cfg, support, pid,
+                                                                                    limit)}
+
+
+@routes.get("/api/recommendations/member/{member_id}")
+@_handler
+def member_recommendations(request: web.Request):
+    """What a member bought and what was bought together with it that it has not bought yet."""
+    store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
+    cfg, mid = GoalConfig.from_settings(request.app["settings"]), request.match_info["member_id"]
+    support = request.app["settings"].analytics.recommendation_min_support
+    return lambda: sales.for_member(store, mid, rng, cfg, support, limit)
 
 
 @routes.get("/api/recommendations/visitor/{visitor_id}")

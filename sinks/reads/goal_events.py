@@ -67,6 +67,46 @@ def _rule_sql(cfg: GoalConfig) -> tuple[str, str, dict]:
     return f"multiIf({', '.join(names)}, '')", f"multiIf({', '.join(values)}, 0.0)", params
 
 
+def _items_sql(cfg: GoalConfig) -> tuple[str, dict]:
+    """(expression, params): a goal request's items as "id:qty:unit_price,..." (see GoalRule.items_*), one
+    "id:qty:" item for a rule naming a product parameter, '' for the others."""
+    parts, params = [], {}
+    for i, g in enumerate(cfg.rules):
+        p = f"items{i}_"
+        params.update({p + "re": pattern_regex(g.pattern), p + "method": g.method})
+        cond = f"match(path, %({p}re)s) AND (%({p}method)s = '' OR method = %({p}method)s)"
+        if g.items_param or g.items_header:
+            params.update({p + "param": g.items_param, p + "header": g.items_header})
+            expr = (f"if(%({p}param)s != '' AND extractURLParameter(concat('?', query), %({p}param)s) != '', "
+                    f"extractURLParameter(concat('?', query), %({p}param)s), "
+                    f"if(%({p}header)s != '', extra_values[indexOf(extra_keys, %({p}header)s)], ''))")
+        elif g.product_param:
+            params.update({p + "product": g.product_param, p + "qty": g.qty_param or "-"})
+            expr = (f"if(extractURLParameter(concat('?', query), %({p}product)s) = '', '', "
+                    f"concat(extractURLParameter(concat('?', query), %({p}product)s), ':', "
+                    f"extractURLParameter(concat('?', query), %({p}qty)s), ':'))")
+        else:
+            continue
+        parts += [cond, expr]
+    return (f"multiIf({', '.join(parts)}, '')" if parts else "''"), params
+
+
+def goal_items(cfg: GoalConfig, rng: TimeRange, goal: str) -> tuple[str, dict]:
+    """Subquery (event_id, visitor_id, member_id, t, product_id, qty, price): one row per item of each
+    request of goal `goal` (an order's lines, a cart add's product); at most 100 items a request and
+    ids of at most 128 characters are read, quantities beyond 10,000 count as 1 (bounded input)."""
+    name, _, params = _rule_sql(cfg)
+    items, iparams = _items_sql(cfg)
+    sql = ("(SELECT event_id, visitor_id, member_id, t, f[1] AS product_id, "
+           "if(length(f) >= 2 AND toUInt32OrZero(f[2]) BETWEEN 1 AND 10000, toUInt32OrZero(f[2]), 1) AS qty, "
+           "if(length(f) >= 3, toFloat64OrZero(f[3]), 0.0) AS price FROM ("
+           "SELECT event_id, visitor_id, member_id, t, splitByChar(':', item) AS f FROM ("
+           f"SELECT DISTINCT event_id, visitor_id, member_id, {TS} AS t, {name} AS goal, {items} AS raw FROM hits "
+           f"WHERE ({rng.sql()})) ARRAY JOIN arraySlice(splitByChar(',', raw), 1, 100) AS item "
+           "WHERE goal = %(items_goal)s AND item != '') WHERE f[1] != '' AND length(f[1]) <= 128)")
+    return sql, {**params, **iparams, **rng.params(), "items_goal": goal}
+
+
 def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
     """Subquery (event_id, visitor_id, member_id, t, path, goal, goal_value): one row per goal request."""
     name, value, params = _rule_sql(cfg)

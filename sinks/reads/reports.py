@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
+from sinks.reads import cohorts, funnels, goals, products, profiles, recommendations, rfm, usage
 from sinks.reads.common import AnalyticsError, History, TimeRange
 from sinks.reads.goal_events import GoalConfig
 
@@ -49,7 +49,11 @@ def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit
         rows = usage.usage(store, "product_id", rng, limit)
         summary = goals.commerce_summary(store, rng, cfg)
         conv = goals.conversions(store, a.purchase_goal, "channel", rng, cfg, limit)
+        sales = products.product_sales(store, rng, cfg, limit)
+        together = products.bought_together(store, rng, cfg, a.recommendation_min_support, limit=limit)
         return Report(kind, rng, [Section("products", "Product usage", rows),
+                                  Section("sales", "Products bought (views, carts, orders, units, revenue)", sales),
+                                  Section("bought_together", "Bought together (orders holding both)", together),
                                   Section("conversions", f"Conversions ({a.purchase_goal}) per channel", conv),
                                   Section("summary", "Commerce", [summary])])
     if kind == "funnels":

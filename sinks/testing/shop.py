@@ -87,11 +87,14 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
             viewed.append(p)
             paths.append((f"/product/{p}", "GET"))
         if viewed and rnd.random() < 0.5:
-            paths += [("/cart/add", "POST"), ("/cart", "GET")]
+            # the cart add names its product in the query; the order lists its items (the last two distinct
+            # products viewed) in the captured x-order-items header
+            cart = list(dict.fromkeys(reversed(viewed)))[:2]
+            paths += [(f"/cart/add?product={viewed[-1]}&qty=1", "POST"), ("/cart", "GET")]
             if rnd.random() < 0.6:
                 paths.append(("/checkout", "GET"))
                 if rnd.random() < 0.7:
-                    paths.append(("/order/complete", "POST"))
+                    paths.append(("/order/complete", "POST", cart))
         return paths
 
     people = []
@@ -123,17 +126,19 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
             ch, ref, campaign = channels[rnd.randrange(len(channels))]
             ts = start
             sid = _hex("session", seed, v, s_idx)
-            for i, (path, method) in enumerate(paths):
+            for i, (uri, method, *cart) in enumerate(paths):
                 if i:
                     ts += rnd.randint(5, 120)
                 eid = _hex("req", seed, v, s_idx, i)
+                path, _, query = uri.partition("?")
                 goal = GOALS.get((method, path), "")
                 value = (float(rnd.randint(10, 200)) if v != 0 else 500.0) if goal == "purchase" else 0.0
-                extra = {"x-order-amount": f"{value:.2f}"} if goal == "purchase" else {}
+                extra = {"x-order-amount": f"{value:.2f}", "x-order-items": order_items(cart[0], value)} \
+                    if goal == "purchase" else {}
                 if goal == "login":
                     logged_in = True  # the login response sets the member cookie: capture reads it there
                 mid = member if logged_in else ""
-                ds.hits.append(_hit(eid, ts, vid, mid, path, method, ref, device, False, extra))
+                ds.hits.append(_hit(eid, ts, vid, mid, path, method, ref, device, False, extra, query))
                 if goal:
                     ds.goals.append({"event_id": eid, "visitor_id": vid, "session_id": sid, "ts": round(ts, 3),
                                      "path": path, "goal": goal, "goal_value": value, "is_bot": False})
@@ -172,10 +177,17 @@ _UA = {"bot": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bo
                  "Mobile/15E148 Safari/604.1"}
 
 
-def _hit(event_id, ts, vid, member, path, method, ref, device, bot, extra) -> dict:
+def order_items(products: list[str], amount: float) -> str:
+    """The x-order-items header of an order of one of each product, adding up to `amount`."""
+    prices = [round(amount / len(products), 2)] * len(products)
+    prices[-1] = round(amount - sum(prices[:-1]), 2)
+    return ",".join(f"{p}:1:{price:.2f}" for p, price in zip(products, prices))
+
+
+def _hit(event_id, ts, vid, member, path, method, ref, device, bot, extra, query="") -> dict:
     row = {"event_id": event_id, "ts": round(ts, 3), "client_ip": "192.0.2.10", "client_port": 50000,
-           "server_ip": "192.0.2.1", "server_port": 80, "method": method, "host": "shop.example", "uri": path,
-           "path": path, "query": "", "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
+           "server_ip": "192.0.2.1", "server_port": 80, "method": method, "host": "shop.example",
+           "uri": path + ("?" + query if query else ""), "path": path, "query": query, "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
            "status": 303 if method == "POST" else 200, "resp_bytes": 0 if method == "POST" else 5120,
            "content_type": "" if method == "POST" else "text/html", "latency_ms": 12.5, "visitor_id": vid,
            "member_id": member, "http_version": "1.1", "no_response": False, "extra": extra}

@@ -164,3 +164,19 @@ def test_without_a_history_store_the_api_says_what_to_configure():
     finally:
         loop.close()
     assert status == 503 and "history.url" in body["error"]
+
+
+def test_products_bought_and_recommendations_per_member(get):
+    orders = [h for h in DS.hits if "x-order-items" in h["extra"]]
+    status, body = get("/api/products/sales?limit=1000")
+    assert status == 200
+    assert sum(r["revenue"] for r in body["rows"]) == pytest.approx(
+        sum(float(h["extra"]["x-order-amount"]) for h in orders))
+    assert sum(r["units"] for r in body["rows"]) == sum(h["extra"]["x-order-items"].count(",") + 1 for h in orders)
+    top = body["rows"][0]["product_id"]
+    status, body = get(f"/api/recommendations/bought/{top}")
+    assert status == 200 and body["product_id"] == top
+    assert all(r["product_id"] == top and r["support"] >= 2 for r in body["bought_together"])
+    status, body = get("/api/recommendations/member/m000")
+    assert status == 200 and body["bought"] and not {r["product_id"] for r in body["recommendations"]} & \
+        set(body["bought"])

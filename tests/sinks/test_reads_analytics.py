@@ -377,3 +377,68 @@ def test_views_for_ad_hoc_queries(store):
         assert int(rows[t["visitor_id"]]["visits"]) == t["visits"]
     links = store.query("SELECT DISTINCT visitor_id FROM visitor_member WHERE member_id = 'm000'")
     assert {r["visitor_id"] for r in links} == member_visitors("m000")
+
+
+def _truth_items(goal_path):
+    """(hit, [(product, qty, price)]) of the human cart adds / orders, read from the raw rows."""
+    out = []
+    for h in DS.hits:
+        if h["path"] != goal_path or h["user_agent"].startswith("Mozilla/5.0 (compatible; Googlebot"):
+            continue
+        if goal_path == "/cart/add":
+            q = dict(kv.split("=") for kv in h["query"].split("&"))
+            out.append((h, [(q["product"], int(q["qty"]), 0.0)]))
+        elif "x-order-items" in h["extra"]:
+            out.append((h, [(p, int(n), float(price)) for p, n, price in
+                            (item.split(":") for item in h["extra"]["x-order-items"].split(","))]))
+    return out
+
+
+def test_products_bought_views_carts_orders_units_revenue_conversion(store):
+    from sinks.reads import products
+
+    got = {r["product_id"]: r for r in products.product_sales(store, limit=1000)}
+    orders, carts = _truth_items("/order/complete"), _truth_items("/cart/add")
+    assert orders and carts
+    buyers = defaultdict(set)
+    for h, items in orders:
+        for p, _, _ in items:
+            buyers[p].add(h["visitor_id"])
+    viewers = defaultdict(set)
+    for p in HUMAN:
+        if p["product_id"]:
+            viewers[p["product_id"]].add(p["visitor_id"])
+    for pid in set(viewers) | set(buyers):
+        row = got[pid]
+        assert row["views"] == sum(1 for p in HUMAN if p["product_id"] == pid), pid
+        assert row["carts"] == sum(1 for _, items in carts if items[0][0] == pid), pid
+        assert row["orders"] == sum(1 for _, items in orders if any(p == pid for p, _, _ in items)), pid
+        assert row["units"] == sum(n for _, items in orders for p, n, _ in items if p == pid), pid
+        assert row["revenue"] == pytest.approx(sum(n * c for _, items in orders for p, n, c in items if p == pid)), pid
+        want = len(viewers[pid] & buyers[pid]) / len(viewers[pid]) if viewers[pid] else 0.0
+        assert row["view_to_buy"] == pytest.approx(want, abs=1e-4), pid
+    assert sum(r["revenue"] for r in got.values()) == pytest.approx(sum(h_value for h_value in (
+        float(h["extra"]["x-order-amount"]) for h, _ in orders)))
+
+
+def test_bought_together_and_what_a_member_gets_next(store):
+    from sinks.reads import products
+
+    pairs = Counter()
+    for _, items in _truth_items("/order/complete"):
+        ids = sorted({p for p, _, _ in items})
+        for a in ids:
+            for b in ids:
+                if a != b:
+                    pairs[(a, b)] += 1
+    got = {(r["product_id"], r["recommended_id"]): r["support"]
+           for r in products.bought_together(store, min_support=2, limit=10_000)}
+    assert got == {k: n for k, n in pairs.items() if n >= 2} and got
+    member = "m000"
+    mine = {p for h, items in _truth_items("/order/complete") if OWNER.get(h["event_id"]) == member
+            for p, _, _ in items}
+    rec = products.for_member(store, member, min_support=1)
+    assert set(rec["bought"]) == mine and mine
+    recs = [r["product_id"] for r in rec["recommendations"]]
+    assert recs and not set(recs) & mine
+    assert all(any(pairs[(b, r)] for b in mine) for r in recs)  # each was bought with something it bought
