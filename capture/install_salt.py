@@ -60,6 +60,15 @@ def install_salt(data_dir: str | None, rotation_days: float = 0.0, now: float | 
         return _PROCESS_SALT, 0.0
     now = time.time() if now is None else now
     path = os.path.join(data_dir, SALT_FILE)
+    try:
+        return _install(path, data_dir, rotation_days, now)
+    except OSError as e:
+        log.warning("cannot keep the salt in %s (%s): this run's ids use a one-off salt; set VISITWIRE_DATA_DIR "
+                    "to a writable directory or capture.salt", path, e.strerror or e)
+        return _PROCESS_SALT, 0.0
+
+
+def _install(path: str, data_dir: str, rotation_days: float, now: float) -> tuple[str, float]:
     os.makedirs(data_dir, exist_ok=True)
     state = _read(path)
     if state is not None and (not rotation_days or now - state["created"] < rotation_days * 86400):

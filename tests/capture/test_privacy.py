@@ -96,3 +96,10 @@ def test_client_addresses_anonymised_on_request_visitors_still_apart(tmp_path):
     assert ips == ["198.51.100.0", "2001:db8:1::", "198.51.100.0"] and ids == plain_ids
     ips, ids = run("hash")
     assert len(set(ips)) == 3 and all(len(ip) == 32 and "." not in ip for ip in ips) and ids == plain_ids
+
+
+def test_an_unwritable_data_dir_costs_a_warning_not_the_capture(tmp_path, caplog):
+    ro = tmp_path / "ro"
+    ro.write_text("a file where the data directory should be")
+    d = Decoder(Settings(), state_dir=str(ro))
+    assert d.builder.identity.key and "cannot keep the salt in" in caplog.text
