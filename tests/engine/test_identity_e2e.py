@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from capture.identity import Identity
+from capture.install_salt import install_salt
 from config.settings import CaptureSettings, load_settings
 from engine.services import free_port
 from pcapgen import generate_shared_device_pcap
@@ -39,7 +40,8 @@ def test_shared_device_credits_each_member_with_exactly_its_own_orders(tmp_path,
                        env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    idn = Identity(CaptureSettings())
+    salt, _ = install_salt(str(tmp_path / "data"))  # the install's own salt, which the run made
+    idn = Identity(CaptureSettings(salt=salt))
     ids = {idn.member_id(name.encode()): name for name in truth["members"]}
     store = open_history(url)
     try:
