@@ -222,6 +222,9 @@ class HistorySettings(_Section):
     url: str = "chdb:///var/lib/visitwire/chdb"
     flush_interval_s: float = Field(1.0, gt=0)
     max_batch_rows: int = Field(100_000, gt=0)
+    # Embedded chdb: writes stop (offsets uncommitted) below this much free space; chdb reserves ~41 MiB
+    # per insert, so less than a few inserts' worth fails mid-write. 0 turns the check off.
+    min_free_mb: int = Field(256, ge=0)
 
     @field_validator("url")
     @classmethod

@@ -70,6 +70,10 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         live = source.stats()
         _say(f"kernel: {live['kernel_packets']} packets seen, {live['kernel_drops']} dropped "
              f"({live['mode']} mode on {live['iface']})")
+    undelivered = undelivered_events(outputs)
+    if undelivered:
+        _say("error: " + undelivered)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -78,6 +82,22 @@ def _figures(decoder: Decoder, source, outputs: list, counts: dict) -> dict:
     live = source.stats() if callable(getattr(source, "stats", None)) else None
     kafka = next((o.stats for o in outputs if isinstance(getattr(o, "stats", None), dict)), None)
     return {"decoder": decoder.stats, "source": live, "output": kafka, "events": counts["events"]}
+
+
+def undelivered_events(outputs: list[EventOutput]) -> str:
+    """What the outputs accepted but could not deliver, in one line ("" when everything was delivered)."""
+    lost = []
+    for out in outputs:
+        stats = getattr(out, "stats", None)
+        if not isinstance(stats, dict):
+            continue
+        dropped, buffered = stats.get("dropped_while_broker_away", 0), stats.get("buffered", 0)
+        if dropped or buffered:
+            where = getattr(out, "bootstrap", "the output")
+            lost.append(f"{dropped + buffered} event(s) not delivered to Kafka at {where} ({dropped} dropped while "
+                        f"the broker was away, {buffered} still undelivered at exit; {stats.get('sent', 0)} "
+                        "delivered): check that the broker is up and --kafka points at it, then capture again")
+    return "; ".join(lost)
 
 
 def _flush_on_sigterm() -> None:

@@ -28,10 +28,16 @@ from rich.table import Table
 from config.settings import Settings
 from engine.state_file import remove_state, write_state
 from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Supervisor, check_inputs
+from engine.watchdog import PipelineLoss, Watchdog
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 300.0   # how long shutdown waits for the worker to catch up with capture
+DRAIN_STALL_S = 60.0      # ... and how long it waits while the worker makes no progress at all
+FAILED_FLUSH_TIMEOUT_S = 15.0  # after a loss: what the worker processed gets this long to be written
+FAILED_STOP_BUDGET_S = 5.0     # ... and the worker this long to stop
+CAPTURE_STOP_S = 90.0          # capture's final flush and report (FAILED_: after a loss)
+FAILED_CAPTURE_STOP_S = 8.0
 WORKER_STOP_TIMEOUT_S = 30.0
 PROGRESS_LOG_EVERY_S = 5.0
 
@@ -42,6 +48,8 @@ class RunSummary:
     transactions: int = 0
     hits: int = 0
     processed: int = 0
+    written: int = 0      # hits whose history rows are flushed
+    lost: int = 0         # after a loss (RuntimeFailure/PipelineLoss): published hits not written
     pageviews: int = 0
     sessions: int = 0
     visitors: int = 0
@@ -78,6 +86,8 @@ class EmbeddedRuntime:
         self.web_runner = None
         self.web_url = ""
         self.capture: CaptureChild | None = None
+        self.watchdog: Watchdog | None = None
+        self.failed = ""                  # why the run stopped early (PipelineLoss); shutdown skips the drain
         self.summary = RunSummary()
         self._t0 = time.monotonic()
 
@@ -92,7 +102,8 @@ class EmbeddedRuntime:
 
         s = self.settings
         try:
-            self.history = open_history(s.history.url, flush_interval_s=s.history.flush_interval_s,
+            self.history = open_history(s.history.url, min_free_mb=s.history.min_free_mb,
+                                        flush_interval_s=s.history.flush_interval_s,
                                         max_batch_rows=s.history.max_batch_rows)
             applied = self.history.init_schema()  # what `visitwire db init` does: pending migrations
         except (HistoryError, SinkUnavailable) as e:
@@ -111,7 +122,24 @@ class EmbeddedRuntime:
         self.web_url = await self._start_web()
         write_state(s.data_dir, web_url=self.web_url, token=s.web.token, history_url=s.history.url)
         self.capture = CaptureChild(s, pcap=self.pcap, iface=None if self.pcap else self.iface).start()
+        self.watchdog = Watchdog(self.supervisor, s, self.console)
         self._t0 = time.monotonic()
+
+    # -- what the watchdog reads --------------------------------------------------------------
+    def capture_sent(self) -> int:
+        return self.capture.poll().sent if self.capture is not None else 0
+
+    def worker_processed(self) -> int:
+        return self.worker.processed if self.worker is not None else 0
+
+    def worker_runtime(self):
+        return getattr(self.worker, "rt", None)
+
+    def fail(self, reason: str) -> None:
+        """Stop early: accepted events were lost or cannot be written (the reason has the counts)."""
+        self.failed = reason
+        self.summary.errors.append(reason)
+        self.console.print(f"[red]{reason}", soft_wrap=True)
 
     async def _start_web(self) -> str:
         from engine.api_token import TokenFileError, engine_token
@@ -167,6 +195,8 @@ class EmbeddedRuntime:
                     log.info("progress: %d packets read, %d hits published, %d events processed",
                              cp.packets, cp.sent, processed)
                     last_log = time.monotonic()
+                if self.watchdog is not None:
+                    await self.watchdog.check(self)
                 if cp.done:
                     if cp.error:
                         raise RuntimeFailure(f"capture stopped: {cp.error}")
@@ -191,42 +221,77 @@ class EmbeddedRuntime:
         errors = self.summary.errors
         cp = CaptureProgress()
         if self.capture is not None:
-            cp = await asyncio.get_running_loop().run_in_executor(None, self.capture.stop)
+            # after a loss the broker may be gone: capture's final delivery would wait a minute for nothing
+            wait_s = FAILED_CAPTURE_STOP_S if self.failed else CAPTURE_STOP_S
+            cp = await asyncio.get_running_loop().run_in_executor(None, self.capture.stop, wait_s)
             if cp.error:
                 errors.append(f"capture: {cp.error}")
-        if self.worker is not None and self.worker_started:
+        if self.worker is not None and self.worker_started and not self.failed:
             try:
                 await self._drain(cp.sent)
                 if self.close_sessions:
                     await self.worker.end_of_input()
                 await self.worker.flush()
+            except PipelineLoss as e:
+                self.fail(str(e))
             except Exception as e:
                 log.exception("draining the worker failed")
                 errors.append(f"worker: {e}")
+        if self.failed and self.worker is not None and self.worker_started:
+            # What was read is written if the store takes it; nothing waits on the broker. Its clients'
+            # errors while they stop say nothing the loss message did not: keep them out of the log.
+            quiet_after_loss()
+            try:
+                await asyncio.wait_for(self.worker.rt.write_history_only(), FAILED_FLUSH_TIMEOUT_S)
+            except (Exception, asyncio.TimeoutError) as e:
+                log.warning("after the loss, the history did not take the processed hits either (%s)", e)
+        if self.watchdog is not None:
+            errors.extend(self.watchdog.notes)
+            self.watchdog.close()
         self.summary.elapsed_s = time.monotonic() - self._t0
         self.summary.packets = cp.packets
         self.summary.transactions = int(cp.decoder.get("transactions", cp.hits))
         self.summary.hits = cp.sent
         self.summary.dropped = cp.dropped
         self.summary.processed = self.worker.processed if self.worker is not None else 0
+        self.summary.written = getattr(self.worker_runtime(), "history_written", 0)
+        if self.failed:
+            self.summary.lost = max(0, self.summary.hits - self.summary.written)
         if self.history is not None and cp.sent:
             self._count_history(cp)
         await self._stop_components()
         return self.summary
 
     async def _drain(self, sent: int) -> None:
-        """Wait until the worker has processed every hit the broker acknowledged."""
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        """Wait until the worker has processed every hit the broker acknowledged; a worker that makes no
+        progress, a broker that lost the hits or a full disk end the wait early with the counts."""
+        started = last_move = time.monotonic()
+        last_seen, last_log = self.worker.processed, started
         with self._progress() as progress:
             task = progress.add_task("draining", total=sent or None, completed=self.worker.processed,
                                      packets=0, hits=sent, processed=self.worker.processed)
             while self.worker.processed < sent:
-                if time.monotonic() > deadline:
-                    raise RuntimeFailure(f"the worker processed {self.worker.processed} of {sent} hits within "
-                                         f"{DRAIN_TIMEOUT_S:.0f} s; the rest stay in Kafka for the next start")
-                progress.update(task, completed=self.worker.processed, processed=self.worker.processed)
+                now, processed = time.monotonic(), self.worker.processed
+                if processed != last_seen:
+                    last_seen, last_move = processed, now
+                if now - started > DRAIN_TIMEOUT_S or now - last_move > DRAIN_STALL_S:
+                    waited = now - started if now - started > DRAIN_TIMEOUT_S else now - last_move
+                    raise RuntimeFailure(f"the worker processed {processed:,} of {sent:,} hits and made no progress "
+                                         f"for {waited:.0f} s; {self._where_the_rest_are(sent - processed)}")
+                if not self.console.is_terminal and now - last_log >= PROGRESS_LOG_EVERY_S:
+                    log.info("draining: %d of %d hits processed", processed, sent)
+                    last_log = now
+                if self.watchdog is not None:
+                    await self.watchdog.check(self)
+                progress.update(task, completed=processed, processed=processed)
                 await asyncio.sleep(0.1)
         await self.worker.drained()
+
+    def _where_the_rest_are(self, n: int) -> str:
+        if any(svc.name == "tansu" for svc in self.supervisor.services):
+            return (f"the other {n:,} are lost when this run exits: the embedded broker keeps its topics in "
+                    "memory (use --kafka with a durable broker to keep them)")
+        return f"the other {n:,} stay in Kafka, uncommitted, and are processed on the next start"
 
     def _count_history(self, cp: CaptureProgress) -> None:
         """This run's page views / sessions / visitors, from the history store (exact queries)."""
@@ -245,7 +310,9 @@ class EmbeddedRuntime:
             self.web_runner = None
         if self.worker is not None:
             # Not wait_for: a Faust stop stuck on unacked messages may not even end when cancelled.
-            task = asyncio.ensure_future(self.worker.stop())
+            # after a loss the broker may be gone: a short stop budget, then exit regardless
+            budget = FAILED_STOP_BUDGET_S if self.failed else None
+            task = asyncio.ensure_future(self.worker.stop(budget) if budget else self.worker.stop())
             done, _ = await asyncio.wait({task}, timeout=WORKER_STOP_TIMEOUT_S)
             if not done:
                 self.summary.stuck = True
@@ -265,6 +332,21 @@ class EmbeddedRuntime:
             self.live_reader.close()
             self.live_reader = None
         remove_state(self.settings.data_dir)
+
+
+def quiet_after_loss() -> None:
+    """After a loss was reported: the Kafka clients' errors and thread tracebacks while they stop
+    against a dead broker say nothing more; keep one debug line each instead of pages."""
+    import threading
+
+    for name in ("faust", "mode", "aiokafka", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    def one_line(args: threading.ExceptHookArgs) -> None:
+        log.debug("thread %s ended with %s: %s", getattr(args.thread, "name", "?"), args.exc_type.__name__,
+                  args.exc_value)
+
+    threading.excepthook = one_line
 
 
 def _check_redis(url: str) -> None:
@@ -287,12 +369,15 @@ def print_summary(console: Console, s: RunSummary, title: str = "visitwire run")
     t.add_column(justify="right")
     for name, value in (("packets", f"{s.packets:,}"), ("transactions", f"{s.transactions:,}"),
                         ("hits", f"{s.hits:,}"), ("events processed", f"{s.processed:,}"),
+                        ("written to history", f"{s.written:,}"),
                         ("page views", f"{s.pageviews:,}"), ("sessions", f"{s.sessions:,}"),
                         ("visitors", f"{s.visitors:,}"), ("elapsed", f"{s.elapsed_s:.1f} s"),
                         ("events/s", f"{s.events_per_s:,.0f}")):
         t.add_row(name, value)
     for name, value in s.extra_rows:
         t.add_row(name, value)
+    if s.lost:
+        t.add_row("lost (not written)", f"{s.lost:,}")
     if s.dropped:
         t.add_row("[red]dropped (broker away)", f"{s.dropped:,}")
     console.print(t)
@@ -327,6 +412,8 @@ async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str |
             side = asyncio.ensure_future(extra(rt, stop)) if extra else None
             try:
                 await rt.run_until(stop)
+            except PipelineLoss as e:
+                rt.fail(str(e))
             finally:
                 stop.set()
                 if side is not None:

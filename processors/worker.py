@@ -118,6 +118,9 @@ class WorkerRuntime:
         # figures
         self.processed = 0          # hits taken from the topic (including dropped ones)
         self.committed = 0          # hits whose history rows are flushed and offsets released
+        self.last_flush_error: BaseException | None = None  # why the last flush failed; None once one succeeds
+        self.history_written = 0    # hits whose history rows are flushed (their offsets may still be held)
+        self._written_batches: set[int] = set()  # held batches already counted in history_written
         self.pageviews_out = 0
         self.sessions_out = 0
         self.live_errors = 0
@@ -282,6 +285,7 @@ class WorkerRuntime:
             self.processor.sessions.begin_flush()
             try:
                 await asyncio.to_thread(self.history.flush)
+                self._count_written(held)
                 self.processor.sessions.commit_flush()
                 # changelog durable and recoverable before offsets move; bounded, so a broker that
                 # stops answering fails this flush (retried next tick) instead of holding the lock forever
@@ -289,6 +293,7 @@ class WorkerRuntime:
             except (Exception, asyncio.TimeoutError) as e:  # SinkUnavailable, or Kafka away for the changelog
                 self.history_errors += 1
                 self.last_error.record(e)
+                self.last_flush_error = e
                 log.log(logging.ERROR if isinstance(e, DeliveryFailed) else logging.WARNING,
                         "flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next second",
                         type(e).__name__, e, sum(h[0] for h in held))
@@ -316,9 +321,25 @@ class WorkerRuntime:
                 except Exception as e:  # the rows are stored: a lost commit only means a deduplicated replay
                     log.warning("offset commit failed (%s); those hits will be replayed and deduplicated", e)
             self.committed += sum(h[0] for h in held)
+            self._written_batches.difference_update(id(h) for h in held)
             self._last_flush = time.monotonic()
             self.last_flush_at = now
+            self.last_flush_error = None
             return True
+
+    def _count_written(self, held: list) -> None:
+        # a batch whose Kafka part failed stays held and is flushed again: count its rows once
+        for h in held:
+            if id(h) not in self._written_batches:
+                self._written_batches.add(id(h))
+                self.history_written += h[0]
+
+    async def write_history_only(self) -> None:
+        """After a loss (broker gone, disk full): write what is held to the history, nothing to Kafka;
+        offsets stay uncommitted. Raises what the store raises."""
+        async with self._flush_lock:
+            await asyncio.to_thread(self.history.flush)
+            self._count_written(self._held)
 
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
         """Rebalance: make what was processed durable and commit it before the partitions move."""
@@ -378,7 +399,8 @@ class InProcessWorker:
         self._own_history = history is None
         if history is None:
             from sinks.history import open_history
-            history = open_history(settings.history.url, flush_interval_s=settings.history.flush_interval_s,
+            history = open_history(settings.history.url, min_free_mb=settings.history.min_free_mb,
+                                   flush_interval_s=settings.history.flush_interval_s,
                                    max_batch_rows=settings.history.max_batch_rows)
         self.history = history
         url = redis_url if redis_url is not None else settings.redis.url

@@ -17,6 +17,7 @@ import orjson
 import pyarrow as pa
 
 from sinks.base import HistoryError
+from sinks.disk_space import check_free_space
 from sinks.history_columns import BOOL, FLOAT, INT, OPT_FLOAT, OPT_INT, STR, TIME, Column
 from sinks.history_store import HistoryStore
 
@@ -82,9 +83,10 @@ def _setting_literal(value: Any) -> str:
 
 
 class ChdbHistory(HistoryStore):
-    def __init__(self, url: str, path: str, **batching: Any):
+    def __init__(self, url: str, path: str, min_free_mb: int = 0, **batching: Any):
         super().__init__(url, **batching)
         self.path = os.path.abspath(path)
+        self.min_free_mb = min_free_mb
         self._session, self._db_lock = _acquire(self.path)
         self._open = True
 
@@ -104,6 +106,7 @@ class ChdbHistory(HistoryStore):
         self._query(sql)
 
     def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
+        check_free_space(self.path, self.min_free_mb)  # before chdb reserves its ~41 MiB for the insert
         # The name `arrow_rows` is what Python(...) looks up in this frame.
         arrow_rows = pa.table({c.name: pa.array(values, _ARROW_TYPES[c.kind]) for c, values in zip(columns, data)})
         names = ", ".join(f"`{c.name}`" for c in columns)

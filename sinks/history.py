@@ -34,7 +34,7 @@ from sinks.base import HistoryError
 from sinks.history_store import HistoryStore
 
 
-def open_history(url: str, **batching: Any) -> HistoryStore:
+def open_history(url: str, min_free_mb: int = 0, **batching: Any) -> HistoryStore:
     """A history store for `url`; batching kwargs go to BatchingSink (flush_interval_s, max_batch_rows).
 
     Does not connect yet: the schema is created/migrated on first use, so opening never fails
@@ -60,5 +60,5 @@ def open_history(url: str, **batching: Any) -> HistoryStore:
         path = parsed.path if not parsed.netloc else "/" + parsed.netloc + parsed.path
         if not path or path == "/":
             raise HistoryError(f"history URL {url!r} has no directory: use chdb:///var/lib/visitwire/chdb")
-        return ChdbHistory(url, path=path, **batching)
+        return ChdbHistory(url, path=path, min_free_mb=min_free_mb, **batching)
     raise HistoryError(f"history URL {url!r} is neither clickhouse://user:pass@host:9000/db nor chdb:///path")

@@ -81,3 +81,20 @@ def test_file_cut_short_still_gives_events_and_says_so(tmp_path):
     assert r.returncode == 0
     assert [orjson.loads(x)["uri"] for x in r.stdout.splitlines()] == ["/a"]
     assert "ends mid-record" in r.stderr.decode()
+
+
+def test_capture_to_kafka_with_no_broker_says_how_many_were_lost_and_fails(tmp_path):
+    from engine.services import free_port
+
+    c = Conv().handshake()
+    for i in range(5):
+        c.tick().request(req(f"/p{i}"))
+        c.tick(0.002).response(resp(200, b"ok"))
+    c.tick().close()
+    path = write(tmp_path / "five.pcap", c.pkts)
+    r = visitwire("capture", "--pcap", path, "--kafka", f"127.0.0.1:{free_port()}",
+                  env={"VISITWIRE_DATA_DIR": str(tmp_path / "data")})
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert "5 event(s) not delivered to Kafka" in err and "0 delivered" in err
+    assert "Traceback" not in err
