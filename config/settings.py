@@ -172,6 +172,9 @@ class CaptureSettings(_Section):
     max_flows: int = Field(50_000, gt=0)
     # While Kafka is away, at most this many events wait in memory; the oldest beyond are dropped and counted.
     max_buffered_events: int = Field(200_000, gt=0)
+    # `visitwire capture` started as root: after opening the capture socket, continue as this user
+    # (name or uid; empty = stay). The container image sets "visitwire".
+    run_as: str = ""
 
     @field_validator("trusted_proxies")
     @classmethod

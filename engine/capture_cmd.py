@@ -11,6 +11,7 @@ from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, 
 from capture.pcapfile import PcapFormatError
 from capture.decoder import Decoder, warm_up
 from config.settings import Settings
+from engine.privileges import PrivilegeError, drop_to
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -22,6 +23,10 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     reader_stats: dict = {}
     try:
         source = open_source(settings, pcap, iface, reader_stats)
+        if not pcap:
+            # compile/load the numba kernels now, not while the kernel ring fills with the first packets
+            # (and while the cache under the install is still writable to us)
+            warm_up()
         outputs = open_outputs(settings, jsonl, kafka)
     except PcapFormatError as e:
         _say(f"error: {e}")
@@ -42,8 +47,18 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
     if listener is not None:
         _say(f"metrics at {listener.url}/metrics and /health (Authorization: Bearer <token>)")
     if not pcap:
-        # compile/load the numba kernels now, not while the kernel ring fills with the first packets
-        warm_up()
+        # socket, outputs and listener are open: no packet is parsed with root's rights
+        try:
+            done = drop_to(settings.capture.run_as)
+        except PrivilegeError as e:
+            _say(f"error: {e}")
+            for out in outputs:
+                out.close()
+            if listener is not None:
+                listener.stop()
+            return EXIT_USAGE
+        if done:
+            _say(done)
     tune_gc()
     if not pcap:
         _flush_on_sigterm()  # from here on a SIGTERM flushes what was captured
