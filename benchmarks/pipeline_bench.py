@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
                                                   [--history clickhouse|chdb|list] [--skip-faust] [--intake bulk|bulk-assigned|stream ...]
+                                                  [--pin] [--profile N]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
@@ -10,6 +11,12 @@
    stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99);
    and the CPU each program spent per event of the backlog, until it was all flushed.
 Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to history.
+
+--pin: production's layout on two cores: the worker and its children (hits reader, history writer)
+on core 0, every server (tansu, redis-server, clickhouse-server: every thread) on core 1, so the
+worker's figures are those of one worker with its servers elsewhere (README, Sizing).
+--profile N: cProfile of the worker's process while it drains the backlog; the N costliest
+functions by own time (the profiler slows the run: rates of a profiled run are not figures).
 """
 from __future__ import annotations
 
@@ -105,6 +112,43 @@ def cpu_by_process() -> dict[str, float]:
     return out
 
 
+def _tasks(pid: int) -> list[int]:
+    """Every thread of a process and of its descendants (affinity is per thread: threads a server
+    started before we pin it keep their old mask unless each is pinned)."""
+    pids, out = {pid}, []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if int(raw[raw.rindex(")") + 2:].split()[1]) == pid:
+                pids.add(int(entry))
+    for p in pids:
+        try:
+            out += [int(t) for t in os.listdir(f"/proc/{p}/task")]
+        except OSError:
+            pass
+    return out
+
+
+def pin(servers: list, worker_core: int = 0, server_core: int = 1) -> None:
+    """Servers' threads on server_core; this process's threads (and so the children it starts later) on
+    worker_core."""
+    for svc in servers:
+        for tid in _tasks(svc.proc.pid):
+            try:
+                os.sched_setaffinity(tid, {server_core})
+            except OSError:  # a thread that ended meanwhile
+                pass
+    for tid in _tasks(os.getpid()):
+        try:
+            os.sched_setaffinity(tid, {worker_core})
+        except OSError:
+            pass
+
+
 def bench_aggregation(values: list[bytes], batch: int) -> dict:
     """The per-batch aggregation alone (columns already built), numba vs numpy."""
     s = load_settings()
@@ -155,7 +199,8 @@ INTAKES = {"bulk": ("bulk", "all"), "bulk-assigned": ("bulk", "assigned"), "stre
 
 
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
-                      intake: str = "bulk", batch_size: int = 5000) -> dict:
+                      intake: str = "bulk", batch_size: int = 5000, pinned: bool = False,
+                      profile_top: int = 0) -> dict:
     """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -166,6 +211,9 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
 
     tansu, redis_svc = start_tansu(), start_redis()
     ch = start_clickhouse() if history_kind == "clickhouse" else None
+    cores_before = os.sched_getaffinity(0)
+    if pinned:
+        pin([svc for svc in (tansu, redis_svc, ch) if svc is not None])
     try:
         s = load_settings(kafka={"bootstrap": tansu.url, "session_timeout_s": 6,
                                  "app_id": f"bench-{uuid.uuid4().hex[:6]}"},
@@ -187,6 +235,11 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         await _produce(tansu.url, backlog)
         worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=Intake(*INTAKES[intake]))
         await worker.start()
+        profiler = None
+        if profile_top:
+            import cProfile
+
+            profiler = cProfile.Profile()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
             t_first = None
@@ -194,12 +247,17 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                 if worker.processed and t_first is None:
                     t_first = (time.perf_counter(), worker.processed)
                     cpu_first = cpu_by_process()
+                    if profiler is not None:
+                        profiler.enable()
                 progress.update(task, completed=worker.processed)
                 await asyncio.sleep(0.02)
             t_done = time.perf_counter()
         await worker.drained(120)
         t_drained = time.perf_counter()
         cpu_drained = cpu_by_process()  # all the work the backlog caused, its history flush included
+        if profiler is not None:
+            profiler.disable()
+            _print_profile(profiler, profile_top)
         n_timed = len(backlog) - t_first[1]
         backlog_rate = n_timed / max(1e-9, t_done - t_first[0])
         drained_rate = n_timed / max(1e-9, t_drained - t_first[0])
@@ -232,9 +290,24 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                 "redis_p50_ms": f["redis_delay_ms"]["p50"], "redis_p99_ms": f["redis_delay_ms"]["p99"],
                 "history_p50_ms": f["history_delay_ms"]["p50"], "history_p99_ms": f["history_delay_ms"]["p99"]}
     finally:
+        os.sched_setaffinity(0, cores_before)
         tansu.stop(), redis_svc.stop()
         if ch is not None:
             ch.stop()
+
+
+def _print_profile(profiler, top: int) -> None:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    total = sum(v[2] for v in stats.stats.values())  # own time of every function
+    stats.sort_stats("tottime").print_stats(top)
+    console.print(f"[bold]worker process profile[/] (cProfile, own time, {total:.2f} s in all; threads other "
+                  "than the event loop's are not profiled)")
+    text = out.getvalue()
+    console.print(text[text.find("   ncalls"):], markup=False, highlight=False)
 
 
 def main() -> int:
@@ -247,7 +320,12 @@ def main() -> int:
     ap.add_argument("--skip-faust", action="store_true", help="the processors alone: no Kafka runs")
     ap.add_argument("--intake", action="append", choices=tuple(INTAKES),
                     help="only these Kafka runs (repeatable; default all)")
+    ap.add_argument("--pin", action="store_true", help="worker (and its children) on core 0, servers on core 1")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="cProfile the worker while it drains the backlog; print the N costliest functions")
     args = ap.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        ap.error("--pin needs two cores (worker on one, servers on the other)")
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
@@ -265,7 +343,9 @@ def main() -> int:
     console.print(t)
     if args.skip_faust:
         return 0
-    t = Table(title=f"through Kafka: tansu + redis-server + {args.history} history, one worker")
+    layout = ("worker + its children pinned to core 0, every server to core 1" if args.pin
+              else "every program on any core")
+    t = Table(title=f"through Kafka: tansu + redis-server + {args.history} history, one worker ({layout})")
     for col in ("hits read by", "numba", "backlog ev/s", "incl. history flush ev/s", "processing share",
                 "worker CPU us/ev", "its hits reader us/ev", "Redis p50/p99 ms", "history p50/p99 ms"):
         t.add_column(col, justify="right")
@@ -275,7 +355,8 @@ def main() -> int:
     for intake, use_numba in (("bulk", True), ("bulk", False), ("bulk-assigned", True), ("stream", True)):
         if args.intake and intake not in args.intake:
             continue
-        r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch))
+        r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch,
+                                    pinned=args.pin, profile_top=args.profile))
         runs.append((f"{intake}, {'numba' if use_numba else 'numpy'}", r))
         t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
                   f"{r['processing_share']:.0%}", f"{r['cpu_us_per_event']['worker']:.1f}",
