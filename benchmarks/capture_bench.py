@@ -6,7 +6,8 @@ Every contender reads the same file (benchmarks/gen_pcap.py, cached under benchm
 in this run; the table shows transactions/s, packets/s, visitwire's speed-up over each and
 whether each found exactly the generator's transactions (set of (client_ip, uri)).
 visitwire is measured end to end: pcap reader -> Decoder -> events fully built as JSON lines
-(Decoder.feed_lines, as `visitwire capture` does) -> written to /dev/null. numba compile time is reported apart: a fresh process with an
+(Decoder.feed_lines, as `visitwire capture` does) -> written to /dev/null. numba compile time is reported apart:
+a fresh process with an
 empty numba cache vs a second one reusing the cache.
 """
 from __future__ import annotations

@@ -182,8 +182,10 @@ def compare(got: dict, want: dict, idn: Identity) -> list[tuple[str, str, str, i
     by_name = {ids.get(mid, mid): m for mid, m in got["members"].items()}
     for field in ("orders", "revenue", "visits"):
         bad = sum(1 for name in set(by_name) | set(want["members"])
-                  if round(by_name.get(name, {}).get(field, 0), 2) != round(want["members"].get(name, {}).get(field, 0), 2))
-        rows.append((f"members' {field} (per member)", f"{len(by_name)} members", f"{len(want['members'])} members", bad))
+                  if round(by_name.get(name, {}).get(field, 0), 2)
+                  != round(want["members"].get(name, {}).get(field, 0), 2))
+        rows.append((f"members' {field} (per member)", f"{len(by_name)} members",
+                     f"{len(want['members'])} members", bad))
     total = round(sum(m["revenue"] for m in got["members"].values()), 2)
     rows.append(("sum of members' revenue <= revenue", f"{total:,}", f"<= {want['revenue']:,}",
                  int(total > want["revenue"] + 1e-6)))
@@ -266,7 +268,8 @@ def main() -> int:
     console.print(f"segment changes: {len(got['segment_changes'])}, caused by an order: {len(lat)}, "
                   f"order -> change p50 {_pct(lat, 0.5):.2f} s, p99 {_pct(lat, 0.99):.2f} s "
                   f"(goal p99 < 5 s); flaps (A -> B -> A): {flaps}")
-    rows.append(("segment change p99 < 5 s", f"{_pct(lat, 0.99):.2f} s", "< 5 s", int(bool(lat) and _pct(lat, 0.99) >= 5)))
+    rows.append(("segment change p99 < 5 s", f"{_pct(lat, 0.99):.2f} s", "< 5 s",
+                 int(bool(lat) and _pct(lat, 0.99) >= 5)))
     rows.append(("segment flaps", str(flaps), "0", int(flaps > 0)))
     total = sum(bad for *_, bad in rows)
     console.print(f"mismatches: {total} (goal 0)")

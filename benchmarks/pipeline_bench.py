@@ -1,12 +1,14 @@
 """Processor throughput and end-to-end latency, with and without the numba batch path.
 
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
-                                                  [--history clickhouse|chdb|list] [--skip-faust] [--intake bulk|bulk-assigned|stream ...]
+                                                  [--history clickhouse|chdb|list] [--skip-faust]
+                                                  [--intake bulk|bulk-assigned|stream ...]
                                                   [--pin] [--profile N]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
-2. through Kafka on real servers, hits read in bulk with librdkafka (own group / Faust-assigned partitions) or by the Faust agent (tansu, redis-server, and ClickHouse, embedded chdb or an in-memory sink):
+2. through Kafka on real servers, hits read in bulk with librdkafka (own group / Faust-assigned partitions) or by
+   the Faust agent (tansu, redis-server, and ClickHouse, embedded chdb or an in-memory sink):
    a backlog of --hits drained by one worker (events/s), then live traffic at --rate/s
    stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99);
    and the CPU each program spent per event of the backlog, until it was all flushed.
@@ -103,7 +105,8 @@ def cpu_by_process() -> dict[str, float]:
         if not kids:
             break
         for pid in kids:
-            name = _CHILDREN.get(_module_of(pid), stats[pid][1]) if stats[pid][1].startswith("python") else stats[pid][1]
+            comm = stats[pid][1]
+            name = _CHILDREN.get(_module_of(pid), comm) if comm.startswith("python") else comm
             out[name] = out.get(name, 0.0) + stats[pid][2]
         parents |= kids
     with open("/proc/stat") as f:
@@ -201,7 +204,8 @@ INTAKES = {"bulk": ("bulk", "all"), "bulk-assigned": ("bulk", "assigned"), "stre
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
                       intake: str = "bulk", batch_size: int = 5000, pinned: bool = False,
                       profile_top: int = 0) -> dict:
-    """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust agent)."""
+    """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust
+    agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from engine.services import start_clickhouse, start_redis, start_tansu
@@ -338,7 +342,8 @@ def main() -> int:
     t = Table(title=f"processors alone (one core, same input, best of {REPEATS})")
     t.add_column("stage"), t.add_column("numba ev/s", justify="right"), t.add_column("numpy ev/s", justify="right")
     t.add_column("numba / numpy", justify="right")
-    t.add_row("enrich + sessionize + aggregate", f"{proc[True]:,.0f}", f"{proc[False]:,.0f}", f"{proc[True] / proc[False]:.2f}x")
+    t.add_row("enrich + sessionize + aggregate", f"{proc[True]:,.0f}", f"{proc[False]:,.0f}",
+              f"{proc[True] / proc[False]:.2f}x")
     t.add_row("per-batch aggregation only", f"{agg[True]:,.0f}", f"{agg[False]:,.0f}", f"{agg[True] / agg[False]:.2f}x")
     console.print(t)
     if args.skip_faust:
@@ -358,7 +363,8 @@ def main() -> int:
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch,
                                     pinned=args.pin, profile_top=args.profile))
         runs.append((f"{intake}, {'numba' if use_numba else 'numpy'}", r))
-        t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}", f"{r['backlog_flushed_events_per_s']:,.0f}",
+        t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}",
+                  f"{r['backlog_flushed_events_per_s']:,.0f}",
                   f"{r['processing_share']:.0%}", f"{r['cpu_us_per_event']['worker']:.1f}",
                   f"{r['cpu_us_per_event'].get('hits reader', 0.0):.1f}",
                   f"{r['redis_p50_ms']} / {r['redis_p99_ms']}",
@@ -370,7 +376,8 @@ def main() -> int:
         redis_p99, history_p99 = default["redis_p99_ms"], default["history_p99_ms"]  # None: nothing measured
         console.print("; ".join([
             _verdict(f"processors alone, numba: {proc[True]:,.0f} ev/s", proc[True] >= TARGET_EVENTS_PER_S),
-            _verdict(f"own group (run): Redis p99 {redis_p99} ms", redis_p99 is not None and redis_p99 < TARGET_REDIS_P99_MS),
+            _verdict(f"own group (run): Redis p99 {redis_p99} ms",
+                     redis_p99 is not None and redis_p99 < TARGET_REDIS_P99_MS),
             _verdict(f"history p99 {history_p99} ms", history_p99 is not None and history_p99 < TARGET_HISTORY_P99_MS),
             f"through Kafka, with every server on this machine: {default['backlog_events_per_s']:,.0f} ev/s backlog, "
             f"{default['backlog_flushed_events_per_s']:,.0f} incl. flush"]))

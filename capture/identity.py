@@ -36,7 +36,8 @@ class Identity:
         self._trusted_memo: dict[str, bool] = {}
         names = sorted({c for c in self.visitor_cookies + [self.member_cookie] if c}, key=len, reverse=True)
         # one pass over the Cookie header finds every cookie we care about
-        self._cookie_rx = re.compile(rb"(?:^|;)[ \t]*(" + b"|".join(re.escape(n) for n in names) + rb")=[ \t]*\"?([^;\"]*)")
+        alternatives = b"|".join(re.escape(n) for n in names)
+        self._cookie_rx = re.compile(rb"(?:^|;)[ \t]*(" + alternatives + rb")=[ \t]*\"?([^;\"]*)")
         extra = [p.lower() for p in cfg.sensitive_params if p]
         if self.member_param:
             extra.append(self.member_param)  # the raw member key must not travel in the query either

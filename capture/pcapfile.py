@@ -40,7 +40,8 @@ class PcapFormatError(Exception):
 @njit(cache=True, inline="always")
 def _u32(buf, p, be):
     if be:
-        return (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3])
+        return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8)
+                | np.int64(buf[p + 3]))
     return (np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
@@ -166,7 +167,8 @@ def _map(path: str) -> tuple[mmap.mmap | None, np.ndarray]:
     except IsADirectoryError:
         raise PcapFormatError(f"{path} is a directory; give the path of a .pcap or .pcapng capture") from None
     except PermissionError:
-        raise PcapFormatError(f"{path}: permission denied; check the file's permissions (or run as its owner)") from None
+        raise PcapFormatError(f"{path}: permission denied; check the file's permissions "
+                              "(or run as its owner)") from None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -222,7 +224,8 @@ def _pcap(path: str, buf: np.ndarray, magic: bytes, batch_size: int, stats: dict
     linktype = int(_u32(buf, 20, be)) & 0xFFFF
     pos = 24
     while True:
-        offsets, caplens, wirelens, ts, pos, status = _index_pcap(buf, pos, be, float(units), batch_size, MAX_RECORD_BYTES)
+        offsets, caplens, wirelens, ts, pos, status = _index_pcap(buf, pos, be, float(units), batch_size,
+                                                                  MAX_RECORD_BYTES)
         if len(offsets):
             stats["frames"] += len(offsets)
             yield FrameBatch(buf, offsets, caplens, wirelens, ts, np.full(len(offsets), linktype, np.int32))

@@ -258,7 +258,8 @@ class ProcessingSettings(_Section):
         "text/css", "application/javascript", "text/javascript", "image/", "font/", "video/", "audio/",
         "application/font", "application/json"])
     search_hosts: list[str] = Field(default_factory=lambda: [
-        "google.", "bing.com", "duckduckgo.com", "yahoo.", "baidu.com", "yandex.", "naver.com", "daum.net", "ecosia.org"])
+        "google.", "bing.com", "duckduckgo.com", "yahoo.", "baidu.com", "yandex.", "naver.com", "daum.net",
+        "ecosia.org"])
     social_hosts: list[str] = Field(default_factory=lambda: [
         "facebook.com", "t.co", "twitter.com", "x.com", "instagram.com", "linkedin.com", "reddit.com",
         "youtube.com", "pinterest.", "tiktok.com", "kakao", "line.me"])
@@ -360,7 +361,8 @@ class AnalyticsSettings(_Section):
     def _valid_funnels(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for name, steps in v.items():
             if not steps:
-                raise ValueError(f"funnel {name!r} has no steps; list URL patterns, e.g. {name} = ['/cart', '/checkout']")
+                raise ValueError(f"funnel {name!r} has no steps; list URL patterns, "
+                                 f"e.g. {name} = ['/cart', '/checkout']")
             for step in steps:
                 try:
                     check_pattern(step, wildcard=True)

@@ -96,7 +96,8 @@ def run(
 
 @app.command()
 def worker(
-    kafka: Optional[str] = typer.Option(None, help="Kafka bootstrap servers (required: workers scale out on a shared broker)."),
+    kafka: Optional[str] = typer.Option(
+        None, help="Kafka bootstrap servers (required: workers scale out on a shared broker)."),
     redis: Optional[str] = typer.Option(None, help="Redis URL."),
     clickhouse: Optional[str] = typer.Option(None, help="History store URL."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve /metrics and /health on this port (metrics.port)."),

@@ -5,7 +5,8 @@ the default settings (url_rules, goals, `_vw_id` visitor cookie, `member` cookie
 Routes: / , /category/{c}, /product/{id}, /static/* (css/js/png), GET+POST /login, GET /logout
 (clears the member cookie, 303 -> /), POST /cart/add (303 -> /cart), /cart, /checkout,
 POST /cart/add?product=ID&qty=1 (the product in the query, as the default add_to_cart rule reads it),
-POST /order/complete (200 + X-Order-Amount and X-Order-Items "id:qty:price,..."), /robots.txt, /sitemap.xml; anything else 404;
+POST /order/complete (200 + X-Order-Amount and X-Order-Items "id:qty:price,..."), /robots.txt, /sitemap.xml;
+anything else 404;
 product FLAKY_PRODUCT answers 500.
 
 With `truth=` a path, the shop writes its own log of every request as JSON lines (the truth
@@ -197,7 +198,8 @@ class ShopHandler(BaseHTTPRequestHandler):
                 set_cookies.append(f"member={form['user']}; Path=/; HttpOnly; SameSite=Lax")
                 self.fact["member"] = form["user"]
                 return 303, b"", html, {"Location": "/"}
-            return 200, _html("Log in", "<form method=post><input name=user><input name=password type=password></form>"), html, {}
+            form = "<form method=post><input name=user><input name=password type=password></form>"
+            return 200, _html("Log in", form), html, {}
         if method == "GET" and path == "/logout":
             set_cookies.append("member=; Path=/; Max-Age=0")
             return 303, b"", html, {"Location": "/"}

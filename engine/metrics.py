@@ -152,7 +152,8 @@ class CaptureCollector:
         yield drops
         src = f.get("source") or {}
         if src:
-            yield _counter("visitwire_capture_kernel_packets", "Packets the kernel ring saw", src.get("kernel_packets", 0))
+            yield _counter("visitwire_capture_kernel_packets", "Packets the kernel ring saw",
+                           src.get("kernel_packets", 0))
             yield _counter("visitwire_capture_kernel_drops", "Packets the kernel dropped (ring full)",
                            src.get("kernel_drops", 0))
         yield _counter("visitwire_capture_events", "Events handed to the outputs (rate() = events/s)",

@@ -82,7 +82,8 @@ def fetch_rows(settings: Any, sql: str, unsafe: bool = False) -> list[dict]:
 def run_query(settings: Any, sql: str, unsafe: bool = False) -> int:
     """Print the rows as JSON lines (one object per row); exit code 0, or 2 with a message on stderr."""
     if not sql.strip():
-        print("visitwire query: give the SQL to run, e.g. visitwire query \"SELECT count() FROM hits\"", file=sys.stderr)
+        print("visitwire query: give the SQL to run, e.g. visitwire query \"SELECT count() FROM hits\"",
+              file=sys.stderr)
         return 2
     try:
         rows = fetch_rows(settings, sql, unsafe)

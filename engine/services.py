@@ -192,9 +192,11 @@ _CLICKHOUSE_USERS = """<?xml version="1.0"?>
 
 def start_clickhouse(port: int | None = None, workdir: str | None = None, timeout: float = 60.0) -> Service:
     """Debian's clickhouse-server (18.16) with a private data dir; `url` is a clickhouse:// history URL."""
-    exe = shutil.which("clickhouse-server") or ("/usr/bin/clickhouse" if os.path.exists("/usr/bin/clickhouse") else None)
+    exe = shutil.which("clickhouse-server") or \
+        ("/usr/bin/clickhouse" if os.path.exists("/usr/bin/clickhouse") else None)
     if not exe:
-        raise ServiceError("clickhouse-server not found: run scripts/bootstrap.sh --test (apt-get install clickhouse-server)")
+        raise ServiceError("clickhouse-server not found: run scripts/bootstrap.sh --test "
+                           "(apt-get install clickhouse-server)")
     port = port or free_port()
     http = free_port()
     owned = workdir is None

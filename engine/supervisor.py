@@ -67,7 +67,8 @@ class Supervisor:
         try:
             svc = starter()
         except ServiceError as e:
-            raise RuntimeFailure(f"could not start {what}: {e}\nor point visitwire at an existing one with {flag}") from None
+            raise RuntimeFailure(f"could not start {what}: {e}\n"
+                                 f"or point visitwire at an existing one with {flag}") from None
         self.services.append(svc)
         log.info("started %s at %s", what, svc.url)
         return svc

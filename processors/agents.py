@@ -34,7 +34,7 @@ KIND_CODE = {KIND_PAGEVIEW: K.K_PAGEVIEW, KIND_STATIC: K.K_STATIC, KIND_REDIRECT
 
 @dataclass
 class BatchOutput:
-    hits: Sequence[dict] = field(default_factory=list)    # valid hits (config.rows.Columns), for the history "hits" table
+    hits: Sequence[dict] = field(default_factory=list)    # valid hits (config.rows.Columns), history "hits" table
     pageviews: list[dict] = field(default_factory=list)   # PageView records
     sessions: list[dict] = field(default_factory=list)    # Session records closed by this batch
     delta: LiveDelta = field(default_factory=LiveDelta)
@@ -93,8 +93,8 @@ class HitProcessor:
         self._observe_times(cols.ts, parts)
         return out
 
-    def _valid_hits(self, values: list, partitions: list[int] | None, out: BatchOutput,
-                    transposed: bytes | None) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
+    def _valid_hits(self, values: list, partitions: list[int] | None, out: BatchOutput, transposed: bytes | None,
+                    ) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
         """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
         (columns_of); the others are counted and logged."""
         decoded = self.decoder.decode(values, transposed) if self.decoder is not None else None  # the usual batch

@@ -53,10 +53,6 @@ class VisitwireApp:
         """A topic of raw-bytes keys and values (decode values with orjson)."""
         return raw_topic(self.app, name, partitions or self.settings.kafka.partitions)
 
-    @property
-    def output_topics(self) -> list[Any]:
-        return [self.pageviews_topic, self.sessions_topic, self.segments_topic]
-
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> Any:
     return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
@@ -159,7 +155,8 @@ class TableStore(MutableMapping):
 def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | None = None) -> VisitwireApp:
     """A Faust app on settings.kafka.bootstrap with the visitwire topics and the sessions table."""
     if not settings.kafka.bootstrap:
-        raise ValueError("kafka.bootstrap is empty: start a broker (visitwire run starts tansu) or pass --kafka HOST:PORT")
+        raise ValueError("kafka.bootstrap is empty: start a broker (visitwire run starts tansu) "
+                         "or pass --kafka HOST:PORT")
     k = settings.kafka
     datadir = datadir or os.path.join(tempfile.gettempdir(), "visitwire-faust")
     app = faust.App(

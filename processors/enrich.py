@@ -157,14 +157,6 @@ def compile_rule(pattern: str) -> tuple[re.Pattern, tuple[tuple[str, str, bool],
 MAX_CAPTURED = 128  # a value taken from a query parameter is an id, not a text
 
 
-def is_static(path: str, content_type: str, settings: ProcessingSettings) -> bool:
-    low = path.lower()
-    dot = low.rfind(".")
-    if dot > low.rfind("/") and low[dot:] in settings.static_extensions:
-        return True
-    return bool(content_type) and content_type.startswith(tuple(settings.static_content_types))
-
-
 @dataclass(frozen=True)
 class Classified:
     kind: str
@@ -442,5 +434,5 @@ def column_decoder() -> ColumnDecoder:
 
 
 __all__: Sequence[str] = ("Enricher", "Classified", "parse_user_agent", "referrer_channel", "utm_fields",
-                          "compile_pattern", "is_static", "validate_hit", "valid_columns", "KIND_PAGEVIEW", "KIND_STATIC",
+                          "compile_pattern", "validate_hit", "valid_columns", "KIND_PAGEVIEW", "KIND_STATIC",
                           "KIND_REDIRECT", "KIND_ERROR", "KIND_BOT", "KIND_OTHER")

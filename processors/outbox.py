@@ -83,7 +83,8 @@ class Outbox:
         if self._queued or in_flight:
             topics = ", ".join(sorted({t for t, _, _ in self._queued})) or "their topics"
             raise DeliveryFailed(f"{self.undelivered + in_flight} record(s) to {topics} not delivered yet "
-                                 f"(broker away or slow? check kafka.bootstrap); kept to be sent again by the next flush")
+                                 "(broker away or slow? check kafka.bootstrap); "
+                                 "kept to be sent again by the next flush")
 
     def close(self, timeout_s: float = 5.0) -> int:
         """Deliver what is in flight (up to timeout_s), then disconnect (a broker shutting down waits for its

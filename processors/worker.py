@@ -473,7 +473,8 @@ class InProcessWorker:
         r50, r99 = rt.redis_delay.quantiles()
         h50, h99 = rt.history_delay.quantiles()
         marks = [wm.max_ts for wm in rt.processor.watermarks.values() if wm.max_ts is not None]
-        return {"processed": rt.processed, "committed": rt.committed, "last_event_ts": max(marks, default=None), "pageviews": rt.pageviews_out,
+        return {"processed": rt.processed, "committed": rt.committed, "last_event_ts": max(marks, default=None),
+                "pageviews": rt.pageviews_out,
                 "sessions": rt.sessions_out, "dropped": dict(rt.processor.drops),
                 "open_sessions": rt.processor.sessions.open_count(), "live_errors": rt.live_errors,
                 "faust_leaked": rt.faust_leaked, "reader_restarts": self.bulk.reader_restarts if self.bulk else 0,

@@ -108,7 +108,8 @@ class ChdbHistory(HistoryStore):
     def _insert(self, table: str, columns: Sequence[Column], data: list[list[Any]]) -> None:
         check_free_space(self.path, self.min_free_mb)  # before chdb reserves its ~41 MiB for the insert
         # The name `arrow_rows` is what Python(...) looks up in this frame.
-        arrow_rows = pa.table({c.name: pa.array(values, _ARROW_TYPES[c.kind]) for c, values in zip(columns, data)})
+        arrow_rows = pa.table({c.name: pa.array(values, _ARROW_TYPES[c.kind])  # noqa: F841
+                               for c, values in zip(columns, data)})
         names = ", ".join(f"`{c.name}`" for c in columns)
         self._query(f"INSERT INTO {table} ({names}) SELECT * FROM Python(arrow_rows)")
 

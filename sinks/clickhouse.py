@@ -85,7 +85,8 @@ class ClickHouseHistory(HistoryStore):
             except _NETWORK_ERRORS as e:
                 self._drop_client()
                 self._schema_ready = False  # a server that comes back empty needs the schema again
-                raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} is unreachable ({type(e).__name__}: {e}); "
+                raise SinkUnavailable(f"ClickHouse at {self.host}:{self.port} is unreachable "
+                                      f"({type(e).__name__}: {e}); "
                                       "start the server or fix history.url / --clickhouse") from e
             except ch_errors.ServerException as e:
                 if writing and e.code in _SCHEMA_GONE_CODES:

@@ -16,7 +16,8 @@ from sinks.base import HistoryError
 log = logging.getLogger(__name__)
 
 # A column kind says how one event field becomes one or more table columns.
-STR, INT, FLOAT, BOOL, OPT_INT, OPT_FLOAT, TIME, PAIRS = "str", "int", "float", "bool", "opt_int", "opt_float", "time", "pairs"
+STR, INT, FLOAT, BOOL, OPT_INT, OPT_FLOAT, TIME, PAIRS = \
+    "str", "int", "float", "bool", "opt_int", "opt_float", "time", "pairs"
 
 TIME_FIELDS = {"ts", "start", "end"}
 

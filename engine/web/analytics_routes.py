@@ -143,7 +143,8 @@ def member_profile(request: web.Request):
     def work():
         prof = profiles.member_profile(store, mid, rng, cfg=cfg)
         if prof is None:
-            return _not_found(f"member {mid!r} has no page views in the history (never logged in, or not in this range)")
+            return _not_found(f"member {mid!r} has no page views in the history "
+                              "(never logged in, or not in this range)")
         if live is not None:
             try:  # visitor ids linked live (Redis), e.g. a login seconds ago not yet in the history
                 prof["live_visitor_ids"] = live.member_visitors(mid)

@@ -98,7 +98,6 @@ class AnalyticsAgents:
             store.close()
 
     def recompute_segments(self, now: float | None = None) -> list[dict]:
-        a = self.settings.analytics
         t0 = time.perf_counter()
         _, changes = self._with_history(
             lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),

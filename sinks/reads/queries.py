@@ -114,7 +114,8 @@ def top(store: HistoryStore, dimension: str, from_ts: float, to_ts: float, limit
 
 
 def sessions_summary(store: HistoryStore, from_ts: float, to_ts: float, include_bots: bool = False) -> dict:
-    """Sessions started in [from_ts, to_ts): count, bounce rate, averages, goals and revenue (latest version of each)."""
+    """Sessions started in [from_ts, to_ts): count, bounce rate, averages, goals and revenue (latest version of
+    each)."""
     p = {"f": float(from_ts), "t": float(to_ts)}
     rows = store.query(
         "SELECT count() AS sessions, sum(bounce) AS bounces, avg(duration) AS avg_duration, "
@@ -132,15 +133,16 @@ def sessions_summary(store: HistoryStore, from_ts: float, to_ts: float, include_
 
 def segment_counts(store: HistoryStore) -> dict[str, int]:
     """Members per current segment (each member's latest segment change)."""
-    rows = store.query("SELECT segment, count() AS members FROM (SELECT member_id, argMax(segment, ts_epoch) AS segment "
-                       "FROM segments GROUP BY member_id) GROUP BY segment ORDER BY segment")
+    rows = store.query("SELECT segment, count() AS members FROM (SELECT member_id, argMax(segment, ts_epoch) "
+                       "AS segment FROM segments GROUP BY member_id) GROUP BY segment ORDER BY segment")
     return {r["segment"]: int(r["members"]) for r in rows}
 
 
 def event_counts(store: HistoryStore) -> dict[str, int]:
     """Distinct events per raw table (what was really captured, replays not counted twice)."""
     rows = store.query(
-        "SELECT (SELECT uniqExact(event_id) FROM hits) AS hits, (SELECT uniqExact(event_id) FROM pageviews) AS pageviews, "
+        "SELECT (SELECT uniqExact(event_id) FROM hits) AS hits, "
+        "(SELECT uniqExact(event_id) FROM pageviews) AS pageviews, "
         "(SELECT uniqExact(session_id) FROM sessions) AS sessions, "
         "(SELECT uniqExact(member_id, ts_epoch, segment) FROM segments) AS segments")
     return {k: int(v) for k, v in rows[0].items()}

@@ -300,7 +300,8 @@ def visitor_profile(query: Query, visitor_id: str, last_pages: int = 10) -> dict
     seen = ([float(s["first_seen"]), float(s["last_seen"])] if n_pv else []) + \
            ([float(h["first_seen"]), float(h["last_seen"])] if n_hits else [])
     sessions = query("SELECT count() AS closed, sum(c_duration) AS total, sum(c_pv) AS pv FROM "
-                     "(SELECT session_id, argMax(duration, end_epoch) AS c_duration, argMax(pageviews, end_epoch) AS c_pv "
+                     "(SELECT session_id, argMax(duration, end_epoch) AS c_duration, "
+                     "argMax(pageviews, end_epoch) AS c_pv "
                      "FROM sessions "
                      f"WHERE visitor_id = '{vid}' GROUP BY session_id)")
     pages = query(f"SELECT c_ts AS ts, c_path AS path, c_ref AS referrer_host, c_device AS device FROM ({pv}) "

@@ -32,10 +32,12 @@ def make_pageviews(n: int, seed: int = 2, minutes: int = 5) -> list[dict]:
     for i in range(n):
         path = rnd.choice(PATHS)
         out.append({
-            "event_id": f"p{seed}-{i:06d}", "ts": T0 + rnd.uniform(0, 60 * minutes), "visitor_id": f"v{rnd.randint(0, 30)}",
+            "event_id": f"p{seed}-{i:06d}", "ts": T0 + rnd.uniform(0, 60 * minutes),
+            "visitor_id": f"v{rnd.randint(0, 30)}",
             "member_id": "", "session_id": f"s{rnd.randint(0, 20)}", "host": rnd.choice(HOSTS), "path": path,
             "query": "", "method": "GET", "status": 200, "latency_ms": 12.5, "referrer": "", "referrer_host": "",
-            "channel": rnd.choice(["direct", "search", "social"]), "utm_source": "", "utm_medium": "", "utm_campaign": "",
+            "channel": rnd.choice(["direct", "search", "social"]), "utm_source": "", "utm_medium": "",
+            "utm_campaign": "",
             "utm_term": "", "utm_content": "", "browser": rnd.choice(["Chrome", "Firefox"]), "os": "Linux",
             "device": "desktop", "is_bot": rnd.random() < 0.1, "page_group": "product" if "product" in path else "",
             "section": "", "product_id": path.rsplit("/", 1)[-1] if "product" in path else "", "category": "",

@@ -187,7 +187,8 @@ def order_items(products: list[str], amount: float) -> str:
 def _hit(event_id, ts, vid, member, path, method, ref, device, bot, extra, query="") -> dict:
     row = {"event_id": event_id, "ts": round(ts, 3), "client_ip": "192.0.2.10", "client_port": 50000,
            "server_ip": "192.0.2.1", "server_port": 80, "method": method, "host": "shop.example",
-           "uri": path + ("?" + query if query else ""), "path": path, "query": query, "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
+           "uri": path + ("?" + query if query else ""), "path": path, "query": query,
+           "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
            "status": 303 if method == "POST" else 200, "resp_bytes": 0 if method == "POST" else 5120,
            "content_type": "" if method == "POST" else "text/html", "latency_ms": 12.5, "visitor_id": vid,
            "member_id": member, "http_version": "1.1", "no_response": False, "extra": extra}

@@ -123,7 +123,8 @@ def frame(ip_pkt, link: str = "ether"):
         return (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1AD(vlan=100) / Dot1Q(vlan=10, type=et)
                 / ip_pkt)
     if link == "sll":
-        return CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02\x00\x00\x00\x00\x01\x00\x00", proto=et) / ip_pkt
+        return CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02\x00\x00\x00\x00\x01\x00\x00",
+                           proto=et) / ip_pkt
     if link == "sll2":
         return CookedLinuxV2(proto=et, ifindex=1, lladdrtype=1, pkttype=0, lladdrlen=6,
                              src=b"\x02\x00\x00\x00\x00\x01\x00\x00") / ip_pkt

@@ -42,7 +42,8 @@ def site_pcap(tmp_path) -> str:
             if r == 0:
                 extra = (f"Set-Cookie: _vid={vid}; Max-Age=63072000; Path=/\r\n"
                          "Set-Cookie: lang=en; Expires=Wed, 01 Jan 2031 00:00:00 GMT\r\n").encode()
-            conv.tick(0.002).response(resp(200, b"page", headers=sets).replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n", 1))
+            page = resp(200, b"page", headers=sets).replace(b"\r\n\r\n", b"\r\n" + extra + b"\r\n", 1)
+            conv.tick(0.002).response(page)
         pkts += conv.close().pkts
     pkts.sort(key=lambda p: p[0])
     return write(tmp_path / "site.pcap", pkts)

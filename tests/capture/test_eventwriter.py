@@ -46,7 +46,8 @@ AGENTS = [None, "Mozilla/5.0 (X11)", "tab\there", "quote\"d", "\xe9t\xe9", ""]
 REFERRERS = [None, "https://a.example/b", "https://a.example/b?", "https://a.example/b?token=1",
              "https://a.example/b?x=1#f", "https://a.example/?#f", "https://a.example/b?q=\xfc", ""]
 COOKIES = [None, "_vw_id=v1", "_ga=\"g1\"", "visitor_id=  ", "member=m7", "xmember=1; _ga=g2", "_vw_id=",
-           " _ga = a", "member=\"\"", "_vw_id=\tv2 ", "a=1;_vw_id=q; member=m8", "_vw_id=\"\"; _vw_id=later", "_vw_id=first; _vw_id=second"]
+           " _ga = a", "member=\"\"", "_vw_id=\tv2 ", "a=1;_vw_id=q; member=m8", "_vw_id=\"\"; _vw_id=later",
+           "_vw_id=first; _vw_id=second"]
 MEMBER_HEADERS = [None, "77", ""]
 SET_COOKIES = [None, "_vw_id=new1; Path=/", "member=\"m9\"; HttpOnly", "_vw_id=deleted", "member=", "_ga=z",
                "visitor_id= \"vv\" ;x"]

@@ -19,7 +19,8 @@ from config.settings import Settings
 T0 = 1_700_000_000.0
 C_IP, S_IP = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 C_PORT, S_PORT = 40000, 80
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "120")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def tcp_frame(from_client: bool, seq: int, payload: bytes, flags: int = PSH | ACK) -> bytes:
@@ -240,7 +241,8 @@ def test_head_scanner_takes_the_common_heads():
     from capture.http import HeadParser
 
     parser = HeadParser([], [])
-    heads = [b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"]
+    heads = [b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\n\r\n",
+             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"]
     buf = np.frombuffer(b"".join(heads), dtype=np.uint8)
     h = scan_heads(buf, np.array([0, len(heads[0])], np.int64), np.array([len(x) for x in heads], np.int32),
                    parser.names, parser.name_off)

@@ -97,7 +97,8 @@ def drive_traffic(port: int) -> list[tuple[str, str, int, int]]:
         conn.request("GET", f"/missing?ka={i}")
         conn.getresponse().read()
         expected.append(("GET", f"/missing?ka={i}", 404, 8))
-    conn.request("POST", "/cart/add?ka=1", body=b"item=7&qty=2", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    conn.request("POST", "/cart/add?ka=1", body=b"item=7&qty=2",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     conn.getresponse().read()
     expected.append(("POST", "/cart/add?ka=1", 201, 11))
     conn.close()
@@ -407,7 +408,8 @@ class TlsTerminator:
                 lines = head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
                 fwd = [ln for ln in lines[1:] if ln.lower().startswith(b"x-forwarded-for:")]
                 chain = (fwd[0].split(b":", 1)[1].strip() + b", " if fwd else b"") + peer.encode()
-                out = [lines[0]] + [ln for ln in lines[1:] if ln not in fwd and not ln.lower().startswith(b"connection:")]
+                out = [lines[0]] + [ln for ln in lines[1:]
+                                    if ln not in fwd and not ln.lower().startswith(b"connection:")]
                 out += [b"X-Forwarded-For: " + chain, b"Connection: close"]
                 with socket.create_connection(("127.0.0.1", self.app_port), timeout=5) as app:
                     app.sendall(b"\r\n".join(out) + b"\r\n\r\n")

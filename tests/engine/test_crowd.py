@@ -19,7 +19,8 @@ def test_plan_has_the_mix_the_dashboard_needs():
     steps = [s for vp in plan for v in vp.visits for s in v.steps]
     assert sum(vp.is_bot for vp in plan) >= 1
     assert any(vp.member_key for vp in plan)
-    assert {v.source for vp in plan if not vp.is_bot for v in vp.visits} >= {"direct", "google", "facebook", "newsletter"}
+    sources = {v.source for vp in plan if not vp.is_bot for v in vp.visits}
+    assert sources >= {"direct", "google", "facebook", "newsletter"}
     paths = Counter(s.path.split("?")[0] for s in steps)
     assert paths["/order/complete"] > 0 and paths["/cart/add"] > 0 and paths["/login"] > 0
     assert any("utm_campaign=" in s.path for s in steps)

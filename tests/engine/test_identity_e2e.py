@@ -13,7 +13,7 @@ import pytest
 
 from capture.identity import Identity
 from capture.install_salt import install_salt
-from config.settings import CaptureSettings, load_settings
+from config.settings import CaptureSettings
 from engine.services import free_port
 from pcapgen import generate_shared_device_pcap
 from sinks.history import open_history
@@ -32,7 +32,8 @@ def test_shared_device_credits_each_member_with_exactly_its_own_orders(tmp_path,
     truth = generate_shared_device_pcap(str(tmp_path / "shared.pcap"), START_TS)
     url = clickhouse_server.url.rsplit("/", 1)[0] + f"/ident_{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")}
-    env.update({"VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_REDIS__KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
+    env.update({"VISITWIRE_DATA_DIR": str(tmp_path / "data"),
+                "VISITWIRE_REDIS__KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
                 "VISITWIRE_KAFKA__APP_ID": f"vw-id-{uuid.uuid4().hex[:8]}", "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6",
                 "VISITWIRE_WEB__PORT": str(free_port()), "VISITWIRE_CAPTURE__PORTS": "[8080]"})
     r = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--pcap", str(tmp_path / "shared.pcap"),

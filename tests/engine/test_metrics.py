@@ -148,7 +148,8 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
             deadline = time.monotonic() + 120
             while m.get(("visitwire_events_total", (("stage", "hits_committed"),))) != truth.hits:
                 assert worker.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, f"committed {m.get(('visitwire_events_total', (('stage', 'hits_committed'),)))} of {truth.hits}"
+                committed = m.get(("visitwire_events_total", (("stage", "hits_committed"),)))
+                assert time.monotonic() < deadline, f"committed {committed} of {truth.hits}"
                 time.sleep(0.5)
                 try:
                     m = _samples(_get(f"http://127.0.0.1:{port}/metrics")[1])
@@ -157,7 +158,8 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
             assert m[("visitwire_events_total", (("stage", "hits_in"),))] == truth.hits
             assert m[("visitwire_events_total", (("stage", "pageviews_out"),))] == truth.pageviews
             assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "hits")))] == truth.hits
-            assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "pageviews")))] == truth.pageviews
+            assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "pageviews")))] \
+                == truth.pageviews
             assert m[("visitwire_sink_batch_rows_sum", (("sink", "redis"), ("table", "live")))] == truth.hits
             assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 0
             assert m[("visitwire_redis_errors_total", ())] == 0

@@ -202,7 +202,8 @@ def test_two_agents_two_workers_equal_one_worker_and_a_killed_worker_loses_nothi
             _wait(lambda: w1.partitions() == list(range(PARTITIONS)), 60, "w1 to take w2's partitions", workers)
             for env in (pair, alone):
                 _wait(lambda: _history(env["VISITWIRE_HISTORY__URL"]).get("hits") == total_hits and
-                      _history(env["VISITWIRE_HISTORY__URL"])["pageviews"] == total_pvs, 120, "later traffic in history",
+                      _history(env["VISITWIRE_HISTORY__URL"])["pageviews"] == total_pvs, 120,
+                      "later traffic in history",
                       workers)
             time.sleep(1.5)  # a hit written twice would show up now
             pair_all, alone_all = _history(pair["VISITWIRE_HISTORY__URL"]), _history(alone["VISITWIRE_HISTORY__URL"])

@@ -408,7 +408,8 @@ def test_query_bypass_corpus_gets_400_and_never_reads_a_file(history, tmp_path):
 
 def test_query_runs_the_sql_an_analyst_writes(history):
     pvs, _, _, _ = known_data()
-    sql = ("SELECT p.visitor_id AS v, uniqExactIf(p.event_id, p.path LIKE '/product/%') AS products, any(f.first) AS first, "
+    sql = ("SELECT p.visitor_id AS v, uniqExactIf(p.event_id, p.path LIKE '/product/%') AS products, "
+           "any(f.first) AS first, "
            "uniqExact(p.session_id) AS sessions, toStartOfHour(toDateTime(min(p.ts))) AS hour "
            "FROM pageviews AS p INNER JOIN (SELECT visitor_id, min(ts) AS first FROM pageviews GROUP BY visitor_id) "
            "AS f ON p.visitor_id = f.visitor_id "

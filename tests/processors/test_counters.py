@@ -124,7 +124,8 @@ def test_output_records_have_exactly_the_topic_fields():
                 assert isinstance(r[f.name], tuple(py_types[t] for t in types)), (f.name, r[f.name])
 
 
-_json_values = st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False) | st.text(max_size=20)
+_json_values = (st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False)
+                | st.text(max_size=20))
 
 
 @settings(max_examples=150, deadline=None)

@@ -43,7 +43,8 @@ def test_db_init_twice_then_query_prints_json_rows(clickhouse_server):
     store = open_history(url)
     store.write("hits", hits)
     store.close()
-    out = visitwire("query", "SELECT event_id, status, extra_keys FROM hits ORDER BY event_id LIMIT 3", "--clickhouse", url)
+    out = visitwire("query", "SELECT event_id, status, extra_keys FROM hits ORDER BY event_id LIMIT 3",
+                    "--clickhouse", url)
     assert out.returncode == 0, out.stderr
     rows = [orjson.loads(line) for line in out.stdout.splitlines()]
     want = sorted(hits, key=lambda h: h["event_id"])[:3]

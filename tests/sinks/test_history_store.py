@@ -165,7 +165,8 @@ def test_top_pages_and_session_versions(store):
 def test_bad_rows_are_dropped_and_counted_not_fatal(store):
     good = make_hits(3)
     bad = [{"ts": T0}, dict(good[0], event_id="bad-ts", ts="yesterday"), None,
-           dict(good[0], event_id="bad-n", latency_ms=float("nan")), dict(good[0], event_id="bad-port", client_port=70000),
+           dict(good[0], event_id="bad-n", latency_ms=float("nan")),
+           dict(good[0], event_id="bad-port", client_port=70000),
            dict(good[0], event_id="bad-status", status=10**20)]
     odd_but_fine = dict(good[0], event_id="odd", status=404.0, client_port="8080", extra=None, member_id=None)
     _write(store, "hits", good + bad + [odd_but_fine])
