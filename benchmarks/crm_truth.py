@@ -40,6 +40,7 @@ from sinks.reads.stats import compute_stats, parse_stats_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SALT = "crm-truth-bench-salt"
 STATIC = ("/static/",)
 NOT_PAGES = ("/robots.txt", "/sitemap.xml")
 
@@ -240,7 +241,7 @@ def main() -> int:
     history_url = f"chdb://{work / 'chdb'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")}
     env.update({"VISITWIRE_DATA_DIR": str(work / "data"), "VISITWIRE_HISTORY__URL": history_url,
-                "VISITWIRE_WEB__PORT": "0"})
+                "VISITWIRE_CAPTURE__SALT": SALT})  # known, so member ids can be named from the truth
     from engine.services import free_port
 
     env["VISITWIRE_WEB__PORT"] = str(free_port())
@@ -252,7 +253,7 @@ def main() -> int:
     if r.returncode != 0:
         console.print(f"[red]the demo failed ({r.returncode}); see {work / 'demo.log'}")
         return 1
-    settings = Settings()
+    settings = Settings(capture={"salt": SALT})
     want = truth_figures(load_truth(truth_path), settings.processing.session_idle_s)
     from engine.crowd import BOTS
 

@@ -101,7 +101,8 @@ SESSION_FIELDS: tuple[Field, ...] = (
     Field("os", "string", "OS family."),
     Field("device", "string", "Device class."),
     Field("is_bot", "boolean", "Bot session."),
-    Field("close_reason", "string", "idle | max_length | midnight | shutdown"),
+    Field("close_reason", "string", "idle | max_length | midnight | shutdown; open = an update of a session "
+          "still going on (the latest record of a session_id, by end, is its state)"),
     Field("goals", "integer", "Goal conversions in the session."),
     Field("revenue", "number", "Sum of goal values in the session."),
 )

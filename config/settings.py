@@ -241,6 +241,9 @@ class HistorySettings(_Section):
 class ProcessingSettings(_Section):
     session_idle_s: float = Field(1800.0, gt=0)
     session_max_s: float = Field(4 * 3600.0, gt=0)
+    # An open session is written (history `sessions`, topic visitwire.sessions, close_reason "open") when
+    # it starts, when its second page view ends the bounce, on a goal, and at most this often otherwise.
+    session_update_s: float = Field(60.0, gt=0)
     split_at_midnight: bool = True
     visitors_now_window_s: int = Field(300, gt=0)
     feed_length: int = Field(100, gt=0)

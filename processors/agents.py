@@ -41,6 +41,7 @@ class BatchOutput:
     ts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # event ts of the valid hits
     dropped: int = 0
     purchases: list[tuple[str, float]] = field(default_factory=list)  # (member_id, ts) of human purchase goals
+    session_updates: list[dict] = field(default_factory=list)  # open sessions as they go (close_reason "open")
 
 
 class HitProcessor:
@@ -138,6 +139,7 @@ class HitProcessor:
                 cols.add_goal(row, c.goal_value)
                 if c.goal == purchase and not c.is_bot and columns["member_id"][row]:
                     out.purchases.append((columns["member_id"][row], float(columns["ts"][row])))
+        out.session_updates = self.sessions.take_updates()
 
     def _observe_times(self, ts: list[float], parts: list[int]) -> None:
         """Advance each partition's event-time clock to its latest hit of the batch."""

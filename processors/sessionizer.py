@@ -34,6 +34,7 @@ REASON_IDLE = "idle"
 REASON_MAX = "max_length"
 REASON_MIDNIGHT = "midnight"
 REASON_SHUTDOWN = "shutdown"
+REASON_OPEN = "open"  # not closed: an update of a session still going on
 
 
 def session_id_for(visitor_id: str, first_event_id: str) -> str:
@@ -102,7 +103,7 @@ def add_pageview(state: dict, pv: dict, in_place: bool = False) -> dict:
 
 def close_row(state: dict, reason: str) -> dict:
     """The Session record (config/events.py SESSION_FIELDS)."""
-    row = {k: v for k, v in state.items() if k not in ("recent", "p", "prev")}
+    row = {k: v for k, v in state.items() if k not in ("recent", "p", "prev", "u")}
     row["duration"] = round(state["end"] - state["start"], 6)
     row["bounce"] = state["pageviews"] == 1
     row["close_reason"] = reason
@@ -157,6 +158,9 @@ class Sessionizer:
         self._heap: list[tuple[float, str]] = []
         self._deadlines: dict[str, float] = {}  # visitor -> deadline currently valid in the heap
         self.duplicates = 0
+        # Open sessions as they go (close_reason "open"): at the start, when the second page view ends
+        # the bounce, on a goal, and at most every session_update_s otherwise; drained by take_updates().
+        self.updates: list[dict] = []
 
     # -- state access ---------------------------------------------------------------------
     def get(self, visitor: str) -> dict | None:
@@ -232,8 +236,15 @@ class Sessionizer:
         started = st is None
         st = open_session(pv, partition, prev) if started else \
             add_pageview(st, pv, in_place=self._work.get(visitor) is st)
+        if started or st["pageviews"] == 2 or pv["ts"] - st.get("u", st["start"]) >= self.s.session_update_s:
+            st["u"] = pv["ts"]
+            self.updates.append(close_row(st, REASON_OPEN))
         self._put(visitor, st)
         return st["session_id"], started
+
+    def take_updates(self) -> list[dict]:
+        out, self.updates = self.updates, []
+        return out
 
     def on_goal(self, visitor: str, event_id: str, value: float) -> bool:
         """A goal request that is not a page view (e.g. POST) adds to the open session, if any."""
@@ -244,6 +255,7 @@ class Sessionizer:
         st["goals"] += 1
         st["revenue"] += value
         st["recent"] = (st["recent"] + [event_id])[-RECENT_IDS:]
+        self.updates.append(close_row(st, REASON_OPEN))
         self._put(visitor, st)
         return True
 

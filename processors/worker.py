@@ -123,6 +123,7 @@ class WorkerRuntime:
         self._written_batches: set[int] = set()  # held batches already counted in history_written
         self.pageviews_out = 0
         self.sessions_out = 0
+        self.session_updates_out = 0  # records of open sessions (close_reason "open")
         self.live_errors = 0
         self.history_errors = 0
         self.redis_delay = DelayStats()
@@ -219,13 +220,19 @@ class WorkerRuntime:
         # page views and sessions are encoded once, for their topics and for the history writer alike
         pageviews = EncodedRows(out.pageviews, list(map(orjson.dumps, out.pageviews)))
         sessions = EncodedRows(out.sessions, list(map(orjson.dumps, out.sessions)))
+        # open sessions as they go, before any close of the same batch: the latest record of a session wins
+        updates = EncodedRows(out.session_updates, list(map(orjson.dumps, out.session_updates)))
         if pageviews:
             h.add("pageviews", pageviews)
             self.pageviews_out += len(pageviews)
+        if updates:
+            h.add("sessions", updates)
+            self.session_updates_out += len(updates)
         if sessions:
             h.add("sessions", sessions)
             self.sessions_out += len(sessions)
         await self._send(TOPIC_PAGEVIEWS, pageviews)
+        await self._send(TOPIC_SESSIONS, updates)
         await self._send(TOPIC_SESSIONS, sessions)
         if self.live is not None and out.delta.events:
             await self._write_live(out)

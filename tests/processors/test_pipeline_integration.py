@@ -86,18 +86,28 @@ def test_known_hits_give_exact_live_counters_history_rows_and_topics(broker, red
         await worker.start()
         try:
             await worker.wait_processed(len(traffic.hits), timeout=90)
+            await worker.drained()
             open_before = worker.figures()["open_sessions"]
+            live_rows = list(sink.tables["sessions"])  # before any session closed
             closed = await worker.end_of_input()
             figures = worker.figures()
         finally:
             await worker.stop()
-        return open_before, closed, figures
+        return open_before, closed, figures, live_rows
 
-    open_before, closed, figures = asyncio.run(scenario())
+    open_before, closed, figures, live_rows = asyncio.run(scenario())
+    # open sessions are in the history as they go: every one, with its page views so far
+    latest = {}
+    for row in live_rows:
+        if row["session_id"] not in latest or row["end"] >= latest[row["session_id"]]["end"]:
+            latest[row["session_id"]] = row
+    assert {r["close_reason"] for r in live_rows} == {"open"} and len(latest) == open_before == traffic.sessions
+    assert sum(1 for r in latest.values() if r["bounce"]) == sum(1 for r in latest.values() if r["pageviews"] == 1)
+    assert all(r["pageviews"] >= 2 or r["bounce"] for r in latest.values())
     # history rows: every hit once, every page view once, a session per visitor closed at end of input
     assert len({h["event_id"] for h in sink.tables["hits"]}) == len(traffic.hits) == len(sink.tables["hits"])
     assert {p["event_id"] for p in sink.tables["pageviews"]} == traffic.pageview_ids
-    sessions = sink.tables["sessions"]
+    sessions = [x for x in sink.tables["sessions"] if x["close_reason"] != "open"]
     assert open_before == closed == len(sessions) == traffic.sessions
     assert {x["close_reason"] for x in sessions} == {"shutdown"}
     assert sum(x["pageviews"] for x in sessions) == len(traffic.pageview_ids)
@@ -394,6 +404,6 @@ def test_a_hits_reader_process_that_dies_is_replaced_and_nothing_is_lost_or_coun
     assert any("hits reader process exited" in r.getMessage() for r in caplog.records)
     assert {h["event_id"] for h in sink.tables["hits"]} == {h["event_id"] for h in traffic.hits}
     assert {p["event_id"] for p in sink.tables["pageviews"]} == traffic.pageview_ids
-    sessions = sink.tables["sessions"]
+    sessions = [x for x in sink.tables["sessions"] if x["close_reason"] != "open"]
     assert closed == len(sessions) == traffic.sessions
     assert sum(x["pageviews"] for x in sessions) == len(traffic.pageview_ids)
