@@ -218,6 +218,9 @@ class RedisSettings(_Section):
     # Empty = start an embedded redis-server child process.
     url: str = ""
     key_prefix: str = "vw:"
+    # A file holding the password (e.g. a container secret): it goes into the URL, which is never shown
+    # unmasked. TLS: a rediss:// URL (?ssl_ca_certs=/path/ca.pem&ssl_cert_reqs=required).
+    password_file: str = ""
 
 
 class HistorySettings(_Section):
@@ -228,6 +231,9 @@ class HistorySettings(_Section):
     # Embedded chdb: writes stop (offsets uncommitted) below this much free space; chdb reserves ~41 MiB
     # per insert, so less than a few inserts' worth fails mid-write. 0 turns the check off.
     min_free_mb: int = Field(256, ge=0)
+    # ClickHouse: a file holding the password of the URL's user (a container secret). TLS: port 9440 and
+    # ?secure=True&ca_certs=/path/ca.pem in the URL.
+    password_file: str = ""
 
     @field_validator("url")
     @classmethod
@@ -379,6 +385,7 @@ class WebSettings(_Section):
     port: int = Field(8787, gt=0, lt=65536)
     # Required when host is not loopback; `visitwire demo` generates one.
     token: str = ""
+    token_file: str = ""  # or read it from this file (a container secret)
     alert_error_rate: float = Field(0.05, ge=0, le=1)
     alert_p95_ms: float = Field(1000.0, gt=0)
     # Limits of POST /api/query and `visitwire query`, applied by the server; callers cannot change them.
@@ -438,6 +445,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _secrets_from_files(self) -> "Settings":
+        # secrets kept in files (container secrets) instead of the environment or the config file
+        if self.web.token_file:
+            self.web.token = _read_secret("web.token_file", self.web.token_file)
+        if self.redis.password_file:
+            self.redis.url = _with_password("redis", self.redis.url,
+                                            _read_secret("redis.password_file", self.redis.password_file))
+        if self.history.password_file:
+            self.history.url = _with_password("history", self.history.url,
+                                              _read_secret("history.password_file", self.history.password_file))
+        return self
+
+    @model_validator(mode="after")
     def _token_beyond_loopback(self) -> "Settings":
         metrics_host = self.metrics.host if self.metrics.port else "127.0.0.1"  # port 0: no listener
         for key, host in (("web.host", self.web.host), ("metrics.host", metrics_host)):
@@ -450,6 +470,28 @@ class Settings(BaseSettings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+def _read_secret(key: str, path: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as e:
+        raise ValueError(f"{key}: cannot read {path} ({e.strerror}); check the path and its permissions") from None
+    if not value:
+        raise ValueError(f"{key}: {path} is empty")
+    return value
+
+
+def _with_password(section: str, url: str, password: str) -> str:
+    """The URL with its password set (percent-encoded); the user stays as the URL names it."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    if not url or url.startswith("chdb://"):
+        raise ValueError(f"{section}.password_file needs a {section}.url of a server to log in to")
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = quote(parts.username or ("default" if section == "history" else ""), safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 class _TomlSource(PydanticBaseSettingsSource):

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from config.redact import redact_url
 from config.settings import Settings
 from engine.state_file import remove_state, write_state
 from engine.supervisor import CaptureChild, CaptureProgress, RuntimeFailure, Supervisor, check_inputs
@@ -107,7 +108,8 @@ class EmbeddedRuntime:
                                         max_batch_rows=s.history.max_batch_rows)
             applied = self.history.init_schema()  # what `visitwire db init` does: pending migrations
         except (HistoryError, SinkUnavailable) as e:
-            raise RuntimeFailure(f"history store {s.history.url}: {e}; check --clickhouse / history.url") from None
+            raise RuntimeFailure(f"history store {redact_url(s.history.url)}: {e}; "
+                                 "check --clickhouse / history.url") from None
         if applied:
             log.info("history schema: applied %s", ", ".join(applied))
         _check_redis(s.redis.url)

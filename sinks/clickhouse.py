@@ -54,10 +54,12 @@ def json_value(v: Any) -> Any:
 
 
 class ClickHouseHistory(HistoryStore):
-    def __init__(self, url: str, host: str, port: int, user: str, password: str, database: str, **batching: Any):
+    def __init__(self, url: str, host: str, port: int, user: str, password: str, database: str,
+                 tls: dict | None = None, **batching: Any):
         super().__init__(url, **batching)
         self.host, self.port, self.user, self.database = host, port, user, database
         self._password = password
+        self.tls = dict(tls or {})  # clickhouse-driver's secure / verify / ca_certs
         self._client: Client | None = None
         self._db_lock = threading.RLock()  # one client, used from the loop and a flush thread
         self._writer: InsertProcess | None = None  # event batches, written by a child process
@@ -69,13 +71,13 @@ class ClickHouseHistory(HistoryStore):
         if self._client is None:
             # The database may not exist yet: connect to `default`, create it, then use it.
             boot = Client(self.host, port=self.port, user=self.user, password=self._password, database="default",
-                          connect_timeout=3, send_receive_timeout=30)
+                          connect_timeout=3, send_receive_timeout=30, **self.tls)
             try:
                 boot.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
             finally:
                 boot.disconnect()
             self._client = Client(self.host, port=self.port, user=self.user, password=self._password,
-                                  database=self.database, connect_timeout=3, send_receive_timeout=30)
+                                  database=self.database, connect_timeout=3, send_receive_timeout=30, **self.tls)
         return self._client
 
     def _run(self, fn, writing: bool = False):
@@ -124,7 +126,7 @@ class ClickHouseHistory(HistoryStore):
     def _writer_process(self) -> InsertProcess:
         if self._writer is None:
             self._writer = InsertProcess({"url": self.url, "host": self.host, "port": self.port, "user": self.user,
-                                          "password": self._password, "database": self.database})
+                                          "password": self._password, "database": self.database, "tls": self.tls})
         return self._writer
 
     def write(self, table: str, rows: Sequence[Any]) -> None:

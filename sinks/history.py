@@ -34,6 +34,26 @@ from sinks.base import HistoryError
 from sinks.history_store import HistoryStore
 
 
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _tls(url: str, query: str) -> dict:
+    """TLS options of a clickhouse:// URL: ?secure=true (port 9440), &verify=false, &ca_certs=/path/ca.pem."""
+    from urllib.parse import parse_qsl
+
+    out: dict = {}
+    for key, value in parse_qsl(query):
+        if key in ("secure", "verify"):
+            if value.lower() not in _TRUE + _FALSE:
+                raise HistoryError(f"history URL: {key}={value!r} must be true or false")
+            out[key] = value.lower() in _TRUE
+        elif key == "ca_certs":
+            out[key] = value
+        else:
+            raise HistoryError(f"history URL: unknown option {key!r}; known: secure, verify, ca_certs")
+    return out
+
+
 def open_history(url: str, min_free_mb: int = 0, **batching: Any) -> HistoryStore:
     """A history store for `url`; batching kwargs go to BatchingSink (flush_interval_s, max_batch_rows).
 
@@ -53,7 +73,8 @@ def open_history(url: str, min_free_mb: int = 0, **batching: Any) -> HistoryStor
         except ValueError:
             raise HistoryError(f"history URL {url!r} has a bad port: use clickhouse://user:pass@host:9000/db") from None
         return ClickHouseHistory(url, host=parsed.hostname, port=port, user=unquote(parsed.username or "default"),
-                                 password=unquote(parsed.password or ""), database=db, **batching)
+                                 password=unquote(parsed.password or ""), database=db, tls=_tls(url, parsed.query),
+                                 **batching)
     if parsed.scheme == "chdb":
         from sinks.chdb_store import ChdbHistory
 
