@@ -150,6 +150,20 @@ def db_init(clickhouse: Optional[str] = typer.Option(None, help="History store U
 
 
 @app.command()
+def web(redis: Optional[str] = typer.Option(None, help="Redis URL (live state)."),
+        clickhouse: Optional[str] = typer.Option(None, help="History store URL."),
+        web_port: Optional[int] = typer.Option(None, help="Screen / API port.")):
+    """The live screen and JSON API alone, on a Redis and history store that workers elsewhere fill."""
+    s = settings(redis=_section(url=redis), history=_section(url=clickhouse), web=_section(port=web_port))
+    if not s.redis.url:
+        typer.secho("visitwire web needs --redis (or redis.url in the config)", fg="red", err=True)
+        raise typer.Exit(2)
+    from engine.web_cmd import run_web
+
+    raise typer.Exit(run_web(s))
+
+
+@app.command()
 def status(target: Optional[list[str]] = typer.Option(None, "--target", help="A worker's or capture agent's "
                                                       "metrics listener, e.g. http://10.0.0.7:9187 (repeatable; "
                                                       "adds to metrics.targets)."),

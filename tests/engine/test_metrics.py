@@ -190,3 +190,29 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
     records = [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
     assert any("reading hits partitions" in r["message"] for r in records), log.read_text()[-2000:]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+@pytest.mark.integration
+def test_web_alone_serves_the_screen_api_and_health(redis_server, clickhouse_server, tmp_path):
+    """`visitwire web`: the production stack's screen, on servers that workers fill elsewhere."""
+    port = free_port()
+    url = clickhouse_server.url.rsplit("/", 1)[0] + f"/web_{uuid.uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "web", "--redis", redis_server.url, "--clickhouse",
+                             url, "--web-port", str(port)], env=_env(tmp_path), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/api/live")
+                break
+            except (urllib.error.URLError, OSError):
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+                time.sleep(0.3)
+        assert status == 200 and "visitors_now" in json.loads(body)
+        assert _get(f"http://127.0.0.1:{port}/api/live", token=None)[0] == 401
+        assert _get(f"http://127.0.0.1:{port}/health")[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
