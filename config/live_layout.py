@@ -51,5 +51,6 @@ class LiveDelta:
     latency: dict[int, dict[int, int]] = field(default_factory=dict)
     visitors: dict[str, dict[str, float]] = field(default_factory=dict)  # set -> visitor -> last ts
     feed: list[bytes] = field(default_factory=list)  # page view JSON, oldest first
+    goal_feed: list[bytes] = field(default_factory=list)  # goal conversion JSON, oldest first
     max_ts: float = 0.0
     events: int = 0

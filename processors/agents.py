@@ -136,7 +136,8 @@ class HitProcessor:
             elif c.goal:
                 self.sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
             if c.goal:
-                cols.add_goal(row, c.goal_value)
+                cols.add_goal(row, c.goal_value, c.goal, columns["path"][row] or "", columns["visitor_id"][row],
+                              columns["member_id"][row] or "")
                 if c.goal == purchase and not c.is_bot and columns["member_id"][row]:
                     out.purchases.append((columns["member_id"][row], float(columns["ts"][row])))
         out.session_updates = self.sessions.take_updates()

@@ -64,6 +64,7 @@ class BatchColumns:
         self.session_start_rows: list[int] = []
         self.goal_rows: list[int] = []
         self.goal_values: list[float] = []
+        self.goal_facts: list[tuple[str, str, str, str]] = []  # (goal, path, visitor id, member id) per goal row
         self.pv_row: list[int] = []
         self.pageviews: list[Mapping[str, Any]] = []  # in pv_row order; their dimensions are coded in one go
 
@@ -83,9 +84,11 @@ class BatchColumns:
         self.visitor += self.visitors.code_all(columns["visitor_id"])
         return first
 
-    def add_goal(self, row: int, value: float) -> None:
+    def add_goal(self, row: int, value: float, name: str = "", path: str = "", visitor_id: str = "",
+                 member_id: str = "") -> None:
         self.goal_rows.append(row)
         self.goal_values.append(value)
+        self.goal_facts.append((name, path, visitor_id, member_id))
 
     def add_pageview(self, row: int, pv: Mapping[str, Any], session_start: bool) -> None:
         """The page view of hit `row` (already added): its dimensions and live-feed entry."""
@@ -99,7 +102,11 @@ class BatchColumns:
         dimension; a column at a time, several times cheaper than coding each page view's fields."""
         interner = _Interner()
         interner.code("")  # code 0: no value, not counted
-        codes = interner.code_all(map(itemgetter(_PV_FIELD[dim]), self.pageviews))
+        if dim == "referrers":  # the site's own pages are no referrer (processing.site_hosts, the request host)
+            values = [pv["referrer_host"] if pv["channel"] != "internal" else "" for pv in self.pageviews]
+        else:
+            values = list(map(itemgetter(_PV_FIELD[dim]), self.pageviews))
+        codes = interner.code_all(values)
         return interner.values[1:], np.asarray(codes, dtype=np.int64) - 1
 
     def feed(self) -> list[bytes]:
@@ -111,6 +118,16 @@ class BatchColumns:
             "channel": pv["channel"], "referrer_host": pv["referrer_host"], "device": pv["device"],
             "browser": pv["browser"], "session_id": pv["session_id"], "goal": pv["goal"]})
             for pv, row in zip(self.pageviews[-n:], self.pv_row[-n:])]
+
+    def goal_feed(self) -> list[bytes]:
+        """Live goal-feed entries (JSON) of the batch's last feed_length goal conversions: a purchase or a
+        cart add is often a POST that is no page view, so the page-view feed alone would miss it."""
+        n = self.feed_length
+        # whole ids (salted hashes): the screen links each line to the visitor's or member's profile
+        return [orjson.dumps({"ts": self.ts[row], "goal": name, "value": value, "path": path,
+                              "visitor_id": visitor, "member_id": member})
+                for row, value, (name, path, visitor, member) in zip(self.goal_rows[-n:], self.goal_values[-n:],
+                                                             self.goal_facts[-n:])]
 
 
 _NAN = float("nan")
@@ -166,6 +183,12 @@ def aggregate(cols: BatchColumns, use_numba: bool = True) -> LiveDelta:
                 nz = np.nonzero(counts[i])[0]
                 if len(nz):
                     d.tops[(dim, m)] = {values[c]: int(counts[i, c]) for c in nz}
+    goal_counts: dict[tuple[str, int], dict[str, int]] = {}
+    for row, (name, *_) in zip(cols.goal_rows, cols.goal_facts):
+        if name:  # conversions per goal name and minute: orders and cart adds per minute on the screen
+            per = goal_counts.setdefault(("goals", minute_list[idx[row]]), {})
+            per[name] = per.get(name, 0) + 1
+    d.tops.update(goal_counts)
     vvalues = cols.visitors.values
     vcode = np.asarray(cols.visitor, dtype=np.int64)
     for which, mask in (("all", not_bot), ("member", not_bot & member), ("anon", not_bot & ~member),
@@ -175,6 +198,7 @@ def aggregate(cols: BatchColumns, use_numba: bool = True) -> LiveDelta:
         if len(seen):
             d.visitors[which] = {vvalues[c]: float(last[c]) for c in seen.tolist()}
     d.feed = cols.feed()
+    d.goal_feed = cols.goal_feed()
     return d
 
 
@@ -186,5 +210,5 @@ def warm_up(use_numba: bool = True) -> None:
           "device": "desktop", "product_id": "", "ts": 60.0, "visitor_id": "v", "session_id": "s", "goal": ""}
     row = cols.add_hits({name: [value] for name, value in hit.items()}, [K.K_PAGEVIEW])
     cols.add_pageview(row, pv, session_start=True)
-    cols.add_goal(row, 1.0)
+    cols.add_goal(row, 1.0, "purchase", "/", "v", "")
     aggregate(cols, use_numba)

@@ -48,6 +48,10 @@ class LiveKeys:
         return f"{self.p}feed"
 
     @property
+    def goal_feed(self) -> str:
+        return f"{self.p}goalfeed"
+
+    @property
     def meta(self) -> str:
         return f"{self.p}meta"
 
@@ -149,6 +153,11 @@ class RedisLiveSink:
             pipe.ltrim(k.feed, 0, self.feed_length - 1)
             pipe.expire(k.feed, ttl)
             n += 3
+        if d.goal_feed:
+            pipe.lpush(k.goal_feed, *d.goal_feed[-self.feed_length:])
+            pipe.ltrim(k.goal_feed, 0, self.feed_length - 1)
+            pipe.expire(k.goal_feed, ttl)
+            n += 3
         if d.events:
             # max ts only grows: a Lua-free max via HSET of a float is racy across workers, fine for a clock hint
             pipe.hset(k.meta, mapping={"last_event_ts": repr(d.max_ts), "last_write": repr(time.time())})
@@ -165,6 +174,16 @@ class RedisLiveSink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _json_entries(raws: list[bytes]) -> list[dict]:
+    out = []
+    for raw in raws:
+        try:
+            out.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return out
 
 
 class LiveStateReader:
@@ -187,13 +206,16 @@ class LiveStateReader:
             "goals": [...], "revenue": [...], "static": [...], "redirects": [...], "no_response": [...],
             "bytes": [...]
           },
+          "goals_by_name": {"purchase": [...], "add_to_cart": [...]},   # conversions per goal, minutes as series
           "totals": {"pageviews": n, "hits": n, ...},               # sums of the series
           "top": {"current": {"pages": [["/", 12], ...], "referrers": [...], "channels": [...],
                                "campaigns": [...], "status": [["200", 50], ...], "browsers": [...],
                                "os": [...], "devices": [...], "products": [...]},
                   "previous": {...same for the previous minute...}},
           "feed": [{"ts":..., "path":..., "visitor":..., "member": bool, "channel":..., "referrer_host":...,
-                    "device":..., "browser":..., "session_id":..., "goal":...}, ...]   # newest first
+                    "device":..., "browser":..., "session_id":..., "goal":...}, ...],  # newest first
+          "goal_feed": [{"ts":..., "goal": "purchase", "value": 42.0, "path":..., "visitor_id":...,
+                         "member_id":...}, ...]                   # goal conversions, newest first
         }
     """
 
@@ -229,6 +251,9 @@ class LiveStateReader:
             for dim in TOP_DIMENSIONS:
                 pipe.zrevrange(k.top(dim, m), 0, self.top_n - 1, withscores=True)
         pipe.lrange(k.feed, 0, -1)
+        for m in mins:
+            pipe.zrange(k.top("goals", m), 0, -1, withscores=True)
+        pipe.lrange(k.goal_feed, 0, -1)
         res = pipe.execute()
         counters, lats = res[:minutes], res[minutes:2 * minutes]
         pos = 2 * minutes
@@ -251,12 +276,13 @@ class LiveStateReader:
             for dim in TOP_DIMENSIONS:
                 top[label][dim] = [[m.decode(errors="replace"), int(s)] for m, s in res[pos]]
                 pos += 1
-        feed = []
-        for raw in res[pos]:
-            try:
-                feed.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                continue
+        feed = _json_entries(res[pos])
+        pos += 1
+        by_goal: dict[str, list[int]] = {}
+        for i, members in enumerate(res[pos:pos + minutes]):
+            for name, c in members:
+                by_goal.setdefault(name.decode(errors="replace"), [0] * minutes)[i] = int(c)
+        goal_feed = _json_entries(res[pos + minutes])
         return {
             "now": now, "minute": cur * 60, "window_s": self.window_s,
             # a visitor who logged in within the window is a member, whatever it did before: anonymous is
@@ -265,8 +291,18 @@ class LiveStateReader:
             "bots_now": uv["bot"],
             "series": series,
             "totals": {name: sum(series[name]) for name in COUNTER_FIELDS},
-            "top": top, "feed": feed,
+            "top": top, "feed": feed, "goals_by_name": by_goal, "goal_feed": goal_feed,
         }
 
     def close(self) -> None:
         self.client.close()
+
+
+def _json_entries(raws: list[bytes]) -> list[dict]:
+    out = []
+    for raw in raws:
+        try:
+            out.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return out

@@ -13,6 +13,10 @@ const COLORS = { pv: "#58a6ff", sess: "#3fb950", hits: "#8b949e", p50: "#3fb950"
 
 const state = { visitorsHistory: [], lastFeedKeys: new Set(), charts: {}, mode: "live", lastSnapshot: null,
   historyRange: 3600 };
+// Views beside Live and History register here (customers.js, products.js, ...): name -> show(params).
+const VIEWS = { live: () => {}, history: () => historyPreset(state.historyRange) };
+// More panels of the live snapshot (live_commerce.js): each called with every snapshot.
+const LIVE_RENDERERS = [];
 
 // ---------------------------------------------------------------- helpers
 function n(v) { return v === null || v === undefined ? "–" : fmt.format(v); }
@@ -210,6 +214,7 @@ function renderVisitors(s) {
   $("anon-now").textContent = n(s.anonymous_now);
   const tot = (s.members_now || 0) + (s.anonymous_now || 0);
   $("members-bar").style.width = tot ? Math.round((100 * s.members_now) / tot) + "%" : "0";
+  $("members-sum").textContent = `= ${n(tot)} visitors`;
   $("bots-now").textContent = n(s.bots_now);
 }
 
@@ -280,6 +285,7 @@ function renderLive(s) {
   renderLiveCharts(s);
   renderTops("live-tops", liveTops(s.top), TOPS);
   renderFeed(s.feed);
+  for (const render of LIVE_RENDERERS) render(s);
 }
 
 function setConn(text, cls) {
@@ -372,8 +378,9 @@ async function loadHistory(from, to) {
     const lists = {};
     HISTORY_TOPS.forEach(([by, , metric], i) => {
       lists[by] = tops[i].rows
-        .filter((r) => !(by === "campaign" && r.key === ""))  // no campaign is not a campaign
-        .map((r) => ({ key: r.key === "" && by === "referrer" ? "(direct)" : r.key, value: r[metric] }));
+        // no campaign is not a campaign; direct and the site's own pages are no referrer
+        .filter((r) => !((by === "campaign" || by === "referrer") && r.key === ""))
+        .map((r) => ({ key: r.key, value: r[metric] }));
     });
     renderTops("history-tops", lists, HISTORY_TOPS.map(([by, title]) => [by, title]), { headers: ["", ""] });
     status.textContent = "";
@@ -410,16 +417,28 @@ function setupHistory() {
 }
 
 // ---------------------------------------------------------------- modes
-function setMode(mode) {
+function setMode(mode, params = {}) {
+  if (!(mode in VIEWS)) mode = "live";
   state.mode = mode;
-  $("live").hidden = mode !== "live";
-  $("history").hidden = mode !== "history";
-  $("tab-live").classList.toggle("active", mode === "live");
-  $("tab-history").classList.toggle("active", mode === "history");
-  $("tab-live").setAttribute("aria-selected", mode === "live");
-  $("tab-history").setAttribute("aria-selected", mode === "history");
-  if (mode === "history") historyPreset(state.historyRange);
-  else if (state.lastSnapshot) renderLive(state.lastSnapshot);
+  for (const name of Object.keys(VIEWS)) {
+    $(name).hidden = name !== mode;
+    const tab = $("tab-" + name);
+    if (tab) {
+      tab.classList.toggle("active", name === mode);
+      tab.setAttribute("aria-selected", name === mode);
+    }
+  }
+  // The view (and what it shows) is in the address: a reload or a shared link opens the same screen.
+  const url = new URL(location.href);
+  for (const k of [...url.searchParams.keys()]) if (k !== "wall") url.searchParams.delete(k);
+  if (mode !== "live") url.searchParams.set("view", mode);
+  for (const [k, v] of Object.entries(params)) if (v) url.searchParams.set(k, v);
+  history.replaceState(null, "", url);
+  if (mode === "live") {
+    if (state.lastSnapshot) renderLive(state.lastSnapshot);
+  } else {
+    VIEWS[mode](params);
+  }
   resizeCharts();
 }
 
@@ -438,11 +457,13 @@ function setWall(on) {
 document.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(location.search);
   if (params.get("wall") === "1") document.body.classList.add("wall");
-  $("tab-live").addEventListener("click", () => setMode("live"));
-  $("tab-history").addEventListener("click", () => setMode("history"));
+  for (const name of Object.keys(VIEWS)) {
+    const tab = $("tab-" + name);
+    if (tab) tab.addEventListener("click", () => setMode(name));
+  }
   $("wall-toggle").addEventListener("click", () => setWall(!document.body.classList.contains("wall")));
   window.addEventListener("resize", resizeCharts);
   setupHistory();
-  if (params.get("view") === "history") setMode("history");
+  if (params.get("view")) setMode(params.get("view"), Object.fromEntries(params));
   connectLive();
 });

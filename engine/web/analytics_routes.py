@@ -11,6 +11,7 @@ Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {
   GET /api/products?by=product_id|category|section|menu|path|page_group
   GET /api/transitions?page=/cart                 previous / next pages of a page
   GET /api/funnels/{name}                         steps of a funnel from analytics.funnels
+                                                  (?channel=&device=&member=member|anonymous)
   GET /api/goals?goal=purchase&by=channel         conversions per channel / campaign + commerce totals
   GET /api/segments                               RFM segment sizes, top members, stored movement
   GET /api/recommendations/{product_id}           "viewed together" products (the table the refresh
@@ -181,7 +182,7 @@ def transitions(request: web.Request):
 @routes.get("/api/funnels/{name}")
 @_handler
 def funnel(request: web.Request):
-    """Steps of a configured funnel (analytics.funnels) with drop-off; ?from=&to=."""
+    """Steps of a configured funnel (analytics.funnels) with drop-off; ?from=&to=&channel=&device=&member=."""
     store, rng, name = _store(request), _range(request), request.match_info["name"]
     configured = request.app["settings"].analytics.funnels
     if name not in configured:
@@ -189,7 +190,15 @@ def funnel(request: web.Request):
         return lambda: _not_found(f"unknown funnel {name!r}; configured funnels: {known}")
     steps = funnels.funnel_steps(configured, name)
     cfg = GoalConfig.from_settings(request.app["settings"])
-    return lambda: funnels.funnel(store, name, steps, rng, cfg)
+    filters = _funnel_filters(request)
+    return lambda: funnels.funnel(store, name, steps, rng, cfg, filters)
+
+
+def _funnel_filters(request: web.Request) -> dict[str, str]:
+    filters = {k: request.query.get(k, "") for k in funnels.FILTERS}
+    if filters["member"] not in ("", "member", "anonymous"):
+        raise AnalyticsError(f"member must be 'member' or 'anonymous' (got {filters['member']!r})")
+    return filters
 
 
 @routes.get("/api/goals")

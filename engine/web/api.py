@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from engine.sql_policy import QueryRefused, police, query_limits, run_policed, store_database
+from engine.web.live_commerce import add_commerce
 from engine.web.live_stream import call_maybe_async
 from sinks.base import SinkUnavailable
 from sinks.reads import stats as hs
@@ -87,7 +88,7 @@ async def live_payload(app: web.Application, minutes: int = 60) -> dict:
     if live is None:
         raise LookupError("no live state reader configured")
     snapshot = await call_maybe_async(live.snapshot, minutes)
-    return add_alerts(snapshot, app["settings"])
+    return add_alerts(add_commerce(snapshot, app["settings"]), app["settings"])
 
 
 @routes.get("/api/live")

@@ -134,6 +134,9 @@ def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Ap
     extra = _analytics_routes()
     if extra is not None:
         app.router.add_routes(extra)
+        from engine.web.screen_routes import routes as screen_routes
+
+        app.router.add_routes(screen_routes)
     app.router.add_static("/static/", STATIC_DIR, show_index=False)
     return app
 

@@ -144,6 +144,21 @@ COMPONENTS = {
                              "ts": _NUM, "path": {"type": "string"}, "visitor": {"type": "string"},
                              "member": {"type": "boolean"}, "referrer_host": {"type": "string"},
                              "channel": {"type": "string"}, "device": {"type": "string"}}}},
+                "goals_by_name": {"type": "object", "description": "goal name -> conversions per minute, "
+                                  "aligned with series.minutes",
+                                  "additionalProperties": {"type": "array", "items": _NUM}},
+                "goal_feed": {"type": "array", "description": "latest goal conversions, newest first",
+                              "items": {"type": "object", "properties": {
+                                  "ts": _NUM, "goal": {"type": "string"}, "value": _NUM, "path": {"type": "string"},
+                                  "visitor_id": {"type": "string"}, "member_id": {"type": "string"}}}},
+                "commerce": {"type": "object", "description": "the snapshot's minutes: orders (analytics."
+                             "purchase_goal), carts (cart_goal), revenue, sessions started and conversion_rate = "
+                             "orders / sessions started (null without sessions); series.orders / series.carts "
+                             "per minute", "properties": {
+                                 "purchase_goal": {"type": "string"}, "cart_goal": {"type": "string"},
+                                 "minutes": {"type": "integer"}, "orders": {"type": "integer"},
+                                 "carts": {"type": "integer"}, "revenue": _NUM, "sessions": {"type": "integer"},
+                                 "conversion_rate": _NUM_OR_NULL}},
                 "thresholds": {"type": "object", "properties": {"error_rate": _NUM, "p95_ms": _NUM}},
                 "alerts": {"type": "array", "items": {"type": "object", "properties": {
                     "kind": {"type": "string", "enum": ["error_rate", "latency_p95"]}, "value": _NUM,

@@ -39,12 +39,34 @@ def level_reached(paths: Sequence[str], step_res: Sequence[re.Pattern]) -> int:
     return level
 
 
+FILTERS = {"channel": "argMin(channel, {ts})", "device": "any(device)",
+           "member": "if(max(member_id != '') = 1, 'member', 'anonymous')"}
+
+
+def session_filter(rng: TimeRange, filters: Mapping[str, str] | None) -> tuple[str, dict]:
+    """WHERE fragment keeping the sessions whose channel (of their first page view), device, or member
+    status (a logged-in page view in the session = 'member') equal the filters; '1' without filters."""
+    active = {k: v for k, v in (filters or {}).items() if v}
+    unknown = set(active) - set(FILTERS)
+    if unknown:
+        raise AnalyticsError(f"unknown funnel filter(s) {', '.join(sorted(unknown))}; use {', '.join(FILTERS)}")
+    if not active:
+        return "1", {}
+    keys = ", ".join(f"{FILTERS[k].format(ts=TS)} AS f_{k}" for k in active)
+    cond = " AND ".join(f"f_{k} = %(f_{k})s" for k in active)
+    sql = (f"session_id IN (SELECT session_id FROM (SELECT session_id, {keys} FROM "
+           f"(SELECT DISTINCT event_id, session_id, {TS}, channel, device, member_id FROM pageviews "
+           f"WHERE ({rng.sql()}) AND NOT is_bot) GROUP BY session_id) WHERE {cond})")
+    return sql, {f"f_{k}": str(v) for k, v in active.items()}
+
+
 def funnel(store: History, name: str, steps: Sequence[str], rng: TimeRange = ALL_TIME,
-           cfg: GoalConfig | None = None) -> dict[str, Any]:
+           cfg: GoalConfig | None = None, filters: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Counts per step: sessions reaching it, drop-off from the previous step, rates.
 
     A session's path is its page views plus its goal requests (e.g. POST /order/complete is
-    not a page view but is a funnel step), in time order."""
+    not a page view but is a funnel step), in time order. `filters` keep some sessions only
+    (session_filter: channel, device, member)."""
     if not steps:
         raise AnalyticsError(f"funnel {name!r} has no steps; list URL patterns in analytics.funnels.{name}")
     regexes = [pattern_regex(s) for s in steps]
@@ -52,13 +74,14 @@ def funnel(store: History, name: str, steps: Sequence[str], rng: TimeRange = ALL
     any_step = "|".join(f"({r})" for r in regexes)
     src = pageviews_source([TS, "session_id", "path"], f"{rng.sql()} AND match(path, %(any_step)s)")
     goals_sql, params = attributed_goals(cfg or default_config(), rng)
+    keep, fparams = session_filter(rng, filters)
     rows = store.query(
         "SELECT session_id, arrayMap(x -> x.3, arraySort(groupArray((t, event_id, path)))) AS paths FROM ("
         f"SELECT session_id, {TS} AS t, event_id, path FROM {src} "
         "UNION ALL "
         f"SELECT g_session AS session_id, t, event_id, path FROM {goals_sql} "
         f"WHERE match(path, %(any_step)s) AND event_id NOT IN (SELECT event_id FROM pageviews WHERE {rng.sql()})"
-        ") GROUP BY session_id", {**params, "any_step": any_step, **rng.params()})
+        f") WHERE {keep} GROUP BY session_id", {**params, **fparams, "any_step": any_step, **rng.params()})
     reached = [0] * len(steps)
     for r in rows:
         for k in range(level_reached(r["paths"], step_res)):
@@ -72,7 +95,8 @@ def funnel(store: History, name: str, steps: Sequence[str], rng: TimeRange = ALL
             "rate_from_previous": round(n / prev, 4) if prev else 0.0,
             "rate_from_start": round(n / reached[0], 4) if reached[0] else 0.0,
         })
-    return {"funnel": name, "entered": reached[0], "completed": reached[-1],
+    return {"funnel": name, "filters": {k: v for k, v in (filters or {}).items() if v},
+            "entered": reached[0], "completed": reached[-1],
             "conversion_rate": round(reached[-1] / reached[0], 4) if reached[0] else 0.0, "steps": out_steps}
 
 

@@ -87,7 +87,9 @@ _MEMBER = ("if(visitor_id IN (SELECT visitor_id FROM pageviews WHERE member_id !
 # Dimension -> column expression per table; a metric whose table lacks the dimension is a 400.
 DIMENSIONS: dict[str, dict[str, str]] = {
     "page": {"pageviews": "path", "sessions": "entry_page", "hits": "path"},
-    "referrer": {"pageviews": "referrer_host", "sessions": "referrer_host"},
+    # the site's own hosts (channel internal: processing.site_hosts or the request's host) are no referrer
+    "referrer": {"pageviews": "if(channel = 'internal', '', referrer_host)",
+                 "sessions": "if(channel = 'internal', '', referrer_host)"},
     "channel": {"pageviews": "channel", "sessions": "channel"},
     "campaign": {"pageviews": "utm_campaign", "sessions": "utm_campaign"},
     "device": {"pageviews": "device", "sessions": "device"},

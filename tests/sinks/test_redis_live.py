@@ -130,3 +130,30 @@ def test_visitors_now_keeps_each_visitors_latest_time_across_thousands_and_late_
     # a late batch with an older time for v1 must not move v1 out of the window
     sink.apply(LiveDelta(visitors={"all": {"v1": t - 3000}}, max_ts=t, events=1))
     assert reader.snapshot(minutes=1, now=t)["visitors_now"] == 2500
+
+
+def test_orders_cart_adds_and_the_goal_feed_per_minute(live):
+    from engine.web.live_commerce import add_commerce
+
+    s, sink, reader = live
+    now = time.time()
+    m0 = (int(now // 60) - 1) * 60  # the previous minute: complete
+    p = HitProcessor(s)
+    batch = [_hit("p1", m0 + 1, "v1", "/product/p1"), _hit("c1", m0 + 2, "v1", "/cart/add", method="POST", status=303),
+             _hit("o1", m0 + 3, "v1", "/order/complete", method="POST", member="m1", extra={"x-order-amount": "42.50"}),
+             _hit("p2", m0 + 4, "v2", "/product/p2"), _hit("c2", m0 + 5, "v2", "/cart/add", method="POST", status=303),
+             _hit("c3", m0 + 61, "v2", "/cart/add", method="POST", status=303),
+             _hit("o2", m0 + 62, "v2", "/order/complete", method="POST", extra={"x-order-amount": "10"}),
+             # a refused order (400) is no conversion
+             _hit("o3", m0 + 63, "v3", "/order/complete", method="POST", status=400, extra={"x-order-amount": "99"})]
+    sink.apply(p.process(batch).delta)
+    snap = add_commerce(reader.snapshot(minutes=60, now=m0 + 70), s)
+    se = snap["series"]
+    assert (se["orders"][-2:], se["carts"][-2:], se["revenue"][-2:]) == ([1, 1], [2, 1], [42.5, 10.0])
+    assert snap["commerce"]["orders"] == 2 and snap["commerce"]["revenue"] == 52.5
+    assert snap["commerce"]["sessions"] == 2 and snap["commerce"]["conversion_rate"] == 1.0
+    # newest first (feed_length 5), each with the whole ids the screen links to
+    feed = snap["goal_feed"]
+    assert [(g["goal"], g["value"]) for g in feed] == [("purchase", 10.0), ("add_to_cart", 0.0), ("add_to_cart", 0.0),
+                                                       ("purchase", 42.5), ("add_to_cart", 0.0)]
+    assert feed[3]["visitor_id"] == "v1" and feed[3]["member_id"] == "m1" and feed[0]["member_id"] == ""

@@ -1,0 +1,94 @@
+"""The Customers screen's API: the member list (JSON pages or CSV) and a member's or visitor's activity.
+
+  GET /api/customers?segment=&q=&sort=revenue&order=desc&limit=100&offset=0[&format=csv][&from=&to=]
+  GET /api/profiles/member/{member_id}/activity     visits, pages, products, categories, menus, goals,
+  GET /api/profiles/visitor/{visitor_id}/activity   orders and recommendations
+  GET /api/funnels?channel=&device=&member=         every configured funnel's steps (the Funnels tab)
+
+Bad parameters -> 400 {"error": ...}; a member or visitor without page views in the range -> 404.
+"""
+from __future__ import annotations
+
+import csv
+import io
+
+from aiohttp import web
+
+from engine.web.analytics_routes import _funnel_filters, _handler, _int, _not_found, _range, _store
+from sinks.reads import customers, funnels, rfm
+from sinks.reads.common import AnalyticsError
+from sinks.reads.goal_events import GoalConfig
+
+routes = web.RouteTableDef()
+CSV_MAX_ROWS = 1_000_000
+
+
+@routes.get("/api/customers")
+@_handler
+def member_list(request: web.Request):
+    """Members with segment, R/F/M, visits, orders, revenue, first and last visit."""
+    store, rng, settings = _store(request), _range(request), request.app["settings"]
+    q = request.query
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise AnalyticsError(f"format must be json or csv (got {fmt!r})")
+    order = q.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise AnalyticsError(f"order must be asc or desc (got {order!r})")
+    limit = None if fmt == "csv" else _int(request, "limit", 100, 1, 1000)
+    offset = _int(request, "offset", 0, 0, CSV_MAX_ROWS)
+    cfg = GoalConfig.from_settings(settings)
+    args = dict(segment=q.get("segment", ""), search=q.get("q", "")[:128], sort=q.get("sort", "revenue"),
+                desc=order == "desc", limit=limit, offset=offset)
+
+    def work():
+        result = customers.member_list(store, cfg, rfm.SegmentConfig.from_settings(settings), rng, **args)
+        return _csv(result["rows"], args["segment"]) if fmt == "csv" else result
+    return work
+
+
+def _csv(rows: list[dict], segment: str) -> web.Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=customers.LIST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    name = f"members-{segment}.csv" if segment else "members.csv"
+    return web.Response(text=out.getvalue(), content_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@routes.get("/api/profiles/member/{member_id}/activity")
+@_handler
+def member_activity(request: web.Request):
+    store, rng, settings = _store(request), _range(request), request.app["settings"]
+    mid, limit = request.match_info["member_id"], _int(request, "limit", 20, 1, 200)
+    cfg = GoalConfig.from_settings(settings)
+
+    def work():
+        found = customers.member_activity(store, mid, cfg, settings.analytics.recommendation_min_support, rng, limit)
+        return found if found is not None else _not_found(f"member {mid!r} has no page views in the range")
+    return work
+
+
+@routes.get("/api/profiles/visitor/{visitor_id}/activity")
+@_handler
+def visitor_activity(request: web.Request):
+    store, rng, settings = _store(request), _range(request), request.app["settings"]
+    vid, limit = request.match_info["visitor_id"], _int(request, "limit", 20, 1, 200)
+    cfg = GoalConfig.from_settings(settings)
+
+    def work():
+        found = customers.visitor_activity(store, vid, cfg, settings.analytics.recommendation_min_support, rng, limit)
+        return found if found is not None else _not_found(f"visitor {vid!r} has no page views in the range")
+    return work
+
+
+@routes.get("/api/funnels")
+@_handler
+def all_funnels(request: web.Request):
+    """Every configured funnel (analytics.funnels), with the same filters as /api/funnels/{name}."""
+    store, rng, settings = _store(request), _range(request), request.app["settings"]
+    cfg, filters = GoalConfig.from_settings(settings), _funnel_filters(request)
+    configured = settings.analytics.funnels
+    return lambda: {"funnels": [funnels.funnel(store, name, steps, rng, cfg, filters)
+                                for name, steps in configured.items()]}

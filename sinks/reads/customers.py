@@ -1,0 +1,119 @@
+"""The Customers screen's read models: the member list (RFM scored now, searchable, sortable, pages
+of it or all of it as CSV) and what one member or visitor did (visits, pages, products,
+categories, menus, goals and orders, recommendations).
+
+Member figures come from the requests that belong to the member (sinks/reads/members.py), the
+same rule as its profile, RFM and the segment sizes, so the list adds up to what the other
+screens show. A visitor's activity is every page view of that visitor id (bots included: a
+profile shows what the id did).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+from sinks.reads import recommendations, rfm
+from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num
+from sinks.reads.goal_events import GoalConfig, goal_hits
+from sinks.reads.members import member_goals, member_pageviews
+
+LIST_COLUMNS = ("member_id", "segment", "r", "f", "m", "visits", "orders", "revenue", "window_orders",
+                "window_revenue", "first_seen", "last_seen", "recency_days")
+SORTABLE = LIST_COLUMNS
+_ACTIVITY_COLUMNS = ("path", "product_id", "category", "menu", "device", "channel")
+
+
+def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: TimeRange = ALL_TIME, segment: str = "",
+                search: str = "", sort: str = "revenue", desc: bool = True, limit: int | None = 100,
+                offset: int = 0) -> dict[str, Any]:
+    """Members scored now (as /api/segments), filtered by segment and member-id substring, sorted;
+    `total` counts the filtered members, `sizes` all members per segment (configured order)."""
+    if segment and segment not in seg.names:
+        raise AnalyticsError(f"segment must be one of {', '.join(seg.names)} (got {segment!r})")
+    if sort not in SORTABLE:
+        raise AnalyticsError(f"sort must be one of {', '.join(SORTABLE)} (got {sort!r})")
+    now = rng.now()
+    scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, seg)
+    sizes = {s: 0 for s in seg.names}
+    for m in scored:
+        sizes[m["segment"]] = sizes.get(m["segment"], 0) + 1
+    needle = search.strip().lower()
+    rows = [{k: m[k] for k in LIST_COLUMNS} for m in scored
+            if (not segment or m["segment"] == segment) and (not needle or needle in m["member_id"].lower())]
+    # member_id breaks ties, so pages of the list never repeat or skip a member
+    rows.sort(key=lambda r: r["member_id"])
+    rows.sort(key=lambda r: r[sort], reverse=desc)
+    page = rows[offset:offset + limit] if limit is not None else rows[offset:]
+    return {"total": len(rows), "members": len(scored), "sizes": sizes, "window_days": seg.window_days, "sort": sort,
+            "order": "desc" if desc else "asc", "offset": offset, "rows": page}
+
+
+def member_activity(store: History, member_id: str, cfg: GoalConfig, min_support: int, rng: TimeRange = ALL_TIME,
+                    limit: int = 20) -> dict[str, Any] | None:
+    """What a member did, over the requests that belong to it; None when it has none in the range."""
+    pvs, params = member_pageviews(rng, _ACTIVITY_COLUMNS)
+    src = f"(SELECT * FROM {pvs} WHERE a_member = %(who)s)"
+    goals_sql, gparams = member_goals(cfg, rng)
+    goals = f"(SELECT t, goal, goal_value FROM {goals_sql} WHERE a_member = %(who)s)"
+    return _activity(store, src, goals, {**params, **gparams, "who": member_id}, cfg, min_support, limit,
+                     {"member_id": member_id})
+
+
+def visitor_activity(store: History, visitor_id: str, cfg: GoalConfig, min_support: int,
+                     rng: TimeRange = ALL_TIME, limit: int = 20) -> dict[str, Any] | None:
+    """What one visitor id did (all its page views and goals in the range); None when it has none."""
+    cols = ", ".join(["event_id", "session_id", f"{TS} AS t", *_ACTIVITY_COLUMNS])
+    src = (f"(SELECT DISTINCT {cols} FROM pageviews WHERE visitor_id = %(who)s AND ({rng.sql()}))")
+    hits_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(who)s")
+    goals = f"(SELECT t, goal, goal_value FROM {hits_sql})"
+    return _activity(store, src, goals, {**rng.params(), **gparams, "who": visitor_id}, cfg, min_support, limit,
+                     {"visitor_id": visitor_id})
+
+
+def _activity(store: History, src: str, goals: str, params: dict, cfg: GoalConfig, min_support: int, limit: int,
+              head: dict) -> dict[str, Any] | None:
+    visits = store.query(
+        "SELECT session_id, min(t) AS start, max(t) AS end, count() AS pageviews, argMin(path, t) AS entry_page, "
+        "argMax(path, t) AS exit_page, any(device) AS device, argMin(channel, t) AS channel "
+        f"FROM {src} GROUP BY session_id ORDER BY start DESC, session_id LIMIT {int(limit)}", params)
+    if not visits:
+        return None
+
+    def top(column: str, n: int | None = limit) -> list[dict]:
+        rows = store.query(f"SELECT {column} AS name, count() AS views, max(t) AS last FROM {src} "
+                           f"WHERE {column} != '' GROUP BY {column} ORDER BY views DESC, name"
+                           + (f" LIMIT {int(n)}" if n else ""), params)
+        return [{"name": r["name"], "views": int(num(r["views"])), "last": num(r["last"])} for r in rows]
+
+    goal_rows = store.query(f"SELECT t, goal, goal_value FROM {goals} ORDER BY t DESC LIMIT {int(limit) * 5}",
+                            params)
+    goal_list = [{"ts": num(g["t"]), "goal": g["goal"], "value": round(num(g["goal_value"]), 2)} for g in goal_rows]
+    order_rows = store.query(f"SELECT t, goal_value FROM {goals} WHERE goal = %(purchase)s ORDER BY t DESC LIMIT 1000",
+                             {**params, "purchase": cfg.purchase})
+    seen = [p["name"] for p in top("product_id", None)]
+    return {
+        **head,
+        "visits": [{"session_id": v["session_id"], "start": num(v["start"]), "end": num(v["end"]),
+                    "pageviews": int(num(v["pageviews"])), "entry_page": v["entry_page"], "exit_page": v["exit_page"],
+                    "device": v["device"], "channel": v["channel"]} for v in visits],
+        "pages": top("path"), "products": top("product_id"), "categories": top("category"), "menus": top("menu"),
+        "goals": goal_list,
+        "orders": [{"ts": num(o["t"]), "value": round(num(o["goal_value"]), 2)} for o in order_rows],
+        "recommendations": recommend_after(store, seen[:10], seen, min_support),
+    }
+
+
+def recommend_after(store: History, basis: Sequence[str], seen: Sequence[str], min_support: int,
+                    limit: int = 10) -> list[dict]:
+    """Products viewed together with the `basis` products (support summed over them), every product
+    seen left out: the rule of /api/recommendations/visitor/{id}, over a member's most viewed products."""
+    scores: dict[str, int] = defaultdict(int)
+    because: dict[str, list[str]] = defaultdict(list)
+    seen = set(seen)
+    for pid in basis:
+        for rec in recommendations.also_viewed(store, pid, min_support, limit=max(limit * 3, 30)):
+            if rec["product_id"] not in seen:
+                scores[rec["product_id"]] += rec["support"]
+                because[rec["product_id"]].append(pid)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [{"product_id": p, "score": s, "because_of": because[p]} for p, s in ranked]

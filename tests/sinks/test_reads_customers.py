@@ -1,0 +1,157 @@
+"""The Customers / Products / Funnels screens' read models against a generated shop history with known
+ground truth, on embedded chdb and the ClickHouse 18.16 server: the member list (filter, search, sort,
+pages), a member's and a visitor's activity, and funnels filtered by channel, device and member status."""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from sinks.reads import customers, funnels, rfm
+from sinks.reads.common import TimeRange, pattern_regex
+from sinks.reads.goal_events import GoalConfig
+from sinks.testing import fresh_history
+from sinks.testing.shop import generate
+
+pytestmark = pytest.mark.integration
+
+DS = generate(seed=13)
+HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
+GOALS = [g for g in DS.goals if not g["is_bot"]]
+CFG = GoalConfig.from_settings()
+SEG = rfm.SegmentConfig.from_settings()
+FUNNEL = ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]
+
+
+@pytest.fixture(scope="module")
+def store(history_place):
+    with fresh_history(history_place, "cu") as st:
+        st.write("hits", DS.hits)
+        st.write("pageviews", DS.pageviews)
+        st.write("sessions", DS.sessions)
+        yield st
+
+
+def sessions_by_id(events):
+    by = defaultdict(list)
+    for e in events:
+        by[e["session_id"]].append(e)
+    for lst in by.values():
+        lst.sort(key=lambda e: (e["ts"], e["event_id"]))
+    return by
+
+
+def owners():
+    """event_id -> member by the identity rule, written out apart from the SQL (sinks/reads/members.py)."""
+    carried = {h["event_id"]: h["member_id"] for h in DS.hits}
+    first = {}
+    for sid, pvs in sessions_by_id(HUMAN).items():
+        logged = [p for p in pvs if p["member_id"]]
+        if logged:
+            first[sid] = (logged[0]["member_id"], logged[0]["ts"])
+    out = {}
+    for e in HUMAN + GOALS:
+        m = carried[e["event_id"]]
+        if not m and e["session_id"] in first and e["ts"] < first[e["session_id"]][1]:
+            m = first[e["session_id"]][0]
+        out[e["event_id"]] = m
+    return out
+
+
+OWNER = owners()
+MEMBERS = sorted({m for m in OWNER.values() if m})
+
+
+def orders_of(member):
+    return [g for g in GOALS if g["goal"] == "purchase" and OWNER[g["event_id"]] == member]
+
+
+def test_member_list_is_every_member_with_its_orders_and_revenue(store):
+    got = customers.member_list(store, CFG, SEG, TimeRange(None, DS.now), limit=None)
+    assert got["total"] == got["members"] == len(MEMBERS) == len(got["rows"])
+    assert sum(got["sizes"].values()) == len(MEMBERS)
+    by_id = {r["member_id"]: r for r in got["rows"]}
+    for m in MEMBERS:
+        assert by_id[m]["orders"] == len(orders_of(m))
+        assert by_id[m]["revenue"] == pytest.approx(sum(g["goal_value"] for g in orders_of(m)), abs=0.01)
+    # the list and the segment report score the same way
+    scored = {s["member_id"]: s["segment"] for s in rfm.compute_rfm(store, DS.now, TimeRange(None, DS.now), CFG, SEG)}
+    assert {m: r["segment"] for m, r in by_id.items()} == scored
+    # sorted by revenue, highest first, member id breaking ties
+    assert [r["member_id"] for r in got["rows"]] == sorted(by_id, key=lambda m: (-by_id[m]["revenue"], m))
+
+
+def test_member_list_filters_searches_sorts_and_pages(store):
+    rng = TimeRange(None, DS.now)
+    whole = customers.member_list(store, CFG, SEG, rng, limit=None)["rows"]
+    segment = Counter(r["segment"] for r in whole).most_common(1)[0][0]
+    only = customers.member_list(store, CFG, SEG, rng, segment=segment, limit=None)
+    assert only["total"] == only["sizes"][segment] and {r["segment"] for r in only["rows"]} == {segment}
+    needle = MEMBERS[3][-3:].upper()  # a member-id substring, case-insensitive
+    found = customers.member_list(store, CFG, SEG, rng, search=needle, limit=None)["rows"]
+    assert {r["member_id"] for r in found} == {m for m in MEMBERS if needle.lower() in m}
+    by_visits = customers.member_list(store, CFG, SEG, rng, sort="visits", desc=False, limit=None)["rows"]
+    assert [r["visits"] for r in by_visits] == sorted(r["visits"] for r in whole)
+    second = customers.member_list(store, CFG, SEG, rng, limit=5, offset=5)["rows"]
+    assert [r["member_id"] for r in second] == [r["member_id"] for r in whole[5:10]]
+    for bad, message in ((dict(segment="whales"), "segment must be one of"), (dict(sort="shoe_size"), "sort must be")):
+        with pytest.raises(Exception, match=message):
+            customers.member_list(store, CFG, SEG, rng, **bad)
+
+
+def _top(counts, n=20):
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def test_member_activity_is_what_the_member_did(store):
+    member = max(MEMBERS, key=lambda m: (len(orders_of(m)), m))
+    got = customers.member_activity(store, member, CFG, min_support=2)
+    mine = [p for p in HUMAN if OWNER[p["event_id"]] == member]
+    by = sessions_by_id(mine)
+    assert len(got["visits"]) == min(20, len(by))
+    first = max(by.values(), key=lambda s: s[0]["ts"])  # newest visit first
+    assert got["visits"][0]["pageviews"] == len(first) and got["visits"][0]["entry_page"] == first[0]["path"]
+    assert got["visits"][0]["exit_page"] == first[-1]["path"]
+    assert [(p["name"], p["views"]) for p in got["pages"]] == _top(Counter(p["path"] for p in mine))
+    want_products = Counter(p["product_id"] for p in mine if p["product_id"])
+    assert [(p["name"], p["views"]) for p in got["products"]] == _top(want_products)
+    assert sorted(round(o["value"], 2) for o in got["orders"]) == sorted(round(g["goal_value"], 2)
+                                                                         for g in orders_of(member))
+    assert not {r["product_id"] for r in got["recommendations"]} & set(want_products)
+    assert customers.member_activity(store, "nobody", CFG, 2) is None
+
+
+def test_visitor_activity_covers_every_page_view_of_the_id(store):
+    vid = Counter(p["visitor_id"] for p in DS.pageviews).most_common(1)[0][0]
+    got = customers.visitor_activity(store, vid, CFG, min_support=2, limit=200)
+    pvs = [p for p in DS.pageviews if p["visitor_id"] == vid]
+    assert sum(v["pageviews"] for v in got["visits"]) == len(pvs)
+    assert len(got["visits"]) == len({p["session_id"] for p in pvs})
+    assert len(got["goals"]) == sum(1 for g in DS.goals if g["visitor_id"] == vid)
+
+
+def _reaches(paths, steps):
+    it = iter(paths)
+    return all(any(re.match(pattern_regex(s), p) for p in it) for s in steps)
+
+
+@pytest.mark.parametrize("filters", [{"device": "mobile"}, {"member": "member"}, {"member": "anonymous"},
+                                     {"channel": "search", "member": "anonymous"}])
+def test_funnel_filters_keep_the_matching_sessions(store, filters):
+    pv_sessions = sessions_by_id(HUMAN)
+
+    def keep(sid):
+        pvs = pv_sessions[sid]
+        facts = {"device": pvs[0]["device"], "channel": pvs[0]["channel"],
+                 "member": "member" if any(p["member_id"] for p in pvs) else "anonymous"}
+        return all(facts[k] == v for k, v in filters.items())
+
+    paths = [[e["path"] for e in s] for sid, s in sessions_by_id(HUMAN + GOALS).items()
+             if sid in pv_sessions and keep(sid)]
+    want = [sum(1 for ps in paths if _reaches(ps, FUNNEL[:k])) for k in range(1, len(FUNNEL) + 1)]
+    got = funnels.funnel(store, "purchase", FUNNEL, filters=filters)
+    assert [s["sessions"] for s in got["steps"]] == want and want[0] > 0
+    assert got["filters"] == filters
+    with pytest.raises(Exception, match="unknown funnel filter"):
+        funnels.funnel(store, "purchase", FUNNEL, filters={"colour": "red"})
