@@ -62,7 +62,8 @@ PAGEVIEW_FIELDS: tuple[Field, ...] = (
     Field("latency_ms", ["number", "null"], "Server latency, ms."),
     Field("referrer", "string", "Referer header."),
     Field("referrer_host", "string", "Host of the referrer, empty when direct."),
-    Field("channel", "string", "direct | internal | search | social | other"),
+    Field("channel", "string", "From utm_medium when tagged (processing.medium_channels: email | cpc | social | "
+          "affiliate | display), else from the referrer: direct | internal | search | social | other"),
     Field("utm_source", "string", "utm_source parameter."),
     Field("utm_medium", "string", "utm_medium parameter."),
     Field("utm_campaign", "string", "utm_campaign parameter."),
@@ -92,7 +93,7 @@ SESSION_FIELDS: tuple[Field, ...] = (
     Field("entry_page", "string", "First page path."),
     Field("exit_page", "string", "Last page path."),
     Field("bounce", "boolean", "Exactly one page view."),
-    Field("channel", "string", "Channel of the first page view."),
+    Field("channel", "string", "Channel of the first page view (see visitwire.pageviews)."),
     Field("referrer_host", "string", "Referrer host of the first page view."),
     Field("utm_source", "string", "UTM of the first page view."),
     Field("utm_medium", "string", "UTM of the first page view."),

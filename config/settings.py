@@ -272,6 +272,15 @@ class ProcessingSettings(_Section):
     social_hosts: list[str] = Field(default_factory=lambda: [
         "facebook.com", "t.co", "twitter.com", "x.com", "instagram.com", "linkedin.com", "reddit.com",
         "youtube.com", "pinterest.", "tiktok.com", "kakao", "line.me"])
+    # utm_medium (lower-cased) -> channel; a tagged link's medium says more than its referrer
+    # (a newsletter opened in a web mail has none, or the mail host's).
+    medium_channels: dict[str, list[str]] = Field(default_factory=lambda: {
+        "email": ["email", "e-mail", "e_mail", "mail", "newsletter"],
+        "cpc": ["cpc", "ppc", "paid", "paidsearch", "paid-search", "paid_search", "sem"],
+        "social": ["social", "social-media", "social_media", "socialmedia", "social-network", "sm"],
+        "affiliate": ["affiliate", "affiliates", "partner"],
+        "display": ["display", "banner", "cpm"],
+    })
     url_rules: list[UrlRule] = Field(default_factory=lambda: [
         UrlRule(pattern="/product/{product_id}", group="product", section="shop"),
         UrlRule(pattern="/category/{category}", group="category", section="shop"),

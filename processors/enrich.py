@@ -175,6 +175,7 @@ class Enricher:
         self._rules: list[tuple[re.Pattern, tuple, UrlRule]] = [(*compile_rule(r.pattern), r)
                                                                 for r in settings.url_rules]
         self._rules_read_query = any(specs for _, specs, _ in self._rules)
+        self._medium_channel = {m.lower(): ch for ch, media in settings.medium_channels.items() for m in media}
         self._goals: list[tuple[re.Pattern, GoalRule]] = [(compile_pattern(g.pattern), g) for g in settings.goals]
         # literal part of each goal pattern before its first '{': most hits match none of them
         self._goal_prefixes = tuple(g.pattern.split("{", 1)[0].rstrip("/") or "/" for g in settings.goals)
@@ -325,11 +326,13 @@ class Enricher:
         callers copy, never mutate)."""
         agent = parse_user_agent(user_agent)
         channel, ref_host = self._channel(referrer, host)
+        utm = self._utm(query) if query else _NO_UTM
+        channel = self._medium_channel.get(utm["utm_medium"].lower(), channel) if utm["utm_medium"] else channel
         pv: dict[str, Any] = {
             "event_id": "", "ts": 0.0, "visitor_id": "", "member_id": "", "session_id": "",
             "host": host, "path": path, "query": query, "method": "", "status": 0, "latency_ms": None,
             "referrer": referrer, "referrer_host": ref_host, "channel": channel}
-        pv.update(self._utm(query) if query else _NO_UTM)
+        pv.update(utm)
         pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
         pv.update(self.page_meta(path, query if self._rules_read_query else ""))
         pv.update(goal="", goal_value=0.0)

@@ -88,6 +88,22 @@ def test_classification(enricher, hit, kind):
     assert enricher.classify(hit).kind == kind
 
 
+@pytest.mark.parametrize("query,referrer,channel", [
+    ("utm_source=newsletter&utm_medium=email&utm_campaign=spring", "", "email"),  # was "direct"
+    ("utm_medium=Newsletter", "https://mail.example.net/inbox", "email"),
+    ("utm_source=google&utm_medium=cpc", "https://www.google.com/", "cpc"),  # paid, not organic search
+    ("utm_medium=affiliate", "https://blog.example.org/", "affiliate"),
+    ("utm_medium=social", "", "social"),
+    ("utm_medium=banner", "https://news.example.com/", "display"),
+    ("utm_medium=carrier-pigeon", "https://www.google.com/", "search"),  # unknown medium: the referrer says
+    ("", "https://www.google.com/", "search"),
+    ("", "https://shop.example/cart", "internal"),
+])
+def test_utm_medium_names_the_channel(enricher, query, referrer, channel):
+    hit = make_hit("e1", 1e9, "v", "/category/shoes", query=query, referrer=referrer)
+    assert enricher.pageview(hit, enricher.classify(hit), "s1")["channel"] == channel
+
+
 def test_url_rules_fill_page_fields(enricher):
     hit = make_hit("e1", 1e9, "v", "/product/sku-42", query="utm_campaign=launch",
                    referrer="https://www.bing.com/search?q=sku")
