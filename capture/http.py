@@ -26,7 +26,8 @@ HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DE
 RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
 RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
-_REQUEST_START = re.compile(rb"[A-Z][A-Z_-]{0,19}(?: |\Z)")  # any prefix of "METHOD "
+# any prefix of "METHOD " (a method is a token of any case, as split_request_line reads it)
+_REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}(?:[ \t]|\Z)")
 # a request line is a method, whitespace, then the target; the version is the last word when it is one
 _METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
 _VERSION_TAIL = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])(?:[ \t][^\r\n]*)?\Z")
@@ -549,7 +550,7 @@ class MessageReader:
     def _plausible(self, buf) -> bool:
         # the start of a connection's first message, before the line is complete
         if self.is_request:
-            return bool(_REQUEST_START.match(bytes(buf[:21])))
+            return bool(_REQUEST_START.match(bytes(buf[:33])))
         return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
 
     def _on_head(self, head: bytes | None, ts: float, scanned=None) -> None:

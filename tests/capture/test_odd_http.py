@@ -190,3 +190,18 @@ def test_content_length_beside_chunked_is_counted_and_chunked_frames_it(tmp_path
     assert [(e["method"], e["uri"], e["status"]) for e in events] == [
         ("POST", "/c", 200), ("GET", "/smuggled", 403), ("GET", "/after", 200)]
     assert stats["framing_anomalies"] == 1 and stats["parse_errors"] == 0
+
+
+def test_any_token_is_a_method_and_tabs_separate_like_spaces(tmp_path):
+    c = Conv().handshake()
+    c.request(b"get\t/lower\tHTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick(0.001).response(resp(200, b"1"))
+    c.tick().request(b"VERSION-CONTROL /svn/x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick(0.001).response(resp(201, b"22"))
+    c.tick().request(b"GET /crud HTTP/1.1 trailing-crud\r\nHost: a.example\r\n\r\n")
+    c.tick(0.001).response(resp(200, b"333"))
+    c.tick().close()
+    events, stats = events_of(tmp_path, c)
+    assert [(e["method"], e["uri"], e["status"], e["http_version"]) for e in events] == [
+        ("get", "/lower", 200, "1.1"), ("VERSION-CONTROL", "/svn/x", 201, "1.1"), ("GET", "/crud", 200, "1.1")]
+    assert stats["parse_errors"] == 0 and stats["non_http"] == 0
