@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from capture.capture_file import CaptureFileError, check_capture_file
 from capture.frames import FrameBatch
 from capture.pcapfile import read_pcap_batches
 from capture.decoder import Decoder
@@ -49,6 +50,10 @@ class SourceError(Exception):
 
 def open_source(settings: Settings, pcap: str | None, iface: str | None, reader_stats: dict) -> PacketSource:
     if pcap:
+        try:
+            check_capture_file(pcap)  # not a capture, or a link type we do not decode: say so now
+        except CaptureFileError as e:
+            raise SourceError(str(e)) from None
         return read_pcap_batches(pcap, stats=reader_stats)
     try:
         from capture.live import CaptureError, open_live  # provided by the live-capture room

@@ -234,6 +234,13 @@ def check_inputs(settings: Settings, pcap: str | None, iface: str | None = None)
     """Fail fast, before any server starts, on what the user can fix."""
     if pcap is not None and not os.path.isfile(pcap):
         raise RuntimeFailure(f"pcap file {pcap} not found: check the path given to --pcap")
+    if pcap is not None:
+        from capture.capture_file import CaptureFileError, check_capture_file
+
+        try:
+            check_capture_file(pcap)
+        except CaptureFileError as e:
+            raise RuntimeFailure(str(e)) from None
     if pcap is None and not (iface or settings.capture.iface):
         raise RuntimeFailure("nothing to capture: give --pcap FILE, or --iface IFACE and --ports PORTS")
 

@@ -221,6 +221,31 @@ def test_run_pcap_reports_a_missing_file_clearly(tmp_path, broker, redis_server)
     assert "Traceback" not in r.stderr
 
 
+def _radiotap_pcap(path: Path) -> str:
+    """A pcap of link type 127 (802.11 radiotap): a capture, but not of a wired web server."""
+    import struct
+
+    frame = b"\x00" * 40
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
+                     + struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame)
+    return str(path)
+
+
+def test_run_pcap_checks_the_file_before_any_server_starts(tmp_path):
+    """No --kafka/--redis: a run that got past the check would start tansu and redis-server first."""
+    env = _env(tmp_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("GET / HTTP/1.1\r\n")
+    for path, said in ((str(text), "is not a pcap or pcapng capture"),
+                       (_radiotap_pcap(tmp_path / "wifi.pcap"), "holds link type 127, which visitwire does not decode")):
+        r = _cli(["run", "--pcap", path, "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env, timeout=120)
+        err = " ".join(r.stderr.split())
+        assert r.returncode == 2 and said in err, r.stderr
+        assert "started the embedded" not in err and "Traceback" not in err
+    r = _cli(["capture", "--pcap", _radiotap_pcap(tmp_path / "wifi2.pcap")], env, timeout=120)
+    assert r.returncode == 2 and "link type 127" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_unreachable_kafka_or_redis_gives_a_clear_error(site, redis_server, tmp_path):
     pcap, _ = site
     env = _env(tmp_path)
