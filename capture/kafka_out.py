@@ -77,7 +77,7 @@ class KafkaOutput:
 
     def __init__(self, bootstrap: str, topic: str = TOPIC_HITS, max_buffered: int | None = None,
                  partitions: int | None = None, linger_ms: int = 20, request_timeout_ms: int = 5000,
-                 compression: str | None = "auto"):
+                 compression: str | None = "auto", security: dict | None = None):
         if max_buffered is None or partitions is None:
             from config.settings import CaptureSettings, KafkaSettings
 
@@ -86,6 +86,7 @@ class KafkaOutput:
         if not bootstrap:
             raise ValueError("KafkaOutput needs a bootstrap address such as 127.0.0.1:9092")
         self.bootstrap = bootstrap
+        self.security = dict(security or {})  # aiokafka's TLS / SASL arguments (config/kafka_security.py)
         self.topic = topic
         self.max_buffered = max_buffered
         self.partitions = partitions
@@ -153,8 +154,10 @@ class KafkaOutput:
 
     @classmethod
     def from_settings(cls, settings) -> "KafkaOutput":
+        from config.kafka_security import aiokafka_kwargs
+
         return cls(settings.kafka.bootstrap, max_buffered=settings.capture.max_buffered_events,
-                   partitions=settings.kafka.partitions)
+                   partitions=settings.kafka.partitions, security=aiokafka_kwargs(settings.kafka))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event is acknowledged by the broker (or timeout); True when all are."""
@@ -247,7 +250,7 @@ class KafkaOutput:
         from aiokafka import AIOKafkaProducer
 
         await self._ensure_topic()
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms,
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, **self.security,
                                     compression_type=self.compression, acks=1,
                                     request_timeout_ms=self.request_timeout_ms,
                                     max_batch_size=1 << 20, enable_idempotence=False)
@@ -267,7 +270,8 @@ class KafkaOutput:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
         from aiokafka.errors import TopicAlreadyExistsError
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=self.request_timeout_ms)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=self.request_timeout_ms,
+                                    **self.security)
         await asyncio.wait_for(admin.start(), self.request_timeout_ms / 1000)
         try:
             existing = await admin.list_topics()

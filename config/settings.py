@@ -212,6 +212,32 @@ class KafkaSettings(_Section):
     # How long a produced batch may wait for the broker before it counts as not delivered (the flush
     # then fails, offsets stay uncommitted and the records are sent again).
     producer_request_timeout_s: float = Field(30.0, gt=0)
+    # Security of every Kafka client (config/kafka_security.py): TLS (SSL, SASL_SSL) with ssl_cafile (and
+    # ssl_certfile / ssl_keyfile for client certificates); SASL (SASL_PLAINTEXT, SASL_SSL) with
+    # sasl_mechanism, sasl_username and the password in sasl_password_file (or sasl_password).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = ""
+    sasl_password_file: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> "KafkaSettings":
+        if self.sasl_password_file:
+            self.sasl_password = _read_secret("kafka.sasl_password_file", self.sasl_password_file)
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and "
+                             "sasl_password_file (or sasl_password)")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (a client certificate and its key)")
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{key}: {path} is not a file")
+        return self
 
 
 class RedisSettings(_Section):

@@ -23,11 +23,13 @@ TIMEOUT_S = 5.0
 
 
 def check_kafka(s: Settings, max_lag: int) -> dict:
+    from config.kafka_security import librdkafka_config
     from engine.kafka_lag import BrokerUnreachable, group_lag
 
     k = s.kafka
     try:
-        parts = group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS, timeout=TIMEOUT_S)
+        parts = group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS, timeout=TIMEOUT_S,
+                          extra_config=librdkafka_config(k))
     except BrokerUnreachable as e:
         return {"component": "kafka", "healthy": False, "last_error": str(e)}
     lag = {p: v["lag"] for p, v in parts.items()}

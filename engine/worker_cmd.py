@@ -79,9 +79,11 @@ def run_worker(settings: Settings) -> int:
 def worker_metrics(settings: Settings, worker: InProcessWorker):
     """The worker's metrics: its stages and sinks, and its group's lag on the hits topic."""
     from config.events import TOPIC_HITS
+    from config.kafka_security import librdkafka_config
     from engine.kafka_lag import group_lag
     from engine.metrics import LagCache, WorkerCollector
 
     k = settings.kafka
-    lag = LagCache(lambda: group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS))
+    lag = LagCache(lambda: group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS,
+                                     extra_config=librdkafka_config(k)))
     return WorkerCollector(worker, lag)

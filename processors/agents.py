@@ -271,7 +271,8 @@ def register_agents(vw: Any, runtime: Any) -> None:
         await runtime.on_tick()
 
 
-async def ensure_topic(bootstrap: str, topic: str, *more: str, partitions: int | None = None) -> None:
+async def ensure_topic(bootstrap: str, topic: str, *more: str, partitions: int | None = None,
+                       security: dict | None = None) -> None:
     """Create the topics with `partitions` partitions unless they exist (the Faust agent would declare them;
     the bulk consumer must not wait for the capture agent to create the hits topic, and a subscriber that
     starts before the first page view, session or segment change must find its topic). Called as
@@ -282,7 +283,7 @@ async def ensure_topic(bootstrap: str, topic: str, *more: str, partitions: int |
     names = [topic, *more]
     if partitions is None:  # the two-argument form: the last positional is the partition count
         partitions = int(names.pop())
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))  # config/kafka_security.py
     await admin.start()
     try:
         for name in names:  # one at a time: an existing one must not keep the others from being created

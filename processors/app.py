@@ -21,6 +21,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
+from config.kafka_security import faust_credentials
 from config.settings import Settings
 from processors.outbox import Outbox
 
@@ -162,6 +163,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, datadir: str | 
     app = faust.App(
         app_id or k.app_id,
         broker=f"kafka://{k.bootstrap}",
+        broker_credentials=faust_credentials(k),  # TLS / SASL (config/kafka_security.py); None: plain
         store="memory://",
         datadir=datadir,
         web_enabled=False,

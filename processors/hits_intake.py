@@ -60,6 +60,7 @@ class BulkHitsConsumer:
                 pass
 
     async def start(self, wait_for: Any = None, wait_timeout: float = 120.0) -> None:
+        from config.kafka_security import aiokafka_kwargs, librdkafka_config
         from processors.agents import ensure_topic
 
         k = self.settings.kafka
@@ -70,7 +71,7 @@ class BulkHitsConsumer:
                 await asyncio.wait_for(wait_for(), wait_timeout)
             except asyncio.TimeoutError:
                 log.warning("sessions table recovery not finished after %.0f s; processing anyway", wait_timeout)
-        await ensure_topic(k.bootstrap, TOPIC_HITS, k.partitions)
+        await ensure_topic(k.bootstrap, TOPIC_HITS, k.partitions, security=aiokafka_kwargs(k))
         session_ms = int(k.session_timeout_s * 1000)
         self.reader = HitsReaderProcess({
             "config": {
@@ -78,7 +79,7 @@ class BulkHitsConsumer:
                 "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
                 "session.timeout.ms": session_ms, "heartbeat.interval.ms": max(300, session_ms // 5),
                 "max.partition.fetch.bytes": 8 << 20, "fetch.max.bytes": 64 << 20,
-                "topic.metadata.refresh.interval.ms": 10_000},
+                "topic.metadata.refresh.interval.ms": 10_000, **librdkafka_config(k)},
             "topic": TOPIC_HITS, "subscribe": not self.following,
             "batch_size": p.batch_size, "timeout_s": p.batch_timeout_s,
             "transpose": self.rt.processor.decoder is not None})

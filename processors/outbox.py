@@ -36,6 +36,8 @@ class Outbox:
     def __init__(self, settings: KafkaSettings):
         from confluent_kafka import Producer
 
+        from config.kafka_security import librdkafka_config
+
         self._producer = Producer({
             "bootstrap.servers": settings.bootstrap,
             "partitioner": "murmur2_random",  # Java's murmur2 for keyed records: the visitor's hits partition
@@ -46,6 +48,7 @@ class Outbox:
             "delivery.report.only.error": True,  # reports cost a Python call each: only the failures
             "on_delivery": self._on_delivery_failed,
             "logger": log,
+            **librdkafka_config(settings),  # TLS / SASL (config/kafka_security.py)
         })
         self._failed: list[tuple[str, int, bytes, bytes]] = []  # reported by librdkafka, not yet queued again
         # (topic, records, keyed) the producer has not taken: new while its queue was full, or back from a

@@ -35,6 +35,7 @@ from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SES
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
+from config.kafka_security import aiokafka_kwargs
 from config.stats import LastError
 from processors.agents import BatchOutput, HitProcessor, Intake, ensure_topic, register_agents
 from processors.app import TableStore, VisitwireApp, create_app
@@ -444,7 +445,7 @@ class InProcessWorker:
         k = self.settings.kafka
         # every topic visitwire publishes exists from the start, with the configured partitions
         await ensure_topic(k.bootstrap, TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS, TOPIC_SEGMENTS,
-                           partitions=k.partitions)
+                           partitions=k.partitions, security=aiokafka_kwargs(k))
         self.history.prepare()
         await asyncio.to_thread(self.rt.processor.warm_up)
         await self.vw.app.start()
