@@ -2,7 +2,7 @@
 
 /api/stats answers whole-minute ranges without a breakdown from the per-minute rollups and
 everything else from the raw tables with a dedup subquery (exact under replays, any
-dimension). Timed here: both of our paths and the peer, sinks/history_queries.
+dimension). Timed here: both of our paths and the peer, sinks/reads/queries.
 pageviews_per_interval (the history room's rollup query), on the same input. All must return
 the same numbers (checked); median of --repeat runs; ratios against the peer.
 

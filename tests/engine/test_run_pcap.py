@@ -237,7 +237,8 @@ def test_run_pcap_checks_the_file_before_any_server_starts(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("GET / HTTP/1.1\r\n")
     for path, said in ((str(text), "is not a pcap or pcapng capture"),
-                       (_radiotap_pcap(tmp_path / "wifi.pcap"), "holds link type 127, which visitwire does not decode")):
+                       (_radiotap_pcap(tmp_path / "wifi.pcap"),
+                        "holds link type 127, which visitwire does not decode")):
         r = _cli(["run", "--pcap", path, "--clickhouse", f"chdb://{tmp_path / 'chdb'}"], env, timeout=120)
         err = " ".join(r.stderr.split())
         assert r.returncode == 2 and said in err, r.stderr
