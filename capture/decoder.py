@@ -184,8 +184,12 @@ class Decoder:
                 self._walk(batch, d, idx)
         self.last_ts = max(self.last_ts, float(batch.ts[-1]))
         self._packets_before += len(kind)
-        if self.learner is not None and self.learner.learned:
-            self._adopt_learned()
+        if self.learner is not None:
+            if self.learner.learned:
+                self._adopt_learned()
+            elif self.learner.pointless():
+                log.info("visitor cookie learning stops: %s", self.learner.pointless())
+                self.learner = self.builder.learner = None
         n = len(self.out)
         self._bound_flows()
         self._out_k += [1 << 62] * (len(self.out) - n)  # evicted flows' events come after the batch's

@@ -107,3 +107,18 @@ def test_configured_visitor_cookies_override_learning(tmp_path, caplog):
     assert not (tmp_path / "data" / STATE_FILE).exists()
     ids = by_client(events)
     assert ids[("10.0.1.1", 41000)] == ids[("10.0.1.1", 41001)]  # IP+UA ids, as configured
+
+
+def test_learning_stops_when_the_site_already_uses_a_configured_cookie(monkeypatch, caplog):
+    from capture import cookie_learning as cl
+
+    monkeypatch.setattr(cl, "CONFIGURED_SAMPLE", 20)
+    d = Decoder(Settings(), state_dir=None)
+    lr = d.learner
+    for i in range(25):
+        lr.observe((f"10.0.0.{i}", b"ua"), b"_vw_id=v%d; theme=dark" % i, None, T0 + i)
+    assert lr.pointless() == "the requests carry a configured visitor cookie"
+    other = cl.CookieLearner([b"_vw_id"], [])
+    for i in range(25):  # cookies, but mostly not a configured one: learning goes on
+        other.observe((f"10.0.0.{i}", b"ua"), b"theme=dark" + (b"; _vw_id=x" if i % 4 == 0 else b""), None, T0)
+    assert other.pointless() == ""
