@@ -216,3 +216,76 @@ def test_web_alone_serves_the_screen_api_and_health(redis_server, clickhouse_ser
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root / CAP_NET_RAW")
+def test_embedded_engine_metrics_count_live_requests(tmp_path):
+    """`visitwire run --iface lo`: the dashboard's /metrics counts what its capture child and worker did,
+    and /health reports both; `visitwire status` finds the engine through engine.json."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    port = site.server_address[1]
+    web_port = free_port()
+    env = _env(tmp_path, VISITWIRE_WEB__PORT=str(web_port))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(port)],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{web_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # capture is up once its child reported its first (empty) batch
+            try:
+                h = json.loads(_get(f"{base}/health")[1])
+                if len(h.get("components", [])) == 2:
+                    m = _samples(_get(f"{base}/metrics")[1])
+                    if ("visitwire_capture_kernel_packets_total", ()) in m:
+                        break
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.5)
+        browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"}
+        for i in range(7):  # a browser's page views (urllib's own User-Agent counts as a bot)
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/p/{i}", headers=browser),
+                                   timeout=5).read()
+        deadline = time.monotonic() + 60
+        while True:
+            m = _samples(_get(f"{base}/metrics")[1])
+            # the capture child reports its counts to the engine about once a second
+            if m.get(("visitwire_events_total", (("stage", "hits_committed"),))) == 7 and \
+                    m.get(("visitwire_capture_events_total", ())) == 7:
+                break
+            assert time.monotonic() < deadline, {k: v for k, v in m.items() if "events" in k[0]}
+            time.sleep(0.5)
+        assert m[("visitwire_capture_events_total", ())] == 7
+        assert m[("visitwire_events_total", (("stage", "pageviews_out"),))] == 7
+        assert m[("visitwire_sink_batch_rows_sum", (("sink", "history"), ("table", "hits")))] == 7
+        status, body = _get(f"{base}/health")
+        assert status == 200 and {c["component"] for c in json.loads(body)["components"]} == {"worker", "capture"}
+        r = _cli(["status"], env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert [ln.split()[:3] for ln in r.stdout.splitlines()] == [["engine", "worker", "ok"],
+                                                                    ["engine", "capture", "ok"]], r.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        site.shutdown()
