@@ -112,12 +112,17 @@ class WorkerCollector:
             yield from self.lag.metrics()
 
     def health(self) -> dict:
-        rt = self.worker.rt
+        rt, live = self.worker.rt, self.worker.live
         now = time.time()
+        # failing = an error since the last success, and no success for STALL_S: history flushes (Kafka
+        # included), and the Redis live writes, which a flush does not wait to succeed
         failing = rt.last_error.at > rt.last_flush_at and now - max(rt.last_flush_at, rt.started_at) > STALL_S
-        out = {"component": "worker", "healthy": not failing, "last_flush": rt.last_flush_at or None,
-               "held_hits": rt.held(), "last_error": rt.last_error.text or None,
-               "last_error_at": rt.last_error.at or None}
+        last_live = live.write_seconds.last_at if live is not None else 0.0
+        live_failing = live is not None and live.last_error.at > last_live and \
+            now - max(last_live, rt.started_at) > STALL_S
+        error = live.last_error if live_failing and not failing else rt.last_error
+        out = {"component": "worker", "healthy": not (failing or live_failing), "last_flush": rt.last_flush_at or None,
+               "held_hits": rt.held(), "last_error": error.text or None, "last_error_at": error.at or None}
         if self.lag is not None:
             out["lag"] = {p: v["lag"] for p, v in self.lag.partitions().items()}
             if self.lag.error:

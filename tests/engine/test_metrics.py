@@ -289,3 +289,31 @@ def test_embedded_engine_metrics_count_live_requests(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         site.shutdown()
+
+
+def test_a_worker_whose_redis_writes_keep_failing_is_unhealthy(tmp_path):
+    """Health of a real worker object whose Redis is away: healthy at first, unhealthy once its live
+    writes have failed for longer than the stall limit with no success, naming the error."""
+    import redis as redis_lib
+
+    from config.live_layout import LiveDelta
+    from config.settings import load_settings
+    from engine.metrics import STALL_S, Metrics, WorkerCollector
+    from processors.worker import InProcessWorker
+    from sinks.testing import ListSink
+
+    s = load_settings(kafka={"bootstrap": f"127.0.0.1:{free_port()}"}, redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
+                      data_dir=str(tmp_path))
+    worker = InProcessWorker(s, history=ListSink(), with_extra_agents=False)
+    metrics = Metrics(WorkerCollector(worker))
+    try:
+        assert metrics.health()["healthy"]
+        with pytest.raises(redis_lib.RedisError):
+            worker.live.apply(LiveDelta(counters={29_000_000: {"hits": 1}}, max_ts=1.74e9, events=1))
+        assert metrics.health()["healthy"], "one failed write within the stall limit is not yet unhealthy"
+        worker.rt.started_at -= STALL_S + 1  # as if the worker had run that long without one success
+        h = metrics.health()
+        assert not h["healthy"] and "ConnectionError" in h["components"][0]["last_error"]
+        assert _samples(metrics.exposition().decode())[("visitwire_sink_errors_total", (("sink", "redis"),))] == 1
+    finally:
+        worker.live.close()
