@@ -394,6 +394,12 @@ def main() -> int:
         t.add_row(label, *(f"{cpu.get(name, 0.0):.1f}" for name in ("worker", *programs, "machine")),
                   f"{r['cores_busy']:.2f}")
     console.print(t)
+    for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
+        cpu = r["cpu_us_per_event"]
+        own = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader", "history writer"))
+        console.print(f"{label}: the worker and its children spend {own:.1f} us of CPU per event: "
+                      f"{1e6 / max(own, 1e-9):,.0f} events/s per worker core"
+                      + ("" if args.pin else " (unpinned: servers shared the cores; use --pin for sizing)"))
     return 0
 
 
