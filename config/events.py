@@ -80,6 +80,8 @@ PAGEVIEW_FIELDS: tuple[Field, ...] = (
     Field("menu", "string", "Menu from URL rules."),
     Field("goal", "string", "Goal name when this request matches a goal rule, else empty."),
     Field("goal_value", "number", "Goal value (e.g. purchase amount), 0 if none."),
+    Field("country", "string", "ISO 3166-1 alpha-2 country of the client address, empty when unknown or private."),
+    Field("city", "string", "City of the client address (processing.geoip_city_db), empty without one."),
 )
 
 SESSION_FIELDS: tuple[Field, ...] = (
@@ -116,6 +118,16 @@ SEGMENT_FIELDS: tuple[Field, ...] = (
     Field("r", "integer", "Recency quintile 1..5 (5 = most recent)."),
     Field("f", "integer", "Frequency quintile 1..5."),
     Field("m", "integer", "Monetary quintile 1..5."),
+)
+
+# Not a topic: notes on the timeline ("newsletter sent"), written by the API (POST /api/annotations) and
+# kept in the history table `annotations`; a deletion is a newer version of the note with deleted set.
+ANNOTATION_FIELDS: tuple[Field, ...] = (
+    Field("annotation_id", "string", "Random id of the note."),
+    Field("ts", "number", "The moment the note is about, epoch seconds."),
+    Field("text", "string", "The note, at most 500 characters."),
+    Field("deleted", "boolean", "True on the version that deletes the note."),
+    Field("updated", "number", "When this version was written, epoch seconds (the latest version wins)."),
 )
 
 TOPIC_FIELDS = {

@@ -298,6 +298,9 @@ class ProcessingSettings(_Section):
     social_hosts: list[str] = Field(default_factory=lambda: [
         "facebook.com", "t.co", "twitter.com", "x.com", "instagram.com", "linkedin.com", "reddit.com",
         "youtube.com", "pinterest.", "tiktok.com", "kakao", "line.me"])
+    # A MaxMind City / GeoLite2-City database (.mmdb) for the city of each page view; the country needs
+    # none (processors/geo.py). Empty: no city.
+    geoip_city_db: str = ""
     # utm_medium (lower-cased) -> channel; a tagged link's medium says more than its referrer
     # (a newsletter opened in a web mail has none, or the mail host's).
     medium_channels: dict[str, list[str]] = Field(default_factory=lambda: {
@@ -322,6 +325,18 @@ class ProcessingSettings(_Section):
         GoalRule(name="add_to_cart", pattern="/cart/add", method="POST", product_param="product", qty_param="qty"),
         GoalRule(name="login", pattern="/login", method="POST"),
     ])
+
+
+    @field_validator("geoip_city_db")
+    @classmethod
+    def _readable_city_db(cls, v: str) -> str:
+        if v:
+            import os
+
+            if not os.path.isfile(v) or not os.access(v, os.R_OK):
+                raise ValueError(f"{v!r} is not a readable file: give the path of a MaxMind City database "
+                                 "(.mmdb), or leave it empty for countries only")
+        return v
 
 
 class SegmentRule(_Section):
@@ -415,6 +430,22 @@ class AnalyticsSettings(_Section):
         return v
 
 
+class AlertRule(_Section):
+    """[[web.alert_rules]]: a live figure above or below a limit (per-minute figures: the last complete
+    minute; conversion_rate: the hour's), shown on the screen and sent to web.alert_webhook."""
+    name: str
+    metric: Literal["visitors_now", "members_now", "bots_now", "pageviews", "sessions", "orders", "carts", "revenue",
+                    "error_rate", "p95_ms", "conversion_rate"]
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> "AlertRule":
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"alert rule {self.name!r}: give exactly one of above = N or below = N")
+        return self
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8787, gt=0, lt=65536)
@@ -423,6 +454,18 @@ class WebSettings(_Section):
     token_file: str = ""  # or read it from this file (a container secret)
     alert_error_rate: float = Field(0.05, ge=0, le=1)
     alert_p95_ms: float = Field(1000.0, gt=0)
+    alert_rules: list[AlertRule] = Field(default_factory=list)
+    # Gets a JSON POST when an alert (the two above or a rule) starts and when it ends; empty: none.
+    alert_webhook: str = ""
+    alert_check_s: float = Field(10.0, gt=0)
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL, e.g. https://hooks.example.com/visitwire")
+        return v
+
     # Limits of POST /api/query and `visitwire query`, applied by the server; callers cannot change them.
     query_timeout_s: int = Field(30, ge=1, le=3600)
     query_max_rows: int = Field(100_000, ge=1)

@@ -126,6 +126,7 @@ class HitProcessor:
                                                     classes))
         on_pageview, closed, add_pageview = self.sessions.on_pageview, out.sessions, cols.add_pageview
         purchase = self.settings.analytics.purchase_goal
+        goal_products = {purchase: "order_products", self.settings.analytics.cart_goal: "cart_products"}
         for row in rows:
             c = classes[row]
             if c.kind == KIND_PAGEVIEW:
@@ -138,6 +139,9 @@ class HitProcessor:
             if c.goal:
                 cols.add_goal(row, c.goal_value, c.goal, columns["path"][row] or "", columns["visitor_id"][row],
                               columns["member_id"][row] or "")
+                if c.goal in goal_products:  # the live top products: carted and ordered units per minute
+                    cols.add_goal_products(row, goal_products[c.goal], self.enricher.goal_items(
+                        c.goal, columns["query"][row] or "", columns["extra"][row]))
                 if c.goal == purchase and not c.is_bot and columns["member_id"][row]:
                     out.purchases.append((columns["member_id"][row], float(columns["ts"][row])))
         out.session_updates = self.sessions.take_updates()

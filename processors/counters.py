@@ -65,6 +65,7 @@ class BatchColumns:
         self.goal_rows: list[int] = []
         self.goal_values: list[float] = []
         self.goal_facts: list[tuple[str, str, str, str]] = []  # (goal, path, visitor id, member id) per goal row
+        self.goal_products: list[tuple[int, str, str, int]] = []  # (row, dimension, product id, units)
         self.pv_row: list[int] = []
         self.pageviews: list[Mapping[str, Any]] = []  # in pv_row order; their dimensions are coded in one go
 
@@ -89,6 +90,10 @@ class BatchColumns:
         self.goal_rows.append(row)
         self.goal_values.append(value)
         self.goal_facts.append((name, path, visitor_id, member_id))
+
+    def add_goal_products(self, row: int, dimension: str, items: Sequence[tuple[str, int]]) -> None:
+        """Units of each product of a goal request (an order's items, a cart add's product) for `dimension`."""
+        self.goal_products.extend((row, dimension, pid, qty) for pid, qty in items)
 
     def add_pageview(self, row: int, pv: Mapping[str, Any], session_start: bool) -> None:
         """The page view of hit `row` (already added): its dimensions and live-feed entry."""
@@ -188,6 +193,9 @@ def aggregate(cols: BatchColumns, use_numba: bool = True) -> LiveDelta:
         if name:  # conversions per goal name and minute: orders and cart adds per minute on the screen
             per = goal_counts.setdefault(("goals", minute_list[idx[row]]), {})
             per[name] = per.get(name, 0) + 1
+    for row, dim, pid, qty in cols.goal_products:
+        per = goal_counts.setdefault((dim, minute_list[idx[row]]), {})
+        per[pid] = per.get(pid, 0) + qty
     d.tops.update(goal_counts)
     vvalues = cols.visitors.values
     vcode = np.asarray(cols.visitor, dtype=np.int64)

@@ -25,6 +25,7 @@ from ua_parser import parse as _ua_parse
 
 from config.events import HIT_FIELDS
 from config.settings import GoalRule, ProcessingSettings, UrlRule
+from processors.geo import Geo
 from processors.hit_columns import INTEGER, NON_EMPTY, NULL, NUMBER, OBJECT, PRESENT, STRING, ColumnDecoder
 
 # Substrings (lower-case) of User-Agents that are automated clients even when
@@ -175,6 +176,10 @@ class Enricher:
         self._rules: list[tuple[re.Pattern, tuple, UrlRule]] = [(*compile_rule(r.pattern), r)
                                                                 for r in settings.url_rules]
         self._rules_read_query = any(specs for _, specs, _ in self._rules)
+        self.geo = Geo(settings.geoip_city_db)
+        self._goal_rules = {}
+        for g in settings.goals:
+            self._goal_rules.setdefault(g.name, g)
         self._medium_channel = {m.lower(): ch for ch, media in settings.medium_channels.items() for m in media}
         self._goals: list[tuple[re.Pattern, GoalRule]] = [(compile_pattern(g.pattern), g) for g in settings.goals]
         # literal part of each goal pattern before its first '{': most hits match none of them
@@ -257,6 +262,31 @@ class Enricher:
             return g.name, value if value == value and abs(value) < 1e12 else 0.0
         return "", 0.0
 
+    def goal_items(self, goal: str, query: str, extra: Any) -> list[tuple[str, int]]:
+        """(product id, units) a goal request is about, read as sinks/reads/goal_events.goal_items reads
+        them: an order's "id:qty:unit_price,..." from the rule's items parameter or captured header (at most
+        100 items, ids up to 128 characters, a quantity outside 1..10000 counts 1), else one product from
+        its product parameter."""
+        rule = self._goal_rules.get(goal)
+        if rule is None:
+            return []
+        raw = ""
+        if rule.items_param or rule.items_header:
+            raw = query_param(query, rule.items_param) if rule.items_param else ""
+            if not raw and rule.items_header and isinstance(extra, dict):
+                raw = str(extra.get(rule.items_header, ""))
+        elif rule.product_param:
+            pid = query_param(query, rule.product_param)
+            raw = f"{pid}:{query_param(query, rule.qty_param) if rule.qty_param else ''}:" if pid else ""
+        out = []
+        for item in raw.split(",")[:100]:
+            f = item.split(":")
+            if not f[0] or len(f[0]) > 128:
+                continue
+            qty = int(f[1]) if len(f) >= 2 and f[1].isdigit() and 1 <= int(f[1]) <= 10_000 else 1
+            out.append((f[0], qty))
+        return out
+
     def _page_meta(self, path: str, query: str = "") -> dict[str, str]:
         """URL-rule fields of a path and query (cached by `page_meta`; callers copy, never mutate)."""
         meta = {"page_group": "", "section": "", "product_id": "", "category": "", "menu": ""}
@@ -302,8 +332,9 @@ class Enricher:
                                                                               "query", "path"))
         event_id, ts, visitor_id, member_id, method, status, latency_ms = (
             columns[name] for name in ("event_id", "ts", "visitor_id", "member_id", "method", "status", "latency_ms"))
+        places = self.geo.locate_all([columns["client_ip"][row] for row in rows])
         out = []
-        for row in rows:
+        for row, (country, city) in zip(rows, places):
             pv = template(user_agent[row] or "", referrer[row] or "", host[row] or "", query[row] or "",
                           path[row] or "/").copy()
             pv["event_id"] = event_id[row]
@@ -313,6 +344,7 @@ class Enricher:
             pv["method"] = method[row] or ""
             pv["status"] = int(status[row] or 0)
             pv["latency_ms"] = latency_ms[row]
+            pv["country"], pv["city"] = country, city
             c = classes[row]
             if c.goal:
                 pv["goal"] = c.goal
@@ -335,7 +367,7 @@ class Enricher:
         pv.update(utm)
         pv.update(browser=agent.browser, os=agent.os, device=agent.device, is_bot=agent.is_bot)
         pv.update(self.page_meta(path, query if self._rules_read_query else ""))
-        pv.update(goal="", goal_value=0.0)
+        pv.update(goal="", goal_value=0.0, country="", city="")
         return pv
 
 
@@ -354,7 +386,7 @@ def _query_matches(specs: tuple, params: dict[str, str], caps: dict[str, str]) -
 
 # the hit fields a page view is made of
 _PAGEVIEW_SOURCES = ("event_id", "ts", "visitor_id", "member_id", "host", "path", "query", "method", "status",
-                     "latency_ms", "referrer", "user_agent")
+                     "latency_ms", "referrer", "user_agent", "client_ip")
 _STR_FIELDS = ("method", "host", "path", "query", "referrer", "user_agent", "content_type", "member_id")
 _NONE = type(None)
 # The exact types validate_hit accepts for each field it checks (resp_bytes must be present here).

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Sequence
 
-from config.events import HIT_FIELDS, PAGEVIEW_FIELDS, SEGMENT_FIELDS, SESSION_FIELDS, Field
+from config.events import ANNOTATION_FIELDS, HIT_FIELDS, PAGEVIEW_FIELDS, SEGMENT_FIELDS, SESSION_FIELDS, Field
 from config.rows import Columns, Row
 from sinks.base import HistoryError
 
@@ -72,9 +72,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "pageviews": _columns(PAGEVIEW_FIELDS),
     "sessions": _columns(SESSION_FIELDS),
     "segments": _columns(SEGMENT_FIELDS),
+    "annotations": _columns(ANNOTATION_FIELDS),
 }
 # A row without its id cannot be deduplicated: it is dropped (counted, logged).
-ID_FIELD = {"hits": "event_id", "pageviews": "event_id", "sessions": "session_id", "segments": "member_id"}
+ID_FIELD = {"hits": "event_id", "pageviews": "event_id", "sessions": "session_id", "segments": "member_id",
+            "annotations": "annotation_id"}
 
 
 def _conv_str(v: Any) -> str:

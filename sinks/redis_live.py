@@ -22,7 +22,8 @@ from config.live_layout import COUNTER_FIELDS, LAT_BUCKETS, LiveDelta, quantiles
 from config.stats import ROW_BOUNDS, SECOND_BOUNDS, LastError, Tally
 
 LIVE_TTL_S = 2 * 3600          # per-minute keys, feed and meta
-TOP_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "status", "browsers", "os", "devices", "products")
+TOP_DIMENSIONS = ("pages", "referrers", "channels", "campaigns", "status", "browsers", "os", "devices", "products",
+                  "cart_products", "order_products")  # the last two: units carted / ordered
 VISITOR_SETS = ("all", "member", "anon", "bot")
 FLOAT_FIELDS = ("revenue",)
 

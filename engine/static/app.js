@@ -12,7 +12,7 @@ const COLORS = { pv: "#58a6ff", sess: "#3fb950", hits: "#8b949e", p50: "#3fb950"
   err: "#bc8cff", limit: "#f85149" };
 
 const state = { visitorsHistory: [], lastFeedKeys: new Set(), charts: {}, mode: "live", lastSnapshot: null,
-  historyRange: 3600 };
+  historyRange: 3600, annotations: [] };
 // Views beside Live and History register here (customers.js, products.js, ...): name -> show(params).
 const VIEWS = { live: () => {}, history: () => historyPreset(state.historyRange) };
 // More panels of the live snapshot (live_commerce.js): each called with every snapshot.
@@ -56,9 +56,31 @@ function axisStyle(extra) {
     ticks: { stroke: "#30363d" } }, extra);
 }
 
+// Notes on the timeline (annotations.js fills state.annotations): a dashed line and the note at their moment.
+function annotationsPlugin() {
+  return { hooks: { draw: (u) => {
+    const ctx = u.ctx, { top, height } = u.bbox, px = devicePixelRatio;
+    ctx.save();
+    ctx.strokeStyle = ctx.fillStyle = "#f0c96b";
+    ctx.setLineDash([4 * px, 4 * px]);
+    ctx.font = `${Math.round(12 * px)}px system-ui, sans-serif`;
+    for (const a of state.annotations) {
+      if (a.ts < u.scales.x.min || a.ts > u.scales.x.max) continue;
+      const x = Math.round(u.valToPos(a.ts, "x", true));
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      ctx.fillText(a.text.slice(0, 40), x + 4 * px, top + 14 * px);
+    }
+    ctx.restore();
+  } } };
+}
+
 function makeTrafficChart(target) {
   const elm = $(target);
   const opts = Object.assign(chartSize(elm), {
+    plugins: [annotationsPlugin()],
     tzDate: utcDate,
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(5, hi * 1.1)] } },
@@ -350,6 +372,8 @@ const HISTORY_TOPS = [
   ["page", "Top pages", "pageviews"], ["referrer", "Referrers", "pageviews"], ["channel", "Channels", "pageviews"],
   ["campaign", "UTM campaigns", "pageviews"], ["browser", "Browsers", "pageviews"], ["os", "Operating systems", "pageviews"],
   ["device", "Devices", "pageviews"], ["status", "Status codes", "hits"], ["member", "Members vs anonymous", "visitors"],
+  ["entry", "Entry pages", "sessions"], ["exit", "Exit pages", "sessions"], ["keyword", "Search keywords", "visitors"],
+  ["country", "Countries", "visitors"],
 ];
 
 async function loadHistory(from, to) {
@@ -360,6 +384,8 @@ async function loadHistory(from, to) {
     `${new Date(to * 1000).toISOString().slice(0, 16)} UTC`;
   // Whole minutes: the server then answers from its per-minute rollups (several times faster).
   const range = { from: Math.floor(from / 60) * 60, to: Math.ceil(to / 60) * 60 };
+  const host = $("history-host").value;
+  if (host) range.host = host;  // one site of several: every figure below is that site's
   try {
     const [series, totals, ...tops] = await Promise.all([
       stats({ ...range, interval, metrics: "pageviews,visitors,sessions,hits,error_rate,latency_p50,latency_p95,latency_p99" }),
@@ -375,12 +401,13 @@ async function loadHistory(from, to) {
       s.map((r) => r.latency_p99), xs.map(() => th.p95_ms ?? null), s.map((r) => r.error_rate),
       xs.map(() => th.error_rate ?? null)]);
     renderHistoryTotals(totals.totals);
+    loadHosts({ from: range.from, to: range.to });
     const lists = {};
     HISTORY_TOPS.forEach(([by, , metric], i) => {
       lists[by] = tops[i].rows
-        // no campaign is not a campaign; direct and the site's own pages are no referrer
-        .filter((r) => !((by === "campaign" || by === "referrer") && r.key === ""))
-        .map((r) => ({ key: r.key, value: r[metric] }));
+        // no campaign is not a campaign; direct and the site's own pages are no referrer; no words, no keyword
+        .filter((r) => !(["campaign", "referrer", "keyword"].includes(by) && r.key === ""))
+        .map((r) => ({ key: by === "country" && r.key === "" ? "(unknown or private)" : r.key, value: r[metric] }));
     });
     renderTops("history-tops", lists, HISTORY_TOPS.map(([by, title]) => [by, title]), { headers: ["", ""] });
     status.textContent = "";
@@ -388,6 +415,19 @@ async function loadHistory(from, to) {
   } catch (e) {
     status.textContent = "could not load history: " + (e.message || e);
   }
+}
+
+async function loadHosts(range) {
+  // the sites seen in the range, for the Site filter (the chosen one stays even when it had no traffic)
+  const select = $("history-host");
+  try {
+    const res = await stats({ ...range, by: "host", metrics: "pageviews", limit: 100 });
+    const keep = select.value;
+    const hosts = res.rows.map((r) => r.key).filter((h) => h);
+    if (keep && !hosts.includes(keep)) hosts.push(keep);
+    select.replaceChildren(new Option("all sites", ""), ...hosts.map((h) => new Option(h, h)));
+    select.value = keep;
+  } catch (e) { /* the filter keeps its options */ }
 }
 
 function historyPreset(seconds) {
@@ -401,6 +441,11 @@ function setupHistory() {
     document.querySelectorAll(".range-btn").forEach((x) => x.classList.toggle("active", x === b));
     historyPreset(Number(b.dataset.range));
   }));
+  $("history-host").addEventListener("change", () => {
+    const active = document.querySelector(".range-btn.active");
+    if (active) historyPreset(Number(active.dataset.range));
+    else $("custom-range").requestSubmit();
+  });
   $("custom-range").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const from = Date.parse($("range-from").value + "Z") / 1000, to = Date.parse($("range-to").value + "Z") / 1000;

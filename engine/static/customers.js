@@ -5,7 +5,7 @@
 // Segment names are the shop's rules (analytics.segments), in their order: colours by position.
 const SEGMENT_PALETTE = ["#f0c96b", "#f0883e", "#f85149", "#3fb950", "#56d364", "#58a6ff", "#8b949e", "#bc8cff",
   "#db61a2", "#79c0ff"];
-const cust = { segment: "", search: "", sort: "revenue", desc: true, searchTimer: null, names: [] };
+const cust = { segment: "", search: "", sort: "revenue", desc: true, searchTimer: null, names: [], active: 0 };
 
 const MEMBER_COLUMNS = [
   { key: "member_id", label: "member", link: (r) => profileLink("member", r.member_id) },
@@ -79,7 +79,8 @@ async function loadSegments() {
 }
 
 function memberQuery() {
-  return { segment: cust.segment, q: cust.search, sort: cust.sort, order: cust.desc ? "desc" : "asc" };
+  return { segment: cust.segment, q: cust.search, sort: cust.sort, order: cust.desc ? "desc" : "asc",
+    active_within_s: cust.active || "" };
 }
 
 async function loadMembers() {
@@ -98,7 +99,9 @@ async function loadMembers() {
       onSort: (key, desc) => { cust.sort = key; cust.desc = desc; loadMembers(); },
       empty: cust.search || cust.segment ? "no member matches" : "no members yet (nobody logged in)",
     });
-    $("member-list-title").textContent = cust.segment ? `Members · ${cust.segment.replace("_", " ")}` : "Members";
+    $("member-list-title").textContent = (cust.segment ? `Members · ${cust.segment.replace("_", " ")}` : "Members") +
+      (cust.active ? ` · visited in the last ${Math.round(cust.active / 60)} min` : "");
+    $("member-active-clear").hidden = !cust.active;
     $("member-count").textContent = `${n(res.total)} of ${n(res.members)} members` +
       (res.total > res.rows.length ? ` · first ${n(res.rows.length)} shown, the CSV has all` : "");
     $("member-csv").href = "/api/customers?" + new URLSearchParams({ ...memberQuery(), format: "csv" });
@@ -116,10 +119,12 @@ function setupCustomers() {
     cust.searchTimer = setTimeout(() => { cust.search = ev.target.value; loadMembers(); }, 250);
   });
   $("profile-back").addEventListener("click", () => setMode("customers"));
+  $("member-active-clear").addEventListener("click", () => { cust.active = 0; loadMembers(); });
 }
 
 VIEWS.customers = (params) => {
   if (params.segment) cust.segment = params.segment;
+  cust.active = Number(params.active) || 0;
   loadMembers();
   loadSegments().catch((e) => { $("customers-status").textContent = "could not load segments: " + (e.message || e); });
 };
@@ -153,7 +158,8 @@ async function loadProfile(params) {
   status.textContent = "loading…";
   try {
     const base = `/api/profiles/${kind}/${encodeURIComponent(id)}`;
-    const [prof, act] = await Promise.all([api(base), api(base + "/activity")]);
+    const [prof, act, offer] = await Promise.all([api(base), api(base + "/activity"),
+      kind === "member" ? api(`/api/recommendations/member/${encodeURIComponent(id)}`) : null]);
     const orders = act.orders || [];
     $("profile-kpis").replaceChildren(
       kpiCard("Visits", n(prof.visits), "profile-visits"), kpiCard("Page views", n(prof.pageviews), "profile-pageviews"),
@@ -180,10 +186,18 @@ async function loadProfile(params) {
       listCard("Devices", prof.devices || [], [{ key: "name", label: "device" }, { key: "count", label: "visits", num: true }]),
       listCard("Goals", act.goals, [{ key: "ts", label: "when", fmt: day }, { key: "goal", label: "goal" },
         { key: "value", label: "value", num: true, fmt: (v) => (v ? amount(v) : "") }]),
-      listCard("Recommended next", act.recommendations, [{ key: "product_id", label: "product" },
+      listCard("Recommended next (viewed together)", act.recommendations, [{ key: "product_id", label: "product" },
         { key: "score", label: "score", num: true }, { key: "because_of", label: "because of",
           fmt: (v) => (v || []).join(", ") }]),
     );
+    if (offer) {
+      body.append(
+        listCard("Products bought", offer.bought.map((p) => ({ product_id: p })), [{ key: "product_id", label: "product" }]),
+        listCard("Offer next (bought together)", offer.recommendations, [{ key: "product_id", label: "product" },
+          { key: "score", label: "orders", num: true }, { key: "because_of", label: "because they bought",
+            fmt: (v) => (v || []).join(", ") }]),
+      );
+    }
     status.textContent = "";
   } catch (e) {
     status.textContent = "could not load the profile: " + (e.message || e);

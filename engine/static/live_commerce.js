@@ -37,28 +37,36 @@ function renderCommerceKpis(s) {
 }
 
 function renderLiveProducts(s) {
+  // this minute: product page views, units put in carts and units ordered (from the orders' items)
+  const cur = (s.top || {}).current || {};
+  const figures = new Map();
+  for (const [dim, col] of [["products", 0], ["cart_products", 1], ["order_products", 2]]) {
+    for (const [k, v] of cur[dim] || []) {
+      if (!figures.has(k)) figures.set(k, [0, 0, 0]);
+      figures.get(k)[col] = v;
+    }
+  }
+  const rows = [...figures.entries()].sort((a, b) => b[1][2] - a[1][2] || b[1][0] - a[1][0] || a[0].localeCompare(b[0]));
   const box = $("live-products");
-  const cur = ((s.top || {}).current || {}).products || [];
-  const prev = new Map((((s.top || {}).previous || {}).products || []).map(([k, v]) => [k, v]));
   const title = el("h2", "", "Top products ");
-  title.append(el("span", "muted", "views this minute"));
+  title.append(el("span", "muted", "this minute"));
   box.replaceChildren(title);
   const table = el("table");
   const head = el("tr");
-  for (const h of ["product", "views", "prev"]) head.append(el("th", "", h));
+  for (const h of ["product", "views", "carted", "ordered"]) head.append(el("th", "", h));
   table.append(head);
-  const max = Math.max(1, ...cur.map(([, v]) => v));
-  for (const [k, v] of cur.slice(0, 8)) {
+  const max = Math.max(1, ...rows.map(([, f]) => f[0]));
+  for (const [k, [views, carted, ordered]] of rows.slice(0, 8)) {
     const tr = el("tr");
     const td = el("td", "k");
     const bar = el("div", "barbg");
-    bar.style.width = Math.round((100 * v) / max) + "%";
+    bar.style.width = Math.round((100 * views) / max) + "%";
     td.append(bar, el("span", "t", k));
-    tr.append(td, el("td", "n", n(v)), el("td", "n prev", n(prev.get(k) || 0)));
+    tr.append(td, el("td", "n", n(views)), el("td", "n", n(carted)), el("td", "n", n(ordered)));
     table.append(tr);
   }
   box.append(table);
-  if (!cur.length) box.append(el("div", "empty", "no product views this minute yet"));
+  if (!rows.length) box.append(el("div", "empty", "no product views this minute yet"));
 }
 
 function renderGoalFeed(s) {
@@ -82,4 +90,13 @@ LIVE_RENDERERS.push((s) => {
   chart("live-orders", makeOrdersChart).setData([se.minutes || [], se.orders || [], se.carts || [], se.revenue || []]);
   renderLiveProducts(s);
   renderGoalFeed(s);
+});
+
+// The members now are people: "who?" lists the members seen in the visitors-now window.
+document.addEventListener("DOMContentLoaded", () => {
+  $("members-link").addEventListener("click", (ev) => {
+    ev.preventDefault();
+    const win = (state.lastSnapshot && state.lastSnapshot.window_s) || 300;
+    setMode("customers", { active: win });
+  });
 });

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from engine.sql_policy import QueryRefused, police, query_limits, run_policed, store_database
+from engine.web.alerting import rule_alerts
 from engine.web.live_commerce import add_commerce
 from engine.web.live_stream import call_maybe_async
 from sinks.base import SinkUnavailable
@@ -68,6 +69,7 @@ def add_alerts(snapshot: dict, settings) -> dict:
             alerts.append({"kind": "latency_p95", "value": p95[-back], "limit": p95_limit,
                            "minute": series["minutes"][-back] if len(series.get("minutes") or []) >= back else None,
                            "message": f"p95 latency {p95[-back]:.0f} ms is above {p95_limit:.0f} ms"})
+    alerts += rule_alerts(snapshot, settings.web.alert_rules)
     return {**snapshot, "thresholds": {"error_rate": rate_limit, "p95_ms": p95_limit}, "alerts": alerts,
             "server_time": time.time()}
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from engine.web import api
+from engine.web.alerting import AlertNotifier
 from engine.web.auth import token_middleware
 from engine.web.live_stream import LiveHub
 from sinks.base import SinkUnavailable
@@ -127,6 +128,20 @@ def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Ap
         await app["hub"].close()
 
     app.on_shutdown.append(close_hub)
+    if settings.web.alert_webhook and live_reader is not None:
+        notifier = AlertNotifier(snapshot, settings.web.alert_webhook, settings.web.alert_check_s)
+
+        async def start_notifier(app: web.Application) -> None:
+            notifier.start()
+
+        async def stop_notifier(app: web.Application) -> None:
+            await notifier.stop()
+
+        app.on_startup.append(start_notifier)
+        app.on_shutdown.append(stop_notifier)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            app["alert_notifier"] = notifier
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/health", health_endpoint)

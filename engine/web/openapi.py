@@ -56,7 +56,7 @@ PATHS: dict[str, dict] = {
             "schema": {"type": "string"}}}}, "401": UNAUTHORIZED, "503": ERROR}}},
     "/api/stats": {"get": {
         "summary": "Figures from the history store: totals, a time series (interval=) or a breakdown (by=)",
-        "description": METRIC_DOC + " by=country answers 400: geo is not configured (no IP-to-country data).",
+        "description": METRIC_DOC + " by=country / by=city: of the client address (page views).",
         "operationId": "getStats", "tags": ["history"],
         "parameters": [
             _q("from", "range start (inclusive); default: `to` minus one hour", TIME),
@@ -64,7 +64,7 @@ PATHS: dict[str, dict] = {
             _q("metrics", "comma-separated; default " + ",".join(DEFAULT_METRICS),
                {"type": "string", "example": "pageviews,visitors"}),
             _q("by", "breakdown dimension (not together with interval)",
-               {"type": "string", "enum": [*DIMENSIONS, "country"]}),
+               {"type": "string", "enum": list(DIMENSIONS)}),
             _q("interval", "time-series bucket (not together with by); buckets are UTC-aligned",
                {"type": "string", "enum": list(INTERVALS)}),
             _q("limit", "rows of a breakdown (1..1000, default 10)",
@@ -136,7 +136,8 @@ COMPONENTS = {
                            "additionalProperties": {"type": "array", "items": _NUM_OR_NULL}},
                 "totals": {"type": "object", "additionalProperties": _NUM},
                 "top": {"type": "object", "description": "current / previous minute -> dimension (pages, "
-                        "referrers, channels, campaigns, status, browsers, os, devices, products) -> "
+                        "referrers, channels, campaigns, status, browsers, os, devices, products, cart_products and "
+                        "order_products: units) -> "
                         "[[value, count], ...]",
                         "properties": {"current": {"type": "object"}, "previous": {"type": "object"}}},
                 "feed": {"type": "array", "description": "latest page views, newest first",

@@ -1,9 +1,12 @@
 """The Customers screen's API: the member list (JSON pages or CSV) and a member's or visitor's activity.
 
-  GET /api/customers?segment=&q=&sort=revenue&order=desc&limit=100&offset=0[&format=csv][&from=&to=]
+  GET /api/customers?segment=&q=&sort=revenue&order=desc&limit=100&offset=0[&active_within_s=300]
+                   [&format=csv][&from=&to=]
   GET /api/profiles/member/{member_id}/activity     visits, pages, products, categories, menus, goals,
   GET /api/profiles/visitor/{visitor_id}/activity   orders and recommendations
   GET /api/funnels?channel=&device=&member=         every configured funnel's steps (the Funnels tab)
+  GET /api/annotations?from=&to=                    notes on the timeline, oldest first
+  POST /api/annotations {"ts": epoch, "text": ...}  a new note (201); DELETE /api/annotations/{id}
 
 Bad parameters -> 400 {"error": ...}; a member or visitor without page views in the range -> 404.
 """
@@ -12,10 +15,11 @@ from __future__ import annotations
 import csv
 import io
 
+import orjson
 from aiohttp import web
 
 from engine.web.analytics_routes import _funnel_filters, _handler, _int, _not_found, _range, _store
-from sinks.reads import customers, funnels, rfm
+from sinks.reads import annotations, customers, funnels, rfm
 from sinks.reads.common import AnalyticsError
 from sinks.reads.goal_events import GoalConfig
 
@@ -38,8 +42,10 @@ def member_list(request: web.Request):
     limit = None if fmt == "csv" else _int(request, "limit", 100, 1, 1000)
     offset = _int(request, "offset", 0, 0, CSV_MAX_ROWS)
     cfg = GoalConfig.from_settings(settings)
+    active = _int(request, "active_within_s", 0, 0, 10 * 365 * 86400)
     args = dict(segment=q.get("segment", ""), search=q.get("q", "")[:128], sort=q.get("sort", "revenue"),
-                desc=order == "desc", limit=limit, offset=offset)
+                desc=order == "desc", limit=limit, offset=offset,
+                active_since=rng.now() - active if active else None)
 
     def work():
         result = customers.member_list(store, cfg, rfm.SegmentConfig.from_settings(settings), rng, **args)
@@ -92,3 +98,48 @@ def all_funnels(request: web.Request):
     configured = settings.analytics.funnels
     return lambda: {"funnels": [funnels.funnel(store, name, steps, rng, cfg, filters)
                                 for name, steps in configured.items()]}
+
+
+@routes.get("/api/annotations")
+@_handler
+def list_annotations(request: web.Request):
+    """Notes on the timeline in ?from=&to=, oldest first."""
+    store, rng = _store(request), _range(request)
+    return lambda: {"annotations": annotations.annotations(store, rng)}
+
+
+@routes.post("/api/annotations")
+async def add_annotation(request: web.Request) -> web.Response:
+    """A note about a moment: {"ts": epoch seconds, "text": "newsletter sent"} -> 201 with its id."""
+    try:
+        body = await request.json(loads=orjson.loads)
+    except Exception:
+        return _json_error(400, 'body must be JSON {"ts": epoch seconds, "text": "..."}')
+    if not isinstance(body, dict):
+        return _json_error(400, 'body must be a JSON object {"ts": epoch seconds, "text": "..."}')
+
+    @_handler
+    def run(_request):
+        store = _store(request)
+        return lambda: annotations.add_annotation(store, body.get("ts"), body.get("text"))
+    response = await run(request)
+    if response.status == 200:
+        response.set_status(201)
+    return response
+
+
+@routes.delete("/api/annotations/{annotation_id}")
+@_handler
+def delete_annotation(request: web.Request):
+    """Delete a note."""
+    store, aid = _store(request), request.match_info["annotation_id"]
+
+    def work():
+        if not annotations.delete_annotation(store, aid):
+            return _not_found(f"no annotation {aid!r}")
+        return {"deleted": aid}
+    return work
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

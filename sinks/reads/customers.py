@@ -25,8 +25,9 @@ _ACTIVITY_COLUMNS = ("path", "product_id", "category", "menu", "device", "channe
 
 def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: TimeRange = ALL_TIME, segment: str = "",
                 search: str = "", sort: str = "revenue", desc: bool = True, limit: int | None = 100,
-                offset: int = 0) -> dict[str, Any]:
-    """Members scored now (as /api/segments), filtered by segment and member-id substring, sorted;
+                offset: int = 0, active_since: float | None = None) -> dict[str, Any]:
+    """Members scored now (as /api/segments), filtered by segment, member-id substring and a last visit at
+    or after `active_since` (the live screen's "members now" opens the list of them), sorted;
     `total` counts the filtered members, `sizes` all members per segment (configured order)."""
     if segment and segment not in seg.names:
         raise AnalyticsError(f"segment must be one of {', '.join(seg.names)} (got {segment!r})")
@@ -39,7 +40,8 @@ def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: Ti
         sizes[m["segment"]] = sizes.get(m["segment"], 0) + 1
     needle = search.strip().lower()
     rows = [{k: m[k] for k in LIST_COLUMNS} for m in scored
-            if (not segment or m["segment"] == segment) and (not needle or needle in m["member_id"].lower())]
+            if (not segment or m["segment"] == segment) and (not needle or needle in m["member_id"].lower())
+            and (active_since is None or m["last_seen"] >= active_since)]
     # member_id breaks ties, so pages of the list never repeat or skip a member
     rows.sort(key=lambda r: r["member_id"])
     rows.sort(key=lambda r: r[sort], reverse=desc)

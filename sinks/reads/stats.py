@@ -97,9 +97,23 @@ DIMENSIONS: dict[str, dict[str, str]] = {
     "os": {"pageviews": "os", "sessions": "os"},
     "status": {"pageviews": "toString(status)", "hits": "toString(ifNull(status, 0))"},
     "member": {"pageviews": _MEMBER, "sessions": _MEMBER, "hits": _MEMBER},
+    "entry": {"sessions": "entry_page"},
+    "exit": {"sessions": "exit_page"},
+    "keyword": {"pageviews": None},  # KEYWORD below
+    "host": {"pageviews": "host", "hits": "host"},
+    "country": {"pageviews": "country"},  # ISO code of the client address, '' unknown (processors/geo.py)
+    "city": {"pageviews": "city"},  # with processing.geoip_city_db
 }
-GEO_MESSAGE = ("by=country is not available: geo is not configured (visitwire has no IP-to-country "
-               "database); use by=page|referrer|channel|campaign|device|browser|os|status|member")
+# The search words a search engine's referrer carries (q, p, query, text, wd, ...; most engines now send none:
+# '' is "not provided"), for page views that came from a search (or a paid search click).
+_WORD = "extractURLParameter(referrer, '{}')"
+KEYWORD_PARAMS = ("q", "p", "query", "text", "wd", "word", "k", "search")
+DIMENSIONS["keyword"]["pageviews"] = (
+    "if(channel IN ('search', 'cpc'), lower(decodeURLComponent(replaceAll(multiIf("
+    + ", ".join(f"{_WORD.format(k)} != '', {_WORD.format(k)}" for k in KEYWORD_PARAMS)
+    + ", ''), '+', ' '))), '')")
+_HOST = re.compile(r"^[A-Za-z0-9.\-:]{1,253}$")
+
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -120,14 +134,18 @@ class StatsRequest:
     by: str | None
     interval: str | None
     limit: int
+    host: str | None = None  # one site: only its page views, sessions and hits
 
 
 def parse_stats_request(q: dict[str, str], now: float | None = None) -> StatsRequest:
     now = time.time() if now is None else now
-    unknown = set(q) - {"from", "to", "metrics", "by", "interval", "limit", "token"}
+    unknown = set(q) - {"from", "to", "metrics", "by", "interval", "limit", "host", "token"}
     if unknown:
         raise StatsError(f"unknown parameter(s) {', '.join(sorted(unknown))}: "
-                         "accepted are from, to, metrics, by, interval, limit")
+                         "accepted are from, to, metrics, by, interval, limit, host")
+    host = q.get("host") or None
+    if host is not None and not _HOST.match(host):
+        raise StatsError(f"host={host[:80]!r} is not a host name: letters, digits, '.', '-' and ':' only")
     end = parse_time(q["to"], "to") if q.get("to") else now
     start = parse_time(q["from"], "from") if q.get("from") else end - DEFAULT_RANGE_S
     if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
@@ -139,8 +157,6 @@ def parse_stats_request(q: dict[str, str], now: float | None = None) -> StatsReq
     if bad or not metrics:
         raise StatsError(f"unknown metric(s) {', '.join(bad) or '(none given)'}: choose from {', '.join(METRICS)}")
     by = q.get("by") or None
-    if by == "country":
-        raise StatsError(GEO_MESSAGE)
     if by is not None:
         if by not in DIMENSIONS:
             raise StatsError(f"unknown by={by!r}: choose from {', '.join(DIMENSIONS)}")
@@ -164,7 +180,7 @@ def parse_stats_request(q: dict[str, str], now: float | None = None) -> StatsReq
         raise StatsError(f"limit={q.get('limit')!r} must be an integer 1..1000") from None
     if not 1 <= limit <= 1000:
         raise StatsError(f"limit={limit} must be 1..1000")
-    return StatsRequest(start_i, end_i, metrics, by, interval, limit)
+    return StatsRequest(start_i, end_i, metrics, by, interval, limit, host.lower() if host else None)
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -186,8 +202,19 @@ def _table_sql(table: Table, metrics: list[str], req: StatsRequest) -> str:
     exprs = outer_keys + [f"{METRICS[m].expr} AS `{m}`" for m in metrics]
     t = f"`{table.time_col}`"
     return (f"SELECT {', '.join(exprs)} FROM (SELECT {', '.join(inner)} FROM {table.name} "
-            f"WHERE {t} >= toDateTime({req.start}) AND {t} < toDateTime({req.end}) AND {table.where} "
-            f"GROUP BY `{table.id_col}`){group}")
+            f"WHERE {t} >= toDateTime({req.start}) AND {t} < toDateTime({req.end}) AND {table.where}"
+            f"{_host_filter(table, req)} GROUP BY `{table.id_col}`){group}")
+
+
+def _host_filter(table: Table, req: StatsRequest) -> str:
+    """AND-fragment keeping one site (host checked by _HOST, so quoting it is safe); sessions have no host
+    column: theirs is the host of their page views (within a visit's day of the range)."""
+    if not req.host:
+        return ""
+    if table.name == "sessions":
+        return (f" AND session_id IN (SELECT session_id FROM pageviews WHERE host = '{req.host}' AND "
+                f"ts >= toDateTime({req.start}) AND ts < toDateTime({req.end + 86400}))")
+    return f" AND host = '{req.host}'"
 
 
 def _clean(value: Any, digits: int | None) -> Any:
@@ -211,12 +238,12 @@ ROLLUP_SQL = {
     "pageviews_per_minute": (
         "SELECT {key}uniqExactMerge(pageviews) AS pageviews, uniqExactMerge(visitors) AS visitors "
         "FROM pageviews_per_minute WHERE minute >= toDateTime({start}) AND minute < toDateTime({end}) "
-        "AND is_bot = 0{group}"),
+        "AND is_bot = 0{host}{group}"),
     "hits_per_minute": (
         "SELECT {outer_key}sum(n) AS hits, sumIf(n, status_class IN (4, 5)) AS errors, "
         "if(sum(n) = 0, 0, sumIf(n, status_class IN (4, 5)) / sum(n)) AS error_rate FROM ("
         "SELECT {key}status_class, uniqExactMerge(hits) AS n FROM hits_per_minute "
-        "WHERE minute >= toDateTime({start}) AND minute < toDateTime({end}) GROUP BY {inner_group}status_class)"
+        "WHERE minute >= toDateTime({start}) AND minute < toDateTime({end}){host} GROUP BY {inner_group}status_class)"
         "{group}"),
 }
 
@@ -229,7 +256,8 @@ def _rollup_sql(name: str, req: StatsRequest) -> str:
     else:
         key = group = outer_key = inner_group = ""
     return ROLLUP_SQL[name].format(key=key, group=group, outer_key=outer_key, inner_group=inner_group,
-                                   start=req.start, end=req.end)
+                                   start=req.start, end=req.end,
+                                   host=f" AND host = '{req.host}'" if req.host else "")
 
 
 def compute_stats(query: Query, req: StatsRequest, prefer_rollups: bool = True) -> dict:

@@ -41,7 +41,7 @@ def make_pageviews(n: int, seed: int = 2, minutes: int = 5) -> list[dict]:
             "utm_term": "", "utm_content": "", "browser": rnd.choice(["Chrome", "Firefox"]), "os": "Linux",
             "device": "desktop", "is_bot": rnd.random() < 0.1, "page_group": "product" if "product" in path else "",
             "section": "", "product_id": path.rsplit("/", 1)[-1] if "product" in path else "", "category": "",
-            "menu": "", "goal": "", "goal_value": 0.0,
+            "menu": "", "goal": "", "goal_value": 0.0, "country": rnd.choice(["US", "DE", ""]), "city": "",
         })
     return out
 

@@ -204,7 +204,7 @@ def _pageview(event_id, ts, vid, member, sid, path, channel, ref, campaign, devi
            "utm_medium": "email" if campaign == "newsletter" else "",
            "utm_campaign": campaign, "utm_term": "", "utm_content": "",
            "browser": "Googlebot" if bot else "Firefox", "os": "Other" if bot else "Linux", "device": device,
-           "is_bot": bot, **f}
+           "is_bot": bot, "country": "", "city": "", **f}
     assert set(row) == set(PAGEVIEW_FIELD_NAMES)
     return row
 

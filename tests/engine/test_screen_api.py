@@ -34,9 +34,9 @@ def _client(st):
     client = TestClient(TestServer(create_web_app(load_settings(), None, st)), loop=loop)
     loop.run_until_complete(client.start_server())
 
-    def fetch(path: str):
+    def fetch(path: str, method: str = "GET", **kw):
         async def go():
-            resp = await client.get(path)
+            resp = await client.request(method, path, **kw)
             body = await resp.json() if resp.content_type == "application/json" else await resp.text()
             return resp.status, resp.headers, body
         return loop.run_until_complete(go())
@@ -95,3 +95,25 @@ def test_activity_and_all_funnels(get):
 def test_bad_parameters_are_one_clear_line(get, path, fragment):
     status, _, body = get(path)
     assert status == 400 and fragment in body["error"] and "\n" not in body["error"]
+
+
+def test_annotations_are_added_listed_and_deleted(get):
+    status, _, note = get("/api/annotations", "POST", json={"ts": DS.now - 3600, "text": " newsletter sent "})
+    assert status == 201 and note["text"] == "newsletter sent" and note["ts"] == DS.now - 3600
+    get("/api/annotations", "POST", json={"ts": DS.now - 60, "text": "price change"})
+    status, _, listed = get(f"/api/annotations?from={DS.now - 7200}&to={DS.now}")
+    assert [a["text"] for a in listed["annotations"]] == ["newsletter sent", "price change"]
+    status, _, only = get(f"/api/annotations?from={DS.now - 600}&to={DS.now}")
+    assert [a["text"] for a in only["annotations"]] == ["price change"]
+    status, _, _ = get(f"/api/annotations/{note['annotation_id']}", "DELETE")
+    assert status == 200
+    _, _, after = get("/api/annotations")
+    assert [a["text"] for a in after["annotations"]] == ["price change"]
+    status, _, body = get(f"/api/annotations/{note['annotation_id']}", "DELETE")
+    assert status == 404 and "no annotation" in body["error"]
+    for bad, fragment in (({"ts": "yesterday", "text": "x"}, "ts must be"), ({"ts": DS.now, "text": ""}, "text must"),
+                          ({"ts": DS.now, "text": "x" * 501}, "at most 500"), ([1, 2], "JSON object")):
+        status, _, body = get("/api/annotations", "POST", json=bad)
+        assert status == 400 and fragment in body["error"], (bad, body)
+    status, _, body = get("/api/annotations", "POST", data=b"not json")
+    assert status == 400 and "body must be JSON" in body["error"]

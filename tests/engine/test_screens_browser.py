@@ -172,7 +172,14 @@ def test_wall_layout_cuts_no_figure_off(browser, demo, output_dir):
 def test_customers_tab_shows_the_api_and_opens_a_profile(browser, demo, output_dir):
     page, errors = _page(browser, demo, "1366x768")
     page.wait_for_function("parseInt(document.querySelector('#conversion-sub').textContent) > 0", timeout=90_000)
+    # the live "members now" opens the members seen in the window
+    with page.expect_response(lambda r: "/api/customers" in r.url and "active_within_s=300" in r.url) as resp:
+        page.click("[data-testid=members-link]")
+    active = resp.value.json()
+    page.wait_for_function("document.querySelector('#member-list-title').textContent.includes('last 5 min')")
+    assert 0 < active["total"] <= active["members"]
     with page.expect_response(lambda r: "/api/customers" in r.url) as resp:
+        page.click("#tab-live")
         page.click("#tab-customers")
     listed = resp.value.json()
     page.wait_for_selector("#member-table tbody tr td a.id-link")
@@ -222,25 +229,38 @@ def test_customers_tab_shows_the_api_and_opens_a_profile(browser, demo, output_d
 
 def test_products_and_funnels_tabs_show_the_api(browser, demo, output_dir):
     page, errors = _page(browser, demo)
-    with page.expect_response(lambda r: "/api/products" in r.url) as resp:
+    with page.expect_response(lambda r: "/api/products/sales" in r.url) as resp:
         page.click("#tab-products")
-    ranked = resp.value.json()["rows"]
+    sold = {r["product_id"]: r for r in resp.value.json()["rows"]}
     page.wait_for_selector("#product-table tbody tr.pick")
-    first = page.locator("#product-table tbody tr").first.locator("td").all_inner_texts()
-    assert first[0] == ranked[0]["product_id"] and _num(first[2]) == ranked[0]["views"]
-    # views per product against the shop's log, up to a moment no product view is near
+    rows = page.locator("#product-table tbody tr")
+    assert rows.count() >= len(sold) > 0
+    for i in range(min(5, rows.count())):
+        cells = rows.nth(i).locator("td").all_inner_texts()
+        want = sold.get(cells[0], {})
+        assert [_num(c) for c in cells[4:8]] == [want.get(k, 0) for k in ("carts", "orders", "units", "revenue")]
+    # views, units and revenue per product against the shop's log, up to a moment no view or order is near
     truth = _truth(demo[2])
-    views_at = sorted(r["ts"] for r in truth if r["path"].startswith("/product/") and r["method"] == "GET"
-                      and r["status"] == 200 and not r["bot"])
-    gaps = [(b - a, (a + b) / 2) for a, b in zip(views_at, views_at[1:]) if b < time.time() - 10]
-    width, cut = max(gaps)
+    viewed = [r for r in truth if r["path"].startswith("/product/") and r["method"] == "GET"
+              and r["status"] == 200 and not r["bot"]]
+    orders = [r for r in truth if r["order"] and not r["bot"]]
+    times = sorted(r["ts"] for r in viewed + orders)
+    width, cut = max((b - a, (a + b) / 2) for a, b in zip(times, times[1:]) if b < time.time() - 10)
     assert width > 0.05
     got = {r["product_id"]: r["views"] for r in _api(page, f"/api/products?to={cut}&limit=1000")["rows"]}
-    want = Counter(r["path"].split("/")[2] for r in truth if r["path"].startswith("/product/") and r["ts"] < cut
-                   and r["method"] == "GET" and r["status"] == 200 and not r["bot"])
-    assert got == dict(want)
+    assert got == dict(Counter(r["path"].split("/")[2] for r in viewed if r["ts"] < cut))
+    units, revenue = Counter(), Counter()
+    for r in orders:
+        for pid, qty, price in r["order"]["items"] if r["ts"] < cut else ():
+            units[pid] += qty
+            revenue[pid] += qty * price
+    got = _api(page, f"/api/products/sales?to={cut}&limit=1000")["rows"]
+    assert {r["product_id"]: r["units"] for r in got if r["units"]} == dict(units) and units
+    assert {r["product_id"]: round(r["revenue"], 2) for r in got if r["units"]} == \
+        {k: round(v, 2) for k, v in revenue.items()}
     page.click("#product-table tbody tr.pick >> nth=0")
     page.wait_for_selector("#product-together table")
+    assert page.locator("#product-together table").count() == 2  # viewed together, bought together
     page.screenshot(path=str(output_dir / "products-1920x1080.png"), full_page=True)
 
     with page.expect_response(lambda r: "/api/funnels" in r.url) as resp:
@@ -301,5 +321,34 @@ def test_accessibility_basics(browser, demo):
         }
         return out; }""")
     assert ratios and all(r >= 4.5 for r in ratios.values()), ratios
+    assert errors == [], errors
+    page.close()
+
+
+def test_history_notes_site_filter_and_new_breakdowns(browser, demo, output_dir):
+    page, errors = _page(browser, demo)
+    page.click("#tab-history")
+    page.wait_for_function("document.querySelectorAll('#history-host option').length > 1", timeout=30_000)
+    host = page.locator("#history-host option").nth(1).get_attribute("value")
+    with page.expect_response(lambda r: "/api/stats" in r.url and "host=" in r.url and "by=" not in r.url
+                              and "interval=" not in r.url) as resp:
+        page.select_option("#history-host", host)
+    totals = resp.value.json()["totals"]
+    page.wait_for_function("n => document.querySelector('#history-totals .mid').textContent === n",
+                           arg=f"{totals['pageviews']:,}")
+    titles = page.locator("#history-tops .top h2").all_inner_texts()
+    assert {"Entry pages", "Exit pages", "Search keywords", "Countries"} <= set(titles)
+    # a note on the timeline: added with the form, listed, drawn, stored
+    page.fill("#note-text", "newsletter sent")
+    page.click("#note-form button[type=submit]")
+    page.wait_for_selector("#note-list li")
+    assert "newsletter sent" in page.inner_text("#note-list")
+    assert [a["text"] for a in _api(page, "/api/annotations")["annotations"]] == ["newsletter sent"]
+    for size in SIZES:
+        page.set_viewport_size(dict(zip(("width", "height"), SIZES[size])))
+        page.screenshot(path=str(output_dir / f"history-{size}.png"), full_page=True)
+    page.click("#note-list li button")
+    page.wait_for_function("document.querySelectorAll('#note-list li').length === 0")
+    assert _api(page, "/api/annotations")["annotations"] == []
     assert errors == [], errors
     page.close()

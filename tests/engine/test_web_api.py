@@ -248,7 +248,7 @@ def test_sessions_use_the_latest_version(history):
 
 
 @pytest.mark.parametrize("query,fragment", [
-    ("by=country", "geo is not configured"),
+    ("by=country&metrics=sessions", "cannot be broken down by country"),
     ("metrics=pageviews,nope", "unknown metric"),
     ("by=planet", "unknown by"),
     ("interval=week", "unknown interval"),

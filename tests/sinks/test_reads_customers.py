@@ -93,6 +93,13 @@ def test_member_list_filters_searches_sorts_and_pages(store):
     assert {r["member_id"] for r in found} == {m for m in MEMBERS if needle.lower() in m}
     by_visits = customers.member_list(store, CFG, SEG, rng, sort="visits", desc=False, limit=None)["rows"]
     assert [r["visits"] for r in by_visits] == sorted(r["visits"] for r in whole)
+    week = customers.member_list(store, CFG, SEG, rng, active_since=DS.now - 7 * 86400, limit=None)["rows"]
+    last = defaultdict(float)
+    for e in HUMAN + GOALS:
+        if OWNER[e["event_id"]]:
+            last[OWNER[e["event_id"]]] = max(last[OWNER[e["event_id"]]], e["ts"])
+    assert {r["member_id"] for r in week} == {m for m, t in last.items() if t >= DS.now - 7 * 86400}
+    assert 0 < len(week) < len(MEMBERS)
     second = customers.member_list(store, CFG, SEG, rng, limit=5, offset=5)["rows"]
     assert [r["member_id"] for r in second] == [r["member_id"] for r in whole[5:10]]
     for bad, message in ((dict(segment="whales"), "segment must be one of"), (dict(sort="shoe_size"), "sort must be")):

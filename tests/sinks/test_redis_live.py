@@ -139,8 +139,10 @@ def test_orders_cart_adds_and_the_goal_feed_per_minute(live):
     now = time.time()
     m0 = (int(now // 60) - 1) * 60  # the previous minute: complete
     p = HitProcessor(s)
-    batch = [_hit("p1", m0 + 1, "v1", "/product/p1"), _hit("c1", m0 + 2, "v1", "/cart/add", method="POST", status=303),
-             _hit("o1", m0 + 3, "v1", "/order/complete", method="POST", member="m1", extra={"x-order-amount": "42.50"}),
+    batch = [_hit("p1", m0 + 1, "v1", "/product/p1"),
+             _hit("c1", m0 + 2, "v1", "/cart/add", method="POST", status=303, query="product=p1&qty=2"),
+             _hit("o1", m0 + 3, "v1", "/order/complete", method="POST", member="m1",
+                  extra={"x-order-amount": "42.50", "x-order-items": "p1:2:15.00,p7:1:12.50"}),
              _hit("p2", m0 + 4, "v2", "/product/p2"), _hit("c2", m0 + 5, "v2", "/cart/add", method="POST", status=303),
              _hit("c3", m0 + 61, "v2", "/cart/add", method="POST", status=303),
              _hit("o2", m0 + 62, "v2", "/order/complete", method="POST", extra={"x-order-amount": "10"}),
@@ -157,3 +159,7 @@ def test_orders_cart_adds_and_the_goal_feed_per_minute(live):
     assert [(g["goal"], g["value"]) for g in feed] == [("purchase", 10.0), ("add_to_cart", 0.0), ("add_to_cart", 0.0),
                                                        ("purchase", 42.5), ("add_to_cart", 0.0)]
     assert feed[3]["visitor_id"] == "v1" and feed[3]["member_id"] == "m1" and feed[0]["member_id"] == ""
+    # units per product, carted and ordered, in their minute (the top lists of the live products card)
+    prev = snap["top"]["previous"]
+    assert dict(map(tuple, prev["cart_products"])) == {"p1": 2}
+    assert dict(map(tuple, prev["order_products"])) == {"p1": 2, "p7": 1}
