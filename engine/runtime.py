@@ -257,10 +257,10 @@ class EmbeddedRuntime:
         self.summary.dropped = cp.dropped
         self.summary.processed = self.worker.processed if self.worker is not None else 0
         self.summary.written = getattr(self.worker_runtime(), "history_written", 0)
-        if self.failed:
-            self.summary.lost = max(0, self.summary.hits - self.summary.written)
         if self.history is not None and cp.sent:
             self._count_history(cp)
+        if self.failed:
+            self.summary.lost = max(0, self.summary.hits - self.summary.written)
         await self._stop_components()
         return self.summary
 
@@ -296,13 +296,18 @@ class EmbeddedRuntime:
         return f"the other {n:,} stay in Kafka, uncommitted, and are processed on the next start"
 
     def _count_history(self, cp: CaptureProgress) -> None:
-        """This run's page views / sessions / visitors, from the history store (exact queries)."""
+        """This run's hits / page views / sessions / visitors, from the history store (exact queries). The
+        hits written are what the history holds for the run's time span: the sink also writes on its own
+        timer, so the worker's flush count alone can miss rows that are there."""
         from sinks.reads.queries import range_totals
 
         try:
-            totals = range_totals(self.history, cp.first_ts, cp.last_ts + 1)
-            self.summary.pageviews, self.summary.visitors, self.summary.sessions = \
-                totals["pageviews"], totals["visitors"], totals["sessions"]
+            # first_ts is the packet time of the first batch that completed a transaction; its request may
+            # be older by up to the transaction timeout (the run's first hit was left out of the count)
+            early = self.settings.capture.transaction_timeout_s + 1
+            totals = range_totals(self.history, cp.first_ts - early, cp.last_ts + 1)
+            self.summary.written, self.summary.pageviews, self.summary.visitors, self.summary.sessions = \
+                totals["hits"], totals["pageviews"], totals["visitors"], totals["sessions"]
         except Exception as e:
             self.summary.errors.append(f"history summary: {e}")
 

@@ -149,11 +149,13 @@ def event_counts(store: HistoryStore) -> dict[str, int]:
 
 
 def range_totals(store: HistoryStore, from_ts: float, to_ts: float) -> dict[str, int]:
-    """Distinct page views, non-bot visitors (of page views) and sessions started in [from_ts, to_ts):
+    """Distinct hits, page views, non-bot visitors (of page views) and sessions started in [from_ts, to_ts):
     the summary of one `visitwire run`."""
     p = {"lo": float(from_ts), "hi": float(to_ts)}
     pv = "FROM pageviews WHERE ts_epoch >= %(lo)s AND ts_epoch < %(hi)s"
     return {
+        "hits": int(store.query("SELECT uniqExact(event_id) AS n FROM hits WHERE ts_epoch >= %(lo)s "
+                                "AND ts_epoch < %(hi)s", p)[0]["n"]),
         "pageviews": int(store.query(f"SELECT uniqExact(event_id) AS n {pv}", p)[0]["n"]),
         "visitors": int(store.query(f"SELECT uniqExact(visitor_id) AS n {pv} AND is_bot = 0", p)[0]["n"]),
         "sessions": int(store.query("SELECT uniqExact(session_id) AS n FROM sessions WHERE start_epoch >= %(lo)s "

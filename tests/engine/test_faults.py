@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -95,56 +96,51 @@ def test_embedded_redis_killed_is_started_again_and_the_run_says_so(tmp_path):
     assert _history_hits(env, history_url) == served > 20
 
 
-def test_embedded_broker_dying_stops_the_run_with_the_exact_loss(tmp_path):
+@contextmanager
+def _run_under_traffic(tmp_path: Path, history_url: str, seed: int, *extra: str, env_extra: dict | None = None):
+    """A live run of the demo shop with a crowd that keeps coming, past its first 100 requests;
+    yields (proc, env, err) and stops the crowd and the run however the test ends."""
     from engine.crowd import Crowd
     from engine.demo_shop import DemoShop
 
-    history_url = f"chdb://{tmp_path / 'chdb'}"
     with DemoShop() as shop:
-        proc, env, err = _start_run(tmp_path, shop.port, history_url,
-                                    env_extra={"VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "30"})
-        crowd = Crowd(shop.url, seed=7, visitors=8, round_s=2, repeat=True, think_scale=0.02).start()
+        proc, env, err = _start_run(tmp_path, shop.port, history_url, *extra, env_extra=env_extra)
+        crowd = Crowd(shop.url, seed=seed, visitors=8, round_s=2, repeat=True, think_scale=0.02).start()
         try:
-            _wait_for("hits published", lambda: "hits published" in err.read_text(errors="replace")
-                      or shop.counters.get("status_200", 0) > 100, 60, err)
+            _wait_for("traffic", lambda: shop.counters.get("status_200", 0) > 100, 60, err)
             time.sleep(2)
-            tansu_pid = next(p for p, name in _children(proc.pid).items() if name.startswith("tansu"))
-            os.kill(tansu_pid, signal.SIGKILL)
-            t0 = time.monotonic()
-            summary, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
-            assert time.monotonic() - t0 < 60  # fast, not a 5-minute drain
+            yield proc, env, err
         finally:
             crowd.stop()
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_embedded_broker_dying_stops_the_run_with_the_exact_loss(tmp_path):
+    history_url = f"chdb://{tmp_path / 'chdb'}"
+    # a long flush interval: hits read but not yet written when the broker dies
+    with _run_under_traffic(tmp_path, history_url, 7, env_extra={"VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "30"}) \
+            as (proc, env, err):
+        tansu_pid = next(p for p, name in _children(proc.pid).items() if name.startswith("tansu"))
+        os.kill(tansu_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        _, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
+        assert time.monotonic() - t0 < 60  # fast, not a 5-minute drain
     assert "embedded Kafka broker (tansu) exited" in log and "cannot be recovered" in log
 
 
 def test_external_broker_restarted_empty_stops_the_run_with_the_exact_loss(tmp_path, redis_server):
-    from engine.crowd import Crowd
-    from engine.demo_shop import DemoShop
-
     broker = start_tansu()
     history_url = f"chdb://{tmp_path / 'chdb'}"
     try:
-        with DemoShop() as shop:
-            proc, env, err = _start_run(tmp_path, shop.port, history_url, "--kafka", broker.url,
-                                        "--redis", redis_server.url,
-                                        env_extra={"VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "30"})
-            crowd = Crowd(shop.url, seed=8, visitors=8, round_s=2, repeat=True, think_scale=0.02).start()
-            try:
-                _wait_for("traffic", lambda: shop.counters.get("status_200", 0) > 100, 60, err)
-                time.sleep(3)
-                port = broker.port
-                broker.kill()
-                broker = start_tansu(port=port)  # the same address, memory storage: every topic gone
-                t0 = time.monotonic()
-                summary, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
-                assert time.monotonic() - t0 < 60
-            finally:
-                crowd.stop()
-                if proc.poll() is None:
-                    proc.kill()
+        with _run_under_traffic(tmp_path, history_url, 8, "--kafka", broker.url, "--redis", redis_server.url,
+                                env_extra={"VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "30"}) as (proc, env, err):
+            port = broker.port
+            broker.kill()
+            broker = start_tansu(port=port)  # the same address, memory storage: every topic gone
+            t0 = time.monotonic()
+            _, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
+            assert time.monotonic() - t0 < 60
         assert re.search(r"went back from \d+ to \d+|is gone from the broker", log), log[-3000:]
     finally:
         broker.stop()
@@ -161,26 +157,14 @@ def small_disk(tmp_path):
 
 
 def test_a_disk_filling_up_stops_writes_with_offsets_uncommitted_and_says_how_many(tmp_path, small_disk):
-    from engine.crowd import Crowd
-    from engine.demo_shop import DemoShop
-
     history_url = f"chdb://{small_disk / 'chdb'}"
-    with DemoShop() as shop:
-        proc, env, err = _start_run(tmp_path, shop.port, history_url,
-                                    env_extra={"VISITWIRE_HISTORY__MIN_FREE_MB": "64"})
-        crowd = Crowd(shop.url, seed=9, visitors=8, round_s=2, repeat=True, think_scale=0.02).start()
-        try:
-            _wait_for("traffic", lambda: shop.counters.get("status_200", 0) > 100, 60, err)
-            free = os.statvfs(small_disk)
-            filler = (free.f_bavail * free.f_frsize) - (32 << 20)  # another program fills the disk
-            with open(small_disk / "filler", "wb") as f:
-                f.truncate(0)
-                os.posix_fallocate(f.fileno(), 0, filler)
-            summary, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
-        finally:
-            crowd.stop()
-            if proc.poll() is None:
-                proc.kill()
+    with _run_under_traffic(tmp_path, history_url, 9, env_extra={"VISITWIRE_HISTORY__MIN_FREE_MB": "64"}) \
+            as (proc, env, err):
+        free = os.statvfs(small_disk)
+        filler = (free.f_bavail * free.f_frsize) - (32 << 20)  # another program fills the disk
+        with open(small_disk / "filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, filler)
+        _, log = _ends_with_exact_loss(proc, err, env, history_url, 120)
     assert "disk full:" in log and "history.min_free_mb" in log and "uncommitted" in log
 
 

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from config.settings import Settings
+from engine.proctree import descendants
 from engine.services import free_port, start_tansu
 from pcapgen import generate_pcap
 
@@ -569,28 +570,7 @@ def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server,
 
 # -- a run killed with SIGKILL ---------------------------------------------------------------------
 
-def _children(pid: int) -> dict[int, str]:
-    """Descendants of `pid` still running: {pid: command name}."""
-    tree: dict[int, list[int]] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
-        if state != "Z":
-            tree.setdefault(int(ppid), []).append(int(entry))
-            names[int(entry)] = name
-    out, todo = {}, list(tree.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out[p] = names[p]
-        todo += tree.get(p, [])
-    return out
+_children = descendants  # what a run started and still has running
 
 
 def _alive(pids) -> dict[int, str]:

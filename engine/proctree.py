@@ -1,0 +1,32 @@
+"""The processes below a process, read from /proc (Linux): what a run started and still has running.
+
+Used by the soak benchmark (RSS per process) and by the tests that check a killed run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: command name} of every running (not zombie) process below `pid`."""
+    tree: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if state != "Z":
+            tree.setdefault(int(ppid), []).append(int(entry))
+            names[int(entry)] = name
+    out, todo = {}, list(tree.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out[p] = names[p]
+        todo += tree.get(p, [])
+    return out
