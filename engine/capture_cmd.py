@@ -9,7 +9,8 @@ import sys
 
 from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, open_source, run_loop, tune_gc
 from capture.pcapfile import PcapFormatError
-from capture.decoder import Decoder, warm_up
+from capture.decoder import Decoder
+from capture.warm import warm_up
 from config.settings import Settings
 from engine.privileges import PrivilegeError, drop_to
 

@@ -70,6 +70,12 @@ def capture(
         raise typer.BadParameter("give --pcap FILE or --iface IFACE")
     s = settings(capture=_section(iface=iface, ports=_ports(ports)), kafka=_section(bootstrap=kafka),
                  metrics=_section(port=metrics_port))
+    from engine.kernel_cache import compile_all, every, stale
+
+    compiling = stale(("capture",))
+    if compiling is not None:  # said before the wait (with progress), and recorded for the next start
+        typer.secho(compiling.line(), fg="yellow", err=True)
+        compile_all(("capture",), say=every(5.0, lambda text: typer.echo(text, err=True)))
     from engine.capture_cmd import run_capture
 
     raise typer.Exit(run_capture(s, pcap=pcap, iface=iface, jsonl=(format == OutputFormat.jsonl and not kafka),
@@ -128,6 +134,14 @@ def demo(
     from engine.demo import run_demo
 
     raise typer.Exit(run_demo(s, duration=duration, visitors=visitors, seed=seed, truth=truth))
+
+
+@app.command("compile")
+def compile_kernels():
+    """Compile and cache every numba kernel for this machine (set-up runs it; later starts load the cache)."""
+    from engine.kernel_cache import compile_or_check
+
+    raise typer.Exit(compile_or_check())
 
 
 @db_app.command("init")

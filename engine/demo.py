@@ -18,13 +18,20 @@ from config.settings import Settings
 from engine.api_token import new_token
 from engine.crowd import BOTS, Crowd
 from engine.demo_shop import DemoShop
-from engine.runtime import (RuntimeFailure, exit_code, print_summary, quiet_library_logs, run_loop,
+from engine.runtime import (RunSummary, RuntimeFailure, exit_code, print_summary, quiet_library_logs, run_loop,
                             run_runtime)
 from engine.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 FIGURES_EVERY_S = 5.0
+# decoder counters that stand for requests the shop served but capture could not pair into a transaction
+DECODER_LOSSES = (("gaps", "sequence gaps (lost segments)"), ("parse_errors", "HTTP parse errors"),
+                  ("non_http", "flows not recognised as HTTP"), ("orphan_responses", "responses without their request"),
+                  ("dropped_pending", "requests dropped beyond max_pending_requests"),
+                  ("dropped_overflow_segments", "segments dropped beyond the flow buffer limit"),
+                  ("truncated_frames", "truncated frames"), ("malformed", "malformed frames"),
+                  ("internal_errors", "internal errors"))
 CAPTURE_READY_TIMEOUT_S = 60.0
 
 
@@ -94,6 +101,27 @@ def _play(shop: DemoShop, seed: int, visitors: int, duration: float, console: Co
     return side
 
 
+def capture_account(served: int, before: int, after: int, s: RunSummary) -> list[tuple[str, str]]:
+    """The closing table's rows: requests the shop served beside transactions captured, and where any
+    difference went (`before` / `after`: served outside the capture window)."""
+    captured = s.transactions
+    rows = [("requests served by the shop", f"{served:,}"),
+            ("transactions captured", f"{captured:,} of {served:,}" + (" (all)" if captured == served else ""))]
+    if captured == served:
+        return rows
+    causes = []
+    if before:
+        causes.append(f"{before:,} served before capture was live")
+    if after:
+        causes.append(f"{after:,} served after capture was told to stop")
+    if s.source.get("kernel_drops"):
+        causes.append(f"{s.source['kernel_drops']:,} packets dropped by the kernel (capture fell behind)")
+    causes += [f"{s.decoder[key]:,} {what}" for key, what in DECODER_LOSSES if s.decoder.get(key)]
+    what = "not captured" if captured < served else "captured beyond what the shop served"
+    rows.append((f"[red]{what}", f"{abs(served - captured):,}: " + ("; ".join(causes) or "no drop was counted")))
+    return rows
+
+
 def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: int = 7,
              truth: str | None = None) -> int:
     console = Console(stderr=True)
@@ -113,7 +141,8 @@ def run_demo(settings: Settings, duration: float = 0, visitors: int = 60, seed: 
             return 2
         served = shop.counters
     requests = sum(n for k, n in served.items() if k.startswith("status_"))
-    summary.extra_rows += [("requests served by the shop", f"{requests:,}"),
-                           ("orders placed", f"{served['orders']:,}")]
+    before, after = shop.served_outside(summary.live_at or float("inf"), summary.stop_at or float("inf"))
+    summary.extra_rows += capture_account(requests, before, after, summary)
+    summary.extra_rows.append(("orders placed", f"{served['orders']:,}"))
     print_summary(Console(), summary, title="visitwire demo")
     return exit_code(summary)

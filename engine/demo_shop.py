@@ -150,6 +150,7 @@ class ShopHandler(BaseHTTPRequestHandler):
         status, body, ctype, headers = self._dispatch(method, path, form, visitor, cookies, set_cookies)
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.counters[f"status_{status}"] += 1  # type: ignore[attr-defined]
+            self.server.served_at.append(time.monotonic())  # type: ignore[attr-defined]
             if "X-Order-Amount" in headers:
                 self.server.counters["orders"] += 1  # type: ignore[attr-defined]
             truth = self.server.truth  # type: ignore[attr-defined]
@@ -250,6 +251,7 @@ class DemoShop:
         # line-buffered: a reader of the truth log sees every request answered so far
         self.httpd.truth = open(truth, "a", buffering=1) if truth else None  # type: ignore[attr-defined]
         self.httpd.bot_agents = frozenset(bot_agents)  # type: ignore[attr-defined]
+        self.httpd.served_at = []  # type: ignore[attr-defined]  # time.monotonic() of each response
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="demo-shop", daemon=True)
@@ -258,6 +260,12 @@ class DemoShop:
     def counters(self) -> Counter:
         with self.httpd.lock:  # type: ignore[attr-defined]
             return Counter(self.httpd.counters)  # type: ignore[attr-defined]
+
+    def served_outside(self, lo: float, hi: float) -> tuple[int, int]:
+        """Responses served before `lo` and after `hi` (time.monotonic()): outside a capture window."""
+        with self.httpd.lock:  # type: ignore[attr-defined]
+            times = list(self.httpd.served_at)  # type: ignore[attr-defined]
+        return sum(t < lo for t in times), sum(t > hi for t in times)
 
     def start(self) -> "DemoShop":
         self._thread.start()

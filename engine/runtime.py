@@ -59,6 +59,10 @@ class RunSummary:
     errors: list[str] = field(default_factory=list)
     extra_rows: list[tuple[str, str]] = field(default_factory=list)  # e.g. the demo's shop figures
     stuck: bool = False  # a component did not stop: the process must exit without waiting on it
+    decoder: dict = field(default_factory=dict)  # capture's decoder counters (capture.decoder.STAT_KEYS)
+    source: dict = field(default_factory=dict)   # live capture: kernel packets / drops
+    live_at: float = 0.0      # time.monotonic() when capture was seen live
+    stop_at: float = 0.0      # time.monotonic() when capture was told to stop
 
     @property
     def events_per_s(self) -> float:
@@ -70,7 +74,7 @@ class EmbeddedRuntime:
 
     def __init__(self, settings: Settings, supervisor: Supervisor, *, pcap: str | None = None,
                  iface: str | None = None, console: Console | None = None, show_progress: bool = True,
-                 close_sessions: bool | None = None):
+                 close_sessions: bool | None = None, compiling=None):
         self.settings = settings          # resolved: kafka.bootstrap / redis.url filled in
         self.supervisor = supervisor
         self.pcap = pcap
@@ -90,7 +94,8 @@ class EmbeddedRuntime:
         self.watchdog: Watchdog | None = None
         self.failed = ""                  # why the run stopped early (PipelineLoss); shutdown skips the drain
         self.summary = RunSummary()
-        self._t0 = time.monotonic()
+        self._t0 = self._created = time.monotonic()
+        self.compiling = compiling  # engine.kernel_cache.Staleness: kernels compile before capture is live
 
     # -- start ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,6 +118,11 @@ class EmbeddedRuntime:
         if applied:
             log.info("history schema: applied %s", ", ".join(applied))
         _check_redis(s.redis.url)
+        if self.compiling is not None and "processors" in self.compiling.rooms:
+            from engine.kernel_cache import compile_all, every
+
+            # before the worker's own warm-up, which then loads them; recorded for the next start
+            await asyncio.to_thread(compile_all, ("processors",), every(10.0, log.info))
         self.worker = InProcessWorker(s, history=self.history)
         try:
             await self.worker.start()
@@ -121,6 +131,7 @@ class EmbeddedRuntime:
                                  "or leave it out to use the embedded broker") from None
         self.worker_started = True
         self.live_reader = LiveStateReader(s.redis.url, s)
+        # up before capture's child loads (a stale cache: compiles) its kernels; the screen says so meanwhile
         self.web_url = await self._start_web()
         write_state(s.data_dir, web_url=self.web_url, token=s.web.token, history_url=s.history.url)
         self.capture = CaptureChild(s, pcap=self.pcap, iface=None if self.pcap else self.iface).start()
@@ -153,7 +164,8 @@ class EmbeddedRuntime:
             raise RuntimeFailure(str(e)) from None
 
         try:
-            self.web_runner, url = await start_web(self.settings, self.live_reader, self.history, self._metrics())
+            self.web_runner, url = await start_web(self.settings, self.live_reader, self.history, self._metrics(),
+                                                   startup=self.startup_status)
         except OSError as e:
             raise RuntimeFailure(f"the dashboard cannot listen on {self.settings.web.host}:{self.settings.web.port} "
                                  f"({e.strerror}); choose another port with --web-port") from None
@@ -175,6 +187,23 @@ class EmbeddedRuntime:
                     "output": {"sent": p.sent, "dropped_while_broker_away": p.dropped}}
         return Metrics(worker_metrics(self.settings, self.worker), CaptureCollector(capture_figures))
 
+    def startup_status(self) -> dict | None:
+        """None once capture is live; before that what the start waits for (the screen and /api/health)."""
+        if self.capture is not None and self.capture.progress.started:
+            return None
+        elapsed = round(time.monotonic() - self._created, 1)
+        if self.compiling is None:
+            return {"state": "starting", "elapsed_s": elapsed}
+        c = self.compiling
+        return {"state": "compiling", "rooms": list(c.rooms), "reason": c.reason, "expected_s": round(c.expected_s),
+                "elapsed_s": elapsed}
+
+    def startup_text(self) -> str:
+        st = self.startup_status() or {"state": "running"}
+        if st["state"] == "compiling":
+            return f"compiling kernels, {st['elapsed_s']:.0f} s of about {st['expected_s']} s"
+        return "starting capture" if st["state"] == "starting" else "capture"
+
     # -- run --------------------------------------------------------------------------------
     async def run_until(self, stop: asyncio.Event) -> None:
         """Show progress until `stop` is set, or (pcap mode) the file is processed."""
@@ -186,16 +215,21 @@ class EmbeddedRuntime:
             while not stop.is_set():
                 cp = self.capture.poll()
                 if cp.started and not announced:
+                    self.summary.live_at = time.monotonic()
                     what = f"reading {self.pcap}" if self.pcap else \
                         f"on {self.iface}, ports {','.join(map(str, self.settings.capture.ports))}"
                     self.console.print(f"[bold green]capture started[/] {what}", soft_wrap=True)
                     announced = True
                 processed = self.worker.processed
-                progress.update(task, packets=cp.packets, hits=cp.sent, processed=processed)
+                progress.update(task, description=self.startup_text(), packets=cp.packets, hits=cp.sent,
+                                processed=processed)
                 if not self.console.is_terminal and time.monotonic() - last_log >= PROGRESS_LOG_EVERY_S:
                     # no live progress bar without a terminal (service logs, CI): a line now and then
-                    log.info("progress: %d packets read, %d hits published, %d events processed",
-                             cp.packets, cp.sent, processed)
+                    if cp.started:
+                        log.info("progress: %d packets read, %d hits published, %d events processed",
+                                 cp.packets, cp.sent, processed)
+                    else:
+                        log.info("capture not live yet: %s", self.startup_text())
                     last_log = time.monotonic()
                 if self.watchdog is not None:
                     await self.watchdog.check(self)
@@ -224,6 +258,7 @@ class EmbeddedRuntime:
         cp = CaptureProgress()
         if self.capture is not None:
             # after a loss the broker may be gone: capture's final delivery would wait a minute for nothing
+            self.summary.stop_at = time.monotonic()
             wait_s = FAILED_CAPTURE_STOP_S if self.failed else CAPTURE_STOP_S
             cp = await asyncio.get_running_loop().run_in_executor(None, self.capture.stop, wait_s)
             if cp.error:
@@ -255,6 +290,7 @@ class EmbeddedRuntime:
         self.summary.transactions = int(cp.decoder.get("transactions", cp.hits))
         self.summary.hits = cp.sent
         self.summary.dropped = cp.dropped
+        self.summary.decoder, self.summary.source = dict(cp.decoder), dict(cp.source)
         self.summary.processed = self.worker.processed if self.worker is not None else 0
         self.summary.written = getattr(self.worker_runtime(), "history_written", 0)
         if self.history is not None and cp.sent:
@@ -411,7 +447,13 @@ async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str |
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     install_stop_signals(loop, stop, console)  # before start: joining the group can take a while
-    rt = EmbeddedRuntime(settings, supervisor, pcap=pcap, console=console, close_sessions=close_sessions)
+    from engine.kernel_cache import stale
+
+    compiling = stale()  # said before the wait, not after it
+    if compiling is not None:
+        console.print(f"[yellow]{compiling.line()}", soft_wrap=True)
+    rt = EmbeddedRuntime(settings, supervisor, pcap=pcap, console=console, close_sessions=close_sessions,
+                         compiling=compiling)
     try:
         with console.status("starting the worker, history store and dashboard"):
             started = await _unless_stopped(rt.start(), stop)

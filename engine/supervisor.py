@@ -159,11 +159,13 @@ def _exit_when_orphaned(stop) -> None:  # pragma: no cover - runs in the child p
 def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: mp.Queue, stop,
                   progress: CaptureProgress) -> None:  # pragma: no cover - runs in the child process
     from capture.agent import open_outputs, open_source, run_loop
-    from capture.decoder import Decoder, warm_up
+    from capture.decoder import Decoder
+    from engine.kernel_cache import load_or_compile
 
+    # every kernel loaded (or, from a stale cache, compiled) before the source opens: live packets would
+    # wait in the kernel ring meanwhile, and the demo's crowd starts only once this child reports `started`
+    load_or_compile(("capture",), say=log.info)
     decoder = Decoder(settings, state_dir=settings.data_dir)
-    if not pcap:
-        warm_up()  # compile/load the numba kernels before packets start filling the kernel ring
     source = open_source(settings, pcap, iface, {})
     live = None if pcap else source  # a live source has stats() and close()
     output = open_outputs(settings, jsonl=False, kafka=True)[0]

@@ -33,3 +33,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e "$extras" >&2
   touch "$stamp"
 fi
+
+# numba compiles each kernel on first use (capture's: about a minute and a half) and caches it; do it
+# here, once, so the first `visitwire demo` / `capture` / test starts as fast as the next ones
+.venv/bin/visitwire compile >&2

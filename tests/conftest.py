@@ -66,9 +66,10 @@ def _no_user_config(monkeypatch):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _capture_kernels_compiled():
-    """A fresh clone compiles the capture's numba kernels on first use (a minute or two) and caches them.
-    Doing it once here keeps that out of the time limits of tests that start `visitwire` as a subprocess."""
-    from capture.decoder import warm_up
+def _kernels_compiled():
+    """scripts/test compiles every numba kernel at set-up (`visitwire compile`); a pytest run without it
+    does the same here once, so tests that start `visitwire` as a subprocess never wait for a compile."""
+    from engine.kernel_cache import compile_all, stale
 
-    warm_up()
+    if stale() is not None:
+        compile_all(say=lambda text: None)

@@ -201,6 +201,19 @@ function renderAlerts(alerts) {
   }
 }
 
+function renderStartup(st) {
+  // the engine is not capturing yet (e.g. compiling its kernels on a first start): say what and how long
+  const box = $("startup");
+  if (!st || st.state === "running") { box.hidden = true; return; }
+  let text = "Starting: capture is not live yet";
+  if (st.state === "compiling") {
+    text = `Starting: compiling the numba kernels of ${st.rooms.join(" and ")} (${st.reason}), ` +
+      `${Math.round(st.elapsed_s)} s of about ${Math.round(st.expected_s)} s; capture starts after that`;
+  }
+  box.textContent = "⏳ " + text;
+  box.hidden = false;
+}
+
 function renderSparkline() {
   const c = $("visitors-spark");
   const ctx = c.getContext("2d");
@@ -301,6 +314,7 @@ function renderLive(s) {
   state.lastSnapshot = s;
   $("clock").textContent = s.now ? hhmmss(s.now) + " UTC" : "";
   renderAlerts(s.alerts);
+  renderStartup(s.startup);
   if (state.mode !== "live") return;
   renderVisitors(s);
   renderMinuteKpis(s);

@@ -90,7 +90,14 @@ async def live_payload(app: web.Application, minutes: int = 60) -> dict:
     if live is None:
         raise LookupError("no live state reader configured")
     snapshot = await call_maybe_async(live.snapshot, minutes)
+    snapshot["startup"] = startup_state(app)
     return add_alerts(add_commerce(snapshot, app["settings"]), app["settings"])
+
+
+def startup_state(app: web.Application) -> dict:
+    """{"state": "running"}, or what the engine is still doing before capture is live (the screen's banner)."""
+    startup = app.get("startup")
+    return (startup() if startup is not None else None) or {"state": "running"}
 
 
 @routes.get("/api/live")
@@ -171,6 +178,7 @@ async def post_query(request: web.Request) -> web.Response:
 async def get_health(request: web.Request) -> web.Response:
     return json_response({"ok": True, "live": request.app.get("live") is not None,
                           "history": request.app.get("history") is not None,
+                          "startup": startup_state(request.app),
                           "stream_pushes": request.app["hub"].pushes if request.app.get("hub") else 0})
 
 

@@ -100,8 +100,10 @@ def _redis_url_of(live_reader) -> str:
     return ""
 
 
-def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Application:
-    """`metrics`: an engine.metrics.Metrics whose collectors /metrics and /health serve (none: empty)."""
+def create_web_app(settings, live_reader, history_store, metrics=None, startup=None) -> web.Application:
+    """`metrics`: an engine.metrics.Metrics whose collectors /metrics and /health serve (none: empty).
+    `startup()`: what the engine is doing before it captures (e.g. compiling kernels), a dict for
+    /api/health and the screen's banner; None: running."""
     app = web.Application(middlewares=[json_errors, token_middleware(settings.web.token)],
                           client_max_size=1 << 20)
     # Plain string keys (agreed with the analytics routes: request.app["history"]), so aiohttp's
@@ -113,6 +115,7 @@ def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Ap
         app["history"] = history_store
         app["hub"] = None
         app["metrics"] = metrics
+        app["startup"] = startup
     redis_url = _redis_url_of(live_reader) or settings.redis.url
     keys = getattr(live_reader, "keys", None)
     channel = getattr(keys, "updates", None) or f"{settings.redis.key_prefix}updates"
@@ -156,9 +159,9 @@ def create_web_app(settings, live_reader, history_store, metrics=None) -> web.Ap
     return app
 
 
-async def start_web(settings, live_reader, history_store, metrics=None) -> tuple[web.AppRunner, str]:
+async def start_web(settings, live_reader, history_store, metrics=None, startup=None) -> tuple[web.AppRunner, str]:
     """Serve on settings.web.host:port (port 0 = any free one); returns the runner and the dashboard URL."""
-    app = create_web_app(settings, live_reader, history_store, metrics)
+    app = create_web_app(settings, live_reader, history_store, metrics, startup)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.web.host, settings.web.port)

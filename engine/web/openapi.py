@@ -32,6 +32,19 @@ METRIC_DOC = ("pageviews (non-bot), visitors (distinct non-bot visitors with pag
               "(seconds), errors (hits with status >= 400), error_rate (0..1), latency_p50/p95/p99 (ms). "
               "Every figure counts each event_id / session_id once, however often it was stored.")
 
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": "number", "nullable": True}
+_STARTUP = {
+    "type": "object", "required": ["state"],
+    "description": "running; starting (capture not live yet); or compiling: the numba kernels were not "
+                   "in the cache for this machine and compile before capture starts",
+    "properties": {
+        "state": {"type": "string", "enum": ["running", "starting", "compiling"]},
+        "rooms": {"type": "array", "items": {"type": "string"}, "description": "whose kernels compile"},
+        "reason": {"type": "string", "description": "why the cache could not be used"},
+        "expected_s": {**_NUM, "description": "expected compile time"},
+        "elapsed_s": {**_NUM, "description": "time since the start"}}}
+
 PATHS: dict[str, dict] = {
     "/": {"get": {"summary": "The live monitoring screen (single page; ?wall=1 for the large wall-screen layout, "
                              "?token= once when a token is configured)",
@@ -101,15 +114,17 @@ PATHS: dict[str, dict] = {
             "rows": {"type": "array", "items": {"type": "object"}}}}, "result rows"),
             "400": ERROR, "401": UNAUTHORIZED, "413": ERROR, "503": ERROR}}},
     "/api/health": {"get": {
-        "summary": "Liveness and which backends are attached", "operationId": "getHealth", "tags": ["meta"],
-        "responses": {"200": _json({"type": "object"}, "status"), "401": UNAUTHORIZED}}},
+        "summary": "Liveness, which backends are attached, and what the engine still does before capture is live",
+        "operationId": "getHealth", "tags": ["meta"],
+        "responses": {"200": _json({"type": "object", "required": ["ok", "startup"], "properties": {
+            "ok": {"type": "boolean"}, "live": {"type": "boolean"}, "history": {"type": "boolean"},
+            "stream_pushes": {"type": "integer"},
+            "startup": _STARTUP}}, "status"), "401": UNAUTHORIZED}}},
     "/api/openapi.json": {"get": {
         "summary": "This document", "operationId": "getOpenApi", "tags": ["meta"],
         "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document"), "401": UNAUTHORIZED}}},
 }
 
-_NUM = {"type": "number"}
-_NUM_OR_NULL = {"type": "number", "nullable": True}
 COMPONENTS = {
     "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                    "description": "settings.web.token, or the engine's own {data_dir}/api_token"}},
@@ -164,7 +179,8 @@ COMPONENTS = {
                 "alerts": {"type": "array", "items": {"type": "object", "properties": {
                     "kind": {"type": "string", "enum": ["error_rate", "latency_p95"]}, "value": _NUM,
                     "limit": _NUM, "minute": {"type": "integer", "nullable": True}, "message": {"type": "string"}}}},
-                "server_time": _NUM}},
+                "server_time": _NUM,
+                "startup": _STARTUP}},
         "Stats": {"type": "object", "required": ["from", "to", "metrics"], "properties": {
             "from": {"type": "integer"}, "to": {"type": "integer"},
             "metrics": {"type": "array", "items": {"type": "string", "enum": list(METRICS)}},

@@ -95,6 +95,7 @@ def test_live_screen_updates_by_itself_during_the_demo(demo, output_dir):
             # Wait for the crowd to be seen, then for the screen to change on its own.
             page.wait_for_function(
                 "parseInt(document.querySelector('[data-testid=visitors-now]').textContent) > 0", timeout=60_000)
+            assert page.locator("[data-testid=startup]").is_hidden()  # capture is live: no start-up banner
             first_visitors = _number(page.inner_text("[data-testid=visitors-now]"))
             first_feed = page.inner_text("[data-testid=feed]")
             page.wait_for_function(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def test_demo_shows_pageviews_sessions_members_and_purchases(tmp_path, redis_ser
     env.update({"VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_HISTORY__URL": history_url,
                 "VISITWIRE_REDIS__URL": redis_server.url, "VISITWIRE_REDIS__KEY_PREFIX": prefix,
                 "VISITWIRE_WEB__PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
+    started = time.time()
     r = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--duration", "40", "--visitors", "30",
                         "--seed", "3"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
@@ -51,6 +53,13 @@ def test_demo_shows_pageviews_sessions_members_and_purchases(tmp_path, redis_ser
             summary[cells[0]] = int(cells[1].replace(",", "")) if cells[1].replace(",", "").isdigit() else cells[1]
     # Live capture on lo saw every request the shop served, and the worker processed each one.
     assert summary["hits"] == summary["requests served by the shop"] == summary["events processed"] > 100
+    served = summary["requests served by the shop"]
+    assert summary["transactions captured"] == f"{served:,} of {served:,} (all)"
+    # set-up compiled every kernel the live run uses: none was compiled (numba writes its cache files then)
+    # while the crowd browsed, and no compile was announced
+    fresh = [p.name for room in ("capture", "processors") for p in (REPO / room / "__pycache__").glob("*.nb?")
+             if p.stat().st_mtime >= started]
+    assert fresh == [] and "not compiled for this machine" not in r.stderr
     assert summary["page views"] > 0 and summary["sessions"] > 0 and summary["orders placed"] > 0
 
     from sinks.redis_live import LiveStateReader

@@ -742,3 +742,37 @@ def test_live_state_away_is_503_with_what_to_do():
     reader = LiveStateReader(f"redis://127.0.0.1:{free_port()}/0", make_settings())  # nobody listens there
     status, body = run(_get(make_settings(), "/api/live", live=reader))
     assert status == 503 and "Redis" in body["error"] and "retry" in body["error"]
+
+
+def test_health_and_the_live_snapshot_say_the_engine_compiles_until_capture_is_live(live):
+    from types import SimpleNamespace
+
+    from engine.kernel_cache import Staleness
+    from engine.runtime import EmbeddedRuntime
+    from engine.web.openapi import COMPONENTS, PATHS
+    from openapi_schema_validator import OAS30Validator
+
+    reader, prefix = live
+    settings = live_settings(prefix)
+    rt = EmbeddedRuntime(settings, None, compiling=Staleness(("capture",), "no kernel cache yet", 81.6))
+
+    async def go():
+        client = TestClient(TestServer(create_web_app(settings, reader, None, startup=rt.startup_status)))
+        await client.start_server()
+        try:
+            health = await (await client.get("/api/health")).json()
+            snap = await (await client.get("/api/live?minutes=5")).json()
+            rt.capture = SimpleNamespace(progress=SimpleNamespace(started=True))  # the capture child is live
+            later = await (await client.get("/api/health")).json()
+            return health, snap, later
+        finally:
+            await client.close()
+    health, snap, later = run(go())
+    assert health["startup"]["state"] == "compiling" and health["startup"]["rooms"] == ["capture"]
+    assert health["startup"]["reason"] == "no kernel cache yet" and health["startup"]["expected_s"] == 82
+    assert 0 <= health["startup"]["elapsed_s"] < 60
+    OAS30Validator(PATHS["/api/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+                   ).validate(health)
+    assert snap["startup"] == {**health["startup"], "elapsed_s": snap["startup"]["elapsed_s"]}  # the screen's banner
+    OAS30Validator(COMPONENTS["schemas"]["LiveSnapshot"]).validate(snap)
+    assert later["startup"] == {"state": "running"}

@@ -1,0 +1,64 @@
+"""Load (or compile, and cache) every numba kernel of capture, with the array types real runs pass.
+
+numba compiles one specialisation per argument types: the Decoder's kernels for read-only buffers
+(mmap'd files, the live ring) and writable ones (live copies), the pcap and pcapng indexers over a
+read-only mmap (and their header readers called from Python), the live ring indexer over the
+writable ring. A kernel left out here would compile on the first packets of a real run instead.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+# one Ethernet + IPv4 + TCP SYN frame: the file indexers only walk record headers
+_FRAME = (b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00"
+          + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+          + struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 65535, 0, 0))
+
+
+def warm_up() -> None:
+    from capture.decoder import warm_up as warm_up_decoder
+
+    warm_up_decoder()
+    _warm_up_file_readers()
+    _warm_up_live_ring()
+
+
+def _pcap_bytes() -> bytes:
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    return header + struct.pack("<IIII", 1, 0, len(_FRAME), len(_FRAME)) + _FRAME
+
+
+def _pcapng_bytes() -> bytes:
+    shb = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    # if_tsresol (code 9) = 6, then the end of options: the interface options are read by Python
+    idb = struct.pack("<IIHHI", 1, 32, 1, 0, 65535) + struct.pack("<HHB3x", 9, 1, 6) + struct.pack("<HHI", 0, 0, 32)
+    data = _FRAME + b"\0" * (-len(_FRAME) % 4)
+    epb_len = 32 + len(data)
+    epb = struct.pack("<IIIIIII", 6, epb_len, 0, 0, 1_000_000, len(_FRAME), len(_FRAME)) + data + \
+        struct.pack("<I", epb_len)
+    return shb + idb + epb
+
+
+def _warm_up_file_readers() -> None:
+    from capture.pcapfile import read_pcap_batches
+
+    with tempfile.TemporaryDirectory(prefix="visitwire-warm-") as tmp:
+        for name, data in (("warm.pcap", _pcap_bytes()), ("warm.pcapng", _pcapng_bytes())):
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as f:
+                f.write(data)
+            frames = sum(len(batch) for batch in read_pcap_batches(path))
+            if frames != 1:
+                raise RuntimeError(f"warm-up {name}: {frames} frames read, expected 1")
+
+
+def _warm_up_live_ring() -> None:
+    from capture.live import _index_block
+
+    ring = np.zeros(1 << 12, np.uint8)  # a block header saying 0 packets
+    _index_block(ring, 0, np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
+                 np.empty(0, np.float64), 0, True, 1)

@@ -1,0 +1,69 @@
+"""The numba kernel cache: set-up compiles every kernel a run uses; a start says when it must compile."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.kernel_cache import MANIFEST, ROOT, stale
+
+sys.path.insert(0, str(ROOT / "tests" / "capture"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from gen_pcap import ensure_pcap  # noqa: E402
+from pcaps import Conv, req, resp, write  # noqa: E402
+
+VISITWIRE = str(Path(sys.executable).with_name("visitwire"))
+
+
+def test_after_set_up_a_capture_of_pcap_and_pcapng_compiles_no_kernel(tmp_path):
+    # the conftest ran the set-up compile (or found it done): nothing may be left for the first real run
+    assert stale() is None
+    c = Conv().handshake()
+    c.request(req("/a"))
+    c.tick().response(resp(200, b"x" * 3000), sizes=[1000, 1000])
+    c.close()
+    pcapng = write(tmp_path / "a.pcapng", c.pkts, fmt="pcapng")
+    mixed = str(ensure_pcap(300, seed=5, quiet=True))  # keep-alive, pipelined, split heads, chunked, ...
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")}
+    env["NUMBA_DEBUG_CACHE"] = "1"  # numba prints "[cache] data saved to ..." for each kernel it compiles
+    for path in (pcapng, mixed):
+        r = subprocess.run([VISITWIRE, "capture", "--pcap", path, "--format", "none"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "[cache] data loaded" in r.stdout  # kernels came from the cache...
+        assert "saved" not in r.stdout, r.stdout  # ...and none was compiled
+        assert "not compiled" not in r.stderr
+
+
+def _manifest(tmp_path: Path, change) -> Path:
+    m = json.loads(MANIFEST.read_text())
+    change(m)
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(m))
+    return path
+
+
+def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
+    assert stale(manifest_path=tmp_path / "none.json").line().startswith(
+        "numba kernels of capture and processors are not compiled for this machine (no kernel cache yet): "
+        "compiling them now, about ")
+
+    def edited(m):
+        k = next(k for k in m["rooms"]["capture"]["kernels"] if k["source"].endswith("fastpath.py"))
+        k["stamp"][0] -= 60  # compiled from the file as it was a minute ago
+        m["rooms"]["capture"]["compile_s"] = 71.4
+    s = stale(manifest_path=_manifest(tmp_path, edited))
+    assert s.rooms == ("capture",)
+    assert s.reason == "capture/fastpath.py changed since they were compiled"
+    assert round(s.expected_s) == 71  # the compile time measured at set-up on this machine
+
+    def other_cpu(m):
+        m["machine"]["cpu"] = "pentium4"
+    assert "compiled for CPU pentium4" in stale(("processors",), manifest_path=_manifest(tmp_path, other_cpu)).reason
+
+    def other_numba(m):
+        m["machine"]["numba"] = "0.1.0"
+    assert "numba changed from 0.1.0" in stale(manifest_path=_manifest(tmp_path, other_numba)).reason
