@@ -37,13 +37,18 @@ TSHARK_FIELDS = ["frame.time_epoch", "ip.src", "tcp.srcport", "http.request.meth
                  "http.content_length", "http.content_type"]
 
 
-def run_tshark(path: str, server_port: int, packets: int) -> PeerResult:
+def tshark_argv(path: str, server_port: int) -> list[str]:
+    """tshark's HTTP fields extraction of every request and response (TSHARK_FIELDS, tab-separated)."""
     argv = ["tshark", "-n", "-r", path, "-d", f"tcp.port=={server_port},http", "-Y", "http.request || http.response",
             "-T", "fields", "-E", "occurrence=a"]
     for f in TSHARK_FIELDS:
         argv += ["-e", f]
+    return argv
+
+
+def run_tshark(path: str, server_port: int, packets: int) -> PeerResult:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(tshark_argv(path, server_port), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     keys, requests, responses = set(), 0, 0
     for line in proc.stdout:
         cols = line.rstrip(b"\n").split(b"\t")

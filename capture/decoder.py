@@ -675,6 +675,7 @@ def warm_up() -> None:
               frame(False, 6, resp, PSH | ACK), frame(True, 2 + len(req), b"", FIN | ACK),
               frame(False, 6 + len(resp), b"", FIN | ACK)]
     for writable in (False, True):
-        decoder = Decoder(Settings(capture={"ports": [80]}))
-        decoder.feed_lines(frame_batch(list(enumerate(frames)), writable=writable))
-        decoder.close()
+        for fast_path in (True, False):  # False: the Python path's head scan too, as flows it takes use it
+            decoder = Decoder(Settings(capture={"ports": [80]}), fast_path=fast_path)
+            decoder.feed_lines(frame_batch(list(enumerate(frames)), writable=writable))
+            decoder.close()

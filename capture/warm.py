@@ -13,10 +13,10 @@ import tempfile
 
 import numpy as np
 
-# one Ethernet + IPv4 + TCP SYN frame: the file indexers only walk record headers
-_FRAME = (b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00"
-          + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
-          + struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 65535, 0, 0))
+from capture.testing import SYN, tcp_frame
+
+# one SYN: the file indexers only walk record headers, and the fast path follows its flow
+_FRAME = tcp_frame(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 80, 1, SYN)
 
 
 def warm_up() -> None:
@@ -44,16 +44,27 @@ def _pcapng_bytes() -> bytes:
 
 
 def _warm_up_file_readers() -> None:
+    """Each file kind read through a Decoder whose flow is then expired: the expiry kernels run on the
+    capture clock (a float), once a second of traffic."""
+    from capture.decoder import Decoder
     from capture.pcapfile import read_pcap_batches
+    from config.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="visitwire-warm-") as tmp:
         for name, data in (("warm.pcap", _pcap_bytes()), ("warm.pcapng", _pcapng_bytes())):
             path = os.path.join(tmp, name)
             with open(path, "wb") as f:
                 f.write(data)
-            frames = sum(len(batch) for batch in read_pcap_batches(path))
-            if frames != 1:
-                raise RuntimeError(f"warm-up {name}: {frames} frames read, expected 1")
+            decoder = Decoder(Settings(capture={"ports": [80]}))
+            frames = 0
+            for batch in read_pcap_batches(path):
+                frames += len(batch)
+                decoder.feed_lines(batch)
+            if frames != 1 or not decoder.fast.fast_flows():
+                raise RuntimeError(f"warm-up {name}: {frames} frames read, expected 1 SYN the fast path follows")
+            decoder.expire(1.5)  # the flow is neither idle nor waiting: checked and kept
+            decoder.expire(1e9)  # idle: handed over and ended
+            decoder.close()
 
 
 def _warm_up_live_ring() -> None:

@@ -67,3 +67,22 @@ def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
     def other_numba(m):
         m["machine"]["numba"] = "0.1.0"
     assert "numba changed from 0.1.0" in stale(manifest_path=_manifest(tmp_path, other_numba)).reason
+
+
+def test_set_up_leaves_every_kernel_of_capture_and_processors_in_the_cache():
+    # a kernel the warm-up misses compiles in the middle of a real run (the expiry and the Python path's
+    # head scan once did: the first idle flow or odd packet stalled live capture for seconds)
+    import importlib
+    import pkgutil
+
+    import capture
+    import processors
+    from engine.kernel_cache import _dispatchers
+
+    for pkg in (capture, processors):
+        for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            importlib.import_module(m.name)
+    missing = [f"{d.py_func.__module__}.{d.py_func.__qualname__}" for room in ("capture", "processors")
+               for d in _dispatchers(room)
+               if d.targetoptions.get("inline") != "always" and not os.path.exists(d._cache._cache_file._index_path)]
+    assert missing == []
