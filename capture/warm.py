@@ -7,6 +7,7 @@ writable ring. A kernel left out here would compile on the first packets of a re
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import tempfile
@@ -15,8 +16,9 @@ import numpy as np
 
 from capture.testing import SYN, tcp_frame
 
-# one SYN: the file indexers only walk record headers, and the fast path follows its flow
-_FRAME = tcp_frame(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 80, 1, SYN)
+# three SYNs (three flows): the file indexers walk record headers; the fast path follows the flows until
+# capture.max_flows = 2 makes the decoder end the two older ones (down to 90% of the bound)
+_FRAMES = [tcp_frame(bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), port, 80, 1, SYN) for port in (40000, 40001, 40002)]
 
 
 def warm_up() -> None:
@@ -29,42 +31,51 @@ def warm_up() -> None:
 
 def _pcap_bytes() -> bytes:
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    return header + struct.pack("<IIII", 1, 0, len(_FRAME), len(_FRAME)) + _FRAME
+    return header + b"".join(struct.pack("<IIII", 1, 0, len(f), len(f)) + f for f in _FRAMES)
 
 
 def _pcapng_bytes() -> bytes:
     shb = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
     # if_tsresol (code 9) = 6, then the end of options: the interface options are read by Python
     idb = struct.pack("<IIHHI", 1, 32, 1, 0, 65535) + struct.pack("<HHB3x", 9, 1, 6) + struct.pack("<HHI", 0, 0, 32)
-    data = _FRAME + b"\0" * (-len(_FRAME) % 4)
-    epb_len = 32 + len(data)
-    epb = struct.pack("<IIIIIII", 6, epb_len, 0, 0, 1_000_000, len(_FRAME), len(_FRAME)) + data + \
-        struct.pack("<I", epb_len)
-    return shb + idb + epb
+    epbs = b""
+    for f in _FRAMES:
+        data = f + b"\0" * (-len(f) % 4)
+        epb_len = 32 + len(data)
+        epbs += struct.pack("<IIIIIII", 6, epb_len, 0, 0, 1_000_000, len(f), len(f)) + data + \
+            struct.pack("<I", epb_len)
+    return shb + idb + epbs
 
 
 def _warm_up_file_readers() -> None:
-    """Each file kind read through a Decoder whose flow is then expired: the expiry kernels run on the
-    capture clock (a float), once a second of traffic."""
+    """Each file kind read through a Decoder that ends flows beyond max_flows and expires the last: the
+    bound and the expiry kernels run on the capture clock (a float), once a second of traffic."""
     from capture.decoder import Decoder
     from capture.pcapfile import read_pcap_batches
     from config.settings import Settings
 
-    with tempfile.TemporaryDirectory(prefix="visitwire-warm-") as tmp:
-        for name, data in (("warm.pcap", _pcap_bytes()), ("warm.pcapng", _pcapng_bytes())):
-            path = os.path.join(tmp, name)
-            with open(path, "wb") as f:
-                f.write(data)
-            decoder = Decoder(Settings(capture={"ports": [80]}))
-            frames = 0
-            for batch in read_pcap_batches(path):
-                frames += len(batch)
-                decoder.feed_lines(batch)
-            if frames != 1 or not decoder.fast.fast_flows():
-                raise RuntimeError(f"warm-up {name}: {frames} frames read, expected 1 SYN the fast path follows")
-            decoder.expire(1.5)  # the flow is neither idle nor waiting: checked and kept
-            decoder.expire(1e9)  # idle: handed over and ended
-            decoder.close()
+    bound_log = logging.getLogger("capture.decoder")
+    level = bound_log.level
+    bound_log.setLevel(logging.ERROR)  # its "more than capture.max_flows" warning is the point here
+    try:
+        with tempfile.TemporaryDirectory(prefix="visitwire-warm-") as tmp:
+            for name, data in (("warm.pcap", _pcap_bytes()), ("warm.pcapng", _pcapng_bytes())):
+                path = os.path.join(tmp, name)
+                with open(path, "wb") as f:
+                    f.write(data)
+                decoder = Decoder(Settings(capture={"ports": [80], "max_flows": 2}))
+                frames = 0
+                for batch in read_pcap_batches(path):
+                    frames += len(batch)
+                    decoder.feed_lines(batch)
+                if frames != 3 or len(decoder.fast.fast_flows()) != 1 or decoder.stats["flows_evicted"] != 2:
+                    raise RuntimeError(f"warm-up {name}: {frames} frames read, {decoder.stats['flows_evicted']} "
+                                       "flows ended, expected 3 and 2 (the third followed by the fast path)")
+                decoder.expire(1.5)  # the flow is neither idle nor waiting: checked and kept
+                decoder.expire(1e9)  # idle: handed over and ended
+                decoder.close()
+    finally:
+        bound_log.setLevel(level)
 
 
 def _warm_up_live_ring() -> None:

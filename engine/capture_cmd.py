@@ -10,7 +10,6 @@ import sys
 from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, open_source, run_loop, tune_gc
 from capture.pcapfile import PcapFormatError
 from capture.decoder import Decoder
-from capture.warm import warm_up
 from config.settings import Settings
 from engine.privileges import PrivilegeError, drop_to
 
@@ -27,6 +26,8 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         if not pcap:
             # compile/load the numba kernels now, not while the kernel ring fills with the first packets
             # (and while the cache under the install is still writable to us)
+            from capture.warm import warm_up
+
             warm_up()
         outputs = open_outputs(settings, jsonl, kafka)
     except PcapFormatError as e:
@@ -37,15 +38,16 @@ def run_capture(settings: Settings, pcap: str | None, iface: str | None, jsonl: 
         return EXIT_USAGE
     decoder = Decoder(settings, state_dir=settings.data_dir)
     counts = {"events": 0}
-    from engine.metrics import CaptureCollector
-    from engine.metrics_server import ListenerError, start_listener
+    listener = None
+    if settings.metrics.port:  # prometheus_client and http.server only when asked for: 0.03 cpu-s a start
+        from engine.metrics import CaptureCollector
+        from engine.metrics_server import ListenerError, start_listener
 
-    try:
-        listener = start_listener(settings, CaptureCollector(lambda: _figures(decoder, source, outputs, counts)))
-    except ListenerError as e:
-        _say(f"error: {e}")
-        return EXIT_USAGE
-    if listener is not None:
+        try:
+            listener = start_listener(settings, CaptureCollector(lambda: _figures(decoder, source, outputs, counts)))
+        except ListenerError as e:
+            _say(f"error: {e}")
+            return EXIT_USAGE
         _say(f"metrics at {listener.url}/metrics and /health (Authorization: Bearer <token>)")
     if not pcap:
         # socket, outputs and listener are open: no packet is parsed with root's rights
