@@ -1,0 +1,175 @@
+"""The Customers tab and its API on a large shop history: response time of each call the tab makes and the
+time until the page shows the member list in Chromium.
+
+    python benchmarks/customers_bench.py [--members 100000] [--pageviews 10000000] [--backend chdb|clickhouse]
+                                         [--runs 10] [--browser-runs 3]
+
+The history is made inside the store (INSERT ... SELECT FROM numbers(), no rows travel): page views of
+members and anonymous visitors over 90 days (a third of them logged in), one order per 40 page views of
+the members, as the worker would have written them. Then the real web app serves it and each call is timed
+`--runs` times (p50 / p95 / max); the page's time is from navigation to the filled member table. Targets
+(issue 16): API p95 < 1 s, page ready < 2 s.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from config.settings import load_settings
+from engine.web.app import create_web_app
+from sinks.history import open_history
+
+DAY = 86400
+END = 1_796_601_600  # 2026-12-07T00:00Z
+
+
+def fill(store, members: int, pageviews: int) -> None:
+    """Page views and orders made by the store itself from numbers(): visitor v<i % 2M>, the even ones
+    members (m<i/2 % M>) on a third of their views, one session per visitor and day."""
+    visitors = 2 * members
+    span = 90 * DAY
+    t = f"{END - span} + intDiv(number * {span}, {pageviews})"
+    store._execute(
+        "INSERT INTO pageviews (event_id, ts, ts_epoch, visitor_id, member_id, session_id, host, path, method, "
+        "status, channel, browser, os, device, page_group, product_id) "
+        f"SELECT toString(number), toDateTime({t}), toFloat64({t}), concat('v', toString(number % {visitors})), "
+        f"if(number % {visitors} % 2 = 0 AND number % 3 = 0, concat('m', toString(intDiv(number % {visitors}, 2))), "
+        "''), "
+        f"concat('s', toString(number % {visitors}), '-', toString(intDiv({t}, {DAY}))), 'shop.example', "
+        "if(number % 4 = 0, concat('/product/', toString(number % 500)), '/'), 'GET', 200, "
+        "['direct', 'search', 'social', 'email'][number % 4 + 1], 'Chrome', 'Linux', 'desktop', "
+        "if(number % 4 = 0, 'product', 'home'), if(number % 4 = 0, toString(number % 500), '') "
+        f"FROM numbers({pageviews})")
+    orders = pageviews // 40
+    store._execute(
+        "INSERT INTO hits (event_id, ts, ts_epoch, method, host, uri, path, status, visitor_id, member_id, "
+        "extra_keys, extra_values) "
+        f"SELECT concat('o', toString(number)), toDateTime({t}), toFloat64({t}) + 0.5, 'POST', 'shop.example', "
+        "'/order/complete', '/order/complete', 200, "
+        f"concat('v', toString(number * 2 % {visitors})), concat('m', toString(intDiv(number * 2 % {visitors}, 2))), "
+        "['x-order-amount'], [toString(10 + number % 90)] "
+        f"FROM numbers({orders})".replace(f"intDiv(number * {span}, {pageviews})",
+                                          f"intDiv(number * {span}, {orders})"))
+
+
+def quantiles(xs: list[float]) -> str:
+    xs = sorted(xs)
+    p95 = xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+    return f"p50 {statistics.median(xs) * 1000:7.0f} ms  p95 {p95 * 1000:7.0f} ms  max {xs[-1] * 1000:7.0f} ms"
+
+
+async def time_api(store, runs: int) -> tuple[dict[str, list[float]], str]:
+    client = TestClient(TestServer(create_web_app(load_settings(), None, store)))
+    await client.start_server()
+    try:
+        first = await (await client.get("/api/customers?limit=1")).json()
+        member = first["rows"][0]["member_id"]
+        calls = {"customers (first page, by revenue)": "/api/customers?limit=200",
+                 "customers (vip, by last visit)": "/api/customers?limit=200&segment=vip&sort=last_seen",
+                 "customers (search)": f"/api/customers?limit=200&q={member[:4]}",
+                 "segments (sizes, timeline, movement)": "/api/segments?limit=1",
+                 "member profile": f"/api/profiles/member/{member}",
+                 "member activity": f"/api/profiles/member/{member}/activity"}
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        for _ in range(runs):
+            for name, path in calls.items():
+                t0 = time.perf_counter()
+                resp = await client.get(path)
+                await resp.read()
+                times[name].append(time.perf_counter() - t0)
+                assert resp.status == 200, (path, resp.status)
+        return times, str(client.make_url("/"))
+    finally:
+        await client.close()
+
+
+def time_page(store, runs: int) -> list[float]:
+    """Navigation to ?view=customers until the member table is filled, in Chromium, against a served app."""
+    from playwright.sync_api import sync_playwright
+
+    out: list[float] = []
+
+    async def serve(ready: asyncio.Event, stop: asyncio.Event, url: list[str]):
+        server = TestServer(create_web_app(load_settings(), None, store))
+        await server.start_server()
+        url.append(str(server.make_url("/")))
+        ready.set()
+        await stop.wait()
+        await server.close()
+
+    import threading
+
+    loop = asyncio.new_event_loop()
+    ready, stop, url = asyncio.Event(), asyncio.Event(), []
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(ready, stop, url)), daemon=True)
+    thread.start()
+    while not url:
+        time.sleep(0.05)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless=new", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            page.goto(url[0] + "?view=customers")
+            page.wait_for_selector("#member-table tbody tr td a.id-link", timeout=120_000)
+            out.append(time.perf_counter() - t0)
+        browser.close()
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=int, default=100_000)
+    ap.add_argument("--pageviews", type=int, default=10_000_000)
+    ap.add_argument("--backend", choices=("chdb", "clickhouse"), default="chdb")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--browser-runs", type=int, default=3)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="customers-bench-"))
+    server = None
+    try:
+        if a.backend == "clickhouse":
+            from engine.services import start_clickhouse
+
+            server = start_clickhouse(workdir=str(tmp / "ch"))
+            url = server.url.rsplit("/", 1)[0] + f"/cb_{uuid.uuid4().hex[:8]}"
+        else:
+            url = f"chdb://{tmp}/chdb"
+        store = open_history(url)
+        store.init_schema()
+        t0 = time.perf_counter()
+        fill(store, a.members, a.pageviews)
+        n = store.query("SELECT count() AS n, uniqExact(member_id) AS m FROM pageviews")[0]
+        print(f"{a.backend}: {int(n['n']):,} page views, {int(n['m']) - 1:,} members, filled in "
+              f"{time.perf_counter() - t0:.1f} s")
+        times, _ = asyncio.run(time_api(store, a.runs))
+        worst = 0.0
+        for name, xs in times.items():
+            print(f"  {name:40s} {quantiles(xs)}")
+            worst = max(worst, sorted(xs)[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))])
+        print(f"  API p95 target < 1 s: {'met' if worst < 1 else 'NOT met'} (worst p95 {worst:.2f} s)")
+        if a.browser_runs:
+            page = time_page(store, a.browser_runs)
+            print(f"  {'page ready (member list shown)':40s} {quantiles(page)}")
+            print(f"  page target < 2 s: {'met' if max(page) < 2 else 'NOT met'}")
+        store.close()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
