@@ -53,7 +53,7 @@ def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: Ti
 def member_activity(store: History, member_id: str, cfg: GoalConfig, min_support: int, rng: TimeRange = ALL_TIME,
                     limit: int = 20) -> dict[str, Any] | None:
     """What a member did, over the requests that belong to it; None when it has none in the range."""
-    pvs, params = member_pageviews(rng, _ACTIVITY_COLUMNS)
+    pvs, params = member_pageviews(rng, _ACTIVITY_COLUMNS, member=member_id)
     src = f"(SELECT * FROM {pvs} WHERE a_member = %(who)s)"
     goals_sql, gparams = member_goals(cfg, rng)
     goals = f"(SELECT t, goal, goal_value FROM {goals_sql} WHERE a_member = %(who)s)"

@@ -35,25 +35,36 @@ def _widened(rng: TimeRange) -> tuple[str, dict]:
     return " AND ".join(parts) or "1", params
 
 
-def visit_logins(rng: TimeRange) -> tuple[str, dict]:
-    """Subquery (session_id, s_member, s_member_ts): each visit's first member and when it first appeared."""
+# Only the visitor ids a member logged in on can hold its requests (a request it did not carry joins it
+# through a visit in which it logged in): reading one member, the scan stops at those ids.
+_ONE_MEMBER = " AND visitor_id IN (SELECT visitor_id FROM pageviews WHERE member_id = %(only_member)s)"
+
+
+def visit_logins(rng: TimeRange, member: str | None = None) -> tuple[str, dict]:
+    """Subquery (session_id, s_member, s_member_ts): each visit's first member and when it first appeared
+    (only the visits on `member`'s visitor ids when given)."""
     where, params = _widened(rng)
+    if member is not None:
+        where, params = where + _ONE_MEMBER, {**params, "only_member": member}
     return ("(SELECT session_id, argMin(member_id, t) AS s_member, min(t) AS s_member_ts FROM "
             f"(SELECT DISTINCT event_id, session_id, member_id, {TS} AS t FROM pageviews "
             f"WHERE member_id != '' AND NOT is_bot AND ({where})) GROUP BY session_id)"), params
 
 
-def member_pageviews(rng: TimeRange, columns: tuple[str, ...] = ()) -> tuple[str, dict]:
+def member_pageviews(rng: TimeRange, columns: tuple[str, ...] = (), member: str | None = None) -> tuple[str, dict]:
     """Subquery of the human page views in the range that belong to a member:
-    (event_id, a_member, visitor_id, session_id, t, *columns)."""
+    (event_id, a_member, visitor_id, session_id, t, *columns); with `member`, those of that member only,
+    read from its visitor ids alone (same rows, a small part of the scan)."""
     extra = [c for c in columns if c not in ("event_id", "visitor_id", "session_id", "member_id")]
     cols = ", ".join(["event_id", "visitor_id", "session_id", "member_id", f"{TS} AS t", *extra])
-    logins, params = visit_logins(rng)
+    logins, params = visit_logins(rng, member)
     picked = ", ".join(["event_id", "visitor_id", "session_id", "t", *extra])
+    one = _ONE_MEMBER if member is not None else ""
     sql = (f"(SELECT {picked}, a_member FROM (SELECT {picked}, "
            "if(member_id != '', member_id, if(t < s_member_ts, s_member, '')) AS a_member FROM "
-           f"(SELECT DISTINCT {cols} FROM pageviews WHERE ({rng.sql()}) AND NOT is_bot) AS p "
-           f"ALL LEFT JOIN {logins} AS l USING session_id) WHERE a_member != '')")
+           f"(SELECT DISTINCT {cols} FROM pageviews WHERE ({rng.sql()}) AND NOT is_bot{one}) AS p "
+           f"ALL LEFT JOIN {logins} AS l USING session_id) WHERE a_member != ''"
+           + (" AND a_member = %(only_member)s)" if member is not None else ")"))
     return sql, {**params, **rng.params()}
 
 

@@ -162,3 +162,16 @@ def test_funnel_filters_keep_the_matching_sessions(store, filters):
     assert got["filters"] == filters
     with pytest.raises(Exception, match="unknown funnel filter"):
         funnels.funnel(store, "purchase", FUNNEL, filters={"colour": "red"})
+
+
+def test_one_members_page_views_read_from_its_visitor_ids_are_the_same_rows(store):
+    from sinks.reads.members import member_pageviews
+
+    everyone, params = member_pageviews(TimeRange())
+    rows = store.query(f"SELECT a_member, event_id FROM {everyone}", params)
+    want = defaultdict(set)
+    for r in rows:
+        want[r["a_member"]].add(r["event_id"])
+    for m in MEMBERS:
+        one, params = member_pageviews(TimeRange(), member=m)
+        assert {r["event_id"] for r in store.query(f"SELECT event_id FROM {one}", params)} == want[m]
