@@ -297,13 +297,3 @@ class LiveStateReader:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _json_entries(raws: list[bytes]) -> list[dict]:
-    out = []
-    for raw in raws:
-        try:
-            out.append(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            continue
-    return out
