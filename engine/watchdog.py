@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 
+from config.events import TOPIC_HITS
 from engine.services import Service, ServiceError, start_redis
 from sinks.disk_space import DiskFull
 
@@ -83,7 +84,7 @@ class Watchdog:
         self.supervisor, self.settings, self.console = supervisor, settings, console
         self.restarts: dict[str, int] = {}
         self.notes: list[str] = []        # what went wrong but did not stop the run (for the summary)
-        self.broker = BrokerWatch(settings.kafka.bootstrap, _hits_topic())
+        self.broker = BrokerWatch(settings.kafka.bootstrap, TOPIC_HITS)
         self._next = 0.0
         self._next_broker = 0.0
 
@@ -140,9 +141,3 @@ class Watchdog:
 
     def close(self) -> None:
         self.broker.close()
-
-
-def _hits_topic() -> str:
-    from config.events import TOPIC_HITS
-
-    return TOPIC_HITS
