@@ -49,7 +49,7 @@ class RunSummary:
     transactions: int = 0
     hits: int = 0
     processed: int = 0
-    written: int = 0      # hits whose history rows are flushed
+    written: int = 0      # hits the history holds for the run's time span (uniqExact event_id)
     lost: int = 0         # after a loss (RuntimeFailure/PipelineLoss): published hits not written
     pageviews: int = 0
     sessions: int = 0
@@ -292,7 +292,6 @@ class EmbeddedRuntime:
         self.summary.dropped = cp.dropped
         self.summary.decoder, self.summary.source = dict(cp.decoder), dict(cp.source)
         self.summary.processed = self.worker.processed if self.worker is not None else 0
-        self.summary.written = getattr(self.worker_runtime(), "history_written", 0)
         if self.history is not None and cp.sent:
             self._count_history(cp)
         if self.failed:

@@ -134,10 +134,10 @@ class Watchdog:
     @staticmethod
     def _unwritten(runtime) -> str:
         wr = runtime.worker_runtime()
-        sent, committed = runtime.capture_sent(), getattr(wr, "history_written", 0)
-        return (f"{sent - committed:,} of {sent:,} published hits are not written to the history; their Kafka "
-                "offsets stay uncommitted (with --kafka they are read again on the next start; the embedded "
-                "broker keeps them in memory only); stopping")
+        held = runtime.worker_processed() - getattr(wr, "committed", 0)
+        return (f"{held:,} processed hits are held with their Kafka offsets uncommitted (with --kafka they are read "
+                "again on the next start; the embedded broker keeps them in memory only); the summary counts what "
+                "the history holds; stopping")
 
     def close(self) -> None:
         self.broker.close()

@@ -120,8 +120,6 @@ class WorkerRuntime:
         self.processed = 0          # hits taken from the topic (including dropped ones)
         self.committed = 0          # hits whose history rows are flushed and offsets released
         self.last_flush_error: BaseException | None = None  # why the last flush failed; None once one succeeds
-        self.history_written = 0    # hits whose history rows are flushed (their offsets may still be held)
-        self._written_batches: set[int] = set()  # held batches already counted in history_written
         self.pageviews_out = 0
         self.sessions_out = 0
         self.session_updates_out = 0  # records of open sessions (close_reason "open")
@@ -293,7 +291,6 @@ class WorkerRuntime:
             self.processor.sessions.begin_flush()
             try:
                 await asyncio.to_thread(self.history.flush)
-                self._count_written(held)
                 self.processor.sessions.commit_flush()
                 # changelog durable and recoverable before offsets move; bounded, so a broker that
                 # stops answering fails this flush (retried next tick) instead of holding the lock forever
@@ -329,25 +326,16 @@ class WorkerRuntime:
                 except Exception as e:  # the rows are stored: a lost commit only means a deduplicated replay
                     log.warning("offset commit failed (%s); those hits will be replayed and deduplicated", e)
             self.committed += sum(h[0] for h in held)
-            self._written_batches.difference_update(id(h) for h in held)
             self._last_flush = time.monotonic()
             self.last_flush_at = now
             self.last_flush_error = None
             return True
-
-    def _count_written(self, held: list) -> None:
-        # a batch whose Kafka part failed stays held and is flushed again: count its rows once
-        for h in held:
-            if id(h) not in self._written_batches:
-                self._written_batches.add(id(h))
-                self.history_written += h[0]
 
     async def write_history_only(self) -> None:
         """After a loss (broker gone, disk full): write what is held to the history, nothing to Kafka;
         offsets stay uncommitted. Raises what the store raises."""
         async with self._flush_lock:
             await asyncio.to_thread(self.history.flush)
-            self._count_written(self._held)
 
     async def on_revoked(self, revoked: Any, timeout: float = REVOKE_FLUSH_TIMEOUT_S) -> None:
         """Rebalance: make what was processed durable and commit it before the partitions move."""
