@@ -118,9 +118,15 @@ def test_capture_worker_and_status_over_tls(redis_server, clickhouse_server, tmp
                 time.sleep(0.5)
         finally:
             store.close()
-        status = subprocess.run([sys.executable, "-m", "engine.cli", "status"], env=env, cwd=REPO,
-                                capture_output=True, text=True, timeout=60)
-        kafka_line = next(ln for ln in status.stdout.splitlines() if ln.startswith("kafka"))
+        # The worker commits offsets after the history write it waited on, so lag reaches 0 a moment later.
+        deadline = time.monotonic() + 30
+        while True:
+            status = subprocess.run([sys.executable, "-m", "engine.cli", "status"], env=env, cwd=REPO,
+                                    capture_output=True, text=True, timeout=60)
+            kafka_line = next(ln for ln in status.stdout.splitlines() if ln.startswith("kafka"))
+            if "lag p0=0 p1=0 p2=0 p3=0" in kafka_line or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert " ok " in kafka_line and "lag p0=0 p1=0 p2=0 p3=0" in kafka_line, status.stdout
         plain_status = subprocess.run([sys.executable, "-m", "engine.cli", "status"], cwd=REPO, capture_output=True,
                                       text=True, timeout=60,
