@@ -16,6 +16,8 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from engine.web.live_stream import cancel_and_wait
+
 log = logging.getLogger(__name__)
 PER_MINUTE = ("pageviews", "sessions", "orders", "carts", "revenue")
 
@@ -69,12 +71,7 @@ class AlertNotifier:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=5)

@@ -240,13 +240,18 @@ def product_sales(request: web.Request):
     return lambda: {"rows": sales.product_sales(store, rng, cfg, limit)}
 
 
+def _sales_query(request: web.Request, id_name: str) -> tuple:
+    """(store, range, limit, goal config, the path's id, min support) of the per-product / per-member sales routes."""
+    settings = request.app["settings"]
+    return (_store(request), _range(request), _int(request, "limit", 10), GoalConfig.from_settings(settings),
+            request.match_info[id_name], settings.analytics.recommendation_min_support)
+
+
 @routes.get("/api/recommendations/bought/{product_id}")
 @_handler
 def bought_together(request: web.Request):
     """Products bought in the same orders as a product (support = orders holding both)."""
-    store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
-    cfg, pid = GoalConfig.from_settings(request.app["settings"]), request.match_info["product_id"]
-    support = request.app["settings"].analytics.recommendation_min_support
+    store, rng, limit, cfg, pid, support = _sales_query(request, "product_id")
     return lambda: {"product_id": pid, "bought_together": sales.bought_together(store, rng, cfg, support, pid,
                                                                                     limit)}
 
@@ -255,9 +260,7 @@ def bought_together(request: web.Request):
 @_handler
 def member_recommendations(request: web.Request):
     """What a member bought and what was bought together with it that it has not bought yet."""
-    store, rng, limit = _store(request), _range(request), _int(request, "limit", 10)
-    cfg, mid = GoalConfig.from_settings(request.app["settings"]), request.match_info["member_id"]
-    support = request.app["settings"].analytics.recommendation_min_support
+    store, rng, limit, cfg, mid, support = _sales_query(request, "member_id")
     return lambda: sales.for_member(store, mid, rng, cfg, support, limit)
 
 

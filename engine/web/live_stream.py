@@ -28,6 +28,17 @@ async def call_maybe_async(fn: Callable, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+async def cancel_and_wait(task: asyncio.Task | None) -> None:
+    """Cancel a background loop and wait until it has ended (its cancellation is not an error)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 class LiveHub:
     def __init__(self, snapshot: Callable[[], Any], redis_url: str, channel: str):
         self._snapshot = snapshot  # coroutine function returning the JSON-able payload
@@ -53,13 +64,8 @@ class LiveHub:
         for q in list(self._clients):
             _offer(q, None)  # None tells the stream handler to end
         self._clients.clear()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         listener = asyncio.get_running_loop().create_task(self._listen(), name="visitwire-live-pubsub")

@@ -63,30 +63,25 @@ def _csv(rows: list[dict], segment: str) -> web.Response:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@routes.get("/api/profiles/member/{member_id}/activity")
-@_handler
-def member_activity(request: web.Request):
-    store, rng, settings = _store(request), _range(request), request.app["settings"]
-    mid, limit = request.match_info["member_id"], _int(request, "limit", 20, 1, 200)
-    cfg = GoalConfig.from_settings(settings)
+def _activity(kind: str, read):
+    """GET handler of one member's or visitor's activity (`read`: customers.member_activity / visitor_activity)."""
 
-    def work():
-        found = customers.member_activity(store, mid, cfg, settings.analytics.recommendation_min_support, rng, limit)
-        return found if found is not None else _not_found(f"member {mid!r} has no page views in the range")
-    return work
+    @_handler
+    def handler(request: web.Request):
+        store, rng, settings = _store(request), _range(request), request.app["settings"]
+        who, limit = request.match_info[f"{kind}_id"], _int(request, "limit", 20, 1, 200)
+        cfg = GoalConfig.from_settings(settings)
+
+        def work():
+            found = read(store, who, cfg, settings.analytics.recommendation_min_support, rng, limit)
+            return found if found is not None else _not_found(f"{kind} {who!r} has no page views in the range")
+        return work
+    handler.__doc__ = f"One {kind}'s visits, pages, products, categories, menus, goals, orders and recommendations."
+    return handler
 
 
-@routes.get("/api/profiles/visitor/{visitor_id}/activity")
-@_handler
-def visitor_activity(request: web.Request):
-    store, rng, settings = _store(request), _range(request), request.app["settings"]
-    vid, limit = request.match_info["visitor_id"], _int(request, "limit", 20, 1, 200)
-    cfg = GoalConfig.from_settings(settings)
-
-    def work():
-        found = customers.visitor_activity(store, vid, cfg, settings.analytics.recommendation_min_support, rng, limit)
-        return found if found is not None else _not_found(f"visitor {vid!r} has no page views in the range")
-    return work
+routes.get("/api/profiles/member/{member_id}/activity")(_activity("member", customers.member_activity))
+routes.get("/api/profiles/visitor/{visitor_id}/activity")(_activity("visitor", customers.visitor_activity))
 
 
 @routes.get("/api/funnels")

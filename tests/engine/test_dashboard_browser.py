@@ -4,24 +4,14 @@ itself - visitors-now and the visit log change without a reload - and a screensh
 in test-output/<test>/ for a person to look at."""
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from engine.services import free_port
+from browser_demo import CHROMIUM, CHROMIUM_ARGS, running_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DEMO_SECONDS = 75
 ALERT_P95_MS = 50
 
@@ -29,41 +19,10 @@ ALERT_P95_MS = 50
 @pytest.fixture
 def demo(tmp_path):
     """`visitwire demo` as a user runs it; yields (dashboard URL, token) from its engine.json."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see scripts/bootstrap.sh)")
-    env = {**os.environ, "VISITWIRE_DATA_DIR": str(tmp_path), "VISITWIRE_HISTORY__URL": f"chdb://{tmp_path}/chdb",
-           "VISITWIRE_LOG_LEVEL": "WARNING", "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6",
-           # The demo shop's slow pages are far above 50 ms at p95: the alert banner must show.
-           "VISITWIRE_WEB__ALERT_P95_MS": str(ALERT_P95_MS)}
-    log = open(tmp_path / "demo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--duration", str(DEMO_SECONDS),
-                             "--visitors", "40", "--web-port", str(free_port())],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    state = tmp_path / "engine.json"
-    deadline = time.monotonic() + 90
-    info = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists():
-            try:
-                info = json.loads(state.read_text())
-                break
-            except ValueError:
-                pass  # being written
-        time.sleep(0.3)
-    try:
-        if info is None:
-            pytest.fail("visitwire demo did not publish engine.json within 90 s:\n"
-                        + (tmp_path / "demo.log").read_text(errors="replace")[-3000:])
+    # The demo shop's slow pages are far above 50 ms at p95: the alert banner must show.
+    env = {"VISITWIRE_HISTORY__URL": f"chdb://{tmp_path}/chdb", "VISITWIRE_WEB__ALERT_P95_MS": str(ALERT_P95_MS)}
+    with running_demo(tmp_path, env, ["--duration", str(DEMO_SECONDS), "--visitors", "40"]) as info:
         yield info["web_url"].rstrip("/"), info["token"]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)  # a user's Ctrl-C: clean shutdown
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
 
 
 def _number(text: str) -> int | None:

@@ -6,64 +6,28 @@ test-output/<test>/."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from engine.services import free_port
+from browser_demo import CHROMIUM, CHROMIUM_ARGS, running_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SIZES = {"1920x1080": (1920, 1080), "1366x768": (1366, 768)}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """`visitwire demo --truth` for the whole module: (URL, token, truth log path)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see scripts/bootstrap.sh)")
     tmp = tmp_path_factory.mktemp("screens-demo")
     truth = tmp / "truth.jsonl"
-    env = {**os.environ, "VISITWIRE_DATA_DIR": str(tmp), "VISITWIRE_LOG_LEVEL": "WARNING",
-           "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6", "VISITWIRE_ANALYTICS__FIRST_RUN_AFTER_S": "5",
-           "VISITWIRE_ANALYTICS__RFM_INTERVAL_S": "20"}
-    log = open(tmp / "demo.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "demo", "--duration", "400", "--visitors", "40",
-                             "--web-port", str(free_port()), "--truth", str(truth)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    state, info = tmp / "engine.json", None
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None and info is None:
-        if state.exists():
-            try:
-                info = json.loads(state.read_text())
-            except ValueError:
-                pass  # being written
-        time.sleep(0.3)
-    try:
-        if info is None:
-            pytest.fail("visitwire demo did not publish engine.json within 90 s:\n"
-                        + (tmp / "demo.log").read_text(errors="replace")[-3000:])
+    env = {"VISITWIRE_ANALYTICS__FIRST_RUN_AFTER_S": "5", "VISITWIRE_ANALYTICS__RFM_INTERVAL_S": "20"}
+    with running_demo(tmp, env, ["--duration", "400", "--visitors", "40", "--truth", str(truth)]) as info:
         yield info["web_url"].rstrip("/"), info["token"], truth
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
