@@ -36,6 +36,16 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def slope(series: list[tuple[float, float]]) -> float:
+    """Least-squares MB per minute of (minute, MB) points: a leak shows as a steady positive slope."""
+    if len(series) < 2:
+        return 0.0
+    n = len(series)
+    mx, my = sum(x for x, _ in series) / n, sum(y for _, y in series) / n
+    den = sum((x - mx) ** 2 for x, _ in series)
+    return sum((x - mx) * (y - my) for x, y in series) / den if den else 0.0
+
+
 def label(pid: int, name: str) -> str:
     """A readable name: the role from the command line, the pid to tell two of a kind apart."""
     try:
@@ -80,17 +90,19 @@ def main() -> int:
     if len(samples) < 3:
         print(f"soak: only {len(samples)} samples (demo exit {code}); run longer", file=sys.stderr)
         return 1
-    base, last = samples[1], samples[-1]  # after the warm-up sample: caches and compiled code are in
+    warm = samples[1:]  # from the warm-up sample on: caches and compiled code are in
     flat = True
-    print("\nprocess                      after warm-up   at the end   growth   verdict")
-    for name in sorted(set(base) & set(last)):
-        growth = last[name] - base[name]
-        ok = growth <= max(GROWTH_MB, GROWTH_FRACTION * base[name])
+    print("\nprocess                      at start   after warm-up   at the end   growth    slope      verdict")
+    for name in sorted(set(warm[0]) & set(warm[-1])):
+        series = [(i * args.every / 60, s[name]) for i, s in enumerate(warm) if name in s]
+        growth = warm[-1][name] - warm[0][name]
+        ok = growth <= max(GROWTH_MB, GROWTH_FRACTION * warm[0][name])
         flat &= ok
-        print(f"{name:28s} {base[name]:10,.0f} MB {last[name]:9,.0f} MB {growth:+7,.0f} MB   "
+        print(f"{name:28s} {samples[0].get(name, float('nan')):8,.0f} MB {warm[0][name]:10,.0f} MB "
+              f"{warm[-1][name]:9,.0f} MB {growth:+7,.0f} MB {slope(series):+7.2f} MB/min   "
               f"{'flat' if ok else 'GROWS'}")
     print(f"\ndemo exit code {code}; memory {'flat' if flat else 'NOT flat'} "
-          f"(limit per process: +{GROWTH_MB:.0f} MB or +{GROWTH_FRACTION:.0%})")
+          f"(limit per process from the warm-up sample to the end: +{GROWTH_MB:.0f} MB or +{GROWTH_FRACTION:.0%})")
     return 0 if flat and code == 0 else 1
 
 

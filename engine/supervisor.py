@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.settings import Settings
+from engine.privileges import PrivilegeError, drop_to, target_user
 from engine.services import Service, ServiceError, die_with_parent, start_redis, start_tansu
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
     progress = CaptureProgress()
     try:
         _capture_loop(settings, pcap, iface, out, stop, progress)
+    except PrivilegeError as e:
+        progress.error = str(e)
     except Exception as e:
         log.exception("capture failed")
         progress.error = f"{type(e).__name__}: {e}"
@@ -169,6 +172,12 @@ def _capture_loop(settings: Settings, pcap: str | None, iface: str | None, out: 
     source = open_source(settings, pcap, iface, {})
     live = None if pcap else source  # a live source has stats() and close()
     output = open_outputs(settings, jsonl=False, kafka=True)[0]
+    if live is not None:
+        # the socket and the Kafka output are open: no packet is parsed with root's rights (as `visitwire capture`)
+        done = drop_to(settings.capture.run_as)
+        if done:
+            log.info("%s", done)
+            die_with_parent(mp.parent_process().pid)  # the kernel clears the parent-death signal on a uid change
     last_report = time.monotonic()
     stop_seen = 0.0
 
@@ -245,6 +254,11 @@ def check_inputs(settings: Settings, pcap: str | None, iface: str | None = None)
             raise RuntimeFailure(str(e)) from None
     if pcap is None and not (iface or settings.capture.iface):
         raise RuntimeFailure("nothing to capture: give --pcap FILE, or --iface IFACE and --ports PORTS")
+    if pcap is None and settings.capture.run_as and os.geteuid() == 0:
+        try:
+            target_user(settings.capture.run_as)
+        except PrivilegeError as e:
+            raise RuntimeFailure(str(e)) from None
 
 
 class CaptureChild:

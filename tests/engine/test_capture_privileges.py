@@ -1,5 +1,6 @@
-"""`visitwire capture --iface` started as root with capture.run_as: it opens its socket, then runs as
-that user with no capability left, and still captures every request. Needs root; skipped otherwise."""
+"""`visitwire capture --iface` and the capture child of `visitwire run --iface` started as root with
+capture.run_as: capture opens its socket, then runs as that user with no capability left, and still captures
+every request. Needs root; skipped otherwise."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+
+from engine.proctree import descendants
+from test_run_pcap import _env, _wait_for_capture, summary_rows
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root / CAP_NET_RAW")
 REPO = Path(__file__).resolve().parents[2]
@@ -84,3 +88,61 @@ def test_an_unknown_user_is_one_line(tmp_path):
                        env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 2
     assert "capture.run_as: no user 'no-such-user-vw'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _capture_child(run_pid: int) -> int | None:
+    """The pid of the run's capture child (a multiprocessing spawn), once it is there."""
+    for pid in descendants(run_pid):
+        try:
+            if b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        except OSError:
+            pass
+    return None
+
+
+def test_the_capture_child_of_visitwire_run_drops_to_the_configured_user(broker, redis_server, tmp_path):
+    from engine.crowd import Crowd
+    from engine.demo_shop import DemoShop
+
+    nobody = pwd.getpwnam("nobody")
+    history_url = f"chdb://{tmp_path / 'chdb'}"
+    env = {**_env(tmp_path), "VISITWIRE_CAPTURE__RUN_AS": "nobody"}
+    err = tmp_path / "run.err"
+    with DemoShop() as shop:
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop.port),
+                                 "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", history_url],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=open(err, "wb"), text=True)
+        try:
+            _wait_for_capture(proc, err)
+            child = _capture_child(proc.pid)
+            assert child is not None
+            deadline = time.monotonic() + 30
+            while _status_field(child, "Uid") != str(nobody.pw_uid):  # set right after the socket opened
+                assert time.monotonic() < deadline, "the capture child did not switch to nobody"
+                time.sleep(0.2)
+            assert _status_field(child, "Uid").split() == [str(nobody.pw_uid)]
+            assert _status_field(child, "CapEff") == _status_field(child, "CapPrm") == "0000000000000000"
+            assert _status_field(proc.pid, "Uid") == "0"  # the engine itself (chdb, web) is not the child
+            crowd = Crowd(shop.url, seed=9, visitors=6, round_s=2, repeat=False, think_scale=0.02).start()
+            assert crowd.wait(120)
+            served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    log = err.read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert "running as nobody" in log and "Traceback" not in log
+    assert summary_rows(out)["hits"] == f"{served:,}", out  # dropping root lost no request
+    assert served > 20
+
+
+def test_run_with_an_unknown_user_says_so_before_any_server_starts(tmp_path):
+    env = {**_env(tmp_path), "VISITWIRE_CAPTURE__RUN_AS": "no-such-user-vw"}
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", "9"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2, r.stderr
+    assert "capture.run_as: no user 'no-such-user-vw'" in r.stderr and "Traceback" not in r.stderr
+    assert "tansu" not in r.stderr and "redis" not in r.stderr  # nothing was started
