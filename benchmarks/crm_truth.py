@@ -7,8 +7,9 @@ given, member logged in at that moment, order items and amounts, bot flag; root:
 with its own data directory, then reads the history store the run left and compares, figure by
 figure, what visitwire reports with what the truth log says, computed here by the documented rules:
 - a page view is a human GET answered 200 with HTML (not /static/, robots.txt, sitemap.xml);
-- a visitor is the shop's visitor cookie (the one a first response gives counts for that request);
-  a bot is one visitor per (IP, User-Agent);
+- a visitor is the shop's visitor cookie; the one a response gives counts for that request when the client
+  sends it back within capture.transaction_timeout_s, else (a crawler without cookies, a one-page visit)
+  the request's visitor is its (IP, User-Agent);
 - visits split a visitor's page views at processing.session_idle_s of silence and at UTC midnight;
 - a request belongs to the member logged in at that moment; the anonymous start of a visit joins the
   visit's first member; members + anonymous = visitors (sinks/reads/members.py);
@@ -46,17 +47,27 @@ NOT_PAGES = ("/robots.txt", "/sitemap.xml")
 
 
 # -- the truth, from the shop's log ------------------------------------------------------------------
-def load_truth(path: Path) -> list[dict]:
+def load_truth(path: Path, timeout_s: float = 30.0) -> list[dict]:
+    """The shop's requests in time order, each with its visitor key (`key`, see the module's rules)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows.sort(key=lambda r: r["ts"])
+    back: dict[str, float] = {}  # cookie value -> first time a request carried it
+    for r in rows:
+        if r["visitor"]:
+            back.setdefault(r["visitor"], r["ts"])
+    for r in rows:
+        given = r["visitor_set"]
+        if r["visitor"]:
+            r["key"] = r["visitor"]
+        elif given and given in back and back[given] - r["ts"] <= timeout_s:
+            r["key"] = given
+        else:
+            r["key"] = f"ip+ua|{r['client_ip']}|{r['user_agent']}"
     return rows
 
 
 def visitor_of(r: dict) -> str:
-    """The visitor key of a request: its cookie (or the one its response gave); a bot's (IP, UA)."""
-    if r["bot"]:
-        return f"bot|{r['client_ip']}|{r['user_agent']}"
-    return r["visitor"] or r["visitor_set"]
+    return r["key"]
 
 
 def is_pageview(r: dict) -> bool:
@@ -254,7 +265,8 @@ def main() -> int:
         console.print(f"[red]the demo failed ({r.returncode}); see {work / 'demo.log'}")
         return 1
     settings = Settings(capture={"salt": SALT})
-    want = truth_figures(load_truth(truth_path), settings.processing.session_idle_s)
+    want = truth_figures(load_truth(truth_path, settings.capture.transaction_timeout_s),
+                         settings.processing.session_idle_s)
     from engine.crowd import BOTS
 
     got = visitwire_figures(history_url, settings, want["start"], want["end"], list(BOTS))

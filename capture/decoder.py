@@ -28,6 +28,7 @@ from capture.reassembly import MASK, Budget, Stream
 from capture.cookie_learning import CookieLearner, load_state, save_state
 from capture.install_salt import install_salt, rotation_due
 from capture.eventwriter import WRITTEN, EventWriter
+from capture.first_requests import FirstRequests
 from capture.outputs import EventLines
 from capture.transactions import Connection, EventBuilder
 from config.settings import CaptureSettings, Settings
@@ -137,7 +138,9 @@ class Decoder:
         self.ports = frozenset(cfg.ports)
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.flows: dict[int, Flow] = {}
+        self.first = FirstRequests(cfg.transaction_timeout_s)
         self.builder = EventBuilder(cfg)
+        self.builder.assigned = self.first.assigned
         self.heads = HeadParser(self.builder.request_headers(), self.builder.response_headers())
         self.budget = Budget(cfg.max_flow_buffer_bytes, cfg.max_total_buffer_bytes, self.stats)
         self.out: list[dict] = []
@@ -228,7 +231,7 @@ class Decoder:
             self._safe_end(self.flows.pop(key))
         if fast is not None:
             fast.purge(now, idle)
-        return self._take()
+        return self.first.expire(now) + self._take()
 
     def close(self) -> list[dict]:
         """End of input: flush every flow (requests without a response get no_response=True)."""
@@ -240,7 +243,8 @@ class Decoder:
         self.flows.clear()
         if self.fast is not None:
             self.fast.reset()
-        return self._take()
+        events = self._take()
+        return self.first.close() + events  # the held ones are older
 
     def _by_birth(self) -> list:
         # the order flows came into being: the Python-only path's dict order, whoever followed them since
@@ -249,25 +253,30 @@ class Decoder:
     def _take(self) -> list[dict]:
         """The events completed so far, as dicts (numba-written lines are parsed)."""
         loads = orjson.loads
-        return [e if line is None else loads(line) for e, line in self._in_order()]
+        return [e if line is None else loads(line) for e, line in self._routed()[0]]
 
     def _take_lines(self) -> EventLines:
         """The events completed so far as JSON lines with their Kafka keys (visitor ids)."""
         lines = self._lines
-        if lines is not None and not self.out and not lines[4]:
+        if lines is not None and not self.out and not lines[4] and not self.first.waiting:
             self._lines = None
             data, _, vis, _, _ = lines  # only numba-written events: their lines are the output as they are
-            return EventLines(data, [data[v:v + 32] for v in vis.tolist()])
-        pieces, keys = [], []
+            keys = [data[v:v + 32] for v in vis.tolist()]
+            self.first.seen(keys, self.last_ts)
+            return EventLines(data, keys)
+        pieces = []
         dumps = orjson.dumps
-        for e, line in self._in_order():
-            if line is None:
-                pieces.append(dumps(e) + b"\n")
-                keys.append(e["visitor_id"].encode())
-            else:
-                pieces.append(line)
-                keys.append(line[line.index(b'"visitor_id":"') + 14:][:32])
+        items, keys = self._routed()
+        for e, line in items:
+            pieces.append(line if e is None else dumps(e) + b"\n")
         return EventLines(b"".join(pieces), keys)
+
+    def _routed(self) -> tuple[list[tuple], list[bytes]]:
+        """_in_order's events with their visitor ids, through the first-request hold (capture.first_requests)."""
+        items = self._in_order()
+        keys = [e["visitor_id"].encode() if line is None else line[line.index(b'"visitor_id":"') + 14:][:32]
+                for e, line in items]
+        return self.first.route(items, keys, self.last_ts)
 
     def _in_order(self) -> list[tuple]:
         """(dict, None) or (None, JSON line) per event in packet order, and forget them."""
@@ -366,6 +375,7 @@ class Decoder:
         cfg = self.cfg
         self.builder = EventBuilder(cfg)
         self.builder.aliases = aliases
+        self.builder.assigned = self.first.assigned
         self.builder.learner = self.learner
         self.writer = EventWriter(self.builder, self.heads)
         for f in self.flows.values():

@@ -525,7 +525,7 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             o = _put(out, o, K_CTYPE)
             o = _put(out, o, K_LATENCY)
             o = _put(out, o, K_NULL)
-        # visitor: a visitor cookie, else the one this response assigns, else client ip + user agent
+        # visitor: a visitor cookie, else client ip + user agent; a response assigning one is Python's
         o = _put(out, o, K_VISITOR)
         vis[i] = o
         cs = row[2 * cookie_k]
@@ -548,9 +548,11 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
             for k in range(n_visitor):
                 vs, ve = _set_cookie_value(rsrc, sc_s, sc_e, names, name_off[k], name_off[k + 1])
                 if vs >= 0:
-                    o = _hash_pieces(118, 58, rsrc, vs, ve, rsrc, -1, -1, key, out, o, scratch)
-                    done = True
+                    done = True  # the response assigns the visitor cookie: Python holds it (capture.first_requests)
                     break
+            if done:
+                o = start
+                continue
         if not done:
             o = _hash_pieces(97, 58, pre, ps, b1, src, ua_s, ua_e, key, out, o, scratch)
         # member: a login Set-Cookie, else the member cookie, else the member header

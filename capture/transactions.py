@@ -76,6 +76,9 @@ class EventBuilder:
             if cfg.client_ip_anonymization != "off" else None
         self.learner = None  # capture.cookie_learning.CookieLearner while the visitor cookie is being learned
         self.aliases: dict[str, str] = {}  # cookie id -> the IP+UA id its client had before it was learned
+        # event_id -> the id a response's Set-Cookie assigned (capture.first_requests.FirstRequests.assigned);
+        # None: such a request keeps its IP+UA id
+        self.assigned: dict[str, bytes] | None = None
 
     @property
     def anonymizes_ip(self) -> bool:
@@ -172,17 +175,18 @@ class EventBuilder:
                 v = cookies.get(name)
                 if v:
                     visitor = self._visitor[v]
+                    if self.aliases:
+                        visitor = self.aliases.get(visitor, visitor)
                     break
-        if visitor is None and set_cookies:
-            # first visit: the site assigns its tracking cookie in this response; using it keeps the
-            # first page and the rest of the visit under one visitor
-            v = idn.assigned_visitor_cookie(set_cookies)
-            if v:
-                visitor = self._visitor[v]
         if visitor is None:
             visitor = self._anon[(client_ip, ua)]
-        elif self.aliases:
-            visitor = self.aliases.get(visitor, visitor)
+            if set_cookies and self.assigned is not None:
+                # the site assigns its visitor cookie in this response: that id counts once the client sends
+                # the cookie back (capture.first_requests), until then this is the IP+UA id's event
+                v = idn.assigned_visitor_cookie(set_cookies)
+                if v:
+                    given = self._visitor[v]
+                    self.assigned[eid] = self.aliases.get(given, given).encode() if self.aliases else given.encode()
         return {
             "event_id": eid,
             "ts": us / 1e6,
