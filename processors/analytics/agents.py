@@ -7,8 +7,9 @@ VisitwireApp.extra_agent_modules) and calls `register(vw, settings)`:
 - every analytics.rfm_interval_s (leader only; the first time analytics.first_run_after_s
   after start) it re-scores members (RFM), stores segment changes in the history `segments`
   table and announces each on visitwire.segments; and right after the worker stored a batch
-  with a member's purchase (VisitwireApp.purchase_listeners), so the buyer's change is out in
-  seconds;
+  with a member's purchase (VisitwireApp.purchase_listeners) it re-scores those buyers alone, so
+  their change is out in seconds; a change is claimed in Redis before it is stored and announced
+  (processors/analytics/claims.py), so two workers never announce the same change twice;
 - on the same schedule with analytics.recommendation_refresh_s it recomputes the
   co-visitation table `recommendations` in the history store.
 Blocking Redis / history calls run in the default executor; the loop keeps consuming.
@@ -26,6 +27,7 @@ import redis
 from config.stats import SECOND_BOUNDS, Tally
 from sinks.reads import recommendations, rfm
 from sinks.reads.goal_events import GoalConfig
+from processors.analytics.claims import SegmentClaims
 from processors.analytics.live import LiveProfiles
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class AnalyticsAgents:
         self._history = history  # None: open settings.history.url for each scheduled run
         url = redis_url if redis_url is not None else settings.redis.url
         self.live = LiveProfiles.from_settings(url, settings) if url else None
+        self.claims = SegmentClaims.from_url(url, settings.redis.key_prefix) if url else None
         self.pageviews_seen = 0
         self.bad_records = 0
         self.redis_errors = 0
@@ -46,8 +49,11 @@ class AnalyticsAgents:
         self.rescore_seconds = Tally(SECOND_BOUNDS)  # RFM re-score durations (engine/metrics.py)
         self.recommendation_pairs = 0
         self.purchase_rescores = 0
+        self.buyers_rescored = 0
         self._rescore: asyncio.Task | None = None  # the re-score a purchase started
-        self._rescore_again = False  # purchases stored while it ran: score once more after it
+        self._buyers: set[str] = set()  # members whose purchases are stored and not re-scored yet
+        # member stats of the last full run: the population the buyers' r, f, m quintiles are taken among
+        self._population: list[dict] | None = None
 
     # -- live profiles ----------------------------------------------------------------------------
     def decode(self, values: list) -> list[dict]:
@@ -98,12 +104,29 @@ class AnalyticsAgents:
             store.close()
 
     def recompute_segments(self, now: float | None = None) -> list[dict]:
+        """Every member (the scheduled run)."""
         t0 = time.perf_counter()
-        _, changes = self._with_history(
+        scored, changes = self._with_history(
             lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),
                                              GoalConfig.from_settings(self.settings),
-                                             rfm.SegmentConfig.from_settings(self.settings)))
+                                             rfm.SegmentConfig.from_settings(self.settings), self.claims))
+        self._population = [{k: m[k] for k in rfm.POPULATION_KEYS} for m in scored]
         self.rfm_runs += 1
+        self.rescore_seconds.observe(time.perf_counter() - t0)
+        self.segment_changes += len(changes)
+        return changes
+
+    def rescore_buyers(self, buyers: set[str], now: float | None = None) -> list[dict]:
+        """Only these members (a purchase's); every member when no full run gave the population yet."""
+        if self._population is None:
+            return self.recompute_segments(now)
+        t0 = time.perf_counter()
+        _, changes = self._with_history(
+            lambda s: rfm.rescore_members(s, sorted(buyers), self._population,
+                                          now if now is not None else time.time(),
+                                          GoalConfig.from_settings(self.settings),
+                                          rfm.SegmentConfig.from_settings(self.settings), self.claims))
+        self.buyers_rescored += len(buyers)
         self.rescore_seconds.observe(time.perf_counter() - t0)
         self.segment_changes += len(changes)
         return changes
@@ -115,26 +138,25 @@ class AnalyticsAgents:
         return n
 
     def on_purchases(self, purchases: list[tuple[str, float]]) -> None:
-        """Purchases are in the history store (the worker calls this after its flush): re-score now, so the
-        buyer's segment change is on visitwire.segments within seconds, not at the next scheduled run.
-        One re-score at a time; purchases stored meanwhile get one more run right after it."""
-        if self._rescore is not None and not self._rescore.done():
-            self._rescore_again = True
+        """Purchases (member_id, ts) are in the history store (the worker calls this after its flush): re-score
+        their buyers now, so a buyer's segment change is on visitwire.segments within seconds, not at the next
+        scheduled run. One re-score at a time; buyers whose purchases are stored meanwhile get one more run
+        right after it."""
+        self._buyers.update(m for m, _ in purchases if m)
+        if not self._buyers or (self._rescore is not None and not self._rescore.done()):
             return
         self._rescore = asyncio.ensure_future(self._rescore_now())
 
     async def _rescore_now(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            self._rescore_again = False
+        while self._buyers:
+            buyers, self._buyers = self._buyers, set()
             try:
-                changes = await loop.run_in_executor(None, self.recompute_segments)
+                changes = await loop.run_in_executor(None, self.rescore_buyers, buyers)
                 await self.announce(changes)
                 self.purchase_rescores += 1
             except Exception as e:  # the store away: the scheduled run catches up
                 log.warning("analytics: re-score after a purchase failed (%s); the scheduled run will catch up", e)
-            if not self._rescore_again:
-                return
 
     async def announce(self, changes: list[dict]) -> None:
         for c in changes:

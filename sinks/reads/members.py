@@ -36,53 +36,64 @@ def _widened(rng: TimeRange) -> tuple[str, dict]:
 
 
 # Only the visitor ids a member logged in on can hold its requests (a request it did not carry joins it
-# through a visit in which it logged in): reading one member, the scan stops at those ids.
-_ONE_MEMBER = " AND visitor_id IN (SELECT visitor_id FROM pageviews WHERE member_id = %(only_member)s)"
+# through a visit in which it logged in): reading some members, the scan stops at those ids.
+_SOME_MEMBERS = " AND visitor_id IN (SELECT visitor_id FROM pageviews WHERE has(%(only_members)s, member_id))"
+
+Members = str | tuple[str, ...] | list[str] | None  # one member, some members, or None: all
 
 
-def visit_logins(rng: TimeRange, member: str | None = None) -> tuple[str, dict]:
+def _only(member: Members) -> list[str] | None:
+    return None if member is None else [member] if isinstance(member, str) else sorted(member)
+
+
+def visit_logins(rng: TimeRange, member: Members = None) -> tuple[str, dict]:
     """Subquery (session_id, s_member, s_member_ts): each visit's first member and when it first appeared
-    (only the visits on `member`'s visitor ids when given)."""
+    (only the visits on the visitor ids of `member`, one or several, when given)."""
     where, params = _widened(rng)
-    if member is not None:
-        where, params = where + _ONE_MEMBER, {**params, "only_member": member}
+    only = _only(member)
+    if only is not None:
+        where, params = where + _SOME_MEMBERS, {**params, "only_members": only}
     return ("(SELECT session_id, argMin(member_id, t) AS s_member, min(t) AS s_member_ts FROM "
             f"(SELECT DISTINCT event_id, session_id, member_id, {TS} AS t FROM pageviews "
             f"WHERE member_id != '' AND NOT is_bot AND ({where})) GROUP BY session_id)"), params
 
 
-def member_pageviews(rng: TimeRange, columns: tuple[str, ...] = (), member: str | None = None) -> tuple[str, dict]:
+def member_pageviews(rng: TimeRange, columns: tuple[str, ...] = (), member: Members = None) -> tuple[str, dict]:
     """Subquery of the human page views in the range that belong to a member:
-    (event_id, a_member, visitor_id, session_id, t, *columns); with `member`, those of that member only,
-    read from its visitor ids alone (same rows, a small part of the scan)."""
+    (event_id, a_member, visitor_id, session_id, t, *columns); with `member` (one or several), those of
+    these members only, read from their visitor ids alone (same rows, a small part of the scan)."""
     extra = [c for c in columns if c not in ("event_id", "visitor_id", "session_id", "member_id")]
     cols = ", ".join(["event_id", "visitor_id", "session_id", "member_id", f"{TS} AS t", *extra])
     logins, params = visit_logins(rng, member)
     picked = ", ".join(["event_id", "visitor_id", "session_id", "t", *extra])
-    one = _ONE_MEMBER if member is not None else ""
+    one = _SOME_MEMBERS if member is not None else ""
     sql = (f"(SELECT {picked}, a_member FROM (SELECT {picked}, "
            "if(member_id != '', member_id, if(t < s_member_ts, s_member, '')) AS a_member FROM "
            f"(SELECT DISTINCT {cols} FROM pageviews WHERE ({rng.sql()}) AND NOT is_bot{one}) AS p "
            f"ALL LEFT JOIN {logins} AS l USING session_id) WHERE a_member != ''"
-           + (" AND a_member = %(only_member)s)" if member is not None else ")"))
+           + (" AND has(%(only_members)s, a_member))" if member is not None else ")"))
     return sql, {**params, **rng.params()}
 
 
-def member_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
+def member_goals(cfg: GoalConfig, rng: TimeRange, member: Members = None) -> tuple[str, dict]:
     """Subquery of the goal requests in the range that belong to a member:
-    (event_id, a_member, visitor_id, t, goal, goal_value).
+    (event_id, a_member, visitor_id, t, goal, goal_value); with `member` (one or several), theirs only.
 
     A goal request carrying a member is that member's; an anonymous one joins the first member of
     its visit (goal_events.attributed_goals) when it came before that member's first request."""
     carried, params = goal_hits(cfg, rng, "member_id != ''")
     anon, aparams = attributed_goals(cfg, rng)
-    logins, lparams = visit_logins(rng)
+    logins, lparams = visit_logins(rng, member)  # the anonymous goals join only these members' visits
     sql = (f"(SELECT event_id, member_id AS a_member, visitor_id, t, goal, goal_value FROM {carried} "
            "UNION ALL "
            "SELECT event_id, s_member AS a_member, visitor_id, t, goal, goal_value FROM "
            f"(SELECT event_id, visitor_id, t, goal, goal_value, g_session AS session_id FROM {anon} "
            f"WHERE event_id NOT IN (SELECT event_id FROM hits WHERE member_id != '' AND ({rng.sql()}))) AS g "
            f"ALL INNER JOIN {logins} AS l USING session_id WHERE t < s_member_ts)")
+    only = _only(member)
+    if only is not None:
+        return f"(SELECT * FROM {sql} WHERE has(%(only_members)s, a_member))", \
+            {**params, **aparams, **lparams, "only_members": only}
     return sql, {**params, **aparams, **lparams}
 
 

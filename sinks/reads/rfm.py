@@ -33,13 +33,15 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig, default_config
 from sinks.reads.members import member_goals, member_pageviews
 
 DAY_S = 86400.0
+# what score_members needs of the other members (rescore_members' population)
+POPULATION_KEYS = ("member_id", "last_seen", "visits", "revenue")
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,12 @@ class SegmentConfig:
         return (int(now // DAY_S) - self.window_days + 1) * DAY_S
 
 
-def quintiles(values: Sequence[float]) -> list[int]:
-    """Quintile score 1..5 of each value among all values (ties share a score)."""
-    ordered = sorted(values)
+def quintiles(values: Sequence[float], among: Sequence[float] | None = None) -> list[int]:
+    """Quintile score 1..5 of each value among all values (default: the values themselves; ties share a
+    score)."""
+    ordered = sorted(values if among is None else among)
     n = len(ordered)
-    return [min(5, 1 + (5 * bisect.bisect_left(ordered, v)) // n) for v in values] if n else []
+    return [min(5, 1 + (5 * bisect.bisect_left(ordered, v)) // n) for v in values] if n else [1] * len(values)
 
 
 def segment_of(stats: dict, seg: SegmentConfig, now: float) -> str:
@@ -90,17 +93,19 @@ def segment_of(stats: dict, seg: SegmentConfig, now: float) -> str:
 
 
 def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
-                 window_since: float | None = None) -> list[dict]:
+                 window_since: float | None = None, members: Sequence[str] | None = None) -> list[dict]:
     """first / last visit, visits, orders and revenue per member, from the requests that belong to it
     (members.py: the member logged in at that moment, plus the pre-login part of its visits); the
-    same since `window_since` as window_visits / window_orders / window_revenue."""
+    same since `window_since` as window_visits / window_orders / window_revenue. `members`: only these
+    (read from their own visitor ids)."""
     cfg = cfg or default_config()
     w = float(window_since) if window_since is not None else -1.0  # before any event
-    pvs, params = member_pageviews(rng)
+    members = tuple(members) if members is not None else None
+    pvs, params = member_pageviews(rng, member=members)
     rows = {r["member_id"]: r for r in store.query(
         "SELECT a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, uniqExact(session_id) AS visits, "
         f"uniqExactIf(session_id, t >= %(w)s) AS window_visits FROM {pvs} GROUP BY a_member", {**params, "w": w})}
-    goals_sql, gparams = member_goals(cfg, rng)
+    goals_sql, gparams = member_goals(cfg, rng, members)
     money = {r["member_id"]: r for r in store.query(
         "SELECT a_member AS member_id, min(t) AS first_t, max(t) AS last_t, countIf(goal = %(purchase)s) AS orders, "
         "sumIf(goal_value, goal = %(purchase)s) AS revenue, countIf(goal = %(purchase)s AND t >= %(w)s) AS w_orders, "
@@ -118,12 +123,15 @@ def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | No
     return out
 
 
-def score_members(stats: Sequence[dict], now: float, seg: SegmentConfig | None = None) -> list[dict]:
-    """Adds r, f, m (quintiles), recency_days and the rule-based segment to each member's stats."""
+def score_members(stats: Sequence[dict], now: float, seg: SegmentConfig | None = None,
+                  population: Sequence[dict] | None = None) -> list[dict]:
+    """Adds r, f, m (quintiles among `population`, default `stats`), recency_days and the rule-based segment
+    to each member's stats."""
     seg = seg or SegmentConfig.from_settings()
-    rs = quintiles([s["last_seen"] for s in stats])
-    fs = quintiles([s["visits"] for s in stats])
-    ms = quintiles([s["revenue"] for s in stats])
+    pop = stats if population is None else population
+    rs = quintiles([s["last_seen"] for s in stats], [s["last_seen"] for s in pop])
+    fs = quintiles([s["visits"] for s in stats], [s["visits"] for s in pop])
+    ms = quintiles([s["revenue"] for s in stats], [s["revenue"] for s in pop])
     out = []
     for s, r, f, m in zip(stats, rs, fs, ms):
         out.append({**s, "recency_days": round(max(0.0, now - s["last_seen"]) / DAY_S, 3), "r": r, "f": f, "m": m,
@@ -138,11 +146,15 @@ def compute_rfm(store: History, now: float | None = None, rng: TimeRange = ALL_T
     return score_members(member_stats(store, rng, cfg, seg.window_since(now)), now, seg)
 
 
-def current_segments(store: History, at: float | None = None) -> dict[str, str]:
-    """member_id -> latest stored segment (as of `at`)."""
+def current_segments(store: History, at: float | None = None, members: Sequence[str] | None = None) -> dict[str, str]:
+    """member_id -> latest stored segment (as of `at`; of `members` only when given)."""
     where = f"{TS} <= %(at)s" if at is not None else "1"
+    params: dict[str, Any] = {"at": float(at)} if at is not None else {}
+    if members is not None:
+        where += " AND has(%(members)s, member_id)"
+        params["members"] = sorted(members)
     rows = store.query(f"SELECT member_id, argMax(segment, {TS}) AS segment FROM segments WHERE {where} "
-                       "GROUP BY member_id", {"at": float(at)} if at is not None else {})
+                       "GROUP BY member_id", params)
     return {r["member_id"]: r["segment"] for r in rows}
 
 
@@ -154,14 +166,43 @@ def segment_changes(scored: Iterable[dict], previous: dict[str, str], now: float
 
 
 def recompute_segments(store: History, now: float | None = None, cfg: GoalConfig | None = None,
-                       seg: SegmentConfig | None = None) -> tuple[list[dict], list[dict]]:
-    """Scores all members, stores the changes in `segments`; returns (scored members, change rows)."""
+                       seg: SegmentConfig | None = None, claim: Callable[[list[dict]], list[dict]] | None = None
+                       ) -> tuple[list[dict], list[dict]]:
+    """Scores all members, stores the changes in `segments`; returns (scored members, change rows).
+    `claim(changes)` keeps the changes this caller is the one to store and announce (several workers)."""
     now = now if now is not None else time.time()
     scored = compute_rfm(store, now, TimeRange(None, now), cfg, seg)
-    changes = segment_changes(scored, current_segments(store), now)
+    return scored, _store_changes(store, segment_changes(scored, current_segments(store), now), claim)
+
+
+def rescore_members(store: History, members: Sequence[str], population: Sequence[dict], now: float | None = None,
+                    cfg: GoalConfig | None = None, seg: SegmentConfig | None = None,
+                    claim: Callable[[list[dict]], list[dict]] | None = None) -> tuple[list[dict], list[dict]]:
+    """recompute_segments for `members` only (the buyers of a purchase): their stats read from their own
+    visitor ids, their segment by the rules (which need nothing of other members) and r, f, m as quintiles
+    among `population` (the member stats of the last full run) with theirs replaced."""
+    now = now if now is not None else time.time()
+    seg = seg or SegmentConfig.from_settings()
+    stats = member_stats(store, TimeRange(None, now), cfg, seg.window_since(now), members)
+    mine = {s["member_id"] for s in stats}
+    pop = [p for p in population if p["member_id"] not in mine] + stats
+    scored = score_members(stats, now, seg, pop)
+    return scored, _store_changes(store, segment_changes(scored, current_segments(store, members=members), now),
+                                  claim)
+
+
+def _store_changes(store: History, changes: list[dict], claim) -> list[dict]:
+    if claim is not None and changes:
+        changes = claim(changes)
     if changes:
-        store.write("segments", changes)
-    return scored, changes
+        try:
+            store.write("segments", changes)
+        except Exception:
+            release = getattr(claim, "release", None)
+            if release is not None:
+                release(changes)  # not stored: the next run finds and claims them again
+            raise
+    return changes
 
 
 def segment_sizes(store: History, at: float | None = None, names: Sequence[str] = ()) -> list[dict[str, Any]]:

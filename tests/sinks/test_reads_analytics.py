@@ -280,6 +280,19 @@ def test_recompute_segments_stores_only_changes(store):
     assert [sum(v for k, v in t.items() if k != "at") for t in timeline] == [0, 0, len(scored)]
 
 
+def test_a_purchase_rescore_scores_only_its_buyers_as_the_full_run_would(store):
+    now = DS.now + 40 * 86400  # members have moved on (at_risk) since any stored run
+    full = {m["member_id"]: m for m in rfm.compute_rfm(store, now=now)}
+    population = [{k: m[k] for k in rfm.POPULATION_KEYS} for m in full.values()]
+    buyers = sorted(full)[:3]
+    offered: list[dict] = []
+    scored, changes = rfm.rescore_members(store, buyers, population, now,
+                                          claim=lambda c: offered.extend(c) or [])  # claims none: stores none
+    assert {m["member_id"]: m for m in scored} == {b: full[b] for b in buyers}
+    assert offered and {c["member_id"] for c in offered} <= set(buyers)
+    assert changes == []
+
+
 def test_recommendations_follow_co_visitation(store):
     sessions = [{p["product_id"] for p in s if p["product_id"]} for s in sessions_by_id(HUMAN).values()]
     support = sum(1 for s in sessions if {"p00", "p01"} <= s)
