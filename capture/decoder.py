@@ -20,10 +20,9 @@ import orjson
 
 from capture.frame_kernels import KIND_MALFORMED, KIND_NON_TCP, KIND_UNSUPPORTED, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     decode_batch, needs_python, scan_heads
-from capture import fastpath as fp
-from capture.fastpath import FlowTable
+from capture.fastpath import FastBatch, FlowTable, HandedOver, Heads, Transaction
 from capture.frames import FrameBatch
-from capture.http import DEAD, RESYNC_REQUEST, RESYNC_RESPONSE, HeadParser, RequestHead, ResponseHead
+from capture.http import DEAD, RESYNC_REQUEST, RESYNC_RESPONSE, HeadParser
 from capture.reassembly import MASK, Budget, Stream
 from capture.cookie_learning import CookieLearner, load_state, save_state
 from capture.install_salt import install_salt, rotation_due
@@ -73,42 +72,6 @@ class _Endpoints:
         self.id_prefix = f"{client_ip}|{client_port}|{server_ip}|{server_port}|".encode()
 
 
-class _HeadRefs:
-    """Heads the fast path refers to, as RequestHead / ResponseHead: records of the current batch (ref >= 0,
-    only while it is replayed) or heads it carried across batches (ref = -1 - entry)."""
-
-    def __init__(self, heads: HeadParser, carry, batch=None):
-        self.heads = heads
-        self.cbytes, self.cmeta, self.crow, self.cts = carry
-        self.batch = batch  # (buffer, arena, records, scan rows, times)
-
-    def _head(self, ref: int):
-        if ref >= 0:
-            buf, arena, rec, rsp, rts = self.batch
-            r = rec[ref].tolist()
-            data = (arena if r[fp.ARENA] else buf)[r[fp.HS]:r[fp.HE]].tobytes()
-            return r, data, rsp[ref].tolist(), float(rts[ref])
-        c = -1 - ref
-        r = self.cmeta[c].tolist()
-        return r, self.cbytes[r[fp.HS]:r[fp.HE]].tobytes(), self.crow[c].tolist(), float(self.cts[c])
-
-    def request(self, ref: int) -> RequestHead:
-        r, data, row, ts = self._head(ref)
-        req = self.heads.request_framed(data, r[fp.FA], r[fp.FB], r[fp.FC], r[fp.MINOR], row, r[fp.CLEN],
-                                        r[fp.CHUNKED] == 1)
-        req.ts = ts
-        req.index = r[fp.IDX]
-        return req
-
-    def response(self, ref: int) -> ResponseHead:
-        r, data, row, ts = self._head(ref)
-        resp = self.heads.response_framed(data, r[fp.FA], r[fp.MINOR], row, r[fp.CLEN], r[fp.CHUNKED] == 1)
-        resp.ts = ts
-        if r[fp.AUX] == fp.F_LENGTH:
-            resp.body_bytes = resp.content_length
-        return resp
-
-
 class ScanView:
     """The current batch's head scan as Python lists (one numba call per batch, shared by all connections)."""
 
@@ -146,7 +109,7 @@ class Decoder:
         self.out: list[dict] = []
         self._out_k: list[int] = []  # while a batch is replayed: the packet (fast-path numbering) of each event
         self._lines = None  # the batch's numba-written events: (lines, ends, visitor offsets, packets, Python's)
-        self._batch = None  # while a batch is replayed: its buffers and records (fast-path heads refer to them)
+        self._batch: FastBatch | None = None  # while a batch is replayed (fast-path heads refer to its records)
         self._packets_before = 0  # packets of earlier batches: flows are born at base + packet index
         self.writer = EventWriter(self.builder, self.heads)
         self.last_ts = 0.0
@@ -382,27 +345,25 @@ class Decoder:
             if f.conn is not None:
                 f.conn.builder = self.builder
 
-    def _observe_written(self, refs: "_HeadRefs", tx: np.ndarray, txa: np.ndarray, result: np.ndarray) -> None:
+    def _observe_written(self, refs: Heads, fb: FastBatch, result: np.ndarray) -> None:
         """While learning: the cookies of the transactions the numba writer wrote (Python-built ones are
         observed by EventBuilder.build), sliced from the heads without parsing them (~2 us each)."""
         observe = self.learner.observe
         slot = self.heads.slot_of
         ck, ua, sc = 2 * slot["cookie"], 2 * slot["user-agent"], 2 * slot["set-cookie"]
-        noref = fp.NOREF
         for i in np.flatnonzero(result == WRITTEN).tolist():
-            t = tx[i].tolist()
-            _, data, row, ts = refs._head(t[fp.TX_REQ])
+            t = fb.transaction(i)
+            data, row, ts = refs.raw(t.request)
             cookie = data[row[ck]:row[ck + 1]] if row[ck] >= 0 else None
             agent = data[row[ua]:row[ua + 1]] if row[ua] >= 0 else b""
             sets = None
-            if t[fp.TX_RESP] != noref:
-                _, rdata, rrow, _ = refs._head(t[fp.TX_RESP])
+            if t.response is not None:
+                rdata, rrow, _ = refs.raw(t.response)
                 if rrow[sc] >= 0:
                     sets = [rdata[rrow[sc]:rrow[sc + 1]]]
             if cookie is None and sets is None:
                 continue
-            n = t[fp.TX_ALEN]
-            observe((self._ip(txa[i][:n].tobytes()), agent), cookie, sets, ts)
+            observe((self._ip(t.client_addr), agent), cookie, sets, ts)
 
     def _alias_written(self, lines: np.ndarray, vis: np.ndarray, result: np.ndarray) -> None:
         """Visitor ids the numba writer wrote for a cookie whose client had an IP+UA id before it was learned."""
@@ -488,79 +449,74 @@ class Decoder:
         # heads the fast path holds count in the buffer total; it only starts holding more while the total
         # stays below the limit even if Python buffered every payload byte of this batch
         room = budget.max_total - budget.total - int(pwire.sum())
-        rec, rsp, rts, tx, txa = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.flags[idx], d.poff[idx], d.plen[idx],
-                                          pwire, batch.ts[idx], d.sport[idx], d.dport[idx], d.src_off[idx],
-                                          d.dst_off[idx], d.alen[idx], idx + self._packets_before, max(0, room))
+        fb = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.flags[idx], d.poff[idx], d.plen[idx], pwire, batch.ts[idx],
+                      d.sport[idx], d.dport[idx], d.src_off[idx], d.dst_off[idx], d.alen[idx],
+                      idx + self._packets_before, max(0, room))
         counts = fast.batch_counts()
         budget.total += counts.pop("held_added")
         for name, n in counts.items():
             self.stats[name] += n
-        self._batch = (buf, fast.arena, rec, rsp, rts)
+        self._batch = fb
         try:
-            if len(rec):
-                self._replay_handed_over(batch, d, idx, rec)
-            if len(tx):
-                self._write_fast(tx, txa)
+            handed = fb.handed_over()
+            if handed is not None:
+                self._replay_handed_over(batch, d, idx, handed)
+            if len(fb.tx):
+                self._write_fast(fb)
         finally:
             self._batch = None
-        fast.keep_waiting_heads(buf, rec, rsp, rts)
+        fast.keep_waiting_heads(fb)
 
-    def _replay_handed_over(self, batch: FrameBatch, d, idx: np.ndarray, rec: np.ndarray) -> None:
+    def _replay_handed_over(self, batch: FrameBatch, d, idx: np.ndarray, handed: HandedOver) -> None:
         """The packets the fast path handed to Python, in order, with the buffer total as it was at each."""
         budget = self.budget
-        types = rec[:, fp.TYPE]
-        held = np.cumsum(rec[:, fp.HELD])  # head bytes the fast path released, up to each record
-        rows = np.flatnonzero((types == fp.R_SLOW) | (types == fp.R_DEMOTE))
         released = 0
-        if len(rows):
+        rj = handed.j
+        if len(rj):
             buf = batch.buf
-            rj = rec[rows, fp.J]
             sp, sl = d.poff[idx][rj], d.plen[idx][rj]
             self.scan.set(scan_heads(buf, sp, sl, self.heads.names, self.heads.name_off))
             mv = memoryview(buf)
             fast = self.fast
-            for js, (q, t, slot, k, i, h, dr, seq, flags, po, pl, pw, ts) in enumerate(zip(
-                    rows.tolist(), types[rows].tolist(), rec[rows, fp.SLOT].tolist(), rj.tolist(),
-                    idx[rj].tolist(), d.fhash[idx][rj].tolist(), d.dirn[idx][rj].tolist(), d.seq[idx][rj].tolist(),
+            for js, (demoted, slot, upto, k, i, h, dr, seq, flags, po, pl, pw, ts) in enumerate(zip(
+                    handed.demoted, handed.slots, handed.released, rj.tolist(), idx[rj].tolist(),
+                    d.fhash[idx][rj].tolist(), d.dirn[idx][rj].tolist(), d.seq[idx][rj].tolist(),
                     d.flags[idx][rj].tolist(), sp.tolist(), sl.tolist(), d.pwire[idx][rj].tolist(),
                     batch.ts[idx][rj].tolist())):
-                budget.total -= int(held[q]) - released
-                released = int(held[q])
-                if t == fp.R_DEMOTE and fast.slot(h) == slot:
+                budget.total -= upto - released
+                released = upto
+                if demoted and fast.slot(h) == slot:
                     self._materialize(h, in_kernel=True)
                 n = len(self.out)
                 self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, ts, js)
                 self._out_k += [k] * (len(self.out) - n)
-        budget.total -= int(held[-1]) - released
+        budget.total -= handed.released_total - released
 
-    def _write_fast(self, tx: np.ndarray, txa: np.ndarray) -> None:
+    def _write_fast(self, fb: FastBatch) -> None:
         """The fast path's transactions as JSON lines (numba); the few it leaves to Python are built here."""
-        buf, arena, rec, rsp, rts = self._batch
-        lines, ends, vis, result = self.writer.write(buf, arena, rec, rsp, rts, self.fast.carry, tx, txa)
+        lines, ends, vis, result = self.writer.write(fb, self.fast.carry)
         python = {}
-        refs = _HeadRefs(self.heads, self.fast.carry, self._batch)
+        refs = self.fast.heads(self.heads, fb)
         if self.learner is not None:
-            self._observe_written(refs, tx, txa, result)
+            self._observe_written(refs, fb, result)
         if self.builder.aliases:
             self._alias_written(lines, vis, result)
         for i in np.flatnonzero(result).tolist():
             try:
-                python[i] = self.builder.build(*self._paired(refs, tx[i].tolist(), txa[i]))
+                python[i] = self.builder.build(*self._paired(refs, fb.transaction(i)))
             except Exception:
                 python[i] = None
                 self._count_internal()
-        self._lines = (lines.tobytes(), ends, vis, tx[:, fp.TX_K].copy(), python)
+        self._lines = (lines.tobytes(), ends, vis, fb.packets(), python)
 
-    def _paired(self, refs: "_HeadRefs", t: list, addr: np.ndarray):
+    def _paired(self, refs: Heads, t: Transaction):
         """A fast-path transaction as EventBuilder.build's (connection, request, response)."""
-        n = t[fp.TX_ALEN]
-        ep = _Endpoints(self._ip(addr[:n].tobytes()), t[fp.TX_CPORT], self._ip(addr[16:16 + n].tobytes()),
-                        t[fp.TX_SPORT])
-        req = refs.request(t[fp.TX_REQ])
+        ep = _Endpoints(self._ip(t.client_addr), t.client_port, self._ip(t.server_addr), t.server_port)
+        req = refs.request(t.request)
         resp = None
-        if t[fp.TX_RESP] != fp.NOREF:
-            resp = refs.response(t[fp.TX_RESP])
-            resp.body_bytes = t[fp.TX_BODY]
+        if t.response is not None:
+            resp = refs.response(t.response)
+            resp.body_bytes = t.body_bytes
         return ep, req, resp
 
     def _ip(self, raw: bytes) -> str:
@@ -591,7 +547,7 @@ class Decoder:
                     r.partial_ts = d.partial_ts
                 r.line = bytearray(d.line) if d.line is not None else None
         if conn is not None:
-            refs = _HeadRefs(self.heads, self.fast.carry, self._batch)
+            refs = self.fast.heads(self.heads, self._batch)
             conn.pending = deque(refs.request(ref) for ref in h.pending)
             if h.current is not None:
                 conn.current = (refs.request(h.current[0]), refs.response(h.current[1]))

@@ -20,7 +20,7 @@ import orjson
 
 from capture.blake2 import blake2b_hex, key_state
 from capture.fastpath import ARENA, FA, FB, FC, HE, HS, IDX, MINOR, NOREF, TX_ALEN, TX_BODY, TX_CPORT, TX_REQ, \
-    TX_RESP, TX_SPORT
+    TX_RESP, TX_SPORT, FastBatch
 from capture.jit import copy_bytes, inline_kernel, kernel
 
 # scratch: [0:320) blake2 work space, [320:) the bytes being hashed
@@ -675,9 +675,11 @@ class EventWriter:
         self._fs = np.zeros(len(self.name_off) - 1, np.int64)
         self._fe = np.zeros(len(self.name_off) - 1, np.int64)
 
-    def write(self, buf, arena, rec, rsp, rts, carry, tx, txa):
-        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON) for the fast path's
-        transactions tx (heads: records of this batch, or carried ones; carry = (bytes, meta, rows, ts))."""
+    def write(self, batch: FastBatch, carry):
+        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON) for the transactions
+        the fast path paired in `batch` (heads: records of this batch, or carried ones; carry = FlowTable.carry)."""
+        buf, arena, rec, rsp, rts, tx, txa = batch.buf, batch.arena, batch.rec, batch.rsp, batch.rts, batch.tx, \
+            batch.txa
         n = len(tx)
         cbytes, cmeta, crow, cts = carry
         # numba does not check bounds: the buffer must hold the worst case. Each header value is written once

@@ -24,12 +24,14 @@ both ways to the same events.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from capture.frame_kernels import _lower, scan_one_head
-from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE
+from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE, HeadParser, \
+    RequestHead, ResponseHead
 from capture.jit import hot_kernel, kernel
 
 # slot modes
@@ -945,6 +947,101 @@ class FlowState:
     seen_http: bool
 
 
+class Transaction(NamedTuple):
+    """A transaction the fast path paired: its heads (refs, see Heads), response body bytes and endpoints."""
+    request: int
+    response: int | None
+    body_bytes: int
+    client_addr: bytes  # raw address
+    client_port: int
+    server_addr: bytes
+    server_port: int
+
+
+class HandedOver(NamedTuple):
+    """The packets a run handed to Python (SLOW / DEMOTE records), in packet order."""
+    j: np.ndarray          # each one's index into the batch's run() arrays
+    demoted: list[bool]    # the kernel demoted its flow at this packet (Python takes the flow's state over)
+    slots: list[int]       # its flow's slot
+    released: list[int]    # head bytes the fast path had released up to it (they leave the buffer total)
+    released_total: int    # ... and up to the end of the batch
+
+
+@dataclass(slots=True)
+class FastBatch:
+    """What FlowTable.run did with one batch: the packets it handed to Python, the transactions it paired and
+    the heads they refer to. The record and transaction layouts stay in this module and capture.eventwriter
+    (which writes the events from them in numba); the Decoder reads them through these methods."""
+    buf: np.ndarray
+    arena: np.ndarray
+    rec: np.ndarray  # records (int64 [n, RCOL])
+    rsp: np.ndarray  # their heads' spans (int32 [n, 2K])
+    rts: np.ndarray  # their heads' times
+    tx: np.ndarray   # paired transactions (int64 [t, TXCOL])
+    txa: np.ndarray  # their endpoint addresses (uint8 [t, 32]: client at 0, server at 16)
+
+    def handed_over(self) -> HandedOver | None:
+        rec = self.rec
+        if not len(rec):
+            return None
+        types = rec[:, TYPE]
+        held = np.cumsum(rec[:, HELD])
+        rows = np.flatnonzero((types == R_SLOW) | (types == R_DEMOTE))
+        return HandedOver(rec[rows, J], (types[rows] == R_DEMOTE).tolist(), rec[rows, SLOT].tolist(),
+                          held[rows].tolist(), int(held[-1]))
+
+    def packets(self) -> np.ndarray:
+        """The packet (the run's `born` numbering) that completed each transaction."""
+        return self.tx[:, TX_K].copy()
+
+    def transaction(self, i: int) -> Transaction:
+        t = self.tx[i].tolist()
+        n = t[TX_ALEN]
+        addr = self.txa[i]
+        return Transaction(t[TX_REQ], None if t[TX_RESP] == NOREF else t[TX_RESP], t[TX_BODY], addr[:n].tobytes(),
+                           t[TX_CPORT], addr[16:16 + n].tobytes(), t[TX_SPORT])
+
+
+class Heads:
+    """Heads the fast path refers to, as RequestHead / ResponseHead: records of the current batch (ref >= 0,
+    only while it is replayed) or heads it carried across batches (ref = -1 - entry)."""
+
+    def __init__(self, parser: HeadParser, carry, batch: FastBatch | None = None):
+        self.parser = parser
+        self.cbytes, self.cmeta, self.crow, self.cts = carry
+        self.batch = batch
+
+    def _head(self, ref: int):
+        if ref >= 0:
+            b = self.batch
+            r = b.rec[ref].tolist()
+            data = (b.arena if r[ARENA] else b.buf)[r[HS]:r[HE]].tobytes()
+            return r, data, b.rsp[ref].tolist(), float(b.rts[ref])
+        c = -1 - ref
+        r = self.cmeta[c].tolist()
+        return r, self.cbytes[r[HS]:r[HE]].tobytes(), self.crow[c].tolist(), float(self.cts[c])
+
+    def raw(self, ref: int) -> tuple[bytes, list, float]:
+        """The head's bytes, its header spans (the head scan's row) and time, without parsing it."""
+        _, data, row, ts = self._head(ref)
+        return data, row, ts
+
+    def request(self, ref: int) -> RequestHead:
+        r, data, row, ts = self._head(ref)
+        req = self.parser.request_framed(data, r[FA], r[FB], r[FC], r[MINOR], row, r[CLEN], r[CHUNKED] == 1)
+        req.ts = ts
+        req.index = r[IDX]
+        return req
+
+    def response(self, ref: int) -> ResponseHead:
+        r, data, row, ts = self._head(ref)
+        resp = self.parser.response_framed(data, r[FA], r[MINOR], row, r[CLEN], r[CHUNKED] == 1)
+        resp.ts = ts
+        if r[AUX] == F_LENGTH:
+            resp.body_bytes = resp.content_length
+        return resp
+
+
 class FlowTable:
     """The numba side's flow state, grown on demand."""
 
@@ -1002,8 +1099,8 @@ class FlowTable:
 
     def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born,
             room: int):
-        """Records (int64 [n, RCOL]), head spans (int32 [n, 2K]), head timestamps, and the transactions the
-        fast path paired (int64 [t, TXCOL]) with their endpoint addresses (uint8 [t, 32]), for a batch.
+        """Follow a batch's packets (the Decoder's decoded columns of those needing more than L2-L4): what it
+        handed over, paired and framed (FastBatch). Call keep_waiting_heads(batch) once its events are written.
 
         `room`: head bytes the fast path may start holding in this batch; the caller keeps it far enough
         from the total buffer limit that holding them cannot change any of Python's overflow decisions."""
@@ -1030,7 +1127,7 @@ class FlowTable:
                            tx, txa, *self._undo)
             ntx = int(self.meta[M_NTX])
             if k >= n:
-                return rec[:nrec], rsp, rts, tx[:ntx], txa[:ntx]
+                return FastBatch(buf, self.arena, rec[:nrec], rsp, rts, tx[:ntx], txa[:ntx])
             if nrec >= rec.shape[0] - 4:
                 grow = rec.shape[0]
                 rec = np.concatenate([rec, np.zeros((grow, RCOL), np.int64)])
@@ -1044,9 +1141,13 @@ class FlowTable:
                 self._grow(max(4096, min(self.st.shape[0], self.max_grow)))
             self._out = (rec, rsp, rts, tx, txa)
 
-    def keep_waiting_heads(self, buf, rec, rsp, rts) -> None:
+    def keep_waiting_heads(self, batch: FastBatch) -> None:
         """End of a batch (after its events are written): heads still waited on move to the carry store."""
-        self.carry = _carry(self.st, self.pref, rec, rsp, rts, buf, self.arena, *self.carry)
+        self.carry = _carry(self.st, self.pref, batch.rec, batch.rsp, batch.rts, batch.buf, self.arena, *self.carry)
+
+    def heads(self, parser: HeadParser, batch: FastBatch | None = None) -> Heads:
+        """The heads fast-path refs point to: carried ones, and while a batch is replayed its records."""
+        return Heads(parser, self.carry, batch)
 
     def stale(self, now: float, idle: float, transaction_timeout: float) -> list[int]:
         """Keys of fast flows idle for `idle` or with a request unanswered for `transaction_timeout`."""
