@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from config.settings import load_settings
 from engine.web.app import create_web_app
+from engine.web.testing import served_app
 from sinks.history import open_history
 
 DAY = 86400
@@ -97,34 +98,15 @@ def time_page(store, runs: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     out: list[float] = []
-
-    async def serve(ready: asyncio.Event, stop: asyncio.Event, url: list[str]):
-        server = TestServer(create_web_app(load_settings(), None, store))
-        await server.start_server()
-        url.append(str(server.make_url("/")))
-        ready.set()
-        await stop.wait()
-        await server.close()
-
-    import threading
-
-    loop = asyncio.new_event_loop()
-    ready, stop, url = asyncio.Event(), asyncio.Event(), []
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(ready, stop, url)), daemon=True)
-    thread.start()
-    while not url:
-        time.sleep(0.05)
-    with sync_playwright() as p:
+    with served_app(store) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless=new", "--no-sandbox"])
         page = browser.new_page(viewport={"width": 1920, "height": 1080})
         for _ in range(runs):
             t0 = time.perf_counter()
-            page.goto(url[0] + "?view=customers")
+            page.goto(url + "?view=customers")
             page.wait_for_selector("#member-table tbody tr td a.id-link", timeout=120_000)
             out.append(time.perf_counter() - t0)
         browser.close()
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
     return out
 
 

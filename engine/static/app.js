@@ -492,6 +492,7 @@ function setMode(mode, params = {}) {
   for (const k of [...url.searchParams.keys()]) if (k !== "wall") url.searchParams.delete(k);
   if (mode !== "live") url.searchParams.set("view", mode);
   for (const [k, v] of Object.entries(params)) if (v) url.searchParams.set(k, v);
+  if (site.host && SITE_VIEWS.includes(mode)) url.searchParams.set("host", site.host);  // tables.js
   history.replaceState(null, "", url);
   if (mode === "live") {
     if (state.lastSnapshot) renderLive(state.lastSnapshot);

@@ -104,7 +104,8 @@ async function loadMembers() {
     $("member-active-clear").hidden = !cust.active;
     $("member-count").textContent = `${n(res.total)} of ${n(res.members)} members` +
       (res.total > res.rows.length ? ` · first ${n(res.rows.length)} shown, the CSV has all` : "");
-    $("member-csv").href = "/api/customers?" + new URLSearchParams({ ...memberQuery(), format: "csv" });
+    const csv = { ...memberQuery(), format: "csv", ...(site.host ? { host: site.host } : {}) };
+    $("member-csv").href = "/api/customers?" + new URLSearchParams(csv);
     status.textContent = "";
   } catch (e) {
     status.textContent = "could not load members: " + (e.message || e);

@@ -7,8 +7,14 @@ function amount(v) { return v === null || v === undefined ? "–" : money.format
 function day(epoch) { return epoch ? new Date(epoch * 1000).toISOString().slice(0, 16).replace("T", " ") : "–"; }
 function shortId(id) { return id ? id.slice(0, 10) : ""; }
 
+/* The site filter of the customer, product and funnel views: one choice for the three tabs (and the profile
+   pages), kept in the address (?host=); every call of api() below asks for that site's figures only. */
+const site = { host: new URLSearchParams(location.search).get("host") || "" };
+const SITE_VIEWS = ["customers", "profile", "products", "funnels"];
+
 async function api(path, params = {}) {
-  const clean = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== "" && v !== null && v !== undefined));
+  const all = site.host ? { host: site.host, ...params } : params;
+  const clean = Object.fromEntries(Object.entries(all).filter(([, v]) => v !== "" && v !== null && v !== undefined));
   const qs = new URLSearchParams(clean).toString();
   const r = await fetch(path + (qs ? "?" + qs : ""));
   const body = await r.json().catch(() => ({ error: r.statusText }));
@@ -87,3 +93,29 @@ function profileLink(kind, id, text) {
   });
   return a;
 }
+
+async function loadSites() {
+  // the sites with page views in the last 90 days; the chosen one stays even when it had none
+  const to = Math.ceil(Date.now() / 1000);
+  let hosts = [];
+  try {
+    const res = await stats({ from: to - 90 * 86400, to, by: "host", metrics: "pageviews", limit: 100 });
+    hosts = res.rows.map((r) => r.key).filter((h) => h);
+  } catch (e) { /* the filters keep "all sites" and the chosen one */ }
+  if (site.host && !hosts.includes(site.host)) hosts.push(site.host);
+  for (const select of document.querySelectorAll("select.site-filter")) {
+    select.replaceChildren(new Option("all sites", ""), ...hosts.map((h) => new Option(h, h)));
+    select.value = site.host;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const select of document.querySelectorAll("select.site-filter")) {
+    select.addEventListener("change", () => {
+      site.host = select.value;
+      for (const other of document.querySelectorAll("select.site-filter")) other.value = site.host;
+      setMode(SITE_VIEWS.includes(state.mode) && state.mode !== "profile" ? state.mode : "customers");
+    });
+  }
+  loadSites();
+});

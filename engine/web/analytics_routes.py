@@ -3,7 +3,8 @@
 Handlers find the history store in `request.app["history"]` and settings in
 `request.app["settings"]` (agreed with the web room) and run the blocking queries in the
 default executor so the event loop (shared with the Faust worker) keeps running.
-Common query parameters: `from` / `to` (ISO date/time or epoch seconds), `limit` (1..1000).
+Common query parameters: `from` / `to` (ISO date/time or epoch seconds), `host` (one site: the figures read
+from its page views and hits only), `limit` (1..1000).
 Bad parameters -> 400 {"error": ...}; unknown visitor / member / funnel -> 404 {"error": ...}.
 
   GET /api/profiles/visitor/{visitor_id}          profile of one visitor id (+ "live": its Redis profile)
@@ -64,7 +65,8 @@ class AnalyticsUnavailable(Exception):
 
 
 def _range(request: web.Request) -> TimeRange:
-    return TimeRange.parse(request.query.get("from"), request.query.get("to"))
+    """?from=&to= and the site filter ?host= (only that site's page views and hits count)."""
+    return TimeRange.parse(request.query.get("from"), request.query.get("to"), request.query.get("host"))
 
 
 def _int(request: web.Request, name: str, default: int, lo: int = 1, hi: int = 1000) -> int:

@@ -17,13 +17,13 @@ from sinks.reads.members import member_pageviews
 WEEK = f"toMonday(toDateTime(toUInt32({TS}), 'UTC'))"
 
 
-def _activity(who: str) -> str:
-    """(id, week) of every active week of every visitor or member."""
-    src = pageviews_source([TS, "visitor_id"], "1")
+def _activity(who: str, site: TimeRange) -> tuple[str, dict]:
+    """(id, week) of every active week of every visitor or member (of one site when `site.host` is set)."""
     if who == "visitors":
-        return f"(SELECT DISTINCT visitor_id AS id, {WEEK} AS week FROM {src})"
-    pvs, _ = member_pageviews(ALL_TIME)
-    return f"(SELECT DISTINCT a_member AS id, {WEEK.replace(TS, 't')} AS week FROM {pvs})"
+        src = pageviews_source([TS, "visitor_id"], site.sql())
+        return f"(SELECT DISTINCT visitor_id AS id, {WEEK} AS week FROM {src})", site.params()
+    pvs, params = member_pageviews(site)
+    return f"(SELECT DISTINCT a_member AS id, {WEEK.replace(TS, 't')} AS week FROM {pvs})", params
 
 
 def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME,
@@ -31,12 +31,12 @@ def cohorts(store: History, who: str = "visitors", rng: TimeRange = ALL_TIME,
     """One row per cohort week in the range: size and retained counts / rates for weeks 0..max_weeks."""
     if who not in ("visitors", "members"):
         raise AnalyticsError(f"cohorts are for 'visitors' or 'members', not {who!r}")
-    act = _activity(who)
+    act, params = _activity(who, TimeRange(host=rng.host))  # every week: a cohort is its first week ever
     rows = store.query(
         "SELECT toString(cohort) AS cohort_s, toString(week) AS week_s, uniqExact(id) AS n FROM "
         f"(SELECT id, week, cohort FROM {act} AS w "
         f"ALL INNER JOIN (SELECT id, min(week) AS cohort FROM {act} GROUP BY id) "
-        "AS c USING id) GROUP BY cohort_s, week_s ORDER BY cohort_s, week_s", {})
+        "AS c USING id) GROUP BY cohort_s, week_s ORDER BY cohort_s, week_s", params)
     table: dict[str, dict[int, int]] = {}
     for r in rows:
         c, w = date.fromisoformat(r["cohort_s"]), date.fromisoformat(r["week_s"])

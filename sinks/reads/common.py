@@ -47,18 +47,37 @@ def parse_time(value: str | float | int | None, name: str = "time") -> float | N
                              "nor epoch seconds") from None
 
 
+# A site's host name as the capture stores it (no port; the stats API also accepts one with a port).
+HOST_NAME = re.compile(r"^[A-Za-z0-9.\-:]{1,253}$")
+
+
+def parse_host(value: str | None) -> str | None:
+    """A site filter: '' / None = every site; else the host, lower-cased (an allowlist of host characters)."""
+    if not value:
+        return None
+    if not HOST_NAME.match(value):
+        raise AnalyticsError(f"host={value[:80]!r} is not a host name: letters, digits, '.', '-' and ':' only")
+    return value.lower()
+
+
 @dataclass(frozen=True)
 class TimeRange:
-    """Half-open [since, until) in epoch seconds; None = unbounded."""
+    """Half-open [since, until) in epoch seconds (None = unbounded), and optionally one site: its `sql()`
+    then keeps only that host's rows (page views and hits; the tables without a host read `times()`)."""
     since: float | None = None
     until: float | None = None
+    host: str | None = None
 
     @classmethod
-    def parse(cls, since: Any = None, until: Any = None) -> "TimeRange":
-        r = cls(parse_time(since, "--from"), parse_time(until, "--to"))
+    def parse(cls, since: Any = None, until: Any = None, host: str | None = None) -> "TimeRange":
+        r = cls(parse_time(since, "--from"), parse_time(until, "--to"), parse_host(host))
         if r.since is not None and r.until is not None and r.since >= r.until:
             raise AnalyticsError(f"--from ({since}) must be before --to ({until})")
         return r
+
+    def times(self) -> "TimeRange":
+        """The same times, every site (for tables without a host column, e.g. segments)."""
+        return TimeRange(self.since, self.until)
 
     def sql(self, column: str = TS) -> str:
         """A WHERE fragment using the params of `params()`."""
@@ -67,14 +86,18 @@ class TimeRange:
             parts.append(f"{column} >= %(since)s")
         if self.until is not None:
             parts.append(f"{column} < %(until)s")
+        if self.host is not None:
+            parts.append("host = %(host)s")
         return " AND ".join(parts) or "1"
 
     def params(self) -> dict:
-        p: dict[str, float] = {}
+        p: dict[str, float | str] = {}
         if self.since is not None:
             p["since"] = float(self.since)
         if self.until is not None:
             p["until"] = float(self.until)
+        if self.host is not None:
+            p["host"] = self.host
         return p
 
     def now(self) -> float:

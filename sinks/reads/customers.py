@@ -10,6 +10,7 @@ profile shows what the id did).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Sequence
 
 from sinks.reads import recommendations, rfm
@@ -34,7 +35,7 @@ def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: Ti
     if sort not in SORTABLE:
         raise AnalyticsError(f"sort must be one of {', '.join(SORTABLE)} (got {sort!r})")
     now = rng.now()
-    scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, seg)
+    scored = rfm.compute_rfm(store, now, replace(rng, until=now), cfg, seg)
     sizes = {s: 0 for s in seg.names}
     for m in scored:
         sizes[m["segment"]] = sizes.get(m["segment"], 0) + 1

@@ -7,7 +7,7 @@ without storing anything (the scheduled Faust timer stores and announces changes
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sinks.reads import cohorts, funnels, goals, products, profiles, recommendations, rfm, usage
@@ -66,7 +66,7 @@ def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit
     if kind == "segments":
         now = rng.now()
         seg = rfm.SegmentConfig.from_settings(settings)
-        scored = rfm.compute_rfm(store, now, TimeRange(rng.since, now), cfg, seg)
+        scored = rfm.compute_rfm(store, now, replace(rng, until=now), cfg, seg)
         counts: dict[str, int] = {}
         for m in scored:
             counts[m["segment"]] = counts.get(m["segment"], 0) + 1

@@ -235,6 +235,6 @@ def segment_movement(store: History, rng: TimeRange = ALL_TIME) -> list[dict[str
     """How many members moved from one segment to another in the range ('' = first scored)."""
     rows = store.query(
         "SELECT previous_segment, segment, uniqExact(member_id) AS members FROM "
-        f"(SELECT DISTINCT member_id, ts_epoch, segment, previous_segment FROM segments WHERE {rng.sql()}) "
-        "GROUP BY previous_segment, segment ORDER BY members DESC, previous_segment, segment", rng.params())
+        f"(SELECT DISTINCT member_id, ts_epoch, segment, previous_segment FROM segments WHERE {rng.times().sql()}) "
+        "GROUP BY previous_segment, segment ORDER BY members DESC, previous_segment, segment", rng.times().params())
     return [{"from": r["previous_segment"], "to": r["segment"], "members": int(num(r["members"]))} for r in rows]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from config.timeparse import parse_epoch
+from sinks.reads.common import HOST_NAME
 
 Query = Callable[[str], list[dict]]
 
@@ -112,7 +113,6 @@ DIMENSIONS["keyword"]["pageviews"] = (
     "if(channel IN ('search', 'cpc'), lower(decodeURLComponent(replaceAll(multiIf("
     + ", ".join(f"{_WORD.format(k)} != '', {_WORD.format(k)}" for k in KEYWORD_PARAMS)
     + ", ''), '+', ' '))), '')")
-_HOST = re.compile(r"^[A-Za-z0-9.\-:]{1,253}$")
 
 
 
@@ -144,7 +144,7 @@ def parse_stats_request(q: dict[str, str], now: float | None = None) -> StatsReq
         raise StatsError(f"unknown parameter(s) {', '.join(sorted(unknown))}: "
                          "accepted are from, to, metrics, by, interval, limit, host")
     host = q.get("host") or None
-    if host is not None and not _HOST.match(host):
+    if host is not None and not HOST_NAME.match(host):
         raise StatsError(f"host={host[:80]!r} is not a host name: letters, digits, '.', '-' and ':' only")
     end = parse_time(q["to"], "to") if q.get("to") else now
     start = parse_time(q["from"], "from") if q.get("from") else end - DEFAULT_RANGE_S
@@ -207,7 +207,7 @@ def _table_sql(table: Table, metrics: list[str], req: StatsRequest) -> str:
 
 
 def _host_filter(table: Table, req: StatsRequest) -> str:
-    """AND-fragment keeping one site (host checked by _HOST, so quoting it is safe); sessions have no host
+    """AND-fragment keeping one site (host checked by HOST_NAME, so quoting it is safe); sessions have no host
     column: theirs is the host of their page views (within a visit's day of the range)."""
     if not req.host:
         return ""
