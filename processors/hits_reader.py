@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Sequence
 
 from processors.hit_columns import JoinedValues
-from sinks.child_pipe import receive, send, start_child
+from config.child_pipe import receive, send, start_child
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Turning event rows into insert columns and encoding them for the native protocol
 is CPU work that holds the GIL: in the worker's process it took the core the processors need, while
 the machine's other core sat mostly idle. `InsertProcess` hands each batch of rows (a list of dicts
 or config.rows.Columns) to a child Python process (`python -m sinks.insert_process`) through its
-stdin/stdout as length-prefixed pickles (sinks/child_pipe.py); the worker's flush thread just waits
+stdin/stdout as length-prefixed pickles (config/child_pipe.py); the worker's flush thread just waits
 for the answer. The child writes with its own `ClickHouseHistory.write_here`, so bad rows are dropped
 and errors are classified and worded exactly as in-process (SinkUnavailable when the server is away,
 the schema flagged for re-creation when it came back empty, HistoryError otherwise).
@@ -23,7 +23,7 @@ import threading
 from typing import Any, BinaryIO, Sequence
 
 from sinks.base import HistoryError, SinkUnavailable
-from sinks.child_pipe import receive, send, start_child
+from config.child_pipe import receive, send, start_child
 
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 

@@ -4,6 +4,7 @@ The worker moves CPU work that holds the GIL out of its own process: the ClickHo
 (sinks/insert_process.py) and the hits reader (processors/hits_reader.py). Both are started as
 `python -m <module>` with this checkout on their path, and both exit when their stdin closes,
 so a worker that dies takes its helpers with it.
+It sits in the leaf because both rooms start helpers, so neither imports the other for it.
 """
 from __future__ import annotations
 
