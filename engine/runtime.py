@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from config.kafka_log_flood import say_kafka_client_errors
 from config.redact import redact_url
 from config.settings import Settings
 from engine.state_file import remove_state, write_state
@@ -468,6 +469,7 @@ async def run_runtime(settings: Settings, supervisor: Supervisor, *, pcap: str |
                     await side
     finally:
         summary = await rt.shutdown()
+        say_kafka_client_errors(log)
     return summary
 
 

@@ -3,12 +3,14 @@ worker, until SIGINT / SIGTERM, with what they did on the console (stderr)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 
 import redis
 from rich.console import Console
 
+from config.kafka_log_flood import say_kafka_client_errors
 from config.redact import redact_url
 from config.settings import Settings
 from engine.metrics_server import ListenerError, start_listener
@@ -61,6 +63,7 @@ def run_worker(settings: Settings) -> int:
             f = worker.figures()
             console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
                           f"{f['sessions']:,} sessions closed; {f['committed']:,} hits committed")
+            say_kafka_client_errors(logging.getLogger(__name__))
         return 0
 
     try:
