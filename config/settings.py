@@ -470,6 +470,9 @@ class WebSettings(_Section):
     query_timeout_s: int = Field(30, ge=1, le=3600)
     query_max_rows: int = Field(100_000, ge=1)
     query_max_memory_mb: int = Field(2048, ge=64)
+    # the answer's size: the engine holds it ~7 times over while it encodes the JSON (a 300 MB answer
+    # took its RSS up by 2.0 GB), so a few thousand 1 MB strings would exhaust the machine
+    query_max_result_mb: int = Field(64, ge=1)
 
 
 class MetricsSettings(_Section):

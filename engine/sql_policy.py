@@ -146,17 +146,20 @@ class QueryLimits:
     max_execution_time_s: int = 30
     max_result_rows: int = 100_000
     max_memory_usage_bytes: int = 2 << 30
+    max_result_bytes: int = 64 << 20
 
     def settings(self) -> dict:
         return {"max_execution_time": self.max_execution_time_s, "max_result_rows": self.max_result_rows,
-                "result_overflow_mode": "throw", "max_memory_usage": self.max_memory_usage_bytes, "readonly": 1}
+                "max_result_bytes": self.max_result_bytes, "result_overflow_mode": "throw",
+                "max_memory_usage": self.max_memory_usage_bytes, "readonly": 1}
 
 
 def query_limits(settings) -> QueryLimits:
-    """The limits of settings.web (query_timeout_s, query_max_rows, query_max_memory_mb)."""
+    """The limits of settings.web (query_timeout_s, query_max_rows, query_max_memory_mb, query_max_result_mb)."""
     web = settings.web
     return QueryLimits(max_execution_time_s=web.query_timeout_s, max_result_rows=web.query_max_rows,
-                       max_memory_usage_bytes=web.query_max_memory_mb << 20)
+                       max_memory_usage_bytes=web.query_max_memory_mb << 20,
+                       max_result_bytes=web.query_max_result_mb << 20)
 
 
 def store_database(store) -> str:

@@ -118,6 +118,9 @@ class ChdbHistory(HistoryStore):
             sql = sql + "\nSETTINGS " + ", ".join(f"{k} = {_setting_literal(v)}" for k, v in settings.items())
         res = self._query(sql, "JSONEachRow")
         raw = res.bytes() if hasattr(res, "bytes") else bytes(res)
+        limit = self.result_limit(settings)
+        if limit and len(raw) > limit:  # before decoding it: the rows take several times the text's size
+            raise self.result_too_large(len(raw), limit)
         return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
 
     def close(self) -> None:

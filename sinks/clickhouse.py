@@ -144,9 +144,25 @@ class ClickHouseHistory(HistoryStore):
             raise
 
     def _select(self, sql: str, settings: dict | None = None) -> list[dict]:
+        limit = self.result_limit(settings)
+        if limit:
+            return self._run(lambda c: self._bounded_rows(c, sql, settings, limit))
         rows, cols = self._run(lambda c: c.execute(sql, with_column_types=True, settings=settings))
         names = [n for n, _ in cols]
         return [{n: json_value(v) for n, v in zip(names, row)} for row in rows]
+
+    def _bounded_rows(self, client: Client, sql: str, settings: dict, limit: int) -> list[dict]:
+        """Rows block by block, stopped once their text passes `limit` bytes (strings by length, others 8)."""
+        stream = client.execute_iter(sql, with_column_types=True, settings=settings)
+        names = [n for n, _ in next(stream)]
+        out, size = [], 0
+        for row in stream:
+            size += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+            if size > limit:
+                self._drop_client()  # the rest of the stream is not read: the connection is closed instead
+                raise self.result_too_large(size, limit)
+            out.append({n: json_value(v) for n, v in zip(names, row)})
+        return out
 
     def close(self) -> None:
         try:

@@ -10,7 +10,7 @@ from abc import abstractmethod
 from typing import Any, Sequence
 
 from config.rows import Row
-from sinks.base import BatchingSink
+from sinks.base import BatchingSink, HistoryError
 from sinks.history_columns import Column, to_columns, without_empty_arrays
 from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL, migration_files
 from sinks.sql_bind import bind
@@ -41,6 +41,17 @@ class HistoryStore(BatchingSink):
     @abstractmethod
     def _select(self, sql: str, settings: dict | None = None) -> list[dict]:
         """Rows of a bound query as JSON-friendly dicts; `settings` are server settings for this query."""
+
+    @staticmethod
+    def result_limit(settings: dict | None) -> int:
+        """The answer's byte limit the caller set (max_result_bytes), 0 = none. The server applies it too, but
+        to materialized columns only: a constant (`repeat('a', 1000000)` on every row) passes it."""
+        return int((settings or {}).get("max_result_bytes") or 0)
+
+    @staticmethod
+    def result_too_large(size: int, limit: int) -> HistoryError:
+        return HistoryError(f"the answer is over {size / 2**20:.0f} MB, more than the limit of "
+                            f"{limit / 2**20:.0f} MB (web.query_max_result_mb): select fewer rows or shorter columns")
 
     # public API
     def query(self, sql: str, params: dict | None = None, settings: dict | None = None) -> list[dict]:
