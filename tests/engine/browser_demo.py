@@ -1,5 +1,5 @@
 """`visitwire demo` as a user runs it, for the browser tests: start it, wait for its engine.json, stop it
-with a user's Ctrl-C (SIGINT) afterwards; and the Chromium those tests drive."""
+with a user's Ctrl-C (SIGINT) afterwards; the Chromium those tests drive, and what they check on the page."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +19,12 @@ from engine.services import free_port
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# The live figures whose text the card cuts off (wider than their box, or past the card's edge): page.evaluate
+CLIPPED_KPIS_JS = """() => [...document.querySelectorAll('.kpi .mid, .kpi .big, .kpi .label, .kpi .sub')]
+    .filter(e => {
+      const card = e.closest('.card').getBoundingClientRect(), r = e.getBoundingClientRect();
+      return e.scrollWidth > e.clientWidth + 1 || r.right > card.right + 1 || r.bottom > card.bottom + 1;
+    }).map(e => e.id || e.className + ': ' + e.textContent)"""
 
 
 @contextlib.contextmanager

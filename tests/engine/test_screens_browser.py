@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_demo import CHROMIUM, CHROMIUM_ARGS, running_demo
+from browser_demo import CHROMIUM, CHROMIUM_ARGS, CLIPPED_KPIS_JS, running_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -122,11 +122,7 @@ def test_wall_layout_cuts_no_figure_off(browser, demo, output_dir):
         page.wait_for_function("parseInt(document.querySelector('[data-testid=visitors-now]').textContent) > 0",
                                timeout=60_000)
         page.wait_for_timeout(1000)
-        clipped = page.evaluate("""() => [...document.querySelectorAll('.kpi .mid, .kpi .big, .kpi .label, .kpi .sub')]
-            .filter(e => {
-              const card = e.closest('.card').getBoundingClientRect(), r = e.getBoundingClientRect();
-              return e.scrollWidth > e.clientWidth + 1 || r.right > card.right + 1 || r.bottom > card.bottom + 1;
-            }).map(e => e.id || e.className + ': ' + e.textContent)""")
+        clipped = page.evaluate(CLIPPED_KPIS_JS)
         assert clipped == [], (size, clipped)
         page.screenshot(path=str(output_dir / f"wall-{size}.png"))
         assert errors == [], errors
