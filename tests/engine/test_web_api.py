@@ -490,6 +490,19 @@ async def _auth_session(history):
         # ... after which the same browser (cookie jar) reaches the API without a header.
         resp = await client.get("/api/stats?metrics=hits")
         out["after_cookie"] = resp.status
+        # A page of another site the browser counts as the same (another port of the host, a sibling
+        # subdomain) posting a form with the cookie: no CORS preflight for text/plain, so only Origin tells
+        note = '{"ts": 1764000000, "text": "cross-site"}'
+        for name, headers in {"other_port": {"Origin": "http://127.0.0.1:1"},
+                              "sibling": {"Origin": "http://shop.example.com", "Sec-Fetch-Site": "same-site"},
+                              "null": {"Origin": "null"},
+                              "own_page": {"Origin": f"http://{client.host}:{client.port}",
+                                           "Sec-Fetch-Site": "same-origin"}}.items():
+            resp = await client.post("/api/annotations", data=note, headers={"Content-Type": "text/plain", **headers})
+            out[f"note_{name}"] = resp.status
+            resp = await client.post("/api/query", data='{"sql": "SELECT 1 AS x"}',
+                                     headers={"Content-Type": "text/plain", **headers})
+            out[f"query_{name}"] = resp.status
     finally:
         await client.close()
     client = await _client(make_settings(token=TOKEN), None, history)  # a fresh one: no cookie
@@ -513,6 +526,9 @@ def test_token_guards_screen_and_api(history):
     assert out["static"] == 200  # no data in the static files
     assert out["page_with_token"] == (302, "/?wall=1")
     assert out["after_cookie"] == 200
+    for name in ("other_port", "sibling", "null"):  # with the cookie, but not from the screen's page
+        assert out[f"note_{name}"] == out[f"query_{name}"] == 403, name
+    assert out["note_own_page"] == 201 and out["query_own_page"] == 200
     # A POST takes the token from the header only: never from the URL, which proxies log.
     assert out["post_with_query_token"] == 401
     assert out["post_with_header"] == 200
