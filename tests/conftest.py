@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.services import start_clickhouse, start_redis, start_tansu
+from sinks.testing import fresh_history
 
 OUTPUT_DIR = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -47,6 +48,20 @@ def history_place(request, tmp_path_factory) -> str:
     if request.param == "chdb":
         return str(tmp_path_factory.mktemp("chdb"))
     return request.getfixturevalue("clickhouse_server").url
+
+
+@pytest.fixture
+def chdb_history(tmp_path):
+    """A migrated, empty chdb history store of this test's own (sinks.testing.fresh_history), closed after it."""
+    with fresh_history(str(tmp_path)) as store:
+        yield store
+
+
+@pytest.fixture
+def clickhouse_history(clickhouse_server):
+    """A migrated, empty history store of this test's own on the session's ClickHouse server (a new database)."""
+    with fresh_history(clickhouse_server.url, "vw") as store:
+        yield store
 
 
 @pytest.fixture

@@ -39,6 +39,42 @@ class Dataset:
     # (product_a, product_b): only bots ever view them together.
     bot_only_pair: tuple[str, str] = ("", "")
 
+    def write_to(self, store) -> None:
+        """Its hits, page views and sessions into a history store (again: at-least-once delivery)."""
+        store.write("hits", self.hits)
+        store.write("pageviews", self.pageviews)
+        store.write("sessions", self.sessions)
+
+    def owners(self) -> dict[str, str]:
+        """event_id -> member of every human page view and goal request, by the identity rule written out apart
+        from the SQL (sinks/reads/members.py): the member the request carried; else the first member of its
+        visit when the request came before that member's first page view; else nobody."""
+        human = [p for p in self.pageviews if not p["is_bot"]]
+        goals = [g for g in self.goals if not g["is_bot"]]
+        carried = {h["event_id"]: h["member_id"] for h in self.hits}
+        first = {}
+        for sid, pvs in visits(human).items():
+            logged = [p for p in pvs if p["member_id"]]
+            if logged:
+                first[sid] = (logged[0]["member_id"], logged[0]["ts"])
+        out = {}
+        for e in human + goals:
+            m = carried[e["event_id"]]
+            if not m and e["session_id"] in first and e["ts"] < first[e["session_id"]][1]:
+                m = first[e["session_id"]][0]
+            out[e["event_id"]] = m
+        return out
+
+
+def visits(events: list[dict]) -> dict[str, list[dict]]:
+    """Events by session id, each visit in time order (ties by event id)."""
+    by: dict[str, list[dict]] = {}
+    for e in events:
+        by.setdefault(e["session_id"], []).append(e)
+    for lst in by.values():
+        lst.sort(key=lambda e: (e["ts"], e["event_id"]))
+    return by
+
 
 def _hex(*parts) -> str:
     return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).hexdigest()

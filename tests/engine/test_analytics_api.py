@@ -22,9 +22,7 @@ HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     with fresh_history(str(tmp_path_factory.mktemp("api-chdb"))) as st:
-        st.write("hits", DS.hits)
-        st.write("pageviews", DS.pageviews)
-        st.write("sessions", DS.sessions)
+        DS.write_to(st)
         yield st
 
 

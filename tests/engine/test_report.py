@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sinks.history import open_history
+from sinks.testing import fresh_history
 from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
@@ -25,14 +26,9 @@ HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
 
 @pytest.fixture(scope="module")
 def history_url(tmp_path_factory):
-    url = f"chdb://{tmp_path_factory.mktemp('report-chdb')}"
-    st = open_history(url)
-    st.init_schema()
-    st.write("hits", DS.hits)
-    st.write("pageviews", DS.pageviews)
-    st.write("sessions", DS.sessions)
-    st.close()  # chdb: one process per data directory; the CLI opens it next
-    return url
+    with fresh_history(str(tmp_path_factory.mktemp("report-chdb"))) as st:
+        DS.write_to(st)
+    return st.url  # closed: chdb serves one process per data directory, and the CLI opens it next
 
 
 def report(history_url, tmp_path, *args):
@@ -88,7 +84,7 @@ def test_history_store_away_is_a_clear_message(tmp_path):
     assert res.returncode == 2 and "unreachable" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_report_goes_through_the_running_engine_that_holds_chdb(tmp_path):
+def test_report_goes_through_the_running_engine_that_holds_chdb(chdb_history, tmp_path):
     """chdb serves its directory to one process: with an engine running (engine.json), the report
     reads through the engine's POST /api/query instead of opening the store."""
     import asyncio
@@ -100,11 +96,9 @@ def test_report_goes_through_the_running_engine_that_holds_chdb(tmp_path):
     from engine.state_file import write_state
     from engine.web.app import create_web_app
 
-    url = f"chdb://{tmp_path / 'held'}"
-    store = open_history(url)
-    store.init_schema()
-    store.write("hits", DS.hits)
-    store.write("pageviews", DS.pageviews)
+    store = chdb_history
+    url = store.url
+    DS.write_to(store)
     settings = load_settings(web={"token": "s3cret"})
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -145,7 +139,6 @@ def test_report_goes_through_the_running_engine_that_holds_chdb(tmp_path):
         asyncio.run_coroutine_threadsafe(box["runner"].cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        store.close()
 
 
 class PolicedStore:

@@ -23,9 +23,7 @@ DS = generate(seed=5)
 @pytest.fixture(scope="module")
 def get(tmp_path_factory):
     with fresh_history(str(tmp_path_factory.mktemp("screen-api"))) as st:
-        st.write("hits", DS.hits)
-        st.write("pageviews", DS.pageviews)
-        st.write("sessions", DS.sessions)
+        DS.write_to(st)
         yield from _client(st)
 
 

@@ -13,7 +13,6 @@ import redis
 from config.events import TOPIC_PAGEVIEWS, TOPIC_SEGMENTS
 from config.settings import load_settings
 from processors.analytics.live import LiveProfiles
-from sinks.history import open_history
 from sinks.testing.shop import generate
 
 pytestmark = pytest.mark.integration
@@ -68,7 +67,7 @@ def test_live_profiles_are_bounded_and_expire(client):
     assert 0 < client.ttl(live.profile_key(newest[-1][0])) <= 60
 
 
-def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, tmp_path):
+def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, chdb_history, tmp_path):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from processors.analytics.agents import register
@@ -78,8 +77,7 @@ def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, 
                                     "app_id": f"an-{uuid.uuid4().hex[:6]}"},
                              redis={"url": redis_server.url, "key_prefix": f"t{uuid.uuid4().hex[:6]}:"},
                              analytics={"first_run_after_s": 1.0})  # hourly after that
-    store = open_history(f"chdb://{tmp_path / 'chdb'}")
-    store.init_schema()
+    store = chdb_history
     store.write("pageviews", DS.pageviews)
     members = {p["member_id"] for p in DS.pageviews if p["member_id"]}
 
@@ -116,19 +114,16 @@ def test_agents_keep_profiles_and_announce_segment_changes(tansu, redis_server, 
         finally:
             await vw.app.stop()
 
-    try:
-        agents, announced = asyncio.run(main())
-        assert agents.pageviews_seen == len(HUMAN) and agents.bad_records == 2  # counted, logged, not a crash
-        vid = HUMAN[-1]["visitor_id"]
-        live = agents.live.visitor(vid, now=DS.now)
-        assert live["pageviews"] == truth(vid)["pageviews"]
-        # every member announced once with its first segment, the same as stored in the history
-        assert set(announced) == members
-        stored = {r["member_id"]: r["segment"] for r in
-                  store.query("SELECT member_id, argMax(segment, ts_epoch) AS segment FROM segments "
-                              "GROUP BY member_id")}
-        assert {m: r["segment"] for m, r in announced.items()} == stored
-        assert all(r["previous_segment"] == "" and 1 <= r["r"] <= 5 for r in announced.values())
-        assert agents.recommendation_pairs > 0
-    finally:
-        store.close()
+    agents, announced = asyncio.run(main())
+    assert agents.pageviews_seen == len(HUMAN) and agents.bad_records == 2  # counted, logged, not a crash
+    vid = HUMAN[-1]["visitor_id"]
+    live = agents.live.visitor(vid, now=DS.now)
+    assert live["pageviews"] == truth(vid)["pageviews"]
+    # every member announced once with its first segment, the same as stored in the history
+    assert set(announced) == members
+    stored = {r["member_id"]: r["segment"] for r in
+              store.query("SELECT member_id, argMax(segment, ts_epoch) AS segment FROM segments "
+                          "GROUP BY member_id")}
+    assert {m: r["segment"] for m, r in announced.items()} == stored
+    assert all(r["previous_segment"] == "" and 1 <= r["r"] <= 5 for r in announced.values())
+    assert agents.recommendation_pairs > 0

@@ -139,14 +139,8 @@ def test_query_opens_chdb_directly_when_the_engine_is_gone(tmp_path):
     assert orjson.loads(res.stdout) == {"n": 25}
 
 
-def test_db_init_on_a_chdb_directory_another_process_holds(tmp_path):
-    url = f"chdb://{tmp_path}/chdb"
-    store = open_history(url)
-    store.init_schema()
-    try:
-        res = visitwire("db", "init", "--clickhouse", url)
-    finally:
-        store.close()
+def test_db_init_on_a_chdb_directory_another_process_holds(chdb_history):
+    res = visitwire("db", "init", "--clickhouse", chdb_history.url)
     assert res.returncode == 2
     assert "another process" in res.stderr and "one process per directory" in res.stderr
     assert "Traceback" not in res.stderr

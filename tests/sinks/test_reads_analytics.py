@@ -17,7 +17,7 @@ from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm,
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.shop import generate, visits
 
 pytestmark = pytest.mark.integration
 
@@ -30,25 +30,14 @@ GOALS = [g for g in DS.goals if not g["is_bot"]]  # goal requests (hits only) wi
 @pytest.fixture(scope="module")
 def store(history_place):
     with fresh_history(history_place, "an") as st:
-        st.write("hits", DS.hits)
-        st.write("pageviews", DS.pageviews)
-        st.write("sessions", DS.sessions)
+        DS.write_to(st)
         yield st
 
 
 # -- ground truth ---------------------------------------------------------------------------------
-def sessions_by_id(pvs):
-    by = defaultdict(list)
-    for p in pvs:
-        by[p["session_id"]].append(p)
-    for lst in by.values():
-        lst.sort(key=lambda p: (p["ts"], p["event_id"]))
-    return by
-
-
 def truth_profile(visitor_ids):
     pvs = [p for p in DS.pageviews if p["visitor_id"] in visitor_ids]
-    by = sessions_by_id(pvs)
+    by = visits(pvs)
     return {
         "first_seen": min(p["ts"] for p in pvs), "last_seen": max(p["ts"] for p in pvs), "visits": len(by),
         "pageviews": len(pvs), "total_time_s": round(sum(s[-1]["ts"] - s[0]["ts"] for s in by.values()), 3),
@@ -57,32 +46,13 @@ def truth_profile(visitor_ids):
     }
 
 
-def attribution():
-    """event_id -> member of every human page view and goal request, by the identity rule written out
-    independently of the SQL: the member the request carried; else the first member of its visit when the
-    request came before that member's first page view; else nobody."""
-    carried = {h["event_id"]: h["member_id"] for h in DS.hits}
-    first = {}
-    for sid, pvs in sessions_by_id(HUMAN).items():
-        logged = [p for p in pvs if p["member_id"]]
-        if logged:
-            first[sid] = (logged[0]["member_id"], logged[0]["ts"])
-    out = {}
-    for e in HUMAN + GOALS:
-        m = carried[e["event_id"]]
-        if not m and e["session_id"] in first and e["ts"] < first[e["session_id"]][1]:
-            m = first[e["session_id"]][0]
-        out[e["event_id"]] = m
-    return out
-
-
-OWNER = attribution()
+OWNER = DS.owners()
 
 
 def truth_member(member):
     pvs = [p for p in HUMAN if OWNER[p["event_id"]] == member]
     times = [e["ts"] for e in HUMAN + GOALS if OWNER[e["event_id"]] == member]
-    by = sessions_by_id(pvs)
+    by = visits(pvs)
     return {
         "visitor_ids": {p["visitor_id"] for p in pvs}, "first_seen": min(times),
         "last_seen": max(times), "visits": len(by), "pageviews": len(pvs),
@@ -152,7 +122,7 @@ def test_product_usage_counts_views_visitors_and_time_on_page(store):
     pid = views.most_common(1)[0][0]
     assert rows[pid]["visitors"] == len({p["visitor_id"] for p in HUMAN if p["product_id"] == pid})
     gaps, exits = [], 0
-    for s in sessions_by_id(HUMAN).values():
+    for s in visits(HUMAN).values():
         for i, p in enumerate(s):
             if p["product_id"] == pid:
                 if i + 1 < len(s):
@@ -168,7 +138,7 @@ def test_product_usage_counts_views_visitors_and_time_on_page(store):
 def test_transitions_into_and_out_of_cart(store):
     got = usage.transitions(store, "/cart")
     nxt = Counter()
-    for s in sessions_by_id(HUMAN).values():
+    for s in visits(HUMAN).values():
         for i, p in enumerate(s):
             if p["path"] == "/cart":
                 nxt[s[i + 1]["path"] if i + 1 < len(s) else "(exit)"] += 1
@@ -181,7 +151,7 @@ def test_transitions_into_and_out_of_cart(store):
 def test_funnel_step_counts_and_drop_off(store):
     got = funnels.funnel(store, "purchase", FUNNEL)
     # a session's path: its page views and its goal requests (POST /order/complete is a step)
-    paths = [[p["path"] for p in s] for s in sessions_by_id(HUMAN + GOALS).values()]
+    paths = [[p["path"] for p in s] for s in visits(HUMAN + GOALS).values()]
     want = [sum(1 for ps in paths if reaches(ps, FUNNEL[:k])) for k in range(1, len(FUNNEL) + 1)]
     assert [s["sessions"] for s in got["steps"]] == want
     assert [s["drop_off"] for s in got["steps"]] == [0] + [a - b for a, b in zip(want, want[1:])]
@@ -189,7 +159,7 @@ def test_funnel_step_counts_and_drop_off(store):
 
 
 def test_conversions_per_channel_and_cart_abandonment(store):
-    by = sessions_by_id(HUMAN)
+    by = visits(HUMAN)
     goals_of = defaultdict(set)
     for g in GOALS:
         goals_of[g["session_id"]].add(g["goal"])
@@ -294,7 +264,7 @@ def test_a_purchase_rescore_scores_only_its_buyers_as_the_full_run_would(store):
 
 
 def test_recommendations_follow_co_visitation(store):
-    sessions = [{p["product_id"] for p in s if p["product_id"]} for s in sessions_by_id(HUMAN).values()]
+    sessions = [{p["product_id"] for p in s if p["product_id"]} for s in visits(HUMAN).values()]
     support = sum(1 for s in sessions if {"p00", "p01"} <= s)
     assert support >= 3
     got = recommendations.also_viewed(store, "p00", min_support=3)
@@ -366,9 +336,7 @@ def test_duplicate_delivery_changes_nothing(store):
               funnels.funnel(store, "purchase", FUNNEL), goals.commerce_summary(store),
               recommendations.co_visitation(store, 3), cohorts.cohorts(store, "members"),
               rfm.compute_rfm(store, now=DS.now))
-    store.write("hits", DS.hits)  # at-least-once delivery: the same rows again
-    store.write("pageviews", DS.pageviews)
-    store.write("sessions", DS.sessions)
+    DS.write_to(store)  # at-least-once delivery: the same rows again
     after = (profiles.member_profile(store, "m000", now=DS.now), usage.usage(store, "product_id", limit=1000),
              funnels.funnel(store, "purchase", FUNNEL), goals.commerce_summary(store),
              recommendations.co_visitation(store, 3), cohorts.cohorts(store, "members"),

@@ -12,7 +12,7 @@ from sinks.reads import customers, funnels, rfm
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.shop import generate, visits
 
 pytestmark = pytest.mark.integration
 
@@ -27,39 +27,11 @@ FUNNEL = ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]
 @pytest.fixture(scope="module")
 def store(history_place):
     with fresh_history(history_place, "cu") as st:
-        st.write("hits", DS.hits)
-        st.write("pageviews", DS.pageviews)
-        st.write("sessions", DS.sessions)
+        DS.write_to(st)
         yield st
 
 
-def sessions_by_id(events):
-    by = defaultdict(list)
-    for e in events:
-        by[e["session_id"]].append(e)
-    for lst in by.values():
-        lst.sort(key=lambda e: (e["ts"], e["event_id"]))
-    return by
-
-
-def owners():
-    """event_id -> member by the identity rule, written out apart from the SQL (sinks/reads/members.py)."""
-    carried = {h["event_id"]: h["member_id"] for h in DS.hits}
-    first = {}
-    for sid, pvs in sessions_by_id(HUMAN).items():
-        logged = [p for p in pvs if p["member_id"]]
-        if logged:
-            first[sid] = (logged[0]["member_id"], logged[0]["ts"])
-    out = {}
-    for e in HUMAN + GOALS:
-        m = carried[e["event_id"]]
-        if not m and e["session_id"] in first and e["ts"] < first[e["session_id"]][1]:
-            m = first[e["session_id"]][0]
-        out[e["event_id"]] = m
-    return out
-
-
-OWNER = owners()
+OWNER = DS.owners()
 MEMBERS = sorted({m for m in OWNER.values() if m})
 
 
@@ -115,7 +87,7 @@ def test_member_activity_is_what_the_member_did(store):
     member = max(MEMBERS, key=lambda m: (len(orders_of(m)), m))
     got = customers.member_activity(store, member, CFG, min_support=2)
     mine = [p for p in HUMAN if OWNER[p["event_id"]] == member]
-    by = sessions_by_id(mine)
+    by = visits(mine)
     assert len(got["visits"]) == min(20, len(by))
     first = max(by.values(), key=lambda s: s[0]["ts"])  # newest visit first
     assert got["visits"][0]["pageviews"] == len(first) and got["visits"][0]["entry_page"] == first[0]["path"]
@@ -146,7 +118,7 @@ def _reaches(paths, steps):
 @pytest.mark.parametrize("filters", [{"device": "mobile"}, {"member": "member"}, {"member": "anonymous"},
                                      {"channel": "search", "member": "anonymous"}])
 def test_funnel_filters_keep_the_matching_sessions(store, filters):
-    pv_sessions = sessions_by_id(HUMAN)
+    pv_sessions = visits(HUMAN)
 
     def keep(sid):
         pvs = pv_sessions[sid]
@@ -154,7 +126,7 @@ def test_funnel_filters_keep_the_matching_sessions(store, filters):
                  "member": "member" if any(p["member_id"] for p in pvs) else "anonymous"}
         return all(facts[k] == v for k, v in filters.items())
 
-    paths = [[e["path"] for e in s] for sid, s in sessions_by_id(HUMAN + GOALS).items()
+    paths = [[e["path"] for e in s] for sid, s in visits(HUMAN + GOALS).items()
              if sid in pv_sessions and keep(sid)]
     want = [sum(1 for ps in paths if _reaches(ps, FUNNEL[:k])) for k in range(1, len(FUNNEL) + 1)]
     got = funnels.funnel(store, "purchase", FUNNEL, filters=filters)
