@@ -2,7 +2,7 @@
 
     python benchmarks/analytics_bench.py [--visitors 4000] [--backends chdb,clickhouse]
 
-Data: sinks/testing/shop.py (deterministic shop history) scaled by --visitors,
+Data: sinks/testing/events.py generate (deterministic shop history) scaled by --visitors,
 written through the HistoryStore. visitwire path: the analytics functions (SQL in the
 store: ClickHouse 18.16 server started here, or embedded chdb). Peer: the same figures
 computed with pandas on the same rows already in memory (no I/O: a generous peer).
@@ -22,7 +22,7 @@ from rich.table import Table
 
 from sinks.history import open_history
 from sinks.reads import funnels, profiles, recommendations, usage
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 
 FUNNEL = ["/product/{product_id}", "/cart", "/checkout"]
 

@@ -26,7 +26,7 @@ from rich.table import Table
 from engine.services import start_clickhouse
 from sinks.history import open_history
 from sinks.history_columns import TABLES, to_columns
-from sinks.testing.rows import make_hits
+from sinks.testing.events import make_hits
 
 console = Console(stderr=True)
 

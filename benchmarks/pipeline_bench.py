@@ -40,7 +40,7 @@ from config.settings import load_settings
 from processors.agents import KIND_CODE, HitProcessor
 from processors.counters import BatchColumns, aggregate
 from processors.enrich import columns_of
-from processors.testing import crowd
+from sinks.testing.events import crowd
 from processors.worker import relax_gc
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables stay readable in a log

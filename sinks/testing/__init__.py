@@ -1,6 +1,6 @@
-"""Sinks and stores for tests and benchmarks: ListSink (keeps what is written, in memory), a fresh history
-store of its own (`fresh_history`), and known rows: `rows` (a small shop over a few minutes) and `shop`
-(a synthetic shop history with its ground truth, for the read side)."""
+"""Sinks and stores for tests and benchmarks: ListSink (keeps what is written, in memory) and a fresh history
+store of its own (`fresh_history`); the synthetic events to write into them, with their ground truth, are in
+`events`."""
 from __future__ import annotations
 
 import uuid

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from config.settings import load_settings
 from engine.web.app import create_web_app
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 
 from sinks.history import open_history
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 
 pytestmark = pytest.mark.integration
 

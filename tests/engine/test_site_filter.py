@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 from test_screen_api import _client
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import redis
 from config.events import TOPIC_PAGEVIEWS, TOPIC_SEGMENTS
 from config.settings import load_settings
 from processors.analytics.live import LiveProfiles
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from config.live_layout import bucket_mid_ms
 from config.settings import load_settings
 from processors import kernels as K
 from processors.agents import HitProcessor
-from processors.testing import crowd, make_hit
+from sinks.testing.events import crowd, make_hit
 
 T0 = 1_700_000_000.0
 

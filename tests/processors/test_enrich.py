@@ -23,7 +23,7 @@ from processors.enrich import (
     valid_columns,
     validate_hit,
 )
-from processors.testing import UAS, make_hit
+from sinks.testing.events import UAS, make_hit
 
 S = ProcessingSettings(site_hosts=["www.shop.example", "shop.example"])
 

@@ -7,7 +7,7 @@ from netaddr import IPSet
 
 from config.settings import SettingsError, load_settings
 from processors.enrich import Enricher
-from processors.testing import make_hit
+from sinks.testing.events import make_hit
 
 
 def _pageview(enricher, ip):

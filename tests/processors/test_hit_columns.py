@@ -6,7 +6,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from processors.enrich import HIT_COLUMNS, column_decoder, columns_of, ts_in_range, validate_hit
-from processors.testing import crowd, make_hit
+from sinks.testing.events import crowd, make_hit
 
 decoder = column_decoder()
 

@@ -11,7 +11,7 @@ import pytest
 
 from processors.enrich import column_decoder
 from processors.hits_reader import HitsReaderProcess
-from processors.testing import crowd
+from sinks.testing.events import crowd
 
 pytestmark = pytest.mark.integration
 

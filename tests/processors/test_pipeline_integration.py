@@ -24,7 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS
 from config.settings import load_settings
 from processors.agents import BatchOutput, ensure_topic
-from processors.testing import crowd
+from sinks.testing.events import crowd
 from sinks.redis_live import LiveKeys, LiveStateReader
 from sinks.testing import ListSink
 

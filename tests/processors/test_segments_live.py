@@ -12,7 +12,7 @@ import pytest
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
 from config.settings import load_settings
-from sinks.testing.shop import _hit
+from sinks.testing.events import shop_hit
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +44,14 @@ def test_a_purchase_puts_the_buyers_segment_change_on_the_topic_within_5_s(broke
             topics = {t: set(meta[t].partitions) if t in meta else None
                       for t in (TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS, TOPIC_SEGMENTS)}
             t = time.time()
-            browse = [_hit("e1", t - 30, "dev1", "m-buyer", "/", "GET", "", "desktop", False, {}),
-                      _hit("e2", t - 20, "dev1", "m-buyer", "/product/p1", "GET", "", "desktop", False, {})]
+            browse = [shop_hit("e1", t - 30, "dev1", "m-buyer", "/", "GET", "", "desktop", False, {}),
+                      shop_hit("e2", t - 20, "dev1", "m-buyer", "/product/p1", "GET", "", "desktop", False, {})]
             for h in browse:
                 await producer.send_and_wait(TOPIC_HITS, orjson.dumps(h), key=b"dev1")
             await worker.wait_processed(2, timeout=60)
             await asyncio.sleep(1.5)  # the page views are stored; no segment yet (no scheduled run)
             ordered = time.time()
-            order = _hit("e3", ordered, "dev1", "m-buyer", "/order/complete", "POST", "", "desktop", False,
+            order = shop_hit("e3", ordered, "dev1", "m-buyer", "/order/complete", "POST", "", "desktop", False,
                          {"x-order-amount": "620.00"})
             await producer.send_and_wait(TOPIC_HITS, orjson.dumps(order), key=b"dev1")
             changes = []

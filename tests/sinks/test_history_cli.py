@@ -15,7 +15,7 @@ import pytest
 from engine.state_file import write_state
 from sinks.history import open_history
 from sinks.migrations import migration_files
-from sinks.testing.rows import make_hits, make_pageviews
+from sinks.testing.events import make_hits, make_pageviews
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sinks.history_columns import CONVERTERS, ID_FIELD, TABLES, to_columns, without_empty_arrays
-from sinks.testing.rows import make_hits, make_pageviews
+from sinks.testing.events import make_hits, make_pageviews
 
 _values = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats() | st.text(max_size=3)
            | st.just({}) | st.just({"k": "v"}) | st.just({"k": 1}) | st.just([]))

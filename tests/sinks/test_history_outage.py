@@ -7,7 +7,7 @@ from engine.services import free_port, start_clickhouse
 from sinks.base import SinkUnavailable
 from sinks.history import open_history
 from sinks.reads import queries as hq
-from sinks.testing.rows import make_hits
+from sinks.testing.events import make_hits
 
 pytestmark = pytest.mark.integration
 

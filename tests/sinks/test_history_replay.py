@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sinks.reads import queries as hq
 from sinks.testing import fresh_history
-from sinks.testing.rows import T0, make_pageviews
+from sinks.testing.events import ROWS_T0 as T0, make_pageviews
 
 pytestmark = pytest.mark.integration
 _example = itertools.count()

@@ -11,7 +11,7 @@ from sinks.history_columns import TABLES
 from sinks.migrations import migration_files
 from sinks.reads import queries as hq
 from sinks.testing import fresh_history_url
-from sinks.testing.rows import T0, make_hits, make_pageviews, make_sessions
+from sinks.testing.events import ROWS_T0 as T0, make_hits, make_pageviews, make_sessions
 
 pytestmark = pytest.mark.integration
 

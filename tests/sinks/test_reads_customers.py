@@ -12,7 +12,7 @@ from sinks.reads import customers, funnels, rfm
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate, visits
+from sinks.testing.events import generate, visits
 
 pytestmark = pytest.mark.integration
 

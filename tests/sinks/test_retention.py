@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sinks.testing.rows import make_hits
+from sinks.testing.events import make_hits
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,13 +1,9 @@
-"""A deterministic synthetic shop history (hits, page views, sessions) for tests, demos and benchmarks.
+"""Synthetic visit events for tests and benchmarks, with their ground truth: the one generator module.
 
-Visitors browse categories and products, some add to cart and buy; members log in
-part-way through their history (earlier visits are anonymous, and so are their orders;
-the pages before the login in the visit of the login are the member's), some members
-use a second device; a few bots crawl products. As in the real pipeline (processors/enrich.py),
-every request is a hit, GET pages are also page views, and goal requests (POST /cart/add,
-POST /login, POST /order/complete with its amount in the captured x-order-amount header)
-are hits only; session rows count the goals and revenue of their visit. Rows have exactly
-the fields of config/events.py, so they can be written through any HistoryStore.
+- `make_hit`: one hit row (config/events.py's fields); every generator here builds its hits with it.
+- `crowd`: the hits a crowd of visitors sends a shop, in time order, with per-minute truth (processors' input).
+- `make_hits` / `make_pageviews` / `make_sessions`: random rows of a small shop over a few minutes (the stores).
+- `generate`: a whole shop history (hits, page views, sessions, goals) with its ground truth (the read side).
 """
 from __future__ import annotations
 
@@ -18,8 +14,164 @@ from datetime import datetime, timezone
 
 from config.events import HIT_FIELD_NAMES, PAGEVIEW_FIELD_NAMES, SESSION_FIELD_NAMES
 
+# -- one hit, and a crowd's hits ----------------------------------------------------------------------------
+UAS = {
+    "chrome": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/120.0.0.0 Safari/537.36",
+    "iphone": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+              "Version/17.0 Mobile/15E148 Safari/604.1",
+    "firefox": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "googlebot": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+}
+
+
+def make_hit(event_id: str, ts: float, visitor: str, path: str = "/", *, method: str = "GET", status: int | None = 200,
+             content_type: str = "text/html", ua: str = UAS["chrome"], referrer: str = "", query: str = "",
+             host: str = "shop.example", member: str = "", latency_ms: float | None = 12.5,
+             extra: dict | None = None, **fields) -> dict:
+    """One hit: a browser's request to the shop and its response (none when status is None). `fields` set the
+    others (addresses, response size, a uri other than path + query)."""
+    row = {
+        "event_id": event_id, "ts": ts, "client_ip": "10.0.0.1", "client_port": 40000, "server_ip": "10.0.0.2",
+        "server_port": 80, "method": method, "host": host, "uri": path + ("?" + query if query else ""),
+        "path": path, "query": query, "referrer": referrer, "user_agent": ua, "status": status,
+        "resp_bytes": 1234, "content_type": content_type if status is not None else "",
+        "latency_ms": latency_ms if status is not None else None, "visitor_id": visitor, "member_id": member,
+        "http_version": "1.1", "no_response": status is None, "extra": extra or {},
+    }
+    row.update(fields)
+    return row
+
+
+@dataclass
+class Traffic:
+    hits: list[dict] = field(default_factory=list)
+    pageviews_per_minute: dict[int, int] = field(default_factory=dict)  # epoch minute -> page views
+    pages: dict[tuple[int, str], int] = field(default_factory=dict)     # (minute, path) -> page views
+    visitors_by_minute: dict[int, set] = field(default_factory=dict)   # non-bot visitors
+    pageview_ids: set = field(default_factory=set)
+    sessions: int = 0
+
+
+def eid(*parts) -> str:
+    return hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).hexdigest()
+
+
+def crowd(n_visitors: int, start: float, *, seed: int = 1, pages_per_visit: int = 4, gap_s: float = 7.0,
+          visits: int = 1, visit_gap_s: float = 4000.0) -> Traffic:
+    """Visitors browsing a shop: page views (each with a css + a js asset), some bots, 404s, redirects.
+    Each visitor makes `visits` visits separated by `visit_gap_s` (> idle timeout -> new session)."""
+    rng = random.Random(seed)
+    t = Traffic()
+    paths = ["/", "/category/shoes", "/product/p1", "/product/p2", "/cart", "/checkout"]
+    for v in range(n_visitors):
+        visitor = f"v{v:05d}"
+        bot = v % 10 == 9
+        ua = UAS["googlebot"] if bot else rng.choice([UAS["chrome"], UAS["iphone"], UAS["firefox"]])
+        member = f"m{v}" if v % 3 == 0 else ""
+        for visit in range(visits):
+            ts = start + rng.uniform(0, 30) + visit * visit_gap_s
+            if not bot:
+                t.sessions += 1
+            for i in range(pages_per_visit):
+                path = rng.choice(paths)
+                h = make_hit(eid(visitor, visit, i), ts, visitor, path, ua=ua, member=member,
+                             referrer="https://www.google.com/search?q=x" if i == 0 else "http://shop.example/",
+                             latency_ms=rng.uniform(1, 200))
+                t.hits.append(h)
+                if not bot:
+                    m = int(ts // 60)
+                    t.pageviews_per_minute[m] = t.pageviews_per_minute.get(m, 0) + 1
+                    t.pages[(m, path)] = t.pages.get((m, path), 0) + 1
+                    t.pageview_ids.add(h["event_id"])
+                for asset, ct in (("/static/app.css", "text/css"), ("/static/app.js", "application/javascript")):
+                    t.hits.append(make_hit(eid(visitor, visit, i, asset), ts + 0.05, visitor, asset, ua=ua,
+                                           content_type=ct, member=member))
+                if not bot:
+                    t.visitors_by_minute.setdefault(int(ts // 60), set()).add(visitor)
+                ts += gap_s * rng.uniform(0.5, 1.5)
+            t.hits.append(make_hit(eid(visitor, visit, "404"), ts, visitor, "/missing", status=404, ua=ua,
+                                   member=member))
+            if not bot:
+                t.visitors_by_minute.setdefault(int(ts // 60), set()).add(visitor)
+    t.hits.sort(key=lambda h: h["ts"])  # as a capture agent publishes them: in time order
+    return t
+
+
+# -- random rows of a small shop over a few minutes (the history tests) -------------------------------------
+ROWS_T0 = 1_763_892_000  # 2025-11-23 10:00:00 UTC, a whole minute
+PATHS = ["/", "/product/1", "/product/2", "/cart", "/checkout"]
+HOSTS = ["shop.example", "blog.example"]
+
+
+def make_hits(n: int, seed: int = 1, minutes: int = 5, prefix: str = "h") -> list[dict]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        status = rnd.choice([200, 200, 200, 200, 304, 404, 500, None])
+        ts = ROWS_T0 + rnd.uniform(0, 60 * minutes)
+        client_ip, client_port = f"10.0.{rnd.randint(0, 3)}.{rnd.randint(1, 254)}", rnd.randint(1024, 65535)
+        method, host, path, resp_bytes = rnd.choice(["GET", "GET", "POST"]), rnd.choice(HOSTS), rnd.choice(PATHS), \
+            rnd.randint(0, 50_000)
+        latency = None if status is None else round(rnd.lognormvariate(3, 1), 3)
+        visitor, member = f"v{rnd.randint(0, 40)}", rnd.choice(["", "", "m1", "m2"])
+        out.append(make_hit(f"{prefix}{seed}-{i:06d}", ts, visitor, path, method=method, status=status,
+                            ua="Mozilla/5.0", query="a=1", host=host, member=member, latency_ms=latency,
+                            extra={"x-order-amount": str(rnd.randint(1, 99))}, client_ip=client_ip,
+                            client_port=client_port, server_ip="10.1.0.1", resp_bytes=resp_bytes, uri="/x?a=1"))
+    return out
+
+
+def make_pageviews(n: int, seed: int = 2, minutes: int = 5) -> list[dict]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        path = rnd.choice(PATHS)
+        out.append({
+            "event_id": f"p{seed}-{i:06d}", "ts": ROWS_T0 + rnd.uniform(0, 60 * minutes),
+            "visitor_id": f"v{rnd.randint(0, 30)}",
+            "member_id": "", "session_id": f"s{rnd.randint(0, 20)}", "host": rnd.choice(HOSTS), "path": path,
+            "query": "", "method": "GET", "status": 200, "latency_ms": 12.5, "referrer": "", "referrer_host": "",
+            "channel": rnd.choice(["direct", "search", "social"]), "utm_source": "", "utm_medium": "",
+            "utm_campaign": "",
+            "utm_term": "", "utm_content": "", "browser": rnd.choice(["Chrome", "Firefox"]), "os": "Linux",
+            "device": "desktop", "is_bot": rnd.random() < 0.1, "page_group": "product" if "product" in path else "",
+            "section": "", "product_id": path.rsplit("/", 1)[-1] if "product" in path else "", "category": "",
+            "menu": "", "goal": "", "goal_value": 0.0, "country": rnd.choice(["US", "DE", ""]), "city": "",
+        })
+    return out
+
+
+def make_sessions(n: int, seed: int = 3) -> list[dict]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        start = ROWS_T0 + rnd.uniform(0, 300)
+        pv = rnd.randint(1, 6)
+        dur = 0.0 if pv == 1 else rnd.uniform(5, 600)
+        out.append({
+            "session_id": f"s{seed}-{i:05d}", "visitor_id": f"v{i % 17}", "member_id": "", "start": start,
+            "end": start + dur, "duration": dur, "pageviews": pv, "entry_page": "/", "exit_page": "/cart",
+            "bounce": pv == 1, "channel": "direct", "referrer_host": "", "utm_source": "", "utm_medium": "",
+            "utm_campaign": "", "browser": "Chrome", "os": "Linux", "device": "desktop", "is_bot": False,
+            "close_reason": "idle", "goals": rnd.randint(0, 1), "revenue": round(rnd.uniform(0, 100), 2),
+        })
+    return out
+
+
+# -- a shop history with its ground truth (the read side) ------------------------------------------------------
+# The shop: a deterministic synthetic history (hits, page views, sessions) for tests, demos and benchmarks.
+#
+# Visitors browse categories and products, some add to cart and buy; members log in
+# part-way through their history (earlier visits are anonymous, and so are their orders;
+# the pages before the login in the visit of the login are the member's), some members
+# use a second device; a few bots crawl products. As in the real pipeline (processors/enrich.py),
+# every request is a hit, GET pages are also page views, and goal requests (POST /cart/add,
+# POST /login, POST /order/complete with its amount in the captured x-order-amount header)
+# are hits only; session rows count the goals and revenue of their visit. Rows have exactly
+# the fields of config/events.py, so they can be written through any HistoryStore.
 # Monday 2026-09-07 00:00 UTC: cohorts start on week boundaries.
-T0 = datetime(2026, 9, 7, tzinfo=timezone.utc).timestamp()
+SHOP_T0 = datetime(2026, 9, 7, tzinfo=timezone.utc).timestamp()
 WEEK_S = 7 * 86400
 CATEGORIES = ("shoes", "bags", "hats", "coats")
 # The default processing.goals: (method, path) -> goal name.
@@ -102,7 +254,7 @@ def page_fields(path: str) -> dict:
 def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 8, products: int = 24,
              bots: int = 2) -> Dataset:
     rnd = random.Random(seed)
-    ds = Dataset(now=T0 + weeks * WEEK_S, products=[f"p{i:02d}" for i in range(products)])
+    ds = Dataset(now=SHOP_T0 + weeks * WEEK_S, products=[f"p{i:02d}" for i in range(products)])
     catalog = {p: CATEGORIES[i % len(CATEGORIES)] for i, p in enumerate(ds.products)}
     # Humans never view the last two products in one session; bots always do.
     pa, pb = ds.products[-2], ds.products[-1]
@@ -148,7 +300,7 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
 
     for v, member, ids, n_sessions, first_week, login_at in people:
         device = devices[v % 3]
-        starts = sorted(T0 + rnd.uniform(first_week * WEEK_S, weeks * WEEK_S - 3600) for _ in range(n_sessions))
+        starts = sorted(SHOP_T0 + rnd.uniform(first_week * WEEK_S, weeks * WEEK_S - 3600) for _ in range(n_sessions))
         if v == 0:  # the obvious VIP: visits right up to "now"
             starts[-1] = ds.now - 7200
         for i in range(1, len(starts)):  # visits of one visitor are hours apart: separate sessions
@@ -174,7 +326,7 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
                 if goal == "login":
                     logged_in = True  # the login response sets the member cookie: capture reads it there
                 mid = member if logged_in else ""
-                ds.hits.append(_hit(eid, ts, vid, mid, path, method, ref, device, False, extra, query))
+                ds.hits.append(shop_hit(eid, ts, vid, mid, path, method, ref, device, False, extra, query))
                 if goal:
                     ds.goals.append({"event_id": eid, "visitor_id": vid, "session_id": sid, "ts": round(ts, 3),
                                      "path": path, "goal": goal, "goal_value": value, "is_bot": False})
@@ -186,18 +338,18 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
     for b in range(bots):
         vid = _hex("bot", seed, b)
         for s_idx in range(6):
-            ts = T0 + rnd.uniform(0, ds.now - T0 - 3600)
+            ts = SHOP_T0 + rnd.uniform(0, ds.now - SHOP_T0 - 3600)
             sid = _hex("botsession", seed, b, s_idx)
             for i, path in enumerate(["/", f"/product/{pa}", f"/product/{pb}", f"/product/{ds.products[0]}"]):
                 f = page_fields(path)
                 if f["product_id"]:
                     f["category"] = catalog[f["product_id"]]
                 eid = _hex("botreq", seed, b, s_idx, i)
-                ds.hits.append(_hit(eid, ts + i, vid, "", path, "GET", "", "bot", True, {}))
+                ds.hits.append(shop_hit(eid, ts + i, vid, "", path, "GET", "", "bot", True, {}))
                 ds.pageviews.append(_pageview(eid, ts + i, vid, "", sid, path, "direct", "", "", "bot", True, f))
             # a bot that "buys": its goal has no human session and stays out of session metrics
             eid = _hex("botbuy", seed, b, s_idx)
-            ds.hits.append(_hit(eid, ts + 5, vid, "", "/order/complete", "POST", "", "bot", True,
+            ds.hits.append(shop_hit(eid, ts + 5, vid, "", "/order/complete", "POST", "", "bot", True,
                                 {"x-order-amount": "999.00"}))
             ds.goals.append({"event_id": eid, "visitor_id": vid, "session_id": sid, "ts": round(ts + 5, 3),
                              "path": "/order/complete", "goal": "purchase", "goal_value": 999.0, "is_bot": True})
@@ -220,14 +372,12 @@ def order_items(products: list[str], amount: float) -> str:
     return ",".join(f"{p}:1:{price:.2f}" for p, price in zip(products, prices))
 
 
-def _hit(event_id, ts, vid, member, path, method, ref, device, bot, extra, query="") -> dict:
-    row = {"event_id": event_id, "ts": round(ts, 3), "client_ip": "192.0.2.10", "client_port": 50000,
-           "server_ip": "192.0.2.1", "server_port": 80, "method": method, "host": "shop.example",
-           "uri": path + ("?" + query if query else ""), "path": path, "query": query,
-           "referrer": f"https://{ref}/" if ref else "", "user_agent": _UA[device],
-           "status": 303 if method == "POST" else 200, "resp_bytes": 0 if method == "POST" else 5120,
-           "content_type": "" if method == "POST" else "text/html", "latency_ms": 12.5, "visitor_id": vid,
-           "member_id": member, "http_version": "1.1", "no_response": False, "extra": extra}
+def shop_hit(event_id, ts, vid, member, path, method, ref, device, bot, extra, query="") -> dict:
+    row = make_hit(event_id, round(ts, 3), vid, path, method=method, status=303 if method == "POST" else 200,
+                   content_type="" if method == "POST" else "text/html", ua=_UA[device],
+                   referrer=f"https://{ref}/" if ref else "", query=query, member=member, extra=extra,
+                   client_ip="192.0.2.10", client_port=50000, server_ip="192.0.2.1",
+                   resp_bytes=0 if method == "POST" else 5120)
     assert set(row) == set(HIT_FIELD_NAMES)
     return row
 
