@@ -25,8 +25,9 @@ import orjson
 import redis
 
 from config.stats import SECOND_BOUNDS, Tally
-from sinks.reads import recommendations, rfm
+from sinks.reads import rfm
 from sinks.reads.goal_events import GoalConfig
+from processors.analytics import recompute
 from processors.analytics.claims import SegmentClaims
 from processors.analytics.live import LiveProfiles
 
@@ -107,10 +108,10 @@ class AnalyticsAgents:
         """Every member (the scheduled run)."""
         t0 = time.perf_counter()
         scored, changes = self._with_history(
-            lambda s: rfm.recompute_segments(s, now if now is not None else time.time(),
-                                             GoalConfig.from_settings(self.settings),
-                                             rfm.SegmentConfig.from_settings(self.settings), self.claims))
-        self._population = [{k: m[k] for k in rfm.POPULATION_KEYS} for m in scored]
+            lambda s: recompute.recompute_segments(s, now if now is not None else time.time(),
+                                                   GoalConfig.from_settings(self.settings),
+                                                   rfm.SegmentConfig.from_settings(self.settings), self.claims))
+        self._population = [{k: m[k] for k in recompute.POPULATION_KEYS} for m in scored]
         self.rfm_runs += 1
         self.rescore_seconds.observe(time.perf_counter() - t0)
         self.segment_changes += len(changes)
@@ -122,17 +123,17 @@ class AnalyticsAgents:
             return self.recompute_segments(now)
         t0 = time.perf_counter()
         _, changes = self._with_history(
-            lambda s: rfm.rescore_members(s, sorted(buyers), self._population,
-                                          now if now is not None else time.time(),
-                                          GoalConfig.from_settings(self.settings),
-                                          rfm.SegmentConfig.from_settings(self.settings), self.claims))
+            lambda s: recompute.rescore_members(s, sorted(buyers), self._population,
+                                                now if now is not None else time.time(),
+                                                GoalConfig.from_settings(self.settings),
+                                                rfm.SegmentConfig.from_settings(self.settings), self.claims))
         self.buyers_rescored += len(buyers)
         self.rescore_seconds.observe(time.perf_counter() - t0)
         self.segment_changes += len(changes)
         return changes
 
     def refresh_recommendations(self, now: float | None = None) -> int:
-        n = self._with_history(lambda s: recommendations.refresh_recommendations(
+        n = self._with_history(lambda s: recompute.refresh_recommendations(
             s, self.settings.analytics.recommendation_min_support, now))
         self.recommendation_pairs = n
         return n

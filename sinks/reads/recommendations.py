@@ -3,12 +3,12 @@
 support(X, Y) = number of human sessions that viewed both products X and Y (a session
 counts once however often it viewed them). Pairs below analytics.recommendation_min_support
 are not recommended, nor is an item itself. Computed on demand from the history store
-(`also_viewed`, `for_visitor`) and, for the scheduled refresh, as a full pair table
-(`co_visitation`) stored in `recommendations` (see config/migrations/0100_analytics.sql).
+(`also_viewed`, `for_visitor`) and, for the worker's scheduled refresh (processors/analytics/recompute.py),
+as a full pair table (`pairs_sql`) stored in `recommendations` (see config/migrations/0100_analytics.sql),
+read back here (`recommend`, `stored_recommendations`).
 """
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -40,9 +40,14 @@ _PAIRS_SQL = (
     "GROUP BY product_id, recommended_id HAVING support >= %(min)s")
 
 
+def pairs_sql(rng: TimeRange = ALL_TIME) -> str:
+    """The query of every (product_id, recommended_id, support) pair with support >= %(min)s."""
+    return _PAIRS_SQL.format(source=_product_sessions(rng))
+
+
 def co_visitation(store: History, min_support: int = 3, rng: TimeRange = ALL_TIME) -> list[dict[str, Any]]:
     """All (product, recommended, support) pairs with support >= min_support, both directions."""
-    rows = store.query(_PAIRS_SQL.format(source=_product_sessions(rng)) +
+    rows = store.query(pairs_sql(rng) +
                        " ORDER BY product_id, support DESC, recommended_id", {"min": int(min_support), **rng.params()})
     return [{"product_id": r["product_id"], "recommended_id": r["recommended_id"], "support": int(num(r["support"]))}
             for r in rows]
@@ -71,20 +76,6 @@ def for_visitor(store: History, visitor_id: str, min_support: int = 3, limit: in
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     return {"visitor_id": visitor_id, "recent_products": seen,
             "recommendations": [{"product_id": p, "score": s, "because_of": sources[p]} for p, s in ranked]}
-
-
-def refresh_recommendations(store: History, min_support: int = 3, now: float | None = None) -> int:
-    """Recomputes the pair table inside the backend (INSERT ... SELECT, no rows travel) as a new
-    generation `computed_at`, then drops older generations; returns the pairs stored."""
-    now = float(now if now is not None else time.time())
-    params = {"min": int(min_support), "now": now}
-    store.query("INSERT INTO recommendations (product_id, recommended_id, support, computed_at) "
-                "SELECT product_id, recommended_id, support, %(now)s FROM ("
-                + _PAIRS_SQL.format(source=_product_sessions(ALL_TIME)) + ")", params)
-    # A mutation, rare (once per refresh); a modern server would use a TTL or a partition per generation.
-    store.query("ALTER TABLE recommendations DELETE WHERE computed_at < %(now)s", {"now": now})
-    rows = store.query("SELECT count() AS n FROM recommendations WHERE computed_at = %(now)s", {"now": now})
-    return int(num(rows[0]["n"])) if rows else 0
 
 
 def latest_refresh(store: History) -> float | None:

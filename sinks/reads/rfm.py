@@ -23,25 +23,22 @@ The inputs change only with the member's own activity or at UTC midnight, so sco
 (every rfm_interval_s, and right after a purchase) never moves a member back and forth; the
 quintiles r, f, m are recorded beside the segment but do not decide it.
 
-`recompute_segments` stores only changes in the `segments` history table (member_id,
-ts, segment, previous_segment, r, f, m), so that table is the segment history:
-sizes at any time and movement between segments come from it, and the same change
-rows are announced on the `visitwire.segments` topic by the Faust agent.
+The worker (processors/analytics/recompute.py) stores only changes in the `segments` history
+table (member_id, ts, segment, previous_segment, r, f, m), so that table is the segment
+history: sizes at any time and movement between segments are read from it here, and the
+same change rows are announced on the `visitwire.segments` topic by the Faust agent.
 """
 from __future__ import annotations
 
 import bisect
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig, default_config
 from sinks.reads.members import member_goals, member_pageviews
 
 DAY_S = 86400.0
-# what score_members needs of the other members (rescore_members' population)
-POPULATION_KEYS = ("member_id", "last_seen", "visits", "revenue")
 
 
 @dataclass(frozen=True)
@@ -156,53 +153,6 @@ def current_segments(store: History, at: float | None = None, members: Sequence[
     rows = store.query(f"SELECT member_id, argMax(segment, {TS}) AS segment FROM segments WHERE {where} "
                        "GROUP BY member_id", params)
     return {r["member_id"]: r["segment"] for r in rows}
-
-
-def segment_changes(scored: Iterable[dict], previous: dict[str, str], now: float) -> list[dict]:
-    """Rows (config/events.py SEGMENT_FIELDS) for members whose segment is new or different."""
-    return [{"member_id": s["member_id"], "ts": now, "segment": s["segment"],
-             "previous_segment": previous.get(s["member_id"], ""), "r": s["r"], "f": s["f"], "m": s["m"]}
-            for s in scored if previous.get(s["member_id"]) != s["segment"]]
-
-
-def recompute_segments(store: History, now: float | None = None, cfg: GoalConfig | None = None,
-                       seg: SegmentConfig | None = None, claim: Callable[[list[dict]], list[dict]] | None = None
-                       ) -> tuple[list[dict], list[dict]]:
-    """Scores all members, stores the changes in `segments`; returns (scored members, change rows).
-    `claim(changes)` keeps the changes this caller is the one to store and announce (several workers)."""
-    now = now if now is not None else time.time()
-    scored = compute_rfm(store, now, TimeRange(None, now), cfg, seg)
-    return scored, _store_changes(store, segment_changes(scored, current_segments(store), now), claim)
-
-
-def rescore_members(store: History, members: Sequence[str], population: Sequence[dict], now: float | None = None,
-                    cfg: GoalConfig | None = None, seg: SegmentConfig | None = None,
-                    claim: Callable[[list[dict]], list[dict]] | None = None) -> tuple[list[dict], list[dict]]:
-    """recompute_segments for `members` only (the buyers of a purchase): their stats read from their own
-    visitor ids, their segment by the rules (which need nothing of other members) and r, f, m as quintiles
-    among `population` (the member stats of the last full run) with theirs replaced."""
-    now = now if now is not None else time.time()
-    seg = seg or SegmentConfig.from_settings()
-    stats = member_stats(store, TimeRange(None, now), cfg, seg.window_since(now), members)
-    mine = {s["member_id"] for s in stats}
-    pop = [p for p in population if p["member_id"] not in mine] + stats
-    scored = score_members(stats, now, seg, pop)
-    return scored, _store_changes(store, segment_changes(scored, current_segments(store, members=members), now),
-                                  claim)
-
-
-def _store_changes(store: History, changes: list[dict], claim) -> list[dict]:
-    if claim is not None and changes:
-        changes = claim(changes)
-    if changes:
-        try:
-            store.write("segments", changes)
-        except Exception:
-            release = getattr(claim, "release", None)
-            if release is not None:
-                release(changes)  # not stored: the next run finds and claims them again
-            raise
-    return changes
 
 
 def segment_sizes(store: History, at: float | None = None, names: Sequence[str] = ()) -> list[dict[str, Any]]:

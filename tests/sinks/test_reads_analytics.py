@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from processors.analytics import recompute
 from sinks.reads import cohorts, funnels, goals, profiles, recommendations, rfm, usage
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
@@ -236,11 +237,11 @@ def test_segments_follow_the_shops_rules(store):
 
 
 def test_recompute_segments_stores_only_changes(store):
-    scored, changes = rfm.recompute_segments(store, now=DS.now)
+    scored, changes = recompute.recompute_segments(store, now=DS.now)
     assert len(changes) == len(scored)  # first run: every member gets its first segment
     assert all(c["previous_segment"] == "" for c in changes)
     for later in (1, 30, 600, 3600):  # scored again and again the same day: nothing flips back and forth
-        _, again = rfm.recompute_segments(store, now=DS.now + later)
+        _, again = recompute.recompute_segments(store, now=DS.now + later)
         assert again == []  # nothing changed, nothing stored or announced
     sizes = {r["segment"]: r["members"] for r in rfm.segment_sizes(store) if r["members"]}
     assert sizes == dict(Counter(m["segment"] for m in scored))
@@ -253,10 +254,10 @@ def test_recompute_segments_stores_only_changes(store):
 def test_a_purchase_rescore_scores_only_its_buyers_as_the_full_run_would(store):
     now = DS.now + 40 * 86400  # members have moved on (at_risk) since any stored run
     full = {m["member_id"]: m for m in rfm.compute_rfm(store, now=now)}
-    population = [{k: m[k] for k in rfm.POPULATION_KEYS} for m in full.values()]
+    population = [{k: m[k] for k in recompute.POPULATION_KEYS} for m in full.values()]
     buyers = sorted(full)[:3]
     offered: list[dict] = []
-    scored, changes = rfm.rescore_members(store, buyers, population, now,
+    scored, changes = recompute.rescore_members(store, buyers, population, now,
                                           claim=lambda c: offered.extend(c) or [])  # claims none: stores none
     assert {m["member_id"]: m for m in scored} == {b: full[b] for b in buyers}
     assert offered and {c["member_id"] for c in offered} <= set(buyers)
@@ -280,14 +281,14 @@ def test_recommendations_follow_co_visitation(store):
 
 def test_refreshed_recommendations_match_the_on_demand_ones(store):
     before = recommendations.recommend(store, "p00", 3)
-    n = recommendations.refresh_recommendations(store, 3, now=DS.now)
+    n = recompute.refresh_recommendations(store, 3, now=DS.now)
     assert n == len(recommendations.co_visitation(store, 3))
     after = recommendations.recommend(store, "p00", 3)
     assert after["source"] == "refreshed" and after["computed_at"] == DS.now
     assert after["recommendations"] == recommendations.also_viewed(store, "p00", 3)
     if before["source"] == "computed now":
         assert before["recommendations"] == after["recommendations"]
-    recommendations.refresh_recommendations(store, 3, now=DS.now + 60)  # the older generation is dropped
+    recompute.refresh_recommendations(store, 3, now=DS.now + 60)  # the older generation is dropped
     assert recommendations.latest_refresh(store) == DS.now + 60
     deadline = time.monotonic() + 20  # ALTER ... DELETE is a background mutation on a server
     while True:
