@@ -38,7 +38,7 @@ STAT_KEYS = ("packets", "bytes", "non_tcp", "malformed", "unsupported_link", "tr
              "requests", "transactions", "no_response", "parse_errors", "gaps", "non_http", "orphan_responses",
              "late_responses", "dropped_pending", "dropped_overflow_bytes", "dropped_overflow_segments",
              "retransmitted_segments", "flows_expired", "flows_reset", "flows_closed", "internal_errors",
-             "framing_anomalies", "tls_flows", "http2_flows", "flows_evicted")
+             "framing_anomalies", "tls_flows", "http2_flows", "flows_evicted", "bodies_dropped")
 
 
 class Flow:
@@ -449,7 +449,10 @@ class Decoder:
         # heads the fast path holds count in the buffer total; it only starts holding more while the total
         # stays below the limit even if Python buffered every payload byte of this batch
         room = budget.max_total - budget.total - int(pwire.sum())
-        fb = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.flags[idx], d.poff[idx], d.plen[idx], pwire, batch.ts[idx],
+        flags = d.flags[idx]  # a copy
+        if self.builder.bodies is not None:
+            self._bodies_to_python(buf, d, idx, fh, flags)
+        fb = fast.run(buf, fh, d.dirn[idx], d.seq[idx], flags, d.poff[idx], d.plen[idx], pwire, batch.ts[idx],
                       d.sport[idx], d.dport[idx], d.src_off[idx], d.dst_off[idx], d.alen[idx],
                       idx + self._packets_before, max(0, room))
         counts = fast.batch_counts()
@@ -466,6 +469,19 @@ class Decoder:
         finally:
             self._batch = None
         fast.keep_waiting_heads(fb)
+
+    def _bodies_to_python(self, buf, d, idx: np.ndarray, fh: np.ndarray, flags: np.ndarray) -> None:
+        """Flows with a request in this batch whose body fields are read (capture.bodies) go the Python way, as
+        the fast path skips bodies unread: a followed one is handed over now, a new one starts as Python's (the
+        fast path gets its SYN with ACK set, so it does not adopt it; Python replays the real flags)."""
+        fast = self.fast
+        for h in set(fh[self.builder.bodies.packets_with_requests(buf, d.poff[idx], d.plen[idx])].tolist()):
+            slot = fast.slot(h)
+            if slot >= 0:
+                if fast.followed(slot):
+                    self._materialize(h)
+            else:
+                flags[(fh == h) & ((flags & 0x17) == TH_SYN)] |= TH_ACK
 
     def _replay_handed_over(self, batch: FrameBatch, d, idx: np.ndarray, handed: HandedOver) -> None:
         """The packets the fast path handed to Python, in order, with the buffer total as it was at each."""
@@ -654,6 +670,8 @@ def warm_up() -> None:
               frame(False, 6 + len(resp), b"", FIN | ACK)]
     for writable in (False, True):
         for fast_path in (True, False):  # False: the Python path's head scan too, as flows it takes use it
-            decoder = Decoder(Settings(capture={"ports": [80]}), fast_path=fast_path)
+            # a body rule: capture.bodies' request-line finder runs too
+            decoder = Decoder(Settings(capture={"ports": [80], "request_bodies": [{"path": "/", "fields": ["f"]}]}),
+                              fast_path=fast_path)
             decoder.feed_lines(frame_batch(list(enumerate(frames)), writable=writable))
             decoder.close()

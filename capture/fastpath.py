@@ -1176,6 +1176,10 @@ class FlowTable:
         """The slot of flow key `key`, -1 when the table does not know it."""
         return int(slot_of(self.index, self.st, key))
 
+    def followed(self, slot: int) -> bool:
+        """Whether the flow in `slot` is followed here (not Python's, not free)."""
+        return bool(self.st[slot, MODE] == FAST)
+
     def batch_counts(self) -> dict[str, int]:
         """What the last run() did, by the Decoder's stats names, plus the head bytes it began holding
         (`held_added`: they count in the Decoder's buffer budget)."""

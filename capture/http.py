@@ -62,7 +62,7 @@ def split_request_line(line: bytes) -> tuple[bytes, bytes, str]:
 
 class RequestHead:
     __slots__ = ("method", "uri", "version", "headers", "content_length", "chunked", "ts", "index", "expect_continue",
-                 "bare", "bad_framing")
+                 "bare", "bad_framing", "body_fields")
 
     def __init__(self, method: bytes, uri: bytes, version: str, headers: dict, content_length: int, chunked: bool):
         self.method = method
@@ -75,6 +75,7 @@ class RequestHead:
         self.index = 0
         self.bare = False         # a request line alone (HTTP/0.9): header lines may still follow it
         self.bad_framing = False  # Content-Length invalid or beside chunked: a smuggling attempt, counted
+        self.body_fields: dict[str, str] | None = None  # named body fields (capture.bodies), when configured
 
 
 class ResponseHead:
@@ -305,7 +306,7 @@ class MessageReader:
     """
 
     __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
-                 "messages", "sniff", "max_head", "budget", "fields_may_follow")
+                 "messages", "sniff", "max_head", "budget", "fields_may_follow", "keep")
 
     def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES, budget=None):
         self.owner = owner
@@ -321,6 +322,7 @@ class MessageReader:
         self.max_head = max_head
         self.budget = budget     # capture.reassembly.Budget: incomplete heads count against the total limit
         self.fields_may_follow = False  # after a bare HTTP/0.9 request line: its header lines may come next
+        self.keep: bytearray | None = None  # the current body's bytes, when its owner asked (capture.bodies)
 
     @property
     def buffered(self) -> int:
@@ -332,7 +334,9 @@ class MessageReader:
         n = len(seg)
         st = self.state
         if st == BODY or st == CHUNK_DATA:
-            # body bytes: count them off, never copy them
+            # body bytes: count them off, never copy them (unless the owner keeps this body)
+            if self.keep is not None and self.skip >= n:
+                self.keep += seg
             if self.skip > n:
                 self.skip -= n
                 return
@@ -358,6 +362,8 @@ class MessageReader:
                     p = self._head(data, p, ts, j if p == 0 else -1)
                 elif st == BODY or st == CHUNK_DATA:
                     k = min(self.skip, n - p)
+                    if self.keep is not None:
+                        self.keep += data[p:p + k]
                     self.skip -= k
                     p += k
                     if self.skip == 0:
@@ -394,6 +400,9 @@ class MessageReader:
     def gap(self, n: int) -> None:
         """`n` stream bytes were never captured (or were dropped)."""
         st = self.state
+        if self.keep is not None:
+            self.keep = None
+            self.owner.on_error(self, "body_gap")  # a kept body with a hole: its fields are not read
         if (st == BODY or st == CHUNK_DATA) and self.skip >= n:
             self.skip -= n
             if self.skip == 0:
@@ -417,6 +426,7 @@ class MessageReader:
             self._done()
         self._forget()
         self.line = None
+        self.keep = None
 
     # -- states ------------------------------------------------------------------------
     def _head(self, data: bytes, p: int, ts: float, j: int = -1) -> int:
@@ -645,6 +655,7 @@ class MessageReader:
         return 1 << 62
 
     def _lost_sync(self) -> None:
+        self.keep = None
         self.owner.on_lost_sync(self)
         self.state = RESYNC
         self._forget()

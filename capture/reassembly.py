@@ -87,8 +87,8 @@ class Stream:
 
         Counts it off without touching its bytes or making any object; False = take the full path."""
         r = self.reader
-        if seq != self.next_seq or self.ooo or captured != wire or self.fin_seq is not None:
-            return False
+        if seq != self.next_seq or self.ooo or captured != wire or self.fin_seq is not None or r.keep is not None:
+            return False  # (a body its owner keeps takes the full path: its bytes are copied)
         st = r.state
         if (st == BODY or st == CHUNK_DATA) and r.skip > wire:
             r.skip -= wire

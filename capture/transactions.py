@@ -12,6 +12,7 @@ import logging
 from hashlib import blake2b
 from collections import deque
 
+from capture.bodies import BodyFields
 from capture.http import DEAD, RESYNC, HeadParser, MessageReader, RequestHead, ResponseHead
 from capture.identity import Identity
 from config.settings import CaptureSettings
@@ -75,6 +76,9 @@ class EventBuilder:
         self._shown_ip = _Memo(lambda ip: anonymize_ip(ip, cfg.client_ip_anonymization, idn)) \
             if cfg.client_ip_anonymization != "off" else None
         self.learner = None  # capture.cookie_learning.CookieLearner while the visitor cookie is being learned
+        # the named fields of configured paths' request bodies (None: no body is read)
+        self.bodies = BodyFields(cfg.request_bodies, cfg.max_body_bytes, idn.sensitive) \
+            if cfg.request_bodies else None
         self.aliases: dict[str, str] = {}  # cookie id -> the IP+UA id its client had before it was learned
         # event_id -> the id a response's Set-Cookie assigned (capture.first_requests.FirstRequests.assigned);
         # None: such a request keeps its IP+UA id
@@ -90,6 +94,8 @@ class EventBuilder:
         for b in (i.member_header, *i.client_ip_headers):
             if b:
                 names.append(b.decode("latin-1"))
+        if self.bodies is not None:
+            names.append("content-type")  # form or JSON
         return names
 
     def response_headers(self) -> list[str]:
@@ -154,6 +160,8 @@ class EventBuilder:
                 v = get(bname) or rh.get(bname)
                 if v:
                     extra[name] = _text(v)
+        if req.body_fields:
+            extra.update(req.body_fields)
         ts = req.ts
         us = round(ts * 1e6)
         eid = blake2b(conn.id_prefix + b"%d|%d" % (us, req.index), digest_size=16).hexdigest()
@@ -304,7 +312,10 @@ class Connection:
                 # whatever the client sends before the answer belongs to the tunnel (or is dropped with it)
                 self.tunnel = True
                 return "dead", 0
-            return self._request_framing(req)
+            framing = self._request_framing(req)
+            if self.builder.bodies is not None:
+                self._keep_body(reader, req, *framing)
+            return framing
         resp = parsed if parsed is not None else self.heads.response(head)
         resp.ts = ts
         status = resp.status
@@ -353,6 +364,18 @@ class Connection:
             return "chunked", 0
         return "length", req.content_length
 
+    def _keep_body(self, reader: MessageReader, req: RequestHead, kind: str, n: int) -> None:
+        """Keep the body while it arrives when its fields are configured (capture.bodies) and it is small."""
+        bodies = self.builder.bodies
+        if not (kind == "chunked" or (kind == "length" and n)) or bodies.fields_for(req.method, req.uri) is None:
+            return
+        if kind == "chunked":
+            bodies.dropped(self.stats, "chunked")
+        elif n > bodies.max_bytes:
+            bodies.dropped(self.stats, f"{n} bytes, more than capture.max_body_bytes = {bodies.max_bytes}")
+        else:
+            reader.keep = bytearray()
+
     def on_more_fields(self, reader: MessageReader, block: bytes) -> tuple[str, int]:
         """Header lines that came after a bare HTTP/0.9 request line belong to that request."""
         req = self.last_req
@@ -376,8 +399,21 @@ class Connection:
     def on_body_done(self, reader: MessageReader) -> None:
         if not reader.is_request:
             self._finish()
+        elif reader.keep is not None:
+            body, reader.keep = bytes(reader.keep), None
+            req = self.last_req
+            if req is not None:
+                bodies = self.builder.bodies
+                got = bodies.parse(body, req.headers.get(b"content-type"), bodies.fields_for(req.method, req.uri))
+                if got is None:
+                    bodies.dropped(self.stats, "neither a form nor a JSON object")
+                else:
+                    req.body_fields = got
 
     def on_error(self, reader: MessageReader, what: str) -> None:
+        if what == "body_gap":
+            self.builder.bodies.dropped(self.stats, "a capture gap in it")
+            return
         self.stats["gaps" if what == "gap" else "parse_errors"] += 1
 
     def on_lost_sync(self, reader: MessageReader) -> None:

@@ -45,8 +45,10 @@ HIT_FIELDS: tuple[Field, ...] = (
     Field("member_id", "string", "Salted hash of the logged-in member key; empty for anonymous visitors."),
     Field("http_version", "string", "HTTP version of the request line ('1.0', '1.1'; '0.9' when the line has no version)."),
     Field("no_response", "boolean", "True when the request got no response before the transaction timeout."),
-    Field("extra", "object", "Configured non-sensitive values (capture.extra_headers / extra_params), name -> value."),
+    Field("extra", "object", "Configured non-sensitive values, name -> value: capture.extra_headers by header name, and the named fields of capture.request_bodies as 'body:<field>'."),
 )
+
+BODY_FIELD_PREFIX = "body:"  # extra key of a request body's named field (capture.request_bodies)
 
 PAGEVIEW_FIELDS: tuple[Field, ...] = (
     Field("event_id", "string", "The hit's event_id."),

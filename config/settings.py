@@ -131,6 +131,37 @@ class GoalRule(_Section):
         return v.upper()
 
 
+class BodyRule(_Section):
+    """Opt-in: the named fields of small request bodies on one path (application/x-www-form-urlencoded or a
+    JSON object), e.g. POST /cart/add with product_id=...&qty=...; the event carries them in extra as
+    "body:<field>" (never the raw body), where goal rules' *_param names find them as they find query ones."""
+    path: str  # the request's path exactly, no query: "/cart/add"
+    fields: list[str]
+    method: str = "POST"
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, v: str) -> str:
+        if not v.startswith("/") or any(c in v for c in "?#{} \t"):
+            raise ValueError(f"path {v!r} must be a plain path starting with '/', no query, braces or spaces")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if not re.fullmatch(r"[A-Za-z0-9_.\[\]-]{1,64}", f)]
+        if bad or not v:
+            raise ValueError(f"fields are 1-64 letters, digits, '_', '.', '-', '[' or ']', and not empty; got {v}")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v.upper() not in HTTP_METHODS:
+            raise ValueError(f"method {v!r} is not an HTTP method; use one of {', '.join(HTTP_METHODS)}")
+        return v.upper()
+
+
 class CaptureSettings(_Section):
     iface: str = ""
     ports: list[int] = Field(default_factory=lambda: [80, 8080])
@@ -162,6 +193,10 @@ class CaptureSettings(_Section):
     allowed_params: list[str] = Field(default_factory=list)
     # Header names (request or response) whose values are copied into event.extra.
     extra_headers: list[str] = Field(default_factory=lambda: ["x-order-amount", "x-order-items"])
+    # Request bodies are never read, except the named fields of these paths' bodies of at most max_body_bytes
+    # (a longer or chunked one is a counted drop: bodies_dropped); at most max_body_bytes are kept per flow.
+    request_bodies: list[BodyRule] = Field(default_factory=list)
+    max_body_bytes: int = Field(4096, gt=0, le=65536)
     transaction_timeout_s: float = Field(30.0, gt=0)
     flow_idle_timeout_s: float = Field(120.0, gt=0)
     max_flow_buffer_bytes: int = Field(1 << 20, gt=0)

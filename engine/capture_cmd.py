@@ -181,7 +181,8 @@ def print_summary(stats: dict, reader_stats: dict) -> None:
         f"{s['framing_anomalies']}  non-http flows {s['non_http']} (TLS {s['tls_flows']}, HTTP/2 {s['http2_flows']})  "
         f"non-tcp packets {s['non_tcp']}",
         f"drops: overflow {s['dropped_overflow_bytes']} bytes ({s['dropped_overflow_segments']} segments), "
-        f"truncated frames {s['truncated_frames']}, malformed frames {s['malformed']}, gaps {s['gaps']}",
+        f"truncated frames {s['truncated_frames']}, malformed frames {s['malformed']}, gaps {s['gaps']}"
+        + (f", request bodies not read {s['bodies_dropped']}" if s.get("bodies_dropped") else ""),
     ]
     if reader_stats.get("truncated_file"):
         lines.append(f"capture file ends mid-record at byte {reader_stats.get('stopped_at')}: read up to there")

@@ -129,8 +129,9 @@ def _human_visit(rng: random.Random, start_s: float, member_key: str, logged_in:
     viewed = [v for v in viewed if v != FLAKY_PRODUCT]
     if viewed and rng.random() < buy_p + 0.2:
         for pid in rng.sample(viewed, k=min(len(viewed), rng.randint(1, 2))):
-            steps.append(Step("POST", f"/cart/add?product={pid}&qty=1", _think(rng, scale),
-                              form=(("product", pid),)))  # 303 -> /cart
+            # 303 -> /cart; every other one names its product only in the form body (capture.request_bodies)
+            url = "/cart/add" if len(steps) % 2 else f"/cart/add?product={pid}&qty=1"
+            steps.append(Step("POST", url, _think(rng, scale), form=(("product", pid), ("qty", "1"))))
         if rng.random() < buy_p / (buy_p + 0.2):  # the rest abandon their cart
             steps.append(Step("GET", "/checkout", _think(rng, scale), assets=True))
             steps.append(Step("POST", "/order/complete", _think(rng, scale)))

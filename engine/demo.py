@@ -14,7 +14,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings
+from config.settings import BodyRule, Settings
 from engine.api_token import new_token
 from engine.crowd import BOTS, Crowd
 from engine.demo_shop import DemoShop
@@ -41,6 +41,8 @@ def demo_settings(settings: Settings, shop_port: int) -> Settings:
     s.capture.iface = "lo"
     s.capture.ports = [shop_port]
     s.processing.site_hosts = sorted(set(s.processing.site_hosts) | {"127.0.0.1", "localhost"})
+    if not s.capture.request_bodies:  # the shop's cart form names its product in the body too
+        s.capture.request_bodies = [BodyRule(path="/cart/add", fields=["product", "qty"])]
     if not s.web.token:
         s.web.token = new_token()
     return s

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ua_parser import parse as _ua_parse
 
-from config.events import HIT_FIELDS
+from config.events import BODY_FIELD_PREFIX, HIT_FIELDS
 from config.settings import GoalRule, ProcessingSettings, UrlRule
 from processors.geo import Geo
 from processors.hit_columns import INTEGER, NON_EMPTY, NULL, NUMBER, OBJECT, PRESENT, STRING, ColumnDecoder
@@ -130,6 +130,15 @@ def query_param(query: str, name: str) -> str:
         if k == name:
             return v
     return ""
+
+
+def request_param(query: str, extra: Any, name: str) -> str:
+    """A named request parameter: from the query, else from the request body's named fields (capture.request_bodies,
+    in extra as "body:<name>")."""
+    v = query_param(query, name)
+    if not v and name and isinstance(extra, dict):
+        v = str(extra.get(BODY_FIELD_PREFIX + name, ""))
+    return v
 
 
 def compile_pattern(pattern: str) -> re.Pattern:
@@ -252,7 +261,7 @@ class Enricher:
                 continue
             if status not in g.status or not rx.match(path):
                 continue
-            raw = query_param(hit.get("query") or "", g.value_param) if g.value_param else ""
+            raw = request_param(hit.get("query") or "", hit.get("extra"), g.value_param) if g.value_param else ""
             if not raw and g.value_header:
                 raw = str((hit.get("extra") or {}).get(g.value_header, ""))
             try:
@@ -272,12 +281,12 @@ class Enricher:
             return []
         raw = ""
         if rule.items_param or rule.items_header:
-            raw = query_param(query, rule.items_param) if rule.items_param else ""
+            raw = request_param(query, extra, rule.items_param) if rule.items_param else ""
             if not raw and rule.items_header and isinstance(extra, dict):
                 raw = str(extra.get(rule.items_header, ""))
         elif rule.product_param:
-            pid = query_param(query, rule.product_param)
-            raw = f"{pid}:{query_param(query, rule.qty_param) if rule.qty_param else ''}:" if pid else ""
+            pid = request_param(query, extra, rule.product_param)
+            raw = f"{pid}:{request_param(query, extra, rule.qty_param) if rule.qty_param else ''}:" if pid else ""
         out = []
         for item in raw.split(",")[:100]:
             f = item.split(":")

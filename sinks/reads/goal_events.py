@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from config.events import BODY_FIELD_PREFIX
 from sinks.reads.common import TS, TimeRange, pattern_regex
 
 
@@ -46,6 +47,13 @@ def default_config() -> GoalConfig:
     return DEFAULT
 
 
+def _param(name: str) -> str:
+    """SQL of the request parameter named by param %(name)s: from the query, else from the request body's named
+    fields (extra "body:<name>", capture.request_bodies), as processors/enrich.request_param reads it."""
+    q = f"extractURLParameter(concat('?', query), %({name})s)"
+    return f"if({q} != '', {q}, extra_values[indexOf(extra_keys, concat('{BODY_FIELD_PREFIX}', %({name})s))])"
+
+
 def _rule_sql(cfg: GoalConfig) -> tuple[str, str, dict]:
     """(goal name expression, goal value expression, params) over a hits row."""
     names, values, params = [], [], {}
@@ -57,8 +65,7 @@ def _rule_sql(cfg: GoalConfig) -> tuple[str, str, dict]:
                        p + "name": g.name, p + "param": g.value_param, p + "header": g.value_header})
         cond = (f"match(path, %({p}re)s) AND (%({p}method)s = '' OR method = %({p}method)s) "
                 f"AND has(%({p}status)s, toUInt32(ifNull(status, 0)))")
-        raw = (f"if(%({p}param)s != '' AND extractURLParameter(concat('?', query), %({p}param)s) != '', "
-               f"extractURLParameter(concat('?', query), %({p}param)s), "
+        raw = (f"if(%({p}param)s != '' AND {_param(p + 'param')} != '', {_param(p + 'param')}, "
                f"if(%({p}header)s != '', extra_values[indexOf(extra_keys, %({p}header)s)], ''))")
         names += [cond, f"%({p}name)s"]
         values += [cond, f"toFloat64OrZero({raw})"]
@@ -77,14 +84,12 @@ def _items_sql(cfg: GoalConfig) -> tuple[str, dict]:
         cond = f"match(path, %({p}re)s) AND (%({p}method)s = '' OR method = %({p}method)s)"
         if g.items_param or g.items_header:
             params.update({p + "param": g.items_param, p + "header": g.items_header})
-            expr = (f"if(%({p}param)s != '' AND extractURLParameter(concat('?', query), %({p}param)s) != '', "
-                    f"extractURLParameter(concat('?', query), %({p}param)s), "
+            expr = (f"if(%({p}param)s != '' AND {_param(p + 'param')} != '', {_param(p + 'param')}, "
                     f"if(%({p}header)s != '', extra_values[indexOf(extra_keys, %({p}header)s)], ''))")
         elif g.product_param:
             params.update({p + "product": g.product_param, p + "qty": g.qty_param or "-"})
-            expr = (f"if(extractURLParameter(concat('?', query), %({p}product)s) = '', '', "
-                    f"concat(extractURLParameter(concat('?', query), %({p}product)s), ':', "
-                    f"extractURLParameter(concat('?', query), %({p}qty)s), ':'))")
+            expr = (f"if({_param(p + 'product')} = '', '', "
+                    f"concat({_param(p + 'product')}, ':', {_param(p + 'qty')}, ':'))")
         else:
             continue
         parts += [cond, expr]

@@ -275,8 +275,8 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
             viewed.append(p)
             paths.append((f"/product/{p}", "GET"))
         if viewed and rnd.random() < 0.5:
-            # the cart add names its product in the query; the order lists its items (the last two distinct
-            # products viewed) in the captured x-order-items header
+            # the cart add names its product in the query (or, for odd visitors, in its form body); the order
+            # lists its items (the last two distinct products viewed) in the captured x-order-items header
             cart = list(dict.fromkeys(reversed(viewed)))[:2]
             paths += [(f"/cart/add?product={viewed[-1]}&qty=1", "POST"), ("/cart", "GET")]
             if rnd.random() < 0.6:
@@ -323,6 +323,10 @@ def generate(seed: int = 7, visitors: int = 80, members: int = 24, weeks: int = 
                 value = (float(rnd.randint(10, 200)) if v != 0 else 500.0) if goal == "purchase" else 0.0
                 extra = {"x-order-amount": f"{value:.2f}", "x-order-items": order_items(cart[0], value)} \
                     if goal == "purchase" else {}
+                if goal == "add_to_cart" and v % 2:
+                    # this visitor's shop posts the cart add as a form: capture.request_bodies' named fields
+                    extra = {f"body:{k}": x for k, x in (kv.split("=") for kv in query.split("&"))}
+                    query = ""
                 if goal == "login":
                     logged_in = True  # the login response sets the member cookie: capture reads it there
                 mid = member if logged_in else ""

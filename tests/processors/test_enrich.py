@@ -134,6 +134,11 @@ def test_goals_with_values_and_methods(enricher):
     pv = by_param.pageview(make_hit("e", 1e9, "v", "/donate", query="eur=5"),
                            by_param.classify(make_hit("e", 1e9, "v", "/donate", query="eur=5")))
     assert (pv["goal"], pv["goal_value"]) == ("donate", 5.0)  # a GET goal is a page view carrying its goal
+    # the same names find a request body's named fields (capture.request_bodies) when the query lacks them
+    body = make_hit("e", 1e9, "v", "/donate", method="POST", extra={"body:eur": "7.5"})
+    assert by_param.goal_of(body) == ("donate", 7.5)
+    assert enricher.goal_items("add_to_cart", "", {"body:product": "p4", "body:qty": "3"}) == [("p4", 3)]
+    assert enricher.goal_items("add_to_cart", "product=p5&qty=2", {"body:product": "p4"}) == [("p5", 2)]
 
 
 @pytest.mark.parametrize("hit,reason", [

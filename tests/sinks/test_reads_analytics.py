@@ -367,8 +367,9 @@ def _truth_items(goal_path):
     for h in DS.hits:
         if h["path"] != goal_path or h["user_agent"].startswith("Mozilla/5.0 (compatible; Googlebot"):
             continue
-        if goal_path == "/cart/add":
-            q = dict(kv.split("=") for kv in h["query"].split("&"))
+        if goal_path == "/cart/add":  # in the query, or the named fields of a form body
+            q = dict(kv.split("=") for kv in h["query"].split("&")) if h["query"] else \
+                {k.removeprefix("body:"): v for k, v in h["extra"].items()}
             out.append((h, [(q["product"], int(q["qty"]), 0.0)]))
         elif "x-order-items" in h["extra"]:
             out.append((h, [(p, int(n), float(price)) for p, n, price in
@@ -382,6 +383,7 @@ def test_products_bought_views_carts_orders_units_revenue_conversion(store):
     got = {r["product_id"]: r for r in products.product_sales(store, limit=1000)}
     orders, carts = _truth_items("/order/complete"), _truth_items("/cart/add")
     assert orders and carts
+    assert {bool(h["query"]) for h, _ in carts} == {True, False}  # cart items from queries and from bodies
     buyers = defaultdict(set)
     for h, items in orders:
         for p, _, _ in items:
