@@ -33,7 +33,8 @@ _METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
 _VERSION_TAIL = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])(?:[ \t][^\r\n]*)?\Z")
 # the start of a header field line ("Name:" or the beginning of one still arriving)
 _FIELD_START = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*:|\Z)")
-_LISTS = (b"x-forwarded-for", b"forwarded")
+# request header fields whose lines make one value, and their separator: cookies, and the lists proxies append to
+_JOINED = {b"cookie": b"; ", b"x-forwarded-for": b", ", b"forwarded": b", "}
 _FIELD_LINE = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+[ \t]*:")
 
 
@@ -149,6 +150,30 @@ def _fields_end(buf, start: int, scan: int) -> int:
     return i + 3 if j < 0 or i < j else j + 2
 
 
+def _read_fields(rx: re.Pattern, head: bytes, nl: int, joined: dict, set_cookies: list | None
+                 ) -> tuple[dict, list | None, bool]:
+    """The wanted header fields after head[nl] (one regex pass): (headers, Content-Length values or None,
+    chunked). A repeated field keeps its first value unless `joined` gives the separator its lines are joined
+    with; Set-Cookie lines go to `set_cookies` when given (a response's)."""
+    headers: dict[bytes, bytes] = {}
+    lengths = None
+    chunked = False
+    for name, value in rx.findall(head, nl):
+        name = name.lower()
+        value = _clean(value)
+        if name == b"content-length":
+            lengths = [value] if lengths is None else lengths + [value]
+        elif name == b"transfer-encoding":
+            chunked = chunked or b"chunked" in value.lower()
+        elif name == b"set-cookie" and set_cookies is not None:
+            set_cookies.append(value)
+        elif name not in headers:
+            headers[name] = value
+        elif name in joined:  # one value across header lines: proxies append the last list entry
+            headers[name] += joined[name] + value
+    return headers, lengths, chunked
+
+
 class HeadParser:
     """Parses complete heads; only the configured header names are extracted."""
 
@@ -247,23 +272,7 @@ class HeadParser:
             return headers, 0, False, True
 
     def _fields(self, head: bytes, nl: int) -> tuple[dict, list | None, bool]:
-        headers: dict[bytes, bytes] = {}
-        lengths = None
-        chunked = False
-        for name, value in self._req.findall(head, nl):
-            name = name.lower()
-            value = _clean(value)
-            if name == b"content-length":
-                lengths = [value] if lengths is None else lengths + [value]
-            elif name == b"transfer-encoding":
-                chunked = chunked or b"chunked" in value.lower()
-            elif name == b"cookie" and name in headers:
-                headers[name] += b"; " + value
-            elif name in _LISTS and name in headers:  # one list across header lines: proxies append the last
-                headers[name] += b", " + value
-            elif name not in headers:
-                headers[name] = value
-        return headers, lengths, chunked
+        return _read_fields(self._req, head, nl, _JOINED, None)
 
     def response(self, head: bytes) -> ResponseHead:
         nl = head.find(b"\n")
@@ -274,22 +283,8 @@ class HeadParser:
         if not code.isdigit() or line[8:9] != b" ":
             raise HttpError(f"not a status line: {line[:60]!r}")
         version = line[5:8].decode("latin-1")
-        headers: dict[bytes, bytes] = {}
         set_cookies: list[bytes] = []
-        lengths = None
-        chunked = False
-        if nl >= 0:
-            for name, value in self._resp.findall(head, nl):
-                name = name.lower()
-                value = _clean(value)
-                if name == b"content-length":
-                    lengths = [value] if lengths is None else lengths + [value]
-                elif name == b"transfer-encoding":
-                    chunked = chunked or b"chunked" in value.lower()
-                elif name == b"set-cookie":
-                    set_cookies.append(value)
-                elif name not in headers:
-                    headers[name] = value
+        headers, lengths, chunked = _read_fields(self._resp, head, max(nl, 0), {}, set_cookies)
         content_length = -1  # unknown: until close
         if not chunked and lengths is not None:
             content_length = _content_length(lengths)
