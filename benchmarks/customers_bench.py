@@ -2,7 +2,7 @@
 time until the page shows the member list in Chromium.
 
     python benchmarks/customers_bench.py [--members 100000] [--pageviews 10000000] [--backend chdb|clickhouse]
-                                         [--runs 10] [--browser-runs 3]
+                                         [--runs 10] [--browser-runs 3] [--calls customers,segments]
 
 The history is made inside the store (INSERT ... SELECT FROM numbers(), no rows travel): page views of
 members and anonymous visitors over 90 days (a third of them logged in), one order per 40 page views of
@@ -68,11 +68,13 @@ def quantiles(xs: list[float]) -> str:
     return f"p50 {statistics.median(xs) * 1000:7.0f} ms  p95 {p95 * 1000:7.0f} ms  max {xs[-1] * 1000:7.0f} ms"
 
 
-async def time_api(store, runs: int) -> tuple[dict[str, list[float]], str]:
+async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[float]], str]:
     client = TestClient(TestServer(create_web_app(load_settings(), None, store)))
     await client.start_server()
     try:
+        t0 = time.perf_counter()
         first = await (await client.get("/api/customers?limit=1")).json()
+        print(f"  {'first call (computes every closed day)':40s} {(time.perf_counter() - t0) * 1000:7.0f} ms")
         member = first["rows"][0]["member_id"]
         calls = {"customers (first page, by revenue)": "/api/customers?limit=200",
                  "customers (vip, by last visit)": "/api/customers?limit=200&segment=vip&sort=last_seen",
@@ -80,6 +82,7 @@ async def time_api(store, runs: int) -> tuple[dict[str, list[float]], str]:
                  "segments (sizes, timeline, movement)": "/api/segments?limit=1",
                  "member profile": f"/api/profiles/member/{member}",
                  "member activity": f"/api/profiles/member/{member}/activity"}
+        calls = {k: v for k, v in calls.items() if k.split(" (")[0] in only} if only else calls
         times: dict[str, list[float]] = {k: [] for k in calls}
         for _ in range(runs):
             for name, path in calls.items():
@@ -117,6 +120,7 @@ def main() -> int:
     ap.add_argument("--backend", choices=("chdb", "clickhouse"), default="chdb")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--browser-runs", type=int, default=3)
+    ap.add_argument("--calls", default="", help="time only these calls, e.g. customers,segments (default: all)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="customers-bench-"))
     server = None
@@ -135,7 +139,7 @@ def main() -> int:
         n = store.query("SELECT count() AS n, uniqExact(member_id) AS m FROM pageviews")[0]
         print(f"{a.backend}: {int(n['n']):,} page views, {int(n['m']) - 1:,} members, filled in "
               f"{time.perf_counter() - t0:.1f} s")
-        times, _ = asyncio.run(time_api(store, a.runs))
+        times, _ = asyncio.run(time_api(store, a.runs, set(filter(None, a.calls.split(",")))))
         worst = 0.0
         for name, xs in times.items():
             print(f"  {name:40s} {quantiles(xs)}")

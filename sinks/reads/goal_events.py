@@ -25,6 +25,7 @@ class GoalConfig:
     purchase: str = "purchase"  # its value is revenue
     cart: str = "add_to_cart"
     idle_s: float = 1800.0
+    split_at_midnight: bool = True  # processing.split_at_midnight: no visit spans two UTC days
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> "GoalConfig":
@@ -34,7 +35,7 @@ class GoalConfig:
             p, a = ProcessingSettings(), AnalyticsSettings()
         else:
             p, a = settings.processing, settings.analytics
-        return cls(tuple(p.goals), a.purchase_goal, a.cart_goal, p.session_idle_s)
+        return cls(tuple(p.goals), a.purchase_goal, a.cart_goal, p.session_idle_s, p.split_at_midnight)
 
 
 DEFAULT = None  # lazily GoalConfig.from_settings()
@@ -131,7 +132,7 @@ def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
     hits_sql, params = goal_hits(cfg, rng)
     # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
     window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
-    wsql = window.sql().replace("%(since)s", "%(w_since)s")
+    wsql = window.sql().replace("%(since)s", "%(w_since)s").replace("%(since_s)s", "%(w_since_s)s")
     sessions = (
         f"(SELECT visitor_id, session_id, min({TS}) AS w_start, max({TS}) AS w_end FROM "
         f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM pageviews "
@@ -159,5 +160,5 @@ def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
            "WHERE t <= g_end + %(idle_s)s)")
     params = {**params, "idle_s": float(cfg.idle_s)}
     if window.since is not None:
-        params["w_since"] = float(window.since)
+        params["w_since"], params["w_since_s"] = window.params()["since"], window.params()["since_s"]
     return sql, params

@@ -24,15 +24,13 @@ VISIT_SPAN_S = 86400.0
 
 
 def _widened(rng: TimeRange) -> tuple[str, dict]:
-    """WHERE fragment (params l_since / l_until) of the range widened by a visit's span on both sides."""
-    parts, params = [], {}
-    if rng.since is not None:
-        parts.append(f"{TS} >= %(l_since)s")
-        params["l_since"] = float(rng.since) - VISIT_SPAN_S
-    if rng.until is not None:
-        parts.append(f"{TS} < %(l_until)s")
-        params["l_until"] = float(rng.until) + VISIT_SPAN_S
-    return " AND ".join(parts) or "1", params
+    """WHERE fragment (params l_*) of the range widened by a visit's span on both sides (every site)."""
+    wide = TimeRange(rng.since - VISIT_SPAN_S if rng.since is not None else None,
+                     rng.until + VISIT_SPAN_S if rng.until is not None else None)
+    sql = wide.sql()
+    for name in wide.params():
+        sql = sql.replace(f"%({name})s", f"%(l_{name})s")
+    return sql, {f"l_{k}": v for k, v in wide.params().items()}
 
 
 # Only the visitor ids a member logged in on can hold its requests (a request it did not carry joins it

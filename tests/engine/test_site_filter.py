@@ -106,7 +106,7 @@ def test_the_screen_filters_each_tab_to_the_chosen_site(site, output_dir):
         first = page.locator("[data-testid=product-table] tbody tr").first.locator("td").nth(0).text_content()
         assert first in {r["product_id"] for r in outlet["product usage"]["rows"] if r["views"] == most}
         page.reload()  # the address keeps the site
-        assert page.get_by_test_id("products-host").input_value() == "outlet.example"
+        page.wait_for_function("document.querySelector('[data-testid=products-host]').value === 'outlet.example'")
         page.click("#tab-funnels")
         entered = outlet["funnels"]["funnels"][0]["entered"]
         assert entered != every["funnels"]["funnels"][0]["entered"]

@@ -1,0 +1,133 @@
+"""Each member's figures per closed UTC day, kept in `member_days` (migration 0220), so that scoring every member
+(the Customers list, RFM) reads a small table plus today's page views instead of the whole history.
+
+A day's figures come from the same rule as the slow path (sinks/reads/members.py) over that day: first and
+last request, visits that started on the day (`visits`) and visits started the day before that went on
+into it (`carried`; a visit lasts at most a day), purchases and revenue. Over a range of whole days, first /
+last are the min / max and visits the started ones plus those carried into its first day, exactly the
+slow path's count of distinct visits; the window (from a UTC midnight) likewise.
+
+Each computed day is stamped with what it came from: the rows inserted into pageviews of the day before,
+the day and (when visits may span midnight, processing.split_at_midnight off) the day after, into hits of
+the day (counted per day by materialized views), and the goal rules. An insert into one of those days
+moves the stamp, and the day is computed again at the next read. The unfinished last day is read from the
+raw tables each time, with the same SQL.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from sinks.reads.common import History, TimeRange, num
+from sinks.reads.goal_events import GoalConfig
+from sinks.reads.members import member_goals, member_pageviews
+
+DAY_S = 86400
+FIELDS = ("first_seen", "last_seen", "visits", "carried", "orders", "revenue")
+_READ = {"first_seen": "f_first", "last_seen": "f_last", "visits": "f_visits", "orders": "f_orders",
+         "revenue": "f_revenue", "window_visits": "w_visits", "window_orders": "w_orders",
+         "window_revenue": "w_revenue"}
+_refresh_lock = threading.Lock()  # one refresh at a time in a process (the screen's requests run in threads)
+
+
+def _day(column: str) -> str:
+    return f"toUInt32(intDiv(toUInt32({column}), {DAY_S}))"
+
+
+def kept(store: History) -> bool:
+    """Whether this reader may keep member_days: a store it writes (not the engine's read-only query API)."""
+    return callable(getattr(store, "write", None))
+
+
+def day_figures_sql(cfg: GoalConfig, first_day: int, last_day: int, until: float | None = None) -> tuple[str, dict]:
+    """SELECT (day, member_id, first_seen, last_seen, visits, carried, orders, revenue) for the days
+    first_day..last_day, from the raw tables (requests before `until` only)."""
+    end = float((last_day + 1) * DAY_S) if until is None else min(float(until), (last_day + 1) * DAY_S)
+    # the day before too: a visit carried into first_day started then
+    pvs, params = member_pageviews(TimeRange(float((first_day - 1) * DAY_S), end))
+    goals, gparams = member_goals(cfg, TimeRange(float(first_day * DAY_S), end))
+    visit_days = (  # one row per member, visit and day, `started` on the visit's first day
+        "SELECT member_id, x.1 AS day, x.2 AS first_seen, x.3 AS last_seen, x.1 = start_day AS started FROM ("
+        "SELECT member_id, session_id, groupArray((day, d_first, d_last)) AS xs, "
+        "arrayReduce('min', arrayMap(x -> x.1, xs)) AS start_day FROM ("
+        f"SELECT a_member AS member_id, session_id, {_day('t')} AS day, min(t) AS d_first, max(t) AS d_last "
+        f"FROM {pvs} GROUP BY member_id, session_id, day) GROUP BY member_id, session_id) ARRAY JOIN xs AS x")
+    sql = (
+        "SELECT day, member_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen, sum(visits) AS visits, "
+        "sum(carried) AS carried, sum(orders) AS orders, sum(revenue) AS revenue FROM ("
+        "SELECT day, member_id, min(first_seen) AS first_seen, max(last_seen) AS last_seen, "
+        "toUInt64(countIf(started)) AS visits, toUInt64(countIf(NOT started)) AS carried, toUInt64(0) AS orders, "
+        f"toFloat64(0) AS revenue FROM ({visit_days}) WHERE day >= %(first_day)s GROUP BY day, member_id "
+        f"UNION ALL SELECT {_day('t')} AS day, a_member AS member_id, min(t) AS first_seen, max(t) AS last_seen, "
+        "toUInt64(0) AS visits, toUInt64(0) AS carried, toUInt64(countIf(goal = %(purchase)s)) AS orders, "
+        f"toFloat64(sumIf(goal_value, goal = %(purchase)s)) AS revenue FROM {goals} GROUP BY day, member_id) "
+        "GROUP BY day, member_id")
+    return sql, {**params, **gparams, "purchase": cfg.purchase, "first_day": first_day}
+
+
+def day_stamps(store: History, cfg: GoalConfig, before_day: int) -> dict[int, str]:
+    """day -> stamp of every day before `before_day` that holds page views or hits."""
+    rows = store.query("SELECT source, day, sum(rows) AS n FROM day_rows WHERE day <= %(before)s GROUP BY source, day",
+                       {"before": before_day})
+    counts: dict[tuple[str, int], int] = {(r["source"], int(num(r["day"]))): int(num(r["n"])) for r in rows}
+    rules = hashlib.sha1(repr((cfg.rules, cfg.purchase, cfg.idle_s)).encode()).hexdigest()[:12]
+    days = {d for _, d in counts if d < before_day}
+    after = (lambda d: "") if cfg.split_at_midnight else (lambda d: f".{counts.get(('pageviews', d + 1), 0)}")
+    return {d: f"{counts.get(('pageviews', d - 1), 0)}.{counts.get(('pageviews', d), 0)}{after(d)}."
+               f"{counts.get(('hits', d), 0)}.{rules}" for d in days}
+
+
+def refresh(store: History, cfg: GoalConfig, stamps: dict[int, str]) -> int:
+    """Computes the days whose stamp has no complete figures yet (one query over their span); returns how many."""
+    with _refresh_lock:
+        done = {(int(num(r["day"])), r["stamp"])
+                for r in store.query("SELECT DISTINCT day, stamp FROM member_days_done")}
+        stale = sorted(d for d, s in stamps.items() if (d, s) not in done)
+        if not stale:
+            return 0
+        span = list(range(stale[0], stale[-1] + 1))
+        keys = {"days": span, "stamps": [stamps.get(d, "") for d in span]}
+        figures, params = day_figures_sql(cfg, stale[0], stale[-1])
+        store.query(f"INSERT INTO member_days (day, stamp, member_id, {', '.join(FIELDS)}) "
+                    f"SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, member_id, {', '.join(FIELDS)} "
+                    f"FROM ({figures})", {**params, **keys})
+        store.query("INSERT INTO member_days_done (day, stamp, computed_at) "
+                    "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, toFloat64(now()) FROM "
+                    "(SELECT arrayJoin(%(days)s) AS day)", keys)
+        return len(stale)
+
+
+def member_figures(store: History, cfg: GoalConfig, first_day: int, until: float,
+                   window_day: int) -> dict[str, dict[str, float]]:
+    """member_id -> unrounded figures (rfm.member_stats' fields) over [first_day, until): the closed days from
+    member_days (stale ones computed first), the unfinished last day from the raw tables; window_* from
+    `window_day` (>= first_day)."""
+    today, window_day = int(until // DAY_S), max(window_day, first_day)
+    stamps = {d: s for d, s in day_stamps(store, cfg, today).items() if d >= first_day}
+    out: dict[str, dict[str, float]] = {}
+    if stamps:
+        refresh(store, cfg, stamps)
+        days = sorted(stamps)
+        for r in store.query(
+                "SELECT member_id, min(first_seen) AS f_first, max(last_seen) AS f_last, "
+                "sum(visits) + sumIf(carried, day = %(first)s) AS f_visits, sum(orders) AS f_orders, "
+                "sum(revenue) AS f_revenue, sumIf(visits, day >= %(w)s) + sumIf(carried, day = %(w)s) AS w_visits, "
+                "sumIf(orders, day >= %(w)s) AS w_orders, sumIf(revenue, day >= %(w)s) AS w_revenue FROM "
+                f"(SELECT DISTINCT day, member_id, {', '.join(FIELDS)} FROM member_days "
+                "WHERE has(%(days)s, day) AND stamp = transform(day, %(days)s, %(stamps)s, '')) GROUP BY member_id",
+                {"days": days, "stamps": [stamps[d] for d in days], "w": window_day, "first": first_day}):
+            out[r["member_id"]] = {k: num(r[c]) for k, c in _READ.items()}
+    if until > today * DAY_S:  # the unfinished day, as the closed ones but read now
+        sql, params = day_figures_sql(cfg, today, today, until)
+        for r in store.query(sql, params):
+            carried = num(r["carried"]) if today in (first_day, window_day) else 0.0
+            f = {"first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
+                 "visits": num(r["visits"]) + (carried if today == first_day else 0.0),
+                 "orders": num(r["orders"]), "revenue": num(r["revenue"]),
+                 "window_visits": num(r["visits"]) + (carried if today == window_day else 0.0),
+                 "window_orders": num(r["orders"]), "window_revenue": num(r["revenue"])}
+            mine = out.get(r["member_id"])
+            out[r["member_id"]] = f if mine is None else {
+                k: min(mine[k], v) if k == "first_seen" else max(mine[k], v) if k == "last_seen" else mine[k] + v
+                for k, v in f.items()}
+    return out
