@@ -12,7 +12,7 @@ from sinks.reads import member_days, rfm
 from sinks.reads.common import TimeRange
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
-from sinks.testing.shop import generate
+from sinks.testing.events import generate
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,6 @@ def _view(event_id, ts, visitor, member, session):
             "session_id": session}
 
 
-def _write(store, ds):
-    for table in ("hits", "pageviews", "sessions"):
-        store.write(table, getattr(ds, table))
-
-
 @pytest.fixture(scope="module")
 def store(history_place):
     """A data directory written before migration 0220 existed, then upgraded (`visitwire db init`)."""
@@ -52,7 +47,7 @@ def store(history_place):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sinks.history_store, "migration_files", lambda: older)
         with fresh_history(history_place, "md") as st:
-            _write(st, DS)
+            DS.write_to(st)
             mp.undo()
             assert st.init_schema() == ["0220_member_days"]
             yield st
