@@ -1,10 +1,13 @@
 """The processes below a process, read from /proc (Linux): what a run started and still has running.
 
-Used by the soak benchmark (RSS per process) and by the tests that check a killed run leaves nothing behind.
+Used by the soak benchmark (RSS per process) and by the tests that check a killed run leaves nothing behind,
+and by the tests that stop the runs and workers they started (`stop`).
 """
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 
@@ -30,3 +33,13 @@ def descendants(pid: int) -> dict[int, str]:
         out[p] = names[p]
         todo += tree.get(p, [])
     return out
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM, and SIGKILL to its whole process group (started with start_new_session) if it has not exited
+    within `timeout` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

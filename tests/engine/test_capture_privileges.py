@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from engine.proctree import descendants
-from test_run_pcap import _env, _wait_for_capture, summary_rows
+from test_run_pcap import _env, live_run, sigterm_run, summary_rows
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root / CAP_NET_RAW")
 REPO = Path(__file__).resolve().parents[2]
@@ -107,31 +107,22 @@ def test_the_capture_child_of_visitwire_run_drops_to_the_configured_user(broker,
 
     nobody = pwd.getpwnam("nobody")
     history_url = f"chdb://{tmp_path / 'chdb'}"
-    env = {**_env(tmp_path), "VISITWIRE_CAPTURE__RUN_AS": "nobody"}
-    err = tmp_path / "run.err"
-    with DemoShop() as shop:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop.port),
-                                 "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", history_url],
-                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=open(err, "wb"), text=True)
-        try:
-            _wait_for_capture(proc, err)
-            child = _capture_child(proc.pid)
-            assert child is not None
-            deadline = time.monotonic() + 30
-            while _status_field(child, "Uid") != str(nobody.pw_uid):  # set right after the socket opened
-                assert time.monotonic() < deadline, "the capture child did not switch to nobody"
-                time.sleep(0.2)
-            assert _status_field(child, "Uid").split() == [str(nobody.pw_uid)]
-            assert _status_field(child, "CapEff") == _status_field(child, "CapPrm") == "0000000000000000"
-            assert _status_field(proc.pid, "Uid") == "0"  # the engine itself (chdb, web) is not the child
-            crowd = Crowd(shop.url, seed=9, visitors=6, round_s=2, repeat=False, think_scale=0.02).start()
-            assert crowd.wait(120)
-            served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    servers, as_nobody = ("--kafka", broker.url, "--redis", redis_server.url), {"VISITWIRE_CAPTURE__RUN_AS": "nobody"}
+    with DemoShop() as shop, live_run(tmp_path, shop.port, history_url, *servers, env_extra=as_nobody) as run:
+        proc, _, err = run
+        child = _capture_child(proc.pid)
+        assert child is not None
+        deadline = time.monotonic() + 30
+        while _status_field(child, "Uid") != str(nobody.pw_uid):  # set right after the socket opened
+            assert time.monotonic() < deadline, "the capture child did not switch to nobody"
+            time.sleep(0.2)
+        assert _status_field(child, "Uid").split() == [str(nobody.pw_uid)]
+        assert _status_field(child, "CapEff") == _status_field(child, "CapPrm") == "0000000000000000"
+        assert _status_field(proc.pid, "Uid") == "0"  # the engine itself (chdb, web) is not the child
+        crowd = Crowd(shop.url, seed=9, visitors=6, round_s=2, repeat=False, think_scale=0.02).start()
+        assert crowd.wait(120)
+        served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
+        out = sigterm_run(proc)
     log = err.read_text(errors="replace")
     assert proc.returncode == 0, log[-3000:]
     assert "running as nobody" in log and "Traceback" not in log

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from engine.services import start_tansu
-from test_run_pcap import REPO, _children, _env, _query, _wait_for_capture, summary_rows
+from test_run_pcap import REPO, _children, _env, _query, live_run, sigterm_run, summary_rows
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")]
@@ -25,16 +25,6 @@ pytestmark = [pytest.mark.integration,
 
 def _number(text: str) -> int:
     return int(text.replace(",", ""))
-
-
-def _start_run(tmp_path: Path, shop_port: int, history_url: str, *extra: str, env_extra: dict | None = None):
-    env = _env(tmp_path, **(env_extra or {}))
-    err = tmp_path / "run.err"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop_port),
-                             "--clickhouse", history_url, *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=open(err, "wb"), text=True)
-    _wait_for_capture(proc, err)
-    return proc, env, err
 
 
 def _wait_for(what, check, seconds: float, err: Path) -> None:
@@ -69,25 +59,19 @@ def test_embedded_redis_killed_is_started_again_and_the_run_says_so(tmp_path):
     from engine.demo_shop import DemoShop
 
     history_url = f"chdb://{tmp_path / 'chdb'}"
-    with DemoShop() as shop:
-        proc, env, err = _start_run(tmp_path, shop.port, history_url)
-        try:
-            redis_pid = next(p for p, name in _children(proc.pid).items() if name.startswith("redis"))
-            os.kill(redis_pid, signal.SIGKILL)
-            _wait_for("the restart is said", lambda: "started again" in err.read_text(errors="replace"), 15, err)
-            crowd = Crowd(shop.url, seed=6, visitors=8, round_s=3, repeat=False, think_scale=0.02).start()
-            assert crowd.wait(120)
-            served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
-            state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
-            req = urllib.request.Request(state["web_url"] + "/api/live",
-                                         headers={"Authorization": f"Bearer {state['token']}"})
-            with urllib.request.urlopen(req, timeout=10) as resp:  # live state answers again
-                assert resp.status == 200
-            proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with DemoShop() as shop, live_run(tmp_path, shop.port, history_url) as (proc, env, err):
+        redis_pid = next(p for p, name in _children(proc.pid).items() if name.startswith("redis"))
+        os.kill(redis_pid, signal.SIGKILL)
+        _wait_for("the restart is said", lambda: "started again" in err.read_text(errors="replace"), 15, err)
+        crowd = Crowd(shop.url, seed=6, visitors=8, round_s=3, repeat=False, think_scale=0.02).start()
+        assert crowd.wait(120)
+        served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
+        state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
+        req = urllib.request.Request(state["web_url"] + "/api/live",
+                                     headers={"Authorization": f"Bearer {state['token']}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:  # live state answers again
+            assert resp.status == 200
+        out = sigterm_run(proc)
     log = err.read_text(errors="replace")
     assert proc.returncode == 1, log[-3000:]
     assert "redis-server exited with code" in log and "Live counters before the restart are lost" in log
@@ -103,8 +87,8 @@ def _run_under_traffic(tmp_path: Path, history_url: str, seed: int, *extra: str,
     from engine.crowd import Crowd
     from engine.demo_shop import DemoShop
 
-    with DemoShop() as shop:
-        proc, env, err = _start_run(tmp_path, shop.port, history_url, *extra, env_extra=env_extra)
+    with DemoShop() as shop, live_run(tmp_path, shop.port, history_url, *extra, env_extra=env_extra) as run:
+        proc, env, err = run
         crowd = Crowd(shop.url, seed=seed, visitors=8, round_s=2, repeat=True, think_scale=0.02).start()
         try:
             _wait_for("traffic", lambda: shop.counters.get("status_200", 0) > 100, 60, err)
@@ -112,8 +96,6 @@ def _run_under_traffic(tmp_path: Path, history_url: str, seed: int, *extra: str,
             yield proc, env, err
         finally:
             crowd.stop()
-            if proc.poll() is None:
-                proc.kill()
 
 
 def test_embedded_broker_dying_stops_the_run_with_the_exact_loss(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.proctree import stop
 from engine.services import _spawn, free_port, tansu_binary
 from pcapgen import generate_pcap
 
@@ -134,11 +134,7 @@ def test_capture_worker_and_status_over_tls(redis_server, clickhouse_server, tmp
         assert "UNHEALTHY" in next(ln for ln in plain_status.stdout.splitlines() if ln.startswith("kafka"))
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+            stop(worker)
         terminator.stop()
         broker.stop()
 

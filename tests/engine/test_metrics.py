@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.proctree import stop
 from engine.services import free_port
 from pcapgen import generate_pcap
 
@@ -182,11 +183,7 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
             assert all(" ok " in ln for ln in lines.values()), r.stdout
             assert "last flush" in lines[f"http://127.0.0.1:{port}"]
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+            stop(worker)
     records = [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
     assert any("reading hits partitions" in r["message"] for r in records), log.read_text()[-2000:]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
@@ -283,11 +280,7 @@ def test_embedded_engine_metrics_count_live_requests(tmp_path):
         assert [ln.split()[:3] for ln in r.stdout.splitlines()] == [["engine", "worker", "ok"],
                                                                     ["engine", "capture", "ok"]], r.stdout
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc, 60)
         site.shutdown()
 
 

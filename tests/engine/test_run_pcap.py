@@ -13,13 +13,14 @@ import sys
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
 
 from config.settings import Settings
-from engine.proctree import descendants
+from engine.proctree import descendants, stop
 from engine.services import free_port, start_tansu
 from pcapgen import generate_pcap
 
@@ -368,14 +369,6 @@ def _wait_for_history(url: str, truth, seconds: float = 180) -> tuple[int, int, 
     return _history_counts(url)
 
 
-def _stop(worker: subprocess.Popen) -> None:
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-
-
 def _partitions_read(log: Path) -> list[int] | None:
     """The hits partitions a worker last said it reads (None before its first assignment)."""
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if "reading hits partitions" in ln]
@@ -414,15 +407,15 @@ def test_two_workers_split_the_partitions_and_one_leaving_mid_replay_loses_and_s
             while _safe_counts(url)[0] == 0:
                 assert time.monotonic() < deadline + 60, f"nothing written; see {logs}"
                 time.sleep(0.1)
-            _stop(b)  # leaves mid-replay: its partitions move to a, which must go on where b stopped
+            stop(b)  # leaves mid-replay: its partitions move to a, which must go on where b stopped
             hits, rows, pageviews = _wait_for_history(url, truth)
             # a takes b's partitions when the group has rebalanced, which may end after the history is complete
             takeover = time.monotonic() + 60
             while _partitions_read(logs[0]) != [0, 1, 2, 3] and time.monotonic() < takeover:
                 time.sleep(0.2)
         finally:
-            _stop(a)
-            _stop(b)
+            stop(a)
+            stop(b)
     assert (hits, pageviews) == (truth.hits, truth.pageviews), f"worker logs {logs}"
     assert _hits_processed(logs[1]) > 0 and _hits_processed(logs[0]) > 0, logs
     assert _partitions_read(logs[0]) == [0, 1, 2, 3], "a did not take over b's partitions"
@@ -500,7 +493,7 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
     try:
         hits, rows, pageviews = _wait_for_history(url, truth)
     finally:
-        _stop(worker)
+        stop(worker)
     if hits != truth.hits:
         where, _ = _topic_offsets(broker.url, topic_env["VISITWIRE_KAFKA__APP_ID"] + "-diagnosis")
         missing = sorted(where[i] for i in set(where) - _history_ids(url))
@@ -532,33 +525,46 @@ def _wait_for_capture(proc: subprocess.Popen, err: Path, seconds: float = 120) -
         time.sleep(0.2)
 
 
+@contextmanager
+def live_run(tmp_path: Path, shop_port: int, history_url: str, *extra: str, env_extra: dict | None = None):
+    """`visitwire run` capturing the shop's port on lo, once its capture is up: yields (process, env, path of
+    its stderr) and kills the run if the test leaves it running."""
+    env = _env(tmp_path, **(env_extra or {}))
+    err = tmp_path / "run.err"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop_port),
+                             "--clickhouse", history_url, *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=open(err, "wb"), text=True)
+    try:
+        _wait_for_capture(proc, err)
+        yield proc, env, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def sigterm_run(proc: subprocess.Popen) -> str:
+    """SIGTERM to a run; its stdout (the closing summary) once it has exited."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=180)[0]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="live capture on lo needs root")
 def test_live_run_stopped_by_sigterm_flushes_every_request(broker, redis_server, tmp_path):
     from engine.crowd import Crowd
     from engine.demo_shop import DemoShop
 
     history_url = f"chdb://{tmp_path / 'chdb'}"
-    env = _env(tmp_path)
-    err = tmp_path / "run.err"
-    with DemoShop() as shop:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", "--iface", "lo", "--ports", str(shop.port),
-                                 "--kafka", broker.url, "--redis", redis_server.url, "--clickhouse", history_url],
-                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=open(err, "wb"), text=True)
-        try:
-            _wait_for_capture(proc, err)
-            # While it runs, engine.json tells other commands where it is; `visitwire query` goes through it
-            # (the engine holds the chdb directory).
-            state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
-            assert state["pid"] == proc.pid and state["history_url"] == history_url
-            assert _query(env, history_url, "SELECT 41 + 1 AS answer") == [{"answer": 42}]
-            crowd = Crowd(shop.url, seed=4, visitors=12, round_s=3, repeat=False, think_scale=0.02).start()
-            assert crowd.wait(120)
-            served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
-            proc.send_signal(signal.SIGTERM)  # right after the last response: nothing accepted may be lost
-            out, _ = proc.communicate(timeout=180)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    servers = ("--kafka", broker.url, "--redis", redis_server.url)
+    with DemoShop() as shop, live_run(tmp_path, shop.port, history_url, *servers) as (proc, env, err):
+        # While it runs, engine.json tells other commands where it is; `visitwire query` goes through it
+        # (the engine holds the chdb directory).
+        state = orjson.loads((tmp_path / "data" / "engine.json").read_bytes())
+        assert state["pid"] == proc.pid and state["history_url"] == history_url
+        assert _query(env, history_url, "SELECT 41 + 1 AS answer") == [{"answer": 42}]
+        crowd = Crowd(shop.url, seed=4, visitors=12, round_s=3, repeat=False, think_scale=0.02).start()
+        assert crowd.wait(120)
+        served = sum(n for k, n in shop.counters.items() if k.startswith("status_"))
+        out = sigterm_run(proc)  # right after the last response: nothing accepted may be lost
     assert proc.returncode == 0, err.read_text(errors="replace")[-3000:]
     assert "SIGTERM: stopping" in err.read_text(errors="replace")
     assert not (tmp_path / "data" / "engine.json").exists()

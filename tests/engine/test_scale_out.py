@@ -23,6 +23,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from engine.proctree import stop
 from engine.services import free_port, start_tansu
 from pcapgen import generate_pcap
 
@@ -67,11 +68,7 @@ class Worker:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            stop(self.proc)
 
 
 def _wait(cond, timeout: float, what: str, workers: list[Worker]):
