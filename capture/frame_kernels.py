@@ -151,19 +151,13 @@ def _decode(buf, offsets, caplens, wirelens, linktypes):
             ip_end = q + plen6 if plen6 > 0 else wire_end  # 0 = jumbogram / offload
             ok = True
             while True:
-                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
+                if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140 or nh == 51:
                     if q + 2 > end:
                         ok = False
                         break
                     nxt = np.int64(buf[q])
-                    q += (np.int64(buf[q + 1]) + 1) * 8
-                    nh = nxt
-                elif nh == 51:  # AH
-                    if q + 2 > end:
-                        ok = False
-                        break
-                    nxt = np.int64(buf[q])
-                    q += (np.int64(buf[q + 1]) + 2) * 4
+                    # the length byte counts 8-byte units after the first; AH's (51) 4-byte words after the first two
+                    q += (np.int64(buf[q + 1]) + 2) * 4 if nh == 51 else (np.int64(buf[q + 1]) + 1) * 8
                     nh = nxt
                 elif nh == 44:  # fragment header: only an unfragmented one is TCP we can read
                     if q + 8 > end:

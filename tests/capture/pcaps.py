@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
+from scapy.layers.ipsec import AH
 from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether, Loopback
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, wrpcap
@@ -27,7 +28,7 @@ class Conv:
     client: tuple[str, int] = ("10.0.0.1", 40000)
     server: tuple[str, int] = ("10.0.0.2", 80)
     v6: bool = False
-    ext_headers: bool = False  # IPv6 hop-by-hop + destination options before TCP
+    ext_headers: bool | str = False  # IPv6 hop-by-hop + destination options before TCP; "ah": AH between them
     isn_c: int = 1000
     isn_s: int = 5000
     t: float = T0
@@ -41,7 +42,10 @@ class Conv:
         src, dst = (self.client[0], self.server[0]) if from_client else (self.server[0], self.client[0])
         if self.v6:
             ip = IPv6(src=src, dst=dst)
-            if self.ext_headers:
+            if self.ext_headers == "ah":  # AH's length counts 4-byte words (the others' 8-byte units)
+                ip = ip / IPv6ExtHdrHopByHop() / AH(nh=60, payloadlen=4, spi=7, seq=1, icv=bytes(12)) / \
+                    IPv6ExtHdrDestOpt()
+            elif self.ext_headers:
                 ip = ip / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
             return ip
         return IP(src=src, dst=dst)

@@ -142,6 +142,36 @@ def check(events: list[dict], expected: list[tuple[str, str, int, int]], port: i
     assert all(e["client_ip"] == "127.0.0.1" and e["server_ip"] == "127.0.0.1" for e in ours)
 
 
+def decoding(source, decoder) -> tuple[threading.Thread, list[dict]]:
+    """A thread (not started) that feeds every batch of `source` to `decoder` until the source is closed, then
+    closes the decoder; and the list the events go to."""
+    events: list[dict] = []
+
+    def consume():
+        for batch in source:
+            events.extend(decoder.feed(batch))
+        events.extend(decoder.close())
+
+    return threading.Thread(target=consume, daemon=True), events
+
+
+def collecting_frames(source, stop: threading.Event | None = None) -> tuple[threading.Thread, list[bytes]]:
+    """A started thread that keeps each frame of `source`'s batches until it is closed (or `stop` is set)."""
+    frames: list[bytes] = []
+
+    def consume():
+        for batch in source:
+            for i in range(len(batch)):
+                o = batch.offsets[i]
+                frames.append(bytes(batch.buf[o:o + batch.caplens[i]]))
+            if stop is not None and stop.is_set():
+                break
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    return t, frames
+
+
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -177,17 +207,7 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
     Decoder, read_pcap_batches = _decoder_parts()
     source = LiveSource("lo", [port], Settings())
     assert source.mode == "ring"
-    batches_events: list[dict] = []
-    decoder = Decoder(settings_for(port))
-    done = threading.Event()
-
-    def consume():
-        for batch in source:
-            batches_events.extend(decoder.feed(batch))
-        batches_events.extend(decoder.close())
-        done.set()
-
-    reader = threading.Thread(target=consume, daemon=True)
+    reader, batches_events = decoding(source, Decoder(settings_for(port)))
     reader.start()
     pcap = str(tmp_path / "lo.pcap")
     dump = start_tcpdump(port, pcap)
@@ -199,7 +219,8 @@ def test_every_request_once_with_status_and_bytes_live_and_from_pcap(server, tmp
         dump.send_signal(signal.SIGINT)
         dump.wait(10)
         source.close()
-    assert done.wait(120), "live reader did not stop after close()"  # cold numba cache: the first feed compiles
+    reader.join(120)  # cold numba cache: the first feed compiles
+    assert not reader.is_alive(), "live reader did not stop after close()"
     stats = source.stats()
     assert stats["kernel_drops"] == 0
     assert stats["frames"] > len(expected)
@@ -215,15 +236,7 @@ def test_other_capture_modes_decode_every_request_once(server, iface, use_ring):
     port = server
     source = LiveSource(iface, [port], Settings(), use_ring=use_ring)
     assert source.mode == ("ring" if use_ring else "recv")
-    decoder = Decoder(settings_for(port))
-    events: list[dict] = []
-
-    def consume():
-        for batch in source:
-            events.extend(decoder.feed(batch))
-        events.extend(decoder.close())
-
-    t = threading.Thread(target=consume, daemon=True)
+    t, events = decoding(source, Decoder(settings_for(port)))
     t.start()
     try:
         expected = drive_traffic(port)
@@ -240,19 +253,8 @@ def test_live_source_sees_each_packet_once_on_loopback(server):
     """The loopback tap sees every packet twice (out and in); we must hand over one copy."""
     port = server
     with LiveSource("lo", [port], Settings()) as source:
-        frames: list[bytes] = []
         stop = threading.Event()
-
-        def consume():
-            for batch in source:
-                for i in range(len(batch)):
-                    o = batch.offsets[i]
-                    frames.append(bytes(batch.buf[o:o + batch.caplens[i]]))
-                if stop.is_set():
-                    break
-
-        t = threading.Thread(target=consume, daemon=True)
-        t.start()
+        t, frames = collecting_frames(source, stop)
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/bytes/10?once=1", timeout=5).read()
         assert body == b"x" * 10
         time.sleep(0.3)
@@ -269,16 +271,7 @@ def test_filter_keeps_other_ports_out(server):
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         with LiveSource("lo", [port], Settings()) as source:
-            frames: list[bytes] = []
-
-            def consume():
-                for batch in source:
-                    for i in range(len(batch)):
-                        o = batch.offsets[i]
-                        frames.append(bytes(batch.buf[o:o + batch.caplens[i]]))
-
-            t = threading.Thread(target=consume, daemon=True)
-            t.start()
+            t, frames = collecting_frames(source)
             urllib.request.urlopen(f"http://127.0.0.1:{other.server_address[1]}/bytes/5?other=1", timeout=5).read()
             urllib.request.urlopen(f"http://127.0.0.1:{port}/bytes/5?mine=1", timeout=5).read()
             time.sleep(0.3)
@@ -433,14 +426,7 @@ def test_behind_a_tls_terminator_the_app_leg_gives_the_real_client_and_the_tls_l
     ports = [server, proxy.port]
     source = LiveSource("lo", ports, Settings())
     decoder = Decoder(Settings(capture={"ports": ports, "trusted_proxies": ["127.0.0.1/32"]}))
-    events: list[dict] = []
-
-    def consume():
-        for batch in source:
-            events.extend(decoder.feed(batch))
-        events.extend(decoder.close())
-
-    t = threading.Thread(target=consume, daemon=True)
+    t, events = decoding(source, decoder)
     with caplog.at_level(logging.WARNING, logger="capture.transactions"):
         t.start()
         try:

@@ -77,7 +77,7 @@ def test_every_link_type_and_format_gives_the_same_event(tmp_path, link, fmt):
     assert stats["flows"] == 1 and stats["parse_errors"] == 0
 
 
-@pytest.mark.parametrize("ext", [False, True])
+@pytest.mark.parametrize("ext", [False, True, "ah"])
 def test_ipv6_with_and_without_extension_headers(tmp_path, ext):
     c = simple_conv(client=("2001:db8::1", 40000), server=("2001:db8::2", 80), v6=True, ext_headers=ext)
     events, _, _ = run(tmp_path, c)
