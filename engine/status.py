@@ -61,6 +61,7 @@ def check_history(s: Settings) -> dict:
 
     from sinks.base import HistoryError, SinkUnavailable
     from sinks.history import open_history
+    from sinks.reads.queries import newest_hit
 
     if s.history.url.startswith("chdb://") and not os.path.isdir(s.history.url.removeprefix("chdb://")):
         return {"component": "history", "healthy": False,
@@ -68,7 +69,7 @@ def check_history(s: Settings) -> dict:
     try:
         store = open_history(s.history.url)
         try:
-            rows = store.query("SELECT max(ts_epoch) AS last, count() AS n FROM hits")
+            newest = newest_hit(store)
         finally:
             store.close()
     except (HistoryError, SinkUnavailable, OSError) as e:
@@ -76,8 +77,7 @@ def check_history(s: Settings) -> dict:
     except Exception as e:  # e.g. the schema not created yet: reachable, but say what is wrong
         return {"component": "history", "healthy": False,
                 "last_error": redact_text(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")}
-    last = float(rows[0]["last"] or 0) if rows else 0.0
-    return {"component": "history", "healthy": True, "newest_hit": last or None, "last_error": None}
+    return {"component": "history", "healthy": True, "newest_hit": newest, "last_error": None}
 
 
 def check_http(name: str, base_url: str, token: str) -> list[dict]:

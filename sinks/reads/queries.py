@@ -138,6 +138,12 @@ def segment_counts(store: HistoryStore) -> dict[str, int]:
     return {r["segment"]: int(r["members"]) for r in rows}
 
 
+def newest_hit(store: HistoryStore) -> float | None:
+    """Time of the newest stored hit (None when there is none yet): `visitwire status`'s sign of life."""
+    rows = store.query("SELECT max(ts_epoch) AS last, count() AS n FROM hits")
+    return (float(rows[0]["last"] or 0) or None) if rows else None
+
+
 def event_counts(store: HistoryStore) -> dict[str, int]:
     """Distinct events per raw table (what was really captured, replays not counted twice)."""
     rows = store.query(

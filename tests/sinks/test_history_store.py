@@ -194,3 +194,11 @@ def test_bad_url_and_bad_sql_say_what_to_do(store):
         open_history("mysql://x")
     with pytest.raises(HistoryError):
         store.query("SELEC nonsense")
+
+
+def test_newest_hit_is_the_latest_stored_hit_and_none_before_any(store):
+    store.init_schema()
+    assert hq.newest_hit(store) is None
+    hits = make_hits(40, seed=6)
+    _write(store, "hits", hits)
+    assert hq.newest_hit(store) == pytest.approx(max(h["ts"] for h in hits), abs=1e-3)
