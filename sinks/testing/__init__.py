@@ -34,12 +34,15 @@ def fresh_history_url(place: str, name: str = "t") -> str:
 
 
 @contextmanager
-def fresh_history(place: str, name: str = "t", **batching: Any) -> Iterator[HistoryStore]:
-    """A migrated, empty history store of its own (see fresh_history_url), closed on exit: chdb serves one
-    data directory per process, so the next store can only open once this one is closed."""
+def fresh_history(place: str, name: str = "t", rows=None, **batching: Any) -> Iterator[HistoryStore]:
+    """A migrated history store of its own (see fresh_history_url), empty or holding `rows` (a dataset of
+    sinks.testing.events: its write_to), closed on exit: chdb serves one data directory per process, so the
+    next store can only open once this one is closed."""
     store = open_history(fresh_history_url(place, name), **batching)
     try:
         store.init_schema()
+        if rows is not None:
+            rows.write_to(store)
         yield store
     finally:
         store.close()

@@ -191,6 +191,15 @@ class Dataset:
     # (product_a, product_b): only bots ever view them together.
     bot_only_pair: tuple[str, str] = ("", "")
 
+    @property
+    def human_pageviews(self) -> list[dict]:
+        return [p for p in self.pageviews if not p["is_bot"]]
+
+    @property
+    def human_goals(self) -> list[dict]:
+        """Goal requests of humans (hits only), with their true session."""
+        return [g for g in self.goals if not g["is_bot"]]
+
     def write_to(self, store) -> None:
         """Its hits, page views and sessions into a history store (again: at-least-once delivery)."""
         store.write("hits", self.hits)
@@ -201,8 +210,7 @@ class Dataset:
         """event_id -> member of every human page view and goal request, by the identity rule written out apart
         from the SQL (sinks/reads/members.py): the member the request carried; else the first member of its
         visit when the request came before that member's first page view; else nobody."""
-        human = [p for p in self.pageviews if not p["is_bot"]]
-        goals = [g for g in self.goals if not g["is_bot"]]
+        human, goals = self.human_pageviews, self.human_goals
         carried = {h["event_id"]: h["member_id"] for h in self.hits}
         first = {}
         for sid, pvs in visits(human).items():

@@ -16,13 +16,12 @@ from sinks.testing.events import generate
 pytestmark = pytest.mark.integration
 
 DS = generate(seed=5)
-HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
+HUMAN = DS.human_pageviews
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    with fresh_history(str(tmp_path_factory.mktemp("api-chdb"))) as st:
-        DS.write_to(st)
+    with fresh_history(str(tmp_path_factory.mktemp("api-chdb")), rows=DS) as st:
         yield st
 
 

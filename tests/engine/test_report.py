@@ -21,14 +21,14 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = generate(seed=3)
-HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
+HUMAN = DS.human_pageviews
 
 
 @pytest.fixture(scope="module")
 def history_url(tmp_path_factory):
-    with fresh_history(str(tmp_path_factory.mktemp("report-chdb"))) as st:
-        DS.write_to(st)
-    return st.url  # closed: chdb serves one process per data directory, and the CLI opens it next
+    with fresh_history(str(tmp_path_factory.mktemp("report-chdb")), rows=DS) as st:
+        url = st.url
+    return url  # closed: chdb serves one process per data directory, and the CLI opens it next
 
 
 def report(history_url, tmp_path, *args):

@@ -22,8 +22,7 @@ DS = generate(seed=5)
 
 @pytest.fixture(scope="module")
 def get(tmp_path_factory):
-    with fresh_history(str(tmp_path_factory.mktemp("screen-api"))) as st:
-        DS.write_to(st)
+    with fresh_history(str(tmp_path_factory.mktemp("screen-api")), rows=DS) as st:
         yield from _client(st)
 
 

@@ -24,14 +24,13 @@ pytestmark = pytest.mark.integration
 
 FUNNEL = ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]
 DS = generate(seed=11)
-HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
-GOALS = [g for g in DS.goals if not g["is_bot"]]  # goal requests (hits only) with their true session
+HUMAN = DS.human_pageviews
+GOALS = DS.human_goals
 
 
 @pytest.fixture(scope="module")
 def store(history_place):
-    with fresh_history(history_place, "an") as st:
-        DS.write_to(st)
+    with fresh_history(history_place, "an", rows=DS) as st:
         yield st
 
 

@@ -17,8 +17,8 @@ from sinks.testing.events import generate, visits
 pytestmark = pytest.mark.integration
 
 DS = generate(seed=13)
-HUMAN = [p for p in DS.pageviews if not p["is_bot"]]
-GOALS = [g for g in DS.goals if not g["is_bot"]]
+HUMAN = DS.human_pageviews
+GOALS = DS.human_goals
 CFG = GoalConfig.from_settings()
 SEG = rfm.SegmentConfig.from_settings()
 FUNNEL = ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]
@@ -26,8 +26,7 @@ FUNNEL = ["/product/{product_id}", "/cart", "/checkout", "/order/complete"]
 
 @pytest.fixture(scope="module")
 def store(history_place):
-    with fresh_history(history_place, "cu") as st:
-        DS.write_to(st)
+    with fresh_history(history_place, "cu", rows=DS) as st:
         yield st
 
 
