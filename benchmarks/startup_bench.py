@@ -21,12 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path[:0] = [str(ROOT), str(HERE)]
+from gen_pcap import SERVER_PORT, ensure_pcap
+from peers import tshark_argv
 
-from gen_pcap import SERVER_PORT, ensure_pcap  # noqa: E402
-from peers import tshark_argv  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 VISITWIRE = str(Path(sys.executable).with_name("visitwire"))
 TARGET_STARTUP_CPU_S = 0.3
