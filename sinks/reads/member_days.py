@@ -129,11 +129,11 @@ def _closed_figures(store: History, cfg: GoalConfig, stamps: dict[int, str], fir
     """member_id -> figures over the stamped days, refreshing stale ones first. The last answer is kept in memory
     under its stamps: it holds until an insert moves one (10k members: 0.2 s of a request's 0.5 cpu-s)."""
     global _last_closed
-    refresh(store, cfg, stamps)
     days = sorted(stamps)
     key = (getattr(store, "url", id(store)), tuple(days), tuple(stamps[d] for d in days), first_day, window_day)
-    if _last_closed[0] == key:
+    if _last_closed[0] == key:  # read from those very stamps' complete rows
         return _last_closed[1]
+    refresh(store, cfg, stamps)
     out = {r["member_id"]: {k: num(r[c]) for k, c in _READ.items()} for r in store.query(
         "SELECT member_id, min(first_seen) AS f_first, max(last_seen) AS f_last, "
         "sum(visits) + sumIf(carried, day = %(first)s) AS f_visits, sum(orders) AS f_orders, "
