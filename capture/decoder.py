@@ -72,6 +72,13 @@ class _Endpoints:
         self.id_prefix = f"{client_ip}|{client_port}|{server_ip}|{server_port}|".encode()
 
 
+def _built(e: dict | None, assigned_pop) -> tuple:
+    """A Python-built event as an _in_order item (None: an internal error dropped it)."""
+    if e is None:
+        return None, None, b"", None
+    return e, None, e["visitor_id"].encode(), assigned_pop(e["event_id"], None)
+
+
 class ScanView:
     """The current batch's head scan as Python lists (one numba call per batch, shared by all connections)."""
 
@@ -221,12 +228,18 @@ class Decoder:
     def _take_lines(self) -> EventLines:
         """The events completed so far as JSON lines with their Kafka keys (visitor ids)."""
         lines = self._lines
-        if lines is not None and not self.out and not lines[4] and not self.first.waiting:
-            self._lines = None
-            data, _, vis, _, _ = lines  # only numba-written events: their lines are the output as they are
+        if lines is not None and not self.out and not lines[4] and not self.first.assigned:
+            # only numba-written events: their lines are the output as they are, but for first requests
+            data, ends, vis, _, _, given = lines
             keys = [data[v:v + 32] for v in vis.tolist()]
-            self.first.seen(keys, self.last_ts)
-            return EventLines(data, keys)
+            if not given and self.first.passes(keys, self.last_ts):
+                self._lines = None
+                return EventLines(data, keys)
+            if given:
+                cut = self.first.hold_lines(data, ends.tolist(), keys, given, self.last_ts)
+                if cut is not None:
+                    self._lines = None
+                    return EventLines(*cut)
         pieces = []
         dumps = orjson.dumps
         items, keys = self._routed()
@@ -236,13 +249,14 @@ class Decoder:
 
     def _routed(self) -> tuple[list[tuple], list[bytes]]:
         """_in_order's events with their visitor ids, through the first-request hold (capture.first_requests)."""
-        items = self._in_order()
-        keys = [e["visitor_id"].encode() if line is None else line[line.index(b'"visitor_id":"') + 14:][:32]
-                for e, line in items]
-        return self.first.route(items, keys, self.last_ts)
+        items, firsts = self._in_order()
+        self.first.assigned.clear()  # every event built so far is among these items
+        return self.first.route(items, firsts, self.last_ts)
 
-    def _in_order(self) -> list[tuple]:
-        """(dict, None) or (None, JSON line) per event in packet order, and forget them."""
+    def _in_order(self) -> tuple[list[tuple], bool]:
+        """(dict, None, visitor id, cookie id) or (None, JSON line, visitor id, cookie id) per event in packet
+        order, and forget them; cookie id: the one its response's Set-Cookie assigned when it had none (else
+        None). Also whether any has one."""
         # connections hold a reference to self.out: empty it in place, never rebind it
         py = self.out[:]
         self.out.clear()
@@ -250,14 +264,21 @@ class Decoder:
         self._out_k = []
         lines = self._lines
         self._lines = None
+        assigned = self.first.assigned
+        firsts = bool(assigned)
+        pop = assigned.pop
         if lines is None:
-            return [(e, None) for e in py]
-        data, ends, _, fast_k, python = lines
+            return [(e, None, e["visitor_id"].encode(), pop(e["event_id"], None)) for e in py], firsts
+        data, ends, vis, fast_k, python, given = lines
+        firsts = firsts or bool(given)
         starts = [0] + ends[:-1].tolist()
         ends = ends.tolist()
-        fast = [(python[i], None) if i in python else (None, data[starts[i]:ends[i]]) for i in range(len(ends))]
+        vis = vis.tolist()
+        get = given.get
+        fast = [(None, data[starts[i]:ends[i]], data[vis[i]:vis[i] + 32], get(i)) if i not in python else
+                _built(python[i], pop) for i in range(len(ends))]
         if not py:
-            return [x for x in fast if x[0] is not None or x[1] is not None]
+            return [x for x in fast if x[0] is not None or x[1] is not None], firsts
         # both kinds: merge by packet (a packet is either the fast path's or Python's, never both)
         out = []
         i = 0
@@ -265,9 +286,9 @@ class Decoder:
             while i < len(fast) and fast_k[i] <= k:
                 out.append(fast[i])
                 i += 1
-            out.append((e, None))
+            out.append(_built(e, pop))
         out += fast[i:]
-        return [x for x in out if x[0] is not None or x[1] is not None]
+        return [x for x in out if x[0] is not None or x[1] is not None], firsts
 
     # -- bounded memory -------------------------------------------------------------
     def _bound_flows(self) -> None:
@@ -510,7 +531,7 @@ class Decoder:
 
     def _write_fast(self, fb: FastBatch) -> None:
         """The fast path's transactions as JSON lines (numba); the few it leaves to Python are built here."""
-        lines, ends, vis, result = self.writer.write(fb, self.fast.carry)
+        lines, ends, vis, result, given = self.writer.write(fb, self.fast.carry)
         python = {}
         refs = self.fast.heads(self.heads, fb)
         if self.learner is not None:
@@ -523,7 +544,10 @@ class Decoder:
             except Exception:
                 python[i] = None
                 self._count_internal()
-        self._lines = (lines.tobytes(), ends, vis, fb.packets(), python)
+        if given and self.builder.aliases:
+            al = self.builder.aliases
+            given = {i: al.get(v.decode(), v.decode()).encode() for i, v in given.items()}
+        self._lines = (lines.tobytes(), ends, vis, fb.packets(), python, given)
 
     def _paired(self, refs: Heads, t: Transaction):
         """A fast-path transaction as EventBuilder.build's (connection, request, response)."""

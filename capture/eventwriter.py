@@ -25,6 +25,7 @@ from capture.jit import copy_bytes, inline_kernel, kernel
 
 # scratch: [0:320) blake2 work space, [320:) the bytes being hashed
 SCRATCH_HASH = 320
+GIVEN = 33  # per transaction in `given`: the id a Set-Cookie assigns (32 hex digits), then 1 when it does
 
 
 def _lit(s: str) -> np.ndarray:
@@ -325,7 +326,7 @@ def _head(ref, buf, arena, rec, cbytes, cmeta):
 @kernel
 def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slots, names, name_off,
                order, n_visitor, member_k, words, word_off, word_starts, extra_names, extra_off, extra_slots, flags,
-               py_slots, key, nokey, scratch, pre, fs, fe, out, ends, vis, result):
+               py_slots, key, nokey, scratch, pre, fs, fe, out, ends, vis, result, given):
     """One JSON line per transaction into out; ends[i] = end of line i, vis[i] = offset of its visitor id."""
     ntx = tx.shape[0]
     host_k, ua_k, ref_k, cookie_k, ctype_k, setc_k, mhdr_k = slots[0], slots[1], slots[2], slots[3], slots[4], \
@@ -544,15 +545,16 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
                     o = _hash_pieces(118, 58, src, fs[k], fe[k], src, -1, -1, key, out, o, scratch)
                     done = True
                     break
+        given[GIVEN * i + 32] = 0
         if not done and sc_s >= 0:
             for k in range(n_visitor):
                 vs, ve = _set_cookie_value(rsrc, sc_s, sc_e, names, name_off[k], name_off[k + 1])
                 if vs >= 0:
-                    done = True  # the response assigns the visitor cookie: Python holds it (capture.first_requests)
+                    # the response assigns the visitor cookie: the IP+UA id goes in the line, the cookie's id
+                    # beside it, for capture.first_requests to hold the event until the cookie comes back
+                    _hash_pieces(118, 58, rsrc, vs, ve, rsrc, -1, -1, key, given, GIVEN * i, scratch)
+                    given[GIVEN * i + 32] = 1
                     break
-            if done:
-                o = start
-                continue
         if not done:
             o = _hash_pieces(97, 58, pre, ps, b1, src, ua_s, ua_e, key, out, o, scratch)
         # member: a login Set-Cookie, else the member cookie, else the member header
@@ -612,6 +614,12 @@ def _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, slo
         ends[i] = o
         result[i] = WRITTEN
     return o
+
+
+def _given_ids(given: np.ndarray, result: np.ndarray) -> dict[int, bytes]:
+    """Transaction -> the visitor id its response's Set-Cookie assigns, for the lines numba wrote."""
+    rows = given.reshape(-1, GIVEN)
+    return {i: rows[i, :32].tobytes() for i in np.flatnonzero((rows[:, 32] == 1) & (result == WRITTEN)).tolist()}
 
 
 def _head_lengths(refs: np.ndarray, rec: np.ndarray, cmeta: np.ndarray) -> np.ndarray:
@@ -676,7 +684,8 @@ class EventWriter:
         self._fe = np.zeros(len(self.name_off) - 1, np.int64)
 
     def write(self, batch: FastBatch, carry):
-        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON) for the transactions
+        """(lines buffer, line ends, visitor-id offsets, per-transaction WRITTEN / PYTHON, {transaction: the
+        visitor id a Set-Cookie assigns} of the written ones) for the transactions
         the fast path paired in `batch` (heads: records of this batch, or carried ones; carry = FlowTable.carry)."""
         buf, arena, rec, rsp, rts, tx, txa = batch.buf, batch.arena, batch.rec, batch.rsp, batch.rts, batch.tx, \
             batch.txa
@@ -692,9 +701,11 @@ class EventWriter:
         ends = np.empty(n, np.int64)
         vis = np.empty(n, np.int64)
         result = np.empty(n, np.int8)
+        given = np.zeros(GIVEN * n, np.uint8)
         end = _write_all(buf, arena, rec, rsp, rts, cbytes, cmeta, crow, cts, tx, txa, self.slots, self.names,
                          self.name_off, self.order, self.n_visitor, self.member_k, self.words, self.word_off,
                          self.word_starts, self.extra_names, self.extra_off, self.extra_slots, self.flags,
                          self.py_slots, self.key,
-                         self.nokey, self._scratch, self._pre, self._fs, self._fe, self._out, ends, vis, result)
-        return self._out[:end], ends, vis, result
+                         self.nokey, self._scratch, self._pre, self._fs, self._fe, self._out, ends, vis, result,
+                         given)
+        return self._out[:end], ends, vis, result, _given_ids(given, result)

@@ -112,3 +112,22 @@ def test_held_first_requests_go_out_after_the_timeout_not_at_the_end(tmp_path):
             late.append(now - e["ts"])
     assert late and max(late) < 4.0
     assert len(late) + len(d.close()) == 2 * 12
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_cookie_back_before_its_page_is_complete_still_joins(tmp_path, fast):
+    # the page streams its body; the browser already fetches an asset with the cookie on a second connection
+    page = Conv(client=("10.0.4.1", 45000), t=T0).handshake()
+    asset = Conv(client=("10.0.4.1", 45001), t=T0 + 0.01).handshake()
+    page.request(get("/", BROWSER))
+    head = resp(200, b"x" * 4000, headers={"Set-Cookie": "_vw_id=given-early; Path=/; Max-Age=31536000"})
+    page.tick(0.01).response(head[:len(head) - 3000])
+    asset.t = page.t + 0.01
+    asset.request(get("/static/site.css", BROWSER, "_vw_id=given-early"))
+    asset.tick(0.002).response(resp(200, b"body{}", ctype="text/css"))
+    page.t = asset.t + 0.5
+    page.response(head[len(head) - 3000:])
+    pkts = sorted(page.close().pkts + asset.close().pkts, key=lambda p: p[0])
+    events = decode(write(tmp_path / "early.pcap", pkts), fast, lines=fast, batch_size=4)
+    assert [e["path"] for e in events] == ["/static/site.css", "/"]
+    assert len({e["visitor_id"] for e in events}) == 1
