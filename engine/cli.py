@@ -70,6 +70,14 @@ def capture(
         raise typer.BadParameter("give --pcap FILE or --iface IFACE")
     s = settings(capture=_section(iface=iface, ports=_ports(ports)), kafka=_section(bootstrap=kafka),
                  metrics=_section(port=metrics_port))
+    if pcap:  # before a stale kernel cache compiles for a minute or more: /etc/passwd took 81 s to be refused
+        from capture.capture_file import CaptureFileError, check_capture_file
+
+        try:
+            check_capture_file(pcap)
+        except CaptureFileError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
     from engine.kernel_cache import compile_all, every, stale
 
     compiling = stale(("capture",))

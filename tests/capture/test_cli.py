@@ -69,6 +69,23 @@ def test_not_a_pcap_is_a_clear_error_with_exit_code_2(tmp_path):
     assert r.returncode == 2 and "no such file" in r.stderr.decode().lower()  # "(No such file or directory)"
 
 
+def test_a_file_that_is_not_a_capture_is_refused_before_any_kernel_compiles(tmp_path, monkeypatch):
+    # a stale kernel cache compiles for a minute or more; the file's header is known at once
+    from typer.testing import CliRunner
+
+    import engine.kernel_cache as kc
+    from engine.cli import app
+
+    compiled = []
+    monkeypatch.setattr(kc, "stale", lambda rooms=kc.ROOMS: kc.Staleness(("capture",), "no kernel cache yet", 90.0))
+    monkeypatch.setattr(kc, "compile_all", lambda *args, **kw: compiled.append(args))
+    bad = tmp_path / "report.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    r = CliRunner().invoke(app, ["capture", "--pcap", str(bad)])
+    assert r.exit_code == 2 and "not a pcap or pcapng capture" in r.output, r.output
+    assert compiled == []
+
+
 def test_file_cut_short_still_gives_events_and_says_so(tmp_path):
     c = Conv().handshake()
     c.request(req("/a"))
