@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Sequence
 
 from processors.hit_columns import JoinedValues
 from config.child_pipe import receive, send, start_child
+from config.heap import tune_for_batches
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,7 @@ class _Reader:
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    tune_for_batches()  # config/heap.py: a batch's buffers reused, not faulted in again each time
     reader = _Reader(receive(stdin))
     answering = threading.Lock()
     reading = ThreadPoolExecutor(1, thread_name_prefix="hits-read")

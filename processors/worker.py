@@ -19,7 +19,6 @@ session_id, and sessions remember recent event ids to skip redelivered page view
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import logging
 import time
@@ -32,6 +31,7 @@ import orjson
 import redis
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
+from config.heap import tune_for_batches
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
@@ -52,16 +52,6 @@ BACKPRESSURE_FACTOR = 4  # stop taking batches while this many max_batch_rows wa
 KAFKA_FLUSH_TIMEOUT_S = 15.0  # changelog seal + producer flush inside one history flush
 REVOKE_FLUSH_TIMEOUT_S = 10.0  # flush before partitions move on a rebalance
 STOP_BUDGET_S = 20.0  # SIGTERM -> exit, even with a backlog (well under an orchestrator's 30 s grace)
-GC_YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
-
-
-def relax_gc() -> None:
-    """Collect garbage less often. A batch allocates tens of thousands of containers (hits, page views,
-    session states, history columns) that live until the history flush; with CPython's default the
-    collector ran ~100 times a second and rescanned them, ~25% of a worker's time in pipeline_bench."""
-    young, middle, old = gc.get_threshold()
-    if young < GC_YOUNG_THRESHOLD:
-        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class DelayStats:
@@ -429,7 +419,7 @@ class InProcessWorker:
         return self.rt.processed
 
     async def start(self) -> None:
-        relax_gc()
+        tune_for_batches()  # config/heap.py: fewer collections, no page faults per orjson.dumps
         k = self.settings.kafka
         # every topic visitwire publishes exists from the start, with the configured partitions
         await ensure_topic(k.bootstrap, TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SESSIONS, TOPIC_SEGMENTS,

@@ -14,7 +14,6 @@ again by the next insert.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import pickle
 import subprocess
@@ -22,8 +21,9 @@ import sys
 import threading
 from typing import Any, BinaryIO, Sequence
 
-from sinks.base import HistoryError, SinkUnavailable
 from config.child_pipe import receive, send, start_child
+from config.heap import tune_for_batches
+from sinks.base import HistoryError, SinkUnavailable
 
 OK, UNAVAILABLE, ERROR = "ok", "unavailable", "error"
 
@@ -93,9 +93,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     (kind, message, schema_lost, rows dropped)."""
     from sinks.clickhouse import ClickHouseHistory
 
-    # A batch unpickles into hundreds of thousands of objects (page view dicts among them); with CPython's
-    # default threshold the collector rescanned them every 700 allocations, ~10% of this process's time.
-    gc.set_threshold(max(gc.get_threshold()[0], 50_000))
+    # A batch unpickles into hundreds of thousands of objects (page view dicts among them): with CPython's
+    # default threshold the collector rescanned them every 700 allocations, ~10% of this process's time;
+    # and glibc handed the batch's memory back after each write, to fault it in again for the next
+    tune_for_batches()
     store = ClickHouseHistory(**receive(stdin))
     try:
         while True:
