@@ -97,8 +97,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 @kernel
 def _find_starts(buf, poffs, plens, pats, pat_off, found):
-    """found[k] = 1 when payload k holds one of the patterns pats[pat_off[i]:pat_off[i + 1]] (a linear scan
-    on the first byte: ~1 ns a payload byte, only when capture.request_bodies is set)."""
+    """found[k] = 1 when payload k holds one of the patterns pats[pat_off[i]:pat_off[i + 1]], or ends with the
+    start of one (a request line split across segments): a linear scan on the first byte, ~1 ns a payload
+    byte, only when capture.request_bodies is set."""
     for k in range(poffs.shape[0]):
         s = poffs[k]
         e = s + plens[k]
@@ -106,13 +107,13 @@ def _find_starts(buf, poffs, plens, pats, pat_off, found):
             a = pat_off[i]
             n = pat_off[i + 1] - a
             first = pats[a]
-            for p in range(s, e - n + 1):
+            for p in range(s, e):
                 if buf[p] != first:
                     continue
                 q = 1
-                while q < n and buf[p + q] == pats[a + q]:
+                while q < n and p + q < e and buf[p + q] == pats[a + q]:
                     q += 1
-                if q == n:
+                if q == n or p + q == e:  # whole, or its start ends the payload (the rest in the next segment)
                     found[k] = 1
                     break
             if found[k]:

@@ -45,6 +45,9 @@ def shop_pcap(tmp_path) -> str:
     chunked = (b"POST /cart/add HTTP/1.1\r\nHost: shop.example\r\nTransfer-Encoding: chunked\r\n"
                b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
                b"d\r\nproduct_id=p5\r\n0\r\n\r\n")
+    # the request line itself split across two segments
+    split_line = req("/cart/add", method="POST", headers={"Content-Type": form}, body=b"product_id=p-8&qty=4")
+    requests.append((split_line, [7]))
     pkts = []
     for c, (data, sizes) in enumerate(requests + [(chunked, None)]):
         conv = Conv(client=(f"10.0.3.{c + 1}", 44000 + c), t=T0 + c).handshake()
@@ -69,7 +72,7 @@ def run(path: str, fast: bool, **capture) -> tuple[bytes, Decoder]:
 def test_cart_items_from_form_and_json_bodies_and_nothing_else(tmp_path, fast):
     out, d = run(shop_pcap(tmp_path), fast)
     events = {e["client_ip"]: e for e in map(orjson.loads, out.splitlines())}
-    assert len(events) == 7  # every request is reported, read or not
+    assert len(events) == 8  # every request is reported, read or not
     body = {ip: {k: v for k, v in e["extra"].items() if k.startswith("body:")} for ip, e in events.items()}
     assert body["10.0.3.1"] == {"body:product_id": "p-17", "body:qty": "2"}  # `note` was not named
     assert body["10.0.3.2"] == {"body:product_id": "p-3", "body:qty": "1"}  # body in two segments
@@ -77,7 +80,8 @@ def test_cart_items_from_form_and_json_bodies_and_nothing_else(tmp_path, fast):
     assert body["10.0.3.4"] == {}  # 5 KB: beyond max_body_bytes
     assert body["10.0.3.5"] == {}  # /login has no rule
     assert body["10.0.3.6"] == {}  # not JSON
-    assert body["10.0.3.7"] == {}  # chunked
+    assert body["10.0.3.7"] == {"body:product_id": "p-8", "body:qty": "4"}  # "POST /c" | "art/add ..."
+    assert body["10.0.3.8"] == {}  # chunked
     # oversize, chunked and unreadable: counted drops
     assert d.stats["bodies_dropped"] == 3
     # a password named by mistake in the rule, and any body without a rule, never leave the agent
