@@ -8,15 +8,15 @@ Bad values fail at start with a message naming the key and what to do.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings import SettingsError as _SourceError
 
 
 class SettingsError(Exception):
@@ -520,8 +520,13 @@ class MetricsSettings(_Section):
     targets: list[str] = Field(default_factory=list)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VISITWIRE_", env_nested_delimiter="__", extra="forbid")
+class Settings(BaseModel):
+    # defaults validated too, as pydantic-settings did (its import alone cost 0.1 cpu-s of every start)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        # the sources in order of precedence: these values (CLI flags), VISITWIRE_* variables, the TOML file
+        super().__init__(**_merged(_merged(_toml_values(), _env_values(os.environ)), values))
 
     data_dir: str = "/var/lib/visitwire"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -582,11 +587,6 @@ class Settings(BaseSettings):
                                  f"({host}); set VISITWIRE_WEB__TOKEN or web.token in the config file")
         return self
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
-
 
 def _read_secret(key: str, path: str) -> str:
     try:
@@ -610,28 +610,83 @@ def _with_password(section: str, url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the TOML file named by VISITWIRE_CONFIG (set by `--config`)."""
+ENV_PREFIX = "visitwire_"  # matched in any case, like the keys after it
+ENV_NESTED = "__"
 
-    def get_field_value(self, field, field_name):  # pragma: no cover - required by the ABC
-        return None, field_name, False
 
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("VISITWIRE_CONFIG", "")
-        if not path:
-            return {}
-        try:
-            return tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise SettingsError(f"config file {path} not found: fix --config / VISITWIRE_CONFIG") from None
-        except IsADirectoryError:
-            raise SettingsError(f"config file {path} is a directory: give --config / VISITWIRE_CONFIG "
-                                "the path of a TOML file") from None
-        except (PermissionError, UnicodeDecodeError) as e:
-            raise SettingsError(f"config file {path} cannot be read ({e.__class__.__name__}): "
-                                "fix its permissions or encoding (UTF-8 TOML)") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
+def _env_values(environ: dict[str, str]) -> dict[str, Any]:
+    """VISITWIRE_<SECTION>__<KEY> (any case) as nested values; a list, table or section given whole is JSON.
+    Variables naming no top-level setting (VISITWIRE_CONFIG) are not settings; a misspelt key inside a
+    section reaches validation, which names it."""
+    found: dict[str, Any] = {}
+    paths = [(k.lower()[len(ENV_PREFIX):].split(ENV_NESTED), k, v) for k, v in environ.items()
+             if k.lower().startswith(ENV_PREFIX)]
+    for path, env_key, value in sorted(paths, key=lambda p: len(p[0])):  # a whole section, then keys inside it
+        if path[0] not in Settings.model_fields:
+            continue
+        node: dict[str, Any] = found
+        model: Any = Settings
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+            model = _section_model(model, part)
+        field = model.model_fields.get(path[-1]) if model is not None else None
+        node[path[-1]] = _env_decoded(env_key, value, field.annotation) if field is not None else value
+    return found
+
+
+def _section_model(model: Any, name: str) -> type[BaseModel] | None:
+    field = model.model_fields.get(name) if model is not None else None
+    ann = field.annotation if field is not None else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _env_decoded(env_key: str, value: str, annotation: Any) -> Any:
+    """A value for a list, table or section is JSON; any other stays a string for validation to convert."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    complex_ = any(get_origin(a) in (list, dict, tuple, set) or a in (list, dict, tuple, set) or
+                   (isinstance(a, type) and issubclass(a, BaseModel)) for a in options)
+    if not value or not complex_:
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        if str in options:
+            return value
+        key = env_key.upper()
+        if any(get_origin(a) in (list, tuple, set) for a in options):
+            raise SettingsError(f"environment variable {key}: {e}; a list is set as a JSON array, e.g. "
+                                f"{key}='[80, 8080]' or '[\"a\", \"b\"]'") from None
+        raise SettingsError(f"environment variable {key}: {e}; a section set as a whole must be JSON, e.g. "
+                            f"{key}='{{\"key\": 1}}', or set one key with {key}__KEY") from None
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, tables merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _toml_values() -> dict[str, Any]:
+    """The TOML file named by VISITWIRE_CONFIG (set by `--config`)."""
+    path = os.environ.get("VISITWIRE_CONFIG", "")
+    if not path:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} not found: fix --config / VISITWIRE_CONFIG") from None
+    except IsADirectoryError:
+        raise SettingsError(f"config file {path} is a directory: give --config / VISITWIRE_CONFIG "
+                            "the path of a TOML file") from None
+    except (PermissionError, UnicodeDecodeError) as e:
+        raise SettingsError(f"config file {path} cannot be read ({e.__class__.__name__}): "
+                            "fix its permissions or encoding (UTF-8 TOML)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
@@ -640,11 +695,6 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         os.environ["VISITWIRE_CONFIG"] = config_file
     try:
         return Settings(**overrides)
-    except _SourceError as e:  # pydantic-settings: an environment value that should be JSON is not
-        field = str(e).split('"')[1] if str(e).count('"') >= 2 else "?"
-        raise SettingsError(f"environment variable VISITWIRE_{field.upper()}: {e.__cause__ or e}; a section "
-                            f"set as a whole must be JSON, e.g. VISITWIRE_{field.upper()}='{{\"key\": 1}}', or "
-                            f"set one key with VISITWIRE_{field.upper()}__KEY") from None
     except ValidationError as e:
         lines = [_error_line(err) for err in e.errors()]
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)

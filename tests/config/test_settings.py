@@ -22,6 +22,26 @@ def test_env_overrides_file(tmp_path, monkeypatch):
     monkeypatch.delenv("VISITWIRE_CONFIG")
 
 
+def test_environment_sections_keys_and_lists(monkeypatch):
+    # a section given whole as JSON, a key inside it on top, any case, lists as JSON; CLI values win over both
+    monkeypatch.setenv("VISITWIRE_CAPTURE", '{"ports": [81], "iface": "eth1", "salt": "from-env"}')
+    monkeypatch.setenv("visitwire_capture__iface", "eth9")
+    monkeypatch.setenv("VISITWIRE_CAPTURE__VISITOR_COOKIES", '["sid"]')
+    s = load_settings(capture={"ports": [82]})
+    assert (s.capture.iface, s.capture.ports, s.capture.salt, s.capture.visitor_cookies) == \
+        ("eth9", [82], "from-env", ["sid"])
+    monkeypatch.setenv("VISITWIRE_CAPTURE__PORTZ", "1")
+    with pytest.raises(SettingsError, match="capture.portz: unknown key"):
+        load_settings()
+
+
+def test_a_list_not_written_as_json_says_how(monkeypatch):
+    monkeypatch.setenv("VISITWIRE_CAPTURE__PORTS", "80,8080")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert "VISITWIRE_CAPTURE__PORTS" in str(e.value) and "'[80, 8080]'" in str(e.value)
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(SettingsError) as e:
         load_settings(capture={"ports": [70000]})
