@@ -3,13 +3,13 @@
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
                                                   [--history clickhouse|chdb|list] [--skip-faust]
                                                   [--intake bulk|bulk-assigned|stream ...]
-                                                  [--warm-up N] [--pin] [--profile N]
+                                                  [--pin] [--profile N]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
 2. through Kafka on real servers, hits read in bulk with librdkafka (own group / Faust-assigned partitions) or by
    the Faust agent (tansu, redis-server, and ClickHouse, embedded chdb or an in-memory sink):
-   a backlog of --warm-up + --hits drained by one worker (events/s of the last --hits), then live traffic at --rate/s
+   a backlog of --hits drained by one worker (events/s), then live traffic at --rate/s
    stamped with the send time: event ts -> Redis counters and -> history flush (p50/p99);
    and the CPU each program spent per event of the backlog, until it was all flushed.
 Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to history.
@@ -17,9 +17,6 @@ Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to 
 --pin: production's layout on two cores: the worker and its children (hits reader, history writer)
 on core 0, every server (tansu, redis-server, clickhouse-server: every thread) on core 1, so the
 worker's figures are those of one worker with its servers elsewhere (README, Sizing).
---warm-up N: hits the worker takes before its figures start, so that its heap, caches and open sessions have
-their working size, as in a worker that has run a while (a cold worker's first 100k hits also pay for the memory
-it grows into: 1.3 page faults per hit).
 --profile N: cProfile of the worker's process while it drains the backlog; the N costliest
 functions by own time (the profiler slows the run: rates of a profiled run are not figures).
 """
@@ -206,7 +203,7 @@ INTAKES = {"bulk": ("bulk", "all"), "bulk-assigned": ("bulk", "assigned"), "stre
 
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
                       intake: str = "bulk", batch_size: int = 5000, pinned: bool = False,
-                      profile_top: int = 0, warm: int = 0) -> dict:
+                      profile_top: int = 0) -> dict:
     """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust
     agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -237,8 +234,8 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         await admin.start()
         await admin.create_topics([NewTopic("visitwire.hits", s.kafka.partitions, 1)])
         await admin.close()
-        traffic = crowd(max(1, (warm + n_hits) // 13), time.time() - 600, seed=9)
-        backlog = traffic.hits[:warm + n_hits]
+        traffic = crowd(max(1, n_hits // 13), time.time() - 600, seed=9)
+        backlog = traffic.hits[:n_hits]
         await _produce(tansu.url, backlog)
         worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=Intake(*INTAKES[intake]))
         await worker.start()
@@ -251,7 +248,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
             t_first = None
             while worker.processed < len(backlog):
-                if worker.processed > warm and t_first is None:
+                if worker.processed and t_first is None:
                     t_first = (time.perf_counter(), worker.processed)
                     cpu_first = cpu_by_process()
                     if profiler is not None:
@@ -327,8 +324,6 @@ def main() -> int:
     ap.add_argument("--skip-faust", action="store_true", help="the processors alone: no Kafka runs")
     ap.add_argument("--intake", action="append", choices=tuple(INTAKES),
                     help="only these Kafka runs (repeatable; default all)")
-    ap.add_argument("--warm-up", type=int, default=100_000, metavar="N",
-                    help="hits taken before the figures start (the worker at its working size)")
     ap.add_argument("--pin", action="store_true", help="worker (and its children) on core 0, servers on core 1")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="cProfile the worker while it drains the backlog; print the N costliest functions")
@@ -366,7 +361,7 @@ def main() -> int:
         if args.intake and intake not in args.intake:
             continue
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch,
-                                    pinned=args.pin, profile_top=args.profile, warm=args.warm_up))
+                                    pinned=args.pin, profile_top=args.profile))
         runs.append((f"{intake}, {'numba' if use_numba else 'numpy'}", r))
         t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}",
                   f"{r['backlog_flushed_events_per_s']:,.0f}",
