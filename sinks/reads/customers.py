@@ -56,7 +56,7 @@ def member_activity(store: History, member_id: str, cfg: GoalConfig, min_support
     """What a member did, over the requests that belong to it; None when it has none in the range."""
     pvs, params = member_pageviews(rng, _ACTIVITY_COLUMNS, member=member_id)
     src = f"(SELECT * FROM {pvs} WHERE a_member = %(who)s)"
-    goals_sql, gparams = member_goals(cfg, rng)
+    goals_sql, gparams = member_goals(cfg, rng, member_id)
     goals = f"(SELECT t, goal, goal_value FROM {goals_sql} WHERE a_member = %(who)s)"
     return _activity(store, src, goals, {**params, **gparams, "who": member_id}, cfg, min_support, limit,
                      {"member_id": member_id})

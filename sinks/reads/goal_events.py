@@ -121,7 +121,7 @@ def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, d
     return sql, {**params, **rng.params()}
 
 
-def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
+def attributed_goals(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
     """goal_hits plus g_session: the human session each goal belongs to (goals without one are left out).
 
     Linear per visitor, no goals x sessions join (a cookieless visitor id shared by many people
@@ -129,7 +129,7 @@ def attributed_goals(cfg: GoalConfig, rng: TimeRange) -> tuple[str, dict]:
     order, a running count of starts gives each goal the ordinal of the latest session started
     at or before it, and an equi-join on (visitor_id, ordinal) fetches that session, kept when
     the goal is at most session_idle_s after its last page view."""
-    hits_sql, params = goal_hits(cfg, rng)
+    hits_sql, params = goal_hits(cfg, rng, where)  # `where` on hits: only some visitors' goals
     # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
     window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
     wsql = window.sql().replace("%(since)s", "%(w_since)s").replace("%(since_s)s", "%(w_since_s)s")

@@ -79,8 +79,11 @@ def member_goals(cfg: GoalConfig, rng: TimeRange, member: Members = None) -> tup
 
     A goal request carrying a member is that member's; an anonymous one joins the first member of
     its visit (goal_events.attributed_goals) when it came before that member's first request."""
-    carried, params = goal_hits(cfg, rng, "member_id != ''")
-    anon, aparams = attributed_goals(cfg, rng)
+    only = _only(member)
+    # some members: only their own goal requests and the anonymous ones on the visitor ids they logged in on
+    carried, params = goal_hits(cfg, rng, "member_id != ''" if only is None
+                                else "member_id != '' AND has(%(only_members)s, member_id)")
+    anon, aparams = attributed_goals(cfg, rng, "1" if only is None else _SOME_MEMBERS[len(" AND "):])
     logins, lparams = visit_logins(rng, member)  # the anonymous goals join only these members' visits
     sql = (f"(SELECT event_id, member_id AS a_member, visitor_id, t, goal, goal_value FROM {carried} "
            "UNION ALL "
@@ -88,7 +91,6 @@ def member_goals(cfg: GoalConfig, rng: TimeRange, member: Members = None) -> tup
            f"(SELECT event_id, visitor_id, t, goal, goal_value, g_session AS session_id FROM {anon} "
            f"WHERE event_id NOT IN (SELECT event_id FROM hits WHERE member_id != '' AND ({rng.sql()}))) AS g "
            f"ALL INNER JOIN {logins} AS l USING session_id WHERE t < s_member_ts)")
-    only = _only(member)
     if only is not None:
         return f"(SELECT * FROM {sql} WHERE has(%(only_members)s, a_member))", \
             {**params, **aparams, **lparams, "only_members": only}

@@ -45,8 +45,8 @@ def member_profile(store: History, member_id: str, rng: TimeRange = ALL_TIME, no
                    cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of a member over the requests that belong to it, pre-login start of its visits included."""
     cfg = cfg or default_config()
-    pvs, params = member_pageviews(rng)
-    mgoals, gparams = member_goals(cfg, rng)
+    pvs, params = member_pageviews(rng, member=member_id)  # read from its own visitor ids alone
+    mgoals, gparams = member_goals(cfg, rng, member_id)
     rows = store.query(f"SELECT DISTINCT visitor_id FROM {pvs} WHERE a_member = %(m)s ORDER BY visitor_id",
                        {**params, "m": member_id})
     if not rows:
