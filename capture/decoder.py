@@ -372,19 +372,19 @@ class Decoder:
         observe = self.learner.observe
         slot = self.heads.slot_of
         ck, ua, sc = 2 * slot["cookie"], 2 * slot["user-agent"], 2 * slot["set-cookie"]
+        reqs, resps = fb.head_refs()
         for i in np.flatnonzero(result == WRITTEN).tolist():
-            t = fb.transaction(i)
-            data, row, ts = refs.raw(t.request)
+            _, data, row, ts = refs.record(reqs[i])
             cookie = data[row[ck]:row[ck + 1]] if row[ck] >= 0 else None
             agent = data[row[ua]:row[ua + 1]] if row[ua] >= 0 else b""
             sets = None
-            if t.response is not None:
-                rdata, rrow, _ = refs.raw(t.response)
+            if resps[i] is not None:
+                _, rdata, rrow, _ = refs.record(resps[i])
                 if rrow[sc] >= 0:
                     sets = [rdata[rrow[sc]:rrow[sc + 1]]]
             if cookie is None and sets is None:
                 continue
-            observe((self._ip(t.client_addr), agent), cookie, sets, ts)
+            observe((self._ip(fb.client_addr(i)), agent), cookie, sets, ts)
 
     def _alias_written(self, lines: np.ndarray, vis: np.ndarray, result: np.ndarray) -> None:
         """Visitor ids the numba writer wrote for a cookie whose client had an IP+UA id before it was learned."""
