@@ -680,12 +680,7 @@ def warm_up() -> None:
     """Load (or compile, first time ~30 s) every kernel of the Decoder for both buffer kinds sources hand us:
     read-only (mmap'd files) and writable (live ring copies) are separate numba specialisations. Runs a short
     HTTP conversation through a Decoder, so the flow fast path, the pairing and the event writer are ready."""
-    from capture.testing import ACK, FIN, PSH, SYN, frame_batch, tcp_frame
-
-    def frame(from_client: bool, seq: int, payload: bytes, flags: int) -> bytes:
-        c, s = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-        return tcp_frame(c, s, 40000, 80, seq, flags, payload) if from_client else \
-            tcp_frame(s, c, 80, 40000, seq, flags, payload)
+    from capture.testing import ACK, FIN, PSH, SYN, conversation_frame as frame, frame_batch
 
     req = b"GET / HTTP/1.1\r\nHost: warm.up\r\nCookie: a=b\r\n\r\n"
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -39,6 +39,17 @@ def tcp_frame(src: bytes, dst: bytes, sport: int, dport: int, seq: int, flags: i
     return macs[1] + macs[0] + b"\x08\x00" + ip + tcp + payload
 
 
+# one client-server conversation: the fuzz tests' and the decoder's warm-up
+CLIENT_IP, SERVER_IP, CLIENT_PORT, SERVER_PORT = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 80
+
+
+def conversation_frame(from_client: bool, seq: int, payload: bytes = b"", flags: int = PSH | ACK) -> bytes:
+    """A frame of that conversation, from the client or from the server."""
+    if from_client:
+        return tcp_frame(CLIENT_IP, SERVER_IP, CLIENT_PORT, SERVER_PORT, seq, flags, payload)
+    return tcp_frame(SERVER_IP, CLIENT_IP, SERVER_PORT, CLIENT_PORT, seq, flags, payload)
+
+
 def frame_batch(frames: list[tuple[float, bytes]], linktypes: list[int] | None = None,
                 writable: bool = False) -> FrameBatch:
     """(timestamp, frame) pairs as one FrameBatch; Ethernet unless `linktypes` says otherwise. The buffer is

@@ -6,34 +6,24 @@ visitor that keeps talking is never the one evicted and its requests are all rep
 """
 from __future__ import annotations
 
-import struct
-
-import numpy as np
 import pytest
 
-from capture.frames import FrameBatch
 from capture.decoder import Decoder
+from capture.testing import frame_batch, tcp_frame
 from config.settings import Settings
 
 T0 = 1_700_000_000.0
 SERVER = bytes([10, 9, 0, 1])
-ETH = b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00"
 
 
 def frame(client: bytes, port: int, from_client: bool, seq: int, flags: int, payload: bytes = b"") -> bytes:
-    src, dst, sp, dp = (client, SERVER, port, 80) if from_client else (SERVER, client, 80, port)
-    tcp = struct.pack("!HHIIBBHHH", sp, dp, seq, 0, 5 << 4, flags, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0x4000, 64, 6, 0, src, dst)
-    return ETH + ip + tcp + payload
+    if from_client:
+        return tcp_frame(client, SERVER, port, 80, seq, flags, payload)
+    return tcp_frame(SERVER, client, 80, port, seq, flags, payload)
 
 
-def batch(frames: list[bytes], t: float) -> FrameBatch:
-    buf = np.frombuffer(b"".join(frames), np.uint8)
-    lens = np.array([len(f) for f in frames], np.int32)
-    offsets = np.zeros(len(frames), np.int64)
-    offsets[1:] = np.cumsum(lens[:-1])
-    return FrameBatch(buf, offsets, lens, lens.copy(), t + np.arange(len(frames)) * 1e-6,
-                      np.ones(len(frames), np.int32))
+def batch(frames: list[bytes], t: float):
+    return frame_batch([(t + i * 1e-6, f) for i, f in enumerate(frames)])
 
 
 @pytest.mark.parametrize("fast", [True, False])

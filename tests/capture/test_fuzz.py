@@ -10,24 +10,13 @@ import struct
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from capture import testing
 from capture.decoder import Decoder
-from capture.testing import ACK, PSH
-from capture.testing import frame_batch
+from capture.testing import CLIENT_PORT, conversation_frame, frame_batch
 from config.settings import Settings
 
 T0 = 1_700_000_000.0
-C_IP, S_IP = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-C_PORT, S_PORT = 40000, 80
 FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "120")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
-
-
-def tcp_frame(from_client: bool, seq: int, payload: bytes, flags: int = PSH | ACK) -> bytes:
-    """A frame of the one conversation these tests decode."""
-    if from_client:
-        return testing.tcp_frame(C_IP, S_IP, C_PORT, S_PORT, seq, flags, payload)
-    return testing.tcp_frame(S_IP, C_IP, S_PORT, C_PORT, seq, flags, payload)
 
 
 def decode_all(frames, linktypes=None, chunk: int = 0) -> tuple[list[dict], dict]:
@@ -96,13 +85,13 @@ def _chunk(data: bytes, size: int) -> bytes:
 
 def conversation_frames(txs, cuts_c, cuts_s, pipelined: bool, shuffle=None) -> list[tuple[float, bytes]]:
     """Client stream and server stream cut at the given offsets, interleaved message by message."""
-    frames = [(T0, tcp_frame(True, 100, b"", 0x02)), (T0, tcp_frame(False, 900, b"", 0x12))]
+    frames = [(T0, conversation_frame(True, 100, b"", 0x02)), (T0, conversation_frame(False, 900, b"", 0x12))]
     cseq, sseq = 101, 901
     t = T0
 
     def segments(from_client, data, cuts, seq0):
         points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-        return [tcp_frame(from_client, seq0 + a, data[a:b]) for a, b in zip(points, points[1:]) if b > a]
+        return [conversation_frame(from_client, seq0 + a, data[a:b]) for a, b in zip(points, points[1:]) if b > a]
 
     reqs = [(tx[0], tx[1]) for tx in txs]
     order = [("c", i) for i in range(len(txs))] + [("s", i) for i in range(len(txs))] if pipelined else \
@@ -118,8 +107,8 @@ def conversation_frames(txs, cuts_c, cuts_s, pipelined: bool, shuffle=None) -> l
         if shuffle is not None and len(segs) > 1:
             segs = shuffle(segs)
         frames += [(t, f) for f in segs]
-    frames.append((t + 0.001, tcp_frame(True, cseq, b"", 0x11)))
-    frames.append((t + 0.001, tcp_frame(False, sseq, b"", 0x11)))
+    frames.append((t + 0.001, conversation_frame(True, cseq, b"", 0x11)))
+    frames.append((t + 0.001, conversation_frame(False, sseq, b"", 0x11)))
     return frames
 
 
@@ -190,10 +179,10 @@ def test_random_frames_never_raise(frames):
 @FUZZ
 @given(st.binary(min_size=1, max_size=3000), st.lists(st.integers(0, 3000), max_size=20), st.booleans())
 def test_random_payloads_on_an_http_port_never_raise(payload, cuts, handshake):
-    frames = [(T0, tcp_frame(True, 100, b"", 0x02))] if handshake else []
+    frames = [(T0, conversation_frame(True, 100, b"", 0x02))] if handshake else []
     points = sorted({c % (len(payload) + 1) for c in cuts} | {0, len(payload)})
     for a, b in zip(points, points[1:]):
-        frames.append((T0 + 0.001, tcp_frame(a % 2 == 0, 101 + a, payload[a:b])))
+        frames.append((T0 + 0.001, conversation_frame(a % 2 == 0, 101 + a, payload[a:b])))
     events, stats = decode_all(frames)
     assert stats["internal_errors"] == 0
 
@@ -318,7 +307,7 @@ def test_fast_path_equals_python_path_on_interleaved_flows(convs, batch_chunk, e
     for n, txs in enumerate(convs):
         cuts = [rnd.randrange(0, 400) for _ in range(rnd.randrange(0, 3))]
         conv = conversation_frames(txs, cuts, [rnd.randrange(0, 2000)], n % 2 == 1)
-        port = C_PORT + n % 3  # n and n+3 reuse one 4-tuple
+        port = CLIENT_PORT + n % 3  # n and n+3 reuse one 4-tuple
         conv = [(t + 100 * n * rnd.random(), _with_client_port(f, port)) for t, f in conv]
         cut = rnd.random()
         if cut < 0.2:
@@ -336,7 +325,7 @@ def _with_client_port(frame: bytes, port: int) -> bytes:
     # the client's port is the TCP source port (client -> server) or destination port (server -> client)
     tcp = 14 + 20
     sp, dp = struct.unpack("!HH", frame[tcp:tcp + 4])
-    sp, dp = (port, dp) if sp == C_PORT else (sp, port)
+    sp, dp = (port, dp) if sp == CLIENT_PORT else (sp, port)
     return frame[:tcp] + struct.pack("!HH", sp, dp) + frame[tcp + 4:]
 
 
