@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import struct
 import sys
 import time
 from pathlib import Path
 
 import orjson
 
-from capture.testing import CLIENT_MAC, SERVER_MAC, tcp_frame
+from capture.testing import CLIENT_MAC, PCAP_RECORD, SERVER_MAC, pcap_header, tcp_frame
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 SERVER_IP = bytes([192, 168, 10, 5])
@@ -36,7 +35,6 @@ ACTIVE_CONNECTIONS = 256
 
 SYN, ACK, PSH, FIN = 0x02, 0x10, 0x08, 0x01
 _MACS_C2S, _MACS_S2C = (SERVER_MAC, CLIENT_MAC), (CLIENT_MAC, SERVER_MAC)  # (source, destination)
-_REC = struct.Struct("<IIII")
 
 PATHS = ["/", "/product/{}", "/category/{}", "/cart", "/checkout", "/search", "/static/app.{}.js",
          "/static/site.{}.css", "/img/p{}.jpg", "/api/recs", "/login", "/order/complete", "/blog/{}"]
@@ -210,7 +208,7 @@ class Generator:
         """Write the pcap; returns the number of packets."""
         rng = self.rng
         ts_us = 1_700_000_000 * 1_000_000
-        out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        out = bytearray(pcap_header(262144))
         packets = 0
         planned = 0
         active: list[_Conn] = []
@@ -239,7 +237,7 @@ class Generator:
                 ts_us += rng.randint(1, 12)
                 frame = tcp_frame(src, dst, sport, dport, seq, flags, payload, ack=ack, ip_id=ip_id, ip_checksum=True,
                                   macs=macs)
-                out += _REC.pack(ts_us // 1_000_000, ts_us % 1_000_000, len(frame), len(frame))
+                out += PCAP_RECORD.pack(ts_us // 1_000_000, ts_us % 1_000_000, len(frame), len(frame))
                 out += frame
                 packets += 1
                 if len(out) > 32 << 20:

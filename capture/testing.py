@@ -1,5 +1,5 @@
-"""Packets made up for tests, benchmarks and the decoder's warm-up: Ethernet/IPv4/TCP frames and FrameBatches
-of them, as a capture file or the live ring would hand them over."""
+"""Packets made up for tests, benchmarks and the decoder's warm-up: Ethernet/IPv4/TCP frames, FrameBatches of
+them as a capture file or the live ring would hand them over, and classic pcap files of them."""
 from __future__ import annotations
 
 import struct
@@ -37,6 +37,20 @@ def tcp_frame(src: bytes, dst: bytes, sport: int, dport: int, seq: int, flags: i
     if ip_checksum:
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     return macs[1] + macs[0] + b"\x08\x00" + ip + tcp + payload
+
+
+PCAP_RECORD = struct.Struct("<IIII")  # a classic pcap record's header: seconds, microseconds, captured, wire length
+
+
+def pcap_header(snaplen: int = 65535) -> bytes:
+    """The header of a classic pcap file of Ethernet frames (little-endian, microsecond timestamps)."""
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1)
+
+
+def pcap_record(ts: float, frame: bytes) -> bytes:
+    """One whole frame of such a file, captured at `ts` (epoch seconds)."""
+    sec = int(ts)
+    return PCAP_RECORD.pack(sec, int(round((ts - sec) * 1e6)) % 1_000_000, len(frame), len(frame)) + frame
 
 
 # one client-server conversation: the fuzz tests' and the decoder's warm-up

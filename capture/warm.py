@@ -14,7 +14,7 @@ import tempfile
 
 import numpy as np
 
-from capture.testing import SYN, tcp_frame
+from capture.testing import SYN, pcap_header, pcap_record, tcp_frame
 
 # three SYNs (three flows): the file indexers walk record headers; the fast path follows the flows until
 # capture.max_flows = 2 makes the decoder end the two older ones (down to 90% of the bound)
@@ -30,8 +30,7 @@ def warm_up() -> None:
 
 
 def _pcap_bytes() -> bytes:
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    return header + b"".join(struct.pack("<IIII", 1, 0, len(f), len(f)) + f for f in _FRAMES)
+    return pcap_header() + b"".join(pcap_record(1.0, f) for f in _FRAMES)
 
 
 def _pcapng_bytes() -> bytes:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import json
 import random
 import socket
-import struct
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from capture.testing import tcp_frame
+from capture.testing import pcap_header, pcap_record, tcp_frame
 
 HTML = "text/html; charset=utf-8"
 UAS = (
@@ -70,15 +69,13 @@ class _PcapWriter:
     def __init__(self, fh):
         self.fh = fh
         self.packets = 0
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # LINKTYPE_ETHERNET
+        fh.write(pcap_header())
 
     def tcp(self, ts: float, src: str, dst: str, sport: int, dport: int, seq: int, ack: int,
             flags: int, payload: bytes = b"") -> None:
         frame = tcp_frame(socket.inet_aton(src), socket.inet_aton(dst), sport, dport, seq, flags, payload, ack=ack,
                           ip_id=self.packets, ip_checksum=True, tcp_checksum=True)
-        sec = int(ts)
-        self.fh.write(struct.pack("<IIII", sec, int(round((ts - sec) * 1e6)) % 1000000, len(frame), len(frame)))
-        self.fh.write(frame)
+        self.fh.write(pcap_record(ts, frame))
         self.packets += 1
 
 
