@@ -1,11 +1,16 @@
 # visitwire: one image for every role (capture agent, worker, screen, embedded runtime).
 #   docker build -t visitwire .
 #   deploy/compose.yaml runs the production stack from it (README, Operations).
-# Stage 1 builds the virtual environment and compiles the numba kernels into its cache, so a container
-# starts without compiling and without write access to its own code.
+# Stage 1 builds the virtual environment, compiles the numba kernels into its cache and capture's ahead of
+# time (a capture start then needs no numba), so a container starts without compiling and without write
+# access to its own code.
 FROM python:3.11-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# gcc/g++: capture's kernels are also built ahead of time into an extension module (capture/aot.py);
+# the build stage only, at the base image's Debian versions
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc g++ && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/visitwire
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -20,6 +25,7 @@ WORKDIR /tmp
 RUN /opt/visitwire/bin/python -c "from capture.decoder import warm_up; warm_up()" \
  && VISITWIRE_DATA_DIR=/tmp /opt/visitwire/bin/python -c "from config.settings import load_settings; \
 from processors.agents import HitProcessor; HitProcessor(load_settings()).warm_up()" \
+ && /opt/visitwire/bin/python -m capture.aot \
  && /opt/visitwire/bin/visitwire --help > /dev/null
 
 # Stage 2: the runtime, without compilers or pip caches; runs as the unprivileged user `visitwire`.

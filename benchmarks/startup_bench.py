@@ -5,8 +5,8 @@
 Every figure is the CPU (user + sys) of a whole process, from os.wait4, on one pinned core:
 - start-up: `visitwire capture --pcap tiny.pcap` (10 transactions, JSON lines to /dev/null), the median
   of --repeat runs, against the target of 0.3 cpu-s; and where it goes, stage by stage, in a process
-  that takes the command's own steps (interpreter, CLI, settings, numpy, numba, kernel cache check,
-  cached kernels loaded into a Decoder, the tiny file);
+  that takes the command's own steps (interpreter, CLI, settings, numpy, the kernel build/cache check,
+  capture's modules with their kernels, a Decoder, the tiny file), and whether numba was imported;
 - full run: the same command on the benchmark pcap (benchmarks/gen_pcap.py), and start-up's share of it;
 - tshark: the fields extraction capture_bench.py compares with (peers.tshark_argv), on the same file
   in the same run; the ratio is tshark's CPU over visitwire's, whole process both.
@@ -42,22 +42,22 @@ s = load_settings(None)
 mark("settings (pydantic)")
 import numpy
 mark("numpy")
-import numba
-mark("numba import")
-from engine.kernel_cache import stale
+from engine.kernel_cache import aot_line, stale
 assert stale(("capture",)) is None, "kernel cache is stale: run visitwire compile"
-mark("kernel cache check")
+aot_line()
+mark("kernel build/cache check")
 from engine.capture_cmd import run_capture
-mark("capture modules")
+mark("capture modules, kernels")
 from capture.decoder import Decoder
 Decoder(s)
-mark("cached kernels loaded")
+mark("a Decoder")
 run_capture(s, pcap=sys.argv[1], iface=None, jsonl=True, kafka=False)
 mark("the tiny capture")
 prev = 0.0
 for name, t in marks:
     print(f"stage\\t{name}\\t{t - prev:.4f}", file=sys.stderr)
     prev = t
+print("numba\\t" + ("imported" if "numba" in sys.modules else "not imported"), file=sys.stderr)
 """
 
 
@@ -85,6 +85,10 @@ def main() -> int:
     out = subprocess.run([VISITWIRE, "compile"], capture_output=True, text=True, env=env)
     if "up to date" not in out.stderr:
         print("the kernel cache was stale, compiled it first:\n" + out.stderr, file=sys.stderr)
+    from capture.aot import built_for_another
+
+    aot_ok_reason = built_for_another()  # "" when capture's kernels come from the ahead-of-time build
+    aot_ok = not aot_ok_reason
     tiny = str(ensure_pcap(10, seed=1, quiet=True))
     full = str(ensure_pcap(args.transactions, quiet=True))
     capture = [VISITWIRE, "capture", "--ports", str(SERVER_PORT), "--format", "jsonl", "--pcap"]
@@ -103,11 +107,13 @@ def main() -> int:
     print(f"pinned to CPU {cpu}; CPU seconds (user + sys) of whole processes")
     print(f"start-up: visitwire capture --pcap {Path(tiny).name} (10 transactions): median {start:.3f} cpu-s of "
           f"{args.repeat} ({', '.join(f'{s:.3f}' for s in starts)})")
-    print("  where it goes (one process taking the same steps):")
+    numba = next((line.split("\t")[1] for line in stages.stderr.splitlines() if line.startswith("numba\t")), "?")
+    print(f"  where it goes (one process taking the same steps; numba {numba}"
+          f"{'' if aot_ok else ', the ahead-of-time build not used: ' + aot_ok_reason}):")
     for line in stages.stderr.splitlines():
         if line.startswith("stage\t"):
             _, name, secs = line.split("\t")
-            print(f"    {name:<24} {float(secs):.3f}")
+            print(f"    {name:<26} {float(secs):.3f}")
     print(f"full run: visitwire capture --pcap {Path(full).name} ({args.transactions:,} transactions, "
           f"{size:.0f} MB): {ours:.2f} cpu-s, of which start-up {start / ours:.0%}")
     print(f"tshark fields extraction, same file: {theirs:.2f} cpu-s -> visitwire is {theirs / ours:.1f}x "

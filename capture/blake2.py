@@ -9,9 +9,8 @@ against hashlib.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from capture.jit import copy_bytes, hot_kernel, kernel
+from capture.jit import copy_bytes, hot_kernel, jit, kernel
 
 IV = np.array([0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
                0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179], np.uint64)
@@ -195,7 +194,7 @@ def key_state(key: bytes) -> np.ndarray:
     return st
 
 
-@njit(cache=True)
+@jit()
 def _keyed_start(st, block):
     h = st[:8].copy()
     _compress(h, block, 128, False)

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from capture.frame_kernels import _lower, scan_one_head
 from capture.http import BODY, CHUNK_CRLF, CHUNK_DATA, CHUNK_SIZE, HEAD, TRAILER, UNTIL_CLOSE, HeadParser, \
     RequestHead, ResponseHead
-from capture.jit import hot_kernel, kernel
+from capture.jit import hot_kernel, jit, kernel
 
 # slot modes
 FREE, FAST, SLOW = 0, 1, 2
@@ -818,14 +817,14 @@ def _purge(index, st, last, free, meta, now, idle):
     return gone
 
 
-@njit(cache=True)
+@jit()
 def _carried_size(ref, rec, cmeta):
     if ref >= 0:
         return rec[ref, HE] - rec[ref, HS]
     return cmeta[-1 - ref, HE] - cmeta[-1 - ref, HS]
 
 
-@njit(cache=True)
+@jit()
 def _carry_one(ref, n, nb, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, nbytes, nmeta, nrow, nts):
     """Copy head `ref` into the new store at entry n, bytes from nb; returns the new byte fill."""
     if ref >= 0:
@@ -853,7 +852,7 @@ def _carry_one(ref, n, nb, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts, 
     return nb + he - hs
 
 
-@njit(cache=True)
+@jit()
 def _carry(st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
     """The heads fast flows still wait on (pending requests, the current transaction) when a batch ends move
     to a new carry store: the batch buffer and arena are about to be reused. Their refs become -1 - entry."""
@@ -893,7 +892,7 @@ def _carry(st, pref, rec, rsp, rts, buf, arena, cbytes, cmeta, crow, cts):
     return nbytes, nmeta, nrow, nts
 
 
-@njit(cache=True)
+@jit()
 def _stale(st, last, cts, pref, now, idle, tt):
     """Slots of fast flows the Decoder's expiry must take over: idle, or with a request unanswered for tt."""
     out = []

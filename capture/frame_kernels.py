@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
 from capture.frames import FrameBatch
-from capture.jit import hot_kernel, inline_kernel, kernel
+from capture.jit import hot_kernel, inline_kernel, jit, kernel
 
 KIND_TCP = 0
 KIND_NON_TCP = 1       # not IP, not TCP, or a fragment
@@ -48,17 +47,17 @@ class Decoded(NamedTuple):
     truncated: np.ndarray  # bool, captured fewer bytes than the packet had
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _be16(buf, p):
     return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _be32(buf, p):
     return (np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3])
 
 
-@njit(cache=True)
+@jit()
 def _decode(buf, offsets, caplens, wirelens, linktypes):
     n = offsets.shape[0]
     kind = np.full(n, 2, np.int8)
@@ -423,7 +422,7 @@ def scan_one_head(buf, s, e, names, name_off, spans, r):
     return (HEAD_RESPONSE if is_resp else HEAD_REQUEST), p - s, fa, fb, fc, minor
 
 
-@njit(cache=True)
+@jit()
 def _scan_heads(buf, poff, plen, names, name_off):
     n = poff.shape[0]
     k_names = name_off.shape[0] - 1

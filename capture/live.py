@@ -26,9 +26,9 @@ import time
 from typing import Iterator
 
 import numpy as np
-from numba import njit
 
 from capture.frames import LINKTYPE_ETHERNET, LINKTYPE_RAW, FrameBatch
+from capture.jit import jit
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _attach_bpf(sock: socket.socket, insns: list[tuple[int, int, int, int]]) -> 
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def _index_block(ring, base, offsets, caplens, wirelens, ts, n, drop_lo_outgoing, lo_ifindex):
     """Append the frames of the ring block at `base` to the output arrays; returns the new count."""
     num = np.int64(ring[base + 12]) | (np.int64(ring[base + 13]) << 8) | \

@@ -14,9 +14,9 @@ import os
 from typing import Iterator
 
 import numpy as np
-from numba import njit
 
 from capture.frames import FrameBatch
+from capture.jit import jit
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class PcapFormatError(Exception):
     """The file is not a pcap/pcapng capture (or its header is damaged)."""
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _u32(buf, p, be):
     if be:
         return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16) | (np.int64(buf[p + 2]) << 8)
@@ -45,14 +45,14 @@ def _u32(buf, p, be):
     return (np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _u16(buf, p, be):
     if be:
         return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
     return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True)
+@jit()
 def _index_pcap(buf, pos, be, units, max_frames, max_record):
     """Walk classic pcap records from `pos`. status: 0 batch full, 1 end of file, 2 cut-short record."""
     size = buf.shape[0]
@@ -83,7 +83,7 @@ def _index_pcap(buf, pos, be, units, max_frames, max_record):
     return offsets[:n], caplens[:n], wirelens[:n], ts[:n], pos, status
 
 
-@njit(cache=True)
+@jit()
 def _index_pcapng(buf, pos, be, if_linktype, if_units, if_offset, if_snaplen, last_ts, max_frames, max_record):
     """Walk pcapng packet blocks (EPB, SPB, OPB) from `pos`.
 

@@ -78,8 +78,11 @@ def capture(
         except CaptureFileError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-    from engine.kernel_cache import compile_all, every, stale
+    from engine.kernel_cache import aot_line, compile_all, every, stale
 
+    without_aot = aot_line()  # the ahead-of-time build cannot be used: numba's cache stands in
+    if without_aot:
+        typer.secho(without_aot, fg="yellow", err=True)
     compiling = stale(("capture",))
     if compiling is not None:  # said before the wait (with progress), and recorded for the next start
         typer.secho(compiling.line(), fg="yellow", err=True)

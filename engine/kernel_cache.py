@@ -6,11 +6,16 @@ mtime and size, the numba version and the CPU; a kernel not in the cache compile
 argument types real runs pass) and writes a manifest of the kernels it left in the cache; `stale()`
 compares that manifest with this machine and the sources in milliseconds, so a start can say, before
 the wait, that it will compile and for about how long.
+
+capture's kernels are also built ahead of time (capture/aot.py): while that build is current a capture
+start neither imports numba nor loads its cache, and `stale()` does not look at numba for capture;
+`aot_line()` says when the build cannot be used and numba's cache stands in.
 """
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ ROOMS = ("capture", "processors")
 # cpu-s to compile a room's kernels from nothing (a 2-core VM, numba 0.68): the wait a start announces
 # when no earlier compile on this machine measured it
 DEFAULT_COMPILE_S = {"capture": 80.0, "processors": 5.0}
+DEFAULT_AOT_BUILD_S = 120.0  # capture's ahead-of-time build from nothing (its own compile, then the C build)
 
 
 @dataclass
@@ -40,7 +46,7 @@ def warm_up_room(room: str) -> None:
     if room == "capture":
         from capture.warm import warm_up
 
-        warm_up()
+        warm_up()  # through the ahead-of-time build when it is current, else numba
     elif room == "processors":
         from config.settings import Settings
         from processors.agents import HitProcessor
@@ -59,9 +65,15 @@ def _machine() -> dict:
 
 
 def _dispatchers(room: str) -> list:
-    """The room's kernels that numba caches on disk (njit(cache=True)), from its imported modules."""
+    """The room's kernels that numba caches on disk (njit(cache=True)), from its imported modules (capture's
+    handed to numba first: with the ahead-of-time build current they are not numba's)."""
     from numba.core.caching import FunctionCache
     from numba.core.dispatcher import Dispatcher
+
+    if room == "capture":
+        from capture.jit import use_numba
+
+        use_numba()
 
     found: dict[int, object] = {}
     for name, module in list(sys.modules.items()):
@@ -92,8 +104,16 @@ def load_manifest(path: Path = MANIFEST) -> dict | None:
         return None
 
 
-def stale(rooms: tuple[str, ...] = ROOMS, manifest_path: Path = MANIFEST) -> Staleness | None:
-    """None when every kernel of `rooms` loads from the cache; else which rooms compile, why, and how long."""
+def stale(rooms: tuple[str, ...] = ROOMS, manifest_path: Path = MANIFEST, aot: bool = True) -> Staleness | None:
+    """None when every kernel of `rooms` loads from the cache (or, with `aot`, capture's from its current
+    ahead-of-time build, numba not imported); else which rooms compile, why, and how long."""
+    if aot and "capture" in rooms:
+        from capture.aot import built_for_another
+
+        if not built_for_another():
+            rooms = tuple(r for r in rooms if r != "capture")
+    if not rooms:
+        return None
     manifest = load_manifest(manifest_path)
     reasons: dict[str, str] = {}
     machine = _machine()
@@ -144,6 +164,10 @@ def compile_all(rooms: tuple[str, ...] = ROOMS, say=print) -> dict:
     old = load_manifest() or {}
     for room in rooms:
         compiled = _compile_counter(room, say)
+        if room == "capture":
+            from capture.jit import use_numba
+
+            use_numba()  # numba's cache is what this fills, whether or not the ahead-of-time build is current
         t0 = time.process_time()
         with event.install_listener("numba:compile", compiled):
             warm_up_room(room)
@@ -192,6 +216,9 @@ def load_or_compile(rooms: tuple[str, ...], say) -> Staleness | None:
     """Load the rooms' kernels; from a stale cache compile them (said first in one line, then progress
     every 10 s) and record them, so the next start loads them. Returns what was stale, if anything."""
     todo = stale(rooms)
+    line = aot_line() if "capture" in rooms else None
+    if line:
+        say(line)
     if todo is None:
         for room in rooms:
             warm_up_room(room)
@@ -215,26 +242,68 @@ def every(seconds: float, say):
     return throttled
 
 
+def aot_line() -> str | None:
+    """One line when capture's ahead-of-time build cannot be used (numba's cache stands in), else None."""
+    from capture.aot import built_for_another, previous_build_s
+
+    reason = built_for_another()
+    if not reason:
+        return None
+    return (f"capture's ahead-of-time kernels cannot be used ({reason}): loading numba's instead, about 0.3 cpu-s "
+            f"more a start; `visitwire compile` builds them (about {previous_build_s() or DEFAULT_AOT_BUILD_S:.0f} s)")
+
+
+def build_aot(say) -> bool:
+    """capture's ahead-of-time build, in a process of its own (its kernels must bypass numba's cache, which
+    this process may have loaded); `say` gets its progress lines. False, said, when it failed."""
+    proc = subprocess.Popen([sys.executable, "-m", "capture.aot"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for text in proc.stdout:
+        if text.startswith("capture (ahead of time)"):
+            say(text.rstrip())
+        else:  # the C compiler's lines: only shown when it fails
+            tail = (tail + [text.rstrip()])[-20:]
+    if proc.wait() != 0:
+        say("\n".join(tail))
+        say(f"capture's ahead-of-time build failed (exit {proc.returncode}, its last lines above): starts load "
+            "numba's cache instead, about 0.3 cpu-s more; it needs gcc and g++ (scripts/bootstrap.sh installs them)")
+        return False
+    return True
+
+
 def compile_or_check() -> int:
-    """`visitwire compile`: nothing to do when the cache is current; else compile, showing progress."""
+    """`visitwire compile`: nothing to do when the cache and capture's ahead-of-time build are current; else
+    compile what is not, showing progress."""
     from rich.console import Console
 
+    from capture.aot import built_for_another, previous_build_s
+
     console = Console(stderr=True)
-    todo = stale()
-    if todo is None:
+    todo = stale(aot=False)
+    aot_reason = built_for_another()
+    if todo is None and not aot_reason:
         manifest = load_manifest() or {}
         n = sum(len(r["kernels"]) for r in manifest.get("rooms", {}).values())
         console.print(f"numba kernels up to date: {n} cached for {manifest['machine']['cpu']}, "
-                      f"numba {manifest['machine']['numba']} (compiled {manifest.get('written', '?')})", soft_wrap=True)
+                      f"numba {manifest['machine']['numba']} (compiled {manifest.get('written', '?')}), "
+                      "capture's built ahead of time", soft_wrap=True)
         return 0
-    console.print(f"compiling the numba kernels of {' and '.join(todo.rooms)} ({todo.reason}): about "
-                  f"{todo.expected_s:.0f} s, once; later starts load them from the cache", soft_wrap=True)
     t0 = time.monotonic()
-    if console.is_terminal:
-        with console.status("compiling") as status:
-            compile_all(todo.rooms, say=lambda text: status.update(text) if " compiling " in text else
-                        console.print(text))
-    else:  # a log (CI): a line every 10 s is progress enough
-        compile_all(todo.rooms, say=every(10.0, lambda text: console.print(text, soft_wrap=True)))
+    if todo is not None:
+        console.print(f"compiling the numba kernels of {' and '.join(todo.rooms)} ({todo.reason}): about "
+                      f"{todo.expected_s:.0f} s, once; later starts load them from the cache", soft_wrap=True)
+        if console.is_terminal:
+            with console.status("compiling") as status:
+                compile_all(todo.rooms, say=lambda text: status.update(text) if " compiling " in text else
+                            console.print(text))
+        else:  # a log (CI): a line every 10 s is progress enough
+            compile_all(todo.rooms, say=every(10.0, lambda text: console.print(text, soft_wrap=True)))
+    if aot_reason:
+        console.print(f"building capture's kernels ahead of time ({aot_reason}): about "
+                      f"{previous_build_s() or DEFAULT_AOT_BUILD_S:.0f} s, once; later starts need no numba",
+                      soft_wrap=True)
+        if not build_aot(lambda text: console.print(text, soft_wrap=True)):
+            return 1
     console.print(f"numba kernels compiled and cached in {time.monotonic() - t0:.0f} s")
     return 0

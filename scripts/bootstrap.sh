@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-apt_pkgs=(redis-server libpcap0.8 tcpdump)
+# gcc/g++ (and Python's headers): `visitwire compile` builds capture's kernels into an extension module
+apt_pkgs=(redis-server libpcap0.8 tcpdump gcc g++)
+python3 -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+  2>/dev/null || apt_pkgs+=(python3-dev)
 [ "$want_test" = 1 ] && apt_pkgs+=(clickhouse-server clickhouse-client tshark tcpreplay chromium)
 
 missing=()
@@ -35,5 +38,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # numba compiles each kernel on first use (capture's: about a minute and a half) and caches it; do it
-# here, once, so the first `visitwire demo` / `capture` / test starts as fast as the next ones
+# here, once, so the first `visitwire demo` / `capture` / test starts as fast as the next ones; capture's
+# are also built ahead of time (about two minutes more), so that a capture start needs no numba at all
 .venv/bin/visitwire compile >&2

@@ -82,9 +82,13 @@ def _no_user_config(monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _kernels_compiled():
-    """scripts/test compiles every numba kernel at set-up (`visitwire compile`); a pytest run without it
-    does the same here once, so tests that start `visitwire` as a subprocess never wait for a compile."""
-    from engine.kernel_cache import compile_all, stale
+    """scripts/test compiles every numba kernel at set-up (`visitwire compile`, which also builds capture's
+    ahead of time); a pytest run without it does the same here once, so tests that start `visitwire` as a
+    subprocess never wait for a compile."""
+    from capture.aot import built_for_another
+    from engine.kernel_cache import build_aot, compile_all, stale
 
-    if stale() is not None:
+    if stale(aot=False) is not None:
         compile_all(say=lambda text: None)
+    if built_for_another():
+        build_aot(say=lambda text: None)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from capture.aot import built_for_another
 from engine.kernel_cache import MANIFEST, ROOT, stale
 
 sys.path.insert(0, str(ROOT / "tests" / "capture"))
@@ -18,9 +19,10 @@ from pcaps import Conv, req, resp, write  # noqa: E402
 VISITWIRE = str(Path(sys.executable).with_name("visitwire"))
 
 
-def test_after_set_up_a_capture_of_pcap_and_pcapng_compiles_no_kernel(tmp_path):
-    # the conftest ran the set-up compile (or found it done): nothing may be left for the first real run
-    assert stale() is None
+def test_after_set_up_a_capture_of_pcap_and_pcapng_needs_no_numba(tmp_path):
+    # the conftest ran the set-up compile (or found it done): capture's kernels come from the ahead-of-time
+    # build, so a start neither compiles a kernel nor even imports numba (half of a short run's CPU)
+    assert stale() is None and built_for_another() == ""
     c = Conv().handshake()
     c.request(req("/a"))
     c.tick().response(resp(200, b"x" * 3000), sizes=[1000, 1000])
@@ -28,14 +30,14 @@ def test_after_set_up_a_capture_of_pcap_and_pcapng_compiles_no_kernel(tmp_path):
     pcapng = write(tmp_path / "a.pcapng", c.pkts, fmt="pcapng")
     mixed = str(ensure_pcap(300, seed=5, quiet=True))  # keep-alive, pipelined, split heads, chunked, ...
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")}
-    env["NUMBA_DEBUG_CACHE"] = "1"  # numba prints "[cache] data saved to ..." for each kernel it compiles
-    for path in (pcapng, mixed):
-        r = subprocess.run([VISITWIRE, "capture", "--pcap", path, "--format", "none"], capture_output=True,
-                           text=True, timeout=120, env=env)
+    for path, transactions in ((pcapng, 1), (mixed, 300)):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "engine.cli", "capture", "--pcap", path,
+                            "--format", "jsonl"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert r.returncode == 0, r.stderr
-        assert "[cache] data loaded" in r.stdout  # kernels came from the cache...
-        assert "saved" not in r.stdout, r.stdout  # ...and none was compiled
-        assert "not compiled" not in r.stderr
+        assert len(r.stdout.splitlines()) == transactions
+        imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time")}
+        assert "capture.fastpath" in imported and "numba" not in imported
+        assert "cannot be used" not in r.stderr and "not compiled" not in r.stderr
 
 
 def _manifest(tmp_path: Path, change) -> Path:
@@ -47,7 +49,7 @@ def _manifest(tmp_path: Path, change) -> Path:
 
 
 def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
-    assert stale(manifest_path=tmp_path / "none.json").line().startswith(
+    assert stale(manifest_path=tmp_path / "none.json", aot=False).line().startswith(
         "numba kernels of capture and processors are not compiled for this machine (no kernel cache yet): "
         "compiling them now, about ")
 
@@ -55,7 +57,7 @@ def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
         k = next(k for k in m["rooms"]["capture"]["kernels"] if k["source"].endswith("fastpath.py"))
         k["stamp"][0] -= 60  # compiled from the file as it was a minute ago
         m["rooms"]["capture"]["compile_s"] = 71.4
-    s = stale(manifest_path=_manifest(tmp_path, edited))
+    s = stale(manifest_path=_manifest(tmp_path, edited), aot=False)
     assert s.rooms == ("capture",)
     assert s.reason == "capture/fastpath.py changed since they were compiled"
     assert round(s.expected_s) == 71  # the compile time measured at set-up on this machine
@@ -66,7 +68,7 @@ def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
 
     def other_numba(m):
         m["machine"]["numba"] = "0.1.0"
-    assert "numba changed from 0.1.0" in stale(manifest_path=_manifest(tmp_path, other_numba)).reason
+    assert "numba changed from 0.1.0" in stale(manifest_path=_manifest(tmp_path, other_numba), aot=False).reason
 
 
 def test_set_up_leaves_every_kernel_of_capture_and_processors_in_the_cache():
