@@ -60,7 +60,7 @@ def built_for_another(meta_path: Path | None = None) -> str:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return "not built yet"
-    if not (BUILD_DIR / meta.get("file", "-")).exists():
+    if not meta.get("files") or not all((BUILD_DIR / f).exists() for f in meta["files"].values()):
         return "not built yet"
     machine = _machine()
     for key, what in (("numpy", "numpy"), ("python", "Python")):
@@ -88,10 +88,10 @@ def previous_build_s(meta_path: Path | None = None) -> float | None:
 class Build:
     """The loaded extension module: for each kernel, its compiled signatures and an argument check each."""
 
-    def __init__(self, meta: dict, module) -> None:
+    def __init__(self, meta: dict, modules: dict) -> None:
         self.compile_s = meta.get("compile_s")
-        self._entries = {name: [(_accepts(sig["args"]), getattr(module, sig["symbol"])) for sig in sigs]
-                         for name, sigs in meta["kernels"].items()}
+        self._entries = {name: [(_accepts(sig["args"]), getattr(modules[sig["module"]], sig["symbol"]))
+                                for sig in sigs] for name, sigs in meta["kernels"].items()}
 
     def entries(self, py_func) -> list:
         return self._entries.get(f"{py_func.__module__}.{py_func.__qualname__}", [])
@@ -103,13 +103,15 @@ def load(meta_path: Path | None = None) -> Build | None:
     if built_for_another(meta_path):
         return None
     meta = json.loads(meta_path.read_text())
-    spec = importlib.util.spec_from_file_location(MODULE, BUILD_DIR / meta["file"])
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except ImportError:  # a build for another numpy ABI slipped past the check: numba will do
-        return None
-    return Build(meta, module)
+    modules = {}
+    for name, file in meta["files"].items():
+        spec = importlib.util.spec_from_file_location(name, BUILD_DIR / file)
+        modules[name] = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(modules[name])
+        except ImportError:  # a build for another numpy ABI slipped past the check: numba will do
+            return None
+    return Build(meta, modules)
 
 
 # --- argument checks: the build's functions convert arguments blindly (an array's dtype is not checked),
@@ -183,24 +185,34 @@ def build(say=print) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending deprecation: it is what numba offers for this today
         from numba.pycc import CC
-    cc = CC(MODULE)
-    cc.output_dir = str(BUILD_DIR)
-    cc.target_cpu = "host"  # as tuned as the JIT's kernels (vectorized byte loops)
+    # one module per reference-counting mode: a `kernel` (no NRT, capture/jit.py) may return a view of an
+    # array it was given, which an entry point counting references would free (heap corruption)
+    ccs: dict[str, CC] = {}
     kernels: dict[str, list] = {}
     for d, sigs in calls.items():
         name = f"{d.py_func.__module__}.{d.py_func.__qualname__}"
+        nrt = d.targetoptions.get("_nrt", True)
+        module = MODULE + ("_nrt" if nrt else "")
+        if module not in ccs:
+            ccs[module] = CC(module)
+            ccs[module].output_dir = str(BUILD_DIR)
+            ccs[module].target_cpu = "host"  # as tuned as the JIT's kernels (vectorized byte loops)
+            ccs[module].use_nrt = nrt
         # writable arrays first: such a call gets the specialisation numba's dispatcher would pick
         for args in sorted(sigs, key=lambda a: [_describe(t)[-1] is True for t in a]):
             symbol = f"{name.replace('.', '__')}__{len(kernels.get(name, []))}"
-            cc.export(symbol, d.overloads[args].signature)(d.py_func)
-            kernels.setdefault(name, []).append({"symbol": symbol, "args": [_describe(t) for t in args]})
+            ccs[module].export(symbol, d.overloads[args].signature)(d.py_func)
+            kernels.setdefault(name, []).append({"module": module, "symbol": symbol,
+                                                 "args": [_describe(t) for t in args]})
     say(f"capture (ahead of time): building {sum(len(v) for v in kernels.values())} entry points of "
-        f"{len(kernels)} kernels into {MODULE}")
+        f"{len(kernels)} kernels into {', '.join(ccs)}")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    for old in BUILD_DIR.glob(f"{MODULE}.*"):
+    for old in BUILD_DIR.glob(f"{MODULE}*"):
         old.unlink()
-    cc.compile()
-    meta = {"file": MODULE + sysconfig.get_config_var("EXT_SUFFIX"), "machine": _machine(), "sources": _sources(),
+    for cc in ccs.values():
+        cc.compile()
+    meta = {"files": {m: m + sysconfig.get_config_var("EXT_SUFFIX") for m in ccs}, "machine": _machine(),
+            "sources": _sources(),
             "kernels": kernels, "compile_s": round(time.process_time() - t0, 1),
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = META.with_suffix(".tmp")
