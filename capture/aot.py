@@ -7,7 +7,8 @@ kernels Python calls, for the argument types real runs pass (the warm-up's), wit
 `capture/__pycache__/visitwire_kernels*.so`, and writes beside it what it was built from: every source
 file of capture/, numpy, Python and the CPU. `load()` uses it only when all of those are still the
 same; `built_for_another()` says why not. A call with argument types the build lacks goes to numba,
-exactly as without the build (capture/jit.py).
+exactly as without the build (capture/jit.py). The build's entry points hold the GIL (live._index_block's
+nogil is numba's only: it indexes one ring block, microseconds).
 """
 from __future__ import annotations
 
@@ -172,6 +173,7 @@ def build(say=print) -> dict:
     from capture.warm import warm_up
 
     t0 = time.process_time()
+    sources = _sources()  # as compiled: a file edited meanwhile makes the build stale, not wrongly current
     jit.use_numba()
     for module in pkgutil.iter_modules([str(HERE)]):  # every kernel defined before the cache is bypassed
         importlib.import_module(f"capture.{module.name}")
@@ -212,7 +214,7 @@ def build(say=print) -> dict:
     for cc in ccs.values():
         cc.compile()
     meta = {"files": {m: m + sysconfig.get_config_var("EXT_SUFFIX") for m in ccs}, "machine": _machine(),
-            "sources": _sources(),
+            "sources": sources,
             "kernels": kernels, "compile_s": round(time.process_time() - t0, 1),
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tmp = META.with_suffix(".tmp")
