@@ -82,13 +82,11 @@ def _no_user_config(monkeypatch):
 
 @pytest.fixture(scope="session", autouse=True)
 def _kernels_compiled():
-    """scripts/test compiles every numba kernel at set-up (`visitwire compile`, which also builds capture's
-    ahead of time); a pytest run without it does the same here once, so tests that start `visitwire` as a
-    subprocess never wait for a compile."""
-    from capture.aot import built_for_another
-    from engine.kernel_cache import build_aot, compile_all, stale
+    """scripts/test compiles every numba kernel at set-up (`visitwire compile`); a pytest run without it
+    does the same here once, so tests that start `visitwire` as a subprocess never wait for a compile.
+    capture's ahead-of-time build is set-up's alone (minutes): after an edit under capture/ numba's cache
+    stands in, as it does for a user, and the tests that need the build say to run `visitwire compile`."""
+    from engine.kernel_cache import compile_all, stale
 
     if stale(aot=False) is not None:
         compile_all(say=lambda text: None)
-    if built_for_another():
-        build_aot(say=lambda text: None)

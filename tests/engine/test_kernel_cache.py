@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from capture.aot import built_for_another
 from engine.kernel_cache import MANIFEST, ROOT, stale
 
@@ -19,6 +21,8 @@ from pcaps import Conv, req, resp, write  # noqa: E402
 VISITWIRE = str(Path(sys.executable).with_name("visitwire"))
 
 
+@pytest.mark.skipif(bool(built_for_another()), reason=f"capture's ahead-of-time build: {built_for_another()}; "
+                    "run visitwire compile (set-up does)")
 def test_after_set_up_a_capture_of_pcap_and_pcapng_needs_no_numba(tmp_path):
     # the conftest ran the set-up compile (or found it done): capture's kernels come from the ahead-of-time
     # build, so a start neither compiles a kernel nor even imports numba (half of a short run's CPU)
