@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from capture.aot import built_for_another
 from gen_pcap import SERVER_PORT, ensure_pcap
 from peers import tshark_argv
 
@@ -87,8 +88,6 @@ def main() -> int:
     out = subprocess.run([VISITWIRE, "compile"], capture_output=True, text=True, env=env)
     if "up to date" not in out.stderr:
         print("the kernel cache was stale, compiled it first:\n" + out.stderr, file=sys.stderr)
-    from capture.aot import built_for_another
-
     aot_ok_reason = built_for_another()  # "" when capture's kernels come from the ahead-of-time build
     aot_ok = not aot_ok_reason
     tiny = str(ensure_pcap(10, seed=1, quiet=True))
