@@ -8,7 +8,6 @@ from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import Conv, req, resp, udp_packet, write  # noqa: E402
 

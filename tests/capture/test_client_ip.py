@@ -8,12 +8,9 @@ own entries to the left, so the right-most address that is not a trusted proxy c
 from __future__ import annotations
 
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import Conv, req, resp  # noqa: E402
 from test_odd_http import events_of  # noqa: E402

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import T0, Conv, req, resp, write  # noqa: E402
 

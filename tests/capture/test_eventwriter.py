@@ -8,14 +8,11 @@ to Python rather than get them wrong.
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture.testing import frame_batch  # noqa: E402
 from test_fuzz import FUZZ, _with_client_port, conversation_frames  # noqa: E402
 

@@ -7,12 +7,9 @@ on; a third browser leaves after its first page.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import T0, Conv, req, resp, write  # noqa: E402
 

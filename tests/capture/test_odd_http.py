@@ -9,12 +9,9 @@ case runs through both the numba fast path and the Python-only Decoder, which mu
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import Conv, req, resp, write  # noqa: E402
 

@@ -6,13 +6,11 @@ capture file, runs it through read_pcap_batches + Decoder exactly as
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import T0, Conv, chunked, req, resp, udp_packet, write  # noqa: E402
 

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import Conv, req, resp, write  # noqa: E402
 from test_odd_http import events_of  # noqa: E402

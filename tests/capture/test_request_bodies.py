@@ -7,13 +7,10 @@ are counted drops, not crashes, and their events are still reported.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pcaps import T0, Conv, req, resp, write  # noqa: E402
 
