@@ -27,7 +27,7 @@ def settings(**overrides):
     except SettingsError as e:
         typer.secho(str(e), fg="red", err=True)
         raise typer.Exit(2)
-    from engine.logs import configure_logging
+    from config.logs import configure_logging
 
     configure_logging(s.log_level, s.log_format)
     return s

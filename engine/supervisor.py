@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config.logs import configure_logging
 from config.settings import Settings
 from engine.privileges import PrivilegeError, drop_to, target_user
 from engine.services import Service, ServiceError, die_with_parent, start_redis, start_tansu
@@ -122,7 +123,7 @@ def _capture_main(settings_json: str, pcap: str | None, iface: str | None, out: 
     die_with_parent(mp.parent_process().pid)  # a parent killed -9 still stops capture (SIGTERM above)
     threading.Thread(target=_exit_when_orphaned, args=(stop,), daemon=True, name="visitwire-orphan-watch").start()
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s capture: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, "capture")
     progress = CaptureProgress()
     try:
         _capture_loop(settings, pcap, iface, out, stop, progress)

@@ -254,10 +254,11 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
-    from config.kafka_log_flood import kafka_client_errors, say_kafka_client_errors
+    from config.kafka_log_flood import say_kafka_client_errors
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s hits-reader %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().handlers[0].addFilter(kafka_client_errors)  # librdkafka's retries: one line, then counted
+    from config.logs import configure_helper_logging
+
+    configure_helper_logging("hits-reader")  # masked, the command's format; librdkafka's retries: a line, a count
     from processors.hits_reader import serve as serve_here  # answers pickle by module name, not as __main__
 
     try:

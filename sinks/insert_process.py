@@ -14,7 +14,6 @@ again by the next insert.
 """
 from __future__ import annotations
 
-import logging
 import pickle
 import subprocess
 import sys
@@ -117,5 +116,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
+    from config.logs import configure_helper_logging
+
+    configure_helper_logging("history-writer")
     serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -21,7 +21,7 @@ def test_passwords_are_masked_in_urls_and_texts():
 
 
 def test_log_lines_carry_no_url_password(capsys):
-    from engine.logs import configure_logging
+    from config.logs import configure_logging
 
     configure_logging("INFO", "json")
     logging.getLogger("visitwire.test").warning("connecting to %s", "redis://:hunter2@h:6379/0")
@@ -35,3 +35,23 @@ def test_metrics_listener_beyond_loopback_needs_the_token():
         load_settings(metrics={"host": "0.0.0.0", "port": 9187})
     assert load_settings(metrics={"host": "0.0.0.0", "port": 0}).metrics.port == 0  # no listener: no token
     assert load_settings(metrics={"host": "0.0.0.0", "port": 9187}, web={"token": "t"}).metrics.port == 9187
+
+
+def test_helper_processes_log_in_the_commands_format_and_masked():
+    """The hits reader, history writer and capture child inherit the command's format, masking included."""
+    import json
+    import subprocess
+    import sys
+
+    helper = ("import logging; from config.logs import configure_helper_logging; "
+              "configure_helper_logging('hits-reader'); "
+              "logging.getLogger('x').info('not shown: below the helper floor'); "
+              "logging.getLogger('x').warning('connecting to %s', 'redis://:hunter2@h:6379/0')")
+    command = ("import subprocess, sys; from config.logs import configure_logging; "
+               "configure_logging('INFO', 'json'); "
+               f"sys.exit(subprocess.run([sys.executable, '-c', {helper!r}]).returncode)")
+    r = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    assert [(x["level"], x["process"], x["message"]) for x in lines] == \
+        [("WARNING", "hits-reader", "connecting to redis://:***@h:6379/0")]
