@@ -515,7 +515,15 @@ function setWall(on) {
   else if (state.lastSnapshot) renderLive(state.lastSnapshot);
 }
 
+function fitBigNumber(e) {
+  e.style.setProperty("--chars", Math.max(3, e.textContent.length));  // app.css sizes the figure by it
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  for (const e of document.querySelectorAll(".kpi .big")) {
+    fitBigNumber(e);
+    new MutationObserver(() => fitBigNumber(e)).observe(e, { childList: true, characterData: true, subtree: true });
+  }
   const params = new URLSearchParams(location.search);
   if (params.get("wall") === "1") document.body.classList.add("wall");
   for (const name of Object.keys(VIEWS)) {
