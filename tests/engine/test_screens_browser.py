@@ -86,7 +86,8 @@ def test_live_orders_revenue_and_members_add_up(browser, demo, output_dir):
     assert page.locator("#live-products tr").count() > 1
 
     # the API's complete minutes against the shop's log: orders and revenue per minute
-    deadline, checked = time.monotonic() + 150, 0
+    # the crowd buys in bursts: on a loaded machine the first complete minute with orders came 160 s in
+    deadline, checked = time.monotonic() + 240, 0
     while not checked and time.monotonic() < deadline:
         page.wait_for_timeout(3000)
         live, truth = _api(page, "/api/live"), _truth(demo[2])
