@@ -100,7 +100,8 @@ def test_the_screen_filters_each_tab_to_the_chosen_site(site, output_dir):
         assert "host=outlet.example" in page.url
         page.screenshot(path=str(output_dir / "customers-outlet.png"))
         page.click("#tab-products")
-        assert page.get_by_test_id("products-host").input_value() == "outlet.example"
+        # the tab's select gets the site once the site list has loaded (async): wait for it, as after the reload
+        page.wait_for_function("document.querySelector('[data-testid=products-host]').value === 'outlet.example'")
         most = max(r["views"] for r in outlet["product usage"]["rows"])
         page.wait_for_selector("[data-testid=product-table] tbody tr")
         first = page.locator("[data-testid=product-table] tbody tr").first.locator("td").nth(0).text_content()
