@@ -30,6 +30,16 @@ class _Section(BaseModel):
 
 # Methods a goal may name: an allowlist, so a typo ("FETCH") stops the start instead of never matching.
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def http_method(v: str, empty_means_any: bool = False) -> str:
+    """The method upper-cased; a ValueError naming the allowed ones for anything else (goal rules: "" = any)."""
+    if (v or not empty_means_any) and v.upper() not in HTTP_METHODS:
+        raise ValueError(f"method {v!r} is not an HTTP method; use one of {', '.join(HTTP_METHODS)}"
+                         + (" or leave it empty for any" if empty_means_any else ""))
+    return v.upper()
+
+
 # A URL pattern: literal path characters and {name} placeholders (and `*` in funnel steps); no query,
 # fragment, space or stray brace: a pattern is matched against the path alone, so '?' never matches.
 _PATTERN_PART = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z0-9._~!$&'()+,;=:@%/-]+")
@@ -125,10 +135,7 @@ class GoalRule(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v and v.upper() not in HTTP_METHODS:
-            raise ValueError(f"method {v!r} is not an HTTP method; use one of {', '.join(HTTP_METHODS)} "
-                             "or leave it empty for any")
-        return v.upper()
+        return http_method(v, empty_means_any=True)
 
 
 class BodyRule(_Section):
@@ -157,9 +164,7 @@ class BodyRule(_Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v.upper() not in HTTP_METHODS:
-            raise ValueError(f"method {v!r} is not an HTTP method; use one of {', '.join(HTTP_METHODS)}")
-        return v.upper()
+        return http_method(v)
 
 
 class CaptureSettings(_Section):
