@@ -14,27 +14,17 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from chdb import session
+from proc_memory import rss_mb, slope
 
 WARM_UP = 200
 SAMPLE_EVERY = 50
 
 
-def rss_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return 0
-
-
-def kb_per_insert(points: list[tuple[int, int]]) -> float:
+def kb_per_insert(points: list[tuple[int, float]]) -> float:
     """Least-squares slope of (insert, RSS MB) points, in KB per insert."""
-    n = len(points)
-    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
-    den = sum((x - mx) ** 2 for x, _ in points)
-    return 1024 * sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+    return 1024 * slope(points)
 
 
 def main() -> int:
@@ -54,12 +44,12 @@ def main() -> int:
         if i >= WARM_UP and i % SAMPLE_EVERY == 0:
             samples.append((i, rss_mb()))
         if i % max(1, args.inserts // 10) == 0:
-            print(f"{i:6d} inserts  {time.monotonic() - t0:5.0f} s  RSS {rss_mb()} MB", flush=True)
+            print(f"{i:6d} inserts  {time.monotonic() - t0:5.0f} s  RSS {rss_mb():.0f} MB", flush=True)
     first = kb_per_insert([p for p in samples if p[0] < middle])
     last = kb_per_insert([p for p in samples if p[0] >= middle])
     print(f"\nafter {WARM_UP} inserts: {first:+.1f} KB per insert over the next {middle - WARM_UP}, "
           f"{last:+.1f} KB per insert over the last {args.inserts - middle} "
-          f"({'levels off' if last < first / 2 else 'keeps growing'}); RSS at the end {rss_mb()} MB")
+          f"({'levels off' if last < first / 2 else 'keeps growing'}); RSS at the end {rss_mb():.0f} MB")
     return 0
 
 

@@ -26,6 +26,7 @@ from capture.decoder import Decoder
 from capture.frames import FrameBatch
 from capture.testing import tcp_frame
 from config.settings import Settings
+from proc_memory import rss_mb
 
 T0 = 1_700_000_000.0
 SERVER = bytes([10, 9, 0, 1])
@@ -33,13 +34,6 @@ HEAD = b"GET /flood HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: flood/1\r\n"  
 REQ = b"GET /p HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: b/1\r\n\r\n"
 RESP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SYN, SYNACK, PSH, FIN = 0x02, 0x12, 0x18, 0x11
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def frame(client: bytes, cport: int, from_client: bool, seq: int, flags: int, payload: bytes = b"") -> bytes:

@@ -21,31 +21,12 @@ import time
 from pathlib import Path
 
 from engine.proctree import descendants
+from proc_memory import rss_mb, slope  # slope of (minute, MB): MB per minute
 
 SAMPLE_EVERY_S = 60.0
 GROWTH_MB = 40.0          # allocator noise and caches that fill once; a leak grows past this in 10 minutes
 GROWTH_FRACTION = 0.10
 HORIZON_MIN = 60.0        # a slope is judged by what it adds in an hour
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def slope(series: list[tuple[float, float]]) -> float:
-    """Least-squares MB per minute of (minute, MB) points: a leak shows as a steady positive slope."""
-    if len(series) < 2:
-        return 0.0
-    n = len(series)
-    mx, my = sum(x for x, _ in series) / n, sum(y for _, y in series) / n
-    den = sum((x - mx) ** 2 for x, _ in series)
-    return sum((x - mx) * (y - my) for x, y in series) / den if den else 0.0
 
 
 def label(pid: int, name: str) -> str:

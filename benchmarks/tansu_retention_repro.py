@@ -30,15 +30,9 @@ from confluent_kafka import Consumer
 from confluent_kafka import TopicPartition as CTopicPartition
 
 from engine.services import Service, start_tansu
+from proc_memory import rss_mb
 
 DELETE_RECORDS = 21  # the Kafka API key
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
