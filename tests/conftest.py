@@ -1,6 +1,7 @@
 """Shared fixtures: real servers started on free loopback ports, once per test session."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -70,6 +71,19 @@ def output_dir(request) -> Path:
     d = OUTPUT_DIR / request.node.name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@pytest.fixture
+def edited_json(tmp_path):
+    """edited_json(source, change): a copy of the JSON file `source` in tmp_path with `change(doc)` applied, e.g.
+    a build or cache record as if made from other sources, another CPU or another library version."""
+    def copy(source: Path, change) -> Path:
+        doc = json.loads(source.read_text())
+        change(doc)
+        path = tmp_path / source.name
+        path.write_text(json.dumps(doc))
+        return path
+    return copy
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,6 @@
 """capture's kernels built ahead of time: used only when current, said when not, and only for the types built."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,33 +17,25 @@ pytestmark = pytest.mark.skipif(bool(built_for_another()), reason=f"capture's ah
                                 f"{built_for_another()}; run visitwire compile")
 
 
-def _meta(tmp_path: Path, change) -> Path:
-    meta = json.loads(META.read_text())
-    change(meta)
-    path = tmp_path / "meta.json"
-    path.write_text(json.dumps(meta))
-    return path
-
-
-def test_a_build_that_does_not_match_says_why(tmp_path):
+def test_a_build_that_does_not_match_says_why(tmp_path, edited_json):
     assert built_for_another() == ""
     assert built_for_another(tmp_path / "none.json") == "not built yet"
 
     def edited(m):
         m["sources"]["fastpath.py"] = "0" * 16  # built from the file as it was before an edit
-    assert built_for_another(_meta(tmp_path, edited)) == "capture/fastpath.py changed since they were built"
+    assert built_for_another(edited_json(META, edited)) == "capture/fastpath.py changed since they were built"
 
     def new_file(m):
         del m["sources"]["http.py"]
-    assert built_for_another(_meta(tmp_path, new_file)) == "capture/http.py changed since they were built"
+    assert built_for_another(edited_json(META, new_file)) == "capture/http.py changed since they were built"
 
     def other_cpu(m):
         m["machine"].update(cpu="Pentium 4", cpu_flags="f" * 16)
-    assert built_for_another(_meta(tmp_path, other_cpu)).startswith("built for CPU Pentium 4, this one is ")
+    assert built_for_another(edited_json(META, other_cpu)).startswith("built for CPU Pentium 4, this one is ")
 
     def other_numpy(m):
         m["machine"]["numpy"] = "1.0.0"
-    assert built_for_another(_meta(tmp_path, other_numpy)).startswith("numpy changed from 1.0.0 to ")
+    assert built_for_another(edited_json(META, other_numpy)).startswith("numpy changed from 1.0.0 to ")
     assert aot_line() is None  # current: nothing to say
 
 

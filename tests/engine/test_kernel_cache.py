@@ -1,7 +1,6 @@
 """The numba kernel cache: set-up compiles every kernel a run uses; a start says when it must compile."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -44,15 +43,7 @@ def test_after_set_up_a_capture_of_pcap_and_pcapng_needs_no_numba(tmp_path):
         assert "cannot be used" not in r.stderr and "not compiled" not in r.stderr
 
 
-def _manifest(tmp_path: Path, change) -> Path:
-    m = json.loads(MANIFEST.read_text())
-    change(m)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(m))
-    return path
-
-
-def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
+def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path, edited_json):
     assert stale(manifest_path=tmp_path / "none.json", aot=False).line().startswith(
         "numba kernels of capture and processors are not compiled for this machine (no kernel cache yet): "
         "compiling them now, about ")
@@ -61,18 +52,18 @@ def test_a_stale_cache_is_said_with_its_cause_and_the_expected_wait(tmp_path):
         k = next(k for k in m["rooms"]["capture"]["kernels"] if k["source"].endswith("fastpath.py"))
         k["stamp"][0] -= 60  # compiled from the file as it was a minute ago
         m["rooms"]["capture"]["compile_s"] = 71.4
-    s = stale(manifest_path=_manifest(tmp_path, edited), aot=False)
+    s = stale(manifest_path=edited_json(MANIFEST, edited), aot=False)
     assert s.rooms == ("capture",)
     assert s.reason == "capture/fastpath.py changed since they were compiled"
     assert round(s.expected_s) == 71  # the compile time measured at set-up on this machine
 
     def other_cpu(m):
         m["machine"]["cpu"] = "pentium4"
-    assert "compiled for CPU pentium4" in stale(("processors",), manifest_path=_manifest(tmp_path, other_cpu)).reason
+    assert "compiled for CPU pentium4" in stale(("processors",), manifest_path=edited_json(MANIFEST, other_cpu)).reason
 
     def other_numba(m):
         m["machine"]["numba"] = "0.1.0"
-    assert "numba changed from 0.1.0" in stale(manifest_path=_manifest(tmp_path, other_numba), aot=False).reason
+    assert "numba changed from 0.1.0" in stale(manifest_path=edited_json(MANIFEST, other_numba), aot=False).reason
 
 
 def test_set_up_leaves_every_kernel_of_capture_and_processors_in_the_cache():
