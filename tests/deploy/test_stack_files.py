@@ -1,5 +1,5 @@
 """The production stack as files: deploy/compose.yaml against the compose specification's JSON Schema
-(the copy check-jsonschema ships), its settings against visitwire's own, and the Dockerfile through
+(vendored in deploy/schema/), its settings against visitwire's own, and the Dockerfile through
 hadolint. No Docker engine here: nothing is built or started (README, Operations)."""
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import jsonschema
@@ -16,6 +15,7 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose.yaml"
+COMPOSE_SCHEMA = REPO / "deploy" / "schema" / "compose-spec.json"  # deploy/schema/README.md says where from
 
 
 def _compose() -> dict:
@@ -23,10 +23,10 @@ def _compose() -> dict:
 
 
 def _validator() -> jsonschema.protocols.Validator:
-    dist = metadata.distribution("check-jsonschema")  # read as data: importing it needs a newer click
-    path = next(f for f in dist.files or () if str(f).endswith("vendor/compose-spec.json"))
-    schema = json.loads(Path(dist.locate_file(path)).read_text())
-    return jsonschema.validators.validator_for(schema)(schema)
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)  # the vendored copy is itself a valid schema of the draft it names
+    return cls(schema)
 
 
 def test_compose_file_follows_the_compose_specification():
