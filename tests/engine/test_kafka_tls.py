@@ -149,8 +149,8 @@ def test_sasl_without_credentials_is_one_settings_error():
 
 
 def test_sasl_settings_are_accepted_by_each_client_library(tmp_path):
-    """No SASL broker here (tansu's --authentication did not take credentials): the settings are checked
-    as far as the libraries check them, by building each client with them."""
+    """SASL_SSL settings as far as the libraries check them, by building each client with them (SASL against a
+    broker that checks the credentials: tests/engine/test_kafka_sasl.py)."""
     import faust
     from aiokafka import AIOKafkaProducer
     from confluent_kafka import Producer

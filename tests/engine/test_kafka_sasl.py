@@ -1,0 +1,165 @@
+"""Kafka SASL (kafka.security_protocol = SASL_PLAINTEXT, sasl_mechanism, sasl_username, sasl_password_file)
+through every client visitwire has, against a broker that checks the credentials: the capture agent's
+aiokafka producer and topic creation, the worker's Faust app, librdkafka hits reader and outbox, and the
+lag probe of `visitwire status`. tansu 0.6.0 cannot check SASL credentials itself (tests/engine/sasl_gateway.py
+says why), so a SASL gateway sits in front of it and tansu advertises the gateway's address: every connection
+a client makes must authenticate, and a wrong password or a client without SASL is refused."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from engine.proctree import stop
+from engine.services import _spawn, free_port, tansu_binary
+from pcapgen import generate_pcap
+from sasl_gateway import SaslGateway
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "sasl-secret-5f3a9c"
+
+
+def _broker_behind_gateway(mechanism: str):
+    plain, front = free_port(), free_port()
+    broker = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                              "--advertised-listener-url", f"tcp://127.0.0.1:{front}",
+                              "--storage-engine", "memory://tansu/"], None, plain, 20, f"127.0.0.1:{plain}")
+    return broker, SaslGateway(front, plain, mechanism, {"visitwire": PASSWORD}), f"127.0.0.1:{front}"
+
+
+def _status(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", "status"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=90)
+
+
+def _kafka_line(r: subprocess.CompletedProcess) -> str:
+    return next(ln for ln in r.stdout.splitlines() if ln.startswith("kafka"))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_each_mechanism_authenticates_with_the_settings_and_a_wrong_password_is_refused(tmp_path, mechanism):
+    """aiokafka (the capture agent's and topic creation's client), configured by config/kafka_security.py
+    from visitwire's settings, delivers a record through the gateway, and `visitwire status` (librdkafka)
+    reaches the broker; the same settings with another password deliver nothing and status says UNHEALTHY."""
+    from aiokafka import AIOKafkaProducer
+
+    from config.kafka_security import aiokafka_kwargs
+    from config.settings import load_settings
+
+    broker, gateway, bootstrap = _broker_behind_gateway(mechanism)
+    try:
+        settings, status = {}, {}
+        for label, password in (("right", PASSWORD), ("wrong", "not-" + PASSWORD)):
+            secret = tmp_path / f"{label}.pw"
+            secret.write_text(password + "\n")
+            settings[label] = load_settings(kafka={"bootstrap": bootstrap, "security_protocol": "SASL_PLAINTEXT",
+                                                   "sasl_mechanism": mechanism, "sasl_username": "visitwire",
+                                                   "sasl_password_file": str(secret)}).kafka
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")},
+                   "VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_KAFKA__BOOTSTRAP": bootstrap,
+                   "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "VISITWIRE_KAFKA__SASL_MECHANISM": mechanism,
+                   "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(secret),
+                   "VISITWIRE_REDIS__URL": "", "VISITWIRE_HISTORY__URL": f"chdb://{tmp_path / 'chdb'}"}
+            status[label] = _kafka_line(_status(env))
+
+        async def aio(k) -> str:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=4000, **aiokafka_kwargs(k))
+            try:
+                await producer.start()
+                await producer.send_and_wait("sasl-check", b"aiokafka")
+                return "delivered"
+            except Exception as e:  # the refusal: aiokafka cannot bootstrap
+                return type(e).__name__
+            finally:
+                await producer.stop()
+
+        async def both() -> dict:
+            return {label: await aio(k) for label, k in settings.items()}
+        sent = asyncio.run(both())
+        assert sent["right"] == "delivered" and sent["wrong"] != "delivered", sent
+        assert " ok " in status["right"] and "UNHEALTHY" in status["wrong"], status
+        assert gateway.authenticated.get("visitwire", 0) >= 2 and gateway.refused >= 2
+    finally:
+        gateway.stop()
+        broker.stop()
+
+
+def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_server, tmp_path):
+    """The production path with SCRAM-SHA-512 (the default mechanism): capture -> topic -> worker -> history
+    and `visitwire status`, every client authenticated; the password never reaches a log line."""
+    from sinks.history import open_history
+
+    broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
+    secret = tmp_path / "kafka_password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    pcap = tmp_path / "site.pcap"
+    truth = generate_pcap(str(pcap), 1_772_445_600.0, visitors=30, seed=11, port=8080)
+    url = clickhouse_server.url.rsplit("/", 1)[0] + f"/sasl_{uuid.uuid4().hex[:8]}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")},
+           "VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_CAPTURE__PORTS": "[8080]",
+           "VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(secret),
+           "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6", "VISITWIRE_KAFKA__APP_ID": f"vw-sasl-{uuid.uuid4().hex[:6]}",
+           "VISITWIRE_REDIS__URL": redis_server.url, "VISITWIRE_REDIS__KEY_PREFIX": f"sasl{uuid.uuid4().hex[:6]}:",
+           "VISITWIRE_HISTORY__URL": url, "VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "0.3", "PYTHONUNBUFFERED": "1",
+           "VISITWIRE_LOG_LEVEL": "DEBUG"}
+    log = tmp_path / "worker.log"
+    worker = None
+    try:
+        cap = subprocess.run([sys.executable, "-m", "engine.cli", "capture", "--pcap", str(pcap), "--kafka",
+                              bootstrap], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert cap.returncode == 0, cap.stderr[-3000:]
+        assert gateway.authenticated.get("visitwire", 0) >= 1
+        worker = subprocess.Popen([sys.executable, "-m", "engine.cli", "worker"], env=env, cwd=REPO,
+                                  stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        store = open_history(url)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    n = int(store.query("SELECT uniqExact(event_id) AS n FROM hits")[0]["n"])
+                except Exception:
+                    n = 0
+                if n == truth.hits:
+                    break
+                assert worker.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{n} of {truth.hits} hits in history:\n{log.read_text()[-3000:]}"
+                time.sleep(0.5)
+            pageviews = int(store.query("SELECT uniqExact(event_id) AS n FROM pageviews")[0]["n"])
+            assert pageviews == truth.pageviews
+        finally:
+            store.close()
+        # The worker commits offsets after the history write it waited on, so lag reaches 0 a moment later.
+        deadline = time.monotonic() + 30
+        while True:
+            status = _status(env)
+            kafka_line = _kafka_line(status)
+            if "lag p0=0 p1=0 p2=0 p3=0" in kafka_line or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert " ok " in kafka_line and "lag p0=0 p1=0 p2=0 p3=0" in kafka_line, status.stdout
+        refused_before = gateway.refused
+        wrong = tmp_path / "wrong_password"
+        wrong.write_text("not-the-password\n")
+        for bad_env in ({**env, "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)},
+                        {**env, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"}):
+            bad = _status(bad_env)
+            assert bad.returncode == 1, bad.stdout + bad.stderr
+            assert "UNHEALTHY" in _kafka_line(bad), bad.stdout
+        assert gateway.refused > refused_before
+    finally:
+        if worker is not None:
+            stop(worker)
+        gateway.stop()
+        broker.stop()
+    # capture (aiokafka), worker (Faust, librdkafka hits reader and outbox) and status all logged in
+    assert gateway.authenticated["visitwire"] >= 4, gateway.authenticated
+    assert PASSWORD not in log.read_text() + cap.stderr + cap.stdout + status.stdout + status.stderr
