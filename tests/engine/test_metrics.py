@@ -132,7 +132,7 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
     # a topic of its own on the shared broker: the app id names the groups, the partitions are new
     env = _env(tmp_path, VISITWIRE_KAFKA__APP_ID=app_id, VISITWIRE_REDIS__KEY_PREFIX=f"m{uuid.uuid4().hex[:6]}:",
                VISITWIRE_LOG_FORMAT="json", VISITWIRE_LOG_LEVEL="INFO", VISITWIRE_KAFKA__SESSION_TIMEOUT_S="6",
-               VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.3")
+               VISITWIRE_HISTORY__FLUSH_INTERVAL_S="0.3", VISITWIRE_ANALYTICS__FIRST_RUN_AFTER_S="1")
     from engine.services import start_tansu
 
     with start_tansu() as broker:
@@ -165,6 +165,13 @@ def test_worker_metrics_status_and_json_logs(redis_server, clickhouse_server, tm
             assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 0
             assert m[("visitwire_redis_errors_total", ())] == 0
             assert m[("visitwire_sink_write_seconds_count", (("sink", "history"), ("table", "hits")))] >= 1
+            # the RFM re-score the worker runs first_run_after_s after its start, timed
+            deadline = time.monotonic() + 60
+            while m.get(("visitwire_segment_rescore_seconds_count", ()), 0) < 1:
+                assert time.monotonic() < deadline, {k: v for k, v in m.items() if "rescore" in k[0]}
+                time.sleep(1)
+                m = _samples(_get(f"http://127.0.0.1:{port}/metrics")[1])
+            assert 0 < m[("visitwire_segment_rescore_seconds_sum", ())] < 60
             # the lag is asked of the broker every 10 s: wait for a look after the last commit
             deadline = time.monotonic() + 30
             while True:
@@ -284,16 +291,23 @@ def test_embedded_engine_metrics_count_live_requests(tmp_path):
         site.shutdown()
 
 
-def test_a_worker_whose_redis_writes_keep_failing_is_unhealthy(tmp_path):
+@pytest.mark.integration
+def test_a_worker_whose_redis_writes_keep_failing_is_unhealthy(tmp_path, clickhouse_server):
     """Health of a real worker object whose Redis is away: healthy at first, unhealthy once its live
-    writes have failed for longer than the stall limit with no success, naming the error."""
+    writes have failed for longer than the stall limit with no success, naming the error; `visitwire
+    status --target` on its listener exits 0, then 1 with that error, while the history it checks is fine."""
     import redis as redis_lib
 
     from config.live_layout import LiveDelta
     from config.settings import load_settings
     from engine.metrics import STALL_S, Metrics, WorkerCollector
+    from engine.metrics_server import MetricsServer
     from processors.worker import InProcessWorker
+    from sinks.history import open_history
     from sinks.testing import ListSink
+
+    history_url = clickhouse_server.url.rsplit("/", 1)[0] + f"/status_{uuid.uuid4().hex[:8]}"
+    open_history(history_url).close()  # the schema, so that status finds a healthy (empty) history
 
     s = load_settings(kafka={"bootstrap": f"127.0.0.1:{free_port()}"}, redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
                       data_dir=str(tmp_path))
@@ -304,9 +318,77 @@ def test_a_worker_whose_redis_writes_keep_failing_is_unhealthy(tmp_path):
         with pytest.raises(redis_lib.RedisError):
             worker.live.apply(LiveDelta(counters={29_000_000: {"hits": 1}}, max_ts=1.74e9, events=1))
         assert metrics.health()["healthy"], "one failed write within the stall limit is not yet unhealthy"
-        worker.rt.started_at -= STALL_S + 1  # as if the worker had run that long without one success
-        h = metrics.health()
-        assert not h["healthy"] and "ConnectionError" in h["components"][0]["last_error"]
-        assert _samples(metrics.exposition().decode())[("visitwire_sink_errors_total", (("sink", "redis"),))] == 1
+        server = MetricsServer(metrics, "127.0.0.1", 0, TOKEN).start()
+        # `visitwire status` on this worker's listener alone: ok now, exit 1 naming the error once stalled
+        env = _env(tmp_path, VISITWIRE_KAFKA__BOOTSTRAP="", VISITWIRE_REDIS__URL="", VISITWIRE_HISTORY__URL=history_url)
+        try:
+            r = _cli(["status", "--target", server.url, "--json"], env, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+            worker.rt.started_at -= STALL_S + 1  # as if the worker had run that long without one success
+            h = metrics.health()
+            assert not h["healthy"] and "ConnectionError" in h["components"][0]["last_error"]
+            assert _samples(metrics.exposition().decode())[("visitwire_sink_errors_total", (("sink", "redis"),))] == 1
+            r = _cli(["status", "--target", server.url, "--json"], env, timeout=60)
+            assert r.returncode == 1, r.stdout + r.stderr
+            parts = {c["component"]: c for c in json.loads(r.stdout)["components"]}
+            assert parts["history"]["healthy"], parts  # the worker alone is what is wrong
+            assert not parts[f"{server.url} worker"]["healthy"]
+            assert "ConnectionError" in parts[f"{server.url} worker"]["last_error"]
+        finally:
+            server.stop()
     finally:
         worker.live.close()
+
+
+class _HistorySinkCollector:
+    """The history sink's families, as a worker's collector exports them (engine/metrics.sink_metrics)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def collect(self):
+        from engine.metrics import sink_metrics
+
+        yield from sink_metrics({"history": self.store})
+
+
+@pytest.mark.integration
+def test_clickhouse_errors_batch_sizes_and_last_write_while_the_server_goes_away(tmp_path):
+    """A ClickHouse history killed mid-stream: each failed write attempt counts once in
+    visitwire_sink_errors_total{sink=history}, the last-write time stays at the last success, and once
+    the server is back the batch sizes add up to every row written."""
+    from engine.metrics import Metrics
+    from engine.services import start_clickhouse
+    from sinks.history import open_history
+    from sinks.testing.events import make_hits
+
+    port, workdir = free_port(), str(tmp_path / "clickhouse")
+    svc = start_clickhouse(port=port, workdir=workdir)
+    store = open_history(svc.url, flush_interval_s=0.05, retry_backoff_s=(0.05, 0.05))  # 3 attempts a flush
+    metrics = Metrics(_HistorySinkCollector(store))
+    key = (("sink", "history"), ("table", "hits"))
+    try:
+        hits = make_hits(150, seed=21)
+        store.add("hits", hits[:100])
+        assert store.flush() == 100
+        m = _samples(metrics.exposition().decode())
+        assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 0
+        first_write = m[("visitwire_sink_last_write_timestamp_seconds", (("sink", "history"),))]
+        assert first_write > 0
+        svc.kill()
+        store.add("hits", hits[100:])
+        with pytest.raises(Exception):
+            store.flush()
+        m = _samples(metrics.exposition().decode())
+        assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 3
+        assert m[("visitwire_sink_last_write_timestamp_seconds", (("sink", "history"),))] == first_write
+        assert m[("visitwire_sink_batch_rows_sum", key)] == 100
+        svc = start_clickhouse(port=port, workdir=workdir)
+        assert store.flush() == 50
+        m = _samples(metrics.exposition().decode())
+        assert m[("visitwire_sink_errors_total", (("sink", "history"),))] == 3
+        assert m[("visitwire_sink_batch_rows_sum", key)] == 150 and m[("visitwire_sink_batch_rows_count", key)] == 2
+        assert m[("visitwire_sink_write_seconds_count", key)] == 2
+    finally:
+        store.close()
+        svc.stop()
