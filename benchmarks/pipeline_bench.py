@@ -17,8 +17,9 @@ Targets (task brief): >= 100k events/s per worker; p99 < 1 s to Redis, < 5 s to 
 --pin: production's layout on two cores: the worker and its children (hits reader, history writer)
 on core 0, every server (tansu, redis-server, clickhouse-server: every thread) on core 1, so the
 worker's figures are those of one worker with its servers elsewhere (README, Sizing).
---profile N: cProfile of the worker's process while it drains the backlog; the N costliest
-functions by own time (the profiler slows the run: rates of a profiled run are not figures).
+--profile N: cProfile of the worker's event loop thread while it drains the backlog, on that thread's CPU
+clock (time waiting for the core or for I/O is no cost); the N costliest functions by own time (the profiler
+slows the run: rates of a profiled run are not figures). The table by thread says what the others cost.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ import asyncio
 import logging
 import os
 import sys
+import re
 import tempfile
+import threading
 import time
 import uuid
 
@@ -109,9 +112,34 @@ def cpu_by_process() -> dict[str, float]:
             name = _CHILDREN.get(_module_of(pid), comm) if comm.startswith("python") else comm
             out[name] = out.get(name, 0.0) + stats[pid][2]
         parents |= kids
+    for name, seconds in worker_threads().items():
+        out[f"worker/{name}"] = seconds
     with open("/proc/stat") as f:
         ticks = [int(v) for v in f.readline().split()[1:]]
     out["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait
+    return out
+
+
+def _thread_group(name: str) -> str:
+    """A thread's name without its pool number ("visitwire-redis_0" -> "visitwire-redis", "rdk:broker3" ->
+    "rdk:broker"): threads of one job are summed."""
+    return re.sub(r"[_-]?\d+$", "", name) or name
+
+
+def worker_threads() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by job: Python threads by their name (the event loop's is
+    "MainThread"), librdkafka's by the name it gives them (rdk:*); threads that ended are not counted."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                raw = f.read()
+        except OSError:  # ended meanwhile
+            continue
+        comm, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+        group = _thread_group(names.get(int(tid), comm))
+        out[group] = out.get(group, 0.0) + (int(rest[11]) + int(rest[12])) / _TICK
     return out
 
 
@@ -243,7 +271,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         if profile_top:
             import cProfile
 
-            profiler = cProfile.Profile()
+            profiler = cProfile.Profile(time.thread_time)  # CPU of the event loop thread: waits are not costs
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"backlog (numba={use_numba})", total=len(backlog))
             t_first = None
@@ -308,8 +336,9 @@ def _print_profile(profiler, top: int) -> None:
     stats = pstats.Stats(profiler, stream=out)
     total = sum(v[2] for v in stats.stats.values())  # own time of every function
     stats.sort_stats("tottime").print_stats(top)
-    console.print(f"[bold]worker process profile[/] (cProfile, own time, {total:.2f} s in all; threads other "
-                  "than the event loop's are not profiled)")
+    console.print(f"[bold]worker process profile[/] (cProfile on the event loop thread's CPU clock, own time, "
+                  f"{total:.2f} s in all, the profiler's own cost included; the other threads are in the table "
+                  "by thread)")
     text = out.getvalue()
     console.print(text[text.find("   ncalls"):], markup=False, highlight=False)
 
@@ -384,7 +413,8 @@ def main() -> int:
     console.print("worker CPU us/ev: CPU time of the worker's process (all its threads) per event of the backlog, "
                   "from its first batch until every event is flushed; 100k ev/s on one core needs <= 10. "
                   "The hits reader is the worker's child process that reads and transposes the hits, on another core")
-    programs = [name for name in runs[0][1]["cpu_us_per_event"] if name not in ("worker", "machine")]
+    programs = [name for name in runs[0][1]["cpu_us_per_event"]
+                if name not in ("worker", "machine") and not name.startswith("worker/")]
     t = Table(title=f"CPU per event of the backlog until flushed, by program, us (all share the machine's "
                     f"{os.cpu_count()} cores)")
     for col in ("run", "worker", *programs, "whole machine", "cores busy"):
@@ -393,6 +423,14 @@ def main() -> int:
         cpu = r["cpu_us_per_event"]
         t.add_row(label, *(f"{cpu.get(name, 0.0):.1f}" for name in ("worker", *programs, "machine")),
                   f"{r['cores_busy']:.2f}")
+    console.print(t)
+    threads = sorted({name for _, r in runs for name in r["cpu_us_per_event"] if name.startswith("worker/")})
+    t = Table(title="the worker's process by thread, us per event (MainThread: the event loop and the processors; "
+                    "rdk:*: librdkafka's producer of page views, sessions and the changelog)")
+    for col in ("run", *(name.removeprefix("worker/") for name in threads)):
+        t.add_column(col, justify="right")
+    for label, r in runs:
+        t.add_row(label, *(f"{r['cpu_us_per_event'].get(name, 0.0):.1f}" for name in threads))
     console.print(t)
     for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
         cpu = r["cpu_us_per_event"]
