@@ -392,3 +392,29 @@ def test_clickhouse_errors_batch_sizes_and_last_write_while_the_server_goes_away
     finally:
         store.close()
         svc.stop()
+
+
+@pytest.mark.integration
+def test_status_max_lag_makes_a_lagging_hits_partition_unhealthy(tmp_path, clickhouse_server):
+    """`visitwire status --max-lag N`: a hits partition with more than N uncommitted records is unhealthy
+    (exit 1, the partition named); at N or below, or without --max-lag, the lag is only shown."""
+    from confluent_kafka import Producer
+
+    from engine.services import start_tansu
+    from sinks.history import open_history
+
+    history_url = clickhouse_server.url.rsplit("/", 1)[0] + f"/lag_{uuid.uuid4().hex[:8]}"
+    open_history(history_url).close()  # a healthy (empty) history: the exit code is the lag's alone
+    with start_tansu() as broker:
+        p = Producer({"bootstrap.servers": broker.url, "linger.ms": 0})
+        for i in range(5):  # one record per batch: tansu reports end offsets of multi-record batches low
+            p.produce("visitwire.hits", b"{}", key=b"v", partition=2)
+            p.flush(10)
+        env = _env(tmp_path, VISITWIRE_HISTORY__URL=history_url, VISITWIRE_REDIS__URL="")
+        out = {}
+        for max_lag in (0, 4, 5):
+            r = _cli(["status", "--kafka", broker.url, "--max-lag", str(max_lag)], env, timeout=60)
+            out[max_lag] = (r.returncode, next(ln for ln in r.stdout.splitlines() if ln.startswith("kafka")))
+    assert out[0][0] == 0 and " ok " in out[0][1] and "p2=5" in out[0][1], out
+    assert out[4][0] == 1 and "UNHEALTHY" in out[4][1] and "lag over 4 on partition(s) [2]" in out[4][1], out
+    assert out[5][0] == 0 and " ok " in out[5][1], out
