@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from config.rows import Row
 from sinks.base import BatchingSink, HistoryError
 from sinks.history_columns import Column, to_columns, without_empty_arrays
-from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL, migration_files
+from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL, added_column, migration_files
 from sinks.sql_bind import bind
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,19 @@ class HistoryStore(BatchingSink):
             if version in done:
                 continue
             for stmt in statements:
+                if (add := added_column(stmt)) and self._has_column(*add):
+                    continue  # applied before an interruption: the rest of the migration still runs
                 self._execute(stmt)
             self._insert("schema_migrations", MIGRATION_COLUMNS, [[version], [name], [int(time.time())]])
             log.info("history: applied migration %s", name)
             applied.append(name)
         self._schema_ready = True
         return applied
+
+    def _has_column(self, table: str, column: str) -> bool:
+        rows = self._select("SELECT count() AS n FROM system.columns WHERE database = currentDatabase() "
+                            f"AND table = '{table}' AND name = '{column}'")  # names: \w+ from our own files
+        return bool(rows and int(rows[0]["n"]))
 
     def _ensure_schema(self) -> None:
         # Lazily, so a store opened while the server is away starts working once it is back.

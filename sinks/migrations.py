@@ -31,5 +31,16 @@ def split_statements(text: str) -> list[str]:
     return [s.strip() for s in re.split(r";\s*(?:\n|$)", body) if s.strip()]
 
 
+_ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)\s", re.IGNORECASE)
+
+
+def added_column(statement: str) -> tuple[str, str] | None:
+    """(table, column) of an `ALTER TABLE t ADD COLUMN c ...`, else None. ClickHouse 18.16 has no
+    ADD COLUMN IF NOT EXISTS, so init_schema skips one whose column is there already: a migration
+    interrupted after it (0200_geo adds two) can run again instead of failing on 'already exists'."""
+    m = _ADD_COLUMN.match(statement.strip())
+    return (m.group(1), m.group(2)) if m else None
+
+
 MIGRATION_COLUMNS = (Column("version", "version", STR), Column("name", "name", STR),
                      Column("applied_at", "applied_at", TIME))

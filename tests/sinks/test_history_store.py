@@ -41,6 +41,32 @@ def test_init_twice_applies_nothing_the_second_time(store):
             "latency_per_minute"} <= tables
 
 
+def test_a_migration_interrupted_after_an_added_column_runs_again(store):
+    """0200_geo adds two columns; a db init that died after the first (recorded nothing) is run again:
+    it applies 0200 and the migrations after it instead of failing on 'column already exists'."""
+    import time
+
+    from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL
+
+    store._execute(MIGRATIONS_TABLE_DDL)
+    pending = []
+    for version, name, statements in migration_files():
+        if version < "0200":
+            for stmt in statements:
+                store._execute(stmt)
+            store._insert("schema_migrations", MIGRATION_COLUMNS, [[version], [name], [int(time.time())]])
+        elif version == "0200":
+            store._execute(statements[0])  # ADD COLUMN country; then the process died
+            pending.append(name)
+        else:
+            pending.append(name)
+    assert store.init_schema() == pending
+    cols = {r["name"] for r in store.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                           "AND table = 'pageviews'")}
+    assert {"country", "city"} <= cols
+    assert store.init_schema() == []
+
+
 def test_table_columns_match_the_event_fields(store):
     # config/events.py and the DDL must not drift apart: every converted column exists with that name.
     store.init_schema()
