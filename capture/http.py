@@ -30,7 +30,9 @@ RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 _REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}(?:[ \t]|\Z)")
 # a request line is a method, whitespace, then the target; the version is the last word when it is one
 _METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
-_VERSION_TAIL = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])(?:[ \t][^\r\n]*)?\Z")
+# the version word: the first "HTTP/d.d" after whitespace (anything after it is crud the reference analysers
+# ignore), or at the very start of the target when the URI is missing ("GET HTTP/1.1")
+_VERSION_WORD = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])")
 # the start of a header field line ("Name:" or the beginning of one still arriving)
 _FIELD_START = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*:|\Z)")
 # request header fields whose lines make one value, and their separator: cookies, and the lists proxies append to
@@ -45,18 +47,19 @@ class HttpError(ValueError):
 def split_request_line(line: bytes) -> tuple[bytes, bytes, str]:
     """(method, target, version) of a request line, the target exactly as on the wire.
 
-    Liberal like the reference analysers: the target runs from after the method to the
-    last word when that word is HTTP/d.d (it may hold spaces and quotes); an empty target
-    ("GET HTTP/1.1") is kept empty; a line without a version word is HTTP/0.9, whose
-    target is all the rest ("GET /indexHTTP/1.1" included)."""
+    Liberal like the reference analysers (Zeek's request-line reader): the target runs from after the
+    method to the first whitespace followed by HTTP/d.d, which is the version whatever follows it
+    ("GET /x HTTP/1.1 crud" and "GET /x HTTP/1.1crud" are 1.1 requests for /x); the target may hold spaces
+    and quotes; an empty target ("GET HTTP/1.1") is kept empty; a line without a version word is HTTP/0.9,
+    whose target is all the rest ("GET /indexHTTP/1.1" included), and needs a method of 3 letters or more."""
     m = _METHOD_SP.match(line)
     if m is None:
         raise HttpError(f"not a request line: {line[:60]!r}")
     rest = line[m.end():].rstrip(b" \t")
-    v = _VERSION_TAIL.search(rest)
+    v = _VERSION_WORD.search(rest)
     if v is not None:
         return m.group(1), rest[:v.start()], f"{v.group(1).decode()}.{v.group(2).decode()}"
-    if not rest:
+    if not rest or len(m.group(1)) < 3:
         raise HttpError(f"not a request line: {line[:60]!r}")
     return m.group(1), rest, "0.9"
 
@@ -80,7 +83,8 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("status", "version", "headers", "set_cookies", "content_length", "chunked", "ts", "body_bytes")
+    __slots__ = ("status", "version", "headers", "set_cookies", "content_length", "chunked", "ts", "body_bytes",
+                 "bad_framing")
 
     def __init__(self, status: int, version: str, headers: dict, set_cookies: list, content_length: int, chunked: bool):
         self.status = status
@@ -91,6 +95,7 @@ class ResponseHead:
         self.chunked = chunked
         self.ts = 0.0
         self.body_bytes = 0
+        self.bad_framing = False  # Content-Length invalid or conflicting: the status stands, the body is unknown
 
 
 def _header_regex(names: list[str]) -> re.Pattern:
@@ -134,7 +139,7 @@ def _slot_headers(data: bytes, row: list, slots) -> dict[bytes, bytes]:
 def _has_version(line: bytes) -> bool:
     """Whether split_request_line finds a version word (False too when it is no request line at all)."""
     m = _METHOD_SP.match(line)
-    return m is not None and _VERSION_TAIL.search(line.rstrip(b"\r \t"), m.end(1)) is not None
+    return m is not None and _VERSION_WORD.search(line.rstrip(b"\r \t"), m.end(1)) is not None
 
 
 def _fields_end(buf, start: int, scan: int) -> int:
@@ -286,9 +291,15 @@ class HeadParser:
         set_cookies: list[bytes] = []
         headers, lengths, chunked = _read_fields(self._resp, head, max(nl, 0), {}, set_cookies)
         content_length = -1  # unknown: until close
+        bad = False
         if not chunked and lengths is not None:
-            content_length = _content_length(lengths)
-        return ResponseHead(int(code), version, headers, set_cookies, content_length, chunked)
+            try:
+                content_length = _content_length(lengths)
+            except HttpError:
+                bad = True  # "Content-Length: 3" beside "Content-Length: 5": the answer counts, its body cannot
+        resp = ResponseHead(int(code), version, headers, set_cookies, content_length, chunked)
+        resp.bad_framing = bad
+        return resp
 
 
 class MessageReader:
@@ -350,47 +361,55 @@ class MessageReader:
             return
         data = seg if isinstance(seg, bytes) else bytes(seg)
         p = 0
-        try:
-            while p < n:
-                st = self.state
-                if st == HEAD:
-                    p = self._head(data, p, ts, j if p == 0 else -1)
-                elif st == BODY or st == CHUNK_DATA:
-                    k = min(self.skip, n - p)
-                    if self.keep is not None:
-                        self.keep += data[p:p + k]
-                    self.skip -= k
-                    p += k
-                    if self.skip == 0:
-                        if st == BODY:
-                            self._done()
+        while True:
+            try:
+                while p < n:
+                    start = p
+                    st = self.state
+                    if st == HEAD:
+                        p = self._head(data, p, ts, j if p == 0 else -1)
+                    elif st == BODY or st == CHUNK_DATA:
+                        k = min(self.skip, n - p)
+                        if self.keep is not None:
+                            self.keep += data[p:p + k]
+                        self.skip -= k
+                        p += k
+                        if self.skip == 0:
+                            if st == BODY:
+                                self._done()
+                            else:
+                                self.state = CHUNK_CRLF
+                                self.skip = 2
+                    elif st == CHUNK_CRLF:
+                        # tolerate a bare LF after chunk data
+                        if data[p] == 0x0A:
+                            self.skip = 0
+                        elif self.skip == 1:
+                            raise HttpError("chunk data not followed by CRLF")
                         else:
-                            self.state = CHUNK_CRLF
-                            self.skip = 2
-                elif st == CHUNK_CRLF:
-                    # tolerate a bare LF after chunk data
-                    if data[p] == 0x0A:
-                        self.skip = 0
-                    elif self.skip == 1:
-                        raise HttpError("chunk data not followed by CRLF")
-                    else:
-                        self.skip -= 1
-                    p += 1
-                    if self.skip == 0:
-                        self.state = CHUNK_SIZE
-                elif st == CHUNK_SIZE:
-                    p = self._chunk_size(data, p)
-                elif st == TRAILER:
-                    p = self._trailer(data, p)
-                elif st == UNTIL_CLOSE:
-                    self.body += n - p
-                    p = n
-                elif st == RESYNC:
-                    p = self._resync(data, p)
-                else:  # DEAD
+                            self.skip -= 1
+                        p += 1
+                        if self.skip == 0:
+                            self.state = CHUNK_SIZE
+                    elif st == CHUNK_SIZE:
+                        p = self._chunk_size(data, p)
+                    elif st == TRAILER:
+                        p = self._trailer(data, p)
+                    elif st == UNTIL_CLOSE:
+                        self.body += n - p
+                        p = n
+                    elif st == RESYNC:
+                        p = self._resync(data, p)
+                    else:  # DEAD
+                        return
+                return
+            except HttpError as e:
+                self._error(str(e))
+                if self.state != RESYNC:
                     return
-        except HttpError as e:
-            self._error(str(e))
+                # hunt for the next message line in the rest of this segment (a smuggled request right
+                # after a bad chunk size is still reported); one byte on, so the bad line never matches again
+                p = start + 1
 
     def gap(self, n: int) -> None:
         """`n` stream bytes were never captured (or were dropped)."""
@@ -426,6 +445,13 @@ class MessageReader:
     # -- states ------------------------------------------------------------------------
     def _head(self, data: bytes, p: int, ts: float, j: int = -1) -> int:
         n = len(data)
+        if not self.is_request and self.partial is None and self.owner.raw_response_expected():
+            self.sniff = False
+            self.messages += 1
+            self.body = 0
+            self.state = UNTIL_CLOSE  # HTTP/0.9: the response is a bare body up to the close, status line or not
+            self.owner.on_raw_response(ts)
+            return p
         if j >= 0 and self.partial is None:
             # fast path: the scanner found this packet's whole head
             try:
@@ -445,13 +471,6 @@ class MessageReader:
                 p += 1
             if p >= n:
                 return n
-            if not self.is_request and self.owner.raw_response_expected() and not data.startswith(b"HTTP/", p):
-                self.sniff = False
-                self.messages += 1
-                self.body = 0
-                self.state = UNTIL_CLOSE  # HTTP/0.9: the response is a bare body up to the close
-                self.owner.on_raw_response(ts)
-                return p
             end = self._head_end(data, p, p)
             if end < 0:
                 if self.sniff and not self._plausible(data[p:]):
@@ -629,7 +648,9 @@ class MessageReader:
 
     def _resync(self, data: bytes, p: int) -> int:
         rx = RESYNC_REQUEST if self.is_request else RESYNC_RESPONSE
-        m = rx.search(data, p)
+        # a line starting right at p (after a head's blank line or a bad chunk line) counts: search from its
+        # newline, which \A would not see when p > 0
+        m = rx.search(data, p - 1 if p > 0 and data[p - 1] == 0x0A else p)
         if m is None:
             return len(data)
         self.state = HEAD

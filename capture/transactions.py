@@ -132,9 +132,8 @@ class EventBuilder:
         idn = self.identity
         uri, path, query = self._uri[req.uri]
         host = get(b"host")
-        if req.method == b"CONNECT":  # authority-form target: no path, and the host it names
+        if req.method == b"CONNECT":  # authority-form target: no path (host is the Host header's, as for any request)
             path = query = ""
-            host = host or req.uri
         host = self._host[host] if host else ""
         ua = get(b"user-agent") or b""
         ref = get(b"referer")
@@ -345,6 +344,13 @@ class Connection:
             return "dead", 0
         if method == b"HEAD" or status in (204, 304):
             return "none", 0
+        if resp.bad_framing:
+            # conflicting / invalid Content-Length: the status stands, the body length is unknown; report the
+            # transaction now and hunt for the next status line
+            self.stats["framing_anomalies"] += 1
+            resp.content_length = resp.body_bytes = 0
+            self._finish()
+            return "resync", 0
         if resp.chunked:
             return "chunked", 0
         if resp.content_length >= 0:
@@ -391,7 +397,9 @@ class Connection:
         return bool(self.pending) and self.pending[0].version == "0.9" and not self.unanswered
 
     def on_raw_response(self, ts: float) -> None:
-        # an HTTP/0.9 answer has no status line: the status is unknown, not 200
+        # the answer to an HTTP/0.9 request is a bare body up to the close (a server answers a line without
+        # a version so, and the reference analyser reads whatever comes as that body, a status line included):
+        # the status is unknown, not 200
         resp = ResponseHead(None, "0.9", {}, [], -1, False)
         resp.ts = ts
         self.current = (self.pending.popleft(), resp)

@@ -1,0 +1,334 @@
+"""A corpus of odd HTTP/1.x connections with the request rows a careful analyser reports.
+
+Each case scripts one connection with scapy (`pcaps.Conv`) and states its rows: (method, host without
+port, uri as on the wire, status; None when there is no status). The expected rows follow RFC 9112 and,
+where the RFC leaves it open, what Zeek's HTTP analyser logs (its test traces hold these kinds: 0.9
+requests and answers, CONNECT tunnels, 1xx and 101, HEAD/204/304, smuggling variants, desynchronised
+responses, capture gaps). `test_http_conformance.py` runs every case through both decoders;
+`benchmarks/conformance.py` scores visitwire and tshark on the same files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pcaps import Conv, req, resp
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[], Conv]
+    rows: list[tuple]  # (method, host, uri, status)
+    server_port: int = 80
+
+
+CASES: list[Case] = []
+
+
+def case(*rows, port: int = 80):
+    def add(build):
+        CASES.append(Case(build.__name__, build, list(rows), port))
+        return build
+    return add
+
+
+@case(("CONNECT", "", "mailin.example.de:25 /", 200), port=8240)
+def connect_without_host_then_smtp():
+    # host is the Host header's, as for any request: this CONNECT has none
+    c = Conv(server=("10.0.0.2", 8240)).handshake()
+    c.request(b"CONNECT mailin.example.de:25 / HTTP/1.0\r\n\r\n")
+    c.tick().response(b"HTTP/1.0 200 Connection established\r\n\r\n220 mailin ESMTP\r\n")
+    c.tick().request(b"EHLO client\r\nGET /not-http HTTP/1.1\r\n\r\n")
+    c.tick().response(b"250 ok\r\n")
+    return c.tick().close()
+
+
+@case(("CONNECT", "secure.example", "secure.example:443", 200))
+def connect_with_host_then_tls():
+    c = Conv().handshake()
+    c.request(b"CONNECT secure.example:443 HTTP/1.0\r\nHost: secure.example:443\r\n"
+              b"Proxy-Connection: keep-alive\r\n\r\n")
+    c.tick().response(b"HTTP/1.0 200 Connection Established\r\n\r\n")
+    c.tick().request(b"\x16\x03\x01\x00\x05hello")
+    c.tick().response(b"\x16\x03\x03\x00\x02hi")
+    return c.tick().close()
+
+
+@case(("GET", "sandbox.example", "/echo?.kl=Y", 101))
+def websocket_upgrade_then_frames():
+    c = Conv().handshake()
+    c.request(b"GET /echo?.kl=Y HTTP/1.1\r\nHost: sandbox.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 101 Web Socket Protocol Handshake\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                      b"\x81\x05hello")
+    c.tick().request(b"\x81\x85abcd" + b"GET / HTTP/1.1\r\n\r\n")  # frames that hold what looks like a request
+    c.tick().response(b"HTTP/1.1 200 OK\r\n\r\n")
+    return c.tick().close()
+
+
+@case(("POST", "www.osu.example", "/", 200))
+def interim_responses_before_the_final_one():
+    c = Conv().handshake()
+    c.request(b"POST / HTTP/1.1\r\nHost: www.osu.example\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 100 Continue\r\n\r\n")
+    c.tick().request(b"0123456789")
+    c.tick().response(b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+    return c.tick().close()
+
+
+@case(("POST", "target", "/", 200), ("GET", "target", "/after-100", 200))
+def expect_100_with_empty_body():
+    c = Conv().handshake()
+    c.request(b"POST / HTTP/1.1\r\nHost: target\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n"
+              b"GET /after-100 HTTP/1.1\r\nHost: target\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 100 Continue\r\n\r\n" + resp(200, b"1") + resp(200, b"2"))
+    return c.tick().close()
+
+
+@case(("HEAD", "a.example", "/h", 200), ("GET", "a.example", "/g", 204), ("GET", "a.example", "/n", 304),
+      ("GET", "a.example", "/c", 200))
+def answers_without_a_body_and_one_until_close():
+    # HEAD, 204 and 304 carry no body whatever Content-Length says; a 1.0 answer without length runs to the close
+    c = Conv().handshake()
+    c.request(b"HEAD /h HTTP/1.1\r\nHost: a.example\r\n\r\nGET /g HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                      b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+    c.tick().request(b"GET /n HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n")
+    c.tick().request(b"GET /c HTTP/1.0\r\nHost: a.example\r\n\r\n")
+    c.tick().response(b"HTTP/1.0 200 OK\r\n\r\nbody until close")
+    return c.tick().close()
+
+
+@case(("POST", "a.example", "/up", 200), ("GET", "a.example", "/next", 404))
+def chunked_with_extensions_and_trailers():
+    c = Conv().handshake()
+    c.request(b"POST /up HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n"
+              b"X-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;name=val\r\nabc\r\n0\r\nTrailer-A: 1\r\n"
+                      b"Trailer-B: 2\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
+    return c.tick().close()
+
+
+@case(("POST", "a.example", "/m", 200), ("GET", "a.example", "/after", 201))
+def repeated_equal_content_length():
+    c = Conv().handshake()
+    c.request(b"POST /m HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+              b"GET /after HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"1") + resp(201, b"22"))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/r1", 200), ("GET", "shop.example", "/r2", 202))
+def conflicting_response_lengths():
+    # the answer counts; its body cannot be framed, so the next status line is hunted for
+    c = Conv().handshake()
+    c.request(req("/r1"))
+    c.tick().response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde")
+    c.tick().request(req("/r2"))
+    c.tick().response(resp(202, b"x"))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/p1", 200), ("GET", "shop.example", "/p2", 404), ("GET", "shop.example", "/p3", 500))
+def pipelined_requests():
+    c = Conv().handshake()
+    c.request(req("/p1") + req("/p2") + req("/p3"))
+    c.tick().response(resp(200, b"a") + resp(404, b"bb") + resp(500, b"ccc"))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/lost", None))
+def request_without_response():
+    c = Conv().handshake()
+    c.request(req("/lost"))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/later", 200))
+def server_speaks_first():
+    c = Conv().handshake()
+    c.response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    c.tick().request(req("/later"))
+    c.tick().response(resp(200, b"ok"))
+    return c.tick().close()
+
+
+@case(("GET", "localhost", "/", 200), ("GET", "localhost", "/", 200), ("GET", "localhost", "/", 200),
+      ("GET", "localhost", "/", 200), ("GET", "localhost", "/", 200), port=8080)
+def three_responses_to_one_request():
+    # the two extra answers belong to no request; the later requests pair with the later answers
+    c = Conv(server=("10.0.0.2", 8080)).handshake()
+    c.request(req("/", host="localhost:8080"))
+    c.tick().response(resp(200, b"a") + resp(200, b"b") + resp(200, b"c"))
+    for _ in range(4):
+        c.tick().request(req("/", host="localhost:8080"))
+        c.tick().response(resp(200, b"d"))
+    return c.tick().close()
+
+
+@case(("GET", "other.example", "http://proxy.example:8080/path?q=1", 200), ("GET", "", "http://nohost.example/x", 200))
+def absolute_form_targets():
+    # host is the Host header's (a proxy request names its own in the target; the uri keeps it)
+    c = Conv().handshake()
+    c.request(b"GET http://proxy.example:8080/path?q=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+    c.tick().response(resp(200, b"x"))
+    c.tick().request(b"GET http://nohost.example/x HTTP/1.0\r\n\r\n")
+    c.tick().response(resp(200, b"y"))
+    return c.tick().close()
+
+
+@case(("get", "a.example", "/a", 200), ("QUERY", "example.com", "/users", 200), ("CCM_POST", "a.example", "/", 405),
+      ("OPTIONS", "www.google.example", "*", 405))
+def lower_case_unknown_methods_and_asterisk():
+    c = Conv().handshake()
+    c.request(b"get /a HTTP/1.1\r\nHost: a.example\r\n\r\nQUERY /users HTTP/1.1\r\nHost: example.com\r\n"
+              b"Content-Length: 2\r\n\r\n{}CCM_POST / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"1") + resp(200, b"2") + resp(405, b"3"))
+    c.tick().request(b"OPTIONS * HTTP/1.1\r\nHost: www.google.example\r\n\r\n")
+    c.tick().response(resp(405, b"4"))
+    return c.tick().close()
+
+
+@case(("GET", "a.example", "/caf\u00e9/\ufffd?x=%41%zz", 200), ("GET", "icir.example", "/%", 400),
+      ("GET", "icir.example", "/%5", 400))
+def non_ascii_and_broken_escapes():
+    # kept as sent (UTF-8 read as such, a byte that is not UTF-8 replaced), escapes untouched
+    c = Conv().handshake()
+    c.request(b"GET /caf\xc3\xa9/\xff?x=%41%zz HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"1"))
+    c.tick().request(b"GET /% HTTP/1.1\r\nHost: icir.example\r\n\r\nGET /%5 HTTP/1.1\r\nHost: icir.example\r\n\r\n")
+    c.tick().response(resp(400, b"2") + resp(400, b"3"))
+    return c.tick().close()
+
+
+@case(("GET", "::1", "/", 200), ("GET", "2001:db8::1", "/", 200), ("GET", "spaced.example", "/", 200),
+      ("GET", "", "/nohost", 200), ("GET", "first.example", "/two", 200))
+def host_header_forms():
+    c = Conv().handshake()
+    for h in (b"[::1]", b"[2001:DB8::1]:8080", b" Spaced.Example "):
+        c.request(b"GET / HTTP/1.1\r\nHost: " + h + b"\r\n\r\n")
+        c.tick().response(resp(200, b"."))
+    c.request(b"GET /nohost HTTP/1.1\r\n\r\n")
+    c.tick().response(resp(200, b"."))
+    c.request(b"GET /two HTTP/1.1\r\nHost: first.example\r\nHost: second.example\r\n\r\n")
+    c.tick().response(resp(200, b"."))
+    return c.tick().close()
+
+
+@case(("GET", "a.example", "/two-spaces", 200), ("GET", "a.example", "/x", 200), ("GET", "a.example", "/y", 200),
+      ("GET", "a.example", '/q?f="a b"', 200))
+def request_line_spacing_and_crud():
+    # the version is the first HTTP/d.d after whitespace; what follows it is ignored
+    c = Conv().handshake()
+    c.request(b"GET  /two-spaces \t HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"1"))
+    c.tick().request(b"GET /x HTTP/1.1foo\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"2"))
+    c.tick().request(b"GET /y HTTP/1.1 HTTP/1.0\r\nHost: a.example\r\n\r\n")
+    c.tick().response(resp(200, b"3"))
+    c.tick().request(b'GET /q?f="a b" HTTP/1.1\r\nHost: a.example\r\n\r\n')
+    c.tick().response(resp(200, b"4"))
+    return c.tick().close()
+
+
+@case(("GET", "www.example", "/index.htmlHTTP/1.1", None), ("GET", "shop.example", "/after", None))
+def missing_space_before_the_version():
+    # no version: HTTP/0.9, whose answer is a bare body to the close even when it starts with a status line
+    c = Conv().handshake()
+    c.request(b"GET /index.htmlHTTP/1.1\r\nHost: www.example\r\n\r\n")
+    c.tick().response(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad")
+    c.tick().request(req("/after"))
+    c.tick().response(resp(200, b"ok"))
+    return c.tick().close()
+
+
+@case(("GET", "localhost", "/zeek.html", None))
+def http09_request_with_headers_and_bare_answer():
+    c = Conv().handshake()
+    c.request(b"GET /zeek.html\r\nHost: localhost\r\nUser-Agent: curl/7.74.0\r\n\r\n")
+    c.tick().response(b"<html>zeek</html>\n")
+    c.tick().fin(False)
+    return c.tick().close()
+
+
+@case(("GET", "bro.example", "", 200))
+def missing_uri():
+    c = Conv().handshake()
+    c.request(b"GET HTTP/1.1\r\nHost: bro.example\r\n\r\n")
+    c.tick().response(resp(200, b"x" * 40))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/big", 200), ("GET", "shop.example", "/after", 200))
+def capture_gap_inside_a_body():
+    c = Conv().handshake()
+    c.request(req("/big"))
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    sent = c.tick().response(head + b"x" * 3000, sizes=[len(head) + 1000, 1000, 1000])
+    c.pkts = [p for p in c.pkts if p[1] is not sent[1]]  # the middle 1000 body bytes were never captured
+    c.tick().request(req("/after"))
+    c.tick().response(resp(200, b"ok"))
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/rt", 200))
+def retransmitted_and_overlapping_segments():
+    c = Conv().handshake()
+    data = req("/rt")
+    c.request(data, sizes=[10, 10])
+    c.packet(True, "PA", c.isn_c + 1, data[:20])  # the first two segments again, as one
+    answer = resp(200, b"ok")
+    c.tick().response(answer, sizes=[5])
+    c.packet(False, "PA", c.isn_s + 1, answer[:12])
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/r", 200))
+def reset_in_the_middle_of_a_body():
+    c = Conv().handshake()
+    c.request(req("/r"))
+    c.tick().response(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    c.tick().rst(False)
+    return c
+
+
+@case(("GET", "shop.example", "/nosyn", 200))
+def picked_up_without_the_handshake():
+    c = Conv()
+    c.request(req("/nosyn"))
+    c.tick().response(resp(200, b"ok"))
+    return c.tick().close()
+
+
+@case(("GET", "lf.example", "/lf", 200))
+def bare_line_feeds():
+    c = Conv().handshake()
+    c.request(b"GET /lf HTTP/1.0\nHost: lf.example\n\n")
+    c.tick().response(b"HTTP/1.0 200 OK\nContent-Length: 2\n\nok")
+    return c.tick().close()
+
+
+def _smuggling(name: str, framing: bytes, body: bytes, smuggled: str, first_status: int = 200):
+    def build():
+        c = Conv().handshake()
+        c.request(b"POST / HTTP/1.1\r\nHost: target\r\n" + framing + b"\r\n" + body
+                  + f"GET {smuggled} HTTP/1.1\r\nHost: target\r\n\r\n".encode())
+        c.tick().response(resp(first_status, b"1") + resp(404, b"2"))
+        return c.tick().close()
+    build.__name__ = name
+    case(("POST", "target", "/", first_status), ("GET", "target", smuggled, 404))(build)
+
+
+# the request smuggling variants of Zeek's test traces: whatever the framing trick, both requests are reported
+_smuggling("chunk_size_beyond_2_to_the_64", b"Transfer-Encoding: chunked\r\n", b"10000000000000001\r\nx\r\n0\r\n\r\n",
+           "/smuggled-chunk-2pow64", 400)
+_smuggling("content_length_uint64_max", b"Content-Length: 18446744073709551615\r\n", b"", "/smuggled-cl-uint64max",
+           400)
+_smuggling("content_length_negative", b"Content-Length: -1\r\n", b"", "/smuggled-cl-negative", 400)
+_smuggling("content_length_leading_zeros", b"Content-Length: 0003\r\n", b"abc", "/smuggled-leading-zeros")
+_smuggling("transfer_encoding_folded", b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n", "/smuggled-obsfold")
+_smuggling("transfer_encoding_list", b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", "/smuggled-multi-te")
+_smuggling("content_length_beside_chunked", b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n",
+           "/smuggled-te-cl")
