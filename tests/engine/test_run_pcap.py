@@ -212,6 +212,9 @@ def test_every_command_uses_the_one_data_directory(site, broker, redis_server, t
     assert len(orjson.loads(rep.stdout)["visitors"]) == truth.visitors
     init = _cli(["db", "init"], env, timeout=120)  # the store run made is already migrated
     assert init.returncode == 0 and "0 migration(s) applied" in init.stdout, init.stderr
+    st = _cli(["status", "--json"], env, timeout=120)  # checks the history store run wrote, newest hit included
+    history = [c for c in orjson.loads(st.stdout)["components"] if c["component"] == "history"]
+    assert history and history[0]["healthy"] and history[0]["newest_hit"], st.stdout + st.stderr
 
 
 def test_run_pcap_reports_a_missing_file_clearly(tmp_path, broker, redis_server):
