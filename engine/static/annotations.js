@@ -49,7 +49,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("note-text").value = "";
     loadAnnotations(...visibleRange());
   });
-  loadAnnotations(...visibleRange());
+  afterFirstCall().then(() => loadAnnotations(...visibleRange()));
   setInterval(() => loadAnnotations(...visibleRange()), 60_000);
 });
 

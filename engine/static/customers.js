@@ -126,8 +126,11 @@ function setupCustomers() {
 VIEWS.customers = (params) => {
   if (params.segment) cust.segment = params.segment;
   cust.active = Number(params.active) || 0;
-  loadMembers();
-  loadSegments().catch((e) => { $("customers-status").textContent = "could not load segments: " + (e.message || e); });
+  // the member list first (the page's first view), then the segment history below it
+  state.firstCall = loadMembers();
+  state.firstCall.then(() => loadSegments()).catch((e) => {
+    $("customers-status").textContent = "could not load segments: " + (e.message || e);
+  });
 };
 
 // ---------------------------------------------------------------- profile page

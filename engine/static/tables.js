@@ -117,5 +117,5 @@ document.addEventListener("DOMContentLoaded", () => {
       setMode(SITE_VIEWS.includes(state.mode) && state.mode !== "profile" ? state.mode : "customers");
     });
   }
-  loadSites();
+  afterFirstCall().then(loadSites);
 });

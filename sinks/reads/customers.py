@@ -13,6 +13,8 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Sequence
 
+import numpy as np
+
 from sinks.reads import recommendations, rfm
 from sinks.reads.common import ALL_TIME, TS, AnalyticsError, History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig, goal_hits
@@ -35,20 +37,22 @@ def member_list(store: History, cfg: GoalConfig, seg: rfm.SegmentConfig, rng: Ti
     if sort not in SORTABLE:
         raise AnalyticsError(f"sort must be one of {', '.join(SORTABLE)} (got {sort!r})")
     now = rng.now()
-    scored = rfm.compute_rfm(store, now, replace(rng, until=now), cfg, seg)
-    sizes = {s: 0 for s in seg.names}
-    for m in scored:
-        sizes[m["segment"]] = sizes.get(m["segment"], 0) + 1
+    scored = rfm.scored_members(store, now, replace(rng, until=now), cfg, seg)
+    keep = np.ones(len(scored), bool)
+    if segment:
+        keep &= scored.segment == segment
     needle = search.strip().lower()
-    rows = [{k: m[k] for k in LIST_COLUMNS} for m in scored
-            if (not segment or m["segment"] == segment) and (not needle or needle in m["member_id"].lower())
-            and (active_since is None or m["last_seen"] >= active_since)]
-    # member_id breaks ties, so pages of the list never repeat or skip a member
-    rows.sort(key=lambda r: r["member_id"])
-    rows.sort(key=lambda r: r[sort], reverse=desc)
-    page = rows[offset:offset + limit] if limit is not None else rows[offset:]
-    return {"total": len(rows), "members": len(scored), "sizes": sizes, "window_days": seg.window_days, "sort": sort,
-            "order": "desc" if desc else "asc", "offset": offset, "rows": page}
+    if needle:
+        keep &= np.fromiter((needle in m for m in scored.cols.lowered), bool, len(scored))
+    if active_since is not None:
+        keep &= scored.cols.last_seen >= active_since
+    at = np.nonzero(keep)[0]  # in member_id order, which breaks ties: pages never repeat or skip a member
+    key = scored.column(sort, now)[at]
+    at = at[np.argsort(-key if desc else key, kind="stable")]
+    page = at[offset:offset + limit] if limit is not None else at[offset:]
+    return {"total": len(at), "members": len(scored), "sizes": scored.sizes(), "window_days": seg.window_days,
+            "sort": sort, "order": "desc" if desc else "asc", "offset": offset,
+            "rows": scored.rows(page, now, LIST_COLUMNS)}
 
 
 def member_activity(store: History, member_id: str, cfg: GoalConfig, min_support: int, rng: TimeRange = ALL_TIME,

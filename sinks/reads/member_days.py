@@ -20,6 +20,7 @@ import threading
 
 from sinks.reads.common import History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig
+from sinks.reads.member_columns import MemberColumns
 from sinks.reads.members import member_goals, member_pageviews
 
 DAY_S = 86400
@@ -29,6 +30,7 @@ _READ = {"first_seen": "f_first", "last_seen": "f_last", "visits": "f_visits", "
          "window_revenue": "w_revenue"}
 _last_closed: tuple = (None, {})  # (key, figures) of the last closed-days read: one store's, bounded by its members
 _refresh_lock = threading.Lock()  # one refresh at a time in a process (the screen's requests run in threads)
+_closed_lock = threading.Lock()  # one read of the closed days at a time; the others take its answer
 
 
 def _day(column: str) -> str:
@@ -66,11 +68,17 @@ def day_figures_sql(cfg: GoalConfig, first_day: int, last_day: int, until: float
     return sql, {**params, **gparams, "purchase": cfg.purchase, "first_day": first_day}
 
 
-def day_stamps(store: History, cfg: GoalConfig, before_day: int) -> dict[int, str]:
-    """day -> stamp of every day before `before_day` that holds page views or hits."""
+def day_counts(store: History, until_day: int) -> dict[tuple[str, int], int]:
+    """(source, day) -> rows inserted into pageviews / hits of that day, for the days up to `until_day`."""
     rows = store.query("SELECT source, day, sum(rows) AS n FROM day_rows WHERE day <= %(before)s GROUP BY source, day",
-                       {"before": before_day})
-    counts: dict[tuple[str, int], int] = {(r["source"], int(num(r["day"]))): int(num(r["n"])) for r in rows}
+                       {"before": until_day})
+    return {(r["source"], int(num(r["day"]))): int(num(r["n"])) for r in rows}
+
+
+def day_stamps(store: History, cfg: GoalConfig, before_day: int,
+               counts: dict[tuple[str, int], int] | None = None) -> dict[int, str]:
+    """day -> stamp of every day before `before_day` that holds page views or hits (`counts`: day_counts')."""
+    counts = day_counts(store, before_day) if counts is None else counts
     rules = hashlib.sha1(repr((cfg.rules, cfg.purchase, cfg.idle_s)).encode()).hexdigest()[:12]
     days = {d for _, d in counts if d < before_day}
     after = (lambda d: "") if cfg.split_at_midnight else (lambda d: f".{counts.get(('pageviews', d + 1), 0)}")
@@ -99,48 +107,49 @@ def refresh(store: History, cfg: GoalConfig, stamps: dict[int, str]) -> int:
 
 
 def member_figures(store: History, cfg: GoalConfig, first_day: int, until: float,
-                   window_day: int) -> dict[str, dict[str, float]]:
-    """member_id -> unrounded figures (rfm.member_stats' fields) over [first_day, until): the closed days from
+                   window_day: int) -> MemberColumns:
+    """Every member's unrounded figures (rfm.member_stats' fields) over [first_day, until): the closed days from
     member_days (stale ones computed first), the unfinished last day from the raw tables; window_* from
-    `window_day` (>= first_day)."""
+    `window_day` (>= first_day). With no row yet today, the very snapshot of the closed days is returned (the
+    same object while no insert moves a stamp, so its scores can be kept with it)."""
     today, window_day = int(until // DAY_S), max(window_day, first_day)
-    stamps = {d: s for d, s in day_stamps(store, cfg, today).items() if d >= first_day}
-    out: dict[str, dict[str, float]] = {}
-    if stamps:
-        out = dict(_closed_figures(store, cfg, stamps, first_day, window_day))  # the copy takes today's rows
-    if until > today * DAY_S:  # the unfinished day, as the closed ones but read now
-        sql, params = day_figures_sql(cfg, today, today, until)
-        for r in store.query(sql, params):
-            carried = num(r["carried"]) if today in (first_day, window_day) else 0.0
-            f = {"first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
-                 "visits": num(r["visits"]) + (carried if today == first_day else 0.0),
-                 "orders": num(r["orders"]), "revenue": num(r["revenue"]),
-                 "window_visits": num(r["visits"]) + (carried if today == window_day else 0.0),
-                 "window_orders": num(r["orders"]), "window_revenue": num(r["revenue"])}
-            mine = out.get(r["member_id"])
-            out[r["member_id"]] = f if mine is None else {
-                k: min(mine[k], v) if k == "first_seen" else max(mine[k], v) if k == "last_seen" else mine[k] + v
-                for k, v in f.items()}
-    return out
+    counts = day_counts(store, today)
+    stamps = {d: s for d, s in day_stamps(store, cfg, today, counts).items() if d >= first_day}
+    closed = _closed_figures(store, cfg, stamps, first_day, window_day) if stamps else MemberColumns.from_figures({})
+    if until <= today * DAY_S or not (counts.get(("pageviews", today)) or counts.get(("hits", today))):
+        return closed  # nothing of today yet: a member's day figures come from its page views and hits of the day
+    sql, params = day_figures_sql(cfg, today, today, until)  # the unfinished day, as the closed ones but read now
+    now: dict[str, dict[str, float]] = {}
+    for r in store.query(sql, params):
+        carried = num(r["carried"]) if today in (first_day, window_day) else 0.0
+        now[r["member_id"]] = {
+            "first_seen": num(r["first_seen"]), "last_seen": num(r["last_seen"]),
+            "visits": num(r["visits"]) + (carried if today == first_day else 0.0),
+            "orders": num(r["orders"]), "revenue": num(r["revenue"]),
+            "window_visits": num(r["visits"]) + (carried if today == window_day else 0.0),
+            "window_orders": num(r["orders"]), "window_revenue": num(r["revenue"])}
+    return closed.merged(MemberColumns.from_figures(now))
 
 
 def _closed_figures(store: History, cfg: GoalConfig, stamps: dict[int, str], first_day: int,
-                    window_day: int) -> dict[str, dict[str, float]]:
-    """member_id -> figures over the stamped days, refreshing stale ones first. The last answer is kept in memory
-    under its stamps: it holds until an insert moves one (10k members: 0.2 s of a request's 0.5 cpu-s)."""
+                    window_day: int) -> MemberColumns:
+    """Every member's figures over the stamped days, refreshing stale ones first. The last answer is kept in
+    memory under its stamps: it holds until an insert moves one (10k members: 0.2 s of a request's 0.5 cpu-s),
+    and requests arriving together (the Customers tab's list and segments) wait for one read."""
     global _last_closed
     days = sorted(stamps)
     key = (getattr(store, "url", id(store)), tuple(days), tuple(stamps[d] for d in days), first_day, window_day)
-    if _last_closed[0] == key:  # read from those very stamps' complete rows
-        return _last_closed[1]
-    refresh(store, cfg, stamps)
-    out = {r["member_id"]: {k: num(r[c]) for k, c in _READ.items()} for r in store.query(
-        "SELECT member_id, min(first_seen) AS f_first, max(last_seen) AS f_last, "
-        "sum(visits) + sumIf(carried, day = %(first)s) AS f_visits, sum(orders) AS f_orders, "
-        "sum(revenue) AS f_revenue, sumIf(visits, day >= %(w)s) + sumIf(carried, day = %(w)s) AS w_visits, "
-        "sumIf(orders, day >= %(w)s) AS w_orders, sumIf(revenue, day >= %(w)s) AS w_revenue FROM "
-        f"(SELECT DISTINCT day, member_id, {', '.join(FIELDS)} FROM member_days "
-        "WHERE has(%(days)s, day) AND stamp = transform(day, %(days)s, %(stamps)s, '')) GROUP BY member_id",
-        {"days": days, "stamps": list(key[2]), "w": window_day, "first": first_day})}
-    _last_closed = (key, out)
-    return out
+    with _closed_lock:
+        if _last_closed[0] == key:  # read from those very stamps' complete rows
+            return _last_closed[1]
+        refresh(store, cfg, stamps)
+        out = MemberColumns.from_rows(store.query(
+            "SELECT member_id, min(first_seen) AS f_first, max(last_seen) AS f_last, "
+            "sum(visits) + sumIf(carried, day = %(first)s) AS f_visits, sum(orders) AS f_orders, "
+            "sum(revenue) AS f_revenue, sumIf(visits, day >= %(w)s) + sumIf(carried, day = %(w)s) AS w_visits, "
+            "sumIf(orders, day >= %(w)s) AS w_orders, sumIf(revenue, day >= %(w)s) AS w_revenue FROM "
+            f"(SELECT DISTINCT day, member_id, {', '.join(FIELDS)} FROM member_days "
+            "WHERE has(%(days)s, day) AND stamp = transform(day, %(days)s, %(stamps)s, '')) GROUP BY member_id",
+            {"days": days, "stamps": list(key[2]), "w": window_day, "first": first_day}), _READ, num)
+        _last_closed = (key, out)
+        return out

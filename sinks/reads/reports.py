@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from sinks.reads import cohorts, funnels, goals, products, profiles, recommendations, rfm, usage
 from sinks.reads.common import AnalyticsError, History, TimeRange
 from sinks.reads.goal_events import GoalConfig
@@ -66,15 +68,14 @@ def build_report(store: History, settings: Any, kind: str, rng: TimeRange, limit
     if kind == "segments":
         now = rng.now()
         seg = rfm.SegmentConfig.from_settings(settings)
-        scored = rfm.compute_rfm(store, now, replace(rng, until=now), cfg, seg)
-        counts: dict[str, int] = {}
-        for m in scored:
-            counts[m["segment"]] = counts.get(m["segment"], 0) + 1
+        scored = rfm.scored_members(store, now, replace(rng, until=now), cfg, seg)
+        counts = scored.sizes()
         sizes = [{"segment": s, "members": counts.get(s, 0),
-                  "share": round(counts.get(s, 0) / len(scored), 4) if scored else 0.0} for s in seg.names]
-        top = sorted(scored, key=lambda m: (-(m["r"] + m["f"] + m["m"]), -m["revenue"], m["member_id"]))[:limit]
-        members = [{k: m[k] for k in ("member_id", "segment", "r", "f", "m", "recency_days", "visits", "orders",
-                                      "revenue")} for m in top]
+                  "share": round(counts.get(s, 0) / len(scored), 4) if len(scored) else 0.0} for s in seg.names]
+        rfm_sum = scored.r + scored.f + scored.m  # highest first, then revenue, then member_id (the index)
+        top = np.lexsort((np.arange(len(scored)), -scored.cols.revenue, -rfm_sum))[:limit]
+        members = scored.rows(top, now, ("member_id", "segment", "r", "f", "m", "recency_days", "visits", "orders",
+                                         "revenue"))
         return Report(kind, rng, [Section("sizes", "Segment sizes (RFM scored now)", sizes),
                                   Section("members", "Members by RFM score", members),
                                   Section("movement", "Segment changes stored in the range",

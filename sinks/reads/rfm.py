@@ -30,14 +30,17 @@ same change rows are announced on the `visitwire.segments` topic by the Faust ag
 """
 from __future__ import annotations
 
-import bisect
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sinks.reads import member_days
+import numpy as np
+
+from sinks.reads import member_days, scoring
 from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num
 from sinks.reads.goal_events import GoalConfig, default_config
+from sinks.reads.member_columns import MemberColumns
 from sinks.reads.members import member_goals, member_pageviews
 
 DAY_S = 86400.0
@@ -74,35 +77,18 @@ class SegmentConfig:
         return (int(now // DAY_S) - self.window_days + 1) * DAY_S
 
 
-def quintiles(values: Sequence[float], among: Sequence[float] | None = None) -> list[int]:
-    """Quintile score 1..5 of each value among all values (default: the values themselves; ties share a
-    score)."""
-    ordered = sorted(values if among is None else among)
-    n = len(ordered)
-    return [min(5, 1 + (5 * bisect.bisect_left(ordered, v)) // n) for v in values] if n else [1] * len(values)
-
-
-def segment_of(stats: dict, seg: SegmentConfig, now: float) -> str:
-    """The first rule whose conditions hold for the member's stats (member_stats), else the default."""
-    today = int(now // DAY_S)
-    since_visit = today - int(stats["last_seen"] // DAY_S)
-    values = {"min_orders": stats["window_orders"], "min_revenue": stats["window_revenue"],
-              "min_visits": stats["window_visits"], "min_lifetime_orders": stats["orders"],
-              "min_days_since_visit": since_visit, "max_days_since_visit": since_visit,
-              "max_days_since_first_seen": today - int(stats["first_seen"] // DAY_S)}
-    for name, match, conditions in seg.checks:
-        checks = [values[k] >= v if k.startswith("min_") else values[k] <= v for k, v in conditions]
-        if all(checks) if match == "all" else any(checks):
-            return name
-    return seg.default
-
-
 def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
                  window_since: float | None = None, members: Sequence[str] | None = None) -> list[dict]:
-    """first / last visit, visits, orders and revenue per member, from the requests that belong to it
-    (members.py: the member logged in at that moment, plus the pre-login part of its visits); the
+    """first / last visit, visits, orders and revenue per member (member_id order), from the requests that
+    belong to it (members.py: the member logged in at that moment, plus the pre-login part of its visits); the
     same since `window_since` as window_visits / window_orders / window_revenue. `members`: only these
-    (read from their own visitor ids).
+    (read from their own visitor ids). member_columns' figures, as dicts."""
+    return member_columns(store, rng, cfg, window_since, members).stats_rows()
+
+
+def member_columns(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
+                   window_since: float | None = None, members: Sequence[str] | None = None) -> MemberColumns:
+    """member_stats' figures as columns (finished: counts int, money rounded to cents).
 
     For every member, the whole days of the range are read from member_days (kept per closed day, the same
     figures) and only the unfinished last day from the raw tables, when the range and window start at UTC
@@ -113,11 +99,9 @@ def member_stats(store: History, rng: TimeRange = ALL_TIME, cfg: GoalConfig | No
     members = tuple(members) if members is not None else None
     if (members is not None or rng.until is None or rng.host is not None or not member_days.kept(store)
             or (rng.since is not None and rng.since % DAY_S) or (w >= 0 and w % DAY_S)):
-        figures = _raw_stats(store, rng, cfg, w, members)
-    else:
-        first_day = int(rng.since // DAY_S) if rng.since is not None else 0
-        figures = member_days.member_figures(store, cfg, first_day, rng.until, int(max(w, 0) // DAY_S))
-    return [_finish(mid, f) for mid, f in sorted(figures.items())]
+        return MemberColumns.from_figures(_raw_stats(store, rng, cfg, w, members)).finished
+    first_day = int(rng.since // DAY_S) if rng.since is not None else 0
+    return member_days.member_figures(store, cfg, first_day, rng.until, int(max(w, 0) // DAY_S)).finished
 
 
 def _raw_stats(store: History, rng: TimeRange, cfg: GoalConfig, w: float,
@@ -144,34 +128,49 @@ def _raw_stats(store: History, rng: TimeRange, cfg: GoalConfig, w: float,
     return out
 
 
-def _finish(member_id: str, f: dict) -> dict:
-    return {"member_id": member_id, "first_seen": f["first_seen"], "last_seen": f["last_seen"],
-            "visits": int(f["visits"]), "orders": int(f["orders"]), "revenue": round(f["revenue"], 2),
-            "window_visits": int(f["window_visits"]), "window_orders": int(f["window_orders"]),
-            "window_revenue": round(f["window_revenue"], 2)}
-
-
 def score_members(stats: Sequence[dict], now: float, seg: SegmentConfig | None = None,
                   population: Sequence[dict] | None = None) -> list[dict]:
     """Adds r, f, m (quintiles among `population`, default `stats`), recency_days and the rule-based segment
-    to each member's stats."""
+    to each member's stats (member_stats' dicts), in their order."""
     seg = seg or SegmentConfig.from_settings()
-    pop = stats if population is None else population
-    rs = quintiles([s["last_seen"] for s in stats], [s["last_seen"] for s in pop])
-    fs = quintiles([s["visits"] for s in stats], [s["visits"] for s in pop])
-    ms = quintiles([s["revenue"] for s in stats], [s["revenue"] for s in pop])
-    out = []
-    for s, r, f, m in zip(stats, rs, fs, ms):
-        out.append({**s, "recency_days": round(max(0.0, now - s["last_seen"]) / DAY_S, 3), "r": r, "f": f, "m": m,
-                    "segment": segment_of(s, seg, now)})
-    return out
+    cols = MemberColumns.from_stats(stats)
+    pop = None if population is None else MemberColumns.from_stats(
+        {"first_seen": 0.0, "orders": 0, "window_visits": 0, "window_orders": 0, "window_revenue": 0.0, **p}
+        for p in population)
+    scored = scoring.score(cols, now, seg, pop)
+    return [{**s, **{k: row[k] for k in ("recency_days", "r", "f", "m", "segment")}}
+            for s, row in zip(stats, scored.rows(np.arange(len(cols)), now))]
 
 
 def compute_rfm(store: History, now: float | None = None, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
                 seg: SegmentConfig | None = None) -> list[dict]:
+    """Every member's stats with recency_days, r, f, m and segment (scored_members as dicts)."""
     now = now if now is not None else rng.now()
+    scored = scored_members(store, now, rng, cfg, seg)
+    return scored.rows(np.arange(len(scored)), now)
+
+
+_last_scored: tuple = (None, None, None, None)  # (figures, day, seg, Scored) of the last whole-population score
+_scored_lock = threading.Lock()
+
+
+def scored_members(store: History, now: float, rng: TimeRange = ALL_TIME, cfg: GoalConfig | None = None,
+                   seg: SegmentConfig | None = None) -> scoring.Scored:
+    """Every member of the range scored at `now` (as columns). While the figures are the same snapshot
+    (member_days' closed days, no row yet today) and it is the same UTC day, the last scores are reused: the
+    Customers tab's list, its segment sizes and each page of it read one scoring."""
+    global _last_scored
     seg = seg or SegmentConfig.from_settings()
-    return score_members(member_stats(store, rng, cfg, seg.window_since(now)), now, seg)
+    cols = member_columns(store, rng, cfg, seg.window_since(now))
+    day = int(now // DAY_S)
+    with _scored_lock:
+        figures, at, rules, scored = _last_scored
+        if figures is cols and at == day and rules == seg:
+            return scored
+    scored = scoring.score(cols, now, seg)
+    with _scored_lock:
+        _last_scored = (cols, day, seg, scored)
+    return scored
 
 
 def current_segments(store: History, at: float | None = None, members: Sequence[str] | None = None) -> dict[str, str]:
@@ -189,9 +188,10 @@ def current_segments(store: History, at: float | None = None, members: Sequence[
 def segment_sizes(store: History, at: float | None = None, names: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Members per segment as of `at` (default: now), from the stored segment history: the configured
     segments (`names`, default the default rules) first, then any other name stored earlier."""
-    counts: dict[str, int] = {}
-    for seg in current_segments(store, at).values():
-        counts[seg] = counts.get(seg, 0) + 1
+    where, params = (f"{TS} <= %(at)s", {"at": float(at)}) if at is not None else ("1", {})
+    counts = {r["segment"]: int(num(r["members"])) for r in store.query(  # counted in the store: 100k members
+        f"SELECT segment, count() AS members FROM (SELECT member_id, argMax(segment, {TS}) AS segment "
+        f"FROM segments WHERE {where} GROUP BY member_id) GROUP BY segment", params)}
     names = tuple(names) or SegmentConfig.from_settings().names
     return [{"segment": s, "members": counts.get(s, 0)} for s in (*names, *sorted(set(counts) - set(names)))]
 

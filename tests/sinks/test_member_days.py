@@ -91,3 +91,20 @@ def test_a_late_insert_into_a_computed_day_is_computed_again(store):
     mine = next(m for m in after if m["member_id"] == buyer["member_id"])
     assert mine["orders"] == buyer["orders"] + 1 and mine["revenue"] == pytest.approx(buyer["revenue"] + 123.45)
     assert mine["visits"] == buyer["visits"] + 1
+
+
+def test_a_new_day_without_rows_reads_the_closed_days_and_its_first_view_counts_at_once(store):
+    """Past midnight with nothing of the new day yet, the kept closed days alone answer (the very same
+    snapshot, so scores are reused); the day's first page view is in the next answer."""
+    day = int(DS.now // DAY) + 1
+    later = day * DAY + 3600.0
+    window = rfm.SegmentConfig.from_settings().window_since(later)
+    fast = rfm.member_columns(store, TimeRange(None, later), CFG, window)
+    assert rfm.member_columns(store, TimeRange(None, later + 60), CFG, window) is fast
+    assert fast.stats_rows() == rfm.member_stats(store, TimeRange(0.001, later), CFG, window)
+    member = fast.ids[0]
+    store.write("pageviews", [_view("new-day-pv", day * DAY + 60, "v-new-day", member, "new-day-s")])
+    after = rfm.member_stats(store, TimeRange(None, later), CFG, window)
+    assert after == rfm.member_stats(store, TimeRange(0.001, later), CFG, window)
+    mine = next(m for m in after if m["member_id"] == member)
+    assert mine["last_seen"] == day * DAY + 60 and mine["visits"] == fast.stats_rows([0])[0]["visits"] + 1
