@@ -8,10 +8,11 @@ import os
 import signal
 
 import redis
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from config.kafka_log_flood import say_kafka_client_errors
-from config.redact import redact_url
+from config.redact import redact_text, redact_url
 from config.settings import Settings
 from engine.metrics_server import ListenerError, start_listener
 from processors.agents import Intake
@@ -74,9 +75,24 @@ def run_worker(settings: Settings) -> int:
     except SinkUnavailable as e:
         console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
         return 1
+    except KafkaError as e:  # the broker unreachable or refusing this client: one line, not a traceback
+        console.print(f"[red]{kafka_unreachable(settings, e)}", soft_wrap=True)
+        return 1
     except (OSError, redis.RedisError) as e:
         console.print(f"[red]cannot reach a service: {e}; check --kafka / --redis")
         return 1
+
+
+def kafka_unreachable(settings: Settings, e: Exception) -> str:
+    """The line a worker that cannot start on its broker says: where, why, and what to check (the
+    credentials too when the broker wants SASL, whose refusal aiokafka reports as a failed bootstrap)."""
+    k = settings.kafka
+    hint = "check --kafka / kafka.bootstrap and that the broker runs"
+    if k.security_protocol != "PLAINTEXT":
+        hint += f", and kafka.security_protocol ({k.security_protocol})"
+        if k.security_protocol.startswith("SASL"):
+            hint += f" with kafka.sasl_mechanism ({k.sasl_mechanism}), sasl_username and sasl_password_file"
+    return f"cannot start on Kafka at {k.bootstrap}: {redact_text(str(e) or type(e).__name__)}; {hint}"
 
 
 def worker_metrics(settings: Settings, worker: InProcessWorker):

@@ -163,3 +163,42 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
     # capture (aiokafka), worker (Faust, librdkafka hits reader and outbox) and status all logged in
     assert gateway.authenticated["visitwire"] >= 4, gateway.authenticated
     assert PASSWORD not in log.read_text() + cap.stderr + cap.stdout + status.stdout + status.stderr
+
+
+@pytest.mark.parametrize("case", ["wrong password", "no broker"])
+def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_capture(tmp_path, case):
+    """`visitwire worker` and `visitwire capture --kafka` on a broker that refuses their credentials (or is
+    not there): exit 1 with one line naming what to check, no traceback, the password nowhere."""
+    broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
+    wrong = tmp_path / "wrong_password"
+    wrong.write_text("not-" + PASSWORD + "\n")
+    pcap = tmp_path / "site.pcap"
+    generate_pcap(str(pcap), 1_772_445_600.0, visitors=3, seed=2, port=8080)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")},
+           "VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_CAPTURE__PORTS": "[8080]",
+           "VISITWIRE_REDIS__URL": "redis://127.0.0.1:9/0", "VISITWIRE_HISTORY__URL": f"chdb://{tmp_path / 'chdb'}"}
+    if case == "wrong password":
+        env.update({"VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                    "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)})
+        expected = ("sasl_password_file", "sasl_password_file")
+    else:
+        env["VISITWIRE_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
+        expected = ("check --kafka", "check that the broker is up")
+    try:
+        worker = subprocess.run([sys.executable, "-m", "engine.cli", "worker"], env=env, cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        capture = subprocess.run([sys.executable, "-m", "engine.cli", "capture", "--pcap", str(pcap), "--kafka",
+                                  env["VISITWIRE_KAFKA__BOOTSTRAP"]], env=env, cwd=REPO, capture_output=True,
+                                 text=True, timeout=120)
+    finally:
+        gateway.stop()
+        broker.stop()
+    for r, hint in zip((worker, capture), expected):
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out[-3000:]
+        assert "Traceback" not in out and "│" not in out, out[-3000:]
+        said = [ln for ln in out.splitlines() if hint in ln]
+        assert len(said) == 1 and env["VISITWIRE_KAFKA__BOOTSTRAP"] in said[0], out[-3000:]
+        assert PASSWORD not in out
+    if case == "wrong password":
+        assert gateway.refused >= 2 and not gateway.authenticated
