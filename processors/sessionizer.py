@@ -60,6 +60,21 @@ def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
     return best
 
 
+def due_at(state: dict, s: ProcessingSettings) -> float:
+    """deadline(state, s)[0] without its reason: the sessionizer asks for it at every page view."""
+    if state.get("closed"):
+        return state["forget_at"]
+    due = state["end"] + s.session_idle_s
+    cap = state["start"] + s.session_max_s
+    if cap < due:
+        due = cap
+    if s.split_at_midnight:
+        mid = (state["start"] // DAY + 1) * DAY
+        if mid < due:
+            due = mid
+    return due
+
+
 def open_session(pv: dict, partition: int = 0, prev: dict | None = None) -> dict:
     return {
         "prev": {"session_id": prev["session_id"], "recent": prev["recent"]} if prev else None,
@@ -103,7 +118,9 @@ def add_pageview(state: dict, pv: dict, in_place: bool = False) -> dict:
 
 def close_row(state: dict, reason: str) -> dict:
     """The Session record (config/events.py SESSION_FIELDS)."""
-    row = {k: v for k, v in state.items() if k not in ("recent", "p", "prev", "u")}
+    row = state.copy()  # the state's fields in its order, less the sessionizer's own (a copy and four pops in C)
+    del row["recent"]
+    row.pop("p", None), row.pop("prev", None), row.pop("u", None)
     row["duration"] = round(state["end"] - state["start"], 6)
     row["bounce"] = state["pageviews"] == 1
     row["close_reason"] = reason
@@ -176,7 +193,7 @@ class Sessionizer:
         if state is None:
             self._deadlines.pop(visitor, None)
         else:
-            d = deadline(state, self.s)[0]
+            d = due_at(state, self.s)
             if self._deadlines.get(visitor) != d:
                 self._deadlines[visitor] = d
                 heapq.heappush(self._heap, (d, visitor))
@@ -217,7 +234,14 @@ class Sessionizer:
     def on_pageview(self, pv: dict, closed: list[dict], partition: int = 0) -> tuple[str, bool]:
         """Add a page view; appends sessions it closes to `closed`; returns (its session_id, new session?)."""
         visitor = pv["visitor_id"]
-        st = self.get(visitor)
+        work = self._work
+        st = work.get(visitor)  # self.get(visitor), inline: once per page view
+        if st is None:
+            st = self._flushing.get(visitor)
+            if st is None:
+                st = self.store.get(visitor)
+        if st is _GONE:
+            st = None
         prev = None
         if st is not None:
             dup = duplicate_of(st, pv["event_id"])
@@ -229,13 +253,13 @@ class Sessionizer:
             else:
                 due = self._deadlines.get(visitor)  # kept by _put for the state it wrote
                 if due is None:  # e.g. restored from the changelog, not indexed yet
-                    due = deadline(st, self.s)[0]
+                    due = due_at(st, self.s)
                 if pv["ts"] >= due:
                     closed.append(close_row(st, deadline(st, self.s)[1]))
                     prev, st = st, None
         started = st is None
         st = open_session(pv, partition, prev) if started else \
-            add_pageview(st, pv, in_place=self._work.get(visitor) is st)
+            add_pageview(st, pv, in_place=work.get(visitor) is st)
         if started or st["pageviews"] == 2 or pv["ts"] - st.get("u", st["start"]) >= self.s.session_update_s:
             st["u"] = pv["ts"]
             self.updates.append(close_row(st, REASON_OPEN))
@@ -293,7 +317,7 @@ class Sessionizer:
                 self._put_index(visitor, st)
 
     def _put_index(self, visitor: str, st: dict) -> None:
-        d = deadline(st, self.s)[0]
+        d = due_at(st, self.s)
         self._deadlines[visitor] = d
         heapq.heappush(self._heap, (d, visitor))
 
