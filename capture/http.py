@@ -312,7 +312,7 @@ class MessageReader:
     """
 
     __slots__ = ("owner", "is_request", "state", "skip", "body", "partial", "partial_ts", "line",
-                 "messages", "sniff", "max_head", "budget", "fields_may_follow", "keep")
+                 "messages", "sniff", "max_head", "budget", "fields_may_follow", "keep", "strict")
 
     def __init__(self, owner, is_request: bool, resync: bool, max_head: int = MAX_HEAD_BYTES, budget=None):
         self.owner = owner
@@ -329,6 +329,7 @@ class MessageReader:
         self.budget = budget     # capture.reassembly.Budget: incomplete heads count against the total limit
         self.fields_may_follow = False  # after a bare HTTP/0.9 request line: its header lines may come next
         self.keep: bytearray | None = None  # the current body's bytes, when its owner asked (capture.bodies)
+        self.strict = False  # the server spoke first and not HTTP: the client's first line must carry a version
 
     @property
     def buffered(self) -> int:
@@ -579,6 +580,9 @@ class MessageReader:
 
     def _on_head(self, head: bytes | None, ts: float, scanned=None) -> None:
         self.fields_may_follow = False
+        if self.strict and head is not None and self.messages == 0 and not _has_version(head.split(b"\n", 1)[0]):
+            self._not_http(head[:24])  # e.g. "EHLO x" after an SMTP banner: no request
+            return
         try:
             kind, length = self.owner.on_head(self, head, ts, scanned[0] if scanned else None)
         except HttpError:

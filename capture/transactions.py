@@ -433,12 +433,18 @@ class Connection:
                 self._emit(self.pending.popleft(), None)
 
     def on_not_http(self, reader: MessageReader, first: bytes = b"") -> None:
-        if not self.seen_http:
+        other = self.resp_reader if reader.is_request else self.req_reader
+        if not self.seen_http and other.state != DEAD:  # the connection's first verdict: counted once
             self.stats["non_http"] += 1
             # a TLS record header: handshake (22), version 3.x
             if reader.is_request and first[:1] == b"\x16" and first[1:2] == b"\x03" and first[2:3] <= b"\x04":
                 self._wrong_leg("tls_flows", "TLS")
-        self.req_reader.state = self.resp_reader.state = DEAD
+        if reader.is_request or self.seen_http or other.messages or other.partial is not None:
+            other.state = DEAD
+        else:
+            # the server spoke first and not HTTP (an SSH banner on port 80): a request its client still
+            # sends is reported, unanswered, as the reference analyser does; a line without a version is not one
+            other.strict = True
 
     def _wrong_leg(self, stat: str, what: str) -> None:
         """A flow on a captured port that is encrypted / HTTP/2: counted, and said once per port."""

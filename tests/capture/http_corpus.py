@@ -146,6 +146,27 @@ def request_without_response():
     return c.tick().close()
 
 
+@case(("GET", "shop.example", "/", None), port=22)
+def request_to_an_ssh_server():
+    # the server's banner is not HTTP, its client's request still is: reported, unanswered
+    c = Conv(server=("10.0.0.2", 22)).handshake()
+    c.response(b"SSH-2.0-OpenSSH_7.4\r\n")
+    c.tick().request(req("/"))
+    c.tick().response(b"Protocol mismatch.\n")
+    return c.tick().close()
+
+
+@case(port=25)
+def smtp_on_a_captured_port():
+    # a server-first protocol whose client does not speak HTTP either: no request made of "EHLO client"
+    c = Conv(server=("10.0.0.2", 25)).handshake()
+    c.response(b"220 mail.example ESMTP\r\n")
+    c.tick().request(b"EHLO client\r\n")
+    c.tick().response(b"250 mail.example\r\n")
+    c.tick().request(b"QUIT\r\n")
+    return c.tick().close()
+
+
 @case(("GET", "shop.example", "/later", 200))
 def server_speaks_first():
     c = Conv().handshake()
