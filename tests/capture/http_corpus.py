@@ -274,6 +274,40 @@ def http09_request_with_headers_and_bare_answer():
     return c.tick().close()
 
 
+@case(("GET", "", "/", None))
+def answer_before_an_http09_request():
+    # a status line nobody asked for, then a 0.9 request: its answer is the bare body after it
+    c = Conv().handshake()
+    c.response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    c.tick().request(b"GET /\r\n\r\n")
+    c.tick().response(b"nineteen bytes here")
+    return c.tick().close()
+
+
+@case(("POST", "", "/zeek.html", None))
+def http09_post_never_answered():
+    # a 0.9 line with a method of 3 letters or more and a target is a request; this server never answers
+    c = Conv().handshake()
+    c.request(b"POST /zeek.html\r\n")
+    return c.tick().close()
+
+
+@case()
+def http09_line_with_a_two_letter_method():
+    c = Conv().handshake()
+    c.request(b"XX /zeek.html\r\n")
+    c.tick().response(b"hi")
+    return c.tick().close()
+
+
+@case()
+def http09_line_without_a_target():
+    c = Conv().handshake()
+    c.request(b"GET\r\n")
+    c.tick().response(b"hi")
+    return c.tick().close()
+
+
 @case(("GET", "bro.example", "", 200))
 def missing_uri():
     c = Conv().handshake()
