@@ -28,6 +28,24 @@ _ARROW_TYPES = {
     OPT_FLOAT: pa.float64(), TIME: pa.uint32(), "keys": pa.list_(pa.string()), "values": pa.list_(pa.string()),
 }
 
+# MergeTree settings of every table (the <merge_tree> section of a config file chdb starts with). Each insert
+# makes a part in its table and in each materialized view's, and merges leave the old parts to a cleanup thread
+# that backs off to every 300 s when it finds little to do: at the soak's ~150 inserts a minute chdb held up to
+# 1,230 merged-away parts and its allocator's figure grew 35 -> 79 MB in 10 min; cleaned every 5-17 s instead:
+# at most 110 held, 40 -> 46 MB (benchmarks/chdb_insert_memory.py --bare, then without it).
+MERGE_TREE_SETTINGS: dict[str, int] = {"cleanup_delay_period": 5, "max_cleanup_delay_period": 10,
+                                       "cleanup_delay_period_random_add": 2}
+CONFIG_FILE = "visitwire-chdb.xml"  # in the data directory
+
+
+def _config_file(path: str) -> str:
+    """Write chdb's config file into the data directory; its path."""
+    settings = "".join(f"<{k}>{v}</{k}>" for k, v in MERGE_TREE_SETTINGS.items())
+    config = os.path.join(path, CONFIG_FILE)
+    with open(config, "w") as f:
+        f.write(f"<clickhouse><merge_tree>{settings}</merge_tree></clickhouse>\n")
+    return config
+
 # path -> [session, users, lock]; chdb cannot hold two data directories in one process.
 _sessions: dict[str, list] = {}
 _registry_lock = threading.Lock()
@@ -47,11 +65,12 @@ def _acquire(path: str) -> tuple[Any, threading.RLock]:
                                f"process: use the same history.url (chdb://{other}) or close that store first")
         try:
             os.makedirs(path, exist_ok=True)
+            config = _config_file(path)
         except OSError as e:
             raise HistoryError(f"cannot create chdb data directory {path} ({e.strerror}): "
                                "fix history.url / --clickhouse or the directory's permissions") from None
         try:
-            sess = chdb_session.Session(path)
+            sess = chdb_session.Session(f"{path}?config-file={config}")
         except RuntimeError as e:
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise HistoryError(f"cannot open chdb data directory {path} ({detail}); most likely another process "
