@@ -19,6 +19,8 @@ import os
 import struct
 import threading
 
+from engine.services import Service, _spawn, free_port, tansu_binary
+
 SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
 UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
 SCRAM_HASHES = {"SCRAM-SHA-256": hashlib.sha256, "SCRAM-SHA-512": hashlib.sha512}
@@ -214,3 +216,12 @@ class SaslGateway:
             pass
         finally:
             dst.close()
+
+
+def tansu_behind_gateway(mechanism: str, users: dict[str, str]) -> tuple[Service, SaslGateway, str]:
+    """A plain tansu that advertises a SASL gateway in front of it: (broker, gateway, the bootstrap to use)."""
+    plain, front = free_port(), free_port()
+    broker = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                              "--advertised-listener-url", f"tcp://127.0.0.1:{front}",
+                              "--storage-engine", "memory://tansu/"], None, plain, 20, f"127.0.0.1:{plain}")
+    return broker, SaslGateway(front, plain, mechanism, users), f"127.0.0.1:{front}"

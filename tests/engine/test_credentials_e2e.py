@@ -16,12 +16,18 @@ import pytest
 from engine.proctree import stop
 from engine.services import _CLICKHOUSE_CONFIG, _CLICKHOUSE_USERS, _spawn, free_port
 from pcapgen import generate_pcap
-from test_kafka_sasl import PASSWORD as KAFKA_PASSWORD, _broker_behind_gateway, _kafka_line, _status
+from sasl_gateway import tansu_behind_gateway
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+KAFKA_PASSWORD = "kafka-secret-2c7e51"
 REDIS_PASSWORD = "redis-secret-81d2e7"
 CLICKHOUSE_PASSWORD = "clickhouse-secret-4b9f06"
+
+
+def _status(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", "status"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=90)
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -71,7 +77,7 @@ def test_capture_worker_and_status_with_every_credential_from_files(tmp_path):
         secrets[name] = tmp_path / f"{name}_password"
         secrets[name].write_text(value + "\n")
         secrets[name].chmod(0o600)
-    broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
+    broker, gateway, bootstrap = tansu_behind_gateway("SCRAM-SHA-512", {"visitwire": KAFKA_PASSWORD})
     redis_svc = _tls_redis(tmp_path, cert, key)
     clickhouse, secure_port = _tls_clickhouse(tmp_path, cert, key)
     prefix = f"cred{uuid.uuid4().hex[:6]}:"
@@ -133,7 +139,7 @@ def test_capture_worker_and_status_with_every_credential_from_files(tmp_path):
         outputs += [plain.stdout, plain.stderr]
         assert plain.returncode == 1
         assert all("UNHEALTHY" in ln for ln in plain.stdout.splitlines()), plain.stdout
-        assert _kafka_line(plain)
+        assert {ln.split()[0] for ln in plain.stdout.splitlines()} >= {"kafka", "redis", "history"}, plain.stdout
     finally:
         if worker is not None:
             stop(worker)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from engine.proctree import stop
-from engine.services import _spawn, free_port, tansu_binary
+from engine.services import free_port
 from pcapgen import generate_pcap
-from sasl_gateway import SaslGateway
+from sasl_gateway import tansu_behind_gateway
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -27,11 +27,7 @@ PASSWORD = "sasl-secret-5f3a9c"
 
 
 def _broker_behind_gateway(mechanism: str):
-    plain, front = free_port(), free_port()
-    broker = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
-                              "--advertised-listener-url", f"tcp://127.0.0.1:{front}",
-                              "--storage-engine", "memory://tansu/"], None, plain, 20, f"127.0.0.1:{plain}")
-    return broker, SaslGateway(front, plain, mechanism, {"visitwire": PASSWORD}), f"127.0.0.1:{front}"
+    return tansu_behind_gateway(mechanism, {"visitwire": PASSWORD})
 
 
 def _status(env: dict) -> subprocess.CompletedProcess:
