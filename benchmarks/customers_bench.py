@@ -77,6 +77,8 @@ async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[flo
         t0 = time.perf_counter()
         first = await (await client.get("/api/customers?limit=1")).json()
         print(f"  {'first call (computes every closed day)':40s} {(time.perf_counter() - t0) * 1000:7.0f} ms")
+        if "rows" not in first:
+            raise SystemExit(f"the first call failed: {first.get('error', first)}")
         member = first["rows"][0]["member_id"]
         calls = {"customers (first page, by revenue)": "/api/customers?limit=200",
                  "customers (vip, by last visit)": "/api/customers?limit=200&segment=vip&sort=last_seen",

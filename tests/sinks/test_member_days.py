@@ -4,6 +4,8 @@ scoring window, with visits that go on past midnight, after a late insert into a
 all on a data directory written before migration 0220 existed and then upgraded."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import sinks.history_store
@@ -108,3 +110,16 @@ def test_a_new_day_without_rows_reads_the_closed_days_and_its_first_view_counts_
     assert after == rfm.member_stats(store, TimeRange(0.001, later), CFG, window)
     mine = next(m for m in after if m["member_id"] == member)
     assert mine["last_seen"] == day * DAY + 60 and mine["visits"] == fast.stats_rows([0])[0]["visits"] + 1
+
+
+def test_days_computed_a_few_at_a_time_give_the_same_figures(store, monkeypatch):
+    """The first read after an upgrade computes the days in runs of at most REFRESH_ROWS rows (one query over
+    90 days of 10M page views went over the server's memory limit); with runs of a few days, the same figures.
+    (Other goal rules: every day's stamp is new, so every day is computed again.)"""
+    monkeypatch.setattr(member_days, "REFRESH_ROWS", 300)
+    cfg = dataclasses.replace(CFG, idle_s=CFG.idle_s + 1)
+    fast = rfm.member_stats(store, TimeRange(None, DS.now), cfg, WINDOW)
+    assert fast == rfm.member_stats(store, TimeRange(0.001, DS.now), cfg, WINDOW) and len(fast) > 10
+    rows = {1: 200, 2: 200, 3: 50, 7: 500}  # a run stops before the day that would pass 300; a big day goes alone
+    assert member_days._spans([1, 2, 3, 7], lambda d: rows.get(d, 0)) == [(1, 1), (2, 6), (7, 7)]
+    assert member_days._spans([5], lambda d: 10**9) == [(5, 5)]
