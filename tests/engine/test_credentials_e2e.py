@@ -4,10 +4,13 @@ A capture agent and a worker fill the history and the live counters with a known
 reaches all three; no password appears in any output or log; a plain-text client is refused by each."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -28,6 +31,19 @@ CLICKHOUSE_PASSWORD = "clickhouse-secret-4b9f06"
 def _status(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine.cli", "status"], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=90)
+
+
+def _api(web: subprocess.Popen, port: int, path: str) -> dict:
+    """GET path of the screen with its token, once it listens."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": "Bearer screen-token"})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, OSError):
+            assert web.poll() is None and time.monotonic() < deadline, "the screen did not answer"
+            time.sleep(0.3)
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -127,6 +143,20 @@ def test_capture_worker_and_status_with_every_credential_from_files(tmp_path):
         finally:
             store.close()
             live.close()
+        # the screen (`visitwire web`) on the same Redis and ClickHouse: live state and history over TLS
+        web_port = free_port()
+        web_env = {**env, "VISITWIRE_WEB__PORT": str(web_port), "VISITWIRE_WEB__TOKEN": "screen-token"}
+        web = subprocess.Popen([sys.executable, "-m", "engine.cli", "web"], env=web_env, cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            live = _api(web, web_port, "/api/live")
+            totals = _api(web, web_port, f"/api/stats?from={int(truth.start_ts) - 60}&to={int(truth.end_ts) + 60}"
+                                         "&metrics=hits,pageviews")
+        finally:
+            stop(web)
+            outputs.append(web.stdout.read())
+        assert "visitors_now" in live
+        assert (totals["totals"]["hits"], totals["totals"]["pageviews"]) == (truth.hits, truth.pageviews), totals
         status = _status(env)
         outputs += [status.stdout, status.stderr]
         lines = {ln.split()[0]: ln for ln in status.stdout.splitlines()}
