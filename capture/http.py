@@ -25,6 +25,9 @@ HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DE
 
 RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
+# a status line read as liberally as the reference analyser reads it: "HTTP/" then the version, any run of
+# spaces or tabs, and the first three characters after it the status ("HTTP/1.1  200", "HTTP/1.0 404", "200OK")
+_STATUS_LINE = re.compile(rb"HTTP/([^ \t]*)[ \t]+([0-9]{3})")
 RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 # any prefix of "METHOD " (a method is a token of any case, as split_request_line reads it)
 _REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}(?:[ \t]|\Z)")
@@ -282,12 +285,11 @@ class HeadParser:
     def response(self, head: bytes) -> ResponseHead:
         nl = head.find(b"\n")
         line = (head[:nl] if nl >= 0 else head).rstrip(b"\r")
-        if not line.startswith(b"HTTP/") or len(line) < 12 or line[12:13] not in (b"", b" "):
+        m = _STATUS_LINE.match(line)
+        if m is None:
             raise HttpError(f"not a status line: {line[:60]!r}")
-        code = line[9:12]
-        if not code.isdigit() or line[8:9] != b" ":
-            raise HttpError(f"not a status line: {line[:60]!r}")
-        version = line[5:8].decode("latin-1")
+        code = m.group(2)
+        version = m.group(1)[:3].decode("latin-1")
         set_cookies: list[bytes] = []
         headers, lengths, chunked = _read_fields(self._resp, head, max(nl, 0), {}, set_cookies)
         content_length = -1  # unknown: until close

@@ -439,12 +439,13 @@ class Connection:
             # a TLS record header: handshake (22), version 3.x
             if reader.is_request and first[:1] == b"\x16" and first[1:2] == b"\x03" and first[2:3] <= b"\x04":
                 self._wrong_leg("tls_flows", "TLS")
-        if reader.is_request or self.seen_http or other.messages or other.partial is not None:
-            other.state = DEAD
-        else:
+        if reader.is_request:
+            other.state = DEAD  # a client that does not speak HTTP: nothing of the connection is
+        elif not self.seen_http:
             # the server spoke first and not HTTP (an SSH banner on port 80): a request its client still
             # sends is reported, unanswered, as the reference analyser does; a line without a version is not one
             other.strict = True
+        # else: the client spoke HTTP and its server answered something else: its requests are still reported
 
     def _wrong_leg(self, stat: str, what: str) -> None:
         """A flow on a captured port that is encrypted / HTTP/2: counted, and said once per port."""

@@ -156,6 +156,29 @@ def request_to_an_ssh_server():
     return c.tick().close()
 
 
+@case(("GET", "shop.example", "/a", None), ("GET", "shop.example", "/b", None), ("GET", "shop.example", "/c", None))
+def requests_answered_in_something_else():
+    # the client speaks HTTP, its server does not: every request is still reported, unanswered
+    c = Conv().handshake()
+    c.request(req("/a") + req("/b"))
+    c.tick().response(b"\x00\x01garbage that is no status line\r\n")
+    c.tick().request(req("/c"))
+    c.tick().response(b"more garbage\r\n")
+    return c.tick().close()
+
+
+@case(("GET", "shop.example", "/s0", 200), ("GET", "shop.example", "/s1", 404), ("GET", "shop.example", "/s2", 301),
+      ("GET", "shop.example", "/s3", 200))
+def liberal_status_lines():
+    # two spaces, no reason phrase, a tab, no space before the reason: the status is the 3 digits after "HTTP/x.y"
+    c = Conv().handshake()
+    for i, line in enumerate((b"HTTP/1.1  200 OK", b"HTTP/1.0 404", b"HTTP/1.1\t301 Moved", b"HTTP/1.1 200OK")):
+        c.request(req(f"/s{i}"))
+        c.tick().response(line + b"\r\nContent-Length: 1\r\n\r\nx")
+        c.tick()
+    return c.close()
+
+
 @case(port=25)
 def smtp_on_a_captured_port():
     # a server-first protocol whose client does not speak HTTP either: no request made of "EHLO client"
