@@ -124,7 +124,9 @@ class HitProcessor:
         rows = [row for row, c in enumerate(classes) if c.kind == KIND_PAGEVIEW or c.goal]
         pageviews = iter(self.enricher.pageviews_at(columns, [r for r in rows if classes[r].kind == KIND_PAGEVIEW],
                                                     classes))
-        on_pageview, closed, add_pageview = self.sessions.on_pageview, out.sessions, cols.add_pageview
+        on_pageview, closed, pageviews_out = self.sessions.on_pageview, out.sessions, out.pageviews
+        # cols.add_pageview, inline (once per page view): its rows, records and session starts
+        pv_rows, pv_records, start_rows = cols.pv_row, cols.pageviews, cols.session_start_rows
         purchase = self.settings.analytics.purchase_goal
         goal_products = {purchase: "order_products", self.settings.analytics.cart_goal: "cart_products"}
         for row in rows:
@@ -132,8 +134,11 @@ class HitProcessor:
             if c.kind == KIND_PAGEVIEW:
                 pv = next(pageviews)
                 pv["session_id"], started = on_pageview(pv, closed, parts[row])
-                out.pageviews.append(pv)
-                add_pageview(row, pv, started)
+                pageviews_out.append(pv)
+                pv_rows.append(row)
+                pv_records.append(pv)
+                if started:
+                    start_rows.append(row)
             elif c.goal:
                 self.sessions.on_goal(columns["visitor_id"][row], columns["event_id"][row], c.goal_value)
             if c.goal:

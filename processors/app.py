@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterator, MutableMapping
+from typing import Any, Callable, Iterable, Iterator, MutableMapping
 
 import faust
 import orjson
@@ -105,6 +105,14 @@ class TableStore(MutableMapping):
     def __setitem__(self, key: str, value: dict) -> None:
         self._record(key, value)
         self.table.data[key] = value
+
+    def set_many(self, items: Iterable[tuple[str, dict]]) -> None:
+        """store[key] = value for each pair, in one loop (a flush writes every session the batches touched:
+        the per-item method calls were a tenth of the event loop's profile)."""
+        data, pending, partitions, dumps = self.table.data, self._pending, self.partitions, orjson.dumps
+        for key, value in items:
+            pending.append((key_partition(key.encode(), partitions), dumps(key), dumps(value)))
+            data[key] = value
 
     def __delitem__(self, key: str) -> None:
         if key not in self.table.data:

@@ -211,13 +211,16 @@ class Sessionizer:
     def commit_flush(self) -> int:
         """Write the frozen changes to the store (one changelog message per visitor)."""
         n = len(self._flushing)
+        set_many = getattr(self.store, "set_many", None)  # the worker's table: one call for all of them
+        if set_many is not None:
+            set_many((v, st) for v, st in self._flushing.items() if st is not _GONE)
         for visitor, st in self._flushing.items():
             if st is _GONE:
                 try:
                     del self.store[visitor]
                 except KeyError:
                     pass
-            else:
+            elif set_many is None:
                 self.store[visitor] = st
         self._flushing = {}
         return n
@@ -263,7 +266,11 @@ class Sessionizer:
         if started or st["pageviews"] == 2 or pv["ts"] - st.get("u", st["start"]) >= self.s.session_update_s:
             st["u"] = pv["ts"]
             self.updates.append(close_row(st, REASON_OPEN))
-        self._put(visitor, st)
+        work[visitor] = st  # self._put(visitor, st), inline
+        d = due_at(st, self.s)
+        if self._deadlines.get(visitor) != d:
+            self._deadlines[visitor] = d
+            heapq.heappush(self._heap, (d, visitor))
         return st["session_id"], started
 
     def take_updates(self) -> list[dict]:
