@@ -21,6 +21,17 @@ def librdkafka_config(k: Any) -> dict[str, Any]:
     return out
 
 
+def security_hint(k: Any) -> str:
+    """What to check besides the address when a broker will not take a client: "" in plain text, else the
+    security settings (a SASL broker refusing the credentials looks like one that is away to the clients)."""
+    if k.security_protocol == "PLAINTEXT":
+        return ""
+    hint = f", and kafka.security_protocol ({k.security_protocol})"
+    if k.security_protocol.startswith("SASL"):
+        hint += f" with kafka.sasl_mechanism ({k.sasl_mechanism}), sasl_username and sasl_password_file"
+    return hint
+
+
 def ssl_context(k: Any):
     from aiokafka.helpers import create_ssl_context
 

@@ -128,8 +128,10 @@ class EmbeddedRuntime:
         try:
             await self.worker.start()
         except (OSError, KafkaError) as e:
-            raise RuntimeFailure(f"cannot reach Kafka at {s.kafka.bootstrap} ({e}); check --kafka, "
-                                 "or leave it out to use the embedded broker") from None
+            from config.kafka_security import security_hint
+
+            raise RuntimeFailure(f"cannot reach Kafka at {s.kafka.bootstrap} ({e}); check --kafka"
+                                 f"{security_hint(s.kafka)}, or leave it out to use the embedded broker") from None
         self.worker_started = True
         self.live_reader = LiveStateReader(s.redis.url, s)
         # up before capture's child loads (a stale cache: compiles) its kernels; the screen says so meanwhile

@@ -86,13 +86,11 @@ def run_worker(settings: Settings) -> int:
 def kafka_unreachable(settings: Settings, e: Exception) -> str:
     """The line a worker that cannot start on its broker says: where, why, and what to check (the
     credentials too when the broker wants SASL, whose refusal aiokafka reports as a failed bootstrap)."""
+    from config.kafka_security import security_hint
+
     k = settings.kafka
-    hint = "check --kafka / kafka.bootstrap and that the broker runs"
-    if k.security_protocol != "PLAINTEXT":
-        hint += f", and kafka.security_protocol ({k.security_protocol})"
-        if k.security_protocol.startswith("SASL"):
-            hint += f" with kafka.sasl_mechanism ({k.sasl_mechanism}), sasl_username and sasl_password_file"
-    return f"cannot start on Kafka at {k.bootstrap}: {redact_text(str(e) or type(e).__name__)}; {hint}"
+    return (f"cannot start on Kafka at {k.bootstrap}: {redact_text(str(e) or type(e).__name__)}; "
+            f"check --kafka / kafka.bootstrap and that the broker runs{security_hint(k)}")
 
 
 def worker_metrics(settings: Settings, worker: InProcessWorker):

@@ -163,8 +163,9 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
 
 @pytest.mark.parametrize("case", ["wrong password", "no broker"])
 def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_capture(tmp_path, case):
-    """`visitwire worker` and `visitwire capture --kafka` on a broker that refuses their credentials (or is
-    not there): exit 1 with one line naming what to check, no traceback, the password nowhere."""
+    """`visitwire worker`, `visitwire capture --kafka` and `visitwire run --kafka` on a broker that refuses their
+    credentials (or is not there): exit 1 (run: 2, before it starts) with one line naming what to check, no
+    traceback, the password nowhere."""
     broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
     wrong = tmp_path / "wrong_password"
     wrong.write_text("not-" + PASSWORD + "\n")
@@ -176,22 +177,25 @@ def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_captu
     if case == "wrong password":
         env.update({"VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
                     "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)})
-        expected = ("sasl_password_file", "sasl_password_file")
+        expected = ("sasl_password_file", "sasl_password_file", "sasl_password_file")
     else:
         env["VISITWIRE_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
-        expected = ("check --kafka", "check that the broker is up")
+        expected = ("check --kafka", "check that the broker is up", "check --kafka")
     try:
         worker = subprocess.run([sys.executable, "-m", "engine.cli", "worker"], env=env, cwd=REPO,
                                 capture_output=True, text=True, timeout=120)
         capture = subprocess.run([sys.executable, "-m", "engine.cli", "capture", "--pcap", str(pcap), "--kafka",
                                   env["VISITWIRE_KAFKA__BOOTSTRAP"]], env=env, cwd=REPO, capture_output=True,
                                  text=True, timeout=120)
+        run = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--pcap", str(pcap), "--kafka",
+                              env["VISITWIRE_KAFKA__BOOTSTRAP"]], env={**env, "VISITWIRE_REDIS__URL": ""}, cwd=REPO,
+                             capture_output=True, text=True, timeout=180)
     finally:
         gateway.stop()
         broker.stop()
-    for r, hint in zip((worker, capture), expected):
+    for r, hint, code in zip((worker, capture, run), expected, (1, 1, 2)):
         out = r.stdout + r.stderr
-        assert r.returncode == 1, out[-3000:]
+        assert r.returncode == code, out[-3000:]
         assert "Traceback" not in out and "│" not in out, out[-3000:]
         said = [ln for ln in out.splitlines() if hint in ln and not ln.startswith("20")]  # not log lines
         assert len(said) == 1 and env["VISITWIRE_KAFKA__BOOTSTRAP"] in said[0], out[-3000:]
