@@ -252,11 +252,11 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                           redis={"url": redis_svc.url}, processing={"use_numba": use_numba, "batch_size": batch_size},
                           history={"flush_interval_s": 1.0})
         if history_kind == "list":
-            history = ListSink(flush_interval_s=1.0)
+            history = ListSink(**s.history.batching())  # the product's flush rule (sinks/base.py flush_due)
         else:  # a clickhouse-server, or embedded chdb (visitwire run's default) in a fresh directory
             from sinks.history import open_history
             url = ch.url if ch is not None else f"chdb://{tempfile.mkdtemp(prefix='vw-bench-chdb-')}"
-            history = open_history(url, flush_interval_s=1.0)
+            history = open_history(url, **s.history.batching())
             history.init_schema()
         admin = AIOKafkaAdminClient(bootstrap_servers=tansu.url)
         await admin.start()
