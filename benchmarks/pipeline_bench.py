@@ -434,9 +434,13 @@ def main() -> int:
     console.print(t)
     for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
         cpu = r["cpu_us_per_event"]
-        own = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader", "history writer"))
-        console.print(f"{label}: the worker and its children spend {own:.1f} us of CPU per event: "
-                      f"{1e6 / max(own, 1e-9):,.0f} events/s per worker core"
+        reading = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader"))
+        own = reading + cpu.get("history writer", 0.0)
+        # the goal counts the worker's process and its hits reader (<= 10 us); the history writer child
+        # runs on the same core in this layout, so the per-core figure counts it too
+        console.print(f"{label}: the worker's process and its hits reader spend {reading:.1f} us of CPU per event "
+                      f"(goal <= 10: {1e6 / max(reading, 1e-9):,.0f} events/s); with its history writer "
+                      f"{own:.1f} us: {1e6 / max(own, 1e-9):,.0f} events/s per worker core"
                       + ("" if args.pin else " (unpinned: servers shared the cores; use --pin for sizing)"))
     return 0
 
