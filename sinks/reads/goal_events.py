@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from config.events import BODY_FIELD_PREFIX
-from sinks.reads.common import TS, TimeRange, pattern_regex
+from sinks.reads.common import HITS_BY_VISITOR, PAGEVIEWS_BY_VISITOR, TS, TimeRange, pattern_regex
 
 
 @dataclass(frozen=True)
@@ -113,30 +113,40 @@ def goal_items(cfg: GoalConfig, rng: TimeRange, goal: str) -> tuple[str, dict]:
     return sql, {**params, **iparams, **rng.params(), "items_goal": goal}
 
 
-def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
-    """Subquery (event_id, visitor_id, member_id, t, path, goal, goal_value): one row per goal request."""
+def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1", by_visitor: bool = False) -> tuple[str, dict]:
+    """Subquery (event_id, visitor_id, member_id, t, path, goal, goal_value): one row per goal request
+    (by_visitor: read from the copy sorted by visitor id, for a `where` on some visitor ids)."""
     name, value, params = _rule_sql(cfg)
+    table = HITS_BY_VISITOR if by_visitor else "hits"
     sql = (f"(SELECT * FROM (SELECT DISTINCT event_id, visitor_id, member_id, {TS} AS t, path, {name} AS goal, "
-           f"{value} AS goal_value FROM hits WHERE ({rng.sql()}) AND ({where})) WHERE goal != '')")
+           f"{value} AS goal_value FROM {table} WHERE ({rng.sql()}) AND ({where})) WHERE goal != '')")
     return sql, {**params, **rng.params()}
 
 
-def attributed_goals(cfg: GoalConfig, rng: TimeRange, where: str = "1") -> tuple[str, dict]:
+def attributed_goals(cfg: GoalConfig, rng: TimeRange, visitors: str | None = None) -> tuple[str, dict]:
     """goal_hits plus g_session: the human session each goal belongs to (goals without one are left out).
 
     Linear per visitor, no goals x sessions join (a cookieless visitor id shared by many people
     can have thousands of both): the visitor's session starts and goals are merged in time
     order, a running count of starts gives each goal the ordinal of the latest session started
     at or before it, and an equi-join on (visitor_id, ordinal) fetches that session, kept when
-    the goal is at most session_idle_s after its last page view."""
-    hits_sql, params = goal_hits(cfg, rng, where)  # `where` on hits: only some visitors' goals
+    the goal is at most session_idle_s after its last page view.
+
+    `visitors`: a condition on visitor_id (e.g. `visitor_id IN (...)`) keeping only some visitors' goals, read
+    from the copies sorted by visitor id. Their sessions are then read by it too, not by the visitor ids of
+    the goals: the same goals find the same sessions, and ClickHouse 18.16 takes 0.09 s for that nested IN
+    instead of 0.015 s (one member at 10M page views)."""
+    by_visitor = visitors is not None
+    hits_sql, params = goal_hits(cfg, rng, visitors if by_visitor else "1", by_visitor)
+    with_goals = visitors if by_visitor else f"visitor_id IN (SELECT visitor_id FROM {hits_sql})"
     # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
     window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
     wsql = window.sql().replace("%(since)s", "%(w_since)s").replace("%(since_s)s", "%(w_since_s)s")
     sessions = (
         f"(SELECT visitor_id, session_id, min({TS}) AS w_start, max({TS}) AS w_end FROM "
-        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM pageviews "
-        f"WHERE ({wsql}) AND NOT is_bot AND visitor_id IN (SELECT visitor_id FROM {hits_sql})) "
+        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM "
+        f"{PAGEVIEWS_BY_VISITOR if by_visitor else 'pageviews'} "
+        f"WHERE ({wsql}) AND NOT is_bot AND {with_goals}) "
         "GROUP BY visitor_id, session_id)")
     # (t, kind 0 = session start / 1 = goal, w_end, id, path, goal, value), sorted per visitor.
     merged = (

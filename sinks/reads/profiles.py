@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinks.reads.common import ALL_TIME, TS, History, TimeRange, links_source, num, pageviews_source
+from sinks.reads.common import (ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, History, TimeRange, links_source, num,
+                                pageviews_source)
 from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
 from sinks.reads.members import member_goals, member_pageviews
 
@@ -33,7 +34,7 @@ def visitor_profile(store: History, visitor_id: str, rng: TimeRange = ALL_TIME, 
                     cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of one visitor id, or None when it was never seen."""
     cfg = cfg or default_config()
-    goals_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(v)s")
+    goals_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(v)s", by_visitor=True)
     prof = _profile(store, "visitor_id = %(v)s", goals_sql, {"v": visitor_id, **gparams}, rng,
                     now if now is not None else rng.now(), cfg, humans_only=False)
     if prof is not None:
@@ -52,8 +53,11 @@ def member_profile(store: History, member_id: str, rng: TimeRange = ALL_TIME, no
     if not rows:
         return None
     goals_sql = f"(SELECT * FROM {mgoals} WHERE a_member = %(m)s)"
-    prof = _profile(store, f"event_id IN (SELECT event_id FROM {pvs} WHERE a_member = %(m)s)", goals_sql,
-                    {**params, **gparams, "m": member_id}, rng, now if now is not None else rng.now(), cfg)
+    # its visitor ids first: the sort key of the copy the profile reads
+    mine = ("visitor_id IN (SELECT visitor_id FROM member_visitor_ids WHERE member_id = %(m)s) "
+            f"AND event_id IN (SELECT event_id FROM {pvs} WHERE a_member = %(m)s)")
+    prof = _profile(store, mine, goals_sql, {**params, **gparams, "m": member_id}, rng,
+                    now if now is not None else rng.now(), cfg)
     if prof is None:
         return None
     return {"member_id": member_id, "visitor_ids": [r["visitor_id"] for r in rows], **prof}
@@ -63,7 +67,7 @@ def _profile(store: History, pv_where: str, goals_sql: str, params: dict, rng: T
              cfg: GoalConfig, humans_only: bool = True) -> dict[str, Any] | None:
     where = f"({pv_where}) AND {rng.sql()}"
     params = {**params, **rng.params()}
-    src = pageviews_source([TS, "session_id"], where, humans_only=humans_only)
+    src = pageviews_source([TS, "session_id"], where, humans_only=humans_only, table=PAGEVIEWS_BY_VISITOR)
     # Per session first, then over sessions: total time is the sum of session spans.
     rows = store.query(
         "SELECT min(s_first) AS first_seen, max(s_last) AS last_seen, count() AS visits, sum(s_pv) AS pageviews, "
@@ -98,7 +102,8 @@ def _profile(store: History, pv_where: str, goals_sql: str, params: dict, rng: T
 def _top(store: History, column: str, where: str, params: dict, humans_only: bool, per: str = "event_id",
          limit: int = 5) -> list[dict]:
     """Most frequent non-empty values of `column`: counted per page view, or per session for devices."""
-    src = pageviews_source([column, "session_id"], f"{where} AND {column} != ''", humans_only=humans_only)
+    src = pageviews_source([column, "session_id"], f"{where} AND {column} != ''", humans_only=humans_only,
+                           table=PAGEVIEWS_BY_VISITOR)
     rows = store.query(f"SELECT {column} AS value, uniqExact({per}) AS n FROM {src} GROUP BY {column} "
                        f"ORDER BY n DESC, value LIMIT {int(limit)}", params)
     return [{"name": r["value"], "count": int(num(r["n"]))} for r in rows]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sinks.reads.common import ALL_TIME, TS, History, TimeRange, num, pageviews_source
+from sinks.reads.common import ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, History, TimeRange, num, pageviews_source
 
 
 def _product_sessions(rng: TimeRange, where: str = "1") -> str:
@@ -56,7 +56,7 @@ def co_visitation(store: History, min_support: int = 3, rng: TimeRange = ALL_TIM
 def recent_products(store: History, visitor_id: str, limit: int = 10) -> list[str]:
     """The visitor's most recently viewed distinct products, newest first."""
     src = pageviews_source([TS, "product_id", "visitor_id"], "visitor_id = %(v)s AND product_id != ''",
-                           humans_only=False)
+                           humans_only=False, table=PAGEVIEWS_BY_VISITOR)
     rows = store.query(f"SELECT product_id, max({TS}) AS last FROM {src} GROUP BY product_id "
                        "ORDER BY last DESC, product_id LIMIT %(limit)s", {"v": visitor_id, "limit": int(limit)})
     return [r["product_id"] for r in rows]

@@ -51,7 +51,7 @@ def store(history_place):
         with fresh_history(history_place, "md") as st:
             DS.write_to(st)
             mp.undo()
-            assert st.init_schema() == ["0220_member_days"]
+            assert st.init_schema()[0] == "0220_member_days"  # and the later ones
             yield st
 
 
