@@ -252,11 +252,11 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                           redis={"url": redis_svc.url}, processing={"use_numba": use_numba, "batch_size": batch_size},
                           history={"flush_interval_s": 1.0})
         if history_kind == "list":
-            history = ListSink(flush_interval_s=1.0)
+            history = ListSink(**s.history.batching())  # the product's flush rule (sinks/base.py flush_due)
         else:  # a clickhouse-server, or embedded chdb (visitwire run's default) in a fresh directory
             from sinks.history import open_history
             url = ch.url if ch is not None else f"chdb://{tempfile.mkdtemp(prefix='vw-bench-chdb-')}"
-            history = open_history(url, flush_interval_s=1.0)
+            history = open_history(url, **s.history.batching())
             history.init_schema()
         admin = AIOKafkaAdminClient(bootstrap_servers=tansu.url)
         await admin.start()
@@ -434,9 +434,13 @@ def main() -> int:
     console.print(t)
     for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
         cpu = r["cpu_us_per_event"]
-        own = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader", "history writer"))
-        console.print(f"{label}: the worker and its children spend {own:.1f} us of CPU per event: "
-                      f"{1e6 / max(own, 1e-9):,.0f} events/s per worker core"
+        reading = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader"))
+        own = reading + cpu.get("history writer", 0.0)
+        # the goal counts the worker's process and its hits reader (<= 10 us); the history writer child
+        # runs on the same core in this layout, so the per-core figure counts it too
+        console.print(f"{label}: the worker's process and its hits reader spend {reading:.1f} us of CPU per event "
+                      f"(goal <= 10: {1e6 / max(reading, 1e-9):,.0f} events/s); with its history writer "
+                      f"{own:.1f} us: {1e6 / max(own, 1e-9):,.0f} events/s per worker core"
                       + ("" if args.pin else " (unpinned: servers shared the cores; use --pin for sizing)"))
     return 0
 

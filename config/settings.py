@@ -294,12 +294,21 @@ class HistorySettings(_Section):
     url: str = "chdb:///var/lib/visitwire/chdb"
     flush_interval_s: float = Field(1.0, gt=0)
     max_batch_rows: int = Field(100_000, gt=0)
+    # At a low rate a flush waits past flush_interval_s for min_batch_rows rows, up to max_flush_delay_s: each
+    # flush is one insert per table, and chdb's memory and parts follow the inserts (README, memory in a long run)
+    min_batch_rows: int = Field(2_000, ge=0)
+    max_flush_delay_s: float = Field(3.0, gt=0)
     # Embedded chdb: writes stop (offsets uncommitted) below this much free space; chdb reserves ~41 MiB
     # per insert, so less than a few inserts' worth fails mid-write. 0 turns the check off.
     min_free_mb: int = Field(256, ge=0)
     # ClickHouse: a file holding the password of the URL's user (a container secret). TLS: port 9440 and
     # ?secure=True&ca_certs=/path/ca.pem in the URL.
     password_file: str = ""
+
+    def batching(self) -> dict:
+        """The history store's batching arguments (sinks/base.py BatchingSink)."""
+        return {"flush_interval_s": self.flush_interval_s, "max_batch_rows": self.max_batch_rows,
+                "min_batch_rows": self.min_batch_rows, "max_flush_delay_s": self.max_flush_delay_s}
 
     @field_validator("url")
     @classmethod

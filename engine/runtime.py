@@ -109,9 +109,7 @@ class EmbeddedRuntime:
 
         s = self.settings
         try:
-            self.history = open_history(s.history.url, min_free_mb=s.history.min_free_mb,
-                                        flush_interval_s=s.history.flush_interval_s,
-                                        max_batch_rows=s.history.max_batch_rows)
+            self.history = open_history(s.history.url, min_free_mb=s.history.min_free_mb, **s.history.batching())
             applied = self.history.init_schema()  # what `visitwire db init` does: pending migrations
         except (HistoryError, SinkUnavailable) as e:
             raise RuntimeFailure(f"history store {redact_url(s.history.url)}: {e}; "

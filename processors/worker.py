@@ -104,7 +104,6 @@ class WorkerRuntime:
         self._live_thread = ThreadPoolExecutor(1, thread_name_prefix="visitwire-redis")  # one: deltas in order
         self._live_write: asyncio.Future | None = None  # the latest batch's Redis write
         self._last_flush = time.monotonic()
-        self.flush_interval_s = getattr(history, "flush_interval_s", 1.0)
         self.backpressure_rows = BACKPRESSURE_FACTOR * getattr(history, "max_batch_rows", 100_000)
         # figures
         self.processed = 0          # hits taken from the topic (including dropped ones)
@@ -199,7 +198,7 @@ class WorkerRuntime:
             self._purchases += out.purchases
         if self._held_n >= self.backpressure_rows:
             await self.flush()  # history slow or away: stop consuming until it catches up
-        elif self.history.due() or time.monotonic() - self._last_flush >= self.flush_interval_s:
+        elif self.history.due() or self._held_due():
             self._flush_soon()
 
     async def _emit(self, out: BatchOutput) -> None:
@@ -264,9 +263,17 @@ class WorkerRuntime:
         closed = self.processor.tick()
         if closed:
             await self._emit(BatchOutput(sessions=closed))
-        if closed or (self._held and time.monotonic() - self._last_flush >= self.flush_interval_s) \
-                or self.history.due():
+        if self._held_due() or self.history.due():
             await self.flush()
+
+    def _held_due(self) -> bool:
+        """The held batches are due by the history store's rule (flush_due), counted in hits: a hit is the row
+        of every table (its page view, its session's record), so the hits decide for them all. An order goes
+        at the interval whatever the count: its buyer is re-scored after the flush (segments within 5 s)."""
+        age = time.monotonic() - self._last_flush
+        if self._purchases and age >= self.history.flush_interval_s:
+            return True
+        return self.history.flush_due(self._held_n, age)
 
     def _flush_soon(self) -> None:
         if self._flush_task is None or self._flush_task.done():
@@ -386,8 +393,7 @@ class InProcessWorker:
         if history is None:
             from sinks.history import open_history
             history = open_history(settings.history.url, min_free_mb=settings.history.min_free_mb,
-                                   flush_interval_s=settings.history.flush_interval_s,
-                                   max_batch_rows=settings.history.max_batch_rows)
+                                   **settings.history.batching())
         self.history = history
         url = redis_url if redis_url is not None else settings.redis.url
         self.live = RedisLiveSink(url, settings) if url else None

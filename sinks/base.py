@@ -2,8 +2,10 @@
 
 A sink receives batches of rows for one table and writes them in one go.
 `BatchingSink` does the buffering: rows are added as they arrive and handed to
-`write(table, rows)` at most about once per `flush_interval_s` per table (or when
-`max_batch_rows` is reached), and always on `flush()` / `close()`.
+`write(table, rows)` when `flush_due`: once `max_batch_rows` are in; after `flush_interval_s` once
+`min_batch_rows` are in; after `max_flush_delay_s` whatever is in; and always on `flush()` / `close()`.
+At a low rate the minimum makes each write carry more rows: every write of the history is one insert
+per table, and chdb's memory and data parts follow the number of inserts, not of rows.
 
 `write` must be idempotent for a replayed batch (history sinks deduplicate on
 event_id / session_id) and must raise `SinkUnavailable` when the backend is
@@ -50,10 +52,12 @@ class HistoryError(Exception):
 
 
 class BatchingSink(ABC):
-    def __init__(self, flush_interval_s: float = 1.0, max_batch_rows: int = 100_000,
-                 retry_backoff_s: Sequence[float] = (0.2, 0.5, 1, 2, 5)):
+    def __init__(self, flush_interval_s: float = 1.0, max_batch_rows: int = 100_000, min_batch_rows: int = 0,
+                 max_flush_delay_s: float | None = None, retry_backoff_s: Sequence[float] = (0.2, 0.5, 1, 2, 5)):
         self.flush_interval_s = flush_interval_s
         self.max_batch_rows = max_batch_rows
+        self.min_batch_rows = min_batch_rows
+        self.max_flush_delay_s = max(flush_interval_s, max_flush_delay_s or 0.0)
         self.retry_backoff_s = tuple(retry_backoff_s)
         self._buffers: dict[str, list[Sequence[Row]]] = defaultdict(list)  # table -> parts as added
         self._last_flush: dict[str, float] = defaultdict(time.monotonic)
@@ -84,17 +88,22 @@ class BatchingSink(ABC):
         if part:
             with self._lock:
                 self._buffers[table].append(part)
+                self._last_flush.setdefault(table, time.monotonic())  # a new table's clock starts with its rows
 
     def pending(self) -> int:
         with self._lock:
             return sum(len(p) for parts in self._buffers.values() for p in parts)
 
+    def flush_due(self, rows: int, age_s: float) -> bool:
+        """Is a buffer of `rows` rows, `age_s` seconds after the last write, to be written now?"""
+        return rows > 0 and (rows >= self.max_batch_rows or age_s >= self.max_flush_delay_s
+                             or (age_s >= self.flush_interval_s and rows >= self.min_batch_rows))
+
     def due(self) -> bool:
-        """True when some table's buffer is old or big enough to write now."""
+        """True when some table's buffer is old or big enough to write now (flush_due)."""
         now = time.monotonic()
         with self._lock:
-            return any(parts and (sum(map(len, parts)) >= self.max_batch_rows
-                                  or now - self._last_flush[t] >= self.flush_interval_s)
+            return any(self.flush_due(sum(map(len, parts)), now - self._last_flush[t])
                        for t, parts in self._buffers.items())
 
     def flush(self, retry: bool = True) -> int:

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from config.rows import Columns, EncodedRows, JsonColumns, merge_rows
@@ -119,3 +121,26 @@ def test_a_flush_larger_than_one_write_keeps_each_write_in_its_compact_form():
     assert written == [("hits", JsonColumns)] * 2 + [("pageviews", EncodedRows)] * 2
     assert [r["i"] for r in sink.tables["hits"]] == [0, 1, 2]
     assert [r["event_id"] for r in sink.tables["pageviews"]] == ["0", "1", "2"]
+
+
+def test_a_trickle_waits_for_more_rows_but_never_past_the_longest_delay():
+    """At a low rate a write carries more rows (each write of the history is one insert per table), yet no row
+    waits longer than max_flush_delay_s; a buffer that holds the minimum goes at the interval, as before."""
+    sink = ListSink(flush_interval_s=0.1, min_batch_rows=100, max_flush_delay_s=0.6)
+    assert not sink.flush_due(0, 10.0)
+    assert not sink.flush_due(25, 0.1) and not sink.flush_due(99, 0.59)
+    assert sink.flush_due(25, 0.6)
+    assert sink.flush_due(100, 0.1) and not sink.flush_due(100, 0.05)
+    assert sink.flush_due(100_000, 0.0)  # max_batch_rows: at once
+
+    sink.flush()  # the clock of every table starts now
+    sink.add("hits", [{"i": i} for i in range(25)])
+    time.sleep(0.2)
+    assert not sink.due()  # past the interval with 25 of 100 rows: wait
+    time.sleep(0.45)
+    assert sink.due()      # past the longest delay: write what there is
+    sink.add("pageviews", [{"i": i} for i in range(100)])
+    sink.flush()
+    sink.add("pageviews", [{"i": i} for i in range(100)])
+    time.sleep(0.15)
+    assert sink.due()      # the minimum is in: at the interval
