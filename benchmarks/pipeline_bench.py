@@ -112,8 +112,9 @@ def cpu_by_process() -> dict[str, float]:
             name = _CHILDREN.get(_module_of(pid), comm) if comm.startswith("python") else comm
             out[name] = out.get(name, 0.0) + stats[pid][2]
         parents |= kids
-    for name, seconds in worker_threads().items():
+    for name, (seconds, faults) in worker_threads().items():
         out[f"worker/{name}"] = seconds
+        out[f"faults:worker/{name}"] = faults
     with open("/proc/stat") as f:
         ticks = [int(v) for v in f.readline().split()[1:]]
     out["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait
@@ -126,11 +127,13 @@ def _thread_group(name: str) -> str:
     return re.sub(r"[_-]?\d+$", "", name) or name
 
 
-def worker_threads() -> dict[str, float]:
-    """CPU seconds so far of this process's threads, by job: Python threads by their name (the event loop's is
-    "MainThread"), librdkafka's by the name it gives them (rdk:*); threads that ended are not counted."""
+def worker_threads() -> dict[str, tuple[float, int]]:
+    """(CPU seconds, minor page faults) so far of this process's threads, by job: Python threads by their name
+    (the event loop's is "MainThread"), librdkafka's by the name it gives them (rdk:*); threads that ended are
+    not counted. A minor fault is a page of memory the process touches for the first time since it got it
+    (the kernel zeroes it): a few microseconds each here."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, int]] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
@@ -139,7 +142,8 @@ def worker_threads() -> dict[str, float]:
             continue
         comm, rest = raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
         group = _thread_group(names.get(int(tid), comm))
-        out[group] = out.get(group, 0.0) + (int(rest[11]) + int(rest[12])) / _TICK
+        seconds, faults = out.get(group, (0.0, 0))
+        out[group] = (seconds + (int(rest[11]) + int(rest[12])) / _TICK, faults + int(rest[7]))
     return out
 
 
@@ -317,7 +321,9 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         return {"backlog_events_per_s": backlog_rate, "backlog_flushed_events_per_s": drained_rate,
                 "processing_share": proc_s / max(1e-9, t_drained - t_first[0]),
                 "cpu_us_per_event": {name: (cpu_drained[name] - cpu_first.get(name, 0.0)) / max(1, n_timed) * 1e6
-                                     for name in cpu_drained},
+                                     for name in cpu_drained if not name.startswith("faults:")},
+                "faults_per_event": {name.removeprefix("faults:"): (cpu_drained[name] - cpu_first.get(name, 0))
+                                     / max(1, n_timed) for name in cpu_drained if name.startswith("faults:")},
                 "cores_busy": (cpu_drained["machine"] - cpu_first["machine"]) / max(1e-9, t_drained - t_first[0]),
                 "redis_p50_ms": f["redis_delay_ms"]["p50"], "redis_p99_ms": f["redis_delay_ms"]["p99"],
                 "history_p50_ms": f["history_delay_ms"]["p50"], "history_p99_ms": f["history_delay_ms"]["p99"]}
@@ -425,12 +431,13 @@ def main() -> int:
                   f"{r['cores_busy']:.2f}")
     console.print(t)
     threads = sorted({name for _, r in runs for name in r["cpu_us_per_event"] if name.startswith("worker/")})
-    t = Table(title="the worker's process by thread, us per event (MainThread: the event loop and the processors; "
-                    "rdk:*: librdkafka's producer of page views, sessions and the changelog)")
+    t = Table(title="the worker's process by thread, us of CPU and minor page faults per event (MainThread: the event "
+                    "loop and the processors; rdk:*: librdkafka's producer of page views, sessions and the changelog)")
     for col in ("run", *(name.removeprefix("worker/") for name in threads)):
         t.add_column(col, justify="right")
     for label, r in runs:
         t.add_row(label, *(f"{r['cpu_us_per_event'].get(name, 0.0):.1f}" for name in threads))
+        t.add_row("  page faults", *(f"{r['faults_per_event'].get(name, 0.0):.2f}" for name in threads))
     console.print(t)
     for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
         cpu = r["cpu_us_per_event"]
