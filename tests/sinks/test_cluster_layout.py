@@ -15,6 +15,7 @@ from engine import services
 from engine.services import free_port, start_clickhouse
 from sinks.history import open_history
 from sinks.reads import queries as hq
+from sinks.reads.profiles import member_profile
 from sinks.reads.rfm import member_stats
 from sinks.reads.usage import usage
 from sinks.testing.events import generate
@@ -23,6 +24,8 @@ pytestmark = pytest.mark.integration
 
 DS = generate(seed=5, visitors=40, members=12, weeks=3)
 LATER = generate(seed=6, visitors=30, members=10, weeks=3)  # other visitors and events, written after the move
+# a few members of the history before the move and of the rows after it (the by-visitor copies, migration 0230)
+MEMBERS = sorted({m for m in DS.owners().values() if m})[:3] + sorted({m for m in LATER.owners().values() if m})[:3]
 SHARDED = ("hits", "pageviews", "sessions")  # every table keyed by visitor; the README's cluster DDL
 # The profile the README asks for on a cluster: subqueries over a second Distributed table read each
 # shard's own part (exact when both sides are sharded by visitor), inserts reach the shards before they
@@ -90,8 +93,10 @@ def test_the_read_side_on_two_shards_equals_one_server(two_shards):
                            ("pageviews per hour", lambda s: hq.pageviews_per_interval(s, lo, hi, 3600)),
                            ("hits per hour", lambda s: hq.hits_per_interval(s, lo, hi, 3600)),
                            ("product usage", lambda s: usage(s, "product_id")),
-                           ("member stats", lambda s: sorted(member_stats(s), key=lambda m: m["member_id"]))):
+                           ("member stats", lambda s: sorted(member_stats(s), key=lambda m: m["member_id"])),
+                           ("member profiles", lambda s: [member_profile(s, m, now=DS.now) for m in MEMBERS])):
             assert read(sharded) == read(single), name
+        assert all(member_profile(sharded, m, now=DS.now) for m in MEMBERS)
         assert hq.event_counts(sharded)["pageviews"] == len({p["event_id"] for p in DS.pageviews + LATER.pageviews})
         assert sum(r["pageviews"] for r in hq.pageviews_per_interval(sharded, lo, hi, 3600)) == \
             len({p["event_id"] for p in DS.human_pageviews + LATER.human_pageviews})  # rollups, from the views
