@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import sys
@@ -125,6 +126,23 @@ def _thread_group(name: str) -> str:
     """A thread's name without its pool number ("visitwire-redis_0" -> "visitwire-redis", "rdk:broker3" ->
     "rdk:broker"): threads of one job are summed."""
     return re.sub(r"[_-]?\d+$", "", name) or name
+
+
+class _MallInfo2(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h)
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def malloc_heap_bytes() -> int | None:
+    """Bytes glibc's malloc holds from the kernel in this process (its arenas plus its own mmaps), None without
+    glibc. Memory it grows into is touched for the first time: a minor page fault per 4 KiB."""
+    try:
+        info = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return None
+    info.restype = _MallInfo2
+    m = info()
+    return m.arena + m.hblkhd
 
 
 def worker_threads() -> dict[str, tuple[float, int]]:
@@ -283,6 +301,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                 if worker.processed and t_first is None:
                     t_first = (time.perf_counter(), worker.processed)
                     cpu_first = cpu_by_process()
+                    heap_first = malloc_heap_bytes()
                     if profiler is not None:
                         profiler.enable()
                 progress.update(task, completed=worker.processed)
@@ -291,6 +310,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         await worker.drained(120)
         t_drained = time.perf_counter()
         cpu_drained = cpu_by_process()  # all the work the backlog caused, its history flush included
+        heap_drained = malloc_heap_bytes()
         if profiler is not None:
             profiler.disable()
             _print_profile(profiler, profile_top)
@@ -324,6 +344,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
                                      for name in cpu_drained if not name.startswith("faults:")},
                 "faults_per_event": {name.removeprefix("faults:"): (cpu_drained[name] - cpu_first.get(name, 0))
                                      / max(1, n_timed) for name in cpu_drained if name.startswith("faults:")},
+                "heap_growth_bytes": None if heap_first is None else heap_drained - heap_first, "n_timed": n_timed,
                 "cores_busy": (cpu_drained["machine"] - cpu_first["machine"]) / max(1e-9, t_drained - t_first[0]),
                 "redis_p50_ms": f["redis_delay_ms"]["p50"], "redis_p99_ms": f["redis_delay_ms"]["p99"],
                 "history_p50_ms": f["history_delay_ms"]["p50"], "history_p99_ms": f["history_delay_ms"]["p99"]}
@@ -439,6 +460,12 @@ def main() -> int:
         t.add_row(label, *(f"{r['cpu_us_per_event'].get(name, 0.0):.1f}" for name in threads))
         t.add_row("  page faults", *(f"{r['faults_per_event'].get(name, 0.0):.2f}" for name in threads))
     console.print(t)
+    for label, r in runs:  # where MainThread's faults come from (README, Sizing)
+        if r["heap_growth_bytes"] is not None:
+            grown, n = r["heap_growth_bytes"], max(1, r["n_timed"])
+            console.print(f"{label}: glibc's heap grew {grown / 2**20:,.0f} MiB over the backlog, "
+                          f"{grown / n / 1024:.1f} KiB ({grown / n / 4096:.2f} pages) per event: the rows held "
+                          "until the history writer has them")
     for label, r in runs:  # the sizing line (README, Operations): what one worker needs of its core
         cpu = r["cpu_us_per_event"]
         reading = sum(cpu.get(name, 0.0) for name in ("worker", "hits reader"))
