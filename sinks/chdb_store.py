@@ -35,15 +35,21 @@ _ARROW_TYPES = {
 # at most 110 held, 40 -> 46 MB (benchmarks/chdb_insert_memory.py --bare, then without it).
 MERGE_TREE_SETTINGS: dict[str, int] = {"cleanup_delay_period": 5, "max_cleanup_delay_period": 10,
                                        "cleanup_delay_period_random_add": 2}
+# Server settings: chdb's read caches default to what a dedicated server would take (the mark cache 5 GiB,
+# the skip-index mark cache 5 GiB; max_server_memory_usage 90% of RAM) and fill as the screen reads. The engine
+# shares its host with the capture and the web servers, so they are bounded; a mark is ~48 B a column per 8,192
+# rows, so 256 MiB covers the marks of billions of rows (visitwire's tables have no skip indexes).
+SERVER_SETTINGS: dict[str, int] = {"mark_cache_size": 256 << 20, "index_mark_cache_size": 64 << 20}
 CONFIG_FILE = "visitwire-chdb.xml"  # in the data directory
 
 
 def _config_file(path: str) -> str:
     """Write chdb's config file into the data directory; its path."""
-    settings = "".join(f"<{k}>{v}</{k}>" for k, v in MERGE_TREE_SETTINGS.items())
+    server = "".join(f"<{k}>{v}</{k}>" for k, v in SERVER_SETTINGS.items())
+    merge_tree = "".join(f"<{k}>{v}</{k}>" for k, v in MERGE_TREE_SETTINGS.items())
     config = os.path.join(path, CONFIG_FILE)
     with open(config, "w") as f:
-        f.write(f"<clickhouse><merge_tree>{settings}</merge_tree></clickhouse>\n")
+        f.write(f"<clickhouse>{server}<merge_tree>{merge_tree}</merge_tree></clickhouse>\n")
     return config
 
 # path -> [session, users, lock]; chdb cannot hold two data directories in one process.

@@ -1,7 +1,7 @@
 """The embedded history store lets go of merged-away data parts within seconds: each insert makes a part in its
 table and in every materialized view's, merges replace them, and the parts they replace stay in memory until
 chdb's cleanup thread removes them (with chdb's defaults it backs off to every 300 s: up to 1,200 held at the
-soak's rate, README "Faults, losses and durability")."""
+soak's rate, README "Faults, losses and durability"), and its read caches are bounded."""
 from __future__ import annotations
 
 import time
@@ -36,3 +36,11 @@ def test_merged_away_parts_are_freed_within_seconds(chdb_history):
     held = _merged_away_parts_held_after(chdb_history, 2, 20)  # chdb's default: 30-40 s after the first
     assert held[-1] <= 20, f"merged-away parts still held 20 s after the inserts: {held[0]} -> {held[-1]}"
     assert len(chdb_history.query("SELECT event_id FROM hits FINAL")) == 200  # the rows themselves stay
+
+
+def test_read_caches_are_bounded(chdb_history):
+    # chdb's defaults are a dedicated server's (5 GiB mark caches) and would grow with the screen's reads
+    rows = chdb_history._query("SELECT name, value FROM system.server_settings WHERE name IN "
+                               "('mark_cache_size', 'index_mark_cache_size')", "CSV").bytes().decode()
+    sizes = {name.strip('"'): int(value.strip('"')) for name, value in (r.split(",") for r in rows.split())}
+    assert sizes == {"mark_cache_size": 256 << 20, "index_mark_cache_size": 64 << 20}
