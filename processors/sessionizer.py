@@ -45,23 +45,9 @@ def next_midnight(ts: float) -> float:
     return (ts // DAY + 1) * DAY
 
 
-def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
-    """(event time at which the session closes, reason); for a closed marker, when it is forgotten."""
-    if state.get("closed"):
-        return state["forget_at"], "forget"
-    best = (state["end"] + s.session_idle_s, REASON_IDLE)
-    cap = state["start"] + s.session_max_s
-    if cap < best[0]:
-        best = (cap, REASON_MAX)
-    if s.split_at_midnight:
-        mid = next_midnight(state["start"])
-        if mid < best[0]:
-            best = (mid, REASON_MIDNIGHT)
-    return best
-
-
 def due_at(state: dict, s: ProcessingSettings) -> float:
-    """deadline(state, s)[0] without its reason: the sessionizer asks for it at every page view."""
+    """Event time at which the session closes (for a closed marker, when it is forgotten): the earliest of
+    idle, max length and midnight. The sessionizer asks at every page view, so no reason is built here."""
     if state.get("closed"):
         return state["forget_at"]
     due = state["end"] + s.session_idle_s
@@ -69,10 +55,20 @@ def due_at(state: dict, s: ProcessingSettings) -> float:
     if cap < due:
         due = cap
     if s.split_at_midnight:
-        mid = (state["start"] // DAY + 1) * DAY
+        mid = next_midnight(state["start"])
         if mid < due:
             due = mid
     return due
+
+
+def deadline(state: dict, s: ProcessingSettings) -> tuple[float, str]:
+    """(due_at, the reason): on a tie idle wins over max length, and max length over midnight."""
+    due = due_at(state, s)
+    if state.get("closed"):
+        return due, "forget"
+    if due == state["end"] + s.session_idle_s:
+        return due, REASON_IDLE
+    return due, (REASON_MAX if due == state["start"] + s.session_max_s else REASON_MIDNIGHT)
 
 
 def open_session(pv: dict, partition: int = 0, prev: dict | None = None) -> dict:

@@ -180,3 +180,13 @@ def test_sessions_of_partitions_moved_to_another_worker_are_forgotten_not_closed
     assert set(store) == {"stays"} and sz.get("moves-too") is None
     # the timer closes only what this worker still owns: the new owner closes the others
     assert [c["visitor_id"] for c in sz.expire(t + 7200)] == ["stays"]
+
+
+def test_deadline_reason_on_a_tie_is_idle_then_max_length_then_midnight():
+    s = ProcessingSettings(session_idle_s=1800, session_max_s=3600, split_at_midnight=True)
+    start = DAY0 + 86400 - 3600  # the max length ends at midnight
+    assert deadline({"start": start, "end": start + 1800}, s) == (DAY0 + 86400, "idle")  # all three at once
+    assert deadline({"start": start, "end": start + 1900}, s) == (DAY0 + 86400, "max_length")  # max = midnight
+    early = DAY0 + 86400 - 1800  # midnight first
+    assert deadline({"start": early, "end": early + 60}, s) == (DAY0 + 86400, "midnight")
+    assert deadline({"closed": True, "forget_at": 5.0}, s) == (5.0, "forget")
