@@ -18,6 +18,7 @@ import pytest
 
 from engine.proctree import stop
 from engine.services import _CLICKHOUSE_CONFIG, _CLICKHOUSE_USERS, _spawn, free_port
+from certificates import self_signed
 from pcapgen import generate_pcap
 from sasl_gateway import tansu_behind_gateway
 
@@ -44,14 +45,6 @@ def _api(web: subprocess.Popen, port: int, path: str) -> dict:
         except (urllib.error.URLError, OSError):
             assert web.poll() is None and time.monotonic() < deadline, "the screen did not answer"
             time.sleep(0.3)
-
-
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def _tls_redis(tmp_path: Path, cert: Path, key: Path):
@@ -87,7 +80,7 @@ def test_capture_worker_and_status_with_every_credential_from_files(tmp_path):
     from config.settings import load_settings
     from sinks.history import open_history
 
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(tmp_path)
     secrets = {}
     for name, value in (("kafka", KAFKA_PASSWORD), ("redis", REDIS_PASSWORD), ("clickhouse", CLICKHOUSE_PASSWORD)):
         secrets[name] = tmp_path / f"{name}_password"

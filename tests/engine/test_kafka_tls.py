@@ -19,18 +19,11 @@ import pytest
 
 from engine.proctree import stop
 from engine.services import _spawn, free_port, tansu_binary
+from certificates import self_signed
 from pcapgen import generate_pcap
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 class TlsTerminator:
@@ -79,7 +72,7 @@ class TlsTerminator:
 def test_capture_worker_and_status_over_tls(redis_server, clickhouse_server, tmp_path):
     from sinks.history import open_history
 
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(tmp_path)
     plain, tls_port = free_port(), free_port()
     broker = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
                               "--advertised-listener-url", f"tcp://127.0.0.1:{tls_port}",
@@ -158,7 +151,7 @@ def test_sasl_settings_are_accepted_by_each_client_library(tmp_path):
     from config.kafka_security import aiokafka_kwargs, faust_credentials, librdkafka_config
     from config.settings import load_settings
 
-    cert, _ = _certificate(tmp_path)
+    cert, _ = self_signed(tmp_path)
     secret = tmp_path / "sasl"
     secret.write_text("pw-from-file\n")
     k = load_settings(kafka={"bootstrap": "127.0.0.1:9", "security_protocol": "SASL_SSL", "sasl_username": "vw",
