@@ -17,9 +17,9 @@ import hashlib
 import hmac
 import os
 import struct
-import threading
 
 from engine.services import Service, _spawn, free_port, tansu_binary
+from server_thread import ServerThread
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
 UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
@@ -103,20 +103,10 @@ class SaslGateway:
         self.port, self.upstream, self.mechanism, self.users = port, upstream, mechanism, users
         self.authenticated: dict[str, int] = {}  # user -> connections let through
         self.refused = 0  # connections closed: bad credentials, another mechanism, a request before SASL
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        assert self.ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-        self.ready.set()
-        self.loop.run_forever()
+        self.thread = ServerThread(self._client, port)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.stop()
 
     @staticmethod
     async def _frame(reader: asyncio.StreamReader) -> bytes:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,52 +19,10 @@ from engine.proctree import stop
 from engine.services import _spawn, free_port, tansu_binary
 from certificates import self_signed
 from pcapgen import generate_pcap
+from tls_terminator import TlsTerminator
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-
-
-class TlsTerminator:
-    """TLS on `port`, plain TCP to the broker behind it."""
-
-    def __init__(self, port: int, upstream: int, cert: Path, key: Path):
-        self.port, self.upstream = port, upstream
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(str(cert), str(key))
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        assert self.ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port,
-                                                                   ssl=self.context))
-        self.server = server
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _client(self, reader, writer) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src, dst) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError, ssl.SSLError):
-                pass
-            finally:
-                dst.close()
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def test_capture_worker_and_status_over_tls(redis_server, clickhouse_server, tmp_path):
