@@ -24,6 +24,7 @@ import orjson
 from capture.outputs import EventLines
 
 from config.events import TOPIC_HITS
+from config.kafka_security import security_hint
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +224,11 @@ class KafkaOutput:
             except Exception as e:  # any broker/network failure: keep buffering, reconnect
                 if self._connected or self._outages == 0:
                     self._outages += 1
-                    # a SASL broker refusing the credentials fails the same way as one that is away
-                    sasl = str(self.security.get("security_protocol", "")).startswith("SASL")
+                    # a broker refusing the credentials (or the TLS) fails the same way as one that is away
                     log.warning("Kafka at %s unreachable (%s); buffering %d events, oldest dropped beyond %d. "
                                 "Check the broker address / that it is running%s; delivery resumes when it is back.",
                                 self.bootstrap, type(e).__name__, self.buffered, self.max_buffered,
-                                " and that it takes kafka.sasl_username / sasl_password_file" if sasl else "")
+                                security_hint(self.security))
                 self._connected = False
                 _outage_owners.add(id(self))
                 await self._sleep(backoff)

@@ -3,6 +3,7 @@ librdkafka (hits reader, outbox, lag probe), aiokafka (capture output, topic cre
 PLAINTEXT gives nothing extra, so the default path is the clients' own default."""
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -23,7 +24,11 @@ def librdkafka_config(k: Any) -> dict[str, Any]:
 
 def security_hint(k: Any) -> str:
     """What to check besides the address when a broker will not take a client: "" in plain text, else the
-    security settings (a SASL broker refusing the credentials looks like one that is away to the clients)."""
+    security settings (a SASL broker refusing the credentials looks like one that is away to the clients).
+    k: settings.kafka, or the aiokafka arguments aiokafka_kwargs made of it (the capture agent keeps those)."""
+    if isinstance(k, dict):
+        k = SimpleNamespace(security_protocol=k.get("security_protocol", "PLAINTEXT"),
+                            sasl_mechanism=k.get("sasl_mechanism", ""))
     if k.security_protocol == "PLAINTEXT":
         return ""
     hint = f", and kafka.security_protocol ({k.security_protocol})"

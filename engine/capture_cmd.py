@@ -10,6 +10,7 @@ import sys
 from capture.agent import EventOutput, PacketSource, SourceError, open_outputs, open_source, run_loop, tune_gc
 from capture.pcapfile import PcapFormatError
 from capture.decoder import Decoder
+from config.kafka_security import security_hint
 from config.settings import Settings
 from engine.privileges import PrivilegeError, drop_to
 
@@ -112,13 +113,11 @@ def undelivered_events(outputs: list[EventOutput]) -> str:
         dropped, buffered = stats.get("dropped_while_broker_away", 0), stats.get("buffered", 0)
         if dropped or buffered:
             where = getattr(out, "bootstrap", "the output")
-            # a SASL broker refusing the credentials looks like one that is away to the client
-            sasl = str((getattr(out, "security", None) or {}).get("security_protocol", "")).startswith("SASL")
+            # a broker refusing the credentials (or the TLS) looks like one that is away to the client
             lost.append(f"{dropped + buffered} event(s) not delivered to Kafka at {where} ({dropped} dropped while "
                         f"the broker was away, {buffered} still undelivered at exit; {stats.get('sent', 0)} "
                         "delivered): check that the broker is up and --kafka points at it"
-                        + (" and that it takes kafka.sasl_username / sasl_password_file" if sasl else "")
-                        + ", then capture again")
+                        + security_hint(getattr(out, "security", None) or {}) + ", then capture again")
     return "; ".join(lost)
 
 

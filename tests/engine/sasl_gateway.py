@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import os
 import struct
+from pathlib import Path
 
 from engine.services import Service, _spawn, free_port, tansu_binary
 from server_thread import ServerThread
+from tls_terminator import TlsTerminator
 
 SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
 UNSUPPORTED_SASL_MECHANISM, SASL_AUTHENTICATION_FAILED = 33, 58
@@ -103,9 +105,12 @@ class SaslGateway:
         self.port, self.upstream, self.mechanism, self.users = port, upstream, mechanism, users
         self.authenticated: dict[str, int] = {}  # user -> connections let through
         self.refused = 0  # connections closed: bad credentials, another mechanism, a request before SASL
+        self.fronts: list = []  # stand-ins in front of this gateway (a TLS terminator), stopped with it
         self.thread = ServerThread(self._client, port)
 
     def stop(self) -> None:
+        for front in self.fronts:
+            front.stop()
         self.thread.stop()
 
     @staticmethod
@@ -208,10 +213,17 @@ class SaslGateway:
             dst.close()
 
 
-def tansu_behind_gateway(mechanism: str, users: dict[str, str]) -> tuple[Service, SaslGateway, str]:
-    """A plain tansu that advertises a SASL gateway in front of it: (broker, gateway, the bootstrap to use)."""
+def tansu_behind_gateway(mechanism: str, users: dict[str, str],
+                         tls: tuple[Path, Path] | None = None) -> tuple[Service, SaslGateway, str]:
+    """A plain tansu that advertises a SASL gateway in front of it: (broker, gateway, the bootstrap to use).
+    With tls = (cert, key), a TLS terminator in front of the gateway is what tansu advertises (SASL_SSL:
+    TLS terminator -> SASL gateway -> tansu); gateway.stop() stops it too."""
     plain, front = free_port(), free_port()
+    gateway_port = free_port() if tls else front
     broker = _spawn("tansu", [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
                               "--advertised-listener-url", f"tcp://127.0.0.1:{front}",
                               "--storage-engine", "memory://tansu/"], None, plain, 20, f"127.0.0.1:{plain}")
-    return broker, SaslGateway(front, plain, mechanism, users), f"127.0.0.1:{front}"
+    gateway = SaslGateway(gateway_port, plain, mechanism, users)
+    if tls is not None:
+        gateway.fronts.append(TlsTerminator(front, gateway_port, *tls))
+    return broker, gateway, f"127.0.0.1:{front}"

@@ -18,6 +18,7 @@ import pytest
 
 from engine.proctree import stop
 from engine.services import free_port
+from certificates import self_signed
 from pcapgen import generate_pcap
 from sasl_gateway import tansu_behind_gateway
 
@@ -87,12 +88,16 @@ def test_each_mechanism_authenticates_with_the_settings_and_a_wrong_password_is_
         broker.stop()
 
 
-def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_server, tmp_path):
+@pytest.mark.parametrize("protocol", ["SASL_PLAINTEXT", "SASL_SSL"])
+def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_server, tmp_path, protocol):
     """The production path with SCRAM-SHA-512 (the default mechanism): capture -> topic -> worker -> history
-    and `visitwire status`, every client authenticated; the password never reaches a log line."""
+    and `visitwire status`, every client authenticated; the password never reaches a log line. SASL_SSL: a TLS
+    terminator in front of the gateway (TLS terminator -> SASL gateway -> tansu), so every connection is TLS
+    and then SASL; a client without TLS is refused like one without SASL."""
     from sinks.history import open_history
 
-    broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
+    tls = self_signed(tmp_path) if protocol == "SASL_SSL" else None
+    broker, gateway, bootstrap = tansu_behind_gateway("SCRAM-SHA-512", {"visitwire": PASSWORD}, tls=tls)
     secret = tmp_path / "kafka_password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
@@ -101,12 +106,15 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
     url = clickhouse_server.url.rsplit("/", 1)[0] + f"/sasl_{uuid.uuid4().hex[:8]}"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")},
            "VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_CAPTURE__PORTS": "[8080]",
-           "VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": protocol,
            "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(secret),
            "VISITWIRE_KAFKA__SESSION_TIMEOUT_S": "6", "VISITWIRE_KAFKA__APP_ID": f"vw-sasl-{uuid.uuid4().hex[:6]}",
            "VISITWIRE_REDIS__URL": redis_server.url, "VISITWIRE_REDIS__KEY_PREFIX": f"sasl{uuid.uuid4().hex[:6]}:",
            "VISITWIRE_HISTORY__URL": url, "VISITWIRE_HISTORY__FLUSH_INTERVAL_S": "0.3", "PYTHONUNBUFFERED": "1",
            "VISITWIRE_LOG_LEVEL": "DEBUG"}
+    if tls is not None:
+        env["VISITWIRE_KAFKA__SSL_CAFILE"] = str(tls[0])
+    without = "SASL_PLAINTEXT" if tls is not None else "PLAINTEXT"  # the same client without TLS / without SASL
     log = tmp_path / "worker.log"
     worker = None
     try:
@@ -145,9 +153,11 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
         refused_before = gateway.refused
         wrong = tmp_path / "wrong_password"
         wrong.write_text("not-the-password\n")
+        refusals = []
         for bad_env in ({**env, "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)},
-                        {**env, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT"}):
+                        {**env, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": without}):
             bad = _status(bad_env)
+            refusals.append(bad.stdout + bad.stderr)
             assert bad.returncode == 1, bad.stdout + bad.stderr
             assert "UNHEALTHY" in _kafka_line(bad), bad.stdout
         assert gateway.refused > refused_before
@@ -158,15 +168,16 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
         broker.stop()
     # capture (aiokafka), worker (Faust, librdkafka hits reader and outbox) and status all logged in
     assert gateway.authenticated["visitwire"] >= 4, gateway.authenticated
-    assert PASSWORD not in log.read_text() + cap.stderr + cap.stdout + status.stdout + status.stderr
+    assert PASSWORD not in log.read_text() + cap.stderr + cap.stdout + status.stdout + status.stderr + "".join(refusals)
 
 
-@pytest.mark.parametrize("case", ["wrong password", "no broker"])
+@pytest.mark.parametrize("case", ["wrong password", "no broker", "SASL_SSL wrong password", "SASL_SSL without TLS"])
 def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_capture(tmp_path, case):
     """`visitwire worker`, `visitwire capture --kafka` and `visitwire run --kafka` on a broker that refuses their
-    credentials (or is not there): exit 1 (run: 2, before it starts) with one line naming what to check, no
-    traceback, the password nowhere."""
-    broker, gateway, bootstrap = _broker_behind_gateway("SCRAM-SHA-512")
+    credentials (or is not there, or wants TLS they do not speak): exit 1 (run: 2, before it starts) with one line
+    naming what to check, no traceback, the password nowhere."""
+    tls = self_signed(tmp_path) if case.startswith("SASL_SSL") else None
+    broker, gateway, bootstrap = tansu_behind_gateway("SCRAM-SHA-512", {"visitwire": PASSWORD}, tls=tls)
     wrong = tmp_path / "wrong_password"
     wrong.write_text("not-" + PASSWORD + "\n")
     pcap = tmp_path / "site.pcap"
@@ -178,6 +189,19 @@ def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_captu
         env.update({"VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
                     "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)})
         expected = ("sasl_password_file", "sasl_password_file", "sasl_password_file")
+    elif tls is not None:  # the wrong password over TLS, or the right one without TLS
+        right = tmp_path / "kafka_password"
+        right.write_text(PASSWORD + "\n")
+        env.update({"VISITWIRE_KAFKA__BOOTSTRAP": bootstrap, "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire",
+                    "VISITWIRE_KAFKA__SSL_CAFILE": str(tls[0])})
+        if case == "SASL_SSL wrong password":
+            env.update({"VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                        "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)})
+            expected = ("kafka.security_protocol (SASL_SSL)",) * 3
+        else:
+            env.update({"VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                        "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(right)})
+            expected = ("kafka.security_protocol (SASL_PLAINTEXT)",) * 3
     else:
         env["VISITWIRE_KAFKA__BOOTSTRAP"] = f"127.0.0.1:{free_port()}"
         expected = ("check --kafka", "check that the broker is up", "check --kafka")
@@ -200,7 +224,7 @@ def test_a_broker_that_refuses_or_is_away_is_one_clear_line_for_worker_and_captu
         said = [ln for ln in out.splitlines() if hint in ln and not ln.startswith("20")]  # not log lines
         assert len(said) == 1 and env["VISITWIRE_KAFKA__BOOTSTRAP"] in said[0], out[-3000:]
         assert PASSWORD not in out
-    if case == "wrong password":
+    if case.endswith("wrong password"):
         assert gateway.refused >= 2 and not gateway.authenticated
         # the capture agent's warning while it buffers names the credentials too
         assert "unreachable" in capture.stderr and "sasl_password_file; delivery resumes" in capture.stderr
