@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
@@ -206,10 +205,10 @@ class WorkerRuntime:
         if out.hits:
             h.add("hits", out.hits)
         # page views and sessions are encoded once, for their topics and for the history writer alike
-        pageviews = EncodedRows(out.pageviews, list(map(orjson.dumps, out.pageviews)))
-        sessions = EncodedRows(out.sessions, list(map(orjson.dumps, out.sessions)))
+        pageviews = EncodedRows.encode(out.pageviews)
+        sessions = EncodedRows.encode(out.sessions)
         # open sessions as they go, before any close of the same batch: the latest record of a session wins
-        updates = EncodedRows(out.session_updates, list(map(orjson.dumps, out.session_updates)))
+        updates = EncodedRows.encode(out.session_updates)
         if pageviews:
             h.add("pageviews", pageviews)
             self.pageviews_out += len(pageviews)
