@@ -136,7 +136,7 @@ async def live_stream(request: web.Request) -> web.StreamResponse:
 async def get_stats(request: web.Request) -> web.Response:
     req = hs.parse_stats_request(dict(request.query))
     store = _history(request)
-    return json_response(await _in_thread(hs.compute_stats, store.query, req))
+    return json_response(await _in_thread(hs.compute_stats, store.query, req, True, store))
 
 
 @routes.get("/api/visitors/{visitor_id}")

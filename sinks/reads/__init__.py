@@ -4,6 +4,7 @@ and above the stores (sinks/history.py).
 
 Where to find what
   stats            GET /api/stats and GET /api/visitors/{id}: metrics, breakdowns, series, validation
+  host_days        each site's page views, hits and errors per closed day (the Site list, by=host)
   queries          ready-made figures (per-interval rollups, latency quantiles, top, sessions summary,
                    segment and event counts, one run's totals)
   common           shared pieces of the analytics queries: time ranges, URL patterns, deduplicated sources

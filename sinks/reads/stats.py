@@ -6,13 +6,15 @@ the id first (`any(col)` per event id, `argMax(col, end_epoch)` per session so
 its latest version wins - see sinks/history.py), the outer query aggregates.
 The SQL is the portable subset that runs on ClickHouse 18.16 and chdb alike
 (no CTEs). The raw tables are read rather than the rollups because breakdowns
-by referrer/device/... and bounce/duration need columns the rollups do not keep.
+by referrer/device/... and bounce/duration need columns the rollups do not keep; by=host (the Site
+list) reads page views, hits and errors of whole days from host_days (sinks/reads/host_days.py).
 
 Validation lives here too, so every bad parameter becomes a `StatsError` (HTTP 400)
 with a message saying what is accepted.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from config.timeparse import parse_epoch
-from sinks.reads.common import HOST_NAME
+from sinks.reads import host_days
+from sinks.reads.common import HOST_NAME, History
 
 Query = Callable[[str], list[dict]]
 
@@ -33,7 +36,8 @@ class NotFound(LookupError):
     pass
 
 
-INTERVALS = {"minute": 60, "hour": 3600, "day": 86400}
+DAY_S = 86400
+INTERVALS = {"minute": 60, "hour": 3600, "day": DAY_S}
 MAX_POINTS = 20_000
 DEFAULT_RANGE_S = 3600
 
@@ -64,6 +68,9 @@ class Metric:
     rollup: str = ""  # the per-minute rollup that can answer it without a breakdown (see ROLLUP_SQL)
 
 
+# A request with no response (status NULL) is no error; on ClickHouse 18.16 countIf over only NULL conditions is
+# NULL, so a site whose requests all went unanswered showed errors null on the server and 0 on chdb.
+_ERRORS = "countIf(ifNull(c_status, 0) >= 400)"
 METRICS: dict[str, Metric] = {
     "pageviews": Metric(PAGEVIEWS, (), "count()", rollup="pageviews_per_minute"),
     "visitors": Metric(PAGEVIEWS, ("visitor_id",), "uniqExact(c_visitor_id)", rollup="pageviews_per_minute"),
@@ -71,8 +78,8 @@ METRICS: dict[str, Metric] = {
     "bounce_rate": Metric(SESSIONS, ("bounce",), "if(count() = 0, 0, countIf(c_bounce != 0) / count())", 4),
     "avg_duration": Metric(SESSIONS, ("duration",), "if(count() = 0, 0, avg(c_duration))", 1),
     "hits": Metric(HITS, (), "count()", rollup="hits_per_minute"),
-    "errors": Metric(HITS, ("status",), "countIf(c_status >= 400)", rollup="hits_per_minute"),
-    "error_rate": Metric(HITS, ("status",), "if(count() = 0, 0, countIf(c_status >= 400) / count())", 4,
+    "errors": Metric(HITS, ("status",), _ERRORS, rollup="hits_per_minute"),
+    "error_rate": Metric(HITS, ("status",), f"if(count() = 0, 0, {_ERRORS} / count())", 4,
                          rollup="hits_per_minute"),
     "latency_p50": Metric(HITS, ("latency_ms",), "quantileExact(0.5)(c_latency_ms)", 1),
     "latency_p95": Metric(HITS, ("latency_ms",), "quantileExact(0.95)(c_latency_ms)", 1),
@@ -184,7 +191,7 @@ def parse_stats_request(q: dict[str, str], now: float | None = None) -> StatsReq
 
 
 # -- queries -----------------------------------------------------------------------------------
-def _table_sql(table: Table, metrics: list[str], req: StatsRequest) -> str:
+def _table_sql(table: Table, metrics: list[str], req: StatsRequest, per_day: bool = False) -> str:
     cols = sorted({c for m in metrics for c in METRICS[m].columns})
     inner = [f"`{table.id_col}`", f"{table.one(f'toUInt32(`{table.time_col}`)')} AS c_t"]
     inner += [f"{table.one(f'`{c}`')} AS c_{c}" for c in cols]
@@ -195,6 +202,9 @@ def _table_sql(table: Table, metrics: list[str], req: StatsRequest) -> str:
         inner.append(f"{table.one(key)} AS c_key")
         outer_keys.append("c_key AS key")
         group = " GROUP BY key"
+        if per_day:  # the Site list's days (host_days): the same rows and figures, one row per key and day
+            outer_keys.append(f"intDiv(c_t, {DAY_S}) AS day")
+            group += ", day"
     elif req.interval:
         step = INTERVALS[req.interval]
         outer_keys.append(f"intDiv(c_t, {step}) * {step} AS bucket")
@@ -260,19 +270,68 @@ def _rollup_sql(name: str, req: StatsRequest) -> str:
                                    host=f" AND host = '{req.host}'" if req.host else "")
 
 
-def compute_stats(query: Query, req: StatsRequest, prefer_rollups: bool = True) -> dict:
-    """Run the request; whole-minute ranges without a breakdown read the rollups (prefer_rollups=False: raw)."""
+# by=host: the counts that add up over days (an event lies in one day) come from host_days for the whole days of
+# the range; distinct visitors and latency quantiles do not add up and are read from the raw rows.
+SITE_DAY_METRICS = ("pageviews", "hits", "errors", "error_rate")
+
+
+def _site_day_figures_sql(first_day: int, last_day: int) -> str:
+    """SELECT (day, key, pageviews, hits, errors) per host over the days first_day..last_day: the raw by=host
+    SQL of _table_sql, grouped per day as well."""
+    req = StatsRequest(first_day * DAY_S, (last_day + 1) * DAY_S, ("pageviews",), "host", None, 1000)
+    pv = _table_sql(PAGEVIEWS, ["pageviews"], req, per_day=True)
+    hits = _table_sql(HITS, ["hits", "errors"], req, per_day=True)
+    return ("SELECT day, key, sum(n_pv) AS pageviews, sum(n_hits) AS hits, sum(n_err) AS errors FROM ("
+            f"SELECT day, key, toUInt64(pageviews) AS n_pv, toUInt64(0) AS n_hits, toUInt64(0) AS n_err FROM ({pv}) "
+            "UNION ALL SELECT day, key, toUInt64(0) AS n_pv, toUInt64(hits) AS n_hits, toUInt64(errors) AS n_err "
+            f"FROM ({hits})) GROUP BY day, key")
+
+
+def _site_rows(query: Query, store: History, req: StatsRequest, metrics: list[str], now: float) -> list[dict]:
+    """by=host rows of SITE_DAY_METRICS: the whole days before today from host_days, the partial days at the
+    range's ends and today from the raw rows (the same SQL); as the raw query's rows."""
+    first, last = -(-req.start // DAY_S), min(req.end // DAY_S, int(now // DAY_S))  # whole days first..last-1
+    totals: dict[str, dict[str, int]] = {}
+    raw = [(req.start, req.end)]
+    if last > first:
+        totals = host_days.figures(store, _site_day_figures_sql, first, last - 1, req.host)
+        raw = [(req.start, first * DAY_S), (last * DAY_S, req.end)]
+    want_pv, want_hits = "pageviews" in metrics, any(m != "pageviews" for m in metrics)
+    for start, end in raw:
+        if end <= start:
+            continue
+        part = dataclasses.replace(req, start=start, end=end)
+        for table, names, wanted in ((PAGEVIEWS, ["pageviews"], want_pv), (HITS, ["hits", "errors"], want_hits)):
+            for row in query(_table_sql(table, names, part)) if wanted else ():
+                slot = totals.setdefault(row.get("key") or "", dict.fromkeys(host_days.FIELDS, 0))
+                for name in names:
+                    slot[name] += int(row[name])
+    # a key is listed when the tables of the asked metrics have rows for it, as in the raw query
+    return [{"key": k, **t, "error_rate": t["errors"] / t["hits"] if t["hits"] else 0}
+            for k, t in totals.items() if (want_pv and t["pageviews"]) or (want_hits and t["hits"])]
+
+
+def compute_stats(query: Query, req: StatsRequest, prefer_rollups: bool = True, days: History | None = None,
+                  now: float | None = None) -> dict:
+    """Run the request; whole-minute ranges without a breakdown read the rollups, and by=host reads host_days
+    through `days` (a store this process writes) for the whole days before `now` (prefer_rollups=False: raw)."""
     use_rollups = prefer_rollups and req.by is None and req.start % 60 == 0 and req.end % 60 == 0
+    use_days = prefer_rollups and req.by == "host" and host_days.kept(days)
     by_source: dict[str, list[str]] = {}
     for m in req.metrics:
         d = METRICS[m]
-        by_source.setdefault(d.rollup if use_rollups and d.rollup else d.table.name, []).append(m)
+        source = "host_days" if use_days and m in SITE_DAY_METRICS else \
+            d.rollup if use_rollups and d.rollup else d.table.name
+        by_source.setdefault(source, []).append(m)
     tables = {t.name: t for t in (PAGEVIEWS, SESSIONS, HITS)}
     result: dict[str, Any] = {"from": req.start, "to": req.end, "metrics": list(req.metrics)}
     merged: dict[Any, dict[str, Any]] = {}
     for name, metrics in by_source.items():
-        sql = _rollup_sql(name, req) if name in ROLLUP_SQL else _table_sql(tables[name], metrics, req)
-        for row in query(sql):
+        if name == "host_days":
+            rows = _site_rows(query, days, req, metrics, time.time() if now is None else now)
+        else:
+            rows = query(_rollup_sql(name, req) if name in ROLLUP_SQL else _table_sql(tables[name], metrics, req))
+        for row in rows:
             key = row.get("key") if req.by else int(row["bucket"]) if req.interval else None
             if req.by and key is None:
                 key = ""

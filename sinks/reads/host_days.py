@@ -1,0 +1,78 @@
+"""Each site's (host's) page views, hits and errors per UTC day, kept in `host_days` (migration 0240), so the Site
+list (/api/stats?by=host over 90 days) reads a few rows a host and day instead of every page view.
+
+A day's figures come from the stats API's own SQL over that day (sinks/reads/stats.py: one row per event_id, bots
+left out of page views), given here as `figures_sql(first_day, last_day)`. Each computed day is stamped with the
+rows inserted into its page views and hits (day_rows, counted per day by materialized views, migration 0220): an
+insert into the day (a late or replayed row) moves the stamp and the day is computed again at the next read. The
+stamp is read before the day is computed, so rows landing in between are in the figures of an already stale
+stamp. These counts add up over days because an event lies in one day; distinct visitors do not, so the stats
+API reads those from the raw rows.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from sinks.reads import member_days
+from sinks.reads.common import History, num
+
+FIELDS = ("pageviews", "hits", "errors")
+VERSION = "1"  # in every stamp: a change of what a day's figures mean makes the kept ones stale
+_refresh_lock = threading.Lock()  # one refresh at a time in a process (the screen's requests run in threads)
+
+
+def kept(store: History | None) -> bool:
+    """Whether host_days may be kept through this store: one this process writes (not a read-only query API)."""
+    return store is not None and member_days.kept(store)
+
+
+def day_stamps(store: History, first_day: int, last_day: int) -> dict[int, str]:
+    """day -> stamp of every day first_day..last_day that holds page views or hits."""
+    counts = member_days.day_counts(store, last_day)
+    days = {d for _, d in counts if first_day <= d <= last_day}
+    return {d: f"{counts.get(('pageviews', d), 0)}.{counts.get(('hits', d), 0)}.{VERSION}" for d in days}
+
+
+def refresh(store: History, figures_sql: Callable[[int, int], str], stamps: dict[int, str]) -> int:
+    """Computes the days whose stamp has no complete figures yet, in runs of at most member_days.REFRESH_ROWS
+    rows a query (each run marked done once stored); returns how many days were stale."""
+    if not stamps:
+        return 0
+    with _refresh_lock:
+        done = {(int(num(r["day"])), r["stamp"]) for r in store.query(
+            "SELECT DISTINCT day, stamp FROM host_days_done WHERE day >= %(a)s AND day <= %(b)s",
+            {"a": min(stamps), "b": max(stamps)})}
+        stale = sorted(d for d, s in stamps.items() if (d, s) not in done)
+        if not stale:
+            return 0
+        counts = member_days.day_counts(store, stale[-1])
+        rows = lambda d: counts.get(("pageviews", d), 0) + counts.get(("hits", d), 0)  # noqa: E731
+        for first, last in member_days._spans(stale, rows):
+            span = list(range(first, last + 1))
+            keys = {"days": span, "stamps": [stamps.get(d, "") for d in span]}
+            store.query(f"INSERT INTO host_days (day, stamp, host, {', '.join(FIELDS)}) "
+                        "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, key, "
+                        f"{', '.join(FIELDS)} FROM ({figures_sql(first, last)})", keys)
+            store.query("INSERT INTO host_days_done (day, stamp, computed_at) "
+                        "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, toFloat64(now()) FROM "
+                        "(SELECT arrayJoin(%(days)s) AS day)", keys)
+        return len(stale)
+
+
+def figures(store: History, figures_sql: Callable[[int, int], str], first_day: int, last_day: int,
+            host: str | None = None) -> dict[str, dict[str, int]]:
+    """host -> {pageviews, hits, errors} summed over the days first_day..last_day (stale days computed first);
+    `host`: only that site's row."""
+    stamps = day_stamps(store, first_day, last_day)
+    if not stamps:
+        return {}
+    refresh(store, figures_sql, stamps)
+    days = sorted(stamps)
+    where = " AND host = %(host)s" if host is not None else ""
+    rows = store.query(
+        f"SELECT host, {', '.join(f'sum({f}) AS {f}' for f in FIELDS)} FROM ("
+        f"SELECT DISTINCT day, host, {', '.join(FIELDS)} FROM host_days WHERE day >= %(a)s AND day <= %(b)s "
+        f"AND has(%(days)s, day) AND stamp = transform(day, %(days)s, %(stamps)s, ''){where}) GROUP BY host",
+        {"a": days[0], "b": days[-1], "days": days, "stamps": [stamps[d] for d in days], "host": host or ""})
+    return {r["host"]: {f: int(num(r[f])) for f in FIELDS} for r in rows}
