@@ -351,11 +351,7 @@ class MessageReader:
                 return
             if self.skip == n:
                 self.skip = 0
-                if st == BODY:
-                    self._done()
-                else:
-                    self.state = CHUNK_CRLF
-                    self.skip = 2
+                self._data_done(st)
                 return
         if st == UNTIL_CLOSE:
             self.body += n
@@ -378,11 +374,7 @@ class MessageReader:
                         self.skip -= k
                         p += k
                         if self.skip == 0:
-                            if st == BODY:
-                                self._done()
-                            else:
-                                self.state = CHUNK_CRLF
-                                self.skip = 2
+                            self._data_done(st)
                     elif st == CHUNK_CRLF:
                         # tolerate a bare LF after chunk data
                         if data[p] == 0x0A:
@@ -423,11 +415,7 @@ class MessageReader:
         if (st == BODY or st == CHUNK_DATA) and self.skip >= n:
             self.skip -= n
             if self.skip == 0:
-                if st == BODY:
-                    self._done()
-                else:
-                    self.state = CHUNK_CRLF
-                    self.skip = 2
+                self._data_done(st)
             return
         if st == UNTIL_CLOSE:
             self.body += n
@@ -664,6 +652,14 @@ class MessageReader:
         return m.start(1)
 
     # -- transitions -------------------------------------------------------------------
+    def _data_done(self, st: int) -> None:
+        """The body (st BODY) or the chunk's data (CHUNK_DATA) just counted off is complete."""
+        if st == BODY:
+            self._done()
+        else:
+            self.state = CHUNK_CRLF
+            self.skip = 2
+
     def _done(self) -> None:
         self.state = HEAD
         self.skip = 0
