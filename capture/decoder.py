@@ -643,7 +643,7 @@ class Decoder:
                 else:
                     return False
             else:
-                client = 1 - dirn if data.startswith(b"HTTP/") else dirn
+                client = 1 - dirn if data[:5].upper() == b"HTTP/" else dirn
         self._make_conn(f, client)
         return True
 

@@ -25,17 +25,18 @@ HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, UNTIL_CLOSE, RESYNC, DE
 
 RESYNC_REQUEST = re.compile(
     rb"(?:\A|\n)((?:GET|POST|HEAD|PUT|DELETE|OPTIONS|PATCH|TRACE|CONNECT|PROPFIND) \S+ HTTP/1\.[01]\r?\n)")
-# a status line read as liberally as the reference analyser reads it: "HTTP/" then the version, any run of
-# spaces or tabs, and the first three characters after it the status ("HTTP/1.1  200", "HTTP/1.0 404", "200OK")
-_STATUS_LINE = re.compile(rb"HTTP/([^ \t]*)[ \t]+([0-9]{3})")
+# a status line read as liberally as the reference analyser reads it: "HTTP/" of any case then the version, any run
+# of spaces or tabs, and the first three characters after it the status ("HTTP/1.1  200", "HTTP/1.0 404", "200OK",
+# "http/1.1 200")
+_STATUS_LINE = re.compile(rb"[Hh][Tt][Tt][Pp]/([^ \t]*)[ \t]+([0-9]{3})")
 RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 # any prefix of "METHOD " (a method is a token of any case, as split_request_line reads it)
 _REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}(?:[ \t]|\Z)")
 # a request line is a method, whitespace, then the target; the version is the last word when it is one
 _METHOD_SP = re.compile(rb"([A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31})[ \t]+")
-# the version word: the first "HTTP/d.d" after whitespace (anything after it is crud the reference analysers
-# ignore), or at the very start of the target when the URI is missing ("GET HTTP/1.1")
-_VERSION_WORD = re.compile(rb"(?:\A|[ \t]+)HTTP/([0-9])\.([0-9])")
+# the version word: the first "HTTP/d.d" (of any case: "http/1.1" too) after whitespace (anything after it is crud
+# the reference analysers ignore), or at the very start of the target when the URI is missing ("GET HTTP/1.1")
+_VERSION_WORD = re.compile(rb"(?:\A|[ \t]+)[Hh][Tt][Tt][Pp]/([0-9])\.([0-9])")
 # the start of a header field line ("Name:" or the beginning of one still arriving)
 _FIELD_START = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+(?:[ \t]*:|\Z)")
 # request header fields whose lines make one value, and their separator: cookies, and the lists proxies append to
@@ -162,7 +163,7 @@ def _read_fields(rx: re.Pattern, head: bytes, nl: int, joined: dict, set_cookies
                  ) -> tuple[dict, list | None, bool]:
     """The wanted header fields after head[nl] (one regex pass): (headers, Content-Length values or None,
     chunked). A repeated field keeps its first value unless `joined` gives the separator its lines are joined
-    with; Set-Cookie lines go to `set_cookies` when given (a response's)."""
+    with (Host keeps its last); Set-Cookie lines go to `set_cookies` when given (a response's)."""
     headers: dict[bytes, bytes] = {}
     lengths = None
     chunked = False
@@ -175,7 +176,7 @@ def _read_fields(rx: re.Pattern, head: bytes, nl: int, joined: dict, set_cookies
             chunked = chunked or b"chunked" in value.lower()
         elif name == b"set-cookie" and set_cookies is not None:
             set_cookies.append(value)
-        elif name not in headers:
+        elif name not in headers or name == b"host":  # a repeated Host: the last one, as Zeek's http.log keeps
             headers[name] = value
         elif name in joined:  # one value across header lines: proxies append the last list entry
             headers[name] += joined[name] + value
@@ -423,6 +424,8 @@ class MessageReader:
         if st == DEAD or st == RESYNC:
             return
         self.owner.on_error(self, "gap")
+        if st == HEAD and self.is_request and self.partial is not None and not self.fields_may_follow:
+            self._interrupted_head()
         self._lost_sync()
 
     def close(self) -> None:
@@ -498,6 +501,22 @@ class MessageReader:
         self._on_head(head, self.partial_ts)
         return p + (end - old)
 
+    def _interrupted_head(self) -> None:
+        """A capture gap cut the request head being read: the request its complete lines name (the request line
+        and the header lines before the gap) is still reported, as the reference analyser reports it, and
+        framed by nothing (the stream resynchronises after it)."""
+        buf = self.partial
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            return  # not even the request line: nothing to report
+        try:
+            self.owner.on_head(self, bytes(buf[:nl + 1]), self.partial_ts)
+        except HttpError:
+            return  # not a request line: the gap is counted, nothing else
+        self.sniff = False
+        self.messages += 1
+        self.fields_may_follow = False
+
     def _more_fields(self, data: bytes, p: int, ts: float) -> int:
         """Header lines after a bare request line, up to the blank line ending them."""
         end = _fields_end(data, p, p)
@@ -566,7 +585,7 @@ class MessageReader:
         # the start of a connection's first message, before the line is complete
         if self.is_request:
             return bool(_REQUEST_START.match(bytes(buf[:33])))
-        return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]))
+        return b"HTTP/"[:len(buf)].startswith(bytes(buf[:5]).upper())
 
     def _on_head(self, head: bytes | None, ts: float, scanned=None) -> None:
         self.fields_may_follow = False
