@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.kafka_errors import ClientErrors
+
 TIMEOUT_S = 5.0
 
 
 class BrokerUnreachable(Exception):
     """The broker did not answer within the timeout."""
+
+
+class BrokerRefused(BrokerUnreachable):
+    """The broker refused this client's SASL login or TLS handshake: its settings are to check, not the broker."""
 
 
 def group_lag(bootstrap: str, group: str, topic: str, timeout: float = TIMEOUT_S,
@@ -20,14 +26,15 @@ def group_lag(bootstrap: str, group: str, topic: str, timeout: float = TIMEOUT_S
     there (lag counts from the partition's start). Raises BrokerUnreachable."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    errors = ClientErrors("lag probe", logs=False)  # the caller says the outcome
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          "socket.connection.setup.timeout.ms": int(timeout * 1000), "logger": _quiet(),
-                         **(extra_config or {})})
+                         "error_cb": errors, **(extra_config or {})})
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout)
         except KafkaException as e:
-            raise BrokerUnreachable(f"Kafka at {bootstrap} does not answer ({e.args[0].str()})") from None
+            raise _failure(consumer, errors, bootstrap, f"does not answer ({e.args[0].str()})") from None
         t = meta.topics.get(topic)
         if t is None or t.error is not None or not t.partitions:
             return {}
@@ -42,9 +49,19 @@ def group_lag(bootstrap: str, group: str, topic: str, timeout: float = TIMEOUT_S
                                  "lag": max(0, high - done)}
         return out
     except KafkaException as e:
-        raise BrokerUnreachable(f"Kafka at {bootstrap}: {e.args[0].str()}") from None
+        raise _failure(consumer, errors, bootstrap, e.args[0].str()) from None
     finally:
         consumer.close()
+
+
+def _failure(consumer: Any, errors: ClientErrors, bootstrap: str, what: str) -> BrokerUnreachable:
+    """Why a call failed: the broker's refusal when librdkafka reported one, else the failure and the latest
+    report (e.g. its own hint at a plain-text client on a TLS listener)."""
+    consumer.poll(0)  # serves the error reports queued during the call to `errors` (error_cb)
+    if errors.refusal:
+        return BrokerRefused(f"Kafka at {bootstrap} {errors.refusal}")
+    latest = f"; latest client error: {errors.latest}" if errors.latest else ""
+    return BrokerUnreachable(f"Kafka at {bootstrap} {what}{latest}")
 
 
 def _quiet() -> Any:

@@ -382,7 +382,7 @@ def quiet_after_loss() -> None:
     against a dead broker say nothing more; keep one debug line each instead of pages."""
     import threading
 
-    for name in ("faust", "mode", "aiokafka", "asyncio"):
+    for name in ("faust", "mode", "aiokafka", "asyncio", "config.kafka_errors"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def one_line(args: threading.ExceptHookArgs) -> None:

@@ -23,15 +23,16 @@ TIMEOUT_S = 5.0
 
 
 def check_kafka(s: Settings, max_lag: int) -> dict:
-    from config.kafka_security import librdkafka_config
+    from config.kafka_security import librdkafka_config, security_hint
     from engine.kafka_lag import BrokerUnreachable, group_lag
 
     k = s.kafka
     try:
         parts = group_lag(k.bootstrap, f"{k.app_id}-hits", TOPIC_HITS, timeout=TIMEOUT_S,
                           extra_config=librdkafka_config(k))
-    except BrokerUnreachable as e:
-        return {"component": "kafka", "healthy": False, "last_error": str(e)}
+    except BrokerUnreachable as e:  # under TLS / SASL, a refusal can look like a broker that is away
+        return {"component": "kafka", "healthy": False,
+                "last_error": f"{e}; check kafka.bootstrap{security_hint(k)}" if security_hint(k) else str(e)}
     lag = {p: v["lag"] for p, v in parts.items()}
     over = {p: n for p, n in lag.items() if max_lag and n > max_lag}
     return {"component": "kafka", "healthy": not over, "lag": lag, "partitions": len(parts),

@@ -21,6 +21,8 @@ import logging
 import time
 
 from config.events import TOPIC_HITS
+from config.kafka_errors import ClientErrors
+from config.kafka_security import librdkafka_config
 from engine.services import Service, ServiceError, start_redis
 from sinks.disk_space import DiskFull
 
@@ -37,8 +39,11 @@ class PipelineLoss(Exception):
 class BrokerWatch:
     """Notices a broker that lost the hits topic's data: end offsets that went backwards, or the topic gone."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, extra_config: dict | None = None):
         self.bootstrap, self.topic = bootstrap, topic
+        self.extra_config = extra_config or {}  # TLS / SASL (config/kafka_security.py): without it, a broker that
+        # wants them refused every check, and the watch saw a broker "away" for the whole run
+        self.errors = ClientErrors("watchdog's broker watch")  # a refusal: one line, then counted
         self._high: dict[int, int] = {}   # the highest end offset seen per partition
         self._consumer = None
 
@@ -48,7 +53,7 @@ class BrokerWatch:
 
             self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "visitwire-broker-watch",
                                        "enable.auto.commit": False, "socket.timeout.ms": 2000,
-                                       "log_level": 0})
+                                       "log_level": 0, "error_cb": self.errors, **self.extra_config})
         return self._consumer
 
     def check(self) -> str:
@@ -68,6 +73,7 @@ class BrokerWatch:
                             "the broker lost data (restarted with memory storage?)")
                 self._high[p] = max(high, self._high.get(p, 0))
         except KafkaException:
+            self._client().poll(0)  # serves librdkafka's error reports to self.errors (a refusal is logged once)
             return ""  # away or slow: not a loss by itself; the drain's own checks cover a broker that stays away
         return ""
 
@@ -75,6 +81,8 @@ class BrokerWatch:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self.errors.total:
+            log.debug("%s", self.errors.summary())  # a run whose broker went away has said so already
 
 
 class Watchdog:
@@ -84,7 +92,7 @@ class Watchdog:
         self.supervisor, self.settings, self.console = supervisor, settings, console
         self.restarts: dict[str, int] = {}
         self.notes: list[str] = []        # what went wrong but did not stop the run (for the summary)
-        self.broker = BrokerWatch(settings.kafka.bootstrap, TOPIC_HITS)
+        self.broker = BrokerWatch(settings.kafka.bootstrap, TOPIC_HITS, librdkafka_config(settings.kafka))
         self._next = 0.0
         self._next_broker = 0.0
 

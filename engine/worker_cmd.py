@@ -11,6 +11,7 @@ import redis
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
+from config.kafka_errors import KafkaRefused
 from config.kafka_log_flood import say_kafka_client_errors
 from config.redact import redact_text, redact_url
 from config.settings import Settings
@@ -45,12 +46,16 @@ def run_worker(settings: Settings) -> int:
         console.print(f"[green]worker started[/] kafka={settings.kafka.bootstrap} "
                       f"redis={redact_url(settings.redis.url)} history={redact_url(settings.history.url)}")
         last = 0
+        ticks = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and worker.rt.refused is None:
                 try:
-                    await asyncio.wait_for(stop.wait(), 10.0)
+                    await asyncio.wait_for(stop.wait(), 1.0)
                 except asyncio.TimeoutError:
                     pass
+                ticks += 1
+                if ticks % 10:  # the figures every 10 s; a refusal (checked each second) stops the worker
+                    continue
                 f = worker.figures()
                 if f["processed"] != last:
                     console.print(f"processed {f['processed']:,} hits, {f['pageviews']:,} page views, "
@@ -65,6 +70,8 @@ def run_worker(settings: Settings) -> int:
             console.print(f"stopped after {f['processed']:,} hits, {f['pageviews']:,} page views, "
                           f"{f['sessions']:,} sessions closed; {f['committed']:,} hits committed")
             say_kafka_client_errors(logging.getLogger(__name__))
+        if worker.rt.refused is not None:
+            raise worker.rt.refused
         return 0
 
     try:
@@ -74,6 +81,9 @@ def run_worker(settings: Settings) -> int:
         return 2
     except SinkUnavailable as e:
         console.print(f"[red]history store unavailable: {e}; check --clickhouse / history.url")
+        return 1
+    except KafkaRefused as e:  # the hits reader's or the outbox's login refused while running
+        console.print(f"[red]{kafka_refused(settings, e)}", soft_wrap=True)
         return 1
     except KafkaError as e:  # the broker unreachable or refusing this client: one line, not a traceback
         console.print(f"[red]{kafka_unreachable(settings, e)}", soft_wrap=True)
@@ -91,6 +101,15 @@ def kafka_unreachable(settings: Settings, e: Exception) -> str:
     k = settings.kafka
     return (f"cannot start on Kafka at {k.bootstrap}: {redact_text(str(e) or type(e).__name__)}; "
             f"check --kafka / kafka.bootstrap and that the broker runs{security_hint(k)}")
+
+
+def kafka_refused(settings: Settings, e: Exception) -> str:
+    """The line a running worker says when the broker refuses its hits reader or outbox (librdkafka's error_cb,
+    config/kafka_errors.py): the refusal and what to check; hits not committed are read again by the next one."""
+    from config.kafka_security import security_hint
+
+    return (f"worker stopped: {redact_text(str(e))}; check kafka.bootstrap ({settings.kafka.bootstrap})"
+            f"{security_hint(settings.kafka)}; hits not committed are read again by the next worker")
 
 
 def worker_metrics(settings: Settings, worker: InProcessWorker):

@@ -23,7 +23,7 @@ from typing import Any
 
 from config.events import TOPIC_HITS
 from config.settings import Settings
-from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone
+from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone, ReadRefused
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,10 @@ class BulkHitsConsumer:
                         reading = None
                     await self._restart_reader(e)
                     continue
+                except ReadRefused as e:  # the broker will not take it: say so and stop, as a worker that starts
+                    self.rt.refused = e
+                    log.error("the hits reader stops: %s", e)
+                    return
                 except ReadError as e:  # e.g. librdkafka refused a call; the reader itself is still there
                     log.warning("reading hits: %s; trying again in a second", e)
                     await asyncio.sleep(1.0)

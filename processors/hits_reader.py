@@ -34,6 +34,7 @@ from typing import Any, BinaryIO, Sequence
 
 from processors.hit_columns import JoinedValues
 from config.child_pipe import receive, send, start_child
+from config.kafka_errors import ClientErrors, KafkaRefused
 from config.heap import tune_for_batches
 
 log = logging.getLogger(__name__)
@@ -143,13 +144,22 @@ class ReadError(RuntimeError):
     """A request the hits reader process could not carry out (its message says why)."""
 
 
+class ReadRefused(ReadError, KafkaRefused):
+    """The broker refused the hits reader's SASL login or TLS handshake: it reads nothing until that changes."""
+
+
 def _settle(answer: asyncio.Future, error: str | None, result: Any, kind: type[Exception] = ReadError) -> None:
     if answer.done():  # cancelled: e.g. the read in flight when the worker stopped
         return
     if error is None:
         answer.set_result(result)
+    elif error.startswith(_REFUSED):  # the child's KafkaRefused, as carry_out words it
+        answer.set_exception(ReadRefused(error.removeprefix(_REFUSED)))
     else:
         answer.set_exception(kind(error))
+
+
+_REFUSED = f"{KafkaRefused.__name__}: "
 
 
 # -- the child ---------------------------------------------------------------------------------------
@@ -157,7 +167,9 @@ class _Reader:
     def __init__(self, setup: dict[str, Any]):
         from confluent_kafka import Consumer
 
-        self.consumer = Consumer({**setup["config"], "logger": log})
+        self.errors = ClientErrors("hits reader")  # librdkafka's error reports, served by consume()
+        self.bootstrap = setup["config"].get("bootstrap.servers", "")
+        self.consumer = Consumer({**setup["config"], "logger": log, "error_cb": self.errors})
         self.topic = setup["topic"]
         if setup["subscribe"]:
             self.consumer.subscribe([self.topic])
@@ -172,6 +184,9 @@ class _Reader:
 
     def read(self, _: Any) -> ReadBatch:
         messages = self.consumer.consume(self.batch_size, self.timeout_s)
+        refusal = self.errors.take_refusal()
+        if refusal and not messages:  # else the reader would look like one on an empty topic, for good
+            raise KafkaRefused(f"Kafka at {self.bootstrap} {refusal}")
         failed = [m for m in messages if m.error() is not None]
         if failed:  # e.g. a broker away for a moment; librdkafka retries by itself
             self._errors += len(failed)
@@ -251,6 +266,8 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
         reading.shutdown()  # the consume call in flight returns within timeout_s
         control.shutdown()
         reader.consumer.close()  # leaves the group now, instead of after the session timeout
+        if reader.errors.total:
+            log.warning("%s", reader.errors.summary())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
+from config.kafka_errors import ClientErrors, KafkaRefused
 from config.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,10 @@ class DeliveryFailed(Exception):
     """Records were not delivered; they are kept and sent again by the next send or confirm."""
 
 
+class DeliveryRefused(DeliveryFailed, KafkaRefused):
+    """... because the broker refused the producer's login or TLS handshake (the records are kept all the same)."""
+
+
 class Outbox:
     """`send(topic, [(partition, key, value)])`, `send_keyed(topic, [(key, value)])` (the partition the
     key hashes to, as the Java client and capture's producer pick it), then `await confirm()`."""
@@ -38,6 +43,8 @@ class Outbox:
 
         from config.kafka_security import librdkafka_config
 
+        self._bootstrap = settings.bootstrap
+        self.errors = ClientErrors("outbox")  # librdkafka's error reports, served by flush()
         self._producer = Producer({
             "bootstrap.servers": settings.bootstrap,
             "partitioner": "murmur2_random",  # Java's murmur2 for keyed records: the visitor's hits partition
@@ -48,6 +55,7 @@ class Outbox:
             "delivery.report.only.error": True,  # reports cost a Python call each: only the failures
             "on_delivery": self._on_delivery_failed,
             "logger": log,
+            "error_cb": self.errors,
             **librdkafka_config(settings),  # TLS / SASL (config/kafka_security.py)
         })
         self._failed: list[tuple[str, int, bytes, bytes]] = []  # reported by librdkafka, not yet queued again
@@ -83,8 +91,12 @@ class Outbox:
         self._hand_over()
         in_flight = await asyncio.get_running_loop().run_in_executor(self._flusher, self._producer.flush, timeout_s)
         self._requeue_failed()
+        refusal = self.errors.take_refusal()  # reported while flush() waited
         if self._queued or in_flight:
             topics = ", ".join(sorted({t for t, _, _ in self._queued})) or "their topics"
+            if refusal:
+                raise DeliveryRefused(f"{self.undelivered + in_flight} record(s) to {topics} not delivered: Kafka "
+                                      f"at {self._bootstrap} {refusal}; kept to be sent again by the next flush")
             raise DeliveryFailed(f"{self.undelivered + in_flight} record(s) to {topics} not delivered yet "
                                  "(broker away or slow? check kafka.bootstrap); "
                                  "kept to be sent again by the next flush")
@@ -99,6 +111,8 @@ class Outbox:
                         "and are processed again by the next worker", left)
             self._producer.purge()  # close() would wait for them without end
         self._producer.close()
+        if self.errors.total:
+            log.warning("%s", self.errors.summary())
         return left
 
     def _on_delivery_failed(self, error: Any, message: Any) -> None:

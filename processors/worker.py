@@ -34,6 +34,7 @@ from config.heap import tune_for_batches
 from config.live_layout import quantiles_from_hist
 from config.rows import EncodedRows
 from config.settings import Settings
+from config.kafka_errors import KafkaRefused
 from config.kafka_security import aiokafka_kwargs
 from config.stats import LastError
 from processors.agents import BatchOutput, HitProcessor, Intake, ensure_topic, register_agents
@@ -108,6 +109,7 @@ class WorkerRuntime:
         self.processed = 0          # hits taken from the topic (including dropped ones)
         self.committed = 0          # hits whose history rows are flushed and offsets released
         self.last_flush_error: BaseException | None = None  # why the last flush failed; None once one succeeds
+        self.refused: KafkaRefused | None = None  # the broker refused the hits reader or the outbox: stop
         self.pageviews_out = 0
         self.sessions_out = 0
         self.session_updates_out = 0  # records of open sessions (close_reason "open")
@@ -295,6 +297,8 @@ class WorkerRuntime:
                 self.history_errors += 1
                 self.last_error.record(e)
                 self.last_flush_error = e
+                if isinstance(e, KafkaRefused):
+                    self.refused = e
                 log.log(logging.ERROR if isinstance(e, DeliveryFailed) else logging.WARNING,
                         "flush failed (%s: %s): %d hit(s) held, offsets not committed; retrying next second",
                         type(e).__name__, e, sum(h[0] for h in held))

@@ -154,12 +154,16 @@ def test_capture_worker_and_status_over_sasl_scram(redis_server, clickhouse_serv
         wrong = tmp_path / "wrong_password"
         wrong.write_text("not-the-password\n")
         refusals = []
-        for bad_env in ({**env, "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)},
-                        {**env, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": without}):
+        # the lag probe's error_cb (config/kafka_errors.py) says a refused login as such, and what to check
+        for bad_env, says in (({**env, "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(wrong)},
+                               f"Kafka at {bootstrap} refused the SASL login ("),
+                              ({**env, "VISITWIRE_KAFKA__SECURITY_PROTOCOL": without},
+                               f"check kafka.bootstrap, and kafka.security_protocol ({without})"
+                               if tls is not None else "does not answer")):
             bad = _status(bad_env)
             refusals.append(bad.stdout + bad.stderr)
             assert bad.returncode == 1, bad.stdout + bad.stderr
-            assert "UNHEALTHY" in _kafka_line(bad), bad.stdout
+            assert "UNHEALTHY" in _kafka_line(bad) and says in _kafka_line(bad), bad.stdout
         assert gateway.refused > refused_before
     finally:
         if worker is not None:
