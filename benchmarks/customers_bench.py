@@ -2,14 +2,16 @@
 time until the page shows the member list in Chromium.
 
     python benchmarks/customers_bench.py [--members 100000] [--pageviews 10000000] [--backend chdb|clickhouse]
-                                         [--runs 10] [--browser-runs 3] [--calls customers,segments]
-                                         [--keep /tmp/customers-chdb]
+                                         [--runs 10] [--browser-runs 3] [--calls customers,segments,sites]
+                                         [--before-runs 3] [--keep /tmp/customers-chdb]
 
 The history is made inside the store (INSERT ... SELECT FROM numbers(), no rows travel): page views of
 members and anonymous visitors over 90 days (a third of them logged in), one order per 40 page views of
 the members, as the worker would have written them. Then the real web app serves it and each call is timed
 `--runs` times (p50 / p95 / max); the page's time is from navigation to the filled member table. Targets
-(issue 16): API p95 < 1 s, page ready < 2 s.
+(issue 16): API p95 < 1 s, page ready < 2 s. The Site list (the sites of the last 90 days, by=host) is timed
+through the app (each site's figures per day, sinks/reads/host_days.py) and, as the peer, `--before-runs` times
+as the raw scan it was before (compute_stats with prefer_rollups=False, in this process).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from config.settings import load_settings
 from engine.web.app import create_web_app
 from engine.web.testing import served_app
 from sinks.history import open_history
+from sinks.reads.stats import compute_stats, parse_stats_request
 
 DAY = 86400
 END = 1_796_601_600  # 2026-12-07T00:00Z
@@ -80,12 +83,18 @@ async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[flo
         if "rows" not in first:
             raise SystemExit(f"the first call failed: {first.get('error', first)}")
         member = first["rows"][0]["member_id"]
+        sites = site_list_query()
+        t0 = time.perf_counter()
+        resp = await client.get("/api/stats?" + "&".join(f"{k}={v}" for k, v in sites.items()))
+        assert resp.status == 200 and (await resp.json())["rows"], resp.status
+        print(f"  {'first Site list (computes every day)':40s} {(time.perf_counter() - t0) * 1000:7.0f} ms")
         calls = {"customers (first page, by revenue)": "/api/customers?limit=200",
                  "customers (vip, by last visit)": "/api/customers?limit=200&segment=vip&sort=last_seen",
                  "customers (search)": f"/api/customers?limit=200&q={member[:4]}",
                  "segments (sizes, timeline, movement)": "/api/segments?limit=1",
                  "member profile": f"/api/profiles/member/{member}",
-                 "member activity": f"/api/profiles/member/{member}/activity"}
+                 "member activity": f"/api/profiles/member/{member}/activity",
+                 "sites (Site list: 90 days by host)": "/api/stats?" + "&".join(f"{k}={v}" for k, v in sites.items())}
         calls = {k: v for k, v in calls.items() if k.split(" (")[0] in only} if only else calls
         times: dict[str, list[float]] = {k: [] for k in calls}
         cpu: dict[str, float] = dict.fromkeys(calls, 0.0)
@@ -100,6 +109,25 @@ async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[flo
         return times, {k: v / runs for k, v in cpu.items()}
     finally:
         await client.close()
+
+
+def site_list_query() -> dict[str, str]:
+    """The Site list's request as the page makes it (engine/static/tables.js loadSites): the last 90 days."""
+    to = int(time.time()) + 1
+    return {"from": str(to - 90 * DAY), "to": str(to), "by": "host", "metrics": "pageviews", "limit": "100"}
+
+
+def time_raw_site_list(store, runs: int) -> tuple[list[float], bool]:
+    """The Site list as it was before host_days: the raw scan of 90 days of page views (the peer); and whether
+    its rows equal the ones read through host_days."""
+    times, same = [], True
+    for _ in range(runs):
+        req = parse_stats_request(site_list_query())
+        t0 = time.perf_counter()
+        raw = compute_stats(store.query, req, prefer_rollups=False)
+        times.append(time.perf_counter() - t0)
+        same = same and raw == compute_stats(store.query, req, days=store)
+    return times, same
 
 
 def time_page(store, runs: int) -> tuple[list[float], list[float]]:
@@ -133,7 +161,8 @@ def main() -> int:
     ap.add_argument("--backend", choices=("chdb", "clickhouse"), default="chdb")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--browser-runs", type=int, default=3)
-    ap.add_argument("--calls", default="", help="time only these calls, e.g. customers,segments (default: all)")
+    ap.add_argument("--calls", default="", help="time only these calls, e.g. customers,segments,sites (default: all)")
+    ap.add_argument("--before-runs", type=int, default=3, help="runs of the Site list's raw scan (the peer; 0: none)")
     ap.add_argument("--keep", default="", help="chdb: keep the history in this directory and reuse it when a run "
                                                "with the same sizes filled it (skips the fill and the first read)")
     a = ap.parse_args()
@@ -162,6 +191,10 @@ def main() -> int:
             print(f"  {name:40s} {quantiles(xs)}  cpu {cpu[name]:6.3f} s")
             worst = max(worst, sorted(xs)[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))])
         print(f"  API p95 target < 1 s: {'met' if worst < 1 else 'NOT met'} (worst p95 {worst:.2f} s)")
+        if a.before_runs:
+            before, same = time_raw_site_list(store, a.before_runs)
+            print(f"  {'sites before: raw scan (no host_days)':40s} {quantiles(before)}  "
+                  f"same rows as host_days: {'yes' if same else 'NO'}")
         if a.browser_runs:
             page, settled = time_page(store, a.browser_runs)
             print(f"  {'page ready (member list shown)':40s} {quantiles(page)}")
