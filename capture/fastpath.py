@@ -516,6 +516,8 @@ def _end_rec(rec, nrec, k, slot, st, client, aux, meta, pref, saddr, tx, txa):
         meta[M_RESET] += 1
     if st[slot, CONN]:
         bs = D0 + DW * (1 - client)
+        if st[slot, bs + RSTATE] == BODY and st[slot, CURB] > 0:
+            st[slot, CURB] -= st[slot, bs + SKIP]  # cut short: the bytes that came, not the declared length
         _emit(st, slot, saddr, st[slot, bs + BODYN], k, tx, txa, meta)
         while st[slot, NPEND] > 0:
             st[slot, CURQ] = pref[slot, st[slot, PHEAD]]

@@ -13,7 +13,7 @@ from hashlib import blake2b
 from collections import deque
 
 from capture.bodies import BodyFields
-from capture.http import DEAD, RESYNC, HeadParser, MessageReader, RequestHead, ResponseHead
+from capture.http import BODY, DEAD, RESYNC, HeadParser, MessageReader, RequestHead, ResponseHead
 from capture.identity import Identity
 from config.settings import CaptureSettings
 
@@ -485,7 +485,10 @@ class Connection:
     def close(self) -> None:
         """The connection is over: finish a body that ran until close, report unanswered requests."""
         self.req_reader.close()
-        self.resp_reader.close()
+        r = self.resp_reader
+        r.close()
+        if self.current is not None and r.state == BODY:
+            self.current[1].body_bytes -= r.skip  # cut short: the bytes that came, not the declared length
         self._finish()
         while self.pending:
             self._emit(self.pending.popleft(), None)

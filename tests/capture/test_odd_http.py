@@ -208,3 +208,19 @@ def test_any_token_is_a_method_and_tabs_separate_like_spaces(tmp_path):
     assert [(e["method"], e["uri"], e["status"], e["http_version"]) for e in events] == [
         ("get", "/lower", 200, "1.1"), ("VERSION-CONTROL", "/svn/x", 201, "1.1"), ("GET", "/crud", 200, "1.1")]
     assert stats["parse_errors"] == 0 and stats["non_http"] == 0
+
+
+@pytest.mark.parametrize("declared, sent, end", [(158, 58, "fin"), (2_200_000_000, 100, "fin"), (100, 7, "rst")])
+def test_an_answer_cut_short_counts_the_bytes_that_came(tmp_path, declared, sent, end):
+    # the connection ends before the declared body is complete: resp_bytes is what was sent, not the declaration
+    # (Zeek's response_body_len: 58 of 158 in its content-length-exceeds-body trace, 100 of 2.2 GB in
+    # content-length-overflow)
+    c = Conv().handshake()
+    c.request(req("/cut"))
+    c.tick().response(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % declared + b"x" * sent)
+    if end == "fin":
+        c.tick().close()
+    else:
+        c.tick().rst(False)
+    events, _ = events_of(tmp_path, c)
+    assert [(e["uri"], e["status"], e["resp_bytes"], e["no_response"]) for e in events] == [("/cut", 200, sent, False)]
