@@ -274,6 +274,8 @@ def register_agents(vw: Any, runtime: Any) -> None:
         app.on_partitions_assigned.connect(on_partitions_assigned)
         if intake.mode == "bulk":
             runtime.follow_assignments()
+        else:
+            runtime.start_where_committed()
 
     @app.timer(1.0, name="visitwire.processors.session_timer")
     async def session_timer():

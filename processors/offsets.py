@@ -5,12 +5,17 @@ offset missing: a worker restarted mid-replay on a tansu broker read offsets 0-2
 a partition. Once a later offset is flushed and committed, the missing hit is lost for good.
 
 `OffsetGuard.admit(tp, offset)` says what to do with each message:
-- TAKE: the next offset of its partition (or the first one seen since the partition was assigned);
+- TAKE: the next offset of its partition: the one after the last taken, or where reading starts after
+  an assignment (`starts_at`: the committed offset, else the log start), or, with neither known, the first seen;
 - DUPLICATE: an offset already taken: a redelivery (e.g. Faust seeking back to the committed offset);
 - SEEK: a hole; the caller seeks the partition back to `expected(tp)` and drops the message;
 - SKIP: a message fetched before that seek; its copy comes again once the hole is filled.
 A hole is never skipped on a timer: a re-read can take long behind Faust's buffers. Only the
 broker can say offsets are gone (retention removed them): the caller then calls `moved_start`.
+A seek can be lost: Faust's fetch loop may still be handing out the rest of the fetch before it, which moves
+its read position past the hole, and the re-read copies are then dropped inside Faust (seen on CI: partition 3
+stuck at offset 900 for 3 minutes once its last message had arrived). So a hole is also asked again on the
+caller's timer (`reseeks_due`), not only when a later message of its partition comes.
 """
 from __future__ import annotations
 
@@ -40,6 +45,19 @@ class OffsetGuard:
 
     def expected(self, tp: Any) -> int | None:
         return self._next.get(tp)
+
+    def starts_at(self, tp: Any, offset: int) -> None:
+        """The partition was (re)assigned and reading starts at `offset`: a first message after it is a hole.
+        Kept if something was already taken since the assignment (that message's successor is next)."""
+        self._next.setdefault(tp, offset)
+
+    def reseeks_due(self) -> list:
+        """Partitions whose hole was last asked for RESEEK_AFTER_S ago or more; each counts as asked now."""
+        now = self._clock()
+        due = [tp for tp, hole in self._hole.items() if now - hole[1] >= RESEEK_AFTER_S]
+        for tp in due:
+            self._hole[tp][1] = now
+        return due
 
     def moved_start(self, tp: Any, offset: int) -> None:
         """The broker no longer has the offsets before `offset` (retention): go on from there."""

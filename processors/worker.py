@@ -161,6 +161,26 @@ class WorkerRuntime:
         except Exception as e:  # e.g. the partition was revoked meanwhile: its next owner reads it
             log.warning("could not re-read hits partition %s (%s: %s)", tp.partition, type(e).__name__, e)
 
+    def start_where_committed(self) -> None:
+        """Stream intake: after each assignment Faust seeks its partitions to their committed offsets (or, with
+        none committed, lets them start at the log start). The guard learns those starts, so a hole before the
+        first message of an assignment is re-read too instead of being taken as where the partition starts."""
+        consumer = self.vw.app.consumer
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_and_note_starts() -> Any:
+            committed = await seek_to_committed()
+            starts = {tp: committed.get(tp) for tp in consumer.assignment() if tp.topic == TOPIC_HITS}
+            unset = [tp for tp, offset in starts.items() if offset is None or offset < 0]  # none committed
+            if unset:
+                starts.update(await consumer.earliest_offsets(*unset))
+            known = {tp: offset for tp, offset in starts.items() if offset is not None and offset >= 0}
+            for tp, offset in known.items():
+                self.offsets.starts_at(tp, offset)
+            log.info("hits partitions start at %s", {tp.partition: o for tp, o in sorted(known.items())})
+            return committed
+        consumer.seek_to_committed = seek_and_note_starts
+
     def follow_assignments(self) -> None:
         """Bulk intake following Faust's group. After each assignment Faust restores the new partitions'
         sessions, then resumes its stream partitions and seeks them (seek_to_committed, wrapped here to
@@ -261,6 +281,10 @@ class WorkerRuntime:
 
     # -- timer ------------------------------------------------------------------------------
     async def on_tick(self) -> None:
+        for tp in self.offsets.reseeks_due():  # a hole whose re-read was lost (processors/offsets.py)
+            log.warning("hits partition %s: offset %s still missing; re-reading again",
+                        getattr(tp, "partition", tp), self.offsets.expected(tp))
+            await self._seek_back(tp)
         closed = self.processor.tick()
         if closed:
             await self._emit(BatchOutput(sessions=closed))

@@ -500,8 +500,10 @@ def _kill_and_restart_worker(broker, redis_server, clickhouse_server, tmp_path, 
     if hits != truth.hits:
         where, _ = _topic_offsets(broker.url, topic_env["VISITWIRE_KAFKA__APP_ID"] + "-diagnosis")
         missing = sorted(where[i] for i in set(where) - _history_ids(url))
+        warnings = [line for line in log.read_text(errors="replace").splitlines() if "WARNING" in line]
         pytest.fail(f"{hits} hits in history, {truth.hits} sent; missing (partition, offset): {missing[:20]}; "
-                    f"offsets committed by the killed worker: {committed_by_first}; worker log {log}")
+                    f"offsets committed by the killed worker: {committed_by_first}; worker log {log}; "
+                    f"its warnings: {warnings[-10:]}")  # CI keeps only this message, not the log
     assert pageviews == truth.pageviews
     assert _visits(url) == _true_visits(truth), "a replayed page view landed in another session"
     # Redelivered batches may store a row twice; exact queries (uniqExact / FINAL) count it once.

@@ -52,3 +52,33 @@ def test_partitions_are_independent_and_start_afresh_when_revoked():
     assert g.admit("b", 3) == SEEK
     g.forget(["b"])
     assert g.admit("b", 700) == TAKE and g.admit("a", 1) == TAKE
+
+
+def test_a_hole_whose_re_read_was_lost_is_asked_again_on_the_timer_without_any_later_message():
+    # Faust's fetch loop can swallow the re-read (its read position moved past the hole on the rest of the
+    # old fetch); once the partition's last message has come, only the timer can ask again.
+    clock = Clock()
+    g = OffsetGuard(clock)
+    g.admit("p3", 899)
+    assert g.admit("p3", 1504) == SEEK
+    clock.now += 1
+    assert g.reseeks_due() == []
+    clock.now += RESEEK_AFTER_S
+    assert g.reseeks_due() == ["p3"] and g.reseeks_due() == []  # asked now: not again at once
+    assert g.admit("p3", 1505) == SKIP  # the timer's seek counts: a late message does not ask a third time
+    assert [g.admit("p3", o) for o in (900, 901)] == [TAKE, TAKE] and g.holes_refilled == 1
+    clock.now += 10 * RESEEK_AFTER_S
+    assert g.reseeks_due() == []
+
+
+def test_after_an_assignment_the_first_message_must_be_the_committed_offset():
+    g = OffsetGuard(Clock())
+    g.starts_at("p3", 0)  # nothing committed: reading starts at the log start
+    assert g.admit("p3", 899) == SEEK and g.expected("p3") == 0
+    assert [g.admit("p3", o) for o in range(3)] == [TAKE] * 3
+    g.forget(["p3"])
+    g.starts_at("p3", 500)  # committed by the previous owner
+    assert g.admit("p3", 480) == DUPLICATE  # a message of the old assignment, already stored
+    assert g.admit("p3", 500) == TAKE
+    g.starts_at("p3", 400)  # a late start does not move a partition already read from
+    assert g.expected("p3") == 501
