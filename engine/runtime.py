@@ -272,6 +272,8 @@ class EmbeddedRuntime:
                 await self.worker.flush()
             except PipelineLoss as e:
                 self.fail(str(e))
+            except RuntimeFailure as e:  # the worker stalled or its broker refused it: the summary's line, no traceback
+                errors.append(f"worker: {e}")
             except Exception as e:
                 log.exception("draining the worker failed")
                 errors.append(f"worker: {e}")
@@ -310,6 +312,13 @@ class EmbeddedRuntime:
                                      packets=0, hits=sent, processed=self.worker.processed)
             while self.worker.processed < sent:
                 now, processed = time.monotonic(), self.worker.processed
+                refused = self.worker.rt.refused  # the broker refused the hits reader or the outbox: no use waiting
+                if refused is not None:
+                    from config.kafka_security import security_hint
+
+                    raise RuntimeFailure(f"the worker processed {processed:,} of {sent:,} hits and stopped: "
+                                         f"{refused}; check --kafka{security_hint(self.settings.kafka)}. "
+                                         f"{self._where_the_rest_are(sent - processed)}")
                 if processed != last_seen:
                     last_seen, last_move = processed, now
                 if now - started > DRAIN_TIMEOUT_S or now - last_move > DRAIN_STALL_S:

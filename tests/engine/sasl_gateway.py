@@ -103,6 +103,9 @@ class SaslGateway:
 
     def __init__(self, port: int, upstream: int, mechanism: str, users: dict[str, str]):
         self.port, self.upstream, self.mechanism, self.users = port, upstream, mechanism, users
+        # client ids (prefixes) whose login is refused whatever their credentials, as a broker's per-client
+        # rules would: e.g. ("rdkafka",) refuses visitwire's librdkafka clients and takes aiokafka's and Faust's
+        self.refuse_clients: tuple[str, ...] = ()
         self.authenticated: dict[str, int] = {}  # user -> connections let through
         self.refused = 0  # connections closed: bad credentials, another mechanism, a request before SASL
         self.fronts: list = []  # stand-ins in front of this gateway (a TLS terminator), stopped with it
@@ -155,6 +158,7 @@ class SaslGateway:
                     continue
                 n = struct.unpack(">h", frame[8:10])[0]  # client id (a nullable string in every header version)
                 pos = 10 + max(n, 0)
+                client_id = frame[10:pos].decode(errors="replace")
                 if api_key == SASL_AUTHENTICATE and version >= 2:
                     tags, pos = _uvarint(frame, pos)
                     for _ in range(tags):
@@ -181,6 +185,8 @@ class SaslGateway:
                     done, answer = exchange.respond(token)
                 except (ValueError, KeyError, UnicodeDecodeError):
                     done, answer = False, b""
+                if done is not None and client_id.startswith(self.refuse_clients):
+                    done = False
                 if done is False:
                     self._send(writer, self._authenticate_reply(version, corr, SASL_AUTHENTICATION_FAILED,
                                                                 "Authentication failed", b""))

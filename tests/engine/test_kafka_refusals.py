@@ -164,3 +164,40 @@ def test_a_worker_whose_hits_reader_is_refused_stops_with_one_line(redis_server,
     assert len(said) == 1, out[-3000:]
     assert f"Kafka at {bootstrap} refused the SASL login" in said[0] and "sasl_password_file" in said[0], said
     assert PASSWORD not in out
+
+
+def test_a_run_whose_hits_reader_is_refused_ends_with_one_line(tmp_path):
+    """`visitwire run --kafka` on a broker that takes aiokafka's login (the start-up check, capture, Faust) and
+    refuses the librdkafka clients' (hits reader, outbox), as a broker's per-client rules can: the run ends
+    at once with one line naming the refusal and what to check, exit 1; before, its drain waited 60 s for a
+    worker that read nothing and logged a traceback."""
+    cert, key = self_signed(tmp_path)
+    broker, gateway, bootstrap = tansu_behind_gateway("SCRAM-SHA-512", {"visitwire": PASSWORD}, tls=(cert, key))
+    gateway.refuse_clients = ("rdkafka",)  # librdkafka's default client.id
+    secret = tmp_path / "kafka_password"
+    secret.write_text(PASSWORD + "\n")
+    pcap = tmp_path / "site.pcap"
+    truth = generate_pcap(str(pcap), 1_772_445_600.0, visitors=5, seed=4, port=8080)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VISITWIRE_")},
+           "VISITWIRE_DATA_DIR": str(tmp_path / "data"), "VISITWIRE_CAPTURE__PORTS": "[8080]",
+           "VISITWIRE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "VISITWIRE_KAFKA__SSL_CAFILE": str(cert),
+           "VISITWIRE_KAFKA__SASL_USERNAME": "visitwire", "VISITWIRE_KAFKA__SASL_PASSWORD_FILE": str(secret),
+           "VISITWIRE_KAFKA__APP_ID": f"vw-run-{uuid.uuid4().hex[:6]}", "PYTHONUNBUFFERED": "1"}
+    try:
+        t0 = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "engine.cli", "run", "--pcap", str(pcap), "--kafka", bootstrap],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+        took = time.monotonic() - t0
+    finally:
+        gateway.stop()
+        broker.stop()
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    said = [ln for ln in out.splitlines() if "refused the SASL login" in ln and not ln.startswith("20")]
+    assert len(said) == 1, out[-3000:]
+    assert f"of {truth.hits:,} hits and stopped: Kafka at {bootstrap} refused the SASL login" in said[0], said
+    assert "check --kafka, and kafka.security_protocol (SASL_SSL)" in said[0] and "stay in Kafka" in said[0], said
+    assert took < 55, f"{took:.0f} s: the drain waited for its stall timeout"
+    assert gateway.authenticated.get("visitwire", 0) >= 2  # aiokafka's and Faust's logins were taken
+    assert PASSWORD not in out
