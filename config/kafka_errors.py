@@ -5,7 +5,8 @@ Without an error_cb, confluent-kafka 2.16.2 drops librdkafka's error reports, an
 client's SASL login looks like one that is away: the consumer reads nothing, a metadata call fails with
 "Broker transport failure", the producer's records wait (measured against tests/engine/sasl_gateway.py with a
 wrong password). With one, each report comes with its code: _AUTHENTICATION for a refused login, _SSL for a
-TLS handshake that failed; _TRANSPORT's text says when the client spoke plain text to a TLS listener. Each is
+TLS handshake that failed, _TRANSPORT for a connection refused or lost (a plain-text client on the tests' TLS
+listener got no report at all: the callers' lines name kafka.security_protocol for it). Each is
 counted by kind, the first of each kind logged as one line (any URL password masked; librdkafka's own log lines
 of each retry go through config/kafka_log_flood.py as before); a refusal is kept, so the client can say it in
 the project's one line instead of "broker away".

@@ -56,7 +56,7 @@ def group_lag(bootstrap: str, group: str, topic: str, timeout: float = TIMEOUT_S
 
 def _failure(consumer: Any, errors: ClientErrors, bootstrap: str, what: str) -> BrokerUnreachable:
     """Why a call failed: the broker's refusal when librdkafka reported one, else the failure and the latest
-    report (e.g. its own hint at a plain-text client on a TLS listener)."""
+    report (e.g. "Connection refused")."""
     consumer.poll(0)  # serves the error reports queued during the call to `errors` (error_cb)
     if errors.refusal:
         return BrokerRefused(f"Kafka at {bootstrap} {errors.refusal}")
