@@ -201,6 +201,33 @@ def _plausible(src, s, e, is_req):
     return True
 
 
+@kernel
+def _bad_status_line(src, s, e):
+    """MessageReader._bad_status_line >= 0: a complete first line in src[s:e] that capture.http._STATUS_LINE does
+    not match ("HTTP/" of any case, the version, spaces or tabs, three digits)."""
+    nl = s
+    while nl < e and src[nl] != 10:
+        nl += 1
+    if nl >= e:
+        return False
+    if nl - s < 5 or _lower(src[s]) != 104 or _lower(src[s + 1]) != 116 or _lower(src[s + 2]) != 116 \
+            or _lower(src[s + 3]) != 112 or src[s + 4] != 47:
+        return True
+    q = s + 5
+    while q < nl and src[q] != 32 and src[q] != 9:
+        q += 1
+    if q >= nl:
+        return True
+    while q < nl and (src[q] == 32 or src[q] == 9):
+        q += 1
+    if q + 3 > nl:
+        return True
+    for r in range(3):
+        if src[q + r] < 48 or src[q + r] > 57:
+            return True
+    return False
+
+
 @hot_kernel
 def _take_head(src, p, hl, fa, fb, fc, minor, is_req, slot, b, st, pring, max_pend, cl_k, te_k, rec, nrec, k, rsp,
                pref, saddr, tx, txa, meta):
@@ -396,6 +423,8 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                         return -1  # complete but unusual, or blank lines first: Python's
                     if st[slot, b + SNIFF] and not _plausible(buf, p, e, is_req):
                         return -1
+                    if not is_req and not st[slot, b + SNIFF] and _bad_status_line(buf, p, e):
+                        return -1  # bytes after an answer's body: Python hunts for the next status line
                     n = e - p
                     if n > HEAD_MAX or n > max_flow or meta[M_ADDED] + n > meta[M_ROOM]:
                         return -1
@@ -426,6 +455,8 @@ def _reader(buf, s, e, k, tsk, slot, d, is_req, st, lbuf, pring, hbuf, pts, name
                     if take < e - p or tot > max_flow or meta[M_ADDED] + take > meta[M_ROOM]:
                         return -1
                     if st[slot, b + SNIFF] and not _plausible(row, 0, tot, is_req):
+                        return -1
+                    if not is_req and not st[slot, b + SNIFF] and _bad_status_line(row, 0, tot):
                         return -1
                     meta[M_HELD] += take
                     meta[M_ADDED] += take

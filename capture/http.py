@@ -29,6 +29,8 @@ RESYNC_REQUEST = re.compile(
 # of spaces or tabs, and the first three characters after it the status ("HTTP/1.1  200", "HTTP/1.0 404", "200OK",
 # "http/1.1 200")
 _STATUS_LINE = re.compile(rb"[Hh][Tt][Tt][Pp]/([^ \t]*)[ \t]+([0-9]{3})")
+# a status line that stray bytes ran into ("hello" after a HEAD answer, then "HTTP/1.1 200 OK")
+_STATUS_INSIDE = re.compile(rb"HTTP/1\.[01] [1-5][0-9][0-9]")
 RESYNC_RESPONSE = re.compile(rb"(?:\A|\n)(HTTP/1\.[01] [1-5][0-9][0-9][ \r\n])")
 # any prefix of "METHOD " (a method is a token of any case, as split_request_line reads it)
 _REQUEST_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31}(?:[ \t]|\Z)")
@@ -469,6 +471,10 @@ class MessageReader:
             if end < 0:
                 if self.sniff and not self._plausible(data[p:]):
                     return self._not_http(bytes(data[p:p + 24]))
+                if not self.is_request and not self.sniff:
+                    nl = self._bad_status_line(data, p)
+                    if nl >= 0:  # no head to wait for: the next status line is hunted for from here
+                        return self._stray(data, p, nl, p)
                 if n - p > self.max_head:
                     raise HttpError("head larger than 64 KiB")
                 self.partial = bytearray(data[p:])
@@ -482,6 +488,10 @@ class MessageReader:
         buf += data[p:]
         self._grow(n - p)
         scan = max(0, old - 3)
+        if not self.is_request and not self.sniff:
+            nl = self._bad_status_line(buf, 0)
+            if nl >= 0:  # as above (the fast path may have held the whole line: then from p on)
+                return p - old + self._stray(buf, 0, nl, old)
         if self.fields_may_follow:
             nl = buf.find(b"\n")
             if nl < 0 or _FIELD_LINE.match(buf, 0, nl):
@@ -580,6 +590,14 @@ class MessageReader:
             return i + 4
         i = buf.find(b"\n\n", max(nl, scan))
         return i + 2 if i >= 0 else -1
+
+    @staticmethod
+    def _bad_status_line(buf, p: int) -> int:
+        """The end (its newline) of a complete first line at buf[p] that is no status line, else -1."""
+        nl = buf.find(b"\n", p)
+        if nl < 0 or _STATUS_LINE.match(bytes(buf[p:nl])):
+            return -1
+        return nl
 
     def _plausible(self, buf) -> bool:
         # the start of a connection's first message, before the line is complete
@@ -691,9 +709,23 @@ class MessageReader:
         self.owner.on_not_http(self, first)
         return 1 << 62
 
-    def _lost_sync(self) -> None:
+    def _stray(self, buf, p: int, nl: int, floor: int) -> int:
+        """buf[p:nl] is a line where an answer should start and is none: bytes after an answer's declared body (a
+        miscounted Content-Length, a body after a HEAD answer). Counted; the answers still due follow them, so the
+        waiting requests keep waiting (Zeek stops reading the server there). Returns where reading goes on in buf
+        (not before `floor`): at a status line the stray bytes ran into, else hunting from the next line."""
+        line = bytes(buf[p:nl])
+        self.owner.on_error(self, f"not a status line: {line[:40]!r}")
+        self._lost_sync(flush=False)
+        m = _STATUS_INSIDE.search(line)
+        if m is not None and p + m.start() >= floor:
+            self.state = HEAD
+            return p + m.start()
+        return max(nl + 1, floor)
+
+    def _lost_sync(self, flush: bool = True) -> None:
         self.keep = None
-        self.owner.on_lost_sync(self)
+        self.owner.on_lost_sync(self, flush)
         self.state = RESYNC
         self._forget()
         self.line = None

@@ -424,12 +424,12 @@ class Connection:
             return
         self.stats["gaps" if what == "gap" else "parse_errors"] += 1
 
-    def on_lost_sync(self, reader: MessageReader) -> None:
+    def on_lost_sync(self, reader: MessageReader, flush: bool = True) -> None:
         if not reader.is_request:
             self._finish()  # report what we have of the interrupted response
-            # responses of the requests waiting now were in the bytes we lost: report them unanswered
+            # responses of the requests waiting now were in the bytes we lost (flush): report them unanswered
             # rather than pairing them with whatever response we find next
-            while self.pending:
+            while flush and self.pending:
                 self._emit(self.pending.popleft(), None)
 
     def on_not_http(self, reader: MessageReader, first: bytes = b"") -> None:

@@ -519,6 +519,29 @@ def capture_gap_inside_a_request_head():
     return c.tick().close()
 
 
+@case(("GET", "shop.example", "/a", 200), ("GET", "shop.example", "/b", 404), ("GET", "shop.example", "/c", 200),
+      ("GET", "shop.example", "/d", 202), ("HEAD", "shop.example", "/h", 200), ("GET", "shop.example", "/g", 301))
+def answer_longer_than_its_content_length():
+    # a server sends more than its Content-Length says, or a body after a HEAD answer: the extra bytes are no
+    # answer, and the next status line is hunted for, also when they end their segment, run on into the next one
+    # or run into the next status line. Zeek stops reading the server at such a line (AnalyzerViolation "not a
+    # http reply line": the later requests get no status); the answers after it are reported here, as sent
+    c = Conv().handshake()
+    c.request(req("/a"))
+    c.tick().response(resp(200, b"abc") + b"xyz, three bytes too many\r\n")
+    c.tick().request(req("/b"))
+    c.tick().response(resp(404, b"n"))
+    c.tick().request(req("/c"))
+    c.tick().response(resp(200, b"c") + b"more")
+    c.tick().request(req("/d"))
+    c.tick().response(b"junk\r\n" + resp(202, b"d"))
+    c.tick().request(req("/h", method="HEAD"))
+    c.tick().response(resp(200, b"hello"))
+    c.tick().request(req("/g"))
+    c.tick().response(resp(301, b"moved"))
+    return c.tick().close()
+
+
 def _smuggling(name: str, framing: bytes, body: bytes, smuggled: str, first_status: int = 200):
     def build():
         c = Conv().handshake()
