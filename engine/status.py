@@ -70,6 +70,11 @@ def check_history(s: Settings) -> dict:
     try:
         store = open_history(s.history.url)
         try:
+            pending = store.pending_migrations()
+            if pending:  # status reads; it never upgrades the store
+                return {"component": "history", "healthy": False,
+                        "last_error": f"the history schema lacks {len(pending)} migration(s), the newest "
+                                      f"{pending[-1]}: run `visitwire db init` (README: schema upgrades)"}
             newest = newest_hit(store)
         finally:
             store.close()

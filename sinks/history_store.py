@@ -88,6 +88,16 @@ class HistoryStore(BatchingSink):
         self._schema_ready = True
         return applied
 
+    def pending_migrations(self) -> list[str]:
+        """Names of the migrations not applied yet, read without creating or changing anything (`visitwire
+        status` must not upgrade a store: upgrades are `db init`'s, in the README's order)."""
+        known = self._select("SELECT count() AS n FROM system.tables WHERE database = currentDatabase() "
+                             "AND name = 'schema_migrations'")
+        done = set()
+        if known and int(known[0]["n"]):
+            done = {r["version"] for r in self._select("SELECT DISTINCT version FROM schema_migrations")}
+        return [name for version, name, _ in migration_files() if version not in done]
+
     def _has_column(self, table: str, column: str) -> bool:
         rows = self._select("SELECT count() AS n FROM system.columns WHERE database = currentDatabase() "
                             f"AND table = '{table}' AND name = '{column}'")  # names: \w+ from our own files

@@ -404,7 +404,9 @@ def test_status_max_lag_makes_a_lagging_hits_partition_unhealthy(tmp_path, click
     from sinks.history import open_history
 
     history_url = clickhouse_server.url.rsplit("/", 1)[0] + f"/lag_{uuid.uuid4().hex[:8]}"
-    open_history(history_url).close()  # a healthy (empty) history: the exit code is the lag's alone
+    store = open_history(history_url)
+    store.init_schema()  # a healthy (empty) history: the exit code is the lag's alone
+    store.close()
     with start_tansu() as broker:
         p = Producer({"bootstrap.servers": broker.url, "linger.ms": 0})
         for i in range(5):  # one record per batch: tansu reports end offsets of multi-record batches low
@@ -418,3 +420,43 @@ def test_status_max_lag_makes_a_lagging_hits_partition_unhealthy(tmp_path, click
     assert out[0][0] == 0 and " ok " in out[0][1] and "p2=5" in out[0][1], out
     assert out[4][0] == 1 and "UNHEALTHY" in out[4][1] and "lag over 4 on partition(s) [2]" in out[4][1], out
     assert out[5][0] == 0 and " ok " in out[5][1], out
+
+
+@pytest.mark.integration
+def test_status_never_upgrades_the_history_and_says_to_run_db_init(tmp_path, clickhouse_server):
+    """`visitwire status` against a store that lacks the newest migration (a newer binary before `db init`):
+    unhealthy, naming the migration and `visitwire db init`, and the store is left as it was; after
+    `db init`, history is ok."""
+    from sinks.history import open_history
+    from sinks.migrations import MIGRATION_COLUMNS, MIGRATIONS_TABLE_DDL, migration_files
+
+    history_url = clickhouse_server.url.rsplit("/", 1)[0] + f"/upgrade_{uuid.uuid4().hex[:8]}"
+    newest_version, newest_name, _ = migration_files()[-1]
+    older = [(v, n) for v, n, _ in migration_files()[:-1]]
+    store = open_history(history_url)
+    try:
+        store.init_schema()
+        store._execute("DROP TABLE schema_migrations")  # the record of a store one migration behind
+        store._execute(MIGRATIONS_TABLE_DDL)
+        store._insert("schema_migrations", MIGRATION_COLUMNS,
+                      [[v for v, _ in older], [n for _, n in older], [0] * len(older)])
+    finally:
+        store.close()
+
+    def recorded() -> set[str]:
+        s = open_history(history_url)
+        try:
+            return {r["version"] for r in s._select("SELECT version FROM schema_migrations")}
+        finally:
+            s.close()
+
+    env = _env(tmp_path, VISITWIRE_HISTORY__URL=history_url, VISITWIRE_REDIS__URL="", VISITWIRE_KAFKA__BOOTSTRAP="")
+    r = _cli(["status"], env, timeout=60)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("history")), r.stdout + r.stderr)
+    assert r.returncode == 1 and "UNHEALTHY" in line, line
+    assert newest_name in line and "visitwire db init" in line, line
+    assert newest_version not in recorded()  # status changed nothing
+    assert _cli(["db", "init"], env, timeout=120).returncode == 0
+    r = _cli(["status"], env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert newest_version in recorded()
