@@ -412,13 +412,13 @@ class Decoder:
         plens = d.plen[idx]
         self.scan.set(scan_heads(buf, poffs, plens, self.heads.names, self.heads.name_off))
         one = self._one
-        for j, (i, h, dirn, seq, flags, poff, plen, pwire, ts) in enumerate(zip(
-                idx.tolist(), d.fhash[idx].tolist(), d.dirn[idx].tolist(), d.seq[idx].tolist(),
+        for j, (i, h, dirn, seq, ack, flags, poff, plen, pwire, ts) in enumerate(zip(
+                idx.tolist(), d.fhash[idx].tolist(), d.dirn[idx].tolist(), d.seq[idx].tolist(), d.ack[idx].tolist(),
                 d.flags[idx].tolist(), poffs.tolist(), plens.tolist(), d.pwire[idx].tolist(),
                 batch.ts[idx].tolist())):
-            one(mv, buf, d, i, h, dirn, seq, flags, poff, plen, pwire, ts, j)
+            one(mv, buf, d, i, h, dirn, seq, ack, flags, poff, plen, pwire, ts, j)
 
-    def _one(self, mv, buf, d, i, h, dirn, seq, flags, poff, plen, pwire, ts, j) -> None:
+    def _one(self, mv, buf, d, i, h, dirn, seq, ack, flags, poff, plen, pwire, ts, j) -> None:
         """One packet the Python way (j indexes the current head scan)."""
         flows = self.flows
         try:
@@ -446,6 +446,8 @@ class Decoder:
             if pwire:
                 if f.conn is None and not self._roles(f, dirn, mv[poff:poff + plen]):
                     return
+                if flags & TH_ACK:  # bytes of the other side it acknowledges and we never saw will not come
+                    f.streams[1 - dirn].acked(ack)
                 if not s.body_bytes(seq, pwire, plen):
                     s.data(seq, mv[poff:poff + plen], pwire, ts, j)
             if flags & TH_FIN:
@@ -473,8 +475,8 @@ class Decoder:
         flags = d.flags[idx]  # a copy
         if self.builder.bodies is not None:
             self._bodies_to_python(buf, d, idx, fh, flags)
-        fb = fast.run(buf, fh, d.dirn[idx], d.seq[idx], flags, d.poff[idx], d.plen[idx], pwire, batch.ts[idx],
-                      d.sport[idx], d.dport[idx], d.src_off[idx], d.dst_off[idx], d.alen[idx],
+        fb = fast.run(buf, fh, d.dirn[idx], d.seq[idx], d.ack[idx], flags, d.poff[idx], d.plen[idx], pwire,
+                      batch.ts[idx], d.sport[idx], d.dport[idx], d.src_off[idx], d.dst_off[idx], d.alen[idx],
                       idx + self._packets_before, max(0, room))
         counts = fast.batch_counts()
         budget.total += counts.pop("held_added")
@@ -515,17 +517,17 @@ class Decoder:
             self.scan.set(scan_heads(buf, sp, sl, self.heads.names, self.heads.name_off))
             mv = memoryview(buf)
             fast = self.fast
-            for js, (demoted, slot, upto, k, i, h, dr, seq, flags, po, pl, pw, ts) in enumerate(zip(
+            for js, (demoted, slot, upto, k, i, h, dr, seq, ack, flags, po, pl, pw, ts) in enumerate(zip(
                     handed.demoted, handed.slots, handed.released, rj.tolist(), idx[rj].tolist(),
                     d.fhash[idx][rj].tolist(), d.dirn[idx][rj].tolist(), d.seq[idx][rj].tolist(),
-                    d.flags[idx][rj].tolist(), sp.tolist(), sl.tolist(), d.pwire[idx][rj].tolist(),
-                    batch.ts[idx][rj].tolist())):
+                    d.ack[idx][rj].tolist(), d.flags[idx][rj].tolist(), sp.tolist(), sl.tolist(),
+                    d.pwire[idx][rj].tolist(), batch.ts[idx][rj].tolist())):
                 budget.total -= upto - released
                 released = upto
                 if demoted and fast.slot(h) == slot:
                     self._materialize(h, in_kernel=True)
                 n = len(self.out)
-                self._one(mv, buf, d, i, h, dr, seq, flags, po, pl, pw, ts, js)
+                self._one(mv, buf, d, i, h, dr, seq, ack, flags, po, pl, pw, ts, js)
                 self._out_k += [k] * (len(self.out) - n)
         budget.total -= handed.released_total - released
 

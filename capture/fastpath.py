@@ -74,6 +74,7 @@ F_NONE, F_LENGTH, F_CHUNKED, F_CLOSE, F_INTERIM = range(5)
 END_CLOSED, END_RESET, END_REUSE = 1, 2, 3
 
 MASK = 0xFFFFFFFF
+HALF = 1 << 31
 MAX_BODY = 1 << 40
 M_HEAD, M_CONNECT = 1, 2
 
@@ -599,7 +600,7 @@ def _in(ports, x):
 
 
 @hot_kernel
-def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
+def _packet(buf, k, tsk, slot, fl, sq, ak, pw, pc, ps, sport, dport, d, st, lbuf, pring, hbuf, pts, ports, names,
             name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena, meta, nrec, ended, pref, saddr, tx, txa):
     """Pipeline._walk for one packet of a fast flow. Returns the new record count or -1 (demote)."""
     b = D0 + DW * d
@@ -638,6 +639,10 @@ def _packet(buf, k, tsk, slot, fl, sq, pw, pc, ps, sport, dport, d, st, lbuf, pr
                 return -1
             st[slot, CLIENT] = client
             st[slot, CONN] = 1
+        if ack:
+            on = st[slot, D0 + DW * (1 - d) + NEXT]
+            if on >= 0 and 1 < ((ak - on) & MASK) < HALF:
+                return -1  # acknowledges bytes of the other side never captured: a gap now (Stream.acked), Python's
         if st[slot, b + CLOSED] or st[slot, b + FIN] >= 0:
             return -1
         ns = st[slot, b + NEXT]
@@ -743,7 +748,7 @@ def _reindex(index, st, meta):
 
 
 @kernel
-def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, index, st,
+def _run(buf, fh, dirn, seq, ack, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born, index, st,
          last, lbuf, pring, hbuf, pts, free, meta, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp,
          rts, arena, nrec, start, pref, saddr, tx, txa, sv, svm, svl, svh, ended):
     """Route a batch's packets (those with payload or SYN/FIN/RST). Returns (records, next packet);
@@ -796,9 +801,9 @@ def _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off
         for c in range(NMETA):
             svm[c] = meta[c]
         ended[0] = 0
-        r = _packet(buf, k, ts[k], slot, fl, seq[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st, lbuf,
-                    pring, hbuf, pts, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts, arena,
-                    meta, nrec, ended, pref, saddr, tx, txa)
+        r = _packet(buf, k, ts[k], slot, fl, seq[k], ack[k], pwire[k], plen[k], poff[k], sport[k], dport[k], d, st,
+                    lbuf, pring, hbuf, pts, ports, names, name_off, cl_k, te_k, max_pend, max_flow, rec, rsp, rts,
+                    arena, meta, nrec, ended, pref, saddr, tx, txa)
         if r < 0:
             for c in range(NCOL):
                 st[slot, c] = sv[c]
@@ -1133,7 +1138,7 @@ class FlowTable:
         self.index = np.zeros(1 << (2 * new - 1).bit_length(), np.int64)  # a power of two, >= twice the slots
         _reindex(self.index, self.st, self.meta)
 
-    def run(self, buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born,
+    def run(self, buf, fh, dirn, seq, ack, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen, born,
             room: int):
         """Follow a batch's packets (the Decoder's decoded columns of those needing more than L2-L4): what it
         handed over, paired and framed (FastBatch). Call keep_waiting_heads(batch) once its events are written.
@@ -1156,7 +1161,7 @@ class FlowTable:
             self.index[:] = EMPTY
             _reindex(self.index, self.st, self.meta)
         while True:
-            nrec, k = _run(buf, fh, dirn, seq, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen,
+            nrec, k = _run(buf, fh, dirn, seq, ack, flags, poff, plen, pwire, ts, sport, dport, src_off, dst_off, alen,
                            born, self.index, self.st, self.last, self.lbuf, self.pring, self.hbuf, self.pts,
                            self.free, self.meta, self.ports, self.names, self.name_off, self.cl_k, self.te_k,
                            self.max_pending, self.max_flow, rec, rsp, rts, self.arena, nrec, k, self.pref, self.saddr,

@@ -37,6 +37,7 @@ class Decoded(NamedTuple):
     sport: np.ndarray     # int32
     dport: np.ndarray     # int32
     seq: np.ndarray       # int64 (uint32 value)
+    ack: np.ndarray       # int64 (uint32 value), the acknowledgment number
     flags: np.ndarray     # int32, TCP flags
     poff: np.ndarray      # int64, payload start in buf
     plen: np.ndarray      # int32, payload bytes captured
@@ -66,6 +67,7 @@ def _decode(buf, offsets, caplens, wirelens, linktypes):
     sport = np.zeros(n, np.int32)
     dport = np.zeros(n, np.int32)
     seq = np.zeros(n, np.int64)
+    ack = np.zeros(n, np.int64)
     flags = np.zeros(n, np.int32)
     poff = np.zeros(n, np.int64)
     plen = np.zeros(n, np.int32)
@@ -231,12 +233,13 @@ def _decode(buf, offsets, caplens, wirelens, linktypes):
         sport[i] = sp
         dport[i] = dp
         seq[i] = _be32(buf, l4 + 4)
+        ack[i] = _be32(buf, l4 + 8)
         flags[i] = buf[l4 + 13]
         poff[i] = ps
         plen[i] = pc
         pwire[i] = pw
         kind[i] = 0
-    return kind, fhash, dirn, sport, dport, seq, flags, poff, plen, pwire, src_off, dst_off, alen, truncated
+    return kind, fhash, dirn, sport, dport, seq, ack, flags, poff, plen, pwire, src_off, dst_off, alen, truncated
 
 
 def decode_batch(batch: FrameBatch) -> Decoded:

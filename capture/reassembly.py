@@ -4,8 +4,9 @@ The common case, the next expected segment, goes straight to the reader as a
 memoryview of the capture buffer (no copy; body bytes are only counted). Out-of-
 order segments are copied and held until the hole fills, bounded per flow and in
 total; when a bound is hit the segment is dropped (counted) and the stream skips
-the hole, which the reader sees as a gap. Retransmissions and overlaps are
-trimmed to the bytes not yet delivered. Sequence numbers wrap modulo 2**32.
+the hole, which the reader sees as a gap; a hole the other side's packets acknowledge
+(sent and received, never captured) is a gap at once (Stream.acked). Retransmissions and
+overlaps are trimmed to the bytes not yet delivered. Sequence numbers wrap modulo 2**32.
 """
 from __future__ import annotations
 
@@ -81,6 +82,29 @@ class Stream:
             self._drain()
             return
         self._hold(seq, seg, wire, ts)
+
+    def acked(self, ack: int) -> None:
+        """The peer acknowledged this side's bytes up to `ack`: those never captured will not come (the receiver has
+        them), so they are a gap now, as the reference analyser takes them, not a hole held until the flow ends and
+        every request meanwhile has waited. One byte ahead is a FIN not seen."""
+        ns = self.next_seq
+        if ns is None or self.closed or not 1 < _rel(ack, ns) < HALF:
+            return
+        end = ack & MASK
+        if self.fin_seq is not None and _rel(end, self.fin_seq) > 0:
+            end = self.fin_seq
+        while not self.closed and _rel(end, self.next_seq) > 0:
+            below = [s for s in self.ooo if 0 <= _rel(s, self.next_seq) < _rel(end, self.next_seq)]
+            upto = min(below, key=lambda s: _rel(s, self.next_seq)) if below else end
+            hole = _rel(upto, self.next_seq)
+            if hole > 0:
+                self.reader.gap(hole)
+                self.next_seq = upto
+            self._drain()
+            if not below:
+                break
+        if self.fin_seq is not None and self.next_seq == self.fin_seq:
+            self._close()
 
     def body_bytes(self, seq: int, wire: int, captured: int) -> bool:
         """Fast path for the commonest packet: the next in-order piece of a body being skipped.
