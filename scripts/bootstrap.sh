@@ -11,7 +11,11 @@ want_test=0
 apt_pkgs=(redis-server libpcap0.8 tcpdump gcc g++)
 python3 -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
   2>/dev/null || apt_pkgs+=(python3-dev)
-[ "$want_test" = 1 ] && apt_pkgs+=(clickhouse-server clickhouse-client tshark tcpreplay chromium)
+# ZooKeeper (the jars, run by engine/services.start_zookeeper in the foreground; not the `zookeeper` package,
+# whose default-jre pulls the desktop JRE): 42 packages, 32 MB to download / 40 MB installed with a JRE there,
+# +44 / 189 MB for openjdk-17-jre-headless on a machine without one; 13 s to install here
+[ "$want_test" = 1 ] && apt_pkgs+=(clickhouse-server clickhouse-client tshark tcpreplay chromium
+                                   libzookeeper-java default-jre-headless)
 
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -2,7 +2,7 @@
 of one server, each holding visitwire's own tables as its migrations make them), Distributed tables over
 them sharded by cityHash64(visitor_id), and the history store pointed at the Distributed names. The read
 side's answers on the sharded layout must equal a single server's on the same rows, replays included.
-(Replicated engines need ZooKeeper, which does not install here: only the sharding is tried.)"""
+(The Replicated engines: tests/sinks/test_replicas.py.)"""
 from __future__ import annotations
 
 import uuid
@@ -11,7 +11,6 @@ import pytest
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException
 
-from engine import services
 from engine.services import free_port, start_clickhouse
 from sinks.history import open_history
 from sinks.reads import queries as hq
@@ -42,14 +41,9 @@ def two_shards(tmp_path_factory):
     shards = (f"vw_s1_{tag}", f"vw_s2_{tag}")
     remote = "<remote_servers><two>" + "".join(
         f"<shard><replica><host>127.0.0.1</host><port>{port}</port><default_database>{db}</default_database>"
-        "</replica></shard>" for db in shards) + "</two></remote_servers>\n</yandex>"
-    config, users = services._CLICKHOUSE_CONFIG, services._CLICKHOUSE_USERS
-    services._CLICKHOUSE_CONFIG = config.replace("</yandex>", remote)
-    services._CLICKHOUSE_USERS = users.replace("<default>", "<default>" + PROFILE, 1)
-    try:
-        svc = start_clickhouse(port=port, workdir=str(tmp_path_factory.mktemp("ch-cluster")))
-    finally:
-        services._CLICKHOUSE_CONFIG, services._CLICKHOUSE_USERS = config, users
+        "</replica></shard>" for db in shards) + "</two></remote_servers>\n"
+    svc = start_clickhouse(port=port, workdir=str(tmp_path_factory.mktemp("ch-cluster")), extra_config=remote,
+                           profile=PROFILE)
     base = svc.url.rsplit("/", 1)[0]
     try:
         yield svc, base, shards
