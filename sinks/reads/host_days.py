@@ -11,15 +11,13 @@ API reads those from the raw rows.
 """
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
-from sinks.reads import member_days
+from sinks.reads import day_tables, member_days
 from sinks.reads.common import History, num
 
 FIELDS = ("pageviews", "hits", "errors")
 VERSION = "1"  # in every stamp: a change of what a day's figures mean makes the kept ones stale
-_refresh_lock = threading.Lock()  # one refresh at a time in a process (the screen's requests run in threads)
 
 
 def kept(store: History | None) -> bool:
@@ -29,35 +27,15 @@ def kept(store: History | None) -> bool:
 
 def day_stamps(store: History, first_day: int, last_day: int) -> dict[int, str]:
     """day -> stamp of every day first_day..last_day that holds page views or hits."""
-    counts = member_days.day_counts(store, last_day)
+    counts = day_tables.day_counts(store, last_day)
     days = {d for _, d in counts if first_day <= d <= last_day}
     return {d: f"{counts.get(('pageviews', d), 0)}.{counts.get(('hits', d), 0)}.{VERSION}" for d in days}
 
 
 def refresh(store: History, figures_sql: Callable[[int, int], str], stamps: dict[int, str]) -> int:
-    """Computes the days whose stamp has no complete figures yet, in runs of at most member_days.REFRESH_ROWS
-    rows a query (each run marked done once stored); returns how many days were stale."""
-    if not stamps:
-        return 0
-    with _refresh_lock:
-        done = {(int(num(r["day"])), r["stamp"]) for r in store.query(
-            "SELECT DISTINCT day, stamp FROM host_days_done WHERE day >= %(a)s AND day <= %(b)s",
-            {"a": min(stamps), "b": max(stamps)})}
-        stale = sorted(d for d, s in stamps.items() if (d, s) not in done)
-        if not stale:
-            return 0
-        counts = member_days.day_counts(store, stale[-1])
-        rows = lambda d: counts.get(("pageviews", d), 0) + counts.get(("hits", d), 0)  # noqa: E731
-        for first, last in member_days._spans(stale, rows):
-            span = list(range(first, last + 1))
-            keys = {"days": span, "stamps": [stamps.get(d, "") for d in span]}
-            store.query(f"INSERT INTO host_days (day, stamp, host, {', '.join(FIELDS)}) "
-                        "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, key, "
-                        f"{', '.join(FIELDS)} FROM ({figures_sql(first, last)})", keys)
-            store.query("INSERT INTO host_days_done (day, stamp, computed_at) "
-                        "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, toFloat64(now()) FROM "
-                        "(SELECT arrayJoin(%(days)s) AS day)", keys)
-        return len(stale)
+    """Computes the days whose stamp has no complete figures yet (sinks/reads/day_tables.py); returns how many."""
+    return day_tables.refresh(store, "host_days", "host", FIELDS, stamps,
+                              lambda first, last: (figures_sql(first, last), {}), figures_key="key")
 
 
 def figures(store: History, figures_sql: Callable[[int, int], str], first_day: int, last_day: int,

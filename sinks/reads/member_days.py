@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import threading
 
+from sinks.reads import day_tables
 from sinks.reads.common import History, TimeRange, num
+from sinks.reads.day_tables import day_counts
 from sinks.reads.goal_events import GoalConfig
 from sinks.reads.member_columns import MemberColumns
 from sinks.reads.members import member_goals, member_pageviews
@@ -29,7 +31,6 @@ _READ = {"first_seen": "f_first", "last_seen": "f_last", "visits": "f_visits", "
          "revenue": "f_revenue", "window_visits": "w_visits", "window_orders": "w_orders",
          "window_revenue": "w_revenue"}
 _last_closed: tuple = (None, {})  # (key, figures) of the last closed-days read: one store's, bounded by its members
-_refresh_lock = threading.Lock()  # one refresh at a time in a process (the screen's requests run in threads)
 _closed_lock = threading.Lock()  # one read of the closed days at a time; the others take its answer
 
 
@@ -68,13 +69,6 @@ def day_figures_sql(cfg: GoalConfig, first_day: int, last_day: int, until: float
     return sql, {**params, **gparams, "purchase": cfg.purchase, "first_day": first_day}
 
 
-def day_counts(store: History, until_day: int) -> dict[tuple[str, int], int]:
-    """(source, day) -> rows inserted into pageviews / hits of that day, for the days up to `until_day`."""
-    rows = store.query("SELECT source, day, sum(rows) AS n FROM day_rows WHERE day <= %(before)s GROUP BY source, day",
-                       {"before": until_day})
-    return {(r["source"], int(num(r["day"]))): int(num(r["n"])) for r in rows}
-
-
 def day_stamps(store: History, cfg: GoalConfig, before_day: int,
                counts: dict[tuple[str, int], int] | None = None) -> dict[int, str]:
     """day -> stamp of every day before `before_day` that holds page views or hits (`counts`: day_counts')."""
@@ -86,47 +80,10 @@ def day_stamps(store: History, cfg: GoalConfig, before_day: int,
                f"{counts.get(('hits', d), 0)}.{rules}" for d in days}
 
 
-# Page views and hits one refresh query reads at most (whole days; a day over it goes alone): the first read after
-# an upgrade computed 90 days of 10M page views in one query, which needed 3.8 GiB on the server (limit 3.7).
-REFRESH_ROWS = 2_000_000
-
-
 def refresh(store: History, cfg: GoalConfig, stamps: dict[int, str]) -> int:
-    """Computes the days whose stamp has no complete figures yet (one query per run of days holding at most
-    REFRESH_ROWS rows, each marked done once stored); returns how many."""
-    with _refresh_lock:
-        done = {(int(num(r["day"])), r["stamp"])
-                for r in store.query("SELECT DISTINCT day, stamp FROM member_days_done")}
-        stale = sorted(d for d, s in stamps.items() if (d, s) not in done)
-        if not stale:
-            return 0
-        counts = day_counts(store, stale[-1])
-        for first, last in _spans(stale, lambda d: counts.get(("pageviews", d), 0) + counts.get(("hits", d), 0)):
-            span = list(range(first, last + 1))
-            keys = {"days": span, "stamps": [stamps.get(d, "") for d in span]}
-            figures, params = day_figures_sql(cfg, first, last)
-            store.query(f"INSERT INTO member_days (day, stamp, member_id, {', '.join(FIELDS)}) "
-                        f"SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, member_id, "
-                        f"{', '.join(FIELDS)} FROM ({figures})", {**params, **keys})
-            store.query("INSERT INTO member_days_done (day, stamp, computed_at) "
-                        "SELECT day, transform(day, %(days)s, %(stamps)s, '') AS stamp, toFloat64(now()) FROM "
-                        "(SELECT arrayJoin(%(days)s) AS day)", keys)
-        return len(stale)
-
-
-def _spans(stale: list[int], rows) -> list[tuple[int, int]]:
-    """(first, last) runs of days from the first stale day to the last, each holding at most REFRESH_ROWS
-    rows (`rows(day)`) or one day, keeping only runs with a stale day."""
-    spans: list[tuple[int, int]] = []
-    first, total = stale[0], 0
-    for d in range(stale[0], stale[-1] + 1):
-        if d > first and total + rows(d) > REFRESH_ROWS:
-            spans.append((first, d - 1))
-            first, total = d, 0
-        total += rows(d)
-    spans.append((first, stale[-1]))
-    wanted = set(stale)
-    return [(a, b) for a, b in spans if wanted.intersection(range(a, b + 1))]
+    """Computes the days whose stamp has no complete figures yet (sinks/reads/day_tables.py); returns how many."""
+    return day_tables.refresh(store, "member_days", "member_id", FIELDS, stamps,
+                              lambda first, last: day_figures_sql(cfg, first, last))
 
 
 def member_figures(store: History, cfg: GoalConfig, first_day: int, until: float,

@@ -10,7 +10,7 @@ import pytest
 
 import sinks.history_store
 from sinks.migrations import migration_files
-from sinks.reads import member_days, rfm
+from sinks.reads import day_tables, member_days, rfm
 from sinks.reads.common import TimeRange
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
@@ -116,10 +116,10 @@ def test_days_computed_a_few_at_a_time_give_the_same_figures(store, monkeypatch)
     """The first read after an upgrade computes the days in runs of at most REFRESH_ROWS rows (one query over
     90 days of 10M page views went over the server's memory limit); with runs of a few days, the same figures.
     (Other goal rules: every day's stamp is new, so every day is computed again.)"""
-    monkeypatch.setattr(member_days, "REFRESH_ROWS", 300)
+    monkeypatch.setattr(day_tables, "REFRESH_ROWS", 300)
     cfg = dataclasses.replace(CFG, idle_s=CFG.idle_s + 1)
     fast = rfm.member_stats(store, TimeRange(None, DS.now), cfg, WINDOW)
     assert fast == rfm.member_stats(store, TimeRange(0.001, DS.now), cfg, WINDOW) and len(fast) > 10
     rows = {1: 200, 2: 200, 3: 50, 7: 500}  # a run stops before the day that would pass 300; a big day goes alone
-    assert member_days._spans([1, 2, 3, 7], lambda d: rows.get(d, 0)) == [(1, 1), (2, 6), (7, 7)]
-    assert member_days._spans([5], lambda d: 10**9) == [(5, 5)]
+    assert day_tables._spans([1, 2, 3, 7], lambda d: rows.get(d, 0)) == [(1, 1), (2, 6), (7, 7)]
+    assert day_tables._spans([5], lambda d: 10**9) == [(5, 5)]
