@@ -11,7 +11,9 @@ the members, as the worker would have written them. Then the real web app serves
 `--runs` times (p50 / p95 / max); the page's time is from navigation to the filled member table. Targets
 (issue 16): API p95 < 1 s, page ready < 2 s. The Site list (the sites of the last 90 days, by=host) is timed
 through the app (each site's figures per day, sinks/reads/host_days.py) and, as the peer, `--before-runs` times
-as the raw scan it was before (compute_stats with prefer_rollups=False, in this process).
+as the raw scan it was before (compute_stats with prefer_rollups=False, in this process); the member profile
+and activity also in this process, alternated with their peer: the reads as they were, a query a figure
+(benchmarks/profile_before.py).
 """
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def quantiles(xs: list[float]) -> str:
     return f"p50 {statistics.median(xs) * 1000:7.0f} ms  p95 {p95 * 1000:7.0f} ms  max {xs[-1] * 1000:7.0f} ms"
 
 
-async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[float]], dict[str, float]]:
+async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[float]], dict[str, float], str]:
     client = TestClient(TestServer(create_web_app(load_settings(), None, store)))
     await client.start_server()
     try:
@@ -106,7 +108,7 @@ async def time_api(store, runs: int, only: set[str]) -> tuple[dict[str, list[flo
                 times[name].append(time.perf_counter() - t0)
                 cpu[name] += time.process_time() - c0
                 assert resp.status == 200, (path, resp.status)
-        return times, {k: v / runs for k, v in cpu.items()}
+        return times, {k: v / runs for k, v in cpu.items()}, member
     finally:
         await client.close()
 
@@ -128,6 +130,44 @@ def time_raw_site_list(store, runs: int) -> tuple[list[float], bool]:
         times.append(time.perf_counter() - t0)
         same = same and raw == compute_stats(store.query, req, days=store)
     return times, same
+
+
+def time_person_reads(store, member: str, runs: int) -> None:
+    """The member profile and activity in this process, alternated with the peer: the same reads as they were
+    before (benchmarks/profile_before.py: one query per figure), checked to give the same answers."""
+    import profile_before as before
+
+    from sinks.reads import customers, profiles
+    from sinks.reads.goal_events import GoalConfig
+
+    settings = load_settings()
+    cfg, support = GoalConfig.from_settings(settings), settings.analytics.recommendation_min_support
+    pairs = {"member profile": (lambda: profiles.member_profile(store, member, cfg=cfg),
+                                lambda: before.member_profile(store, member, cfg)),
+             "member activity": (lambda: customers.member_activity(store, member, cfg, support),
+                                 lambda: before.member_activity(store, member, cfg, support))}
+    for name, (now_read, before_read) in pairs.items():
+        got: dict[str, list[float]] = {"now": [], "before": []}
+        answers = {}
+        for _ in range(runs):
+            for which, read in (("now", now_read), ("before", before_read)):
+                t0 = time.perf_counter()
+                answers[which] = read()
+                got[which].append(time.perf_counter() - t0)
+        same = _comparable(answers["now"]) == _comparable(answers["before"])
+        print(f"  {name + ', one query (in process)':40s} {quantiles(got['now'])}")
+        print(f"  {name + ', before (query a figure)':40s} {quantiles(got['before'])}  "
+              f"same answer: {'yes' if same else 'NO'}")
+
+
+def _comparable(answer: dict | None) -> dict | None:
+    """An answer without its clock-dependent recency, its goals in a fixed order (ties in time come either way)."""
+    if answer is None:
+        return None
+    out = {k: v for k, v in answer.items() if k != "recency_days"}
+    if "goals" in out and isinstance(out["goals"], list):
+        out["goals"] = sorted(out["goals"], key=lambda g: (-g["ts"], g["goal"], g["value"]))
+    return out
 
 
 def time_page(store, runs: int) -> tuple[list[float], list[float]]:
@@ -162,7 +202,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--browser-runs", type=int, default=3)
     ap.add_argument("--calls", default="", help="time only these calls, e.g. customers,segments,sites (default: all)")
-    ap.add_argument("--before-runs", type=int, default=3, help="runs of the Site list's raw scan (the peer; 0: none)")
+    ap.add_argument("--before-runs", type=int, default=3, help="runs of the peers (0: none): the Site list's raw "
+                    "scan, the member profile and activity as a query a figure (benchmarks/profile_before.py)")
     ap.add_argument("--keep", default="", help="chdb: keep the history in this directory and reuse it when a run "
                                                "with the same sizes filled it (skips the fill and the first read)")
     a = ap.parse_args()
@@ -185,13 +226,17 @@ def main() -> int:
         n = store.query("SELECT count() AS n, uniqExact(member_id) AS m FROM pageviews")[0]
         print(f"{a.backend}: {int(n['n']):,} page views, {int(n['m']) - 1:,} members, filled in "
               f"{time.perf_counter() - t0:.1f} s")
-        times, cpu = asyncio.run(time_api(store, a.runs, set(filter(None, a.calls.split(",")))))
+        only = set(filter(None, a.calls.split(",")))
+        times, cpu, member = asyncio.run(time_api(store, a.runs, only))
         worst = 0.0
         for name, xs in times.items():  # cpu: this process's (server, client and chdb's threads), per call
             print(f"  {name:40s} {quantiles(xs)}  cpu {cpu[name]:6.3f} s")
             worst = max(worst, sorted(xs)[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))])
         print(f"  API p95 target < 1 s: {'met' if worst < 1 else 'NOT met'} (worst p95 {worst:.2f} s)")
-        if a.before_runs:
+        print(f"  load average after the calls: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if a.before_runs and (not only or {"member profile", "member activity"} & only):
+            time_person_reads(store, member, a.before_runs)
+        if a.before_runs and (not only or "sites" in only):
             before, same = time_raw_site_list(store, a.before_runs)
             print(f"  {'sites before: raw scan (no host_days)':40s} {quantiles(before)}  "
                   f"same rows as host_days: {'yes' if same else 'NO'}")

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sinks.reads import recommendations, rfm
-from sinks.reads.common import ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, AnalyticsError, History, TimeRange, num
+from sinks.reads import one_person, recommendations, rfm
+from sinks.reads.common import ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, AnalyticsError, History, TimeRange
 from sinks.reads.goal_events import GoalConfig, goal_hits
 from sinks.reads.members import member_goals, member_pageviews
 
@@ -59,11 +59,8 @@ def member_activity(store: History, member_id: str, cfg: GoalConfig, min_support
                     limit: int = 20) -> dict[str, Any] | None:
     """What a member did, over the requests that belong to it; None when it has none in the range."""
     pvs, params = member_pageviews(rng, _ACTIVITY_COLUMNS, member=member_id)
-    src = f"(SELECT * FROM {pvs} WHERE a_member = %(who)s)"
-    goals_sql, gparams = member_goals(cfg, rng, member_id)
-    goals = f"(SELECT t, goal, goal_value FROM {goals_sql} WHERE a_member = %(who)s)"
-    return _activity(store, src, goals, {**params, **gparams, "who": member_id}, cfg, min_support, limit,
-                     {"member_id": member_id})
+    goals, gparams = member_goals(cfg, rng, member_id)  # both this member's alone
+    return _activity(store, pvs, goals, {**params, **gparams}, cfg, min_support, limit, {"member_id": member_id})
 
 
 def visitor_activity(store: History, visitor_id: str, cfg: GoalConfig, min_support: int,
@@ -71,43 +68,40 @@ def visitor_activity(store: History, visitor_id: str, cfg: GoalConfig, min_suppo
     """What one visitor id did (all its page views and goals in the range); None when it has none."""
     cols = ", ".join(["event_id", "session_id", f"{TS} AS t", *_ACTIVITY_COLUMNS])
     src = (f"(SELECT DISTINCT {cols} FROM {PAGEVIEWS_BY_VISITOR} WHERE visitor_id = %(who)s AND ({rng.sql()}))")
-    hits_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(who)s", by_visitor=True)
-    goals = f"(SELECT t, goal, goal_value FROM {hits_sql})"
+    goals, gparams = goal_hits(cfg, rng, "visitor_id = %(who)s", by_visitor=True)
     return _activity(store, src, goals, {**rng.params(), **gparams, "who": visitor_id}, cfg, min_support, limit,
                      {"visitor_id": visitor_id})
 
 
+_TOPS = ("path", "product_id", "category", "menu")
+
+
 def _activity(store: History, src: str, goals: str, params: dict, cfg: GoalConfig, min_support: int, limit: int,
               head: dict) -> dict[str, Any] | None:
-    visits = store.query(
-        "SELECT session_id, min(t) AS start, max(t) AS end, count() AS pageviews, argMin(path, t) AS entry_page, "
-        "argMax(path, t) AS exit_page, any(device) AS device, argMin(channel, t) AS channel "
-        f"FROM {src} GROUP BY session_id ORDER BY start DESC, session_id LIMIT {int(limit)}", params)
-    if not visits:
-        return None
-
-    def top(column: str, n: int | None = limit) -> list[dict]:
-        rows = store.query(f"SELECT {column} AS name, count() AS views, max(t) AS last FROM {src} "
-                           f"WHERE {column} != '' GROUP BY {column} ORDER BY views DESC, name"
-                           + (f" LIMIT {int(n)}" if n else ""), params)
-        return [{"name": r["name"], "views": int(num(r["views"])), "last": num(r["last"])} for r in rows]
-
     # One read of the goals (the latest 5 x limit) and the orders (the latest 1000): the newest `keep` of each
     # goal hold both. A member's goals cost more than its page views (1.2 s of 3.3 on ClickHouse 18.16 at 10M).
     keep = max(1000, int(limit) * 5)
-    goal_rows = store.query(f"SELECT t, goal, goal_value FROM {goals} ORDER BY t DESC LIMIT {keep} BY goal", params)
-    goal_list = [{"ts": num(g["t"]), "goal": g["goal"], "value": round(num(g["goal_value"]), 2)}
+    person = one_person.read(store, src, _TOPS, one_person.latest_goals(goals, keep), params, visit_columns=True)
+    if not person.sessions:
+        return None
+    visits = sorted(person.sessions.items(), key=lambda kv: (-kv[1]["t_min"], kv[0]))[:int(limit)]
+
+    def top(column: str, n: int | None = limit) -> list[dict]:
+        return [{"name": r["name"], "views": r["n"], "last": r["t_max"]} for r in person.top(column, n)]
+
+    goal_rows = sorted(person.goals, key=lambda g: -g["t_min"])  # newest first
+    goal_list = [{"ts": g["t_min"], "goal": g["name"], "value": round(g["value"], 2)}
                  for g in goal_rows[:int(limit) * 5]]
-    order_rows = [g for g in goal_rows if g["goal"] == cfg.purchase][:1000]
+    order_rows = [g for g in goal_rows if g["name"] == cfg.purchase][:1000]
     seen = [p["name"] for p in top("product_id", None)]
     return {
         **head,
-        "visits": [{"session_id": v["session_id"], "start": num(v["start"]), "end": num(v["end"]),
-                    "pageviews": int(num(v["pageviews"])), "entry_page": v["entry_page"], "exit_page": v["exit_page"],
-                    "device": v["device"], "channel": v["channel"]} for v in visits],
+        "visits": [{"session_id": sid, "start": v["t_min"], "end": v["t_max"], "pageviews": v["n"],
+                    "entry_page": v["entry_page"], "exit_page": v["exit_page"], "device": v["device"],
+                    "channel": v["channel"]} for sid, v in visits],
         "pages": top("path"), "products": top("product_id"), "categories": top("category"), "menus": top("menu"),
         "goals": goal_list,
-        "orders": [{"ts": num(o["t"]), "value": round(num(o["goal_value"]), 2)} for o in order_rows],
+        "orders": [{"ts": o["t_min"], "value": round(o["value"], 2)} for o in order_rows],
         "recommendations": recommend_after(store, seen[:10], seen, min_support),
     }
 

@@ -118,8 +118,9 @@ def goal_hits(cfg: GoalConfig, rng: TimeRange, where: str = "1", by_visitor: boo
     (by_visitor: read from the copy sorted by visitor id, for a `where` on some visitor ids)."""
     name, value, params = _rule_sql(cfg)
     table = HITS_BY_VISITOR if by_visitor else "hits"
-    sql = (f"(SELECT * FROM (SELECT DISTINCT event_id, visitor_id, member_id, {TS} AS t, path, {name} AS goal, "
-           f"{value} AS goal_value FROM {table} WHERE ({rng.sql()}) AND ({where})) WHERE goal != '')")
+    # (goal != '' in the same SELECT, by its alias: each level of subquery costs ClickHouse 18.16 analysis time)
+    sql = (f"(SELECT DISTINCT event_id, visitor_id, member_id, {TS} AS t, path, {name} AS goal, "
+           f"{value} AS goal_value FROM {table} WHERE ({rng.sql()}) AND ({where}) AND goal != '')")
     return sql, {**params, **rng.params()}
 
 
@@ -142,11 +143,11 @@ def attributed_goals(cfg: GoalConfig, rng: TimeRange, visitors: str | None = Non
     # Sessions that may hold a goal of the range can start before it (at most a day: session_max_s).
     window = TimeRange(rng.since - 86400 if rng.since is not None else None, rng.until)
     wsql = window.sql().replace("%(since)s", "%(w_since)s").replace("%(since_s)s", "%(w_since_s)s")
+    # (min and max need no DISTINCT: a row read twice changes neither)
     sessions = (
         f"(SELECT visitor_id, session_id, min({TS}) AS w_start, max({TS}) AS w_end FROM "
-        f"(SELECT DISTINCT event_id, visitor_id, session_id, {TS} FROM "
         f"{PAGEVIEWS_BY_VISITOR if by_visitor else 'pageviews'} "
-        f"WHERE ({wsql}) AND NOT is_bot AND {with_goals}) "
+        f"WHERE ({wsql}) AND NOT is_bot AND {with_goals} "
         "GROUP BY visitor_id, session_id)")
     # (t, kind 0 = session start / 1 = goal, w_end, id, path, goal, value), sorted per visitor.
     merged = (
@@ -157,9 +158,9 @@ def attributed_goals(cfg: GoalConfig, rng: TimeRange, visitors: str | None = Non
     goals_numbered = (
         "(SELECT visitor_id, e.1 AS t, e.4 AS event_id, e.5 AS path, e.6 AS goal, e.7 AS goal_value, "
         "toUInt64(n) AS ordinal FROM ("
-        "SELECT visitor_id, seq, arrayCumSum(arrayMap(x -> toUInt32(x.2 = 0), seq)) AS starts FROM ("
-        "SELECT visitor_id, arraySort(groupArray((t, k, w_end, id, path, goal, goal_value))) AS seq "
-        f"FROM ({merged}) GROUP BY visitor_id)) ARRAY JOIN seq AS e, starts AS n "
+        "SELECT visitor_id, arraySort(groupArray((t, k, w_end, id, path, goal, goal_value))) AS seq, "
+        "arrayCumSum(arrayMap(x -> toUInt32(x.2 = 0), seq)) AS starts "
+        f"FROM ({merged}) GROUP BY visitor_id) ARRAY JOIN seq AS e, starts AS n "
         "WHERE e.2 = 1 AND n > 0)")
     numbered_sessions = (
         "(SELECT visitor_id, x.3 AS g_session, x.2 AS g_end, toUInt64(n) AS ordinal FROM ("

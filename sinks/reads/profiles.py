@@ -12,10 +12,12 @@ the member's.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sinks.reads.common import (ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, History, TimeRange, links_source, num,
                                 pageviews_source)
+from sinks.reads import one_person
 from sinks.reads.goal_events import GoalConfig, default_config, goal_hits
 from sinks.reads.members import member_goals, member_pageviews
 
@@ -32,11 +34,14 @@ def linked_members(store: History, visitor_id: str) -> list[str]:
 
 def visitor_profile(store: History, visitor_id: str, rng: TimeRange = ALL_TIME, now: float | None = None,
                     cfg: GoalConfig | None = None) -> dict[str, Any] | None:
-    """Profile of one visitor id, or None when it was never seen."""
+    """Profile of one visitor id (bots included: a profile shows what the id did), or None when it was never seen."""
     cfg = cfg or default_config()
     goals_sql, gparams = goal_hits(cfg, rng, "visitor_id = %(v)s", by_visitor=True)
-    prof = _profile(store, "visitor_id = %(v)s", goals_sql, {"v": visitor_id, **gparams}, rng,
-                    now if now is not None else rng.now(), cfg, humans_only=False)
+    src = pageviews_source([TS + " AS t", "session_id", "section", "device"], f"visitor_id = %(v)s AND {rng.sql()}",
+                           humans_only=False, table=PAGEVIEWS_BY_VISITOR)
+    person = one_person.read(store, src, ("section", "device"), one_person.goal_totals(goals_sql),
+                             {"v": visitor_id, **gparams, **rng.params()})
+    prof = _profile(person, now if now is not None else rng.now(), cfg)
     if prof is not None:
         prof = {"visitor_id": visitor_id, "members": linked_members(store, visitor_id), **prof}
     return prof
@@ -46,67 +51,38 @@ def member_profile(store: History, member_id: str, rng: TimeRange = ALL_TIME, no
                    cfg: GoalConfig | None = None) -> dict[str, Any] | None:
     """Profile of a member over the requests that belong to it, pre-login start of its visits included."""
     cfg = cfg or default_config()
-    pvs, params = member_pageviews(rng, member=member_id)  # read from its own visitor ids alone
-    mgoals, gparams = member_goals(cfg, rng, member_id)
-    rows = store.query(f"SELECT DISTINCT visitor_id FROM {pvs} WHERE a_member = %(m)s ORDER BY visitor_id",
-                       {**params, "m": member_id})
-    if not rows:
-        return None
-    goals_sql = f"(SELECT * FROM {mgoals} WHERE a_member = %(m)s)"
-    # its visitor ids first: the sort key of the copy the profile reads
-    mine = ("visitor_id IN (SELECT visitor_id FROM member_visitor_ids WHERE member_id = %(m)s) "
-            f"AND event_id IN (SELECT event_id FROM {pvs} WHERE a_member = %(m)s)")
-    prof = _profile(store, mine, goals_sql, {**params, **gparams, "m": member_id}, rng,
-                    now if now is not None else rng.now(), cfg)
+    pvs, params = member_pageviews(rng, ("section", "device"), member=member_id)  # from its own visitor ids alone
+    goals_sql, gparams = member_goals(cfg, rng, member_id)  # both this member's alone
+    person = one_person.read(store, pvs, ("visitor_id", "section", "device"), one_person.goal_totals(goals_sql),
+                             {**params, **gparams})
+    prof = _profile(person, now if now is not None else rng.now(), cfg)
     if prof is None:
         return None
-    return {"member_id": member_id, "visitor_ids": [r["visitor_id"] for r in rows], **prof}
+    return {"member_id": member_id, "visitor_ids": person.names("visitor_id"), **prof}
 
 
-def _profile(store: History, pv_where: str, goals_sql: str, params: dict, rng: TimeRange, now: float,
-             cfg: GoalConfig, humans_only: bool = True) -> dict[str, Any] | None:
-    where = f"({pv_where}) AND {rng.sql()}"
-    params = {**params, **rng.params()}
-    src = pageviews_source([TS, "session_id"], where, humans_only=humans_only, table=PAGEVIEWS_BY_VISITOR)
-    # Per session first, then over sessions: total time is the sum of session spans.
-    rows = store.query(
-        "SELECT min(s_first) AS first_seen, max(s_last) AS last_seen, count() AS visits, sum(s_pv) AS pageviews, "
-        "sum(s_last - s_first) AS total_time FROM ("
-        f"SELECT session_id, min({TS}) AS s_first, max({TS}) AS s_last, count() AS s_pv "
-        f"FROM {src} GROUP BY session_id)", params)
-    if not rows or not int(num(rows[0]["visits"])):
+def _profile(person: one_person.Person, now: float, cfg: GoalConfig) -> dict[str, Any] | None:
+    if not person.sessions:
         return None
-    g = store.query("SELECT count() AS goals, countIf(goal = %(purchase)s) AS purchases, "
-                    f"sumIf(goal_value, goal = %(purchase)s) AS revenue FROM {goals_sql}",
-                    {**params, "purchase": cfg.purchase})
-    g = g[0] if g else {}
-    r = rows[0]
-    first, last, visits = num(r["first_seen"]), num(r["last_seen"]), int(num(r["visits"]))
+    first, last, pageviews, total_time = person.span()
+    visits = len(person.sessions)
     span_weeks = max(1.0, (last - first) / WEEK_S)
+    purchases = [g for g in person.goals if g["name"] == cfg.purchase]
     return {
         "first_seen": first,
         "last_seen": last,
         "visits": visits,
-        "pageviews": int(num(r["pageviews"])),
-        "total_time_s": round(num(r["total_time"]), 3),
+        "pageviews": pageviews,
+        "total_time_s": round(total_time, 3),
         "visits_per_week": round(visits / span_weeks, 3),
         "recency_days": round(max(0.0, now - last) / DAY_S, 3),
-        "goals": int(num(g.get("goals"))),
-        "purchases": int(num(g.get("purchases"))),
-        "revenue": round(num(g.get("revenue")), 2),
-        "favourite_sections": _top(store, "section", where, params, humans_only=humans_only),
-        "devices": _top(store, "device", where, params, humans_only=humans_only, per="session_id"),
+        "goals": sum(g["n"] for g in person.goals),
+        "purchases": sum(g["n"] for g in purchases),
+        "revenue": round(math.fsum(g["value"] for g in purchases), 2),
+        # sections counted per page view, devices per visit
+        "favourite_sections": [{"name": r["name"], "count": r["n"]} for r in person.top("section", 5)],
+        "devices": [{"name": r["name"], "count": r["sessions"]} for r in person.top("device", 5, by="sessions")],
     }
-
-
-def _top(store: History, column: str, where: str, params: dict, humans_only: bool, per: str = "event_id",
-         limit: int = 5) -> list[dict]:
-    """Most frequent non-empty values of `column`: counted per page view, or per session for devices."""
-    src = pageviews_source([column, "session_id"], f"{where} AND {column} != ''", humans_only=humans_only,
-                           table=PAGEVIEWS_BY_VISITOR)
-    rows = store.query(f"SELECT {column} AS value, uniqExact({per}) AS n FROM {src} GROUP BY {column} "
-                       f"ORDER BY n DESC, value LIMIT {int(limit)}", params)
-    return [{"name": r["value"], "count": int(num(r["n"]))} for r in rows]
 
 
 def top_visitors(store: History, rng: TimeRange = ALL_TIME, limit: int = 20, now: float | None = None) -> list[dict]:

@@ -146,3 +146,58 @@ def test_one_members_page_views_read_from_its_visitor_ids_are_the_same_rows(stor
     for m in MEMBERS:
         one, params = member_pageviews(TimeRange(), member=m)
         assert {r["event_id"] for r in store.query(f"SELECT event_id FROM {one}", params)} == want[m]
+
+
+def _top_of(rows, key, n):
+    """(name, count, last ts) of the non-empty values of `key`, most frequent first, then by name."""
+    count, last = Counter(), {}
+    for p in rows:
+        if p[key]:
+            count[p[key]] += 1
+            last[p[key]] = max(last.get(p[key], 0.0), p["ts"])
+    return [(k, c, last[k]) for k, c in sorted(count.items(), key=lambda kv: (-kv[1], kv[0]))][:n]
+
+
+def test_every_members_profile_and_activity_are_the_truth(store):
+    """Each figure of the profile and of the activity, every member: both are read in one query each
+    (sinks/reads/one_person.py), which folds sessions, values and goals apart from the SQL that gave them."""
+    from sinks.reads import profiles
+
+    checked = 0
+    for m in MEMBERS:
+        mine = [p for p in HUMAN if OWNER[p["event_id"]] == m]
+        goals = sorted((g for g in GOALS if OWNER[g["event_id"]] == m), key=lambda g: -g["ts"])
+        prof = profiles.member_profile(store, m, cfg=CFG, now=DS.now)
+        act = customers.member_activity(store, m, CFG, min_support=2)
+        if not mine:
+            assert prof is None and act is None, m
+            continue
+        checked += 1
+        by = visits(mine)
+        spans = {s: (v[0]["ts"], v[-1]["ts"]) for s, v in by.items()}
+        orders = [g for g in goals if g["goal"] == CFG.purchase]
+        assert prof["visitor_ids"] == sorted({p["visitor_id"] for p in mine}), m
+        assert (prof["first_seen"], prof["last_seen"]) == (min(p["ts"] for p in mine), max(p["ts"] for p in mine))
+        assert (prof["visits"], prof["pageviews"]) == (len(by), len(mine)), m
+        assert prof["total_time_s"] == pytest.approx(round(sum(b - a for a, b in spans.values()), 3), abs=1e-3)
+        assert (prof["goals"], prof["purchases"]) == (len(goals), len(orders)), m
+        assert prof["revenue"] == pytest.approx(round(sum(g["goal_value"] for g in orders), 2), abs=0.005), m
+        assert [(s["name"], s["count"]) for s in prof["favourite_sections"]] == \
+            [(k, c) for k, c, _ in _top_of(mine, "section", 5)], m
+        devices = Counter(v[0]["device"] for v in by.values() if v[0]["device"])
+        assert [(d["name"], d["count"]) for d in prof["devices"]] == \
+            sorted(devices.items(), key=lambda kv: (-kv[1], kv[0]))[:5], m
+
+        newest = sorted(by, key=lambda s: (-spans[s][0], s))[:20]
+        assert [(v["session_id"], v["start"], v["end"], v["pageviews"], v["entry_page"], v["exit_page"], v["device"],
+                 v["channel"]) for v in act["visits"]] == \
+            [(s, *spans[s], len(by[s]), by[s][0]["path"], by[s][-1]["path"], by[s][0]["device"], by[s][0]["channel"])
+             for s in newest], m
+        for key, column in (("pages", "path"), ("products", "product_id"), ("categories", "category"),
+                            ("menus", "menu")):
+            assert [(r["name"], r["views"], r["last"]) for r in act[key]] == _top_of(mine, column, 20), (m, key)
+        assert sorted((g["ts"], g["goal"], g["value"]) for g in act["goals"]) == \
+            sorted((g["ts"], g["goal"], round(g["goal_value"], 2)) for g in goals[:100]), m
+        assert sorted((o["ts"], o["value"]) for o in act["orders"]) == \
+            sorted((g["ts"], round(g["goal_value"], 2)) for g in orders), m
+    assert checked > 10
