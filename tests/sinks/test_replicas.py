@@ -31,6 +31,11 @@ LATER = generate(seed=8, visitors=30, members=10, weeks=3)  # written while repl
 MEMBERS = sorted({m for m in DS.owners().values() if m})[:3] + sorted({m for m in LATER.owners().values() if m})[:3]
 DB = "vw"  # the same database name on every replica: it is part of each table's ZooKeeper path
 CLUSTER = "replicas"
+# The screen's per-day caches, kept local: each server computes them from its own rows. Replicated, a read through
+# a lagging replica (its day_rows fetched before the rows) stored a day's figures from the older rows under the
+# new stamp, and the writer replica then served them too: the Site list said 454 page views for 868.
+CACHES = ("member_days", "member_days_done", "host_days", "host_days_done")
+MORE = generate(seed=9, visitors=10, members=4, weeks=3)  # written while replica B lags
 
 
 def _config(zk_port: int, replica: str, interserver: int, ports: tuple[int, int]) -> str:
@@ -96,12 +101,13 @@ def replicated_engine(engine_full: str, table: str) -> str:
 
 def make_replicated(client: Client) -> list[str]:
     """The README's steps on one replica whose database visitwire's migrations made: each MergeTree table but the
-    replica's own migration record gets a Replicated twin in its place, the old rows copied over once (a replica
-    that had none copies none and fetches the others' parts). The materialized views name their source and
-    target tables, so they follow the names to the new tables."""
+    replica's own migration record and the screen's caches gets a Replicated twin in its place, the old rows copied
+    over once (a replica that had none copies none and fetches the others' parts). The materialized views name
+    their source and target tables, so they follow the names to the new tables."""
     tables = client.execute(f"SELECT name, engine_full FROM system.tables WHERE database = '{DB}' "
                             "AND engine LIKE '%MergeTree' AND engine NOT LIKE 'Replicated%' "
-                            "AND name != 'schema_migrations' AND name NOT LIKE '.inner%' ORDER BY name")
+                            f"AND name NOT IN {('schema_migrations',) + CACHES} "
+                            "AND name NOT LIKE '.inner%' ORDER BY name")
     for table, engine_full in tables:
         client.execute(f"CREATE TABLE {DB}.{table}_repl AS {DB}.{table} "
                        f"ENGINE = {replicated_engine(engine_full, table)}")
@@ -205,6 +211,23 @@ def test_replica_b_answers_what_a_took_and_catches_up_after_a_stop(replicas):
         assert len(member_stats(on_b)) == len({m for m in DS.owners().values() if m} |
                                                {m for m in LATER.owners().values() if m})
         assert all(member_profile(on_b, m, now=DS.now) for m in MEMBERS)
+
+        # B lags: it has fetched the day counts of new rows but not the rows when the screen reads through it
+        data = [t for t in tables if t != "day_rows"]
+        for table in data:
+            cb.execute(f"SYSTEM STOP FETCHES {DB}.{table}")
+        for store in (on_a, single):
+            MORE.write_to(store)
+        cb.execute(f"SYSTEM SYNC REPLICA {DB}.day_rows")
+        assert cb.execute(f"SELECT uniqExact(event_id) FROM {DB}.pageviews")[0][0] < \
+            ca.execute(f"SELECT uniqExact(event_id) FROM {DB}.pageviews")[0][0]
+        screen_reads(on_b)  # fills B's caches from its older rows (the rule: the screen reads the writers' replica)
+        for table in data:
+            cb.execute(f"SYSTEM START FETCHES {DB}.{table}")
+        sync(b, tables)
+        truth = screen_reads(single)
+        for name, answer in screen_reads(on_a).items():  # the writers' replica is unharmed: its caches are its own
+            assert answer == truth[name], f"{name} read through replica A after B read while lagging"
     finally:
         for store in (on_a, on_b, single):
             store.close()
