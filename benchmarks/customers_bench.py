@@ -13,7 +13,8 @@ the members, as the worker would have written them. Then the real web app serves
 through the app (each site's figures per day, sinks/reads/host_days.py) and, as the peer, `--before-runs` times
 as the raw scan it was before (compute_stats with prefer_rollups=False, in this process); the member profile
 and activity also in this process, alternated with their peer: the reads as they were, a query a figure
-(benchmarks/profile_before.py).
+(benchmarks/profile_before.py); and the activity's recommendations for 10 viewed products, one query vs a
+query a product.
 """
 from __future__ import annotations
 
@@ -160,6 +161,28 @@ def time_person_reads(store, member: str, runs: int) -> None:
               f"same answer: {'yes' if same else 'NO'}")
 
 
+def time_recommendations(store, runs: int) -> None:
+    """The recommendations of a member's activity for a member who viewed 10 products (the bench's members view
+    one product each): also_viewed of the 10 in one query, alternated with the peer, a query a product."""
+    from sinks.reads import recommendations as recs
+
+    products = [r["product_id"] for r in store.query(
+        "SELECT product_id, count() AS n FROM pageviews WHERE product_id != '' GROUP BY product_id "
+        "ORDER BY n DESC, product_id LIMIT 10")]
+    got: dict[str, list[float]] = {"now": [], "before": []}
+    same = True
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        each = recs.also_viewed_each(store, products, 1, 30)
+        got["now"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        one_by_one = {p: recs.also_viewed(store, p, 1, 30) for p in products}
+        got["before"].append(time.perf_counter() - t0)
+        same = same and each == one_by_one
+    print(f"  {'recommendations of 10 products, 1 query':40s} {quantiles(got['now'])}")
+    print(f"  {'before: a query a product':40s} {quantiles(got['before'])}  same answer: {'yes' if same else 'NO'}")
+
+
 def _comparable(answer: dict | None) -> dict | None:
     """An answer without its clock-dependent recency, its goals in a fixed order (ties in time come either way)."""
     if answer is None:
@@ -236,6 +259,7 @@ def main() -> int:
         print(f"  load average after the calls: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         if a.before_runs and (not only or {"member profile", "member activity"} & only):
             time_person_reads(store, member, a.before_runs)
+            time_recommendations(store, max(1, a.before_runs // 3))
         if a.before_runs and (not only or "sites" in only):
             before, same = time_raw_site_list(store, a.before_runs)
             print(f"  {'sites before: raw scan (no host_days)':40s} {quantiles(before)}  "

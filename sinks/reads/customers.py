@@ -113,8 +113,9 @@ def recommend_after(store: History, basis: Sequence[str], seen: Sequence[str], m
     scores: dict[str, int] = defaultdict(int)
     because: dict[str, list[str]] = defaultdict(list)
     seen = set(seen)
+    each = recommendations.also_viewed_each(store, list(basis), min_support, limit=max(limit * 3, 30))
     for pid in basis:
-        for rec in recommendations.also_viewed(store, pid, min_support, limit=max(limit * 3, 30)):
+        for rec in each[pid]:
             if rec["product_id"] not in seen:
                 scores[rec["product_id"]] += rec["support"]
                 because[rec["product_id"]].append(pid)

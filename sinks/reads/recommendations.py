@@ -10,7 +10,7 @@ read back here (`recommend`, `stored_recommendations`).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Sequence
 
 from sinks.reads.common import ALL_TIME, PAGEVIEWS_BY_VISITOR, TS, History, TimeRange, num, pageviews_source
 
@@ -29,6 +29,29 @@ def also_viewed(store: History, product_id: str, min_support: int = 3, limit: in
         "GROUP BY product_id HAVING support >= %(min)s ORDER BY support DESC, product_id LIMIT %(limit)s",
         {"p": product_id, "min": int(min_support), "limit": int(limit), **rng.params()})
     return [{"product_id": r["product_id"], "support": int(num(r["support"]))} for r in rows]
+
+
+def also_viewed_each(store: History, products: Sequence[str], min_support: int = 3, limit: int = 10,
+                     rng: TimeRange = ALL_TIME) -> dict[str, list[dict[str, Any]]]:
+    """also_viewed of each of `products`, in one query: one scan of the product views instead of one a product
+    (a member's activity asks for up to 10: each scan of 10M page views took 0.78 s on chdb)."""
+    if not products:
+        return {}
+    # the sessions that viewed one of them, each with the products it viewed: a pair per (basis, other)
+    theirs = _product_sessions(rng, "has(%(ps)s, product_id)")
+    sessions = _product_sessions(rng, f"session_id IN (SELECT session_id FROM {theirs})")
+    rows = store.query(
+        "SELECT basis, product_id, count() AS support FROM (SELECT items, basis FROM "
+        f"(SELECT session_id, groupUniqArray(product_id) AS items FROM {sessions} GROUP BY session_id) "
+        "ARRAY JOIN arrayFilter(x -> has(%(ps)s, x), items) AS basis) ARRAY JOIN items AS product_id "
+        "WHERE product_id != basis "
+        "GROUP BY basis, product_id HAVING support >= %(min)s ORDER BY basis, support DESC, product_id "
+        "LIMIT %(limit)s BY basis",
+        {"ps": list(products), "min": int(min_support), "limit": int(limit), **rng.params()})
+    out: dict[str, list[dict[str, Any]]] = {p: [] for p in products}
+    for r in rows:
+        out[r["basis"]].append({"product_id": r["product_id"], "support": int(num(r["support"]))})
+    return out
 
 
 _PAIRS_SQL = (
@@ -68,8 +91,9 @@ def for_visitor(store: History, visitor_id: str, min_support: int = 3, limit: in
     seen = recent_products(store, visitor_id, recent)
     scores: dict[str, int] = defaultdict(int)
     sources: dict[str, list[str]] = defaultdict(list)
+    each = also_viewed_each(store, seen, min_support, limit=max(limit * 3, 30))
     for pid in seen:
-        for rec in also_viewed(store, pid, min_support, limit=max(limit * 3, 30)):
+        for rec in each[pid]:
             if rec["product_id"] not in seen:
                 scores[rec["product_id"]] += rec["support"]
                 sources[rec["product_id"]].append(pid)

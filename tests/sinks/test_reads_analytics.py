@@ -278,6 +278,18 @@ def test_recommendations_follow_co_visitation(store):
     assert (a, b) not in pairs and min(pairs.values()) >= 3
 
 
+def test_also_viewed_of_several_products_at_once_is_each_ones(store):
+    """A member's activity and a visitor's recommendations ask also_viewed of up to 10 products in one query."""
+    products = sorted({p["product_id"] for p in DS.pageviews if p["product_id"]})
+    a, b = DS.bot_only_pair
+    for support, limit in ((1, 100), (2, 30), (3, 5)):
+        got = recommendations.also_viewed_each(store, products, support, limit)
+        assert got == {p: recommendations.also_viewed(store, p, support, limit) for p in products}
+        assert sum(map(len, got.values())) > len(products) // 2
+        assert b not in [r["product_id"] for r in got[a]]
+    assert recommendations.also_viewed_each(store, [], 2) == {}
+
+
 def test_refreshed_recommendations_match_the_on_demand_ones(store):
     before = recommendations.recommend(store, "p00", 3)
     n = recompute.refresh_recommendations(store, 3, now=DS.now)

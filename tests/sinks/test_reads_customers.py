@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from sinks.reads import customers, funnels, rfm
+from sinks.reads import customers, funnels, recommendations, rfm
 from sinks.reads.common import TimeRange, pattern_regex
 from sinks.reads.goal_events import GoalConfig
 from sinks.testing import fresh_history
@@ -163,7 +163,7 @@ def test_every_members_profile_and_activity_are_the_truth(store):
     (sinks/reads/one_person.py), which folds sessions, values and goals apart from the SQL that gave them."""
     from sinks.reads import profiles
 
-    checked = 0
+    checked = recommended = 0
     for m in MEMBERS:
         mine = [p for p in HUMAN if OWNER[p["event_id"]] == m]
         goals = sorted((g for g in GOALS if OWNER[g["event_id"]] == m), key=lambda g: -g["ts"])
@@ -200,4 +200,14 @@ def test_every_members_profile_and_activity_are_the_truth(store):
             sorted((g["ts"], g["goal"], round(g["goal_value"], 2)) for g in goals[:100]), m
         assert sorted((o["ts"], o["value"]) for o in act["orders"]) == \
             sorted((g["ts"], round(g["goal_value"], 2)) for g in orders), m
-    assert checked > 10
+        seen = [k for k, _, _ in _top_of(mine, "product_id", None)]
+        scores, because = Counter(), defaultdict(list)
+        for pid in seen[:10]:  # the rule: each of its 10 most viewed products' also_viewed, seen ones left out
+            for r in recommendations.also_viewed(store, pid, 2, 30):
+                if r["product_id"] not in seen:
+                    scores[r["product_id"]] += r["support"]
+                    because[r["product_id"]].append(pid)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        assert act["recommendations"] == [{"product_id": p, "score": n, "because_of": because[p]} for p, n in ranked]
+        recommended += bool(ranked)
+    assert checked > 10 and recommended > 5
