@@ -37,12 +37,14 @@ def also_viewed_each(store: History, products: Sequence[str], min_support: int =
     (a member's activity asks for up to 10: each scan of 10M page views took 0.78 s on chdb)."""
     if not products:
         return {}
-    # the sessions that viewed one of them, each with the products it viewed: a pair per (basis, other)
-    theirs = _product_sessions(rng, "has(%(ps)s, product_id)")
-    sessions = _product_sessions(rng, f"session_id IN (SELECT session_id FROM {theirs})")
+    # the sessions that viewed one of them, each with the products it viewed: a pair per (basis, other). No
+    # DISTINCT on event_id: IN and groupUniqArray ignore a row read twice, and event_id was most of the bytes read.
+    human = f"NOT is_bot AND {rng.sql()} AND product_id != ''"
     rows = store.query(
         "SELECT basis, product_id, count() AS support FROM (SELECT items, basis FROM "
-        f"(SELECT session_id, groupUniqArray(product_id) AS items FROM {sessions} GROUP BY session_id) "
+        "(SELECT session_id, groupUniqArray(product_id) AS items FROM pageviews "
+        f"WHERE {human} AND session_id IN (SELECT session_id FROM pageviews WHERE {human} "
+        "AND has(%(ps)s, product_id)) GROUP BY session_id) "
         "ARRAY JOIN arrayFilter(x -> has(%(ps)s, x), items) AS basis) ARRAY JOIN items AS product_id "
         "WHERE product_id != basis "
         "GROUP BY basis, product_id HAVING support >= %(min)s ORDER BY basis, support DESC, product_id "
