@@ -307,7 +307,9 @@ def test_a_worker_whose_redis_writes_keep_failing_is_unhealthy(tmp_path, clickho
     from sinks.testing import ListSink
 
     history_url = clickhouse_server.url.rsplit("/", 1)[0] + f"/status_{uuid.uuid4().hex[:8]}"
-    open_history(history_url).close()  # the schema, so that status finds a healthy (empty) history
+    store = open_history(history_url)
+    store.init_schema()  # the schema, so that status finds a healthy (empty) history
+    store.close()
 
     s = load_settings(kafka={"bootstrap": f"127.0.0.1:{free_port()}"}, redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
                       data_dir=str(tmp_path))
