@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/pipeline_bench.py [--hits 100000] [--rate 5000] [--seconds 10] [--batch 5000]
                                                   [--history clickhouse|chdb|list] [--skip-faust]
                                                   [--intake bulk|bulk-assigned|stream ...]
-                                                  [--pin] [--profile N]
+                                                  [--pin] [--profile N] [--sample N]
 
 1. processors alone: HitProcessor.process over the same raw hits, numba vs numpy
    (events/s and the ratio), and the per-batch aggregation alone;
@@ -20,6 +20,8 @@ worker's figures are those of one worker with its servers elsewhere (README, Siz
 --profile N: cProfile of the worker's event loop thread while it drains the backlog, on that thread's CPU
 clock (time waiting for the core or for I/O is no cost); the N costliest functions by own time (the profiler
 slows the run: rates of a profiled run are not figures). The table by thread says what the others cost.
+--sample N: the event loop thread's CPU sampled every 0.5 ms of it (benchmarks/thread_sampler.py, a few us
+per sample: the figures stay figures), by function in us per event, inclusive and own; the N costliest.
 """
 from __future__ import annotations
 
@@ -253,7 +255,7 @@ INTAKES = {"bulk": ("bulk", "all"), "bulk-assigned": ("bulk", "assigned"), "stre
 
 async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str, use_numba: bool,
                       intake: str = "bulk", batch_size: int = 5000, pinned: bool = False,
-                      profile_top: int = 0) -> dict:
+                      profile_top: int = 0, sample_top: int = 0) -> dict:
     """intake: one of INTAKES: "bulk" (embedded runtime), "bulk-assigned" (`visitwire worker`), "stream" (Faust
     agent)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -290,7 +292,7 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
         worker = InProcessWorker(s, history=history, with_extra_agents=False, intake=Intake(*INTAKES[intake]))
         await worker.start()
         try:
-            return await _drive(worker, tansu.url, backlog, rate, seconds, use_numba, profile_top)
+            return await _drive(worker, tansu.url, backlog, rate, seconds, use_numba, profile_top, sample_top)
         finally:  # on an error too: a worker left running (its threads, its children) keeps asyncio.run waiting
             await worker.stop()
             if history_kind != "list":
@@ -303,9 +305,13 @@ async def bench_faust(n_hits: int, rate: int, seconds: float, history_kind: str,
 
 
 async def _drive(worker, bootstrap: str, backlog: list[dict], rate: int, seconds: float, use_numba: bool,
-                 profile_top: int) -> dict:
+                 profile_top: int, sample_top: int = 0) -> dict:
     """The backlog, then live traffic, through a started worker: the figures."""
-    profiler = None
+    profiler = sampler = None
+    if sample_top:
+        from thread_sampler import ThreadCpuSampler
+
+        sampler = ThreadCpuSampler()
     if profile_top:
         import cProfile
 
@@ -325,6 +331,8 @@ async def _drive(worker, bootstrap: str, backlog: list[dict], rate: int, seconds
                 heap_first = malloc_heap_bytes()
                 if profiler is not None:
                     profiler.enable()
+                if sampler is not None:
+                    sampler.start()
             progress.update(task, completed=worker.processed)
             await asyncio.sleep(0.02)
         t_done = time.perf_counter()
@@ -332,10 +340,13 @@ async def _drive(worker, bootstrap: str, backlog: list[dict], rate: int, seconds
     t_drained = time.perf_counter()
     cpu_drained = cpu_by_process()  # all the work the backlog caused, its history flush included
     heap_drained = malloc_heap_bytes()
+    n_timed = len(backlog) - t_first[1]
     if profiler is not None:
         profiler.disable()
         _print_profile(profiler, profile_top)
-    n_timed = len(backlog) - t_first[1]
+    if sampler is not None:
+        sampler.stop()
+        console.print(sampler.report(sample_top, per=n_timed), markup=False, highlight=False)
     backlog_rate = n_timed / max(1e-9, t_done - t_first[0])
     drained_rate = n_timed / max(1e-9, t_drained - t_first[0])
     proc_s = worker.rt.processing_s
@@ -394,6 +405,8 @@ def main() -> int:
     ap.add_argument("--intake", action="append", choices=tuple(INTAKES),
                     help="only these Kafka runs (repeatable; default all)")
     ap.add_argument("--pin", action="store_true", help="worker (and its children) on core 0, servers on core 1")
+    ap.add_argument("--sample", type=int, default=0, metavar="N",
+                    help="sample the event loop thread's CPU by function (us per event), the N costliest")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="cProfile the worker while it drains the backlog; print the N costliest functions")
     args = ap.parse_args()
@@ -430,7 +443,7 @@ def main() -> int:
         if args.intake and intake not in args.intake:
             continue
         r = asyncio.run(bench_faust(args.hits, args.rate, args.seconds, args.history, use_numba, intake, args.batch,
-                                    pinned=args.pin, profile_top=args.profile))
+                                    pinned=args.pin, profile_top=args.profile, sample_top=args.sample))
         runs.append((f"{intake}, {'numba' if use_numba else 'numpy'}", r))
         t.add_row(names[intake], str(use_numba), f"{r['backlog_events_per_s']:,.0f}",
                   f"{r['backlog_flushed_events_per_s']:,.0f}",

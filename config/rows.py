@@ -38,6 +38,11 @@ class Columns(Sequence):
         names = list(self.columns)
         return (dict(zip(names, values)) for values in zip(*self.columns.values()))
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The field names, in order (for JsonColumns without decoding its text)."""
+        return tuple(self.columns)
+
     def column(self, field: str) -> list:
         """The field's values (None for every row when the field is absent)."""
         values = self.columns.get(field)
@@ -59,14 +64,26 @@ class JsonColumns(Columns):
 
     Pickled, they travel as that text (a few bytes objects) instead of a Python object per value, and
     the receiving process decodes it again: for the ClickHouse writer child, that moves most of the
-    cost of handing over a batch out of the worker's process."""
+    cost of handing over a batch out of the worker's process. `of_text` keeps the text alone: its columns
+    are decoded again only if this process reads them."""
 
-    __slots__ = ("texts", "_parts")
+    __slots__ = ("texts", "_parts", "_names")
 
     def __init__(self, columns: Mapping[str, Sequence[Any]], n: int, texts: list[bytes]):
         super().__init__(columns, n)
         self.texts = texts
         self._parts: list[JsonColumns] | None = None
+        self._names: tuple[str, ...] = tuple(self.columns)
+
+    @classmethod
+    def of_text(cls, names: Sequence[str], n: int, texts: list[bytes]) -> JsonColumns:
+        """Rows held as their text only. The worker holds a batch's hits until the history flush, and each
+        held batch's decoded columns (22 x 5,000 Python objects) made the next batches' objects land on fresh
+        memory: decoding a batch cost the event loop 1.5-1.9 us per hit instead of 0.9 (benchmarks/
+        pipeline_bench.py --sample): the processors drop their columns when the batch is done instead."""
+        out = cls.__new__(cls)
+        out._n, out.texts, out._parts, out._names = n, texts, None, tuple(names)
+        return out
 
     @classmethod
     def joined(cls, parts: Sequence[JsonColumns]) -> JsonColumns:
@@ -75,18 +92,25 @@ class JsonColumns(Columns):
         0.15 us per hit (22 columns of 100k hits in benchmarks/pipeline_bench's backlog)."""
         out = cls.__new__(cls)
         out._n, out.texts, out._parts = sum(len(p) for p in parts), [t for p in parts for t in p.texts], list(parts)
+        out._names = parts[0]._names
         return out
 
-    def __getattr__(self, name: str) -> Any:  # only for what is not set: the columns of joined parts
-        if name != "columns" or self._parts is None:
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self._names
+
+    def __getattr__(self, name: str) -> Any:  # only for what is not set: the columns of joined parts or of text
+        if name != "columns":
             raise AttributeError(name)
-        parts, self._parts = self._parts, None
-        self.columns = {f: list(chain.from_iterable(p.columns[f] for p in parts)) for f in parts[0].columns}
+        if self._parts is not None:
+            parts, self._parts = self._parts, None
+            self.columns = {f: list(chain.from_iterable(p.columns[f] for p in parts)) for f in self._names}
+        else:
+            self.columns = _columns_from_json(self._names, self.texts, self._n).columns
         return self.columns
 
     def __reduce__(self) -> tuple:
-        names = tuple((self._parts[0] if self._parts is not None else self).columns)
-        return _columns_from_json, (names, self.texts, self._n)
+        return _columns_from_json, (self._names, self.texts, self._n)
 
 
 def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> Columns:
@@ -131,7 +155,7 @@ def merge_rows(parts: Sequence[Sequence[Row]]) -> Sequence[Row]:
     """The rows of several added parts as one sequence: columns stay columns when every part has the same fields,
     encoded rows stay encoded rows."""
     if parts and all(isinstance(p, Columns) for p in parts) and \
-            all(p.columns.keys() == parts[0].columns.keys() for p in parts):
+            all(p.fields == parts[0].fields for p in parts):
         return Columns.concat(parts)
     if parts and all(type(p) is EncodedRows for p in parts):
         return EncodedRows(chain.from_iterable(parts), [t for p in parts for t in p.texts])

@@ -83,7 +83,9 @@ class HitProcessor:
         self.hits_in += len(values)
         out = BatchOutput()
         hits, parts, columns = self._valid_hits(values, partitions, out, transposed)
-        out.hits = hits if isinstance(hits, JsonColumns) else Columns(columns, len(hits))
+        # the text alone for JsonColumns: the history needs the rows, not these objects (JsonColumns.of_text)
+        out.hits = JsonColumns.of_text(hits.fields, len(hits), hits.texts) if isinstance(hits, JsonColumns) \
+            else Columns(columns, len(hits))
         classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
         cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])

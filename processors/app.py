@@ -109,9 +109,9 @@ class TableStore(MutableMapping):
     def set_many(self, items: Iterable[tuple[str, dict]]) -> None:
         """store[key] = value for each pair, in one loop (a flush writes every session the batches touched:
         the per-item method calls were a tenth of the event loop's profile)."""
-        data, pending, partitions, dumps = self.table.data, self._pending, self.partitions, orjson.dumps
+        data, pending, partitions, dumps, join = self.table.data, self._pending, self.partitions, orjson.dumps, b"".join
         for key, value in items:
-            pending.append((key_partition(key.encode(), partitions), dumps(key), dumps(value)))
+            pending.append((key_partition(key.encode(), partitions), dumps(key), join((dumps(value), b""))))
             data[key] = value
 
     def __delitem__(self, key: str) -> None:
