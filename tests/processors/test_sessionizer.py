@@ -1,7 +1,12 @@
 """Session rules: idle gap, maximum length, midnight, timer-driven close, replays."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import orjson
+
 from config.settings import ProcessingSettings
+from processors.app import TableStore
 from processors.sessionizer import (FORGET_AFTER_S, Sessionizer, Watermark, deadline, next_midnight, session_id_for)
 
 S = ProcessingSettings(session_idle_s=1800, session_max_s=4 * 3600, split_at_midnight=True)
@@ -101,6 +106,44 @@ def test_state_survives_in_the_store_and_index_is_rebuilt_after_restart():
     restarted.expire(t + 20 + 1800 + FORGET_AFTER_S)
     restarted.flush_state()
     assert store == {}  # ... forgotten later
+
+
+def test_a_state_from_the_table_changed_in_place_reaches_the_changelog_and_a_frozen_one_is_never_changed():
+    """Page views change a state taken from the table in place (no copy): the next flush writes its new value to
+    the changelog. A state a flush in progress holds is copied instead: the changelog gets it as it was frozen."""
+    table = SimpleNamespace(data={})  # the Faust table's in-memory dict, as TableStore uses it
+    store = TableStore(table, 4, outbox=None)
+
+    def changelog() -> list[tuple[str, dict]]:  # the records the flushes wrote since the last call, decoded
+        out = [(orjson.loads(k), orjson.loads(v)) for _, k, v in store._pending]
+        store._pending.clear()
+        return out
+
+    sz = Sessionizer(S, store)
+    t = DAY0 + 3600
+    feed(sz, pv("a", t, path="/a"), pv("b", t + 1, path="/b"))
+    sz.flush_state()
+    assert [(k, v["pageviews"], v["recent"]) for k, v in changelog()] == [("v1", 2, ["a", "b"])]
+    feed(sz, pv("c", t + 2, path="/c", goal="signup", goal_value=5.0))  # the table's state, updated
+    assert changelog() == []  # nothing written before the flush
+    sz.begin_flush()
+    held = sz.get("v1")
+    frozen = orjson.dumps(held)
+    feed(sz, pv("d", t + 3, path="/d"), pv("c", t + 2, path="/c"))  # during the flush: one new, one redelivered
+    assert orjson.dumps(held) == frozen and sz.duplicates == 1
+    sz.commit_flush()
+    (key, written), = changelog()
+    assert key == "v1" and orjson.dumps(written) == frozen
+    assert (written["pageviews"], written["exit_page"], written["goals"], written["revenue"], written["recent"]) == \
+        (3, "/c", 1, 5.0, ["a", "b", "c"])
+    feed(sz, pv("e", t + 4, path="/e"))  # committed again: changed in place
+    sz.flush_state()
+    (key, written), = changelog()
+    assert (written["pageviews"], written["exit_page"], written["recent"]) == (5, "/e", ["a", "b", "c", "d", "e"])
+    assert table.data["v1"] == written  # the table and its changelog agree after the flush
+    restarted = Sessionizer(S, {"v1": written})  # a worker restored from that changelog carries on the same
+    ids, closed = feed(restarted, pv("f", t + 5), pv("e", t + 4))
+    assert ids == [session_id_for("v1", "a")] * 2 and restarted.get("v1")["pageviews"] == 6 and closed == []
 
 
 def test_redelivered_pageviews_are_not_counted_twice():
