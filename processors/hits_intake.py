@@ -23,7 +23,7 @@ from typing import Any
 
 from config.events import TOPIC_HITS
 from config.settings import Settings
-from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone, ReadRefused
+from processors.hits_reader import HitsReaderProcess, ReadError, ReaderGone, ReadRefused, ValuesGone
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,25 @@ class BulkHitsConsumer:
                 reading = self._generation, self.reader.read()  # the next, read while this one is processed
                 if not batch.values:
                     continue
+                lost: ValuesGone | None = None
                 async with self._batch_lock:
                     if self._holding:
                         continue  # a rebalance began meanwhile: not processed, not committed, read again
                     try:
                         await self.rt.on_records(batch.values, batch.partitions, batch.offsets, batch.transposed)
+                    except ValuesGone as e:  # the processor fell back on values the reader no longer had
+                        lost = e
                     except Exception:
                         log.exception("processing a batch of %d hits failed; they will be replayed after a "
                                       "restart", len(batch.values))
                         raise
+                if lost is not None:  # the batch is not processed (the values are its first step): read it again
+                    log.error("a batch of %d hits could not be processed: %s; stopping the hits reader",
+                              len(batch.values), lost)
+                    _discard(reading[1])
+                    reading = None
+                    await asyncio.get_running_loop().run_in_executor(None, self.reader.close)
+                    await self._restart_reader(lost)
         finally:
             if reading is not None:
                 _discard(reading[1])  # a read already running ends by itself within batch_timeout_s

@@ -4,33 +4,41 @@ In the worker's own process, reading cost the processing thread more than its CP
 builds a Message object per hit under the GIL (~2 µs), and the reading thread's GIL turns kept the
 processing thread waiting about a sixth of the time. This child does the reading on the other core:
 it consumes a batch, drops the failed messages (counted and logged), transposes the values for the
-processor's column decoder (processors/hit_columns.py), and sends the batch as one bytes object with
-its partitions and next offsets, the raw values joined into one more bytes object (JoinedValues). The
-worker only processes it.
+processor's column decoder (processors/hit_columns.py), and sends the batch as that one bytes object with
+its partitions and next offsets. The raw values stay here (the last KEPT_BATCHES batches, joined into one
+bytes object each: JoinedValues): the worker needs them only when it falls back on them (a hit whose text
+fails a check, e.g. a timestamp out of range), and asks for them then (KeptValues). Sending them with
+every batch doubled the bytes on the pipe: the worker's thread taking the answers spent ~0.3 us a hit on
+them, the child part of its pickling and writing. A batch the decoder cannot vouch for goes with its
+values, as before. The worker only processes.
 
 Requests (parent -> child, stdin), each `(request id, verb, argument)`, each answered on stdout with
 `(request id, error text or None, result)`:
 - ("read", None)          -> ReadBatch
 - ("assign", [partition]) -> None: read exactly these partitions, from their committed offsets
 - ("commit", {partition: next offset}) -> None, for the partitions still assigned to this consumer
+- ("values", batch id)    -> the raw values of a batch sent without them (ReadBatch.kept), if still kept
 The first message is the setup: {"config": librdkafka settings, "topic", "subscribe": whether to join
 the group's subscription (else only "assign" gives partitions), "batch_size", "timeout_s", "transpose":
 whether to transpose}. Reads and assignments run in order in one thread, commits in another, so a
-commit never waits for a consume call to time out. The child closes its consumer (leaving the group at
+commit never waits for a consume call to time out; "values" is answered at once, by the thread taking
+the requests. The child closes its consumer (leaving the group at
 once) and exits when its stdin closes: the worker stopped or died.
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Iterator, Sequence
 
 from processors.hit_columns import JoinedValues
 from config.child_pipe import receive, send, start_child
@@ -40,19 +48,59 @@ from config.heap import tune_for_batches
 log = logging.getLogger(__name__)
 
 
+KEPT_BATCHES = 4  # the batch the worker processes, the one read meanwhile, and slack
+KEPT_WAIT_S = 60.0  # a child that does not send kept values by then is stuck: the worker starts a new one
+
+
 @dataclass
 class ReadBatch:
     """Hits as read: their raw values, and `transposed`, the batch as the column decoder's JSON text (None
-    when the decoder cannot vouch for some hit). The values go along even so: the processor falls back
-    on them for a batch with a hit its checks on the text do not pass (e.g. a timestamp out of range)."""
-    values: Sequence[bytes]  # a JoinedValues when every value is bytes
+    when the decoder cannot vouch for some hit). With a text, the values stay in the child (`kept`: its id
+    of them, `count`: how many) and arrive in the worker as KeptValues, fetched if the processor falls back
+    on them (a hit its checks on the text do not pass, e.g. a timestamp out of range)."""
+    values: Sequence[bytes] | None  # a JoinedValues when every value is bytes; KeptValues once received
     transposed: bytes | None
     partitions: list[int]
     offsets: dict[int, int]  # partition -> next offset
+    kept: int | None = None
+    count: int = 0
 
 
 class ReaderGone(ConnectionError):
     """The hits reader process exited; a new one reads from the committed offsets."""
+
+
+class ValuesGone(ReaderGone):
+    """A batch's raw values could not be had from the hits reader process that kept them (it exited, is stuck,
+    or no longer keeps them): the batch must not be processed; a new reader reads it again from the committed
+    offsets."""
+
+
+class KeptValues(Sequence[bytes]):
+    """The raw values of a batch the hits reader process kept: its length is known; the values are fetched,
+    blocking, the first time one is asked for (a rare path: the processor falls back on them). ValuesGone
+    when they cannot be had."""
+
+    def __init__(self, reader: "HitsReaderProcess", proc: subprocess.Popen, batch: int, count: int):
+        self._reader, self._proc, self._batch, self._count = reader, proc, batch, count
+        self._values: Sequence[bytes] | None = None
+
+    def _fetched(self) -> Sequence[bytes]:
+        if self._values is None:
+            values = self._reader.kept_values(self._proc, self._batch)
+            if len(values) != self._count:  # a defect; never process a batch that is not the one read
+                raise ValuesGone(f"the hits reader process sent {len(values)} values for a batch of {self._count}")
+            self._values = values
+        return self._values
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._fetched()[i]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._fetched())
 
 
 class HitsReaderProcess:
@@ -61,7 +109,8 @@ class HitsReaderProcess:
     def __init__(self, setup: dict[str, Any]):
         self._setup = setup
         self._proc: subprocess.Popen | None = None
-        self._pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        # request id -> (its loop, its asyncio future), or (None, a concurrent future) for a blocking request
+        self._pending: dict[int, tuple[asyncio.AbstractEventLoop | None, Any]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()  # requests are written whole, and the pending map changes under it
 
@@ -85,6 +134,31 @@ class HitsReaderProcess:
 
     async def commit(self, offsets: dict[int, int]) -> None:
         await self._ask("commit", offsets)
+
+    def kept_values(self, proc: subprocess.Popen, batch: int) -> Sequence[bytes]:
+        """The raw values of a batch `proc` read and kept (ReadBatch.kept), blocking the caller (the event
+        loop's thread, in the middle of a batch). It cannot deadlock: the answers thread settles this future
+        itself, without the event loop. ValuesGone when they cannot be had."""
+        answer: concurrent.futures.Future = concurrent.futures.Future()
+        rid = next(self._ids)
+        with self._lock:
+            if self._proc is not proc:
+                raise ValuesGone("the hits reader process that read this batch has exited; its values went with it")
+            self._pending[rid] = (None, answer)
+            try:
+                send(proc.stdin, (rid, "values", batch))
+            except (OSError, ValueError) as e:
+                del self._pending[rid]
+                raise ValuesGone(f"the hits reader process is gone ({e})") from None
+        try:
+            error, values = answer.result(KEPT_WAIT_S)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._pending.pop(rid, None)
+            raise ValuesGone(f"the hits reader process did not send a batch's values in {KEPT_WAIT_S:.0f} s") from None
+        if error is not None:
+            raise ValuesGone(f"the hits reader process could not send a batch's values: {error}")
+        return values
 
     def _ask(self, verb: str, argument: Any) -> asyncio.Future:
         """Send the request now; the future fails with ReaderGone when the child is not there."""
@@ -110,7 +184,14 @@ class HitsReaderProcess:
             while True:
                 rid, error, result = receive(proc.stdout)
                 with self._lock:
-                    loop, answer = self._pending.pop(rid)
+                    loop, answer = self._pending.pop(rid, (None, None))
+                if answer is None:  # a blocking request that gave up waiting
+                    continue
+                if loop is None:
+                    answer.set_result((error, result))
+                    continue
+                if isinstance(result, ReadBatch) and result.kept is not None:
+                    result.values = KeptValues(self, proc, result.kept, result.count)
                 loop.call_soon_threadsafe(_settle, answer, error, result)
         except (EOFError, OSError, ValueError):
             pass
@@ -124,7 +205,10 @@ class HitsReaderProcess:
         code = proc.poll()  # None while it is still closing its consumer
         gone = "the hits reader process exited" + (f" (code {code})" if code is not None else "")
         for loop, answer in pending.values():
-            loop.call_soon_threadsafe(_settle, answer, gone, None, ReaderGone)
+            if loop is None:
+                answer.set_result((gone, None))
+            else:
+                loop.call_soon_threadsafe(_settle, answer, gone, None, ReaderGone)
 
     def close(self, timeout_s: float = 15.0) -> None:
         """Close the child's stdin (its cue to close the consumer and exit) and wait for it (blocking)."""
@@ -181,6 +265,9 @@ class _Reader:
             self.decoder = column_decoder()
         self._errors = 0
         self._next_error_log = 1
+        self._batches = itertools.count()
+        self._kept: OrderedDict[int, Sequence[bytes]] = OrderedDict()  # batch id -> raw values, the last few
+        self._keeping = threading.Lock()  # the reading thread adds, the requests' thread looks up
 
     def read(self, _: Any) -> ReadBatch:
         messages = self.consumer.consume(self.batch_size, self.timeout_s)
@@ -209,7 +296,21 @@ class _Reader:
         except TypeError:  # a value that is not bytes (e.g. a null record): the processor counts it as a drop
             pass
         transposed = self.decoder.transpose(values) if self.decoder is not None and values else None
-        return ReadBatch(values, transposed, partitions, offsets)
+        if transposed is None:
+            return ReadBatch(values, None, partitions, offsets)
+        batch = next(self._batches)
+        with self._keeping:
+            self._kept[batch] = values
+            while len(self._kept) > KEPT_BATCHES:
+                self._kept.popitem(last=False)
+        return ReadBatch(None, transposed, partitions, offsets, kept=batch, count=len(values))
+
+    def values(self, batch: int) -> Sequence[bytes]:
+        with self._keeping:
+            values = self._kept.get(batch)
+        if values is None:
+            raise LookupError(f"batch {batch} is no longer kept (only the last {KEPT_BATCHES} are)")
+        return values
 
     def assign(self, partitions: list[int]) -> None:
         from confluent_kafka import TopicPartition
@@ -253,7 +354,9 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
     # An assignment waits for the reads asked before it: a read that ran after it would be dropped by the
     # worker (read under the old assignment) with the consumer's position already past its hits.
-    verbs = {"read": (reading, reader.read), "assign": (reading, reader.assign), "commit": (control, reader.commit)}
+    # "values" at once, in this thread: the worker's event loop waits for it in the middle of a batch
+    verbs = {"read": (reading, reader.read), "assign": (reading, reader.assign), "commit": (control, reader.commit),
+             "values": (None, reader.values)}
     try:
         while not gone.is_set():
             try:
@@ -261,7 +364,10 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             except EOFError:
                 return
             pool, work = verbs[verb]
-            pool.submit(carry_out, rid, work, argument)
+            if pool is None:
+                carry_out(rid, work, argument)
+            else:
+                pool.submit(carry_out, rid, work, argument)
     finally:
         reading.shutdown()  # the consume call in flight returns within timeout_s
         control.shutdown()

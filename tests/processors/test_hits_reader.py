@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from processors.enrich import column_decoder
-from processors.hits_reader import HitsReaderProcess
+from processors.hits_reader import KEPT_BATCHES, HitsReaderProcess, ValuesGone
 from sinks.testing.events import crowd
 
 pytestmark = pytest.mark.integration
@@ -63,16 +63,18 @@ def test_batches_carry_the_raw_hits_in_order_transposed_and_with_their_next_offs
 
     async def scenario():
         await reader.assign([0])
-        return await _read_until(reader, len(values))
+        batches = await _read_until(reader, len(values))
+        # the values stay in the reader: fetched when asked for, as the processor's fallback does
+        return batches, [list(b.values) for b in batches]
 
     try:
-        batches = asyncio.run(scenario())
+        batches, fetched = asyncio.run(scenario())
     finally:
         reader.close()
-    assert [v for b in batches for v in b.values] == values
+    assert [v for b in fetched for v in b] == values
     decoder = column_decoder()
-    for b in batches:
-        assert b.transposed == decoder.transpose(list(b.values)) is not None
+    for b, got in zip(batches, fetched):
+        assert b.transposed == decoder.transpose(got) is not None
         assert b.partitions == [0] * len(b.values)
     assert [b.offsets[0] for b in batches] == [sum(len(x.values) for x in batches[:i + 1]) for i in range(len(batches))]
 
@@ -89,14 +91,15 @@ def test_a_read_runs_while_the_worker_is_busy_processing(broker):
         time.sleep(2.0)  # processing a batch: the event loop does not run meanwhile
         await asyncio.sleep(0)  # one turn of the loop, as between two batches
         answered_meanwhile = asked.done()
-        return answered_meanwhile, await asked
+        batch = await asked
+        return answered_meanwhile, batch, list(batch.values)
 
     try:
-        answered_meanwhile, batch = asyncio.run(scenario())
+        answered_meanwhile, batch, got = asyncio.run(scenario())
     finally:
         reader.close()
     assert answered_meanwhile, "the read was asked only once the processing was done"
-    assert list(batch.values) == values
+    assert got == values
 
 
 def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(broker):
@@ -116,14 +119,15 @@ def test_an_assignment_waits_for_the_reads_asked_before_it_so_no_hit_is_skipped(
         await asyncio.sleep(0)  # the two reads are asked
         await reader.assign([0])
         await asyncio.gather(*stale)
-        return first, await _read_until(reader, 1)
+        after = await _read_until(reader, 1)
+        return first, after[0].values[0]
 
     try:
-        first, after = asyncio.run(scenario())
+        first, first_after = asyncio.run(scenario())
     finally:
         reader.close()
     committed = first[-1].offsets[0]
-    assert after[0].values[0] == values[committed], "the first read after the assignment must start at the commit"
+    assert first_after == values[committed], "the first read after the assignment must start at the commit"
 
 
 def test_a_new_reader_in_the_same_group_starts_at_the_committed_offset(broker):
@@ -137,10 +141,34 @@ def test_a_new_reader_in_the_same_group_starts_at_the_committed_offset(broker):
             batches = await _read_until(reader, n)
             if commit:
                 await reader.commit({0: batches[0].offsets[0]})
-            return batches
+            return batches[0].offsets[0], batches[0].values[0]
         finally:
             reader.close()
 
-    first = asyncio.run(read_some(60, commit=True))
-    again = asyncio.run(read_some(1, commit=False))
-    assert again[0].values[0] == values[first[0].offsets[0]]
+    committed, _ = asyncio.run(read_some(60, commit=True))
+    _, first_again = asyncio.run(read_some(1, commit=False))
+    assert first_again == values[committed]
+
+
+def test_a_batchs_values_no_longer_kept_or_from_a_reader_gone_fail_loudly(broker):
+    """The reader keeps the raw values of its last few batches only, and they go with its process: asked for
+    later, they are refused with ValuesGone (the worker reads the batch again), never returned wrong or empty."""
+    topic, values = _topic_with_hits(broker, 50 * (KEPT_BATCHES + 2), seed=45)
+    reader = _reader(broker.url, topic, f"g-{uuid.uuid4().hex[:6]}", batch=50)
+
+    async def scenario():
+        await reader.assign([0])
+        batches = await _read_until(reader, len(values))
+        with pytest.raises(ValuesGone, match="no longer kept"):
+            list(batches[0].values)
+        assert len(batches[0].values) == batches[0].offsets[0]  # the count travelled with the text
+        return batches, list(batches[-1].values)
+
+    try:
+        batches, last = asyncio.run(scenario())
+    finally:
+        reader.close()
+    assert len(batches) >= KEPT_BATCHES + 2  # batches of at most 50
+    assert last == values[-len(last):] and last
+    with pytest.raises(ValuesGone, match="has exited"):
+        list(batches[-2].values)

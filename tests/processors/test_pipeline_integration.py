@@ -396,3 +396,41 @@ def test_a_hits_reader_process_that_dies_is_replaced_and_nothing_is_lost_or_coun
     sessions = [x for x in sink.tables["sessions"] if x["close_reason"] != "open"]
     assert closed == len(sessions) == traffic.sessions
     assert sum(x["pageviews"] for x in sessions) == len(traffic.pageview_ids)
+
+
+def test_hits_whose_text_fails_a_check_are_dropped_and_the_rest_of_their_batch_is_kept(broker):
+    """A batch with a hit whose timestamp is out of range fails the check on the reader's transposed text:
+    the processor falls back on the batch's raw values, which the hits reader kept and sends on request.
+    Exactly the good hits reach history, the bad ones are counted as drops, and nothing is read twice."""
+    traffic = crowd(60, time.time() - 300, seed=53)
+    bad = []
+    for i, ts in enumerate((1e12, -5.0, 2e11)):  # each out of range, mixed among good hits of the same visitors
+        hit = dict(traffic.hits[(i + 1) * len(traffic.hits) // 4], event_id=f"bad-ts-{i}", ts=ts)
+        bad.append(hit)
+    hits = list(traffic.hits)
+    for i, hit in enumerate(bad):
+        hits.insert((i + 1) * len(hits) // 4, hit)
+    s = load_settings(kafka={"bootstrap": broker.url, "session_timeout_s": 6, "partitions": PARTITIONS,
+                             "app_id": f"vw-badts-{uuid.uuid4().hex[:6]}"},
+                      processing={"batch_size": 200, "batch_timeout_s": 0.05})
+    sink = ListSink(flush_interval_s=0.2)
+
+    async def scenario():
+        from processors.worker import InProcessWorker
+
+        await _produce(broker.url, hits)
+        worker = InProcessWorker(s, history=sink)
+        await worker.start()
+        try:
+            await worker.wait_processed(len(hits), timeout=90)
+            await worker.drained()
+            return worker.figures()
+        finally:
+            await worker.stop()
+
+    figures = asyncio.run(scenario())
+    assert sorted(h["event_id"] for h in sink.tables["hits"]) == sorted(h["event_id"] for h in traffic.hits)
+    assert {p["event_id"] for p in sink.tables["pageviews"]} == traffic.pageview_ids
+    assert figures["dropped"] == {"missing or bad ts": len(bad)}
+    assert figures["processed"] == figures["committed"] == len(hits)
+    assert figures["reader_restarts"] == 0
