@@ -113,10 +113,41 @@ class JsonColumns(Columns):
         return _columns_from_json, (self._names, self.texts, self._n)
 
 
-def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> Columns:
+# A transposed batch's text may come in two JSON documents back to back, so that the worker decodes only the
+# columns it processes: `[[col 0], ... [col k-1]][[col k], ... [col n-1],"<length of the first, 15 digits>"]`
+# (processors/hit_columns.py ColumnDecoder(head=k)). A plain one is `[[col 0], ...]` and so ends in "]]".
+SPLIT_MARK = b',"%015d"]'
+_SPLIT_MARK_LEN = len(SPLIT_MARK % 0)
+
+
+def head_length(text: bytes) -> int | None:
+    """The length of the first document of a split text; None for a plain one."""
+    if text[-2:] != b'"]':
+        return None
+    return int(text[-_SPLIT_MARK_LEN + 2:-2])
+
+
+def head_columns(text: bytes) -> list:
+    """The columns of the first document (all of them for a plain text)."""
     import orjson
 
-    parts = [orjson.loads(text) for text in texts]
+    head = head_length(text)
+    return orjson.loads(text if head is None else memoryview(text)[:head])
+
+
+def text_columns(text: bytes) -> list:
+    """Every column of a plain or split text."""
+    import orjson
+
+    head = head_length(text)
+    if head is None:
+        return orjson.loads(text)
+    view = memoryview(text)
+    return orjson.loads(view[:head]) + orjson.loads(view[head:])[:-1]
+
+
+def _columns_from_json(names: Sequence[str], texts: Sequence[bytes], n: int) -> Columns:
+    parts = [text_columns(text) for text in texts]
     return Columns({f: list(chain.from_iterable(p[i] for p in parts)) for i, f in enumerate(names)}, n)
 
 

@@ -83,9 +83,8 @@ class HitProcessor:
         self.hits_in += len(values)
         out = BatchOutput()
         hits, parts, columns = self._valid_hits(values, partitions, out, transposed)
-        # the text alone for JsonColumns: the history needs the rows, not these objects (JsonColumns.of_text)
-        out.hits = JsonColumns.of_text(hits.fields, len(hits), hits.texts) if isinstance(hits, JsonColumns) \
-            else Columns(columns, len(hits))
+        if not out.hits:  # the slow paths: the history gets the columns as they are
+            out.hits = Columns(columns, len(hits))
         classes = self.enricher.classify_all(hits, columns)
         cols = BatchColumns(self.settings.processing.feed_length)
         cols.add_hits(columns, [KIND_CODE[c.kind] for c in classes])
@@ -99,12 +98,16 @@ class HitProcessor:
     def _valid_hits(self, values: list, partitions: list[int] | None, out: BatchOutput, transposed: bytes | None,
                     ) -> tuple[Sequence[Mapping[str, Any]], list[int], dict[str, Sequence[Any]]]:
         """The hits that pass validate_hit (a sequence of hit mappings), their partitions and their columns
-        (columns_of); the others are counted and logged."""
+        (columns_of); the others are counted and logged. The usual batch: its text alone goes to the history
+        (`out.hits`); the processors get the columns they read (PROCESSED_COLUMNS), not the others."""
         decoded = self.decoder.decode(values, transposed) if self.decoder is not None else None  # the usual batch
         if decoded is not None and ts_in_range(decoded[0]["ts"]):
             columns, text = decoded
             parts = partitions if partitions is not None else [0] * len(values)
-            return JsonColumns(columns, len(values), [text]), parts, columns
+            # the text alone: held until the history flush, these columns' objects would make each next
+            # batch's land on fresh memory (JsonColumns.of_text)
+            out.hits = JsonColumns.of_text(self.decoder.fields, len(values), [text])
+            return Columns(columns, len(values)), parts, columns
         hits = _decode_all(values)
         columns = valid_columns(hits)
         if columns is not None:  # the usual batch: no hit-by-hit checks

@@ -405,7 +405,10 @@ _COLUMN_TYPES = (("event_id", {str}), ("ts", {int, float}), ("visitor_id", {str}
 CHECKED_FIELDS = tuple(name for name, _ in _COLUMN_TYPES)
 # Every field of a hit, checked ones first: the batch's columns serve the checks, the processors and the
 # history "hits" table alike.
-HIT_COLUMNS = CHECKED_FIELDS + tuple(f.name for f in HIT_FIELDS if f.name not in CHECKED_FIELDS)
+# The columns the processors read: the checked ones and client_ip (geo). The others (ports, server_ip, uri,
+# http_version, no_response) go to the history only, so the worker does not decode them (column_decoder).
+PROCESSED_COLUMNS = CHECKED_FIELDS + ("client_ip",)
+HIT_COLUMNS = PROCESSED_COLUMNS + tuple(f.name for f in HIT_FIELDS if f.name not in PROCESSED_COLUMNS)
 _hit_values = itemgetter(*HIT_COLUMNS)
 
 def validate_hit(hit: Any) -> str:
@@ -474,7 +477,8 @@ def column_decoder() -> ColumnDecoder:
     (processors/hit_columns.py); the ts range is left to ts_in_range."""
     kinds = {str: STRING, int: INTEGER, float: NUMBER, _NONE: NULL, dict: OBJECT}
     accept = {name: reduce(or_, (kinds[t] for t in types)) for name, types in _COLUMN_TYPES}
-    return ColumnDecoder(HIT_COLUMNS, accept, required={"event_id": NON_EMPTY, "ts": PRESENT, "visitor_id": PRESENT})
+    return ColumnDecoder(HIT_COLUMNS, accept, required={"event_id": NON_EMPTY, "ts": PRESENT, "visitor_id": PRESENT},
+                         head=len(PROCESSED_COLUMNS))
 
 
 __all__: Sequence[str] = ("Enricher", "Classified", "parse_user_agent", "referrer_channel", "utm_fields",

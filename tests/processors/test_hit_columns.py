@@ -5,19 +5,23 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from processors.enrich import HIT_COLUMNS, column_decoder, columns_of, ts_in_range, validate_hit
+from config.rows import text_columns
+from processors.enrich import HIT_COLUMNS, PROCESSED_COLUMNS, column_decoder, columns_of, ts_in_range, validate_hit
 from sinks.testing.events import crowd, make_hit
 
 decoder = column_decoder()
 
 
 def _columns(decoded):
-    """The columns of decode()'s answer, after checking that its JSON text reads as the same columns."""
+    """Every column of decode()'s answer, read from its JSON text, after checking that decode() gave exactly the
+    columns the processors read (PROCESSED_COLUMNS) and the same values as the text."""
     if decoded is None:
         return None
     columns, text = decoded
-    assert dict(zip(HIT_COLUMNS, orjson.loads(text))) == columns
-    return columns
+    assert tuple(columns) == PROCESSED_COLUMNS
+    every = dict(zip(HIT_COLUMNS, text_columns(text)))
+    assert {name: every[name] for name in PROCESSED_COLUMNS} == columns
+    return every
 
 
 def _decoded_the_slow_way(values):
@@ -143,3 +147,23 @@ def test_a_joined_batch_with_a_hit_out_of_range_is_taken_hit_by_hit_like_a_list(
     as_list, joined = processed(values), processed(JoinedValues.of(values))
     assert joined == as_list
     assert joined[1] == 1 and len(joined[0]) == len(hits) - 1
+
+
+def test_the_history_gets_every_column_of_a_batch_the_worker_decoded_in_part():
+    """The worker decodes only the columns it processes; the text it hands to the history holds every column,
+    whatever the values (brackets, quotes and the split text's own marker in the columns after the split),
+    for a batch and for an empty one."""
+    import pickle
+
+    from config.rows import JsonColumns
+
+    hits = [make_hit(f"e{i}", 1e9 + i, f"v{i}", "/p") for i in range(3)]
+    hits[0]["uri"] = '/x"]][["y' + ',"000000000000012"]'
+    hits[1]["server_ip"], hits[1]["http_version"], hits[2]["no_response"] = "::1", '"]', True
+    values = [orjson.dumps(h) for h in hits]
+    columns, text = decoder.decode(values)
+    assert set(columns) == set(PROCESSED_COLUMNS) and "uri" not in columns
+    held = pickle.loads(pickle.dumps(JsonColumns.of_text(HIT_COLUMNS, len(values), [text])))
+    assert list(held) == [{name: h.get(name) for name in HIT_COLUMNS} for h in hits]
+    empty, empty_text = decoder.decode([], decoder.transpose([]))
+    assert all(v == [] for v in empty.values()) and text_columns(empty_text) == [[] for _ in HIT_COLUMNS]
