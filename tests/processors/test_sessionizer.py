@@ -74,6 +74,29 @@ def test_timer_closes_without_new_events_and_same_result_as_event_driven():
     assert by_event[0] == next(c for c in closed if c["visitor_id"] == "v1")
 
 
+def test_the_timer_closes_at_the_last_deadline_in_deadline_order_and_holds_an_entry_per_visitor():
+    """Page views move a session's deadline later without queueing a timer entry each: the timer still closes each
+    session at its latest deadline, sessions in the order of their deadlines, and its queue stays one entry per
+    visitor, not one per page view (30 minutes of page views at the idle default)."""
+    t = DAY0 + 3600
+    sz = Sessionizer(S, {})
+    feed(sz, *[pv(f"a{i}", t + i, "v1") for i in range(200)])  # v1's deadline moves 199 times: t + 199 + 1800
+    feed(sz, pv("b", t + 100, "v2"), pv("c", t + 150, "v3"), pv("d", t + 160, "v2"))  # t + 1960, t + 1950
+    assert len(sz._heap) <= 3
+    assert sz.expire(t + 1949) == []
+    assert [c["visitor_id"] for c in sz.expire(t + 1960)] == ["v3", "v2"]
+    assert sz.expire(t + 1998) == []
+    (v1,) = sz.expire(t + 2000)
+    assert (v1["visitor_id"], v1["pageviews"], v1["end"], v1["close_reason"]) == ("v1", 200, t + 199, "idle")
+    # one expire far ahead closes the three in deadline order, as a queue entry per page view did
+    again = Sessionizer(S, {})
+    feed(again, *[pv(f"a{i}", t + i, "v1") for i in range(200)])
+    feed(again, pv("b", t + 100, "v2"), pv("c", t + 150, "v3"), pv("d", t + 160, "v2"))
+    assert [c["visitor_id"] for c in again.expire(t + 2100)] == ["v3", "v2", "v1"]
+    assert len(again._heap) == 3  # the three closed sessions' markers, forgotten FORGET_AFTER_S later
+    assert again.expire(t + 1999 + FORGET_AFTER_S) == [] and len(again._heap) == 0 and again.get("v1") is None
+
+
 def test_watermark_follows_event_time_then_wall_clock():
     wall = [1000.0]
     wm = Watermark(clock=lambda: wall[0])
