@@ -15,8 +15,10 @@ from typing import Callable
 
 from sinks.reads import day_tables, member_days
 from sinks.reads.common import History, num
+from sinks.sql_bind import bind
 
 FIELDS = ("pageviews", "hits", "errors")
+TYPES = dict.fromkeys(FIELDS, "UInt64")  # their columns in host_days
 VERSION = "1"  # in every stamp: a change of what a day's figures mean makes the kept ones stale
 
 
@@ -45,12 +47,10 @@ def figures(store: History, figures_sql: Callable[[int, int], str], first_day: i
     stamps = day_stamps(store, first_day, last_day)
     if not stamps:
         return {}
-    refresh(store, figures_sql, stamps)
-    days = sorted(stamps)
-    where = " AND host = %(host)s" if host is not None else ""
-    rows = store.query(
-        f"SELECT host, {', '.join(f'sum({f}) AS {f}' for f in FIELDS)} FROM ("
-        f"SELECT DISTINCT day, host, {', '.join(FIELDS)} FROM host_days WHERE day >= %(a)s AND day <= %(b)s "
-        f"AND has(%(days)s, day) AND stamp = transform(day, %(days)s, %(stamps)s, ''){where}) GROUP BY host",
-        {"a": days[0], "b": days[-1], "days": days, "stamps": [stamps[d] for d in days], "host": host or ""})
+    days, _ = day_tables.current_rows(store, "host_days", "host", TYPES, stamps,
+                                      lambda first, last: (figures_sql(first, last), {}), figures_key="key")
+    where = " WHERE host = %(host)s" if host is not None else ""
+    # bound before the rows go in: a literal of theirs is never taken for a placeholder
+    rows = store.query(bind(f"SELECT host, {', '.join(f'sum({f}) AS {f}' for f in FIELDS)} FROM (ROWS){where} "
+                            "GROUP BY host", {"host": host or ""}).replace("(ROWS)", f"({days})", 1))
     return {r["host"]: {f: int(num(r[f])) for f in FIELDS} for r in rows}

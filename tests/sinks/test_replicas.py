@@ -19,7 +19,9 @@ from clickhouse_driver import Client
 from engine.services import free_port, start_clickhouse, start_zookeeper
 from engine.web.testing import served_app
 from sinks.history import open_history
+from sinks.reads import day_tables, host_days, member_days
 from sinks.reads import queries as hq
+from sinks.reads.goal_events import default_config
 from sinks.reads.profiles import member_profile
 from sinks.reads.rfm import member_stats
 from sinks.testing.events import generate
@@ -31,9 +33,9 @@ LATER = generate(seed=8, visitors=30, members=10, weeks=3)  # written while repl
 MEMBERS = sorted({m for m in DS.owners().values() if m})[:3] + sorted({m for m in LATER.owners().values() if m})[:3]
 DB = "vw"  # the same database name on every replica: it is part of each table's ZooKeeper path
 CLUSTER = "replicas"
-# The screen's per-day caches, kept local: each server computes them from its own rows. Replicated, a read through
-# a lagging replica (its day_rows fetched before the rows) stored a day's figures from the older rows under the
-# new stamp, and the writer replica then served them too: the Site list said 454 page views for 868.
+# The screen's per-day caches, kept local: each server computes them from its own rows. Before a server checked
+# system.replicas, a read through a lagging replica (its day_rows fetched before the rows) stored a day's figures
+# from the older rows under the new stamp (the Site list said 454 page views for 868); replicated, A served them too.
 CACHES = ("member_days", "member_days_done", "host_days", "host_days_done")
 MORE = generate(seed=9, visitors=10, members=4, weeks=3)  # written while replica B lags
 
@@ -169,6 +171,25 @@ def screen_reads(store) -> dict:
     return out
 
 
+def kept(store) -> dict[str, list[tuple]]:
+    """Each per-day cache's rows under the current stamps of their days: what a read takes from it."""
+    out = {}
+    for table, key, fields, stamps in (
+            ("host_days", "host", host_days.FIELDS, host_days.day_stamps(store, 0, 10**6)),
+            ("member_days", "member_id", member_days.FIELDS, member_days.day_stamps(store, default_config(), 10**6))):
+        days = sorted(stamps)
+        rows = store.query(f"SELECT DISTINCT day, {key}, {', '.join(fields)} FROM {table} "
+                           "WHERE stamp = transform(day, %(days)s, %(stamps)s, '')",
+                           {"days": days, "stamps": [stamps[d] for d in days]})
+        out[table] = sorted(tuple(round(float(r[c]), 6) if isinstance(r[c], float) else r[c]
+                                  for c in ("day", key, *fields)) for r in rows)
+    return out
+
+
+def cache_rows(client: Client) -> dict[str, int]:
+    return {t: client.execute(f"SELECT count() FROM {DB}.{t}")[0][0] for t in CACHES}
+
+
 def test_replica_b_answers_what_a_took_and_catches_up_after_a_stop(replicas):
     a, b = replicas
     ca, cb = a.client(), b.client()
@@ -221,13 +242,25 @@ def test_replica_b_answers_what_a_took_and_catches_up_after_a_stop(replicas):
         cb.execute(f"SYSTEM SYNC REPLICA {DB}.day_rows")
         assert cb.execute(f"SELECT uniqExact(event_id) FROM {DB}.pageviews")[0][0] < \
             ca.execute(f"SELECT uniqExact(event_id) FROM {DB}.pageviews")[0][0]
-        screen_reads(on_b)  # fills B's caches from its older rows (the rule: the screen reads the writers' replica)
+        assert day_tables.behind(on_b, "SELECT * FROM pageviews") and not day_tables.behind(on_a, "pageviews")
+        before = cache_rows(cb)
+        for name, answer in screen_reads(on_b).items():  # exact for the rows B holds: the single server's before MORE
+            assert answer == truth[name], f"{name} read through replica B while it lagged"
+        assert cache_rows(cb) == before  # and it kept nothing computed from them under the new stamps
         for table in data:
             cb.execute(f"SYSTEM START FETCHES {DB}.{table}")
         sync(b, tables)
+        empty = [t for t in tables if not cb.execute(f"SELECT count() FROM {DB}.{t}")[0][0]]
+        assert empty and not day_tables.behind(on_b, " ".join(tables))  # an empty table's log is empty too
         truth = screen_reads(single)
         for name, answer in screen_reads(on_a).items():  # the writers' replica is unharmed: its caches are its own
             assert answer == truth[name], f"{name} read through replica A after B read while lagging"
+        for name, answer in screen_reads(on_b).items():  # caught up, B computes and keeps MORE's days
+            assert answer == truth[name], f"{name} read through replica B after it caught up"
+        grown = cache_rows(cb)
+        assert all(grown[t] > before[t] for t in CACHES), (before, grown)
+        on_single = kept(single)
+        assert kept(on_b) == kept(on_a) == on_single and all(on_single.values())
     finally:
         for store in (on_a, on_b, single):
             store.close()
