@@ -7,7 +7,8 @@ the stamp and the day is computed again at the next read.
 On a replica (README, ClickHouse on a cluster) the stamp can lead the rows: each Replicated table fetches its parts
 on its own, so `day_rows` may hold a new insert's counts before `pageviews` holds its rows. A day is therefore kept
 only while this server is not behind for the tables its figures read (`behind`); when it is, the read computes the
-stale days from the raw rows for that call (`rows`) and keeps nothing, and a read after it caught up keeps them."""
+stale days from the raw rows for that call (`current_rows`) and keeps nothing, and a read after it caught up keeps
+them."""
 from __future__ import annotations
 
 import collections
@@ -106,15 +107,20 @@ def behind(store: History, sql: str) -> bool:
     a bigger part it has). Merges in the queue are not counted: they move rows between parts, and the writers'
     leader assigns them all the time. Not replicated (chdb, one server): one query that reads nothing."""
     words = sorted(set(_WORD.findall(sql)))
-    for r in store.query(
-            "SELECT zookeeper_path, is_readonly, is_session_expired, inserts_in_queue, log_pointer, log_max_index "
-            "FROM system.replicas WHERE database = currentDatabase() AND has(%(words)s, table)", {"words": words}):
+    replicas = store.query(
+        "SELECT zookeeper_path, is_readonly, is_session_expired, inserts_in_queue, log_pointer, log_max_index "
+        "FROM system.replicas WHERE database = currentDatabase() AND has(%(words)s, table)", {"words": words})
+    for r in replicas:
         if num(r["is_readonly"]) or num(r["is_session_expired"]) or num(r["inserts_in_queue"]):
             return True
         pointer, top = int(num(r["log_pointer"])), int(num(r["log_max_index"]))
         if pointer <= top and (pointer or top or _log_entries(store, r["zookeeper_path"])):
             return True  # (0, 0): an empty log, or one whose only entry (log-0000000000) is not copied yet
-    return False
+    # 18.16 reads the queue (from memory) before log_pointer (from ZooKeeper), and a log pull writes ZooKeeper
+    # before memory: the queue read again after the pointer sees what a pull that moved the pointer queued
+    return bool(replicas) and any(num(r["inserts_in_queue"]) for r in store.query(
+        "SELECT inserts_in_queue FROM system.replicas WHERE database = currentDatabase() AND has(%(words)s, table)",
+        {"words": words}))
 
 
 def _log_entries(store: History, zookeeper_path: str) -> int:
