@@ -69,40 +69,59 @@ def _load8(typingctx, arr, i):
     return types.uint64(arr, i), codegen
 
 
+@intrinsic
+def _ctz(typingctx, word):
+    """The number of trailing zero bits of a non-zero uint64 (one instruction)."""
+    def codegen(context, builder, sig, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+    return types.uint64(types.uint64), codegen
+
+
 ONES = np.uint64(0x0101010101010101)
 HIGHS = np.uint64(0x8080808080808080)
 QUOTES = np.uint64(0x2222222222222222)
 BACKSLASHES = np.uint64(0x5C5C5C5C5C5C5C5C)
 SPACES = np.uint64(0x2020202020202020)
+ZEROS = np.uint64(0x3030303030303030)  # '0' in each byte
+SIXES = np.uint64(0x7676767676767676)  # byte ^ '0' + 0x76 reaches the high bit when the byte is not a digit
 
 
 @_inlined
 def _string_end(buf, p, end):
     """p at the opening quote: the index after the closing quote, or -1 (unterminated / control byte).
-    Eight bytes are tested at once (User-Agents and referrers run to a hundred bytes and more); only the
-    eight that hold a quote, a backslash or a control byte are read one by one."""
+    Eight bytes are tested at once (User-Agents and referrers run to a hundred bytes and more); the first
+    quote, backslash or control byte among them is the lowest bit of the test's answer (a borrow only
+    passes a byte upwards). A word may run past the hit into the next one: what is found there is too far."""
     p += 1
+    n_buf = buf.shape[0]
     while p < end:
-        if p + 8 <= end:
+        if p + 8 <= n_buf:
             w = _load8(buf, p)
             a = w ^ QUOTES
             b = w ^ BACKSLASHES
-            if not (((a - ONES) & ~a & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - SPACES) & ~w & HIGHS)):
+            found = ((a - ONES) & ~a & HIGHS) | ((b - ONES) & ~b & HIGHS) | ((w - SPACES) & ~w & HIGHS)
+            if not found:
                 p += 8
                 continue
-            stop = p + 8
-        else:
-            stop = end
-        while p < stop:
-            c = buf[np.uint64(p)]
+            p += np.int64(_ctz(found) >> np.uint64(3))
+            if p >= end:
+                return -1
+            c = buf[p]
             if c == 34:
                 return p + 1
             if c == 92:
                 p += 2
-                break
-            if c < 32:
-                return -1
-            p += 1
+                continue
+            return -1
+        c = buf[p]
+        if c == 34:
+            return p + 1
+        if c == 92:
+            p += 2
+            continue
+        if c < 32:
+            return -1
+        p += 1
     return -1
 
 
@@ -140,7 +159,17 @@ def _value(buf, p, end):
     if c == 45 or 48 <= c <= 57:
         kind = _KIND_INT
         q = p + 1
+        n_buf = buf.shape[0]
         while q < end:
+            if q + 8 <= n_buf:  # a run of digits (timestamps, latencies) eight at a time, as in _string_end
+                t = _load8(buf, q) ^ ZEROS
+                other = ((t + SIXES) | t) & HIGHS  # the high bit of each byte that is not a digit
+                if not other:
+                    q += 8
+                    continue
+                q += np.int64(_ctz(other) >> np.uint64(3))
+                if q >= end:
+                    break
             d = buf[q]
             if 48 <= d <= 57:
                 q += 1
@@ -149,7 +178,7 @@ def _value(buf, p, end):
                 q += 1
             else:
                 break
-        return q, kind
+        return min(q, end), kind
     if c == 110 and p + 4 <= end and buf[p + 1] == 117 and buf[p + 2] == 108 and buf[p + 3] == 108:
         return p + 4, _KIND_NULL
     if c == 116 and p + 4 <= end and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:

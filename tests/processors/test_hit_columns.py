@@ -197,3 +197,24 @@ def test_keys_that_nearly_spell_a_field_are_unknown_keys_where_the_field_was_exp
     columns = _columns(decoder.decode(values))
     assert columns is not None and columns == _decoded_the_slow_way(values)[0]
     assert columns["user_agent"] == [f"ua{i // 2}" for i in range(len(hits))]
+
+
+_NUMBERS = st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [0, -0.0, 12345678, 123456789, 1234567.5, 12345678.25, 1e22, 1.5e-7, 1700000000.2475767])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_NUMBERS, _NUMBERS), min_size=1, max_size=6), st.integers(0, 7))
+@example([(12345678, 12345678.25), (1234567890123456.5, 200)], 0)  # a float where an integer must be, 8 digits in
+def test_numbers_of_any_length_at_any_offset_are_read_and_typed_like_orjson(numbers, pad):
+    # the scanner reads digits eight at a time: a '.' or an exponent anywhere in a number makes it a float,
+    # which an integer field (status) does not accept, whatever its place relative to the scanner's words
+    hits = [{**make_hit(f"e{i}", 1e9 + i, "v"), "status": s, "latency_ms": lat} for i, (s, lat) in enumerate(numbers)]
+    values = [b" " * pad + orjson.dumps(h) for h in hits]
+    columns = _columns(decoder.decode(values))
+    expected, good = _decoded_the_slow_way(values)
+    assert good == all(isinstance(s, int) for s, _ in numbers)
+    if good:
+        assert columns == expected
+    else:
+        assert columns is None
