@@ -64,6 +64,7 @@ class HitProcessor:
         batch, instead of in it (the rules alone take ~0.3 s). The warm-up hit goes to a throwaway
         sessionizer: the real store (a Faust table) must not be touched before the app starts."""
         warm_up_aggregation(self.use_numba)
+        K.murmur2_positive([b"warm-up"])  # the changelog's key hash (TableStore.set_many), compiled or loaded
         sessions, self.sessions = self.sessions, Sessionizer(self.settings.processing, {})
         try:
             self.process([orjson.dumps({"event_id": "warm-up", "ts": 60.0, "visitor_id": "visitwire-warm-up",

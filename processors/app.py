@@ -23,6 +23,7 @@ from aiokafka.partitioner import murmur2
 from config.events import TOPIC_HITS, TOPIC_PAGEVIEWS, TOPIC_SEGMENTS, TOPIC_SESSIONS
 from config.kafka_security import faust_credentials
 from config.settings import Settings
+from processors.kernels import murmur2_positive
 from processors.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,13 @@ class TableStore(MutableMapping):
 
     def set_many(self, items: Iterable[tuple[str, dict]]) -> None:
         """store[key] = value for each pair, in one loop (a flush writes every session the batches touched:
-        the per-item method calls were a tenth of the event loop's profile)."""
+        the per-item method calls were a tenth of the event loop's profile). The keys' partitions are hashed
+        all at once (murmur2_positive): one at a time in Python, each visitor's first cost 2.7-6.5 us."""
+        items = items if isinstance(items, list) else list(items)
         data, pending, partitions, dumps, join = self.table.data, self._pending, self.partitions, orjson.dumps, b"".join
-        for key, value in items:  # _json(key), _json(value), inline
-            k = join((dumps(key), b""))
-            pending.append((key_partition(key.encode(), partitions), k, join((dumps(value), b""))))
+        hashes = murmur2_positive([key.encode() for key, _ in items]).tolist()
+        for (key, value), h in zip(items, hashes):  # _json(key), _json(value), inline
+            pending.append((h % partitions, join((dumps(key), b"")), join((dumps(value), b""))))
             data[key] = value
 
     def __delitem__(self, key: str) -> None:

