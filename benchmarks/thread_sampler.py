@@ -107,9 +107,10 @@ class ThreadCpuSampler:
     def report(self, top: int, per: int = 1) -> str:
         """The `top` functions by inclusive and by own CPU, in us per `per` (e.g. per event)."""
         scale = 1e6 / max(1, per)
+        runs = enumerate(zip(self.gc_runs, self.gc_seconds))
         lines = [f"main thread CPU sampled: {self.total * scale:.2f} us per event in all",
                  "garbage collector (any thread), by generation: " + ", ".join(
-                     f"{g}: {n} runs {s * scale:.3f} us" for g, (n, s) in enumerate(zip(self.gc_runs, self.gc_seconds)))]
+                     f"{g}: {n} runs {s * scale:.3f} us" for g, (n, s) in runs)]
         for title, counts in (("inclusive (anywhere on the stack)", self.inclusive), ("own (on top)", self.own)):
             lines.append(f"  {title}:")
             lines += [f"    {s * scale:7.3f}  {label}" for label, s in counts.most_common(top)]
