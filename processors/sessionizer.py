@@ -168,6 +168,7 @@ class Sessionizer:
         self.store = store
         self._work: dict[str, Any] = {}        # visitor -> state or _GONE, not yet written to store
         self._flushing: dict[str, Any] = {}    # changes being made durable elsewhere, written to store next
+        self._encoded: dict[str, Any] | None = None  # their changelog records, when the store encodes them
         # The timer's heap holds one entry per visitor (plus superseded ones, skipped): at _queued[visitor], at
         # most its deadline. A deadline that moves later (every page view moves it) pushes nothing: the entry
         # queues it again when it comes up (expire). A heap push per page view was 0.7-1.0 us of on_pageview's
@@ -205,27 +206,33 @@ class Sessionizer:
 
     def begin_flush(self) -> int:
         """Freeze the changes so far; `commit_flush` writes them once the rows they produced are stored
-        (a session closed in history before its state leaves the table: a crash never loses it)."""
+        (a session closed in history before its state leaves the table: a crash never loses it). A store that
+        encodes (the worker's table: encode_many) gets their changelog records now, as the rows being stored
+        left them, so page views during the flush may change those states in place; other stores keep the
+        objects, which page views then copy."""
         if self._flushing:
             self._flushing.update(self._work)
         else:
             self._flushing = self._work
         self._work = {}
+        encode = getattr(self.store, "encode_many", None)
+        self._encoded = None if encode is None else \
+            encode([(v, st) for v, st in self._flushing.items() if st is not _GONE])
         return len(self._flushing)
 
     def commit_flush(self) -> int:
         """Write the frozen changes to the store (one changelog message per visitor)."""
         n = len(self._flushing)
-        set_many = getattr(self.store, "set_many", None)  # the worker's table: one call for all of them
-        if set_many is not None:
-            set_many((v, st) for v, st in self._flushing.items() if st is not _GONE)
+        encoded, self._encoded = self._encoded, None
+        if encoded is not None:  # the worker's table: the records begin_flush made, in one call
+            self.store.set_encoded(encoded, [(v, st) for v, st in self._flushing.items() if st is not _GONE])
         for visitor, st in self._flushing.items():
             if st is _GONE:
                 try:
                     del self.store[visitor]
                 except KeyError:
                     pass
-            elif set_many is None:
+            elif encoded is None:
                 self.store[visitor] = st
         self._flushing = {}
         return n
@@ -269,14 +276,17 @@ class Sessionizer:
                     closed.append(close_row(st, deadline(st, self.s)[1]))
                     prev, st = st, None
         started = st is None
-        # A state is copied only while a flush holds it (in _flushing, between begin_flush and commit_flush): the
-        # flush writes that object to the table and its changelog. One from the store is changed in place: its
-        # changelog record was encoded in set_many, and from here the table's object runs ahead of its changelog
-        # until the next flush writes it (this state is in _work from now on). Whoever reads the table directly
-        # reads no field a page view changes (keep_partitions: "p"; recovery replaces the table's objects, and
-        # _work, which get() reads first, still holds this one); a closed session's marker and its successor's
-        # "prev" share the "recent" list of a state that is never continued. Copying it was 0.8-1.4 us.
-        st = open_session(pv, partition, prev) if started else add_pageview(st, pv, in_place=not frozen)
+        # A state is changed in place, even one a flush in progress holds (in _flushing, between begin_flush and
+        # commit_flush) when the store encoded its changelog record at begin_flush (the worker's table): the
+        # flush writes that record, as the rows being stored left it. Only for a store that keeps the objects
+        # themselves is such a state copied. One from the store is changed in place: its changelog record was
+        # encoded when it was written, and from here the table's object runs ahead of its changelog until the
+        # next flush writes it (this state is in _work from now on). Whoever reads the table directly reads no
+        # field a page view changes (keep_partitions: "p"; recovery replaces the table's objects, and _work,
+        # which get() reads first, still holds this one); a closed session's marker and its successor's "prev"
+        # share the "recent" list of a state that is never continued. Copying it was 0.8-1.4 us.
+        st = open_session(pv, partition, prev) if started else \
+            add_pageview(st, pv, in_place=not (frozen and self._encoded is None))
         if started or st["pageviews"] == 2 or pv["ts"] - st.get("u", st["start"]) >= self.s.session_update_s:
             st["u"] = pv["ts"]
             self.updates.append(close_row(st, REASON_OPEN))
