@@ -90,8 +90,8 @@ def open_session(pv: dict, partition: int = 0, prev: dict | None = None) -> dict
 
 
 def add_pageview(state: dict, pv: dict, in_place: bool = False) -> dict:
-    """The state with the page view added: a copy, or `state` itself when the caller owns it (a state not
-    frozen for a flush in progress: copying ~25 fields per page view was a hot spot)."""
+    """The state with the page view added: a copy, or `state` itself when the caller may change it (see
+    Sessionizer.on_pageview: copying ~25 fields per page view was a hot spot)."""
     st = state if in_place else {**state, "recent": list(state["recent"])}
     st["pageviews"] += 1
     if pv["ts"] >= st["end"]:
@@ -210,14 +210,21 @@ class Sessionizer:
         encodes (the worker's table: encode_many) gets their changelog records now, as the rows being stored
         left them, so page views during the flush may change those states in place; other stores keep the
         objects, which page views then copy."""
+        work, self._work = self._work, {}
         if self._flushing:
-            self._flushing.update(self._work)
+            self._flushing.update(work)
         else:
-            self._flushing = self._work
-        self._work = {}
+            self._flushing = work
         encode = getattr(self.store, "encode_many", None)
-        self._encoded = None if encode is None else \
-            encode([(v, st) for v, st in self._flushing.items() if st is not _GONE])
+        if encode is not None:
+            fresh = encode([(v, st) for v, st in work.items() if st is not _GONE])
+            if self._encoded is None:
+                self._encoded = fresh
+            else:  # the last flush failed: its records stand, the states changed since (all in work) are new
+                for v, st in work.items():
+                    if st is _GONE:
+                        self._encoded.pop(v, None)
+                self._encoded.update(fresh)
         return len(self._flushing)
 
     def commit_flush(self) -> int:

@@ -275,3 +275,26 @@ def test_changelog_records_go_to_the_partition_kafkas_murmur2_gives_their_visito
     assert [(p, orjson.loads(k)) for p, k, _ in store._pending] == \
         [((murmur2(v.encode()) & 0x7FFFFFFF) % partitions, v) for v in visitors]
     assert table.data == {v: {"n": i} for i, v in enumerate(visitors)}
+
+
+def test_a_flush_that_failed_writes_every_state_as_the_retry_began():
+    """A flush whose history write failed is begun again with what came since: the retry writes each visitor once,
+    a state changed meanwhile as it is now and one left alone as it was, and a visitor forgotten meanwhile not
+    at all (its deletion, not a stale state)."""
+    table = SimpleNamespace(data={})
+    store = TableStore(table, 4, outbox=None)
+    sz = Sessionizer(S, store)
+    t = DAY0 + 3600
+    feed(sz, pv("c", t, visitor="v3"))
+    sz.flush_state()
+    store._pending.clear()
+    feed(sz, pv("a", t, visitor="v1"), pv("b", t + 1, visitor="v2"), pv("e", t + 2, visitor="v3"))
+    sz.begin_flush()  # the history write fails: commit_flush never runs
+    feed(sz, pv("d", t + 3, visitor="v1"))
+    sz._put("v3", None)  # forgotten meanwhile (as expire does for a marker)
+    sz.begin_flush()  # the retry
+    sz.commit_flush()
+    written = {orjson.loads(k): (orjson.loads(v) if v != b"null" else None) for _, k, v in store._pending}
+    assert set(written) == {"v1", "v2", "v3"} and len(store._pending) == 3
+    assert written["v1"]["recent"] == ["a", "d"] and written["v2"]["recent"] == ["b"] and written["v3"] is None
+    assert table.data.keys() == {"v1", "v2"} and table.data["v1"]["pageviews"] == 2
